@@ -1,0 +1,140 @@
+"""The root command: the explicit list of subcommands, global options, and exit codes.
+
+Importing this module loads only the standard library, typer and rich: every heavy
+library is imported inside the domain functions, so ``mlsys --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from mlsys_cli import __version__, console
+from mlsys_cli.errors import ExitCode, MlsysError
+
+# Lifecycle order; a command is listed only when it works.
+COMMANDS: list[str] = [
+    "ingest",
+    "split",
+    "featurize",
+    "tune",
+    "train",
+    "ensemble",
+    "predict",
+    "evaluate",
+    "compress",
+    "export",
+    "info",
+]
+
+app = typer.Typer(
+    name="mlsys",
+    help="The tabular ML lifecycle from a shell: data, features, models, ONNX.\n\n"
+    "Every subcommand reads and writes files (Parquet tables, .mlsys bundles, JSON reports) "
+    "so Make, cron and CI chain them. Reference: commands/<name>.md.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"mlsys {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only results and errors; no logs or progress.")] = False,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logs on stderr (repeatable).")] = 0,
+    traceback: Annotated[bool, typer.Option("--traceback", envvar="MLSYS_TRACEBACK", help="Show the traceback of an internal error.")] = False,
+) -> None:
+    """The tabular ML lifecycle from a shell."""
+    console.state.quiet = quiet
+    console.state.verbose = verbose
+    console.state.traceback = traceback or console.state.traceback
+
+
+def _register() -> None:
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"mlsys_cli.cli.{name}")
+        except ModuleNotFoundError as exc:  # a command whose module is not in this build
+            if exc.name == f"mlsys_cli.cli.{name}":
+                continue
+            raise
+        app.command(
+            name=name,
+            no_args_is_help=getattr(module, "NO_ARGS_IS_HELP", True),
+            epilog=f"Reference: commands/{name}.md",
+        )(module.command)
+
+
+_register()
+
+
+def _fail(message: str, hint: str | None, code: int) -> int:
+    err = console.err()
+    err.print(f"error: {message}", markup=False, style="bold red", soft_wrap=True)
+    if hint:
+        err.print(f"hint: {hint}", markup=False, soft_wrap=True)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit status (DESIGN.md section 3)."""
+    from mlsys_cli.data.io import set_invocation
+
+    set_invocation(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            result = app(args=argv, prog_name="mlsys", standalone_mode=False)
+        except typer.Exit as exc:
+            return exc.exit_code
+        return result if isinstance(result, int) else 0
+    except MlsysError as exc:
+        if console.state.traceback:
+            console.err().print_exception()
+        return _fail(exc.message, exc.hint, int(exc.exit_code))
+    except typer.Abort:
+        return _fail("interrupted", None, ExitCode.INTERRUPTED)
+    except typer.TyperException as exc:  # usage errors from the parser (exit 2)
+        if hasattr(exc, "show"):
+            exc.show(file=sys.stderr)
+        else:
+            _fail(exc.format_message(), None, exc.exit_code)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return _fail("interrupted", None, ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        raise
+    except Exception as exc:  # a bug: say so, and show the traceback when asked
+        if console.state.traceback:
+            console.err().print_exception()
+            return ExitCode.INTERNAL
+        return _fail(
+            f"internal error: {type(exc).__name__}: {exc}",
+            "this is a bug in mlsys; rerun with --traceback (or MLSYS_TRACEBACK=1) and report it",
+            ExitCode.INTERNAL,
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        code = run(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `mlsys ... | head`: exit quietly; point stdout at devnull so the final flush cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = ExitCode.BROKEN_PIPE
+    sys.exit(int(code))

@@ -1,0 +1,179 @@
+"""The ``.mlsys`` bundle container: one zip file, a manifest, hashed members, no pickle.
+
+Features bundles and model bundles share this container (DESIGN.md section 4):
+
+- ``manifest.json`` holds ``format``, ``kind``, whatever the stage records, and ``members``:
+  the sha256 of every other member;
+- fitted scikit-learn objects are stored with ``skops`` and loaded only when every type in
+  them is in :data:`TRUSTED_TYPES`, a list written in our code (modules add their own classes
+  with :func:`trust`), never read from the file;
+- other members are bytes (XGBoost UBJSON, safetensors, JSON).
+
+Loading checks every hash before anything is deserialised: a changed byte is refused (exit 3).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from mlsys_cli.errors import InputError
+from mlsys_cli.fsutil import atomic_path, sha256_bytes
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+KINDS = ("features", "model")
+
+# Types skops may rebuild. Scikit-learn's own building blocks we use are listed here; stages
+# add their estimator classes with trust() when their module is imported.
+TRUSTED_TYPES: set[str] = {
+    "builtins.slice",
+    "numpy.dtype",
+    "numpy.ndarray",
+    "numpy.float64",
+    "numpy.float32",
+    "numpy.int64",
+    "numpy.int32",
+    "numpy.bool_",
+    "numpy.str_",
+    "numpy.random._mt19937.MT19937",
+    "numpy.random.mtrand.RandomState",
+    "numpy.random._generator.Generator",
+    "numpy.random._pcg64.PCG64",
+    "collections.OrderedDict",
+    "collections.defaultdict",
+}
+
+
+def trust(*type_names: str) -> None:
+    """Allow these fully qualified types to be loaded from skops members."""
+    TRUSTED_TYPES.update(type_names)
+
+
+class BundleWriter:
+    """Collects members and writes the bundle atomically.
+
+    Parameters
+    ----------
+    kind : {"features", "model"}
+    manifest : dict
+        Everything the stage records; ``format``, ``kind`` and ``members`` are filled in.
+    """
+
+    def __init__(self, kind: str, manifest: dict[str, Any] | None = None):
+        if kind not in KINDS:
+            raise ValueError(f"unknown bundle kind {kind!r}")
+        self.kind = kind
+        self.manifest: dict[str, Any] = dict(manifest or {})
+        self._members: dict[str, bytes] = {}
+
+    def add_bytes(self, name: str, data: bytes) -> None:
+        if name == MANIFEST or name in self._members:
+            raise ValueError(f"duplicate bundle member {name!r}")
+        self._members[name] = bytes(data)
+
+    def add_json(self, name: str, obj: Any) -> None:
+        self.add_bytes(name, json.dumps(obj, sort_keys=True, indent=1).encode())
+
+    def add_skops(self, name: str, obj: Any) -> None:
+        import skops.io as sio
+
+        self.add_bytes(name, sio.dumps(obj))
+
+    def to_bytes(self) -> bytes:
+        """The bundle as bytes (deterministic: fixed member order and timestamps)."""
+        manifest = dict(self.manifest)
+        manifest["format"] = FORMAT_VERSION
+        manifest["kind"] = self.kind
+        manifest["members"] = {name: sha256_bytes(data) for name, data in sorted(self._members.items())}
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name, data in [(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()), *sorted(self._members.items())]:
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, data)
+        return buf.getvalue()
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """Write the bundle to ``path`` atomically."""
+        data = self.to_bytes()
+        with atomic_path(path, suffix=".mlsys") as tmp:
+            tmp.write_bytes(data)
+        return Path(path)
+
+
+class BundleReader:
+    """An opened, verified bundle.
+
+    Parameters
+    ----------
+    path : path of a ``.mlsys`` file
+    kind : str, optional
+        Refuse a bundle of another kind (exit 3) when given.
+    """
+
+    def __init__(self, path: str | os.PathLike, kind: str | None = None, data: bytes | None = None):
+        self.path = Path(path)
+        if data is None:
+            if not self.path.exists():
+                raise InputError(f"{path}: no such file")
+            data = self.path.read_bytes()
+        if not data:
+            raise InputError(f"{path}: empty file")
+        try:
+            zf = zipfile.ZipFile(io.BytesIO(data))
+            names = set(zf.namelist())
+            if MANIFEST not in names:
+                raise InputError(f"{path}: not an mlsys bundle (no manifest.json)")
+            self.manifest: dict[str, Any] = json.loads(zf.read(MANIFEST))
+            self._members = {n: zf.read(n) for n in names if n != MANIFEST}
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+            raise InputError(f"{path}: not a valid mlsys bundle ({type(exc).__name__}: {exc})", "the file may be truncated; rebuild it") from None
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT_VERSION:
+            raise InputError(f"{path}: unsupported bundle format {self.manifest.get('format') if isinstance(self.manifest, dict) else None!r}")
+        declared = self.manifest.get("members", {})
+        if set(declared) != set(self._members):
+            extra = sorted(set(self._members) ^ set(declared))
+            raise InputError(f"{path}: bundle members do not match its manifest ({', '.join(extra[:3])})", "the file was tampered with or damaged")
+        for name, digest in declared.items():
+            if sha256_bytes(self._members[name]) != digest:
+                raise InputError(f"{path}: member {name!r} fails its sha256 check", "the file was tampered with or damaged")
+        if kind is not None and self.manifest.get("kind") != kind:
+            raise InputError(f"{path}: is a {self.manifest.get('kind')} bundle, expected a {kind} bundle")
+        self.kind: str = self.manifest.get("kind", "")
+
+    def names(self) -> list[str]:
+        return sorted(self._members)
+
+    def bytes(self, name: str) -> bytes:
+        try:
+            return self._members[name]
+        except KeyError:
+            raise InputError(f"{self.path}: bundle has no member {name!r}") from None
+
+    def json(self, name: str) -> Any:
+        return json.loads(self.bytes(name))
+
+    def skops(self, name: str) -> Any:
+        """Load a skops member, refusing any type not in :data:`TRUSTED_TYPES`."""
+        import skops.io as sio
+
+        data = self.bytes(name)
+        try:
+            untrusted = set(sio.get_untrusted_types(data=data))
+        except Exception as exc:
+            raise InputError(f"{self.path}: member {name!r} is not a valid skops file ({exc})") from None
+        unknown = sorted(untrusted - TRUSTED_TYPES)
+        if unknown:
+            raise InputError(f"{self.path}: member {name!r} holds types mlsys does not trust: {', '.join(unknown[:5])}")
+        return sio.loads(data, trusted=sorted(untrusted))
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The verified manifest of a bundle (members are checked, not deserialised)."""
+    return BundleReader(path).manifest

@@ -1,0 +1,1 @@
+"""continual stage of the lifecycle."""

@@ -1,0 +1,260 @@
+"""Reading and writing tables, with lineage.
+
+Verbs read like polars: :func:`read_table` is eager (a ``pyarrow.Table``), :func:`scan_table`
+is lazy (a DuckDB relation that streams), :func:`write_table` writes Parquet atomically and
+stamps the lineage of the table into its key-value metadata under the key ``mlsys``.
+
+Accepted inputs: a Parquet file, a directory of Parquet files, a glob, or a CSV/TSV/JSON/NDJSON
+file. Heavy libraries are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from mlsys_cli import __version__
+from mlsys_cli.errors import InputError
+from mlsys_cli.fsutil import atomic_path, sha256_file
+
+LINEAGE_KEY = b"mlsys"
+PARQUET_MAGIC = b"PAR1"
+FORMATS = {
+    ".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv",
+    ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson", ".txt": "csv",
+}
+
+_invocation: list[str] = []
+
+
+def set_invocation(argv: Sequence[str]) -> None:
+    """Remember the command line, so that lineage records how a file was made."""
+    _invocation[:] = list(argv)
+
+
+def invocation() -> list[str]:
+    """The command line of this run (``sys.argv[1:]`` when not set)."""
+    return list(_invocation) if _invocation else list(sys.argv[1:])
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """How a table was made: stamped into its Parquet metadata under ``mlsys``."""
+
+    command: str
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    rows: int | None = None
+    seed: int | None = None
+    role: str | None = None
+    target: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    args: list[str] = field(default_factory=invocation)
+    version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, {}, [])}
+
+
+def input_record(path: str | os.PathLike, with_parent: bool = True) -> dict[str, Any]:
+    """Fingerprint one input file: its path, sha256, and its own lineage when mlsys wrote it."""
+    record: dict[str, Any] = {"path": str(path), "sha256": sha256_file(path)}
+    if with_parent and detect_format(Path(path)) == "parquet":
+        parent = read_lineage(path)
+        if parent:
+            record["lineage"] = parent
+    return record
+
+
+def resolve_inputs(paths: Iterable[str | os.PathLike], allow_stdin: bool = False) -> list[Path]:
+    """Expand globs and directories into a sorted list of files; fail clearly when none exist."""
+    files: list[Path] = []
+    for raw in paths:
+        text = str(raw)
+        if text == "-" and allow_stdin:
+            files.append(Path("-"))
+            continue
+        if any(ch in text for ch in "*?["):
+            matches = sorted(Path(p) for p in _glob.glob(text, recursive=True) if Path(p).is_file())
+            if not matches:
+                raise InputError(f"no files match {text!r}")
+            files.extend(matches)
+            continue
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".parquet", ".pq"))
+            if not found:
+                raise InputError(f"{text}: directory holds no Parquet files")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise InputError(f"{text}: no such file or directory")
+    if not files:
+        raise InputError("no input files given")
+    return files
+
+
+def detect_format(path: Path, declared: str | None = None) -> str:
+    """The format of a file: declared, from its suffix, or sniffed from its first bytes."""
+    if declared:
+        return declared
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt:
+        return fmt
+    if str(path) == "-":
+        return "csv"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    if head == PARQUET_MAGIC:
+        return "parquet"
+    if head[:1] in (b"{", b"["):
+        return "ndjson" if head[:1] == b"{" else "json"
+    return "csv"
+
+
+def _check_parquet(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: empty file")
+    with open(path, "rb") as fh:
+        if fh.read(4) != PARQUET_MAGIC:
+            raise InputError(f"{path}: not a Parquet file", "convert it with: mlsys ingest FILE -o FILE.parquet")
+
+
+def scan_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, con: Any = None) -> Any:
+    """A lazy DuckDB relation over one or more tables (nothing is loaded until consumed).
+
+    Parameters
+    ----------
+    paths : path, glob, directory, or a list of them
+        Parquet files (all with one schema) or a single CSV/TSV/JSON/NDJSON file.
+    con : duckdb.DuckDBPyConnection, optional
+        The connection to use; a new in-memory one by default.
+    """
+    import duckdb
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = resolve_inputs(paths)
+    con = con or duckdb.connect()
+    formats = {detect_format(f) for f in files}
+    if formats != {"parquet"}:
+        if len(files) != 1:
+            raise InputError("give one CSV/JSON file, or Parquet files", "ingest them first: mlsys ingest FILES -o t.parquet")
+        fmt = formats.pop()
+        f = str(files[0])
+        if os.path.getsize(f) == 0:
+            raise InputError(f"{f}: empty file")
+        try:
+            if fmt in ("csv", "tsv"):
+                return con.read_csv(f, sep="\t" if fmt == "tsv" else None)
+            return con.read_json(f, format="newline_delimited" if fmt == "ndjson" else "auto")
+        except duckdb.Error as exc:
+            raise InputError(f"{f}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from None
+    for f in files:
+        _check_parquet(f)
+    try:
+        return con.read_parquet([str(f) for f in files])
+    except duckdb.Error as exc:
+        raise InputError(f"cannot read Parquet: {str(exc).splitlines()[0]}") from None
+
+
+def read_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, columns: Sequence[str] | None = None) -> Any:
+    """Read a table eagerly into a ``pyarrow.Table``.
+
+    Parquet is read by pyarrow directly (fast path, keeps types); other formats go through DuckDB.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = resolve_inputs(paths)
+    if all(detect_format(f) == "parquet" for f in files):
+        tables = []
+        for f in files:
+            _check_parquet(f)
+            try:
+                tables.append(pq.read_table(f, columns=list(columns) if columns else None))
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"{f}: cannot read Parquet: {exc}") from None
+            except KeyError as exc:
+                raise InputError(f"{f}: no column {exc}") from None
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+        except pa.ArrowInvalid as exc:
+            raise InputError(f"input tables do not share one schema: {exc}") from None
+        return table.replace_schema_metadata(None)
+    relation = scan_table(files)
+    if columns:
+        missing = [c for c in columns if c not in relation.columns]
+        if missing:
+            raise InputError(f"no column {missing[0]!r} in the input")
+        relation = relation.select(*[f'"{c}"' for c in columns])
+    return relation.arrow()
+
+
+def read_frame(paths: Any, columns: Sequence[str] | None = None) -> Any:
+    """Read a table eagerly into a pandas DataFrame (the scikit-learn boundary)."""
+    return read_table(paths, columns).to_pandas()
+
+
+def write_table(table: Any, path: str | os.PathLike, lineage: Lineage | None = None) -> Path:
+    """Write a table to Parquet (zstd) atomically, with lineage in its metadata.
+
+    Parameters
+    ----------
+    table : pyarrow.Table or pandas.DataFrame or polars.DataFrame
+    path : path of the Parquet file to write
+    lineage : Lineage, optional
+        Stamped under the ``mlsys`` key; its row count is filled in from the table.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not isinstance(table, pa.Table):
+        if hasattr(table, "to_arrow"):
+            table = table.to_arrow()
+        else:
+            table = pa.Table.from_pandas(table, preserve_index=False)
+    metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
+    if lineage is not None:
+        record = lineage.to_dict()
+        record["rows"] = table.num_rows
+        metadata[LINEAGE_KEY] = json.dumps(record, sort_keys=True).encode()
+    table = table.replace_schema_metadata(metadata or None)
+    with atomic_path(path, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return Path(path)
+
+
+def lineage_metadata(lineage: Lineage, rows: int | None = None) -> str:
+    """The JSON text stamped under ``mlsys`` (for writers that are not :func:`write_table`)."""
+    record = lineage.to_dict()
+    if rows is not None:
+        record["rows"] = rows
+    return json.dumps(record, sort_keys=True)
+
+
+def read_lineage(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The lineage mlsys stamped into a Parquet file, or None for a plain table."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception:
+        return None
+    raw = meta.get(LINEAGE_KEY)
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None

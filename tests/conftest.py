@@ -1,0 +1,82 @@
+"""Shared fixtures: run the real ``mlsys`` in-process or as a subprocess, and the sample data."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_data"
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self):
+        import json
+
+        return json.loads(self.stdout)
+
+
+def run_cli(*args: str, cwd: str | os.PathLike | None = None) -> Result:
+    """Run mlsys in this process (fast); returns exit code, stdout, stderr."""
+    from mlsys_cli import console
+    from mlsys_cli.app import run
+
+    out, err = io.StringIO(), io.StringIO()
+    old = os.getcwd()
+    console.reset()
+    console.state.quiet = False
+    console.state.verbose = 0
+    try:
+        if cwd:
+            os.chdir(cwd)
+        with redirect_stdout(out), redirect_stderr(err):
+            code = run([str(a) for a in args])
+            sys.stdout.flush()
+    finally:
+        os.chdir(old)
+        console.reset()
+    return Result(int(code), out.getvalue(), err.getvalue())
+
+
+def run_proc(*args: str, cwd: str | os.PathLike | None = None, input: bytes | None = None, timeout: float = 600, env: dict | None = None) -> Result:
+    """Run the real ``mlsys`` process (python -m mlsys_cli) end to end."""
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "mlsys_cli", *map(str, args)], cwd=cwd, input=input,
+                          capture_output=True, timeout=timeout, env=full_env)
+    return Result(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+
+
+def assert_clean_error(result: Result, code: int) -> None:
+    """A user error: the documented exit code, one ``error:`` line, no traceback."""
+    assert result.code == code, (result.code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert any(line.startswith("error: ") for line in lines), result.stderr
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture
+def proc():
+    return run_proc
+
+
+@pytest.fixture(scope="session")
+def sample() -> Path:
+    return SAMPLE
