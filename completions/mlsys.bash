@@ -7,7 +7,7 @@ _mlsys() {
         case "$w" in -*) ;; *) cmd="$w"; break ;; esac
     done
     if [ -z "$cmd" ]; then
-        COMPREPLY=( $(compgen -W "info --quiet --traceback --verbose --version -q -v" -- "$cur") )
+        COMPREPLY=( $(compgen -W "info --config --quiet --traceback --verbose --version -q -v" -- "$cur") )
         return
     fi
     case "$cmd" in

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from mlsys_cli import __version__, console
-from mlsys_cli.errors import ExitCode, MlsysError
+from mlsys_cli.errors import BrokenPipe, ExitCode, MlsysError
 
 # Lifecycle order; a command is listed only when it works.
 COMMANDS: list[str] = [
@@ -52,15 +52,38 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only results and errors; no logs or progress.")] = False,
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logs on stderr (repeatable).")] = 0,
     traceback: Annotated[bool, typer.Option("--traceback", envvar="MLSYS_TRACEBACK", help="Show the traceback of an internal error.")] = False,
+    config: Annotated[Optional[str], typer.Option("--config", envvar="MLSYS_CONFIG", help="TOML file of option defaults, one [command] table each.")] = None,
 ) -> None:
     """The tabular ML lifecycle from a shell."""
+    if config:
+        ctx.default_map = _load_config(config)
     console.state.quiet = quiet
     console.state.verbose = verbose
     console.state.traceback = traceback or console.state.traceback
+
+
+def _load_config(path: str) -> dict:
+    """Option defaults from a TOML file: ``[train]`` holds ``seed = 7`` for ``mlsys train``."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise MlsysError(f"{path}: no such config file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise MlsysError(f"{path}: invalid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(COMMANDS))
+    if unknown:
+        raise MlsysError(f"{path}: unknown command table [{unknown[0]}]", f"tables are command names: {', '.join(COMMANDS)}")
+    # Parameters that shadow Python names are spelled with a trailing underscore (json_).
+    return {cmd: {name: v for k, v in table.items() for name in (k.replace("-", "_"), k.replace("-", "_") + "_")}
+            for cmd, table in data.items()}
 
 
 def _register() -> None:
@@ -100,6 +123,8 @@ def run(argv: list[str] | None = None) -> int:
         except typer.Exit as exc:
             return exc.exit_code
         return result if isinstance(result, int) else 0
+    except BrokenPipe:
+        raise BrokenPipeError from None
     except MlsysError as exc:
         if console.state.traceback:
             console.err().print_exception()

@@ -56,6 +56,17 @@ def reset() -> None:
     _out = _err = None
 
 
+def write(text: str) -> None:
+    """Write text to stdout; a closed pipe becomes :class:`BrokenPipe` (exit 141, silent)."""
+    from mlsys_cli.errors import BrokenPipe
+
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise BrokenPipe() from None
+
+
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "to_dict"):
         return _jsonable(value.to_dict())
@@ -120,8 +131,7 @@ def emit(
 
         atomic_write_text(report, text + "\n")
     if as_json:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+        write(text + "\n")
         return
     if state.quiet:
         return
@@ -151,11 +161,9 @@ def kv(title: str | None, mapping: Mapping[str, Any]) -> None:
             table.add_row(str(key), _fmt(value))
         out().print(table)
         return
-    if title:
-        sys.stdout.write(f"# {title}\n")
-    for key, value in mapping.items():
-        sys.stdout.write(f"{key}: {_fmt(value)}\n")
-    sys.stdout.flush()
+    lines = [f"# {title}"] if title else []
+    lines += [f"{key}: {_fmt(value)}" for key, value in mapping.items()]
+    write("\n".join(lines) + "\n")
 
 
 def records(title: str | None, rows: Sequence[Mapping[str, Any]], columns: Iterable[str] | None = None) -> None:
@@ -170,12 +178,10 @@ def records(title: str | None, rows: Sequence[Mapping[str, Any]], columns: Itera
             table.add_row(*(_fmt(row.get(c)) for c in cols))
         out().print(table)
         return
-    if title:
-        sys.stdout.write(f"# {title}\n")
-    sys.stdout.write("\t".join(cols) + "\n")
-    for row in rows:
-        sys.stdout.write("\t".join(_fmt(row.get(c)) for c in cols) + "\n")
-    sys.stdout.flush()
+    lines = [f"# {title}"] if title else []
+    lines.append("\t".join(cols))
+    lines += ["\t".join(_fmt(row.get(c)) for c in cols) for row in rows]
+    write("\n".join(lines) + "\n")
 
 
 class Progress:

@@ -63,3 +63,12 @@ class BusyError(MlsysError):
     """Another process holds the lock; safe to retry (exit 5)."""
 
     exit_code = ExitCode.BUSY
+
+
+class BrokenPipe(MlsysError):
+    """The reader of stdout went away (``mlsys ... | head``): exit 141 quietly."""
+
+    exit_code = ExitCode.BROKEN_PIPE
+
+    def __init__(self) -> None:
+        super().__init__("broken pipe")

@@ -1,0 +1,186 @@
+"""Metrics by task, the primary metric, and the zero-rule and random baselines.
+
+Pure numpy/scikit-learn so that evaluate (confidence intervals, slices), tune and ensemble all
+score a model the same way. A metric that is undefined on the data (AUC on a slice with one
+class) is ``None``, never an exception.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+TASKS = ("binary", "multiclass", "regression")
+
+_PRIMARY = {"binary": ("auc", True), "multiclass": ("log_loss", False), "regression": ("rmse", False)}
+
+# Direction of every metric compute_metrics returns (True: higher is better).
+HIGHER_IS_BETTER = {
+    "auc": True, "log_loss": False, "accuracy": True, "f1": True, "precision": True, "recall": True,
+    "brier": False, "f1_macro": True, "f1_weighted": True, "auc_ovr": True,
+    "rmse": False, "mae": False, "r2": True,
+}
+
+
+def primary_metric(task: str) -> tuple[str, bool]:
+    """The metric a task is judged by and whether higher is better.
+
+    Examples
+    --------
+    >>> primary_metric("binary")
+    ('auc', True)
+    """
+    try:
+        return _PRIMARY[task]
+    except KeyError:
+        raise ValueError(f"unknown task {task!r}") from None
+
+
+def _probabilities(output: Any, n_classes: int) -> Any:
+    import numpy as np
+
+    proba = output["probabilities"] if isinstance(output, Mapping) else output
+    proba = np.asarray(proba, dtype=float)
+    if proba.ndim == 1:  # binary scores given as P(positive class)
+        proba = np.column_stack([1.0 - proba, proba])
+    if proba.shape[1] != n_classes:
+        raise ValueError(f"output has {proba.shape[1]} probability columns for {n_classes} classes")
+    return proba
+
+
+def encode_labels(y_true: Any, classes: Sequence[Any]) -> Any:
+    """Map labels to class indices (``-1`` for a label not in ``classes``)."""
+    import numpy as np
+
+    index = {_key(c): i for i, c in enumerate(classes)}
+    return np.fromiter((index.get(_key(v), -1) for v in y_true), dtype=np.int64, count=len(y_true))
+
+
+def _key(value: Any) -> Any:
+    # 1, 1.0 and numpy.int64(1) are one class; labels read back from JSON lose their numpy type.
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _safe(fn: Any, *args: Any, **kwargs: Any) -> float | None:
+    import math
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            value = float(fn(*args, **kwargs))
+        except ValueError:
+            return None
+    return value if math.isfinite(value) else None
+
+
+def compute_metrics(task: str, y_true: Any, output: Any, classes: Sequence[Any] | None = None,
+                    threshold: float = 0.5, sample_weight: Any = None) -> dict[str, float | None]:
+    """Score predictions against the truth.
+
+    Parameters
+    ----------
+    task : {"binary", "multiclass", "regression"}
+    y_true : array-like
+        True labels (original class values) or values.
+    output : dict or array
+        What ``ModelBundle.predict`` returns, or the bare array: probabilities ``[N, C]``
+        (``[N]`` = P(second class) for binary) or predicted values ``[N]``.
+    classes : sequence, optional
+        Class labels in the column order of the probabilities (required for classification).
+    threshold : float
+        Binary decision threshold on P(second class) for accuracy, F1, precision and recall.
+    sample_weight : array-like, optional
+
+    Returns
+    -------
+    dict
+        binary: auc, log_loss, accuracy, f1, precision, recall, brier; multiclass: accuracy,
+        log_loss, f1_macro, f1_weighted, auc_ovr; regression: rmse, mae, r2. ``None`` where a
+        metric is undefined on this data.
+    """
+    import numpy as np
+    from sklearn import metrics as skm
+
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}")
+    if task == "regression":
+        pred = np.asarray(output["prediction"] if isinstance(output, Mapping) else output, dtype=float).ravel()
+        y = np.asarray(y_true, dtype=float)
+        if len(y) == 0:
+            return {"rmse": None, "mae": None, "r2": None}
+        return {
+            "rmse": _safe(lambda: np.sqrt(skm.mean_squared_error(y, pred, sample_weight=sample_weight))),
+            "mae": _safe(skm.mean_absolute_error, y, pred, sample_weight=sample_weight),
+            "r2": _safe(skm.r2_score, y, pred, sample_weight=sample_weight) if len(y) > 1 else None,
+        }
+    if classes is None:
+        raise ValueError("classes are required to score a classifier")
+    n_classes = len(classes)
+    proba = _probabilities(output, n_classes)
+    y = encode_labels(list(y_true), classes)
+    if (y < 0).any():
+        unknown = [v for v, i in zip(y_true, y) if i < 0][0]
+        raise ValueError(f"label {unknown!r} is not one of the model's classes")
+    labels = list(range(n_classes))
+    if len(y) == 0:
+        keys = ("auc", "log_loss", "accuracy", "f1", "precision", "recall", "brier") if task == "binary" \
+            else ("accuracy", "log_loss", "f1_macro", "f1_weighted", "auc_ovr")
+        return dict.fromkeys(keys)
+    two_classes_seen = len(np.unique(y)) > 1
+    if task == "binary":
+        p1 = proba[:, 1]
+        pred = (p1 >= threshold).astype(int)
+        return {
+            "auc": _safe(skm.roc_auc_score, y, p1, sample_weight=sample_weight) if two_classes_seen else None,
+            "log_loss": _safe(skm.log_loss, y, proba, labels=labels, sample_weight=sample_weight),
+            "accuracy": _safe(skm.accuracy_score, y, pred, sample_weight=sample_weight),
+            "f1": _safe(skm.f1_score, y, pred, zero_division=0, sample_weight=sample_weight),
+            "precision": _safe(skm.precision_score, y, pred, zero_division=0, sample_weight=sample_weight),
+            "recall": _safe(skm.recall_score, y, pred, zero_division=0, sample_weight=sample_weight),
+            "brier": _safe(skm.brier_score_loss, y, p1, sample_weight=sample_weight),
+        }
+    pred = proba.argmax(axis=1)
+    # One-vs-rest AUC needs every class present in y_true (sklearn refuses otherwise).
+    auc_defined = len(np.unique(y)) == n_classes
+    return {
+        "accuracy": _safe(skm.accuracy_score, y, pred, sample_weight=sample_weight),
+        "log_loss": _safe(skm.log_loss, y, proba, labels=labels, sample_weight=sample_weight),
+        "f1_macro": _safe(skm.f1_score, y, pred, average="macro", labels=labels, zero_division=0, sample_weight=sample_weight),
+        "f1_weighted": _safe(skm.f1_score, y, pred, average="weighted", labels=labels, zero_division=0, sample_weight=sample_weight),
+        "auc_ovr": _safe(skm.roc_auc_score, y, proba, multi_class="ovr", labels=labels, sample_weight=sample_weight)
+        if auc_defined else None,
+    }
+
+
+def baseline_outputs(task: str, y_train: Any, n: int, classes: Sequence[Any] | None = None,
+                     seed: int = 0, sample_weight: Any = None) -> dict[str, Any]:
+    """Outputs of the two reference models for ``n`` rows to score.
+
+    ``zero_rule`` predicts the training class frequencies (the mean for regression) for every row;
+    ``random`` predicts random class probabilities (a random training value for regression), so
+    a model that does no better than it has learned nothing.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    if task == "regression":
+        y = np.asarray(y_train, dtype=float)
+        mean = float(np.average(y, weights=sample_weight))
+        return {"zero_rule": np.full(n, mean), "random": rng.choice(y, size=n, replace=True)}
+    k = len(classes)
+    y = encode_labels(list(y_train), classes)
+    prior = np.bincount(y, weights=sample_weight, minlength=k).astype(float)
+    prior /= prior.sum()
+    random = rng.dirichlet(np.ones(k), size=n)
+    return {"zero_rule": np.tile(prior, (n, 1)), "random": random}
+
+
+def baseline_metrics(task: str, y_train: Any, y_eval: Any, classes: Sequence[Any] | None = None,
+                     seed: int = 0, sample_weight: Any = None) -> dict[str, dict[str, float | None]]:
+    """Metrics of the zero-rule and random baselines on ``y_eval`` (fitted on ``y_train``)."""
+    outputs = baseline_outputs(task, y_train, len(y_eval), classes, seed, sample_weight)
+    return {name: compute_metrics(task, y_eval, out, classes) for name, out in outputs.items()}
