@@ -1,1 +1,0 @@
-"""continual stage of the lifecycle."""
