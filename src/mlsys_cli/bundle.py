@@ -82,7 +82,7 @@ class BundleWriter:
     def add_skops(self, name: str, obj: Any) -> None:
         import skops.io as sio
 
-        self.add_bytes(name, sio.dumps(obj))
+        self.add_bytes(name, _canonical_skops(sio.dumps(obj)))
 
     def to_bytes(self) -> bytes:
         """The bundle as bytes (deterministic: fixed member order and timestamps)."""
@@ -105,6 +105,51 @@ class BundleWriter:
         with atomic_path(path, suffix=".mlsys") as tmp:
             tmp.write_bytes(data)
         return Path(path)
+
+
+def _canonical_skops(data: bytes) -> bytes:
+    """Make a skops file depend only on the object: same object, same bytes.
+
+    skops names members and memo ids after ``id(obj)`` (memory addresses) and stamps zip
+    entries with the current time; both are renumbered/fixed here so bundles are reproducible.
+    """
+    import re
+
+    src = zipfile.ZipFile(io.BytesIO(data))
+    ids: dict[str, str] = {}
+
+    def renumber(old: Any) -> str:
+        return ids.setdefault(str(old), str(len(ids) + 1))
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key == "__id__" and isinstance(value, int):
+                out[key] = int(renumber(value))
+            elif key == "file" and isinstance(value, str) and re.fullmatch(r"\d+\.\w+", value):
+                stem, ext = value.split(".", 1)
+                out[key] = f"{renumber(stem)}.{ext}"
+            else:
+                out[key] = walk(value)
+        return out
+
+    schema = walk(json.loads(src.read("schema.json")))
+    members = {"schema.json": json.dumps(schema, indent=2).encode()}
+    for name in src.namelist():
+        if name != "schema.json":
+            stem, ext = name.split(".", 1)
+            members[f"{renumber(stem)}.{ext}"] = src.read(name)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, payload in sorted(members.items()):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, payload)
+    return buf.getvalue()
 
 
 class BundleReader:

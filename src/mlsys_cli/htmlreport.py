@@ -150,10 +150,11 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 def _tick_label(v: float) -> str:
     if v == 0:
         return "0"
-    a = abs(v)
-    if a >= 1e5 or a < 1e-3:
-        return f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-")
-    return f"{v:.4g}"
+    text = f"{v:.4g}"
+    if "e" in text:  # 1e+04 -> 1e4: shorter tick labels on log axes
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
 
 
 def _finite_pairs(xs: Sequence[Any], ys: Sequence[Any], log_x: bool = False) -> list[tuple[int, float, float]]:
@@ -731,8 +732,9 @@ class Report:
                 if status and c == status and isinstance(v, bool):
                     cells.append(f'<td><span class="badge {"pass" if v else "fail"}">{"PASS" if v else "FAIL"}</span></td>')
                     continue
-                is_num = isinstance(v, (int, float)) and not isinstance(v, bool) or (hasattr(v, "dtype") and not isinstance(v, str))
-                cells.append(f'<td{" class=\"num\"" if is_num else ""}>{_e(format_value(v))}</td>')
+                is_num = not isinstance(v, (bool, str)) and math.isfinite(_num(v)) if v is not None else False
+                td = '<td class="num">' if is_num else "<td>"
+                cells.append(f"{td}{_e(format_value(v))}</td>")
             out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
         out.append("</table>")
         self._blocks.append("".join(out))

@@ -1,0 +1,110 @@
+"""mlsys featurize: fit features on train (a features bundle), or apply them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from mlsys_cli import console
+from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt
+
+Cols = Optional[list[str]]
+ApplyOpt = Annotated[Optional[Path], typer.Option("--apply", help="Apply this features bundle to the table instead of fitting.", dir_okay=False)]
+PresetOpt = Annotated[str, typer.Option("--preset", help="auto | trees | linear | mlp (auto follows --model).")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="The model family the features are for (picks the auto preset).")]
+TaskOpt = Annotated[Optional[str], typer.Option("--task", help="binary | multiclass | regression (default: from the target).")]
+NumericOpt = Annotated[Cols, typer.Option("--numeric", help="Treat these columns as numbers (repeat or comma-separate).")]
+CategoricalOpt = Annotated[Cols, typer.Option("--categorical", help="Treat these columns as categories.")]
+DatetimeOpt = Annotated[Cols, typer.Option("--datetime", help="Treat these columns as timestamps.")]
+DropOpt = Annotated[Cols, typer.Option("--drop", help="Leave these columns out.")]
+IdOpt = Annotated[Cols, typer.Option("--id", help="Identifier columns (left out of the features).")]
+CrossOpt = Annotated[Cols, typer.Option("--cross", help="Feature cross A,B (two categorical or two numeric columns); repeatable.")]
+ImputeOpt = Annotated[str, typer.Option("--impute", help="auto | median | mean | most_frequent | constant | none.")]
+ScalingOpt = Annotated[str, typer.Option("--scaling", help="auto | standard | robust | minmax | none.")]
+BinsOpt = Annotated[Optional[int], typer.Option("--bins", min=2, help="Quantile-bin numeric columns into N bins.")]
+MaxCatOpt = Annotated[int, typer.Option("--max-categories", min=2, help="More distinct values is high cardinality; one-hot keeps this many.")]
+MinFreqOpt = Annotated[int, typer.Option("--min-frequency", min=1, help="Rarer categories share one infrequent bucket.")]
+HighOpt = Annotated[str, typer.Option("--high-cardinality", help="auto | target | hashing | ordinal.")]
+HashOpt = Annotated[int, typer.Option("--hash-features", min=2, help="Buckets for --high-cardinality hashing.")]
+LeakageOpt = Annotated[str, typer.Option("--leakage", help="drop | warn: what to do with a feature that alone predicts the target.")]
+CheckOpt = Annotated[Optional[list[Path]], typer.Option("--check", help="Held-out table to compare with train (missing values); repeatable.", dir_okay=False)]
+BatchOpt = Annotated[int, typer.Option("--batch-rows", min=1, help="Rows per batch with --apply (bounds memory).")]
+
+
+def _human(result: Any) -> None:
+    d = result.to_dict()
+    if d["kind"] == "table":
+        console.kv(f"featurized {d['rows']} rows", {k: d[k] for k in ("output", "bundle", "n_features", "target", "batches")})
+        return
+    console.kv(f"features for {d['target'] or '(no target)'}", {k: d[k] for k in ("output", "task", "preset", "rows", "n_features")})
+    console.records("columns", d["columns"], ["name", "type", "role", "reason", "missing"])
+    for finding in d["leakage"] + d["checks"]:
+        console.warn(finding["message"])
+    for name, n in d["out_of_range"].items():
+        console.warn(f"{name!r}: {n} values are inf or beyond float32 range; treated as missing")
+    if d["rows_missing_target"]:
+        console.warn(f"{d['rows_missing_target']} rows without a target value were left out of the fit")
+
+
+def command(
+    table: Annotated[list[str], typer.Argument(help="The train table (or, with --apply, the table to transform).")],
+    output: OutputOpt,
+    target: TargetOpt = None,
+    apply: ApplyOpt = None,
+    preset: PresetOpt = "auto",
+    model: ModelOpt = None,
+    task: TaskOpt = None,
+    numeric: NumericOpt = None,
+    categorical: CategoricalOpt = None,
+    datetime: DatetimeOpt = None,
+    drop: DropOpt = None,
+    id_: IdOpt = None,
+    cross: CrossOpt = None,
+    impute: ImputeOpt = "auto",
+    scaling: ScalingOpt = "auto",
+    bins: BinsOpt = None,
+    max_categories: MaxCatOpt = 20,
+    min_frequency: MinFreqOpt = 5,
+    high_cardinality: HighOpt = "auto",
+    hash_features: HashOpt = 32,
+    leakage: LeakageOpt = "drop",
+    check: CheckOpt = None,
+    batch_rows: BatchOpt = 65_536,
+    seed: SeedOpt = 0,
+    json_: JsonOpt = False,
+    report: ReportOpt = None,
+) -> None:
+    """Fit features on train, or apply a features bundle.
+
+    Fitting infers each column's role (numeric, boolean, categorical,
+    high-cardinality, datetime, id, constant, empty), builds the preset's
+    transforms (imputation, scaling, one-hot, target encoding, calendar parts,
+    crosses), checks for leakage on train only, and writes a features bundle.
+    With --apply, writes the feature table (plus the target when present),
+    streaming in batches.
+
+    Examples:
+
+        mlsys featurize data/train.parquet --target churned -o features.mlsys
+
+        mlsys featurize train.parquet --target churned --preset linear --cross plan,region --check valid.parquet -o f.mlsys
+
+        mlsys featurize --apply features.mlsys data/test.parquet -o X_test.parquet
+    """
+    if apply is not None:
+        from mlsys_cli.features.featurize import apply as apply_features
+
+        with console.progress("featurizing") as progress:
+            result = apply_features(apply, table, output, target=target, batch_rows=batch_rows, progress=progress)
+    else:
+        from mlsys_cli.features.featurize import featurize
+
+        with console.progress("featurizing") as progress:
+            result = featurize(table, output, target=target, check=check or [], progress=progress, preset=preset,
+                               family=model, task=task, numeric=numeric, categorical=categorical, datetime=datetime,
+                               drop=drop, ids=id_, cross=cross or (), impute=impute, scaling=scaling, bins=bins,
+                               max_categories=max_categories, min_frequency=min_frequency,
+                               high_cardinality=high_cardinality, hash_features=hash_features, leakage=leakage, seed=seed)
+    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)

@@ -1,0 +1,73 @@
+"""mlsys tune: search hyperparameters with Optuna (one family or several)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from mlsys_cli import console
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, parse_duration, parse_kv
+
+
+def _human(result: Any) -> None:
+    d = result.to_dict()
+    best = d["best"]
+    console.kv(f"best of study {d['study']}", {
+        "family": best["family"], d["metric"]: best["value"], "defaults": best["defaults_value"],
+        "trial": best["trial"], "params": best["params"], "validation": d["validation"],
+        "trials": d["trials"], "stopped by": d["stopped_by"], "seconds": d["elapsed_s"], **d["outputs"],
+    })
+    console.records("families", d["families"], ["family", "trials", "complete", "pruned", "best", "seconds"])
+
+
+def command(
+    train: Annotated[Path, typer.Argument(help="Training table (Parquet, CSV...).")],
+    valid: Annotated[Optional[Path], typer.Option("--valid", help="Validation table (otherwise --cv folds of TRAIN).")] = None,
+    cv: Annotated[Optional[int], typer.Option("--cv", help="K-fold cross-validation on TRAIN (default 5 without --valid).")] = None,
+    time_col: Annotated[Optional[str], typer.Option("--time-col", help="Order the --cv folds by this column (no future in train).")] = None,
+    target: TargetOpt = None,
+    model: Annotated[str, typer.Option("--model", help="Family to search (linear, forest, xgboost, mlp) or auto for all.")] = "auto",
+    metric: Annotated[Optional[str], typer.Option("--metric", help="Metric to optimise (default: the task's primary metric).")] = None,
+    sampler: Annotated[str, typer.Option("--sampler", help="tpe, random or grid.")] = "tpe",
+    pruner: Annotated[str, typer.Option("--pruner", help="median, hyperband or none.")] = "median",
+    trials: Annotated[Optional[int], typer.Option("--trials", help="Total trials of the study (default 30 without --timeout).")] = None,
+    timeout: TimeoutOpt = None,
+    storage: Annotated[Optional[str], typer.Option("--storage", envvar="MLSYS_STORAGE", help="Shared study storage: an RDB URL or journal:PATH.")] = None,
+    study: Annotated[Optional[str], typer.Option("--study", help="Study name, to resume or share it (default mlsys-tune).")] = None,
+    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Worker processes on this machine.")] = 1,
+    param: Annotated[Optional[list[str]], typer.Option("--param", help="Fix a parameter: name=value or family.name=value (repeatable).")] = None,
+    seed: SeedOpt = 0,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the best params and recipe (JSON, for train --params).")] = None,
+    save_model: Annotated[Optional[Path], typer.Option("--save-model", help="Retrain the best configuration and write the model bundle.")] = None,
+    trials_out: Annotated[Optional[Path], typer.Option("--trials-out", help="Write every trial (params, metric, time, state) as Parquet.")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", help="Write an HTML report: history and parameter importances.")] = None,
+    json_: JsonOpt = False,
+    report: ReportOpt = None,
+) -> None:
+    """Search hyperparameters with Optuna, within a budget.
+
+    TPE (or random, grid) with pruning of hopeless trials; --model auto
+    spreads the budget over the families where it pays. --storage and
+    --study resume a study or share it between processes and machines.
+
+    Examples:
+
+        mlsys tune train.parquet --valid valid.parquet --model xgboost --timeout 5m -o params.json
+
+        mlsys tune train.parquet --cv 5 --model auto --trials 60 --save-model best.mlsys
+
+        mlsys tune train.parquet --valid valid.parquet --storage journal:study.log --study churn --n-jobs 2
+    """
+    from mlsys_cli.models.tune import tune
+
+    with console.progress("tuning", total=trials) as bar:
+        result = tune(
+            str(train), target=target, valid=str(valid) if valid else None, cv=cv, time_col=time_col, model=model,
+            metric=metric, sampler=sampler, pruner=pruner, trials=trials, timeout=parse_duration(timeout),
+            storage=storage, study=study, n_jobs=n_jobs, params=parse_kv(param), seed=seed,
+            output=str(output) if output else None, save_model=str(save_model) if save_model else None,
+            trials_out=str(trials_out) if trials_out else None, html=str(html) if html else None, progress=bar,
+        )
+    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)

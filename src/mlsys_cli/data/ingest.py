@@ -1,0 +1,767 @@
+"""Raw data into one clean Parquet table: files, globs, stdin or PostgreSQL.
+
+DuckDB does the work and streams (``COPY (query) TO 'file.parquet'``), so inputs larger than
+the memory DuckDB may use are fine. The steps, all inside one DuckDB query:
+
+1. read the input (CSV/TSV with bad rows quarantined, JSON/NDJSON, Parquet);
+2. rename columns to safe names and apply ``schema`` overrides: the view ``input``;
+3. the user's ``sql`` over ``input`` (DuckDB SQL);
+4. ``dedupe`` keeping the first occurrence, in input order;
+5. write Parquet (zstd) with the lineage in its key-value metadata, atomically.
+
+PostgreSQL is read by psycopg in batches (DuckDB's postgres extension would need the network)
+into a staged Parquet file, which then takes the same path.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from mlsys_cli.data.io import FORMATS, Lineage, input_record, invocation, lineage_metadata, resolve_inputs
+from mlsys_cli.errors import InputError, UsageError
+from mlsys_cli.fsutil import atomic_path, sha256_file
+
+INPUT_FORMATS = ("csv", "tsv", "json", "ndjson", "parquet")
+# Encodings DuckDB's CSV reader decodes itself; others are transcoded to UTF-8 first.
+_NATIVE_ENCODINGS = {"utf-8": "utf-8", "utf-8-sig": "utf-8", "utf-16": "utf-16", "iso8859-1": "latin-1", "latin-1": "latin-1"}
+_REJECTS, _SCANS = "mlsys_reject_errors", "mlsys_reject_scans"
+_ROW = "__mlsys_row"
+_TYPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])?$")
+_DELIMITERS = (",", ";", "\t", "|")
+_SNIFF_BYTES = 1 << 16
+_SAMPLE_ROWS = 20_480  # as many rows as DuckDB's sniffer samples
+_TOLERANT = ("BIGINT", "DOUBLE", "DATE", "TIMESTAMP")
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    """How to parse CSV/TSV; ``None`` means detect it (DuckDB's sniffer).
+
+    Parameters
+    ----------
+    delimiter : str, optional
+        Field separator, e.g. ``","``, ``";"``, ``"\\t"``.
+    header : bool, optional
+        Whether the first line names the columns.
+    encoding : str, optional
+        Any Python codec name; UTF-8 (a BOM is honoured), UTF-16 and Latin-1 are decoded by
+        DuckDB directly, other encodings are transcoded to UTF-8 first.
+    quote : str, optional
+        Quote character.
+    """
+
+    delimiter: str | None = None
+    header: bool | None = None
+    encoding: str | None = None
+    quote: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What ``mlsys ingest`` did: the ``--json`` report."""
+
+    output: str
+    format: str
+    files: list[str]
+    rows_read: int
+    rows_written: int
+    rows_rejected: int
+    duplicates_dropped: int
+    columns: list[dict[str, str]]
+    renames: list[dict[str, str]]
+    rejects: str | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Source:
+    """Files DuckDB reads, and how each is shown to the user (stdin, transcoded files, a database)."""
+
+    format: str
+    paths: list[Path]
+    shown: dict[str, str] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def show(self, path: Path | str) -> str:
+        return self.shown.get(str(path), str(path))
+
+
+def safe_names(names: Sequence[str]) -> list[str]:
+    """Lowercase snake_case, unique, SQL- and Python-friendly column names.
+
+    ``"Customer ID"`` -> ``customer_id``, ``"signupDate"`` -> ``signup_date``, ``"2nd"`` ->
+    ``col_2nd``, a repeated name gets ``_2``, ``_3``... in order of appearance.
+
+    Examples
+    --------
+    >>> safe_names(["Customer ID", "signupDate", "2nd", "a", "A", ""])
+    ['customer_id', 'signup_date', 'col_2nd', 'a', 'a_2', 'col_6']
+    """
+    out: list[str] = []
+    taken: set[str] = set()
+    for i, name in enumerate(names, start=1):
+        text = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode()
+        text = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", text)
+        text = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", text)
+        text = re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower() or f"col_{i}"
+        if text[0].isdigit():
+            text = f"col_{text}"
+        candidate, n = text, 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{text}_{n}"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+def parse_schema(spec: str | Mapping[str, str] | None) -> dict[str, str]:
+    """Parse ``col:type,col2:decimal(10,2)`` into ``{col: type}`` (types are checked later)."""
+    if spec is None:
+        return {}
+    if isinstance(spec, Mapping):
+        return {str(k): str(v) for k, v in spec.items()}
+    result: dict[str, str] = {}
+    for item in re.split(r",(?![^()]*\))", spec):
+        name, sep, type_ = item.strip().rpartition(":")
+        if not sep or not name.strip() or not type_.strip():
+            raise UsageError(f"invalid --schema entry {item.strip()!r}", "use --schema col:type,col2:type (DuckDB types: bigint, double, varchar, date, timestamp, boolean, decimal(10,2)...)")
+        result[name.strip()] = type_.strip()
+    return result
+
+
+def parse_columns(spec: str | Sequence[str] | None) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]``."""
+    if spec is None:
+        return []
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    return [c.strip() for c in items if c.strip()]
+
+
+def ingest(
+    sources: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    format: str | None = None,
+    dialect: CsvDialect | None = None,
+    schema: str | Mapping[str, str] | None = None,
+    sql: str | None = None,
+    table: str | None = None,
+    dedupe: bool = False,
+    dedupe_on: str | Sequence[str] | None = None,
+    keep_names: bool = False,
+    rejects: str | os.PathLike | None = None,
+    strict: bool = False,
+    memory_limit: str | None = None,
+    threads: int | None = None,
+    progress: Any = None,
+) -> IngestResult:
+    """Read raw data into one Parquet table, streaming, with a report of what happened.
+
+    Parameters
+    ----------
+    sources : list of str
+        Files, globs, directories, ``-`` (stdin), or one ``postgresql://`` URL.
+    output : path
+        The Parquet file to write (atomically: the old file or the new one, never half).
+    format : {"csv", "tsv", "json", "ndjson", "parquet"}, optional
+        Force the input format (default: from the suffix, or sniffed from the content).
+    dialect : CsvDialect, optional
+        CSV parsing options; detected when not given.
+    schema : str or mapping, optional
+        Type overrides ``col:type,...`` in DuckDB types; a column may be named by its raw or
+        its safe name.
+    sql : str, optional
+        DuckDB SQL over the view ``input`` (files), or the PostgreSQL query (database).
+    table : str, optional
+        The PostgreSQL table to read (``schema.table`` allowed).
+    dedupe : bool
+        Drop duplicate rows (all columns, or ``dedupe_on``), keeping the first in input order.
+    dedupe_on : str or list of str, optional
+        The columns that define a duplicate (implies ``dedupe``).
+    keep_names : bool
+        Keep the raw column names instead of renaming them to safe names.
+    rejects : path, optional
+        Write bad CSV rows here (Parquet: file, line, column_name, error, reason, raw_line),
+        one row per problem found.
+    strict : bool
+        Any bad row is an error and nothing is written.
+    memory_limit : str, optional
+        DuckDB's memory limit, e.g. ``"500MB"``; bigger inputs spill to disk.
+    threads : int, optional
+        DuckDB threads (default: all cores).
+    progress : object, optional
+        ``update(completed=, total=, description=)`` receives the percentage done.
+
+    Returns
+    -------
+    IngestResult
+    """
+    started = time.perf_counter()
+    if not sources:
+        raise UsageError("no input given", "mlsys ingest FILE... -o out.parquet")
+    if format is not None and format not in INPUT_FORMATS:
+        raise UsageError(f"unknown --format {format!r}", f"one of: {', '.join(INPUT_FORMATS)}")
+    if threads is not None and threads < 1:
+        raise UsageError("--threads must be at least 1")
+    output = Path(output)
+    dedupe_cols = parse_columns(dedupe_on)
+    overrides = parse_schema(schema)
+    dialect = dialect or CsvDialect()
+    database = [s for s in map(str, sources) if s.startswith(("postgresql://", "postgres://"))]
+    if database and len(sources) > 1:
+        raise UsageError("a database URL must be the only input")
+    if table and not database:
+        raise UsageError("--table is for a database input (postgresql://...)")
+
+    with contextlib.ExitStack() as stack:
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=_parent(output))))
+        if database:
+            source = _stage_postgres(database[0], scratch / "staged.parquet", table, sql, progress)
+            sql = None
+        else:
+            source = _file_source(sources, format, dialect, scratch)
+            source.options["buffer_size"] = _csv_buffer_size(memory_limit)
+        con = _connect(memory_limit, threads, scratch)
+        stack.callback(con.close)
+        counts = _run(con, source, output, dialect, overrides, sql, dedupe or bool(dedupe_cols), dedupe_cols,
+                      keep_names, rejects, strict, progress)
+    return IngestResult(
+        output=str(output), format=source.format, files=[source.show(p) for p in source.paths],
+        seconds=round(time.perf_counter() - started, 3), rejects=str(rejects) if rejects else None, **counts,
+    )
+
+
+def _parent(path: Path) -> Path:
+    parent = path.parent if str(path.parent) else Path(".")
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
+def _connect(memory_limit: str | None, threads: int | None, scratch: Path) -> Any:
+    import duckdb
+
+    con = duckdb.connect()
+    # Spill next to the output (same disk, removed with the scratch directory), never in the cwd.
+    con.execute(f"SET temp_directory = {_lit(str(scratch / 'spill'))}")
+    con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false; SET progress_bar_time = 0")
+    try:
+        if memory_limit:
+            con.execute(f"SET memory_limit = {_lit(memory_limit)}")
+        if threads:
+            con.execute(f"SET threads = {int(threads)}")
+    except duckdb.Error as exc:
+        raise UsageError(f"invalid --memory-limit {memory_limit!r}: {_first_line(exc)}", "e.g. --memory-limit 500MB") from None
+    return con
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _file_source(sources: Sequence[str | os.PathLike], declared: str | None, dialect: CsvDialect, scratch: Path) -> _Source:
+    """Resolve files, spool stdin, transcode foreign encodings; check what can be checked cheaply."""
+    raw = [str(s) for s in sources]
+    files: list[Path] = []
+    for text in raw:
+        path = Path(text)
+        if text != "-" and path.is_dir():
+            files.extend(_tables_in(path))
+        else:
+            files.extend(resolve_inputs([text], allow_stdin=True))
+    if sum(1 for f in files if str(f) == "-") > 1:
+        raise UsageError("stdin (-) can be read only once")
+    source = _Source(format="", paths=[])
+    for f in files:
+        if str(f) == "-":
+            f = _spool_stdin(scratch)
+            source.shown[str(f)] = "-"
+        _check_file(f, source.show(f))
+        source.paths.append(f)
+    formats = {_format_of(f, declared, source.show(f)) for f in source.paths}
+    if len(formats) > 1:
+        raise InputError(f"inputs mix formats ({', '.join(sorted(formats))})", "ingest one format at a time, or force one with --format")
+    source.format = formats.pop()
+    # Fingerprint what the user gave (stdin: the bytes received) before any transcoding.
+    source.records = [_record(f, source.show(f)) for f in source.paths]
+    if source.format in ("csv", "tsv"):
+        encoding = _encoding(source.paths[0], dialect.encoding)
+        if encoding is None:
+            source.paths = [_transcode(f, dialect.encoding, scratch, source) for f in source.paths]
+            encoding = "utf-8"
+        source.options["encoding"] = encoding
+    return source
+
+
+def _tables_in(directory: Path) -> list[Path]:
+    found = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS and not p.name.startswith("."))
+    if not found:
+        raise InputError(f"{directory}: directory holds no tables", f"supported suffixes: {', '.join(sorted(FORMATS))}")
+    return found
+
+
+def _spool_stdin(scratch: Path) -> Path:
+    """Copy stdin to a file so DuckDB can sniff it and read it in parallel, like any file."""
+    path = scratch / "stdin"
+    with open(path, "wb") as fh:
+        shutil.copyfileobj(sys.stdin.buffer, fh, 1 << 20)
+    return path
+
+
+def _check_file(path: Path, shown: str) -> None:
+    try:
+        size = path.stat().st_size
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise InputError(f"{shown}: cannot read ({exc.strerror})") from None
+    if size == 0:
+        raise InputError(f"{shown}: empty input")
+
+
+def _format_of(path: Path, declared: str | None, shown: str) -> str:
+    if declared:
+        return declared
+    fmt = FORMATS.get(path.suffix.lower())
+    with open(path, "rb") as fh:
+        head = fh.read(_SNIFF_BYTES)
+    if head[:4] == b"PAR1":
+        return "parquet"
+    if fmt == "parquet":
+        raise InputError(f"{shown}: not a Parquet file")
+    if fmt is None:
+        stripped = head.lstrip()
+        fmt = "ndjson" if stripped[:1] == b"{" else "json" if stripped[:1] == b"[" else "csv"
+    if b"\x00" in head and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise InputError(f"{shown}: binary data, not {fmt.upper()}", "give the right file, or force the format with --format")
+    return fmt
+
+
+def _record(path: Path, shown: str) -> dict[str, Any]:
+    if shown == str(path):
+        return input_record(path)
+    return {"path": shown, "sha256": sha256_file(path)}
+
+
+def _encoding(path: Path, given: str | None) -> str | None:
+    """The encoding name DuckDB understands, or None when the file must be transcoded."""
+    if given:
+        try:
+            name = codecs.lookup(given).name
+        except LookupError:
+            raise UsageError(f"unknown --encoding {given!r}", "e.g. utf-8, utf-16, latin-1, cp1252, shift_jis") from None
+        return _NATIVE_ENCODINGS.get(name)
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return "utf-16" if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8"
+
+
+def _transcode(path: Path, encoding: str, scratch: Path, source: _Source) -> Path:
+    """Re-encode a file to UTF-8 in chunks (bounded memory), keeping its name for the user."""
+    target = scratch / f"utf8-{len(source.shown)}-{path.name}"
+    try:
+        with open(path, encoding=encoding, newline="") as src, open(target, "w", encoding="utf-8", newline="") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{source.show(path)}: not {encoding} (byte {exc.start})", "give the right --encoding") from None
+    source.shown[str(target)] = source.show(path)
+    return target
+
+
+def _csv_buffer_size(memory_limit: str | None) -> int | None:
+    """A CSV read buffer that fits a small memory limit (DuckDB's default buffer is 32 MiB)."""
+    match = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?i?b?)\s*", (memory_limit or "").lower())
+    if not match:
+        return None
+    unit = match.group(2).rstrip("b").rstrip("i")
+    limit = float(match.group(1)) * 1024 ** " kmgt".index(unit or " ")
+    return int(max(4 << 20, limit // 8)) if limit < 256 << 20 else None
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+_PG_BATCH = 20_000
+
+
+def redact(url: str) -> str:
+    """A database URL without its password (for messages, reports and lineage)."""
+    url = re.sub(r"^(\w+://[^:/@]*):[^@]*@", r"\1:***@", url)
+    return re.sub(r"(password=)[^&]*", r"\1***", url)
+
+
+def _pg_arrow_type(column: Any) -> Any:
+    """The Arrow type of a PostgreSQL result column (by type OID); None lets Arrow infer it."""
+    import pyarrow as pa
+
+    oid = column.type_code
+    if oid == 1700:  # numeric: exact decimal when its precision is declared and fits
+        p, s = column.precision, column.scale
+        return pa.decimal128(p, s or 0) if p and p <= 38 else pa.float64()
+    return {
+        16: pa.bool_(), 17: pa.binary(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(), 26: pa.int64(),
+        700: pa.float32(), 701: pa.float64(), 1082: pa.date32(), 1083: pa.time64("us"),
+        1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC"), 1186: pa.string(),
+        18: pa.string(), 19: pa.string(), 25: pa.string(), 114: pa.string(), 1042: pa.string(),
+        1043: pa.string(), 2950: pa.string(), 3802: pa.string(),
+    }.get(oid)
+
+
+def _pg_array(values: Sequence[Any], type_: Any) -> Any:
+    import pyarrow as pa
+
+    if type_ is not None and pa.types.is_floating(type_):
+        values = [None if v is None else float(v) for v in values]
+    try:
+        return pa.array(values, type=type_)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # arrays, ranges, geometry...: keep their text
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def _stage_postgres(url: str, path: Path, table: str | None, sql: str | None, progress: Any) -> _Source:
+    """Stream a query's rows in batches into a Parquet file (bounded memory)."""
+    import psycopg
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from psycopg import sql as pgsql
+    from psycopg.types.string import TextLoader
+
+    if bool(table) == bool(sql):
+        raise UsageError("a database input needs exactly one of --table NAME or --sql QUERY")
+    shown = redact(url)
+    query = pgsql.SQL("SELECT * FROM {}").format(pgsql.Identifier(*table.split("."))) if table else sql
+    writer = None
+    try:
+        with psycopg.connect(url, connect_timeout=10, application_name="mlsys ingest") as conn:
+            for name in ("json", "jsonb", "uuid", "interval"):  # keep their text (Parquet has no interval of months)
+                conn.adapters.register_loader(name, TextLoader)
+            conn.execute("SET TIME ZONE 'UTC'")
+            with conn.cursor(name="mlsys_ingest") as cur:
+                cur.execute(query)
+                types = [_pg_arrow_type(c) for c in cur.description]
+                names = [c.name for c in cur.description]
+                done = 0
+                while rows := cur.fetchmany(_PG_BATCH):
+                    arrays = [_pg_array(col, t) for col, t in zip(zip(*rows), types)]
+                    batch = pa.RecordBatch.from_arrays(arrays, names=names)
+                    if writer is None:
+                        writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
+                    writer.write_batch(batch)
+                    done += len(rows)
+                    if progress is not None:
+                        progress.update(description=f"ingest: {done:,} rows from {shown}")
+                if writer is None:  # no rows: keep the columns
+                    schema = pa.schema([(n, t or pa.string()) for n, t in zip(names, types)])
+                    writer = pq.ParquetWriter(path, schema, compression="zstd")
+    except psycopg.OperationalError as exc:
+        raise InputError(f"cannot connect to {shown}: {_pg_message(exc, url)}") from None
+    except psycopg.errors.SyntaxError as exc:
+        raise UsageError(f"--sql: {_pg_message(exc, url)}") from None
+    except psycopg.Error as exc:
+        raise InputError(f"{shown}: {_pg_message(exc, url)}") from None
+    finally:
+        if writer is not None:
+            writer.close()
+    text = query.as_string(None) if table else query
+    return _Source(format="parquet", paths=[path], shown={str(path): shown},
+                   records=[{"path": shown, "query": text}])
+
+
+def _pg_message(exc: BaseException, url: str) -> str:
+    """psycopg's first line, with the password scrubbed should the server echo it."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    message = _first_line(exc)
+    with contextlib.suppress(Exception):
+        password = conninfo_to_dict(url).get("password")
+        if password:
+            message = message.replace(str(password), "***")
+    return message
+
+
+# --------------------------------------------------------------------------- the query
+
+
+def _run(con: Any, source: _Source, output: Path, dialect: CsvDialect, overrides: dict[str, str], sql: str | None,
+         dedupe: bool, dedupe_cols: list[str], keep_names: bool, rejects: Any, strict: bool, progress: Any) -> dict[str, Any]:
+    import duckdb
+
+    csv = source.format in ("csv", "tsv")
+    raw_cols = _describe(con, f"SELECT * FROM {_reader(source, dialect, {})}", source)
+    if csv:
+        _check_csv_columns(con, source, dialect, raw_cols)
+    names = list(raw_cols) if keep_names else safe_names(list(raw_cols))
+    renames = [{"from": a, "to": b} for a, b in zip(raw_cols, names) if a != b]
+    types = _resolve_overrides(con, overrides, list(raw_cols), names)
+    if csv:
+        types = {**_tolerant_types(con, source, dialect, raw_cols), **types}
+    reader = _reader(source, dialect, types if csv else {})
+    select = ", ".join(
+        f"{'CAST(' + _ident(a) + ' AS ' + types[a] + ')' if a in types and not csv else _ident(a)} AS {_ident(b)}"
+        for a, b in zip(raw_cols, names)
+    )
+    con.execute(f"CREATE TEMP VIEW input AS SELECT {select} FROM {reader}")
+
+    query = sql or "SELECT * FROM input"
+    try:
+        out_cols = list(con.execute(f"DESCRIBE {query}").fetchall())
+    except duckdb.Error as exc:
+        raise UsageError(f"--sql: {_first_line(exc)}", "the input is the view `input`; columns: " + ", ".join(names[:30])) from None
+    if sql and not keep_names:
+        final = safe_names([c[0] for c in out_cols])
+        renames += [{"from": c[0], "to": n} for c, n in zip(out_cols, final) if c[0] != n]
+        query = f"SELECT {', '.join(f'{_ident(c[0])} AS {_ident(n)}' for c, n in zip(out_cols, final))} FROM ({query})"
+        out_cols = [(n, *c[1:]) for c, n in zip(out_cols, final)]
+    columns = [{"name": c[0], "type": str(c[1])} for c in out_cols]
+    if not columns:
+        raise InputError("the input has no columns")
+
+    rows_before = None
+    if dedupe:
+        keys = dedupe_cols or [c["name"] for c in columns]
+        missing = [k for k in keys if k not in {c["name"] for c in columns}]
+        if missing:
+            raise InputError(f"--dedupe-on: no column {missing[0]!r}", "columns: " + ", ".join(c["name"] for c in columns[:30]))
+        # Counting costs one more pass over the input; only dedupe (and --sql) need it.
+        rows_before = _scalar(con, f"SELECT count(*) FROM ({query})", source)
+        query = _dedupe_query(query, keys)
+    rows_input = _scalar(con, "SELECT count(*) FROM input", source) if sql else rows_before
+
+    lineage = Lineage(command="ingest", inputs=source.records, args=_args(source),
+                      extra={k: v for k, v in (("format", source.format), ("sql", sql), ("schema", overrides or None),
+                                               ("dedupe", (dedupe_cols or "all") if dedupe else None)) if v})
+    meta = lineage_metadata(lineage)
+    if csv:
+        con.execute(f"DELETE FROM {_REJECTS}; DELETE FROM {_SCANS}") if _has_rejects_tables(con) else None
+    with atomic_path(output, suffix=".parquet") as tmp:
+        copy = f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT PARQUET, COMPRESSION ZSTD, KV_METADATA {{mlsys: {_lit(meta)}}})"
+        with _progress(con, progress):
+            written = _scalar(con, copy, source)
+        # One line can have several problems (a bad value and a missing field): count lines.
+        rejected = _scalar(con, f"SELECT count(DISTINCT (scan_id, file_id, line)) FROM {_REJECTS}", source) if csv else 0
+        if rejected:
+            _refuse_rejects(con, source, rejected, strict, written)
+        if rejects:
+            _write_rejects(con, source, rejects, csv)
+    rows_read = (written if rows_input is None else rows_input) + rejected
+    return {
+        "rows_read": rows_read, "rows_written": written, "rows_rejected": rejected,
+        "duplicates_dropped": (rows_before - written) if rows_before is not None else 0,
+        "columns": columns, "renames": renames,
+    }
+
+
+def _reader(source: _Source, dialect: CsvDialect, types: dict[str, str]) -> str:
+    """The DuckDB table function that reads the files."""
+    files = "[" + ", ".join(_lit(str(p)) for p in source.paths) + "]"
+    if source.format == "parquet":
+        return f"read_parquet({files}, union_by_name = true)"
+    if source.format in ("json", "ndjson"):
+        fmt = "newline_delimited" if source.format == "ndjson" else "auto"
+        return f"read_json({files}, format = {_lit(fmt)}, union_by_name = true)"
+    delimiter = dialect.delimiter or ("\t" if source.format == "tsv" else None)
+    opts = [f"encoding = {_lit(source.options['encoding'])}"]
+    if delimiter:
+        opts.append(f"delim = {_lit(delimiter)}")
+    if dialect.header is not None:
+        opts.append(f"header = {str(dialect.header).lower()}")
+    if dialect.quote is not None:
+        opts.append(f"quote = {_lit(dialect.quote)}")
+    if types:
+        opts.append("types = {" + ", ".join(f"{_lit(k)}: {_lit(v)}" for k, v in types.items()) + "}")
+    if source.options.get("buffer_size"):
+        opts.append(f"buffer_size = {source.options['buffer_size']}")
+    # Bad rows go to the rejects tables and the load goes on; union_by_name cannot be combined
+    # with them, so all files must share the first file's columns (checked before).
+    opts.append(f"store_rejects = true, rejects_table = {_lit(_REJECTS)}, rejects_scan = {_lit(_SCANS)}")
+    return f"read_csv({files}, {', '.join(opts)})"
+
+
+def _describe(con: Any, query: str, source: _Source) -> dict[str, str]:
+    import duckdb
+
+    try:
+        rows = con.execute(f"DESCRIBE {query}").fetchall()
+    except duckdb.Error as exc:
+        raise InputError(f"{_shown_files(source)}: cannot read as {source.format}: {_first_line(exc)}") from None
+    return {r[0]: str(r[1]) for r in rows}
+
+
+def _check_csv_columns(con: Any, source: _Source, dialect: CsvDialect, cols: dict[str, str]) -> None:
+    """Refuse a wrong delimiter and files whose columns differ from the first file's."""
+    first = list(cols)
+    if len(first) == 1:
+        found = [d for d in _DELIMITERS if d in first[0] and d != dialect.delimiter]
+        if found:
+            given = f"with delimiter {dialect.delimiter!r}" if dialect.delimiter else "(delimiter not detected)"
+            raise InputError(f"{source.show(source.paths[0])}: one column {given}, but the header holds {found[0]!r}",
+                             f"use --delimiter {found[0]!r}" if found[0] != "\t" else "use --delimiter $'\\t' or --format tsv")
+    for path in source.paths[1:]:
+        single = _Source(format=source.format, paths=[path], shown=source.shown, options=source.options)
+        cols_i = list(_describe(con, f"SELECT * FROM {_reader(single, dialect, {})}", single))
+        if cols_i != first:
+            raise InputError(f"{source.show(path)}: columns differ from {source.show(source.paths[0])} ({len(cols_i)} vs {len(first)} columns)",
+                             "ingest files with different columns separately")
+
+
+def _resolve_overrides(con: Any, overrides: dict[str, str], raw: list[str], names: list[str]) -> dict[str, str]:
+    """Map ``--schema`` names (raw or safe) to raw names and check each type with DuckDB."""
+    import duckdb
+
+    by_name = {**dict(zip(names, raw)), **{r: r for r in raw}}
+    types: dict[str, str] = {}
+    for name, type_ in overrides.items():
+        if not _TYPE_RE.match(type_):
+            raise UsageError(f"--schema: invalid type {type_!r} for {name!r}", "DuckDB types: bigint, double, varchar, date, timestamp, boolean, decimal(10,2)...")
+        try:
+            con.execute(f"SELECT CAST(NULL AS {type_})")
+        except duckdb.Error:
+            raise UsageError(f"--schema: unknown type {type_!r} for {name!r}", "DuckDB types: bigint, double, varchar, date, timestamp, boolean, decimal(10,2)...") from None
+        if name not in by_name:
+            raise InputError(f"--schema: no column {name!r} in the input", "columns: " + ", ".join(names[:30]))
+        types[by_name[name]] = type_
+    return types
+
+
+def _tolerant_types(con: Any, source: _Source, dialect: CsvDialect, cols: dict[str, str]) -> dict[str, str]:
+    """Number/date columns with a few bad values: type them and quarantine the bad rows.
+
+    DuckDB's sniffer turns a column into text when one sampled value does not parse
+    (``"79.9O"`` among prices); here a text column whose non-empty sampled values parse as
+    one type in at least 99.5% of cases gets that type, and the rows that do not parse go to
+    the rejects (``--schema col:varchar`` keeps such a column as text).
+    """
+    text = [c for c, t in cols.items() if t == "VARCHAR"]
+    if not text:
+        return {}
+    first = _Source(format=source.format, paths=source.paths[:1], shown=source.shown, options=source.options)
+    sample = f"(SELECT * FROM {_reader(first, dialect, {})} LIMIT {_SAMPLE_ROWS})"
+    aggs = [f"count(NULLIF(trim({_ident(c)}), ''))" for c in text]
+    # DuckDB casts '29.65' to the integer 30: an integer column must hold integer literals.
+    aggs += [f"count(TRY_CAST({_ident(c)} AS {t}))" if t != "BIGINT" else
+             f"count(CASE WHEN regexp_full_match(trim({_ident(c)}), '[+-]?[0-9]+') THEN TRY_CAST({_ident(c)} AS BIGINT) END)"
+             for c in text for t in _TOLERANT]
+    counts = con.execute(f"SELECT {', '.join(aggs)} FROM {sample}").fetchone()
+    types: dict[str, str] = {}
+    for i, col in enumerate(text):
+        total = counts[i]
+        for j, type_ in enumerate(_TOLERANT):
+            good = counts[len(text) + i * len(_TOLERANT) + j]
+            if total >= 20 and good < total and good >= 0.995 * total:
+                types[col] = type_
+                break
+    return types
+
+
+def _dedupe_query(query: str, keys: list[str]) -> str:
+    """Keep the first row of each key in input order (row_number over the ordered stream)."""
+    part = ", ".join(_ident(k) for k in keys)
+    return (f"SELECT * EXCLUDE ({_ROW}) FROM (SELECT *, row_number() OVER () AS {_ROW} FROM ({query})) "
+            f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY {_ROW}) = 1 ORDER BY {_ROW}")
+
+
+def _scalar(con: Any, query: str, source: _Source) -> int:
+    import duckdb
+
+    try:
+        return int(con.execute(query).fetchone()[0])
+    except duckdb.OutOfMemoryException as exc:
+        raise InputError(f"out of memory: {_first_line(exc)}", "raise --memory-limit or lower --threads") from None
+    except duckdb.Error as exc:
+        raise InputError(f"{_shown_files(source)}: {_first_line(exc)}") from None
+
+
+def _has_rejects_tables(con: Any) -> bool:
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [_REJECTS]).fetchone()[0])
+
+
+def _rejects_query(source: _Source) -> str:
+    shown = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in source.shown.items())
+    file = f"CASE s.file_path {shown} ELSE s.file_path END" if shown else "s.file_path"
+    return (f"SELECT {file} AS file, e.line::BIGINT AS line, e.column_name, e.error_type::VARCHAR AS error, "
+            f"e.error_message AS reason, e.csv_line AS raw_line "
+            f"FROM {_REJECTS} e JOIN {_SCANS} s USING (scan_id, file_id) ORDER BY e.file_id, e.line, e.column_idx")
+
+
+def _refuse_rejects(con: Any, source: _Source, rejected: int, strict: bool, written: int) -> None:
+    if not strict and written:
+        return
+    file, line, _, error, reason, _ = con.execute(_rejects_query(source) + " LIMIT 1").fetchone()
+    where = f"{file}:{line}: {reason or error}"
+    if strict:
+        raise InputError(f"{rejected} bad row{'s' if rejected > 1 else ''} (--strict); first at {where}",
+                         "drop --strict and add --rejects FILE to quarantine them")
+    raise InputError(f"no row could be read, all {rejected} rejected; first at {where}",
+                     "check --delimiter, --encoding, --quote and --schema")
+
+
+def _write_rejects(con: Any, source: _Source, path: Any, csv: bool) -> None:
+    """The quarantined rows, one per problem, in file and line order (empty when none)."""
+    query = _rejects_query(source) if csv else (
+        "SELECT NULL::VARCHAR AS file, NULL::BIGINT AS line, NULL::VARCHAR AS column_name, NULL::VARCHAR AS error, "
+        "NULL::VARCHAR AS reason, NULL::VARCHAR AS raw_line LIMIT 0")
+    with atomic_path(path, suffix=".parquet") as tmp:
+        con.execute(f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT PARQUET, COMPRESSION ZSTD)")
+
+
+@contextlib.contextmanager
+def _progress(con: Any, progress: Any) -> Iterator[None]:
+    """Poll DuckDB's own progress estimate while the COPY runs."""
+    if progress is None:
+        yield
+        return
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.2):
+            pct = con.query_progress()
+            if pct >= 0:
+                progress.update(completed=pct, total=100)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _args(source: _Source) -> list[str]:
+    """The command line for the lineage, with any database password removed."""
+    return [redact(a) if a.startswith(("postgresql://", "postgres://")) else a for a in invocation()]
+
+
+def _shown_files(source: _Source) -> str:
+    shown = [source.show(p) for p in source.paths]
+    return shown[0] if len(shown) == 1 else f"{shown[0]} (+{len(shown) - 1} files)"
+
+
+def _ident(name: str) -> str:
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return re.sub(r"^[A-Za-z ]+ Error: ", "", text)
+
+
+__all__ = ["CsvDialect", "IngestResult", "ingest", "parse_columns", "parse_schema", "redact", "safe_names"]

@@ -1,0 +1,139 @@
+"""Reference statistics of a table: what drift detection compares new data against.
+
+A model bundle stores the profile of every input feature and of its predictions, so drift can
+be measured later without the training data. Per column:
+
+- numbers, booleans and datetimes (as epoch seconds): count, nulls, mean, std, min, max,
+  quantiles, and a histogram with **fixed edges**: ``edges`` are the reference's interior cut
+  points (deciles by default) and ``counts`` has ``len(edges) + 1`` bins,
+  ``(-inf, e0), [e0, e1), ..., [e_last, inf)``, so any new value falls in exactly one bin;
+- strings: count, nulls, number of distinct values, the counts of the ``top`` most frequent
+  categories and the count of all ``other`` ones.
+
+Inputs may be raw (as read) or already canonical (``features.schema.canonicalize``): missing
+is ``None``/NaN, ``""`` for strings and ``INT64_MIN`` for integer datetimes. Infinite numbers
+count as missing. Every value is plain JSON (no NaN).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
+BINS = 10
+TOP = 20
+_INT64_MIN = -(2**63)
+
+
+def _num(x: float) -> float | None:
+    import math
+
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _numeric_values(series: Any, kind: str) -> Any:
+    """The column as float64 with NaN for missing (datetimes as epoch seconds)."""
+    import numpy as np
+    import pandas as pd
+    from pandas.api import types as pdt
+
+    if kind == "datetime":
+        if pdt.is_integer_dtype(series.dtype):
+            x = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            return np.where(series.to_numpy(dtype=np.int64, na_value=_INT64_MIN) == _INT64_MIN, np.nan, x)
+        ts = pd.to_datetime(series, errors="coerce", utc=True)
+        seconds = ts.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype("datetime64[s]").astype(np.int64)
+        return np.where(ts.isna().to_numpy(), np.nan, seconds.astype(np.float64))
+    if pdt.is_bool_dtype(series.dtype) or pdt.is_numeric_dtype(series.dtype):
+        x = series.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    elif kind == "bool":
+        lowered = series.astype("string").str.strip().str.lower()
+        x = lowered.map({"true": 1.0, "t": 1.0, "yes": 1.0, "1": 1.0, "false": 0.0, "f": 0.0, "no": 0.0, "0": 0.0})
+        x = x.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        x = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(np.isfinite(x), x, np.nan)
+
+
+def numeric_profile(values: Any, bins: int = BINS) -> dict[str, Any]:
+    """Profile of numbers (NaN = missing)."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=np.float64)
+    present = x[~np.isnan(x)]
+    n = int(len(x))
+    out: dict[str, Any] = {"kind": "numeric", "count": n, "nulls": n - int(len(present)),
+                           "null_rate": (n - len(present)) / n if n else None}
+    if not len(present):
+        return {**out, "mean": None, "std": None, "min": None, "max": None,
+                "quantiles": {"levels": list(QUANTILES), "values": [None] * len(QUANTILES)},
+                "histogram": {"edges": [], "counts": [0]}}
+    levels = np.linspace(0, 1, bins + 1)[1:-1]
+    edges = np.unique(np.quantile(present, levels))
+    counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
+    return {
+        **out,
+        "mean": _num(present.mean()), "std": _num(present.std()),
+        "min": _num(present.min()), "max": _num(present.max()),
+        "quantiles": {"levels": list(QUANTILES), "values": [_num(v) for v in np.quantile(present, QUANTILES)]},
+        "histogram": {"edges": [_num(e) for e in edges], "counts": [int(c) for c in counts]},
+    }
+
+
+def categorical_profile(values: Any, top: int = TOP) -> dict[str, Any]:
+    """Profile of categories (``None``, NaN and ``""`` = missing)."""
+    import pandas as pd
+
+    s = pd.Series(values, dtype=object)
+    missing = s.isna() | (s == "")
+    present = s[~missing].map(lambda v: v if isinstance(v, str) else str(v.item() if hasattr(v, "item") else v))
+    n = int(len(s))
+    counts = present.value_counts()
+    # Ties broken by name so the profile does not depend on row order.
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    kept = ranked[:top]
+    return {
+        "kind": "categorical", "count": n, "nulls": int(missing.sum()),
+        "null_rate": int(missing.sum()) / n if n else None, "n_unique": int(len(counts)),
+        "top": {str(k): int(v) for k, v in kept}, "other": int(sum(v for _, v in ranked[top:])),
+    }
+
+
+def profile_frame(df: Any, input_schema: Sequence[Mapping[str, Any]], bins: int = BINS, top: int = TOP) -> dict[str, Any]:
+    """Reference statistics of every column in ``input_schema``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Raw or canonical rows.
+    input_schema : list of dict
+        ``[{"name", "type": float|bool|string|datetime}, ...]``.
+    bins, top : int
+        Histogram bins for numbers; categories kept by name for strings.
+
+    Returns
+    -------
+    dict
+        Column name -> profile (see the module docstring), plus ``"type"`` (the logical type).
+    """
+    profiles: dict[str, Any] = {}
+    for column in input_schema:
+        name, kind = column["name"], column["type"]
+        series = df[name]
+        if kind == "string":
+            prof = categorical_profile(series.to_numpy(dtype=object), top)
+        else:
+            prof = numeric_profile(_numeric_values(series, kind), bins)
+        profiles[name] = {"type": kind, **prof}
+    return profiles
+
+
+def profile_values(values: Any, bins: int = BINS, top: int = TOP) -> dict[str, Any]:
+    """Profile of one array (e.g. predictions): numeric when it holds numbers, else categorical."""
+    import numpy as np
+
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fiub":
+        return numeric_profile(np.where(np.isfinite(arr.astype(np.float64)), arr.astype(np.float64), np.nan), bins)
+    return categorical_profile(arr, top)

@@ -1,0 +1,454 @@
+"""Split a table into train/valid/test parts, check the parts for leakage, balance train.
+
+Everything runs in DuckDB over the input files, streaming: the table is never loaded into
+pandas. Every split kind is the same algorithm over a different *key*: rows are ordered by the
+key, and the parts are cut where the cumulative row count is closest to the requested ratios,
+always between two distinct key values, so rows sharing a key never straddle two parts:
+
+- ``random``: a seeded hash of the row's content (minus ``ignore`` columns), so rows that are
+  duplicates of each other always land in the same part;
+- ``stratified:COL``: the same hash, cut separately within each class of ``COL``;
+- ``time:COL``: the time itself, so no row of the future is in train;
+- ``group:COL``: a seeded hash of the group, so no group is in two parts.
+
+Each part is written with ``COPY`` in the input's row order, so reruns give identical bytes.
+
+Examples
+--------
+>>> from mlsys_cli.data.split import split_table
+>>> result = split_table("data/all.parquet", "data/", by="time:snapshot_date")  # doctest: +SKIP
+>>> [p["rows"] for p in result.to_dict()["parts"]]  # doctest: +SKIP
+[16010, 3992, 3965]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from mlsys_cli.data import io
+from mlsys_cli.errors import InputError, UsageError
+from mlsys_cli.fsutil import atomic_path
+
+KINDS = ("random", "stratified", "time", "group")
+BALANCE = ("under", "over")
+LEAK_HINTS = {
+    "duplicates": "duplicates differ only in the columns to --ignore, or dedupe first (mlsys ingest --dedupe)",
+    "group_overlap": "split by group:COL to keep each group in one part",
+    "time_overlap": "split by time:COL to keep the future out of train",
+}
+PART_NAMES = {2: ("train", "test"), 3: ("train", "valid", "test")}
+MAX_CLASSES = 100  # stratifying or balancing more values than this means the column is not a class
+TIME_TYPES = ("DATE", "TIMESTAMP")
+NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                 "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """What ``split_table`` did: the parts written, the leakage checks, the balancing of train.
+
+    ``parts`` holds one record per part: ``name``, ``path``, ``rows``, ``ratio`` (achieved),
+    ``requested`` (ratio), and when known ``time_min``/``time_max`` and ``classes``.
+    """
+
+    inputs: list[dict[str, Any]]
+    output: str
+    by: str
+    column: str | None
+    ratios: list[float]
+    seed: int
+    target: str | None
+    rows: int
+    parts: list[dict[str, Any]]
+    checks: dict[str, dict[str, Any]]
+    leakage: bool
+    balance: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_by(text: str) -> tuple[str, str | None]:
+    """Parse ``random``, ``stratified:COL``, ``time:COL`` or ``group:COL``."""
+    kind, sep, column = text.partition(":")
+    kind = kind.strip().lower()
+    if kind not in KINDS:
+        raise UsageError(f"invalid --by {text!r}", "use random, stratified:COL, time:COL or group:COL")
+    if kind == "random":
+        if sep:
+            raise UsageError(f"invalid --by {text!r}: random takes no column", "use --by random")
+        return kind, None
+    if not column.strip():
+        raise UsageError(f"invalid --by {text!r}: {kind} needs a column", f"use --by {kind}:COL")
+    return kind, column.strip()
+
+
+def parse_ratios(text: str | Sequence[float]) -> list[float]:
+    """Parse ``0.7,0.15,0.15`` (three parts) or ``0.8,0.2`` (two parts); they must sum to 1."""
+    if isinstance(text, str):
+        try:
+            ratios = [float(x) for x in text.split(",")]
+        except ValueError:
+            raise UsageError(f"invalid --ratios {text!r}: not a list of numbers", "use e.g. --ratios 0.7,0.15,0.15") from None
+    else:
+        ratios = [float(x) for x in text]
+    shown = ",".join(f"{r:g}" for r in ratios)
+    if len(ratios) not in PART_NAMES:
+        raise UsageError(f"invalid --ratios {shown}: give two (train,test) or three (train,valid,test) ratios")
+    if any(not math.isfinite(r) or r <= 0 for r in ratios):
+        raise UsageError(f"invalid --ratios {shown}: every ratio must be positive")
+    if abs(sum(ratios) - 1.0) > 1e-6:
+        raise UsageError(f"invalid --ratios {shown}: they sum to {sum(ratios):g}, not 1", "use e.g. --ratios 0.7,0.15,0.15")
+    return ratios
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class _Splitter:
+    """One split run over one DuckDB connection (kept private: ``split_table`` is the API)."""
+
+    def __init__(self, paths: Any, ignore: Sequence[str]):
+        import duckdb
+
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")  # timestamps with time zones order the same everywhere
+        self.files = io.resolve_inputs([paths] if isinstance(paths, (str, os.PathLike)) else paths)
+        relation = io.scan_table(self.files, con=self.con)
+        relation.create_view("src")
+        self.types = dict(zip(relation.columns, (str(t) for t in relation.types)))
+        self.ignore = list(ignore)
+        for name in self.ignore:
+            self.require(name, "--ignore")
+        kept = [c for c in self.types if c not in self.ignore]
+        if not kept:
+            raise UsageError("--ignore leaves no column to compare rows by")
+        self.content = ", ".join(_ident(c) for c in kept)
+
+    def require(self, column: str, what: str) -> None:
+        if column not in self.types:
+            shown = ", ".join(list(self.types)[:12]) + (", ..." if len(self.types) > 12 else "")
+            raise InputError(f"{what}: no column {column!r} in the input", f"columns: {shown}")
+
+    def scalar(self, sql: str) -> Any:
+        return self.con.execute(sql).fetchone()[0]
+
+    def rows(self, sql: str) -> list[tuple]:
+        return self.con.execute(sql).fetchall()
+
+    def row_hash(self, seed: int | None) -> str:
+        """A hash of the row's content (seeded for assignment, unseeded for the duplicate check)."""
+        return f"hash({seed}, {self.content})" if seed is not None else f"hash({self.content})"
+
+    def time_key(self, column: str) -> tuple[str, str]:
+        """An orderable numeric key for a time column, and the expression of the time itself."""
+        kind = self.types[column].split("(")[0].upper()
+        col = _ident(column)
+        if kind.startswith(TIME_TYPES):
+            return f"epoch_us(CAST({col} AS TIMESTAMP))", col
+        if kind.startswith(NUMERIC_TYPES):
+            return f"CAST({col} AS DOUBLE)", col
+        if kind == "VARCHAR":
+            bad = self.rows(f"SELECT {col} FROM src WHERE {col} IS NOT NULL AND TRY_CAST({col} AS TIMESTAMP) IS NULL LIMIT 1")
+            if bad:
+                raise InputError(f"time column {column!r} is not a time: {bad[0][0]!r} is not a date or timestamp",
+                                 "give a DATE/TIMESTAMP column, or ISO dates such as 2025-01-31")
+            parsed = f"TRY_CAST({col} AS TIMESTAMP)"
+            return f"epoch_us({parsed})", parsed
+        raise InputError(f"time column {column!r} is not a time (its type is {self.types[column]})",
+                         "give a DATE/TIMESTAMP column, ISO date strings or numbers")
+
+    def classes(self, column: str, refuse: bool = True) -> list[tuple[Any, int]] | None:
+        """The classes of ``column`` with their row counts; too many values is not a class column."""
+        col = _ident(column)
+        found = self.rows(f"SELECT CAST({col} AS VARCHAR) AS c, count(*) FROM src GROUP BY c ORDER BY c NULLS LAST "
+                          f"LIMIT {MAX_CLASSES + 1}")
+        if len(found) > MAX_CLASSES:
+            if not refuse:
+                return None
+            raise InputError(f"{column!r} has more than {MAX_CLASSES} distinct values; it is not a class column",
+                             "stratify or balance on a categorical target")
+        return found
+
+    def cuts(self, key: str, fractions: Sequence[float], within: str | None = None) -> dict[Any, tuple[list[Any], int]]:
+        """Cut points of ``key`` (the last key of each part but the last) and the number of distinct keys.
+
+        Rows are ordered by ``key``; each cut is the distinct key value whose cumulative row count
+        is closest to the requested cumulative fraction, so rows with equal keys stay in one part.
+        Cuts that would leave a part empty are avoided while there are enough distinct keys.
+        Computed per class of ``within`` when given.
+        """
+        cls = f"CAST({_ident(within)} AS VARCHAR)" if within else "NULL"
+        self.con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE ranked AS
+            SELECT c, k, sum(n) OVER w AS cum, sum(n) OVER (PARTITION BY c) AS total,
+                   row_number() OVER w AS rk, count(*) OVER (PARTITION BY c) AS d
+            FROM (SELECT {cls} AS c, {key} AS k, count(*) AS n FROM src GROUP BY ALL)
+            WINDOW w AS (PARTITION BY c ORDER BY k ROWS UNBOUNDED PRECEDING)""")
+        self.con.execute("CREATE OR REPLACE TEMP TABLE prev AS SELECT DISTINCT c, 0 AS rk, d FROM ranked")
+        found: dict[Any, list[Any]] = {}
+        for i, frac in enumerate(fractions):
+            later = len(fractions) - i  # parts still to fill after this cut
+            self.con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE prev AS
+                SELECT c, k, rk, d FROM (
+                    SELECT r.c, r.k, r.rk, r.d, row_number() OVER (PARTITION BY r.c ORDER BY
+                        (r.rk <= p.rk OR r.rk > r.d - {later}), abs(r.cum - {frac!r} * r.total), r.k) AS rn
+                    FROM ranked r JOIN prev p ON r.c IS NOT DISTINCT FROM p.c)
+                WHERE rn = 1""")
+            for c, k in self.rows("SELECT c, k FROM prev"):
+                found.setdefault(c, []).append(k)
+        distinct = dict(self.rows("SELECT c, d FROM prev"))
+        self.con.execute("DROP TABLE ranked; DROP TABLE prev")
+        return {c: (found[c], int(distinct[c])) for c in found}
+
+
+def _part_expr(key: str, cuts: list[Any], names: Sequence[str]) -> str:
+    whens = " ".join(f"WHEN {key} <= {cut!r} THEN '{name}'" for cut, name in zip(cuts, names))
+    return f"CASE {whens} ELSE '{names[-1]}' END"
+
+
+def _assignment(sp: _Splitter, kind: str, column: str | None, ratios: Sequence[float], seed: int) -> tuple[str, str | None]:
+    """The SQL expression giving each row its part, and the time expression when splitting by time."""
+    names = PART_NAMES[len(ratios)]
+    fractions = [sum(ratios[: i + 1]) for i in range(len(ratios) - 1)]
+    time_expr = None
+    if kind == "time":
+        key, time_expr = sp.time_key(column)
+        nulls = sp.scalar(f"SELECT count(*) FROM src WHERE {key} IS NULL")
+        if nulls:
+            raise InputError(f"time column {column!r} is missing in {nulls} rows; they cannot be placed in time",
+                             f"drop them first, e.g. mlsys ingest T --sql \"SELECT * FROM input WHERE {column} IS NOT NULL\"")
+    elif kind == "group":
+        key = f"hash({seed}, {_ident(column)})"
+    else:
+        key = sp.row_hash(seed)
+    if kind == "stratified":
+        found = sp.classes(column)
+        if len(found) < 2:
+            raise InputError(f"cannot stratify on {column!r}: it has only one class ({found[0][0]!r})" if found
+                             else f"cannot stratify on {column!r}: no rows")
+        per_class = sp.cuts(key, fractions, within=column)
+        col = f"CAST({_ident(column)} AS VARCHAR)"
+        whens = " ".join(
+            f"WHEN {col} IS NULL THEN {_part_expr(key, c, names)}" if cls is None
+            else f"WHEN {col} = {_literal(cls)} THEN {_part_expr(key, c, names)}"
+            for cls, (c, _) in sorted(per_class.items(), key=lambda kv: (kv[0] is None, kv[0] or "")))
+        return f"CASE {whens} END", time_expr
+    cuts, distinct = sp.cuts(key, fractions)[None]
+    if distinct < len(ratios):
+        what = {"time": "distinct times", "group": "groups"}.get(kind, "distinct rows")
+        raise InputError(f"cannot make {len(ratios)} non-empty parts: too few {what} in {column or 'the table'!r}",
+                         "use fewer parts (two ratios) or more data")
+    return _part_expr(key, cuts, names), time_expr
+
+
+def _leakage(sp: _Splitter, part: str, names: Sequence[str], group: str | None, time_expr: str | None,
+             time_col: str | None) -> dict[str, dict[str, Any]]:
+    """Duplicate rows across parts, group overlap and time overlap of the assignment."""
+    checks: dict[str, dict[str, Any]] = {}
+    dup_groups, dup_rows = sp.rows(
+        f"SELECT count(*), coalesce(sum(n), 0) FROM (SELECT {sp.row_hash(None)} AS h, count(DISTINCT {part}) AS p, "
+        f"count(*) AS n FROM src GROUP BY h) WHERE p > 1")[0]
+    checks["duplicates"] = {"status": "found" if dup_rows else "ok", "rows": int(dup_rows), "keys": int(dup_groups),
+                            "ignore": sp.ignore}
+    if group:
+        overlap = sp.scalar(f"SELECT count(*) FROM (SELECT {_ident(group)} AS g FROM src GROUP BY g "
+                            f"HAVING count(DISTINCT {part}) > 1)")
+        checks["group_overlap"] = {"status": "found" if overlap else "ok", "column": group, "groups": int(overlap)}
+    if time_expr:
+        train_max = f"(SELECT max({time_expr}) FROM src WHERE {part} = '{names[0]}')"
+        t_max, h_min, overlap = sp.rows(
+            f"SELECT CAST({train_max} AS VARCHAR), CAST(min({time_expr}) AS VARCHAR), "
+            f"count(*) FILTER (WHERE {time_expr} < {train_max}) FROM src WHERE {part} <> '{names[0]}'")[0]
+        checks["time_overlap"] = {"status": "found" if overlap else "ok", "column": time_col, "rows": int(overlap),
+                                  "train_max": t_max, "holdout_min": h_min}
+    return checks
+
+
+def _labelled(counts: dict[Any, int]) -> dict[str, int]:
+    return {("null" if k is None else k): v for k, v in counts.items()}
+
+
+def _class_counts(sp: _Splitter, part: str, target: str) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for p, cls, n in sp.rows(f"SELECT {part} AS p, CAST({_ident(target)} AS VARCHAR) AS c, count(*) FROM src "
+                             f"GROUP BY p, c ORDER BY p, c NULLS LAST"):
+        counts.setdefault(p, {})[cls] = int(n)
+    return {p: _labelled(c) for p, c in counts.items()}
+
+
+def _balanced_train(sp: _Splitter, train_sql: str, target: str, method: str, seed: int) -> tuple[str, dict[str, Any]]:
+    """Under-sample the majority classes or over-sample the minority ones of train (seeded)."""
+    sp.con.execute(f"CREATE OR REPLACE TEMP VIEW train_rows AS {train_sql}")
+    col = f"CAST({_ident(target)} AS VARCHAR)"
+    before = {c: int(n) for c, n in sp.rows(f"SELECT {col} AS c, count(*) FROM train_rows GROUP BY c ORDER BY c NULLS LAST")}
+    if len(before) < 2:
+        raise InputError(f"cannot balance on {target!r}: train holds only one class")
+    if len(before) > MAX_CLASSES:
+        raise InputError(f"{target!r} has more than {MAX_CLASSES} distinct values; it is not a class column")
+    aim = min(before.values()) if method == "under" else max(before.values())
+    key = f"hash({seed + 1}, {sp.content})"  # a different stream from the split's, so it is independent of it
+    # The first `aim mod n` rows of a class by key get one extra copy; under-sampling keeps only those.
+    ranked = (f"SELECT c, k, sum(n) OVER (PARTITION BY c ORDER BY k ROWS UNBOUNDED PRECEDING) AS cum "
+              f"FROM (SELECT {col} AS c, {key} AS k, count(*) AS n FROM train_rows GROUP BY ALL)")
+    whens = []
+    for cls, n in before.items():
+        copies, extra = divmod(aim, n)
+        cond = f"{col} IS NULL" if cls is None else f"{col} = {_literal(cls)}"
+        cut = sp.scalar(f"SELECT max(k) FROM ({ranked}) WHERE c IS NOT DISTINCT FROM {_literal(cls)} AND cum <= {extra}")
+        plus = f" + CASE WHEN {key} <= {cut!r} THEN 1 ELSE 0 END" if cut is not None else ""
+        whens.append(f"WHEN {cond} THEN {copies}{plus}")
+    copies_expr = f"CASE {' '.join(whens)} END"
+    sql = (f"SELECT * EXCLUDE (__copy) FROM (SELECT *, unnest(range(CAST({copies_expr} AS BIGINT))) AS __copy "
+           f"FROM train_rows)")
+    after = {c: int(n) for c, n in sp.rows(f"SELECT {col} AS c, count(*) FROM ({sql}) GROUP BY c ORDER BY c NULLS LAST")}
+    return sql, {"method": method, "target": target, "before": _labelled(before), "after": _labelled(after),
+                 "rows": sum(after.values())}
+
+
+def split_table(
+    paths: Any,
+    output: str | os.PathLike,
+    *,
+    by: str = "random",
+    ratios: str | Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+    target: str | None = None,
+    group: str | None = None,
+    time: str | None = None,
+    ignore: Sequence[str] = (),
+    strict: bool = False,
+    balance: str | None = None,
+    progress: Any = None,
+) -> SplitResult:
+    """Split a table into ``train``/``valid``/``test`` Parquet files in ``output``.
+
+    Parameters
+    ----------
+    paths : path, glob, directory, or a list of them
+        The table to split (read with :func:`mlsys_cli.data.io.scan_table`).
+    output : path
+        The directory to write ``train.parquet``, ``valid.parquet`` (three ratios) and ``test.parquet``.
+    by : str
+        ``random``, ``stratified:COL``, ``time:COL`` or ``group:COL``.
+    ratios : str or sequence of float
+        Two or three positive ratios summing to 1 (train, [valid,] test).
+    seed : int
+        Seeds the hashes that assign rows and groups; the same seed gives identical files.
+    target : str, optional
+        Reported per part (class balance) and recorded in the lineage; needed by ``balance``.
+    group, time : str, optional
+        Also check group overlap / time overlap on these columns, whatever the split kind.
+    ignore : sequence of str
+        Columns left out when comparing rows (ids, load timestamps) for duplicates and the row hash.
+    strict : bool
+        Refuse (:class:`InputError`, nothing written) when a leakage check finds anything.
+    balance : {"under", "over"}, optional
+        After the split, under-sample the majority or over-sample the minority classes of
+        ``target`` in train only (seeded); valid and test keep the real distribution.
+    progress : console.Progress-like, optional
+        Receives ``update``/``advance`` calls.
+
+    Returns
+    -------
+    SplitResult
+    """
+    kind, column = parse_by(by)
+    ratio_list = parse_ratios(ratios)
+    if balance is not None and balance not in BALANCE:
+        raise UsageError(f"invalid --balance {balance!r}", "use under or over")
+    if balance and not (target or kind == "stratified"):
+        raise UsageError("--balance needs --target", "e.g. --target churned --balance under")
+    names = PART_NAMES[len(ratio_list)]
+    steps = 4 + len(names)
+    _step(progress, 0, steps, "reading")
+    sp = _Splitter(paths, ignore)
+    for name, what in ((column, "--by"), (target, "--target"), (group, "--group"), (time, "--time")):
+        if name:
+            sp.require(name, what)
+    total = int(sp.scalar("SELECT count(*) FROM src"))
+    if total == 0:
+        raise InputError(f"{', '.join(map(str, sp.files))}: the table has no rows")
+    _step(progress, 1, steps, "assigning")
+    part, time_expr = _assignment(sp, kind, column, ratio_list, seed)
+    time_col = column if kind == "time" else time
+    if kind != "time" and time:
+        time_expr = sp.time_key(time)[1]
+    group_col = group or (column if kind == "group" else None)
+    _step(progress, 2, steps, "checking")
+    checks = _leakage(sp, part, names, group_col, time_expr, time_col)
+    leakage = any(c["status"] == "found" for c in checks.values())
+    if strict and leakage:
+        found = {name: c for name, c in checks.items() if c["status"] == "found"}
+        shown = ", ".join(f"{name.replace('_', ' ')} ({c.get('groups', c.get('rows'))})" for name, c in found.items())
+        raise InputError(f"leakage between parts: {shown}; nothing written",
+                         "; ".join(LEAK_HINTS[name] for name in found) + "; or drop --strict to write anyway")
+    counts = dict(sp.rows(f"SELECT {part} AS p, count(*) FROM src GROUP BY p"))
+    empty = [n for n in names if not counts.get(n)]
+    if empty:
+        raise InputError(f"the {empty[0]} part would be empty ({total} rows)", "use more rows or other ratios")
+    spans = {p: (lo, hi) for p, lo, hi in sp.rows(
+        f"SELECT {part} AS p, CAST(min({time_expr}) AS VARCHAR), CAST(max({time_expr}) AS VARCHAR) FROM src GROUP BY p")
+    } if time_expr else {}
+    class_col = target or (column if kind == "stratified" else None)
+    classes = _class_counts(sp, part, class_col) if class_col and sp.classes(class_col, refuse=False) else {}
+    _step(progress, 3, steps, "balancing")
+    queries = {n: f"SELECT * FROM src WHERE {part} = '{n}'" for n in names}
+    balanced = None
+    if balance:
+        queries["train"], balanced = _balanced_train(sp, queries["train"], class_col, balance, seed)
+    out_dir = Path(output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a directory", "-o names the directory for train/valid/test.parquet")
+    inputs = [io.input_record(f) for f in sp.files]
+    parts, warnings = [], []
+    extra = {"by": by, "ratios": ratio_list, **({"ignore": list(ignore)} if ignore else {}),
+             **({"balance": balance} if balance else {})}
+    with contextlib.ExitStack() as stack:
+        # All parts go to temporary files first and replace their targets together at the end.
+        for i, name in enumerate(names):
+            rows = balanced["rows"] if name == "train" and balanced else int(counts[name])
+            record = {"name": name, "path": str(out_dir / f"{name}.parquet"), "rows": rows,
+                      "ratio": round(int(counts[name]) / total, 6), "requested": ratio_list[i]}
+            lineage = io.Lineage(command="split", inputs=inputs, seed=seed, role=name, target=target, extra=extra)
+            meta = io.lineage_metadata(lineage, rows=rows)
+            tmp = stack.enter_context(atomic_path(out_dir / f"{name}.parquet", suffix=".parquet"))
+            sp.con.execute(f"COPY ({queries[name]}) TO {_literal(str(tmp))} "
+                           f"(FORMAT parquet, COMPRESSION zstd, KV_METADATA {{mlsys: {_literal(meta)}}})")
+            if time_expr:
+                record.update(time_min=spans[name][0], time_max=spans[name][1])
+            if classes:
+                record["classes"] = balanced["after"] if name == "train" and balanced else classes.get(name, {})
+            if name == "train" and balanced:
+                record["rows_before_balance"] = int(counts[name])
+            parts.append(record)
+            _step(progress, 4 + i, steps, f"writing {name}")
+    if len(names) == 2 and (out_dir / "valid.parquet").exists():
+        warnings.append(f"{out_dir / 'valid.parquet'} is left from an earlier split; this split has no valid part")
+    for name, counts_ in classes.items():
+        missing = sorted(set().union(*classes.values()) - set(counts_))
+        if missing:
+            warnings.append(f"the {name} part has no rows of class {', '.join(missing)}")
+    _step(progress, steps, steps, "done")
+    return SplitResult(inputs=[{"path": r["path"], "sha256": r["sha256"]} for r in inputs], output=str(out_dir),
+                       by=kind, column=column, ratios=ratio_list, seed=seed, target=target, rows=total, parts=parts,
+                       checks=checks, leakage=leakage, balance=balanced, warnings=warnings)
+
+
+def _step(progress: Any, completed: int, total: int, description: str) -> None:
+    if progress is not None:
+        progress.update(completed=completed, total=total, description=description)

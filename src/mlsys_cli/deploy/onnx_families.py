@@ -1,0 +1,462 @@
+"""ONNX graphs for fitted estimators, and the graph surgery that joins them.
+
+Every model graph built here has one input ``features`` (``tensor(float)`` [N, k], the
+featurizer's output) and one output: ``probabilities`` [N, C] for classification or
+``prediction`` [N, 1] for regression. :func:`compose` puts a featurizer graph in front,
+:func:`parallel` runs several such graphs on the same raw inputs (ensembles), and
+:func:`finish` adds the ``label`` output, so every path ends with the same outputs.
+
+Precision: scikit-learn trees compare ``float32(x)`` (as a double) with float64 thresholds.
+Rounding those thresholds to float32 can move a split by one ulp and change a leaf, so
+scikit-learn tree ensembles are converted with double-precision thresholds behind a
+float -> double cast: the comparison is then exactly the one scikit-learn makes. XGBoost
+stores float32 thresholds and compares float32 values, which ONNX reproduces as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from mlsys_cli.errors import InputError
+
+# ai.onnx.ml 3 is the first with double tree thresholds (``nodes_values_as_tensor``).
+OPSET = {"": 17, "ai.onnx.ml": 3}
+# onnxmltools' XGBoost converter supports default-domain opsets up to 15; _unify upgrades it.
+XGBOOST_OPSET = 15
+IR_VERSION = 8
+FEATURES = "features"
+PROBA = "probabilities"
+PREDICTION = "prediction"
+LABEL = "label"
+
+
+def _target_opset() -> dict[str, int]:
+    return dict(OPSET)
+
+
+def _skl_convert(est: Any, n_features: int, *, double: bool = False, options: dict | None = None) -> Any:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+
+    tensor = DoubleTensorType if double else FloatTensorType
+    return convert_sklearn(
+        est, initial_types=[(FEATURES, tensor([None, n_features]))],
+        options={id(est): options} if options else None, target_opset=_target_opset(),
+    )
+
+
+def _is_classifier(task: str) -> bool:
+    return task in ("binary", "multiclass")
+
+
+def _single_output(model: Any, task: str, *, cast_double: bool = False) -> Any:
+    """Keep the probabilities (or the regression value) of a converted model, renamed."""
+    import onnx
+    from onnx import helper
+
+    graph = model.graph
+    outputs = [o.name for o in graph.output]
+    if _is_classifier(task):
+        source = next(o for o in outputs if o != "label") if "probabilities" not in outputs else "probabilities"
+    else:
+        source = outputs[0]
+    target = PROBA if _is_classifier(task) else PREDICTION
+    renamed = {source: "_raw_out"} if source == target else {}
+    nodes = [_rename_node(n, renamed) for n in graph.node]
+    new_inputs = list(graph.input)
+    if cast_double:
+        # The converted graph takes doubles; our contract is a float input, cast exactly.
+        nodes = [_rename_node(n, {FEATURES: "_features_f64"}) for n in nodes]
+        nodes.insert(0, helper.make_node("Cast", [FEATURES], ["_features_f64"], to=onnx.TensorProto.DOUBLE, name="cast_features_f64"))
+        new_inputs = [_float_input(FEATURES, _width(graph.input[0]))]
+    src = renamed.get(source, source)
+    nodes.append(helper.make_node("Cast", [src], [target], to=onnx.TensorProto.FLOAT, name=f"cast_{target}"))
+    width = 1 if not _is_classifier(task) else None
+    out = helper.make_tensor_value_info(target, onnx.TensorProto.FLOAT, [None, width] if width else [None, None])
+    new_graph = helper.make_graph(nodes, graph.name or "model", new_inputs, [out], list(graph.initializer))
+    result = _model(new_graph, model.opset_import)
+    return _prune(result)
+
+
+def _width(value_info: Any) -> int | None:
+    dims = value_info.type.tensor_type.shape.dim
+    return dims[1].dim_value if len(dims) > 1 and dims[1].HasField("dim_value") else None
+
+
+def _float_input(name: str, width: int | None, elem: int | None = None) -> Any:
+    import onnx
+    from onnx import helper
+
+    return helper.make_tensor_value_info(name, elem or onnx.TensorProto.FLOAT, [None, width])
+
+
+def _rename_node(node: Any, mapping: Mapping[str, str]) -> Any:
+    import onnx
+
+    new = onnx.NodeProto()
+    new.CopyFrom(node)
+    new.ClearField("input")
+    new.ClearField("output")
+    new.input.extend(mapping.get(i, i) for i in node.input)
+    new.output.extend(mapping.get(o, o) for o in node.output)
+    return new
+
+
+def _model(graph: Any, opsets: Iterable[Any] | Mapping[str, int]) -> Any:
+    from onnx import helper
+
+    if isinstance(opsets, Mapping):
+        versions = dict(opsets)
+    else:
+        versions = {o.domain: o.version for o in opsets}
+    # Nodes we add (Cast, Identity, ...) are in the default domain, present in every graph.
+    versions.setdefault("", OPSET[""])
+    imports = [helper.make_opsetid(d, v) for d, v in sorted(versions.items())]
+    model = helper.make_model(graph, opset_imports=imports, producer_name="mlsys")
+    model.ir_version = IR_VERSION
+    return model
+
+
+def _prune(model: Any) -> Any:
+    """Drop nodes and initializers that no output depends on."""
+    graph = model.graph
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(node.input)
+    keep.reverse()
+    del graph.node[:]
+    graph.node.extend(keep)
+    inits = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    del graph.value_info[:]
+    return model
+
+
+# --- converters, one per kind of fitted estimator -------------------------------------------
+
+def sklearn_to_onnx(est: Any, n_features: int, task: str) -> Any:
+    """A scikit-learn estimator (linear models, trees, forests, calibrated classifiers).
+
+    Tree ensembles get double thresholds behind a cast (see the module docstring).
+    """
+    double = _has_trees(est)
+    options = {"zipmap": False} if _is_classifier(task) else None
+    model = _skl_convert(est, n_features, double=double, options=options)
+    return _single_output(model, task, cast_double=double)
+
+
+def _has_trees(est: Any) -> bool:
+    from sklearn.ensemble import BaseEnsemble
+    from sklearn.tree import BaseDecisionTree
+
+    return isinstance(est, (BaseDecisionTree, BaseEnsemble))
+
+
+def booster_to_onnx(booster: Any, n_features: int, task: str) -> Any:
+    """An XGBoost ``Booster`` through onnxmltools' converter (float32 thresholds, as XGBoost's)."""
+    from onnxmltools import convert_xgboost
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    model = convert_xgboost(booster, initial_types=[(FEATURES, FloatTensorType([None, n_features]))],
+                            target_opset=XGBOOST_OPSET)
+    return _single_output(model, task)
+
+
+def torch_to_onnx(module: Any, n_features: int, task: str, output: str = "logits") -> Any:
+    """A torch module mapping features [N, k] to logits (or values) [N, C].
+
+    ``output`` says what the module returns: ``logits`` (softmax, or sigmoid for one column,
+    is appended), ``probabilities``, or ``values`` (regression).
+    """
+    import io
+
+    import onnx
+    import torch
+    from onnx import helper
+
+    module = module.eval()
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            module, (torch.zeros(2, n_features, dtype=torch.float32),), buf, dynamo=False,
+            input_names=[FEATURES], output_names=["_net_out"], opset_version=OPSET[""],
+            dynamic_axes={FEATURES: {0: "N"}, "_net_out": {0: "N"}},
+        )
+    net = onnx.load_from_string(buf.getvalue())
+    nodes = list(net.graph.node)
+    target = PROBA if _is_classifier(task) else PREDICTION
+    if _is_classifier(task) and output == "logits":
+        width = _width(net.graph.output[0])
+        if width == 1:
+            # One logit column: p1 = sigmoid(z), probabilities = [1 - p1, p1].
+            nodes += [
+                helper.make_node("Sigmoid", ["_net_out"], ["_p1"]),
+                helper.make_node("Sub", ["_one", "_p1"], ["_p0"]),
+                helper.make_node("Concat", ["_p0", "_p1"], [target], axis=1),
+            ]
+            net.graph.initializer.append(helper.make_tensor("_one", onnx.TensorProto.FLOAT, [], [1.0]))
+        else:
+            nodes.append(helper.make_node("Softmax", ["_net_out"], [target], axis=1))
+    else:
+        nodes.append(helper.make_node("Identity", ["_net_out"], [target]))
+    out = helper.make_tensor_value_info(target, onnx.TensorProto.FLOAT, [None, None])
+    graph = helper.make_graph(nodes, "mlp", [_float_input(FEATURES, n_features)], [out], list(net.graph.initializer))
+    return _prune(_model(graph, OPSET))
+
+
+def constant_to_onnx(values: Sequence[float], n_features: int, task: str) -> Any:
+    """A constant model (the baseline): the same row of outputs for every input row."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    row = np.asarray(values, dtype=np.float32).reshape(1, -1)
+    target = PROBA if _is_classifier(task) else PREDICTION
+    nodes = [
+        # Multiplying the first feature by zero gives an [N, 1] zero column for any N.
+        helper.make_node("Slice", [FEATURES, "_s0", "_s1", "_ax"], ["_col"]),
+        helper.make_node("Mul", ["_col", "_zero"], ["_zeros"]),
+        helper.make_node("Add", ["_zeros", "_row"], [target]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "_s0"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "_s1"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "_ax"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "_zero"),
+        numpy_helper.from_array(row, "_row"),
+    ]
+    out = helper.make_tensor_value_info(target, onnx.TensorProto.FLOAT, [None, row.shape[1]])
+    graph = helper.make_graph(nodes, "constant", [_float_input(FEATURES, max(n_features, 1))], [out], inits)
+    return _model(graph, OPSET)
+
+
+def family_to_onnx(family: str, est: Any, n_features: int, task: str, n_classes: int = 0) -> Any:
+    """The graph of a fitted family estimator (``models.families``): ``features`` -> output.
+
+    Raises
+    ------
+    InputError
+        When the estimator has no ONNX form (the message names its type).
+    """
+    if family == "mlp":
+        from mlsys_cli.models.families import get_family
+
+        return get_family("mlp").to_onnx(est, n_features, task)
+    if hasattr(est, "booster_"):
+        return booster_to_onnx(est.booster_, n_features, task)
+    inner = getattr(est, "estimator", est)
+    from sklearn.dummy import DummyClassifier, DummyRegressor
+
+    if isinstance(inner, DummyRegressor):
+        return constant_to_onnx(inner.constant_.reshape(-1), n_features, task)
+    if isinstance(inner, DummyClassifier):
+        if inner.strategy != "prior":
+            raise InputError(f"the baseline strategy {inner.strategy!r} has no ONNX form", "use strategy=prior")
+        return _scatter_classes(constant_to_onnx(inner.class_prior_, n_features, task), inner, n_classes)
+    try:
+        model = sklearn_to_onnx(inner, n_features, task)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
+        raise InputError(f"the {family} model ({type(inner).__name__}) has no ONNX form: {str(exc).splitlines()[0]}") from None
+    return _scatter_classes(model, inner, n_classes)
+
+
+def _scatter_classes(model: Any, inner: Any, n_classes: int) -> Any:
+    """Widen [N, c] probabilities to [N, C] when some classes were absent from training."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    present = getattr(inner, "classes_", None)
+    if present is None or not n_classes or len(present) == n_classes:
+        return model
+    scatter = np.zeros((len(present), n_classes), dtype=np.float32)
+    scatter[np.arange(len(present)), np.asarray(present).astype(int)] = 1.0
+    graph = model.graph
+    nodes = [_rename_node(n, {PROBA: "_narrow"}) for n in graph.node]
+    nodes.append(helper.make_node("MatMul", ["_narrow", "_scatter"], [PROBA]))
+    inits = [*graph.initializer, numpy_helper.from_array(scatter, "_scatter")]
+    new = helper.make_graph(nodes, graph.name, list(graph.input), list(graph.output), inits)
+    return _model(new, model.opset_import)
+
+
+# --- graph surgery --------------------------------------------------------------------------
+
+def _unify(models: Sequence[Any]) -> dict[str, int]:
+    """One opset per domain for graphs about to be joined (upgrading the default domain)."""
+    from onnx import version_converter
+
+    opsets: dict[str, int] = {}
+    for m in models:
+        for o in m.opset_import:
+            opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
+    for i, m in enumerate(models):
+        version = {o.domain: o.version for o in m.opset_import}.get("", opsets.get("", 0))
+        if "" in opsets and version < opsets[""]:
+            converted = version_converter.convert_version(m, opsets[""])
+            m.CopyFrom(converted)
+    return opsets
+
+
+def _renamed(graph: Any, prefix: str, mapping: Mapping[str, str], keep: Iterable[str]) -> tuple[list, list]:
+    """The nodes and initializers of ``graph`` with every name prefixed, except ``keep``."""
+    import onnx
+
+    kept = set(keep)
+
+    def name(n: str) -> str:
+        if not n:
+            return n
+        if n in mapping:
+            return mapping[n]
+        return n if n in kept else prefix + n
+
+    nodes = []
+    for node in graph.node:
+        new = _rename_node(node, {n: name(n) for n in [*node.input, *node.output]})
+        new.name = prefix + (node.name or node.op_type)
+        nodes.append(new)
+    inits = []
+    for init in graph.initializer:
+        t = onnx.TensorProto()
+        t.CopyFrom(init)
+        t.name = name(init.name)
+        inits.append(t)
+    return nodes, inits
+
+
+def compose(featurizer: Any, model: Any) -> Any:
+    """Featurizer graph (raw inputs -> ``features``) followed by a model graph."""
+    from onnx import helper
+
+    opsets = _unify([featurizer, model])
+    f_nodes, f_inits = _renamed(featurizer.graph, "fz/", {FEATURES: "fz/features"}, [i.name for i in featurizer.graph.input])
+    out = model.graph.output[0]
+    m_nodes, m_inits = _renamed(model.graph, "m/", {FEATURES: "fz/features", out.name: out.name}, [])
+    graph = helper.make_graph(f_nodes + m_nodes, "mlsys", list(featurizer.graph.input), [out], f_inits + m_inits)
+    return _prune(_model(graph, opsets))
+
+
+def parallel(models: Sequence[Any], combine: Callable[[list[str]], tuple[list, list, Any]]) -> Any:
+    """Run models on the same raw inputs and join their outputs with ``combine``.
+
+    ``combine(names)`` receives the member output names and returns (nodes, initializers,
+    output value_info) of the combining subgraph.
+    """
+    from onnx import helper
+
+    opsets = _unify(list(models))
+    inputs: dict[str, Any] = {}
+    nodes: list = []
+    inits: list = []
+    names = []
+    for i, m in enumerate(models):
+        for inp in m.graph.input:
+            inputs.setdefault(inp.name, inp)
+        out = m.graph.output[0].name
+        n, t = _renamed(m.graph, f"e{i}/", {}, [inp.name for inp in m.graph.input])
+        nodes += n
+        inits += t
+        names.append(f"e{i}/{out}")
+    c_nodes, c_inits, output = combine(names)
+    graph = helper.make_graph(nodes + c_nodes, "mlsys_ensemble", list(inputs.values()), [output], inits + c_inits)
+    return _prune(_model(graph, opsets))
+
+
+def weighted_average(weights: Sequence[float], task: str) -> Callable[[list[str]], tuple[list, list, Any]]:
+    """A combiner: the weighted mean of the members' outputs (weights are normalised)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    w = np.asarray(weights, dtype=np.float64)
+    w = (w / w.sum()).astype(np.float32)
+    target = PROBA if _is_classifier(task) else PREDICTION
+
+    def combine(names: list[str]) -> tuple[list, list, Any]:
+        nodes, inits, terms = [], [], []
+        for i, (name, wi) in enumerate(zip(names, w)):
+            if wi == 0:
+                continue
+            inits.append(numpy_helper.from_array(np.array(wi, dtype=np.float32), f"_w{i}"))
+            nodes.append(helper.make_node("Mul", [name, f"_w{i}"], [f"_t{i}"]))
+            terms.append(f"_t{i}")
+        nodes.append(helper.make_node("Sum", terms, [target]))
+        return nodes, inits, helper.make_tensor_value_info(target, onnx.TensorProto.FLOAT, [None, None])
+
+    return combine
+
+
+def linear_stack(coef: Any, intercept: Any, task: str, drop_first: bool = False) -> Callable[[list[str]], tuple[list, list, Any]]:
+    """A combiner: a linear meta-learner over the members' concatenated outputs.
+
+    ``coef`` is [n_inputs, n_out] (as in ``X @ coef + intercept``). Classification applies a
+    sigmoid (one output column: binary) or a softmax. ``drop_first`` keeps only the last
+    probability column of each binary member, as meta-learners on binary tasks are usually fit.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    coef = np.asarray(coef, dtype=np.float32)
+    intercept = np.asarray(intercept, dtype=np.float32).reshape(-1)
+    target = PROBA if _is_classifier(task) else PREDICTION
+
+    def combine(names: list[str]) -> tuple[list, list, Any]:
+        nodes, inits = [], []
+        parts = names
+        if drop_first:
+            inits += [numpy_helper.from_array(np.array(v, dtype=np.int64), n) for n, v in
+                      (("_c1", [1]), ("_c2", [2]), ("_ax1", [1]))]
+            parts = []
+            for i, name in enumerate(names):
+                nodes.append(helper.make_node("Slice", [name, "_c1", "_c2", "_ax1"], [f"_pos{i}"]))
+                parts.append(f"_pos{i}")
+        nodes.append(helper.make_node("Concat", parts, ["_stack_in"], axis=1))
+        inits += [numpy_helper.from_array(coef, "_meta_coef"), numpy_helper.from_array(intercept, "_meta_b")]
+        nodes += [helper.make_node("MatMul", ["_stack_in", "_meta_coef"], ["_mm"]),
+                  helper.make_node("Add", ["_mm", "_meta_b"], ["_z"])]
+        if not _is_classifier(task):
+            nodes.append(helper.make_node("Identity", ["_z"], [target]))
+        elif coef.shape[1] == 1:
+            inits.append(numpy_helper.from_array(np.array(1.0, dtype=np.float32), "_one"))
+            nodes += [helper.make_node("Sigmoid", ["_z"], ["_p1"]), helper.make_node("Sub", ["_one", "_p1"], ["_p0"]),
+                      helper.make_node("Concat", ["_p0", "_p1"], [target], axis=1)]
+        else:
+            nodes.append(helper.make_node("Softmax", ["_z"], [target], axis=1))
+        return nodes, inits, helper.make_tensor_value_info(target, onnx.TensorProto.FLOAT, [None, None])
+
+    return combine
+
+
+def finish(model: Any, task: str, classes: Sequence[Any] | None) -> Any:
+    """Add the final outputs: ``label`` [N] + ``probabilities`` [N, C], or ``prediction`` [N]."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    src = graph.output[0].name
+    nodes = [_rename_node(n, {src: "_final"}) for n in graph.node]
+    inits = list(graph.initializer)
+    if not _is_classifier(task):
+        inits.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), "_flat"))
+        nodes.append(helper.make_node("Reshape", ["_final", "_flat"], [PREDICTION]))
+        outputs = [helper.make_tensor_value_info(PREDICTION, onnx.TensorProto.FLOAT, [None])]
+    else:
+        values = list(classes or [])
+        numeric = all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in values)
+        table = np.array(values, dtype=np.int64) if numeric else np.array([str(c) for c in values], dtype=object)
+        inits.append(numpy_helper.from_array(table, "_classes"))
+        nodes += [
+            helper.make_node("Identity", ["_final"], [PROBA]),
+            helper.make_node("ArgMax", ["_final"], ["_idx"], axis=1, keepdims=0),
+            helper.make_node("Gather", ["_classes", "_idx"], [LABEL], axis=0),
+        ]
+        elem = onnx.TensorProto.INT64 if numeric else onnx.TensorProto.STRING
+        outputs = [helper.make_tensor_value_info(LABEL, elem, [None]),
+                   helper.make_tensor_value_info(PROBA, onnx.TensorProto.FLOAT, [None, len(values)])]
+    new = helper.make_graph(nodes, graph.name, list(graph.input), outputs, inits)
+    return _prune(_model(new, model.opset_import))

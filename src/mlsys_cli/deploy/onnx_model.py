@@ -1,0 +1,209 @@
+"""An ONNX file written by ``mlsys export``, loaded as a model.
+
+The file carries everything needed to use it: the graph (raw columns -> ``label`` +
+``probabilities``, or ``prediction``), the bundle's manifest as JSON under the
+``metadata_props`` key ``mlsys``, and the sha256 of the graph under ``mlsys.sha256``.
+:class:`OnnxModel` verifies the hash, opens an onnxruntime session tuned for CPU serving,
+maps a raw frame to the graph inputs through the canonical form
+(``features.schema.canonicalize``) and returns the same outputs as ``ModelBundle.predict``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from mlsys_cli.errors import InputError
+
+MANIFEST_KEY = "mlsys"
+HASH_KEY = "mlsys.sha256"
+
+
+def graph_digest(model: Any) -> str:
+    """The sha256 of a model without its metadata (deterministic serialisation)."""
+    import onnx
+
+    from mlsys_cli.fsutil import sha256_bytes
+
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.metadata_props[:]
+    return sha256_bytes(bare.SerializeToString(deterministic=True))
+
+
+def stamp(model: Any, manifest: dict[str, Any]) -> Any:
+    """Put the manifest and the graph hash into ``metadata_props`` (in place; returns model)."""
+    from onnx import helper
+
+    del model.metadata_props[:]
+    digest = graph_digest(model)
+    helper.set_model_props(model, {MANIFEST_KEY: json.dumps(manifest, sort_keys=True), HASH_KEY: digest})
+    return model
+
+
+def session_options(threads: int | None = None) -> Any:
+    """onnxruntime settings for CPU serving.
+
+    Full graph optimisation (constant folding, node fusion) is done once at load time;
+    sequential execution because these graphs are mostly a chain, where the parallel
+    executor only adds scheduling overhead; intra-op threads split a batch's rows (tree
+    ensembles, matrix products) and default to the cores available, at most 4, since
+    single-row latency stops improving beyond that (benchmarks/results/export.md).
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads or min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return opts
+
+
+def _parse(data: bytes, source: str) -> Any:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if not data:
+        raise InputError(f"{source}: empty file")
+    try:
+        model = onnx.load_from_string(data)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{source}: not a valid ONNX file ({type(exc).__name__})") from None
+    if not model.graph.node and not model.graph.output:
+        raise InputError(f"{source}: not a valid ONNX file (no graph)")
+    return model
+
+
+def read_metadata(model: Any, source: str) -> dict[str, Any]:
+    """The verified mlsys manifest of a parsed ONNX model (exit 3 when absent or tampered)."""
+    props = {p.key: p.value for p in model.metadata_props}
+    if MANIFEST_KEY not in props:
+        raise InputError(f"{source}: this ONNX file was not written by mlsys (no 'mlsys' metadata)",
+                         "export a model bundle with: mlsys export model.mlsys -o model.onnx")
+    if props.get(HASH_KEY) != graph_digest(model):
+        raise InputError(f"{source}: the ONNX graph fails its sha256 check", "the file was changed after export; export it again")
+    try:
+        manifest = json.loads(props[MANIFEST_KEY])
+    except ValueError:
+        raise InputError(f"{source}: the mlsys metadata is not valid JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != "model":
+        raise InputError(f"{source}: the mlsys metadata does not describe a model")
+    return manifest
+
+
+class OnnxModel:
+    """A model loaded from an mlsys ONNX file; answers like ``ModelBundle``.
+
+    Parameters
+    ----------
+    path : path of the ``.onnx`` file
+    threads : int, optional
+        Intra-op threads (default: the cores available, at most 4).
+    data : bytes, optional
+        The file's bytes, when already read.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, data: bytes | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if data is None:
+            if not self.path.is_file():
+                raise InputError(f"{path}: no such file")
+            data = self.path.read_bytes()
+        model = _parse(data, str(path))
+        self.manifest: dict[str, Any] = read_metadata(model, str(path))
+        self.size_bytes = len(data)
+        self.opset = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+        try:
+            self.session = ort.InferenceSession(data, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
+            raise InputError(f"{path}: onnxruntime cannot load the graph ({str(exc).splitlines()[0]})") from None
+        self._inputs = {i.name: i.type for i in self.session.get_inputs()}
+        self._outputs = [o.name for o in self.session.get_outputs()]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, threads: int | None = None) -> "OnnxModel":
+        return cls(path, threads=threads)
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+    @property
+    def target(self) -> str | None:
+        return self.manifest.get("target")
+
+    @property
+    def classes(self) -> list[Any]:
+        return list(self.manifest.get("classes") or [])
+
+    @property
+    def input_schema(self) -> list[dict[str, Any]]:
+        return list(self.manifest["input_schema"])
+
+    def feeds(self, df: Any) -> dict[str, Any]:
+        """The graph inputs for a raw frame: one [N, 1] array per raw column, canonical form."""
+        import numpy as np
+
+        from mlsys_cli.features.schema import canonicalize
+
+        schema = [c for c in self.input_schema if c["name"] in self._inputs]
+        canon = canonicalize(df, schema)
+        feeds = {}
+        for col in schema:
+            values = canon[col["name"]].to_numpy()
+            kind = self._inputs[col["name"]]
+            if kind == "tensor(string)":
+                arr = np.asarray(values, dtype=object)
+            elif kind == "tensor(int64)":
+                arr = np.asarray(values, dtype=np.int64)
+            elif kind == "tensor(double)":
+                arr = np.asarray(values, dtype=np.float64)
+            else:
+                arr = np.asarray(values, dtype=np.float32)
+            feeds[col["name"]] = arr.reshape(-1, 1)
+        return feeds
+
+    def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """Run the graph on prepared inputs; outputs by name."""
+        return dict(zip(self._outputs, self.session.run(self._outputs, feeds)))
+
+    def predict(self, df: Any) -> dict[str, Any]:
+        """Outputs for raw rows, like ``ModelBundle.predict``.
+
+        Returns
+        -------
+        dict
+            ``label`` [N] and ``probabilities`` [N, C] (float64) for classification,
+            ``prediction`` [N] (float64) for regression.
+        """
+        import numpy as np
+
+        out = self.run(self.feeds(df))
+        if self.task == "regression":
+            return {"prediction": np.asarray(out["prediction"], dtype=np.float64).reshape(-1)}
+        labels = np.asarray(out["label"]).reshape(-1)
+        classes = self.classes
+        # The graph holds labels as int64 or strings; give back the manifest's own values.
+        by_text = {str(c): c for c in classes}
+        label = np.array([by_text.get(str(v), v) for v in labels], dtype=object)
+        if classes and all(isinstance(c, (int, bool)) for c in classes):
+            label = label.astype(np.int64)
+        return {"label": label, "probabilities": np.asarray(out["probabilities"], dtype=np.float64)}
+
+    def predict_frame(self, df: Any) -> Any:
+        """Outputs as a pandas frame: ``label`` + ``proba_<class>``, or ``prediction``."""
+        import pandas as pd
+
+        out = self.predict(df)
+        if self.task == "regression":
+            return pd.DataFrame({"prediction": out["prediction"]})
+        frame = {"label": out["label"]}
+        for i, c in enumerate(self.classes):
+            frame[f"proba_{c}"] = out["probabilities"][:, i]
+        return pd.DataFrame(frame)

@@ -1,0 +1,232 @@
+"""Batch prediction: a model and a table in, a Parquet file of predictions out.
+
+A model is anything with ``predict(df)`` (returning ``ModelBundle.predict``'s dict),
+``task``, ``classes`` and ``input_schema``; :func:`load_model` picks the loader from the file
+(``.mlsys`` bundle or ``.onnx`` graph). Input is streamed in record batches (pyarrow for
+Parquet, DuckDB for CSV/JSON) and written batch by batch with a ``ParquetWriter`` into the
+atomic temporary file, so memory is bounded by the batch size, not the table size.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from mlsys_cli.errors import InputError, UsageError
+
+BATCH_ROWS = 65_536
+
+
+def load_model(path: str | os.PathLike) -> Any:
+    """Open a model file: a ``.mlsys`` model bundle or an ``.onnx`` graph from ``mlsys export``."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{path}: no such file")
+    if p.suffix.lower() == ".onnx":
+        from mlsys_cli.deploy.onnx_model import OnnxModel
+
+        return OnnxModel.load(p)
+    if not zipfile.is_zipfile(p):
+        raise InputError(f"{path}: not a model (expected a .mlsys bundle or an .onnx file)",
+                         "the file may be truncated; rebuild it")
+    from mlsys_cli.models.bundle import ModelBundle
+
+    return ModelBundle.load(p)
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """What ``mlsys predict`` reports (``--json``)."""
+
+    output: str
+    model: str
+    task: str
+    rows: int
+    columns: list[str]
+    batches: int
+    seconds: float
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output": self.output, "model": self.model, "task": self.task, "rows": self.rows,
+                "columns": self.columns, "batches": self.batches, "seconds": self.seconds, "summary": self.summary}
+
+
+def output_columns(model: Any) -> list[str]:
+    """The prediction columns a model writes: ``label`` + ``proba_<class>``, or ``prediction``."""
+    if model.task == "regression":
+        return ["prediction"]
+    return ["label"] + [f"proba_{c}" for c in model.classes]
+
+
+def _input_columns(paths: Sequence[Any]) -> tuple[Any, Any]:
+    """The input's Arrow schema and a function yielding record batches of given columns."""
+    import pyarrow.parquet as pq
+
+    from mlsys_cli.data.io import _check_parquet, detect_format, resolve_inputs, scan_table
+
+    files = resolve_inputs(paths)
+    if all(detect_format(f) == "parquet" for f in files):
+        for f in files:
+            _check_parquet(f)
+        try:
+            schema = pq.read_schema(files[0]).remove_metadata()
+        except Exception as exc:
+            raise InputError(f"{files[0]}: cannot read Parquet: {exc}") from None
+
+        def batches(columns: list[str], size: int) -> Iterator[Any]:
+            for f in files:
+                pf = pq.ParquetFile(f)
+                missing = [c for c in columns if c not in pf.schema_arrow.names]
+                if missing:
+                    raise InputError(f"{f}: column {missing[0]!r} is missing from the input")
+                yield from pf.iter_batches(batch_size=size, columns=columns)
+
+        return schema, batches
+    relation = scan_table(files)
+
+    def batches(columns: list[str], size: int) -> Iterator[Any]:
+        reader = relation.select(*[f'"{c}"' for c in columns]).fetch_record_batch(size)
+        yield from reader
+
+    return relation.limit(0).fetch_arrow_table().schema, batches
+
+
+def _summary_update(acc: dict[str, Any], out: dict[str, Any], task: str) -> None:
+    import numpy as np
+
+    if task == "regression":
+        pred = out["prediction"]
+        finite = pred[np.isfinite(pred)]
+        acc["sum"] = acc.get("sum", 0.0) + float(finite.sum())
+        acc["n"] = acc.get("n", 0) + int(finite.size)
+        if finite.size:
+            acc["min"] = min(acc.get("min", np.inf), float(finite.min()))
+            acc["max"] = max(acc.get("max", -np.inf), float(finite.max()))
+        return
+    labels, counts = np.unique(np.asarray(out["label"]).astype(str), return_counts=True)
+    for label, count in zip(labels, counts):
+        acc[str(label)] = acc.get(str(label), 0) + int(count)
+
+
+def _summary(acc: dict[str, Any], task: str) -> dict[str, Any]:
+    if task == "regression":
+        n = acc.get("n", 0)
+        return {"mean": acc["sum"] / n if n else None, "min": acc.get("min"), "max": acc.get("max")}
+    return {"label_counts": dict(sorted(acc.items()))}
+
+
+def _table(model: Any, batch: Any, keep: Sequence[str]) -> Any:
+    import numpy as np
+    import pyarrow as pa
+
+    out = model.predict(batch.to_pandas())
+    arrays = [batch.column(c) for c in keep]
+    names = list(keep)
+    if model.task == "regression":
+        arrays.append(pa.array(np.asarray(out["prediction"], dtype=np.float64)))
+    else:
+        arrays.append(pa.array(np.asarray(out["label"]).tolist()))
+        proba = np.asarray(out["probabilities"], dtype=np.float64)
+        arrays.extend(pa.array(proba[:, i]) for i in range(proba.shape[1]))
+    names += output_columns(model)
+    return pa.Table.from_arrays(arrays, names=names), out
+
+
+def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.PathLike, output: str | os.PathLike,
+                 keep: Sequence[str] = (), batch_rows: int = BATCH_ROWS, progress: Any = None) -> PredictResult:
+    """Predict every row of ``data`` and write the predictions to ``output`` (Parquet).
+
+    Parameters
+    ----------
+    model_path : path
+        A ``.mlsys`` model bundle or an ``.onnx`` model.
+    data : path, glob, directory, or a list of them
+    output : path of the Parquet file to write (atomically, with lineage)
+    keep : sequence of str
+        Input columns copied to the output first (ids, keys).
+    batch_rows : int
+        Rows per batch; bounds memory.
+    progress : object, optional
+
+    Raises
+    ------
+    InputError
+        A column the model needs is missing or holds values of the wrong type (named), or a
+        ``--keep`` column does not exist (exit 3).
+    """
+    import pyarrow.parquet as pq
+
+    from mlsys_cli.data.io import LINEAGE_KEY, Lineage, input_record, lineage_metadata
+    from mlsys_cli.fsutil import atomic_path
+
+    start = time.perf_counter()
+    if batch_rows < 1:
+        raise UsageError("batch size must be at least 1")
+    model = load_model(model_path)
+    paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    schema, batches = _input_columns(paths)
+    names = list(schema.names)
+    keep = list(dict.fromkeys(keep))
+    clash = [c for c in keep if c in output_columns(model)]
+    if clash:
+        raise UsageError(f"--keep {clash[0]!r} clashes with a prediction column", "rename it in the input first")
+    needed = [c["name"] for c in model.input_schema]
+    for column in [*needed, *keep]:
+        if column not in names:
+            what = "--keep column" if column in keep and column not in needed else "column"
+            raise InputError(f"{what} {column!r} is missing from the input",
+                             "the model reads: " + ", ".join(needed))
+    columns = list(dict.fromkeys([*keep, *needed]))
+    lineage = Lineage(command="predict", inputs=[input_record(model_path, with_parent=False)] + [input_record(p) for p in _files(paths)],
+                      target=getattr(model, "target", None), extra={"task": model.task, "keep": keep})
+    rows = n_batches = 0
+    acc: dict[str, Any] = {}
+    writer = None
+    with atomic_path(output, suffix=".parquet") as tmp:
+        try:
+            for batch in batches(columns, batch_rows):
+                try:
+                    table, out = _table(model, batch, keep)
+                except InputError as exc:
+                    raise InputError(f"{exc.message} in input rows {rows}..{rows + batch.num_rows - 1}", exc.hint) from None
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table)
+                _summary_update(acc, out, model.task)
+                rows += batch.num_rows
+                n_batches += 1
+                if progress is not None:
+                    progress.advance(batch.num_rows)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, _empty_schema(model, schema, keep), compression="zstd")
+            writer.add_key_value_metadata({LINEAGE_KEY: lineage_metadata(lineage, rows).encode()})
+        finally:
+            if writer is not None:
+                writer.close()
+    return PredictResult(output=str(output), model=str(model_path), task=model.task, rows=rows,
+                         columns=[*keep, *output_columns(model)], batches=n_batches,
+                         seconds=round(time.perf_counter() - start, 3), summary=_summary(acc, model.task))
+
+
+def _files(paths: Sequence[Any]) -> list[Path]:
+    from mlsys_cli.data.io import resolve_inputs
+
+    return resolve_inputs(paths)
+
+
+def _empty_schema(model: Any, schema: Any, keep: Sequence[str]) -> Any:
+    """The output schema of an input with no rows."""
+    import pyarrow as pa
+
+    fields = [schema.field(c) for c in keep]
+    if model.task == "regression":
+        fields.append(pa.field("prediction", pa.float64()))
+    else:
+        fields.append(pa.field("label", pa.array(list(model.classes)).type))
+        fields.extend(pa.field(name, pa.float64()) for name in output_columns(model)[1:])
+    return pa.schema(fields)

@@ -1,0 +1,130 @@
+"""Leakage checks: features that give the answer away, and splits that do not look like train.
+
+``single_feature_findings`` runs on train only, inside ``Featurizer.fit``: each feature alone
+predicts the target with a quick cross-validated tree (depth 4, 3 folds; strings first go
+through out-of-fold target encoding so a category's own label is never used to score it).
+A score (AUC for classification, R^2 for regression, or Spearman rho^2 for a monotone
+relation) at or above the threshold is a near-perfect predictor: almost always a target
+derivative (a column filled in after the outcome, a status code, the label under another name).
+
+``missing_shift`` compares the missing rates of a held-out table with train's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from mlsys_cli.features.roles import FEATURE_ROLES, missing_mask
+from mlsys_cli.features.schema import INT64_MIN
+
+MAX_ROWS = 20_000
+
+
+def _as_number(values: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "datetime":
+        x = np.where(values == INT64_MIN, np.nan, values.astype(np.float64))
+    else:
+        x = values.astype(np.float64)
+    # Missing below every value, so a tree can still split on "is missing".
+    low = np.nanmin(x) - 1.0 if np.isfinite(x).any() else 0.0
+    return np.where(np.isnan(x), low, x)
+
+
+def _score(x: np.ndarray, y: np.ndarray, task: str, seed: int) -> float:
+    from scipy.stats import spearmanr
+    from sklearn.metrics import r2_score, roc_auc_score
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    X = x.reshape(len(x), -1)
+    if task == "regression":
+        pred = cross_val_predict(DecisionTreeRegressor(max_depth=4, random_state=seed), X, y,
+                                 cv=KFold(3, shuffle=True, random_state=seed))
+        score = r2_score(y, pred)
+        if X.shape[1] == 1 and np.ptp(X[:, 0]) > 0:
+            rho = spearmanr(X[:, 0], y).statistic
+            score = max(score, float(rho) ** 2 if np.isfinite(rho) else 0.0)
+        return float(score)
+    classes, counts = np.unique(y, return_counts=True)
+    folds = int(min(3, counts.min()))
+    if folds < 2:
+        return 0.0
+    proba = cross_val_predict(DecisionTreeClassifier(max_depth=4, random_state=seed), X, y,
+                              cv=StratifiedKFold(folds, shuffle=True, random_state=seed), method="predict_proba")
+    if len(classes) == 2:
+        return float(roc_auc_score(y == classes[1], proba[:, 1]))
+    return float(roc_auc_score(y, proba, multi_class="ovr", labels=classes))
+
+
+def single_feature_findings(
+    data: Mapping[str, np.ndarray],
+    schema: Sequence[Mapping[str, Any]],
+    roles: Mapping[str, Mapping[str, Any]],
+    y: np.ndarray,
+    task: str,
+    threshold: float = 0.98,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Features that alone predict the target almost perfectly on train.
+
+    Returns
+    -------
+    list of dict
+        ``{"column", "check", "score", "metric", "message"}`` for each feature at or above
+        ``threshold``, strongest first.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+    from sklearn.preprocessing import TargetEncoder
+
+    n = len(y)
+    rows = np.sort(np.random.default_rng(seed).choice(n, MAX_ROWS, replace=False)) if n > MAX_ROWS else np.arange(n)
+    y = np.asarray(y)[rows]
+    metric = "r2" if task == "regression" else "auc"
+    target_type = {"regression": "continuous"}.get(task, task)
+    findings = []
+    for col in schema:
+        name, kind = col["name"], col["type"]
+        if roles[name]["role"] not in FEATURE_ROLES:
+            continue
+        values = data[name][rows]
+        if kind == "string":
+            folds = (KFold if task == "regression" else StratifiedKFold)(3, shuffle=True, random_state=seed)
+            x = TargetEncoder(target_type=target_type, cv=folds).fit_transform(values.reshape(-1, 1), y)
+        else:
+            x = _as_number(values, kind)
+        score = _score(x, y, task, seed)
+        if score >= threshold:
+            findings.append({"column": name, "check": "near_perfect_predictor", "score": round(score, 6), "metric": metric,
+                             "message": f"{name!r} alone predicts the target ({metric} {score:.4f} on train): likely leakage"})
+            continue
+        missing = missing_mask(values, kind)
+        if missing.any() and not missing.all():
+            miss_score = _score(missing.astype(np.float64), y, task, seed)
+            if miss_score >= threshold:
+                findings.append({"column": name, "check": "missing_pattern", "score": round(miss_score, 6), "metric": metric,
+                                 "message": f"whether {name!r} is missing predicts the target ({metric} {miss_score:.4f}): "
+                                            "likely filled in after the outcome"})
+    return sorted(findings, key=lambda f: -f["score"])
+
+
+def missing_shift(
+    train_missing: Mapping[str, float], check: Mapping[str, np.ndarray], schema: Sequence[Mapping[str, Any]], label: str,
+    min_increase: float = 0.1, ratio: float = 2.0,
+) -> list[dict[str, Any]]:
+    """Columns with far more missing values in a held-out table than in train.
+
+    A column is flagged when its missing rate rises by at least ``min_increase`` (absolute)
+    and to at least ``ratio`` times the train rate.
+    """
+    findings = []
+    for col in schema:
+        name = col["name"]
+        rate = float(missing_mask(check[name], col["type"]).mean()) if len(check[name]) else 0.0
+        base = float(train_missing.get(name, 0.0))
+        if rate - base >= min_increase and rate >= ratio * base:
+            findings.append({"column": name, "check": "missing_shift", "data": label, "train_missing": round(base, 6),
+                             "missing": round(rate, 6),
+                             "message": f"{name!r} is missing in {rate:.1%} of {label} rows but {base:.1%} of train rows"})
+    return findings

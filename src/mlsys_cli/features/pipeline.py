@@ -1,0 +1,402 @@
+"""The Featurizer: raw table in, float feature matrix out, fitted on train only.
+
+A scikit-learn transformer. ``fit`` infers the schema and column roles, checks for leakage, and
+fits one block per feature column (transformers.py); ``transform`` canonicalizes any table with
+the fitted schema (schema.py) and applies the blocks; ``to_onnx`` writes the same computation
+as one ONNX graph (onnx.py). Outputs are float32-representable (stored as float64), so the
+matrix a model is trained on is exactly what the ONNX graph feeds it.
+
+Use ``fit_transform`` for the training matrix: target-encoded columns then hold cross-fitted
+(out-of-fold) values, while ``transform`` of any other table uses the full-train encoding.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from mlsys_cli import bundle
+from mlsys_cli.errors import InputError, UsageError
+from mlsys_cli.features import leakage as _leakage
+from mlsys_cli.features.roles import FEATURE_ROLES, infer_roles
+from mlsys_cli.features.schema import canonicalize, infer_schema, to_pandas
+from mlsys_cli.features.transformers import CategoricalBlock, DatetimeBlock, NumericBlock
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Trees split on raw values and route NaN themselves: no scaling, no imputation.
+    "trees": {"impute": "none", "indicators": False, "scaling": "none", "log": False, "onehot_bins": False, "onehot_max": 10},
+    "linear": {"impute": "median", "indicators": True, "scaling": "standard", "log": "auto", "onehot_bins": True, "onehot_max": None},
+    "mlp": {"impute": "median", "indicators": True, "scaling": "standard", "log": "auto", "onehot_bins": True, "onehot_max": None},
+}
+FAMILY_PRESET = {"baseline": "trees", "xgboost": "trees", "forest": "trees", "linear": "linear", "mlp": "mlp"}
+IMPUTE = ("auto", "median", "mean", "most_frequent", "constant", "none")
+SCALING = ("auto", "standard", "robust", "minmax", "none")
+HIGH_CARDINALITY = ("auto", "target", "hashing", "ordinal")
+TASKS = ("binary", "multiclass", "regression")
+FILE = "featurizer.skops"
+
+
+def resolve_preset(preset: str, family: str | None = None) -> str:
+    """The preset name for ``preset`` (``auto`` follows the model family; trees by default)."""
+    if preset == "auto":
+        return FAMILY_PRESET.get(family or "xgboost", "trees")
+    if preset in PRESETS:
+        return preset
+    if preset in FAMILY_PRESET:
+        return FAMILY_PRESET[preset]
+    raise UsageError(f"unknown preset {preset!r}", "use auto, trees, linear or mlp")
+
+
+def guess_task(y: Any) -> str:
+    """binary | multiclass | regression from the target values (missing values ignored)."""
+    import pandas as pd
+    from pandas.api import types as pdt
+
+    y = pd.Series(y).dropna()
+    n_unique = y.nunique()
+    if pdt.is_bool_dtype(y.dtype) or n_unique <= 2:
+        return "binary"
+    if pdt.is_numeric_dtype(y.dtype):
+        integral = bool(np.all(np.floor(y.to_numpy(dtype=np.float64)) == y.to_numpy(dtype=np.float64)))
+        return "multiclass" if integral and n_unique <= 10 else "regression"
+    return "multiclass"
+
+
+def _names(values: Any) -> list[str]:
+    """Column lists from options: ``["a,b", "c"]`` -> ``["a", "b", "c"]``."""
+    out: list[str] = []
+    for v in values or ():
+        out.extend(p.strip() for p in str(v).split(",") if p.strip())
+    return out
+
+
+class Featurizer:
+    """Turn a raw table into model features; fitted on train only.
+
+    Parameters
+    ----------
+    target : str, optional
+        The target column; dropped from the features and used by target encoding and leakage checks.
+    preset : {"auto", "trees", "linear", "mlp"}
+        Defaults per model family: ``trees`` keeps NaN and raw scales (one-hot for few
+        categories, ordinal otherwise); ``linear``/``mlp`` impute with missing indicators,
+        scale, log skewed non-negative columns and one-hot. ``auto`` follows ``family``.
+    family : str, optional
+        The model family ``auto`` follows (xgboost, forest, baseline -> trees; linear; mlp).
+    task : {"binary", "multiclass", "regression"}, optional
+        Inferred from the target when omitted.
+    numeric, categorical, datetime, drop, ids : list of str, optional
+        Role overrides (comma-separated entries allowed).
+    cross : list of str, optional
+        Feature crosses ``"a,b"``: two categorical columns make a combined category, two
+        numeric columns their product.
+    impute : {"auto", "median", "mean", "most_frequent", "constant", "none"}
+    scaling : {"auto", "standard", "robust", "minmax", "none"}
+    log : {"auto", True, False}
+        ``log(1 + x)`` for skewed non-negative numbers ("auto": linear/mlp presets only).
+    bins : int, optional
+        Replace each numeric column by its quantile bin (one-hot for linear/mlp).
+    max_categories : int
+        Strings with more distinct train values are high cardinality; one-hot keeps at most this many.
+    min_frequency : int
+        Rarer categories go to the infrequent bucket.
+    high_cardinality : {"auto", "target", "hashing", "ordinal"}
+        Encoding of high-cardinality strings; ``auto`` is target encoding when there is a target.
+    hash_features : int
+        Buckets for hashing.
+    leakage : {"drop", "warn"}
+        What to do with a feature that alone predicts the target (>= ``leakage_threshold``).
+    leakage_threshold : float
+    seed : int
+
+    Attributes
+    ----------
+    input_schema_ : list of dict
+        ``{"name", "type", "role", "categories"}`` of each raw column the features need.
+    roles_ : dict
+        Every train column -> ``{"type", "role", "reason", "missing"}``.
+    report_ : dict
+        Leakage findings and dropped columns.
+    task_, classes_, preset_, blocks_, n_features_out_
+    """
+
+    def __init__(self, target: str | None = None, preset: str = "auto", family: str | None = None, task: str | None = None,
+                 numeric: Sequence[str] | None = None, categorical: Sequence[str] | None = None,
+                 datetime: Sequence[str] | None = None, drop: Sequence[str] | None = None, ids: Sequence[str] | None = None,
+                 cross: Sequence[str] = (), impute: str = "auto", scaling: str = "auto", log: Any = "auto",
+                 bins: int | None = None, max_categories: int = 20, min_frequency: int = 5, high_cardinality: str = "auto",
+                 hash_features: int = 32, leakage: str = "drop", leakage_threshold: float = 0.98, seed: int = 0):
+        self.target = target
+        self.preset = preset
+        self.family = family
+        self.task = task
+        self.numeric = numeric
+        self.categorical = categorical
+        self.datetime = datetime
+        self.drop = drop
+        self.ids = ids
+        self.cross = cross
+        self.impute = impute
+        self.scaling = scaling
+        self.log = log
+        self.bins = bins
+        self.max_categories = max_categories
+        self.min_frequency = min_frequency
+        self.high_cardinality = high_cardinality
+        self.hash_features = hash_features
+        self.leakage = leakage
+        self.leakage_threshold = leakage_threshold
+        self.seed = seed
+
+    # -- scikit-learn API -------------------------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        import inspect
+
+        return {k: getattr(self, k) for k in inspect.signature(Featurizer.__init__).parameters if k != "self"}
+
+    def set_params(self, **params: Any) -> "Featurizer":
+        for key, value in params.items():
+            setattr(self, key, value)
+        return self
+
+    def fit(self, df: Any, y: Any = None) -> "Featurizer":
+        """Fit on a raw train table (which may include the target column)."""
+        self._fit(df, y, cross_fit=False)
+        return self
+
+    def fit_transform(self, df: Any, y: Any = None) -> np.ndarray:
+        """Fit, and return the train matrix (target encoding cross-fitted, out-of-fold)."""
+        return self._fit(df, y, cross_fit=True)
+
+    def transform(self, df: Any) -> np.ndarray:
+        """Features of any table with the fitted columns (extra columns ignored).
+
+        Raises ``InputError`` naming the column when one is missing or holds a wrong value.
+        """
+        self._check_fitted()
+        canon = canonicalize(df, self.input_schema_)
+        return self._assemble([b.transform(self._data(canon)) for b in self.blocks_], len(canon))
+
+    def get_feature_names_out(self, input_features: Any = None) -> list[str]:
+        self._check_fitted()
+        return [n for b in self.blocks_ for n in b.names_out_]
+
+    def to_onnx(self) -> Any:
+        """One ONNX graph: a graph input per raw column -> ``features`` tensor(float) [N, k]."""
+        from mlsys_cli.features.onnx import build
+
+        self._check_fitted()
+        return build(self)
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, writer: Any, prefix: str = "features/") -> None:
+        """Add the fitted featurizer to a bundle (skops, loaded with our trusted types)."""
+        self._check_fitted()
+        writer.add_skops(prefix + FILE, self)
+
+    @classmethod
+    def load(cls, reader: Any, prefix: str = "features/") -> "Featurizer":
+        """The fitted featurizer stored in a bundle by :meth:`save`."""
+        obj = reader.skops(prefix + FILE)
+        if not isinstance(obj, cls) or not hasattr(obj, "blocks_"):
+            raise InputError(f"{reader.path}: member {prefix + FILE!r} is not a fitted featurizer")
+        return obj
+
+    # -- internals ---------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "blocks_"):
+            raise ValueError("this Featurizer is not fitted yet; call fit() first")
+
+    @staticmethod
+    def _data(canon: Any) -> dict[str, np.ndarray]:
+        return {c: canon[c].to_numpy() for c in canon.columns}
+
+    @staticmethod
+    def _assemble(parts: list[np.ndarray], n: int) -> np.ndarray:
+        X = np.hstack(parts) if parts else np.zeros((n, 0))
+        # float32-representable, like the ONNX output, so models train on what the graph feeds them.
+        return X.astype(np.float32).astype(np.float64)
+
+    def _target_values(self, df: Any, y: Any) -> Any:
+        import pandas as pd
+
+        if y is not None:
+            return pd.Series(np.asarray(y) if not isinstance(y, pd.Series) else y.to_numpy(), index=df.index)
+        if self.target is None:
+            return None
+        if self.target not in df.columns:
+            raise InputError(f"target column {self.target!r} is not in the table",
+                             "columns: " + ", ".join(map(str, list(df.columns)[:20])))
+        return df[self.target]
+
+    def _settings(self) -> dict[str, Any]:
+        preset = dict(PRESETS[self.preset_])
+        for key, allowed in (("impute", IMPUTE), ("scaling", SCALING), ("high_cardinality", HIGH_CARDINALITY)):
+            if getattr(self, key) not in allowed:
+                raise UsageError(f"invalid {key} {getattr(self, key)!r}", "use one of: " + ", ".join(allowed))
+        if self.leakage not in ("drop", "warn"):
+            raise UsageError(f"invalid leakage {self.leakage!r}", "use drop or warn")
+        if self.impute != "auto":
+            preset["impute"] = self.impute
+            preset["indicators"] = self.impute != "none"
+        if self.scaling != "auto":
+            preset["scaling"] = self.scaling
+        if self.log != "auto":
+            preset["log"] = bool(self.log)
+        return preset
+
+    def _fit(self, df: Any, y: Any, cross_fit: bool) -> np.ndarray | None:
+        df = to_pandas(df)
+        self.preset_ = resolve_preset(self.preset, self.family)
+        settings = self._settings()
+        target = self._target_values(df, y)
+        overrides = {k: _names(getattr(self, k)) for k in ("numeric", "categorical", "datetime", "drop", "ids")}
+        crosses = [tuple(_names([c])) for c in self.cross or ()]
+        known = {str(c) for c in df.columns}
+        for option, names in [*overrides.items(), *(("cross", list(c)) for c in crosses)]:
+            for name in names:
+                if name not in known:
+                    raise InputError(f"--{option.rstrip('s') if option == 'ids' else option}: no column {name!r} in the table")
+        for pair in crosses:
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise UsageError(f"invalid --cross {','.join(pair)!r}", "give two different columns: --cross a,b")
+        self.n_missing_target_ = 0
+        if target is not None:
+            present = target.notna().to_numpy()
+            self.n_missing_target_ = int((~present).sum())
+            df, target = df[present], target[present]
+            if len(df) == 0:
+                raise InputError(f"target column {self.target!r} has no values")
+        features = df.drop(columns=[self.target]) if self.target in df.columns else df
+        if len(features) == 0:
+            raise InputError("the table has no rows")
+        types = {n: t for key, t in (("numeric", "float"), ("categorical", "string"), ("datetime", "datetime"))
+                 for n in overrides[key]}
+        schema = infer_schema(features, types)
+        canon = canonicalize(features, schema)
+        data = self._data(canon)
+        self.roles_ = infer_roles(canon, schema, max_categories=self.max_categories, numeric=overrides["numeric"],
+                                  categorical=overrides["categorical"], datetime=overrides["datetime"],
+                                  drop=overrides["drop"], ids=overrides["ids"])
+        self.n_categories_ = {c["name"]: int(len(np.unique(data[c["name"]]))) for c in schema if c["type"] == "string"}
+        y_values = self._fit_target(target)
+        findings = []
+        if y_values is not None:
+            findings = _leakage.single_feature_findings(data, schema, self.roles_, y_values, self.task_,
+                                                        self.leakage_threshold, self.seed)
+            if self.leakage == "drop":
+                for f in findings:
+                    self.roles_[f["column"]].update(role="leaky", reason=f["message"])
+        types_of = {c["name"]: c["type"] for c in schema}
+        self.blocks_ = self._blocks(schema, settings, crosses, types_of)
+        used = sorted({c for b in self.blocks_ for c in b.columns}, key=[c["name"] for c in schema].index)
+        self.input_schema_ = [self._schema_entry(name, types_of[name], data[name]) for name in used]
+        self.report_ = {
+            "leakage": findings,
+            "dropped": {n: r["reason"] for n, r in self.roles_.items() if r["role"] not in FEATURE_ROLES},
+            "rows": int(len(canon)),
+            "rows_missing_target": self.n_missing_target_,
+        }
+        outputs = [b.fit_transform(data, y_values) if cross_fit else b.fit(data, y_values) for b in self.blocks_]
+        self.n_features_out_ = len(self.get_feature_names_out())
+        return self._assemble(outputs, len(canon)) if cross_fit else None
+
+    def _fit_target(self, target: Any) -> np.ndarray | None:
+        self.task_, self.classes_ = None, None
+        if target is None:
+            return None
+        self.task_ = self.task or guess_task(target)
+        if self.task_ not in TASKS:
+            raise UsageError(f"invalid task {self.task_!r}", "use binary, multiclass or regression")
+        name = self.target or "target"
+        if self.task_ == "regression":
+            try:
+                values = target.astype("float64").to_numpy()
+            except (TypeError, ValueError):
+                raise InputError(f"target {name!r} is not numeric; regression needs numbers") from None
+            if not np.isfinite(values).all():
+                raise InputError(f"target {name!r} holds inf values")
+            return values
+        values = target.to_numpy(dtype=object)
+        uniques = sorted(set(values.tolist()), key=str)
+        if len(uniques) < 2:
+            raise InputError(f"target {name!r} has one class ({uniques[0]!r}); nothing to learn",
+                             "check the split or the target column")
+        if self.task_ == "binary" and len(uniques) > 2:
+            raise InputError(f"target {name!r} has {len(uniques)} classes; binary needs 2")
+        self.classes_ = uniques
+        return np.array([str(v) for v in values], dtype=object)
+
+    def _blocks(self, schema: list[dict], settings: dict, crosses: list[tuple], types_of: dict) -> list[Any]:
+        numeric = {"impute": settings["impute"], "indicator": settings["indicators"], "scaling": settings["scaling"],
+                   "log": settings["log"], "bins": self.bins, "onehot_bins": settings["onehot_bins"]}
+        blocks: list[Any] = []
+        for col in schema:
+            role = self.roles_[col["name"]]["role"]
+            if role in FEATURE_ROLES:
+                blocks.append(self._block(role, (col["name"],), numeric, settings))
+        for a, b in crosses:
+            for name in (a, b):
+                if self.roles_[name]["role"] not in FEATURE_ROLES:
+                    raise InputError(f"--cross {a},{b}: {name!r} is not a feature ({self.roles_[name]['role']})")
+            kinds = {"string" if types_of[n] == "string" else ("datetime" if types_of[n] == "datetime" else "number") for n in (a, b)}
+            if kinds == {"string"}:
+                blocks.append(self._block("categorical_high" if self.hash_features and self._cross_high(a, b) else "categorical",
+                                          (a, b), numeric, settings))
+            elif kinds == {"number"}:
+                blocks.append(self._block("numeric", (a, b), numeric, settings))
+            else:
+                raise UsageError(f"--cross {a},{b}: cross two categorical or two numeric columns")
+        return blocks
+
+    def _cross_high(self, a: str, b: str) -> bool:
+        return self.n_categories_.get(a, 1) * self.n_categories_.get(b, 1) > self.max_categories
+
+    def _block(self, role: str, columns: tuple, numeric: dict, settings: dict) -> Any:
+        if role == "numeric":
+            return NumericBlock(columns, **numeric)
+        if role == "boolean":
+            impute = "none" if numeric["impute"] == "none" else "most_frequent"
+            return NumericBlock(columns, impute=impute, indicator=numeric["indicator"], scaling="none")
+        if role == "datetime":
+            return DatetimeBlock(columns, numeric={k: v for k, v in numeric.items() if k not in ("log", "indicator", "bins", "onehot_bins")},
+                                 indicator=numeric["indicator"] or numeric["impute"] != "none")
+        target_type = {"regression": "continuous"}.get(self.task_ or "", self.task_)
+        common = {"max_categories": self.max_categories, "min_frequency": self.min_frequency, "n_hash": self.hash_features,
+                  "target_type": target_type, "seed": self.seed}
+        if role == "categorical":
+            n = self.n_categories_.get(columns[0], 0) if len(columns) == 1 else 0
+            light = settings["onehot_max"]
+            encoding = "ordinal" if light is not None and n > light else "onehot"
+            return CategoricalBlock(columns, encoding=encoding, **common)
+        encoding = self.high_cardinality
+        if encoding == "auto":
+            encoding = "target" if self.task_ else ("ordinal" if self.preset_ == "trees" else "hashing")
+        if encoding == "target" and not self.task_:
+            raise UsageError("target encoding needs a target", "give --target, or --high-cardinality hashing|ordinal")
+        return CategoricalBlock(columns, encoding=encoding, **common)
+
+    def _schema_entry(self, name: str, kind: str, values: np.ndarray) -> dict[str, Any]:
+        entry = {"name": name, "type": kind, "role": self.roles_[name]["role"]}
+        if kind == "string":
+            cats, counts = np.unique(values, return_counts=True)
+            order = np.lexsort((cats, -counts))[:1000]
+            entry["categories"] = [str(c) for c in cats[order]]
+        return entry
+
+
+bundle.trust(
+    "mlsys_cli.features.pipeline.Featurizer",
+    "mlsys_cli.features.transformers.NumericBlock",
+    "mlsys_cli.features.transformers.CategoricalBlock",
+    "mlsys_cli.features.transformers.DatetimeBlock",
+    "sklearn.preprocessing._data.StandardScaler",
+    "sklearn.preprocessing._data.RobustScaler",
+    "sklearn.preprocessing._data.MinMaxScaler",
+    "sklearn.preprocessing._encoders.OneHotEncoder",
+    "sklearn.preprocessing._encoders.OrdinalEncoder",
+    "sklearn.preprocessing._target_encoder.TargetEncoder",
+    "sklearn.model_selection._split.KFold",
+    "sklearn.model_selection._split.StratifiedKFold",
+)

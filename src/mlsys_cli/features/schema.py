@@ -1,0 +1,247 @@
+"""The canonical form of raw values, shared by fit, transform, predict, export and serve.
+
+Every path into a fitted pipeline first maps raw columns to one canonical form
+(ARCHITECTURE.md, "Raw values"), so the Python pipeline and its ONNX graph see the same values:
+
+========== ============================================== ==================
+type       canonical NumPy value                          ONNX graph input
+========== ============================================== ==================
+float      float32-rounded, stored as float64; NaN        tensor(float)
+bool       0.0 / 1.0; missing = NaN                       tensor(float)
+string     Python str; missing = ""                       tensor(string)
+datetime   int64 epoch seconds (UTC); missing = INT64_MIN tensor(int64)
+========== ============================================== ==================
+
+Infinite numbers, and numbers too large for float32 (``|x| > 3.4e38``, e.g. ``1e300``), are
+treated as missing: they cannot travel through a float32 graph input, and silently turning them
+into ``inf`` would poison scaling and sums. The count is reported by :func:`out_of_range`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Sequence
+
+import numpy as np
+
+from mlsys_cli.errors import InputError
+
+TYPES = ("float", "bool", "string", "datetime")
+INT64_MIN = int(np.iinfo(np.int64).min)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+_TRUE = {"true", "t", "yes", "y", "1"}
+_FALSE = {"false", "f", "no", "n", "0"}
+
+
+def to_pandas(data: Any) -> Any:
+    """A pandas DataFrame from pandas, pyarrow or polars input (no copy when already pandas)."""
+    import pandas as pd
+
+    if isinstance(data, pd.DataFrame):
+        return data
+    if hasattr(data, "to_pandas"):
+        return data.to_pandas()
+    if isinstance(data, dict) or isinstance(data, list):
+        return pd.DataFrame(data)
+    raise InputError(f"cannot read a table from a {type(data).__name__}")
+
+
+def _first_values(series: Any, n: int = 50) -> list[Any]:
+    return series.dropna().head(n).tolist()
+
+
+def logical_type(series: Any) -> str:
+    """The logical type (float | bool | string | datetime) of a raw pandas column."""
+    import pandas as pd
+    from pandas.api import types as pdt
+
+    dtype = series.dtype
+    if pdt.is_bool_dtype(dtype):
+        return "bool"
+    if pdt.is_numeric_dtype(dtype):
+        return "float"
+    if pdt.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "string"
+    values = _first_values(series)
+    if values and all(isinstance(v, (bool, np.bool_)) for v in values):
+        return "bool"
+    if values and all(isinstance(v, (_dt.date, np.datetime64)) for v in values):
+        return "datetime"
+    if values and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values):
+        return "float"
+    return "string"
+
+
+def infer_schema(df: Any, types: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The raw schema of a table: ``[{"name", "type"}]`` in column order.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame, pyarrow.Table or polars.DataFrame
+    types : dict, optional
+        Overrides: column name -> logical type.
+    """
+    df = to_pandas(df)
+    types = types or {}
+    schema = []
+    for name in df.columns:
+        kind = types.get(str(name)) or logical_type(df[name])
+        if kind not in TYPES:
+            raise ValueError(f"unknown logical type {kind!r}")
+        schema.append({"name": str(name), "type": kind})
+    return schema
+
+
+def _bad_value(name: str, kind: str, values: Any, mask: np.ndarray) -> InputError:
+    row = int(np.flatnonzero(mask)[0])
+    return InputError(
+        f"column {name!r}: expected {kind} values, found {values[row]!r} (row {row})",
+        "fix the value or the column type (--numeric/--categorical/--datetime when fitting)",
+    )
+
+
+def _as_float(name: str, series: Any) -> np.ndarray:
+    import pandas as pd
+    from pandas.api import types as pdt
+
+    if pdt.is_bool_dtype(series.dtype) or pdt.is_numeric_dtype(series.dtype):
+        x = series.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        raw = series.astype(object).to_numpy()
+        present = ~pd.isna(raw) & (raw != "")
+        x = pd.to_numeric(pd.Series(raw).where(present), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = present & np.isnan(x) & ~np.array([isinstance(v, str) and v.strip().lower() == "nan" for v in raw], dtype=bool)
+        if bad.any():
+            raise _bad_value(name, "numeric", raw, bad)
+    with np.errstate(invalid="ignore"):
+        x = np.where(np.isfinite(x) & (np.abs(x) <= FLOAT32_MAX), x, np.nan)
+    return x.astype(np.float32).astype(np.float64)
+
+
+def _as_bool(name: str, series: Any) -> np.ndarray:
+    import pandas as pd
+    from pandas.api import types as pdt
+
+    if pdt.is_bool_dtype(series.dtype) or pdt.is_numeric_dtype(series.dtype):
+        x = series.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~np.isnan(x) & (x != 0) & (x != 1)
+        if bad.any():
+            raise _bad_value(name, "boolean", x, bad)
+        return x
+    raw = series.astype(object).to_numpy()
+    out = np.full(len(raw), np.nan)
+    for i, v in enumerate(raw):
+        if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or v == "":
+            continue
+        text = str(v).strip().lower()
+        if isinstance(v, (bool, np.bool_)):
+            out[i] = float(v)
+        elif text in _TRUE:
+            out[i] = 1.0
+        elif text in _FALSE:
+            out[i] = 0.0
+        else:
+            raise _bad_value(name, "boolean", raw, np.arange(len(raw)) == i)
+    return out
+
+
+def _str_value(v: Any) -> str:
+    # Whole floats print as ints, so that 3 and 3.0 are one category on every path.
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _as_string(name: str, series: Any) -> np.ndarray:
+    import pandas as pd
+
+    raw = series.astype(object).to_numpy()
+    missing = pd.isna(raw)
+    return np.array(["" if m else (v if isinstance(v, str) else _str_value(v)) for v, m in zip(raw, missing)], dtype=object)
+
+
+def _as_datetime(name: str, series: Any) -> np.ndarray:
+    import pandas as pd
+    from pandas.api import types as pdt
+
+    if pdt.is_numeric_dtype(series.dtype) and not pdt.is_bool_dtype(series.dtype):
+        x = series.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.where(np.isfinite(x), np.floor(np.nan_to_num(x)), INT64_MIN).astype(np.int64)
+    if not pdt.is_datetime64_any_dtype(series.dtype):
+        raw = series.astype(object).to_numpy()
+        present = ~pd.isna(raw) & (raw != "")
+        try:
+            parsed = pd.to_datetime(pd.Series(raw).where(present), errors="coerce", utc=True, format="mixed")
+        except (ValueError, TypeError):
+            parsed = pd.Series(pd.NaT, index=range(len(raw)), dtype="datetime64[ns, UTC]")
+        bad = present & parsed.isna().to_numpy()
+        if bad.any():
+            raise _bad_value(name, "datetime", raw, bad)
+        series = parsed
+    if getattr(series.dt, "tz", None) is not None:
+        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    missing = series.isna().to_numpy()
+    seconds = series.to_numpy(dtype="datetime64[ns]").astype("datetime64[s]").astype(np.int64)
+    return np.where(missing, INT64_MIN, seconds).astype(np.int64)
+
+
+_CONVERT = {"float": _as_float, "bool": _as_bool, "string": _as_string, "datetime": _as_datetime}
+
+
+def canonical_column(name: str, series: Any, kind: str) -> np.ndarray:
+    """One raw column in canonical form (see the module docstring)."""
+    return _CONVERT[kind](name, series)
+
+
+def canonicalize(df: Any, input_schema: Sequence[dict[str, Any]]) -> Any:
+    """Map raw columns to the canonical form of ``input_schema``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame, pyarrow.Table or polars.DataFrame
+        Raw rows; extra columns are ignored.
+    input_schema : list of dict
+        ``[{"name", "type"}, ...]`` as fitted.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The schema's columns in order: float64 (float, bool), object str (string), int64 (datetime).
+
+    Raises
+    ------
+    InputError
+        A column is missing, or holds a value that its type cannot hold (the column is named).
+    """
+    import pandas as pd
+
+    df = to_pandas(df)
+    columns = {str(c): c for c in df.columns}
+    missing = [c["name"] for c in input_schema if c["name"] not in columns]
+    if missing:
+        raise InputError(
+            f"column {missing[0]!r} is missing from the input" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+            "the features were fitted on: " + ", ".join(c["name"] for c in input_schema),
+        )
+    out = {c["name"]: canonical_column(c["name"], df[columns[c["name"]]], c["type"]) for c in input_schema}
+    return pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+
+
+def out_of_range(df: Any, input_schema: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Count, per float column, the raw values canonicalize treats as missing (inf, |x| > float32 max)."""
+    df = to_pandas(df)
+    counts = {}
+    for c in input_schema:
+        if c["type"] != "float" or c["name"] not in df.columns:
+            continue
+        try:
+            x = df[c["name"]].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            continue
+        with np.errstate(invalid="ignore"):
+            n = int((~np.isnan(x) & ~(np.abs(x) <= FLOAT32_MAX)).sum())
+        if n:
+            counts[c["name"]] = n
+    return counts

@@ -1,0 +1,928 @@
+"""Evaluate a model on labelled data: metrics with confidence intervals, baselines, slices,
+calibration, behavioural tests and gates (the book's chapter 6, "Model offline evaluation").
+
+Works on any *model* object with ``predict(df)`` (a dict: ``probabilities`` [N, C] and
+``label`` for classifiers, ``prediction`` for regressors), ``task``, ``classes``,
+``input_schema``, ``target`` and ``manifest``: a :class:`~mlsys_cli.models.bundle.ModelBundle`
+or an exported ONNX model loaded by ``deploy.predict.load_model``.
+
+Confidence intervals come from one bootstrap: ``B`` resamples of the row indices drawn once
+(seeded) and held as a matrix of row multiplicities ``W`` [B, N]. Every metric is a weighted
+sum over rows, so all replicates of all metrics, overall and per slice, are a few matrix
+products on that one matrix (computed in chunks of replicates to bound memory). Point
+estimates come from :func:`~mlsys_cli.models.metrics.compute_metrics`, so they are exactly
+the numbers train, tune and ensemble report.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from mlsys_cli.errors import InputError, UsageError
+from mlsys_cli.models.metrics import HIGHER_IS_BETTER, compute_metrics, encode_labels, primary_metric
+
+CALIBRATION_BINS = 15
+DEFAULT_BOOTSTRAP = 200
+DEFAULT_CONFIDENCE = 0.95
+MIN_SLICE_ROWS = 30
+SLICE_BINS = 4
+MAX_SLICE_GROUPS = 20
+BEHAVIOUR_MAX_ROWS = 20_000
+# Documented tolerances of the behavioural tests (commands/evaluate.md).
+TOLERANCE = {"perturbation": 0.05, "invariance": 0.01, "directional": 0.05}
+# A regression prediction "flips" when it moves by more than this share of the target's std.
+REGRESSION_FLIP = 0.1
+# Each use of randomness draws from its own stream of the seed, so that neither repeats the
+# other nor the plain default_rng(seed) a user may have generated the data with.
+_STREAM = {"bootstrap": 0x5EED_0001, "behaviour": 0x5EED_0002}
+_BOOTSTRAP_CELLS = 2_000_000  # replicate chunk size x rows: about 16 MB of float64 at a time
+
+BEHAVIOUR_GATES = {"perturb_flip_rate": "perturbation", "invariance_flip_rate": "invariance",
+                   "expect_violation_rate": "directional"}
+GATE_SCOPES = ("slice_min", "slice_max", "ci_low", "ci_high")
+_OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b}
+_REQUIRE = re.compile(r"^\s*(?:(?P<scope>[a-z_]+):)?(?P<metric>[a-z][a-z0-9_]*)\s*(?P<op>>=|<=|>|<)\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+# --------------------------------------------------------------------------- gates
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One ``--require`` gate: ``[SCOPE:]METRIC OP NUMBER``.
+
+    ``SCOPE`` is empty (the overall point estimate), ``ci_low``/``ci_high`` (a bound of its
+    confidence interval) or ``slice_min``/``slice_max`` (the lowest/highest value over every
+    slice with enough rows).
+    """
+
+    text: str
+    metric: str
+    op: str
+    value: float
+    scope: str = ""
+
+    def holds(self, observed: float | None) -> bool:
+        return observed is not None and math.isfinite(observed) and _OPS[self.op](observed, self.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requirement": self.text, "scope": self.scope or "overall", "metric": self.metric, "op": self.op, "value": self.value}
+
+
+def parse_requirement(text: str) -> Requirement:
+    """Parse ``"auc>=0.8"``, ``"ece<=0.05"``, ``"slice_min:auc>=0.7"`` (bad syntax: exit 2).
+
+    Examples
+    --------
+    >>> parse_requirement("ci_low:auc >= 0.8")
+    Requirement(text='ci_low:auc>=0.8', metric='auc', op='>=', value=0.8, scope='ci_low')
+    """
+    m = _REQUIRE.match(text or "")
+    if not m:
+        raise UsageError(f"invalid --require {text!r}", "use METRIC OP NUMBER, e.g. --require 'auc>=0.8' or 'slice_min:auc>=0.7'")
+    scope = m["scope"] or ""
+    if scope and scope not in GATE_SCOPES:
+        raise UsageError(f"invalid --require {text!r}: unknown scope {scope!r}", f"scopes: {', '.join(GATE_SCOPES)}")
+    value = float(m["value"])
+    canonical = f"{scope + ':' if scope else ''}{m['metric']}{m['op']}{m['value']}"
+    return Requirement(canonical, m["metric"], m["op"], value, scope)
+
+
+def gate_metrics(task: str) -> list[str]:
+    """The metric names ``--require`` accepts for a task."""
+    return [*_metric_names(task), *( ["ece"] if task != "regression" else []), *BEHAVIOUR_GATES]
+
+
+def _metric_names(task: str) -> list[str]:
+    return {"binary": ["auc", "log_loss", "accuracy", "f1", "precision", "recall", "brier"],
+            "multiclass": ["accuracy", "log_loss", "f1_macro", "f1_weighted", "auc_ovr"],
+            "regression": ["rmse", "mae", "r2"]}[task]
+
+
+def check_requirements(task: str, requirements: Sequence[Requirement], requested: Mapping[str, bool]) -> None:
+    """Refuse (exit 2) a gate on a metric the task lacks, or on a test or slice not requested."""
+    names = gate_metrics(task)
+    for req in requirements:
+        if req.metric not in names:
+            raise UsageError(f"--require {req.text}: unknown metric {req.metric!r} for a {task} model",
+                             f"metrics: {', '.join(names)}")
+        if req.metric in BEHAVIOUR_GATES and not requested.get(BEHAVIOUR_GATES[req.metric]):
+            flag = {"perturbation": "--perturb", "invariance": "--invariant", "directional": "--expect"}[BEHAVIOUR_GATES[req.metric]]
+            raise UsageError(f"--require {req.text} needs {flag}")
+        if req.scope.startswith("slice") and not requested.get("slices"):
+            raise UsageError(f"--require {req.text} needs --slice")
+        if req.scope.startswith("ci") and req.metric in BEHAVIOUR_GATES:
+            raise UsageError(f"--require {req.text}: behavioural rates have no confidence interval")
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def bootstrap_weights(n: int, replicates: int, seed: int) -> Any:
+    """Row multiplicities of ``replicates`` bootstrap resamples of ``n`` rows, in chunks.
+
+    Yields float arrays [c, n] (``c`` replicates per chunk); the same ``n``, ``replicates`` and
+    ``seed`` give the same resamples.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng([seed, _STREAM["bootstrap"]])
+    chunk = max(1, min(replicates, _BOOTSTRAP_CELLS // max(n, 1)))
+    done = 0
+    while done < replicates:
+        c = min(chunk, replicates - done)
+        idx = rng.integers(0, n, size=(c, n))
+        flat = (idx + (np.arange(c) * n)[:, None]).ravel()
+        yield np.bincount(flat, minlength=c * n).reshape(c, n).astype(float)
+        done += c
+
+
+def _ratio(num: Any, den: Any, empty: float = math.nan) -> Any:
+    import numpy as np
+
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    out = np.full(np.broadcast(num, den).shape, empty)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def weighted_auc(W: Any, y: Any, score: Any) -> Any:
+    """ROC AUC of ``score`` for binary ``y`` under each row of weights ``W`` [B, N] (ties count half)."""
+    import numpy as np
+
+    order = np.argsort(score, kind="mergesort")
+    s, yy = score[order], y[order].astype(float)
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if len(s) else np.array([0])
+    Ws = W[:, order]
+    if Ws.shape[1] == 0:
+        return np.full(W.shape[0], np.nan)
+    pos = np.add.reduceat(Ws * yy, starts, axis=1)
+    neg = np.add.reduceat(Ws * (1.0 - yy), starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    num = (pos * (below + 0.5 * neg)).sum(axis=1)
+    return _ratio(num, pos.sum(axis=1) * neg.sum(axis=1))
+
+
+def weighted_metrics(task: str, W: Any, y: Any, out: Any, threshold: float = 0.5) -> dict[str, Any]:
+    """Every metric of ``compute_metrics`` under each row of weights ``W`` [B, N].
+
+    ``y`` is the class index (classification) or the value (regression); ``out`` the
+    probabilities [N, C] or predictions [N]. With ``W`` of ones the values equal
+    ``compute_metrics`` on the same rows; a metric undefined under some weights is NaN there.
+    """
+    import numpy as np
+
+    tot = W.sum(axis=1)
+    if task == "regression":
+        err = out - y
+        mean_y = _ratio(W @ y, tot)
+        sst = W @ (y * y) - tot * mean_y**2
+        sse = W @ (err * err)
+        r2 = np.where(sst > 1e-12 * np.maximum(tot, 1), 1.0 - _ratio(sse, sst), np.nan)
+        return {"rmse": np.sqrt(_ratio(sse, tot)), "mae": _ratio(W @ np.abs(err), tot), "r2": r2}
+    eps = np.finfo(float).eps
+    p_true = np.clip(out[np.arange(len(y)), y], eps, 1 - eps)
+    log_loss = _ratio(W @ -np.log(p_true), tot)
+    if task == "binary":
+        p1 = out[:, 1]
+        yb = (y == 1).astype(float)
+        pred = (p1 >= threshold).astype(float)
+        tp, pp, P = W @ (pred * yb), W @ pred, W @ yb
+        return {
+            "auc": weighted_auc(W, yb, p1),
+            "log_loss": log_loss,
+            "accuracy": _ratio(W @ (pred == yb).astype(float), tot),
+            "f1": _ratio(2 * tp, pp + P, 0.0),
+            "precision": _ratio(tp, pp, 0.0),
+            "recall": _ratio(tp, P, 0.0),
+            "brier": _ratio(W @ (p1 - yb) ** 2, tot),
+        }
+    k = out.shape[1]
+    pred = out.argmax(axis=1)
+    onehot_true = np.eye(k)[y]
+    onehot_pred = np.eye(k)[pred]
+    tp = W @ (onehot_true * onehot_pred)
+    support, predicted = W @ onehot_true, W @ onehot_pred
+    f1 = _ratio(2 * tp, support + predicted, 0.0)
+    aucs = np.stack([weighted_auc(W, onehot_true[:, j], out[:, j]) for j in range(k)], axis=1)
+    return {
+        "accuracy": _ratio(tp.sum(axis=1), tot),
+        "log_loss": log_loss,
+        "f1_macro": f1.mean(axis=1),
+        "f1_weighted": _ratio((f1 * support).sum(axis=1), support.sum(axis=1)),
+        # sklearn's one-vs-rest AUC is defined only when every class occurs.
+        "auc_ovr": np.where((support > 0).all(axis=1), aucs.mean(axis=1), np.nan),
+    }
+
+
+def weighted_ece(W: Any, confidence: Any, hit: Any, bins: int = CALIBRATION_BINS) -> Any:
+    """Expected calibration error under each row of weights ``W`` [B, N].
+
+    ``confidence`` in [0, 1] is binned into ``bins`` equal-width bins (right-open, the last
+    closed); ECE = sum over bins of (bin rows / rows) x |mean confidence - mean hit|.
+    """
+    import numpy as np
+    from scipy import sparse
+
+    b = np.minimum((np.asarray(confidence) * bins).astype(int), bins - 1)
+    n = len(b)
+    rows = np.arange(n)
+    onehot = sparse.csr_matrix((np.ones(n), (rows, b)), shape=(n, bins))
+    conf_sum = (onehot.multiply(np.asarray(confidence)[:, None]).T @ W.T).T
+    hit_sum = (onehot.multiply(np.asarray(hit, dtype=float)[:, None]).T @ W.T).T
+    return _ratio(np.abs(np.asarray(conf_sum) - np.asarray(hit_sum)).sum(axis=1), W.sum(axis=1))
+
+
+def _interval(reps: Any, confidence: float) -> tuple[float | None, float | None]:
+    import numpy as np
+
+    reps = np.asarray(reps, dtype=float)
+    reps = reps[np.isfinite(reps)]
+    if len(reps) < 2:
+        return None, None
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(reps, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def reliability_table(confidence: Any, hit: Any, bins: int = CALIBRATION_BINS) -> list[dict[str, Any]]:
+    """Per non-empty bin: its edges, rows, mean confidence and observed frequency."""
+    import numpy as np
+
+    confidence = np.asarray(confidence, dtype=float)
+    hit = np.asarray(hit, dtype=float)
+    b = np.minimum((confidence * bins).astype(int), bins - 1)
+    counts = np.bincount(b, minlength=bins)
+    conf = np.bincount(b, weights=confidence, minlength=bins)
+    obs = np.bincount(b, weights=hit, minlength=bins)
+    return [{"bin": int(i), "lower": i / bins, "upper": (i + 1) / bins, "rows": int(counts[i]),
+             "mean_predicted": float(conf[i] / counts[i]), "observed": float(obs[i] / counts[i])}
+            for i in range(bins) if counts[i]]
+
+
+def _calibration_inputs(task: str, y: Any, proba: Any) -> tuple[Any, Any, str]:
+    """Binary: P(positive) against the positive rate; multiclass: top-label confidence."""
+    import numpy as np
+
+    if task == "binary":
+        return proba[:, 1], (y == 1).astype(float), "positive_class"
+    return proba.max(axis=1), (proba.argmax(axis=1) == y).astype(float), "top_label"
+
+
+# --------------------------------------------------------------------------- slices
+
+
+def slice_groups(df: Any, column: str, bins: int = SLICE_BINS, max_groups: int = MAX_SLICE_GROUPS) -> list[tuple[str, Any]]:
+    """Partition rows by a column: ``(label, boolean mask)`` per group, in a stable order.
+
+    Numeric columns with more than ``bins`` distinct values are cut at quantiles (labels like
+    ``[12, 30)``); others group by value, the ``max_groups - 1`` largest kept and the rest
+    merged into ``(other)``; missing values form ``(missing)``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if column not in df.columns:
+        raise InputError(f"no column {column!r} to slice by", f"columns: {', '.join(map(str, df.columns[:20]))}")
+    s = df[column]
+    missing = s.isna().to_numpy()
+    groups: list[tuple[str, Any]] = []
+    numeric = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+    if numeric and s.nunique(dropna=True) > bins:
+        values = s.to_numpy(dtype=float)
+        edges = np.unique(np.nanquantile(values, np.linspace(0, 1, bins + 1)))
+        idx = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+        for i in range(len(edges) - 1):
+            mask = (idx == i) & ~missing
+            close = "]" if i == len(edges) - 2 else ")"
+            groups.append((f"[{edges[i]:.4g}, {edges[i + 1]:.4g}{close}", mask))
+    else:
+        keys = s.astype(str).where(~s.isna(), None)
+        counts = keys.value_counts(dropna=True)
+        ordered = sorted(counts.index, key=lambda k: (-counts[k], k))
+        kept = ordered if len(ordered) <= max_groups else ordered[: max_groups - 1]
+        for k in kept:
+            groups.append((str(k), (keys == k).to_numpy() & ~missing))
+        rest = ordered[len(kept):]
+        if rest:
+            groups.append(("(other)", keys.isin(rest).to_numpy() & ~missing))
+    if missing.any():
+        groups.append(("(missing)", missing))
+    return [(label, mask) for label, mask in groups if mask.any()]
+
+
+# --------------------------------------------------------------------------- behavioural tests
+
+
+def parse_expectation(text: str) -> tuple[str, int, str | None]:
+    """``COL:+`` / ``COL:-`` (``COL:+:CLASS`` for multiclass) -> (column, +1 or -1, class).
+
+    ``+``: increasing COL should not lower the prediction; ``-``: it should not raise it.
+    """
+    parts = text.rsplit(":", 2) if text.count(":") >= 2 else text.rsplit(":", 1)
+    if len(parts) < 2 or parts[1] not in ("+", "-") or not parts[0]:
+        raise UsageError(f"invalid --expect {text!r}", "use COL:+ (increasing COL should not lower the prediction) or COL:-")
+    return parts[0], (1 if parts[1] == "+" else -1), (parts[2] if len(parts) == 3 else None)
+
+
+def _numeric_inputs(model: Any, df: Any) -> list[str]:
+    import pandas as pd
+
+    cols = []
+    for spec in getattr(model, "input_schema", None) or []:
+        name = spec.get("name")
+        if name in df.columns and spec.get("type") == "float" and spec.get("role") not in ("id", "constant", "drop", "dropped"):
+            if pd.api.types.is_numeric_dtype(df[name]) and not pd.api.types.is_bool_dtype(df[name]):
+                cols.append(name)
+    return cols
+
+
+def _score(task: str, output: Mapping[str, Any], threshold: float, cls: int | None = None) -> tuple[Any, Any]:
+    """(decision, continuous score) of a prediction, for flip and direction checks."""
+    import numpy as np
+
+    if task == "regression":
+        pred = np.asarray(output["prediction"], dtype=float).ravel()
+        return pred, pred
+    proba = np.asarray(output["probabilities"], dtype=float)
+    if task == "binary":
+        return (proba[:, 1] >= threshold).astype(int), proba[:, 1]
+    return proba.argmax(axis=1), proba[:, cls] if cls is not None else proba
+
+
+def _delta(task: str, base: Any, new: Any, scale: float) -> tuple[Any, Any]:
+    """Per row: did the decision flip, and how far did the score move."""
+    import numpy as np
+
+    (d0, s0), (d1, s1) = base, new
+    moved = np.abs(s1 - s0)
+    if moved.ndim == 2:
+        moved = moved.max(axis=1)
+    if task == "regression":
+        return moved > REGRESSION_FLIP * scale, moved
+    return d0 != d1, moved
+
+
+@dataclass(frozen=True)
+class BehaviourResult:
+    """One behavioural test: its rate (flips or violations), against its tolerance."""
+
+    test: str
+    column: str
+    rows: int
+    rate: float
+    mean_abs_delta: float
+    tolerance: float
+    passed: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def behavioural_tests(model: Any, df: Any, task: str, *, threshold: float = 0.5, perturb: float | None = None,
+                      invariant: Sequence[str] = (), expect: Sequence[str] = (), seed: int = 0,
+                      target_std: float = 1.0, max_rows: int = BEHAVIOUR_MAX_ROWS, progress: Any = None) -> list[BehaviourResult]:
+    """Perturbation, invariance and directional-expectation tests (Ribeiro et al., 2020).
+
+    Parameters
+    ----------
+    perturb : float, optional
+        Gaussian noise with std ``perturb`` x each numeric input's std; rate = share of
+        decisions that flip (regression: predictions moving more than 0.1 x the target's std).
+    invariant : columns
+        Each replaced by a seeded permutation of its own values; rate = share of flips.
+    expect : ``COL:+`` / ``COL:-`` (``COL:+:CLASS`` for multiclass)
+        ``COL`` increased by one std; rate = share of rows whose score then falls (``+``) or
+        rises (``-``): the score is P(positive), P(CLASS) or the predicted value.
+    max_rows : int
+        Tests run on a seeded sample of at most this many rows.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng([seed, _STREAM["behaviour"]])
+    if len(df) > max_rows:
+        df = df.iloc[np.sort(rng.choice(len(df), size=max_rows, replace=False))]
+    df = df.reset_index(drop=True)
+    classes = list(getattr(model, "classes", None) or [])
+    expectations = [parse_expectation(e) for e in expect]
+    for column in [*invariant, *(c for c, _, _ in expectations)]:
+        if column not in df.columns:
+            raise InputError(f"no column {column!r} in the data (named by --invariant/--expect)")
+    base_out = model.predict(df)
+    results: list[BehaviourResult] = []
+    if perturb is not None:
+        noisy = df.copy()
+        cols = _numeric_inputs(model, df)
+        for col in cols:
+            values = noisy[col].to_numpy(dtype=float)
+            std = float(np.nanstd(values))
+            if std > 0:
+                noisy[col] = values + rng.normal(0.0, perturb * std, size=len(values))
+        flips, moved = _delta(task, _score(task, base_out, threshold), _score(task, model.predict(noisy), threshold), target_std)
+        rate = float(flips.mean()) if len(flips) else 0.0
+        results.append(BehaviourResult("perturbation", ",".join(cols) or "(no numeric inputs)", len(df), rate, float(moved.mean()),
+                                       TOLERANCE["perturbation"], rate <= TOLERANCE["perturbation"],
+                                       f"gaussian noise of {perturb:g} x std on {len(cols)} numeric inputs"))
+        _advance(progress)
+    for col in invariant:
+        shuffled = df.copy()
+        shuffled[col] = df[col].to_numpy()[rng.permutation(len(df))]
+        flips, moved = _delta(task, _score(task, base_out, threshold), _score(task, model.predict(shuffled), threshold), target_std)
+        rate = float(flips.mean()) if len(flips) else 0.0
+        results.append(BehaviourResult("invariance", col, len(df), rate, float(moved.mean()), TOLERANCE["invariance"],
+                                       rate <= TOLERANCE["invariance"], "values permuted across rows"))
+        _advance(progress)
+    for col, sign, cls_name in expectations:
+        results.append(_directional(model, df, task, col, sign, cls_name, classes, base_out, threshold))
+        _advance(progress)
+    return results
+
+
+def _directional(model: Any, df: Any, task: str, col: str, sign: int, cls_name: str | None, classes: list,
+                 base_out: Mapping[str, Any], threshold: float) -> BehaviourResult:
+    import numpy as np
+    import pandas as pd
+
+    if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
+        raise UsageError(f"--expect {col}: column {col!r} is not numeric")
+    cls = None
+    if task == "multiclass":
+        if cls_name is None:
+            raise UsageError(f"--expect {col}: a multiclass model needs the class, e.g. --expect '{col}:+:{classes[-1]}'")
+        matches = [i for i, c in enumerate(classes) if str(c) == cls_name]
+        if not matches:
+            raise UsageError(f"--expect {col}: unknown class {cls_name!r}", f"classes: {', '.join(map(str, classes))}")
+        cls = matches[0]
+    values = df[col].to_numpy(dtype=float)
+    std = float(np.nanstd(values)) or 1.0
+    moved = df.copy()
+    moved[col] = values + std
+    s0 = _score(task, base_out, threshold, cls)[1]
+    s1 = _score(task, model.predict(moved), threshold, cls)[1]
+    change = (s1 - s0) * sign
+    # A change smaller than this is float noise, not a violation.
+    eps = 1e-6 * (float(np.nanstd(s0)) or 1.0)
+    violations = change < -eps
+    rate = float(np.mean(violations)) if len(change) else 0.0
+    what = "prediction" if task == "regression" else "probability" + (f" of {cls_name}" if cls_name else "")
+    return BehaviourResult("directional", f"{col}:{'+' if sign > 0 else '-'}", len(df), rate, float(np.mean(np.abs(s1 - s0))),
+                           TOLERANCE["directional"], rate <= TOLERANCE["directional"],
+                           f"increasing {col} by {std:.4g} should not {'lower' if sign > 0 else 'raise'} the {what}")
+
+
+def _advance(progress: Any) -> None:
+    if progress is not None:
+        progress.advance(1)
+
+
+# --------------------------------------------------------------------------- the evaluation
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything ``mlsys evaluate`` reports (keys documented in commands/evaluate.md)."""
+
+    model: str
+    data: str
+    task: str
+    target: str
+    rows: int
+    dropped_missing_target: int
+    primary_metric: str
+    threshold: float | None
+    metrics: dict[str, float | None]
+    ci: dict[str, list[float | None]]
+    bootstrap: dict[str, Any]
+    baseline: dict[str, Any]
+    best_threshold: dict[str, float] | None
+    confusion_matrix: dict[str, Any] | None
+    calibration: dict[str, Any] | None
+    slices: list[dict[str, Any]]
+    behaviour: list[BehaviourResult]
+    gates: list[dict[str, Any]]
+    passed: bool
+    slicing: dict[str, Any] | None = None
+    curves: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def failed_gates(self) -> list[dict[str, Any]]:
+        return [g for g in self.gates if not g["passed"]]
+
+    @property
+    def worst_slices(self) -> list[dict[str, Any]]:
+        return [s for s in self.slices if s["flagged"]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "data": self.data, "task": self.task, "target": self.target, "rows": self.rows,
+            "dropped_missing_target": self.dropped_missing_target, "primary_metric": self.primary_metric,
+            "threshold": self.threshold, "metrics": self.metrics, "ci": self.ci, "bootstrap": self.bootstrap,
+            "baseline": self.baseline, "best_threshold": self.best_threshold, "confusion_matrix": self.confusion_matrix,
+            "calibration": self.calibration, "slicing": self.slicing, "slices": self.slices, "worst_slices": self.worst_slices,
+            "behaviour": [b.to_dict() for b in self.behaviour], "gates": self.gates, "passed": self.passed,
+        }
+
+
+def _labelled_rows(df: Any, target: str) -> tuple[Any, int]:
+    """The rows with a target value; the count of rows dropped for a missing one.
+
+    The model checks its own input columns when it predicts (a missing one is exit 3).
+    """
+    if len(df) == 0:
+        raise InputError("the evaluation table has no rows")
+    if target not in df.columns:
+        raise InputError(f"target column {target!r} is not in the evaluation data",
+                         f"the model predicts {target!r}; give a table with that column (or --target)")
+    keep = df[target].notna().to_numpy()
+    dropped = int((~keep).sum())
+    if not keep.any():
+        raise InputError(f"every value of the target {target!r} is missing")
+    return df.loc[keep].reset_index(drop=True), dropped
+
+
+def _truth(task: str, y_raw: Any, classes: Sequence[Any], target: str) -> Any:
+    import numpy as np
+
+    if task == "regression":
+        try:
+            y = np.asarray(y_raw, dtype=float)
+        except (TypeError, ValueError):
+            raise InputError(f"target {target!r} is not numeric; the model is a regressor") from None
+        if not np.isfinite(y).all():
+            raise InputError(f"target {target!r} holds infinite values")
+        return y
+    y = encode_labels(list(y_raw), classes)
+    if (y < 0).any():
+        unknown = sorted({str(v) for v, i in zip(y_raw, y) if i < 0})
+        raise InputError(f"target {target!r} holds label{'s' if len(unknown) > 1 else ''} the model does not know: {', '.join(unknown[:5])}",
+                         f"the model's classes: {', '.join(map(str, classes))}")
+    return y
+
+
+def _baseline(model: Any, task: str, y: Any, classes: Sequence[Any], threshold: float) -> dict[str, Any]:
+    """The zero-rule baseline scored on the same rows: the training prior when the manifest has it."""
+    import numpy as np
+
+    prior, source = _train_prior(getattr(model, "manifest", None) or {}, task, classes)
+    if prior is None:
+        source = "evaluation data"
+        prior = float(np.mean(y)) if task == "regression" else np.bincount(y, minlength=len(classes)) / len(y)
+    out = np.full(len(y), prior) if task == "regression" else np.tile(np.asarray(prior, dtype=float), (len(y), 1))
+    return {"name": "zero_rule", "prior_from": source,
+            "prior": prior if task == "regression" else [float(p) for p in prior],
+            "metrics": compute_metrics(task, _raw_labels(y, classes, task), out, classes, threshold=threshold)}
+
+
+def _train_prior(manifest: Mapping[str, Any], task: str, classes: Sequence[Any]) -> tuple[Any, str | None]:
+    """The training target's prior (class frequencies or mean) recorded in a model manifest."""
+    ref = (manifest.get("reference") or {}).get("target") or {}
+    recipe = manifest.get("recipe") or {}
+    if task == "regression":
+        for value in (ref.get("mean"), (manifest.get("target_stats") or {}).get("mean"), recipe.get("target_mean")):
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                return float(value), "training data"
+        return None, None
+    for freq in (ref.get("class_prior"), ref.get("frequencies"), ref.get("categories"), manifest.get("class_prior"), recipe.get("class_prior")):
+        if isinstance(freq, Mapping) and freq:
+            counts = [float(freq.get(str(c), freq.get(c, 0)) or 0) for c in classes]
+            if sum(counts) > 0:
+                return [c / sum(counts) for c in counts], "training data"
+        if isinstance(freq, list) and len(freq) == len(classes) and sum(freq) > 0:
+            return [float(f) / sum(freq) for f in freq], "training data"
+    return None, None
+
+
+def _raw_labels(y: Any, classes: Sequence[Any], task: str) -> Any:
+    return y if task == "regression" else [classes[i] for i in y]
+
+
+def _best_f1(y: Any, p1: Any) -> dict[str, float] | None:
+    import numpy as np
+    from sklearn.metrics import precision_recall_curve
+
+    if len(np.unique(y)) < 2:
+        return None
+    precision, recall, thresholds = precision_recall_curve(y, p1)
+    f1 = _ratio(2 * precision[:-1] * recall[:-1], precision[:-1] + recall[:-1], 0.0)
+    i = int(np.argmax(f1))
+    return {"threshold": float(thresholds[i]), "f1": float(f1[i]), "precision": float(precision[i]), "recall": float(recall[i])}
+
+
+def evaluate(
+    model: Any,
+    df: Any,
+    *,
+    target: str | None = None,
+    model_name: str = "",
+    data_name: str = "",
+    threshold: float | None = None,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    confidence: float = DEFAULT_CONFIDENCE,
+    slices: Sequence[str] = (),
+    slice_bins: int = SLICE_BINS,
+    min_slice_rows: int = MIN_SLICE_ROWS,
+    perturb: float | None = None,
+    invariant: Sequence[str] = (),
+    expect: Sequence[str] = (),
+    requirements: Sequence[Requirement | str] = (),
+    seed: int = 0,
+    progress: Any = None,
+) -> Evaluation:
+    """Evaluate ``model`` on the labelled table ``df``.
+
+    Parameters
+    ----------
+    model : object
+        ``predict(df)``, ``task``, ``classes``, ``input_schema``, ``target``, ``manifest``.
+    df : pandas.DataFrame
+        Inputs and the target column. Rows with a missing target are dropped and counted.
+    target : str, optional
+        The target column; the model's own target by default.
+    threshold : float, optional
+        Binary decision threshold on P(second class) for accuracy, F1, precision, recall;
+        the model's own (``model.threshold``, 0.5 when it has none) by default.
+    bootstrap : int
+        Bootstrap replicates for the confidence intervals (0: none).
+    confidence : float
+        Coverage of the percentile intervals.
+    slices : column names
+        Metric per group of each column (numeric columns in ``slice_bins`` quantile bins);
+        a slice is flagged when it has at least ``min_slice_rows`` rows and its interval lies
+        entirely on the worse side of the overall value.
+    perturb, invariant, expect :
+        Behavioural tests, see :func:`behavioural_tests`.
+    requirements : ``Requirement`` or its text
+        Gates; each is reported with its observed value; ``passed`` is False when one fails.
+    seed : int
+        Seeds the bootstrap, the behavioural tests' noise and permutations.
+    progress : object, optional
+        ``update(total=...)`` and ``advance()``.
+
+    Returns
+    -------
+    Evaluation
+    """
+    import numpy as np
+
+    task = model.task
+    classes = list(getattr(model, "classes", None) or [])
+    target = target or getattr(model, "target", None) or (getattr(model, "manifest", None) or {}).get("target")
+    if not target:
+        raise UsageError("the model does not name its target; give --target")
+    threshold = float(threshold if threshold is not None else getattr(model, "threshold", 0.5))
+    reqs = [r if isinstance(r, Requirement) else parse_requirement(r) for r in requirements]
+    check_requirements(task, reqs, {"perturbation": perturb is not None, "invariance": bool(invariant),
+                                    "directional": bool(expect), "slices": bool(slices)})
+    if not 0 < threshold < 1 and task == "binary":
+        raise UsageError(f"--threshold {threshold:g} must lie between 0 and 1")
+    if bootstrap < 0:
+        raise UsageError("--bootstrap must be 0 or more")
+    if not 0 < confidence < 1:
+        raise UsageError("--confidence must lie between 0 and 1")
+    for col in slices:
+        if col not in df.columns:
+            raise InputError(f"no column {col!r} to slice by", f"columns: {', '.join(map(str, list(df.columns)[:20]))}")
+    for e in expect:
+        parse_expectation(e)
+    if progress is not None:
+        progress.update(total=3 + (perturb is not None) + len(invariant) + len(expect), description="predicting")
+
+    df, dropped = _labelled_rows(df, target)
+    y = _truth(task, df[target].to_numpy(), classes, target)
+    output = model.predict(df)
+    _advance(progress)
+    pred = np.asarray(output["prediction"], dtype=float).ravel() if task == "regression" else None
+    proba = None if task == "regression" else np.asarray(output["probabilities"], dtype=float)
+    scored = pred if task == "regression" else proba
+    metrics = compute_metrics(task, _raw_labels(y, classes, task), output, classes or None, threshold=threshold)
+    conf_hit = None
+    if task != "regression":
+        conf, hit, method = _calibration_inputs(task, y, proba)
+        conf_hit = (conf, hit, method)
+        metrics["ece"] = float(weighted_ece(np.ones((1, len(y))), conf, hit)[0])
+
+    groups = [(col, label, mask) for col in slices for label, mask in slice_groups(df, col, slice_bins)]
+    reps = _bootstrap(task, y, scored, threshold, conf_hit, groups, bootstrap, seed, progress)
+    ci = {name: list(_interval(reps["overall"][name], confidence)) if bootstrap else [None, None] for name in metrics}
+
+    name, higher = primary_metric(task)
+    slice_rows = _slice_rows(task, y, output, classes, threshold, groups, reps, name, higher, confidence,
+                             min_slice_rows, bootstrap)
+    _advance(progress)
+    target_std = float(np.std(y)) if task == "regression" else 1.0
+    behaviour = behavioural_tests(model, df, task, threshold=threshold, perturb=perturb, invariant=invariant,
+                                  expect=expect, seed=seed, target_std=target_std or 1.0, progress=progress) \
+        if (perturb is not None or invariant or expect) else []
+
+    gates = [_gate(r, metrics, ci, slice_rows, behaviour) for r in reqs]
+    result = Evaluation(
+        model=model_name, data=data_name, task=task, target=target, rows=int(len(y)), dropped_missing_target=dropped,
+        primary_metric=name, threshold=threshold if task == "binary" else None, metrics=metrics, ci=ci,
+        bootstrap={"replicates": bootstrap, "confidence": confidence, "seed": seed, "method": "percentile"},
+        baseline=_baseline(model, task, y, classes, threshold),
+        best_threshold=_best_f1(y, proba[:, 1]) if task == "binary" else None,
+        confusion_matrix=_confusion(task, y, proba, classes, threshold),
+        calibration=_calibration(conf_hit, metrics.get("ece"), ci.get("ece")),
+        slices=slice_rows, slicing={"columns": list(slices), "bins": slice_bins, "min_rows": min_slice_rows,
+                                    "metric": name, "reference": "row-weighted mean of the column's slices"} if slices else None,
+        behaviour=behaviour, gates=gates, passed=all(g["passed"] for g in gates),
+        curves=_curves(task, y, scored),
+    )
+    _advance(progress)
+    return result
+
+
+def _bootstrap(task: str, y: Any, scored: Any, threshold: float, conf_hit: Any, groups: list, replicates: int,
+               seed: int, progress: Any) -> dict[str, Any]:
+    """Bootstrap replicates of every metric, overall and per slice, from one set of resamples."""
+    import numpy as np
+
+    overall: dict[str, list] = {}
+    per_group: list[dict[str, list]] = [{} for _ in groups]
+    if replicates == 0:
+        return {"overall": overall, "groups": per_group}
+    for W in bootstrap_weights(len(y), replicates, seed):
+        values = weighted_metrics(task, W, y, scored, threshold)
+        if conf_hit is not None:
+            values["ece"] = weighted_ece(W, conf_hit[0], conf_hit[1])
+        for k, v in values.items():
+            overall.setdefault(k, []).append(v)
+        for g, (_, _, mask) in enumerate(groups):
+            for k, v in weighted_metrics(task, W[:, mask], y[mask], scored[mask], threshold).items():
+                per_group[g].setdefault(k, []).append(v)
+    cat = lambda d: {k: np.concatenate(v) for k, v in d.items()}  # noqa: E731
+    return {"overall": cat(overall), "groups": [cat(d) for d in per_group]}
+
+
+def _slice_rows(task: str, y: Any, output: Mapping[str, Any], classes: Sequence[Any], threshold: float, groups: list,
+                reps: Mapping[str, Any], name: str, higher: bool, confidence: float, min_rows: int,
+                bootstrap: int) -> list[dict[str, Any]]:
+    """Metrics per slice, each column's slices compared with their row-weighted mean.
+
+    The reference is the row-weighted mean of the column's slice values, not the overall
+    value: for averages (accuracy, log loss, Brier, MAE) the two agree, but a ranking metric
+    such as AUC is lower inside every slice of a predictive column (the slice spans a narrower
+    range of scores), so comparing with the overall AUC would flag every slice.
+    """
+    import numpy as np
+
+    rows = []
+    n = len(y)
+    for g, (col, label, mask) in enumerate(groups):
+        sub = {k: np.asarray(v)[mask] for k, v in output.items()}
+        values = compute_metrics(task, _raw_labels(y[mask], classes, task), sub, classes or None, threshold=threshold)
+        lo, hi = _interval(reps["groups"][g].get(name, []), confidence) if bootstrap else (None, None)
+        count = int(mask.sum())
+        rows.append({"column": col, "slice": label, "rows": count, "share": count / n, "metric": name,
+                     "value": values.get(name), "ci_low": lo, "ci_high": hi, "metrics": values})
+    for col in dict.fromkeys(r["column"] for r in rows):
+        mine = [r for r in rows if r["column"] == col]
+        known = [(r["value"], r["rows"]) for r in mine if r["value"] is not None]
+        reference = sum(v * c for v, c in known) / sum(c for _, c in known) if known else None
+        for r in mine:
+            worse = reference is not None and ((r["ci_high"] is not None and r["ci_high"] < reference) if higher
+                                               else (r["ci_low"] is not None and r["ci_low"] > reference))
+            r["reference"] = reference
+            r["flagged"] = bool(worse and r["rows"] >= min_rows)
+    # Worst first within each column, so the table reads top-down by concern.
+    sign = 1 if higher else -1
+    return sorted(rows, key=lambda r: (r["column"], math.inf if r["value"] is None else sign * r["value"]))
+
+
+def _gate(req: Requirement, metrics: Mapping[str, Any], ci: Mapping[str, list], slices: list, behaviour: list) -> dict[str, Any]:
+    if req.metric in BEHAVIOUR_GATES:
+        rates = [b.rate for b in behaviour if b.test == BEHAVIOUR_GATES[req.metric]]
+        observed = max(rates) if rates else None
+    elif req.scope in ("ci_low", "ci_high"):
+        observed = (ci.get(req.metric) or [None, None])[0 if req.scope == "ci_low" else 1]
+    elif req.scope in ("slice_min", "slice_max"):
+        values = [s["metrics"].get(req.metric) for s in slices]
+        values = [v for v in values if v is not None]
+        observed = (min(values) if req.scope == "slice_min" else max(values)) if values else None
+    else:
+        observed = metrics.get(req.metric)
+    return {**req.to_dict(), "observed": observed, "passed": req.holds(observed)}
+
+
+def _confusion(task: str, y: Any, proba: Any, classes: Sequence[Any], threshold: float) -> dict[str, Any] | None:
+    import numpy as np
+    from sklearn.metrics import confusion_matrix
+
+    if task == "regression":
+        return None
+    pred = (proba[:, 1] >= threshold).astype(int) if task == "binary" else proba.argmax(axis=1)
+    matrix = confusion_matrix(y, pred, labels=list(range(len(classes))))
+    return {"labels": [c.item() if hasattr(c, "item") else c for c in classes], "matrix": np.asarray(matrix).tolist(),
+            "rows": "actual", "columns": "predicted"}
+
+
+def _calibration(conf_hit: Any, ece: float | None, ece_ci: list | None) -> dict[str, Any] | None:
+    if conf_hit is None:
+        return None
+    conf, hit, method = conf_hit
+    return {"ece": ece, "ece_ci": ece_ci, "bins": CALIBRATION_BINS, "binning": "equal-width", "method": method,
+            "table": reliability_table(conf, hit)}
+
+
+def _curves(task: str, y: Any, scored: Any) -> dict[str, Any]:
+    """Curves for the HTML report (not part of the JSON report)."""
+    import numpy as np
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    if task == "regression":
+        return {"actual": y, "predicted": scored}
+    if task == "binary" and len(np.unique(y)) > 1:
+        fpr, tpr, _ = roc_curve(y, scored[:, 1])
+        precision, recall, _ = precision_recall_curve(y, scored[:, 1])
+        return {"roc": (fpr, tpr), "pr": (recall, precision), "positive_rate": float(np.mean(y == 1))}
+    return {}
+
+
+# --------------------------------------------------------------------------- the HTML report
+
+
+def write_html(result: Evaluation, path: Any) -> None:
+    """Write the evaluation as a self-contained HTML page (plots inline, no scripts)."""
+    from mlsys_cli import __version__
+    from mlsys_cli import htmlreport as hr
+
+    d = result.to_dict()
+    page = hr.Report(f"Evaluation of {result.model or 'a model'}",
+                     subtitle=f"{result.task} model predicting {result.target!r} on {result.rows} rows of {result.data or 'data'}"
+                     + (f" ({result.dropped_missing_target} rows without a target dropped)" if result.dropped_missing_target else ""),
+                     footer=f"mlsys {__version__} evaluate; bootstrap {result.bootstrap['replicates']} replicates, "
+                            f"seed {result.bootstrap['seed']}")
+    if result.gates:
+        page.heading("Gates")
+        page.table([{"requirement": g["requirement"], "observed": g["observed"], "passed": g["passed"]} for g in result.gates],
+                   status="passed")
+    page.heading("Metrics")
+    level = f"{result.bootstrap['confidence']:.0%}"
+    base = result.baseline["metrics"]
+    page.table([{"metric": k, "value": v, f"{level} CI low": result.ci[k][0], f"{level} CI high": result.ci[k][1],
+                 "zero-rule baseline": base.get(k)} for k, v in result.metrics.items()])
+    page.text(f"Baseline: the zero rule (always the prior of the {result.baseline['prior_from']}). "
+              f"Intervals: percentile bootstrap over rows." + (f" Threshold {result.threshold:g}." if result.threshold is not None else ""))
+    if result.best_threshold:
+        b = result.best_threshold
+        page.text(f"The threshold maximising F1 is {b['threshold']:.4g} (F1 {b['f1']:.4g}, precision {b['precision']:.4g}, recall {b['recall']:.4g}).")
+    page.figures(*_performance_plots(result, hr))
+    if result.calibration:
+        cal = result.calibration
+        table = cal["table"]
+        page.heading("Calibration")
+        page.text(f"Expected calibration error {hr.format_value(cal['ece'])} over {cal['bins']} equal-width bins "
+                  f"({'probability of the positive class' if cal['method'] == 'positive_class' else 'top-label confidence'}).")
+        page.figures(hr.reliability_diagram([r["mean_predicted"] for r in table], [r["observed"] for r in table],
+                                            [r["rows"] for r in table]))
+        page.table(table, ["lower", "upper", "rows", "mean_predicted", "observed"])
+    if result.slices:
+        page.heading("Slices")
+        plots = []
+        for col in dict.fromkeys(s["column"] for s in result.slices):
+            rows = [s for s in result.slices if s["column"] == col]
+            plots.append(hr.bar_chart([s["slice"] for s in rows], [s["value"] for s in rows],
+                                      errors=([s["ci_low"] for s in rows], [s["ci_high"] for s in rows]),
+                                      reference=rows[0]["reference"], reference_label="mean of slices", highlight=[s["flagged"] for s in rows],
+                                      title=f"{result.primary_metric} by {col}", value_label=result.primary_metric, kind="slices"))
+        page.figures(*plots)
+        page.text(f"Flagged: at least {result.slicing['min_rows']} rows and the whole {level} interval worse than the "
+                  f"row-weighted mean of the column's slices (the dashed line).")
+        page.table(d["slices"], ["column", "slice", "rows", "value", "ci_low", "ci_high", "flagged"], flag="flagged")
+    if result.behaviour:
+        page.heading("Behavioural tests")
+        page.table([b.to_dict() for b in result.behaviour], ["test", "column", "rows", "rate", "mean_abs_delta", "tolerance", "passed", "detail"],
+                   status="passed")
+    page.write(path)
+
+
+def _performance_plots(result: Evaluation, hr: Any) -> list:
+    curves = result.curves
+    plots = []
+    if "roc" in curves:
+        fpr, tpr = curves["roc"]
+        recall, precision = curves["pr"]
+        plots.append(hr.line_plot([hr.Series(f"model (AUC {hr.format_value(result.metrics.get('auc'))})", fpr, tpr)],
+                                  title="ROC curve", x_label="false positive rate", y_label="true positive rate",
+                                  x_range=(0, 1), y_range=(0, 1), diagonal=True, kind="roc"))
+        plots.append(hr.line_plot([hr.Series("model", recall, precision, step=True)], title="Precision-recall curve",
+                                  x_label="recall", y_label="precision", x_range=(0, 1), y_range=(0, 1.02),
+                                  hline=curves["positive_rate"], kind="pr"))
+    if result.confusion_matrix:
+        cm = result.confusion_matrix
+        plots.append(hr.heatmap(cm["matrix"], cm["labels"], cm["labels"], title="Confusion matrix", x_label="predicted",
+                                y_label="actual", kind="confusion"))
+    if "predicted" in curves:
+        actual, predicted = curves["actual"], curves["predicted"]
+        plots.append(hr.scatter_plot([hr.Series("", predicted, actual)], title="Actual vs predicted", x_label="predicted",
+                                     y_label="actual", diagonal=True, kind="actual_vs_predicted"))
+        plots.append(hr.scatter_plot([hr.Series("", predicted, actual - predicted)], title="Residuals", x_label="predicted",
+                                     y_label="actual - predicted", hline=0.0, kind="residuals"))
+    return plots

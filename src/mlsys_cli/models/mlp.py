@@ -1,0 +1,650 @@
+"""The ``mlp`` family: a multilayer perceptron in torch on featurized float matrices.
+
+The network sees the featurizer's output (the ``mlp`` preset one-hots and scales), standardizes
+its inputs once more with statistics of the training rows (so any preset works), and is trained
+with AdamW and early stopping on the validation set, restoring the best weights. Classification
+uses a softmax head (binary too, two logits); regression predicts the standardized target and
+stores its mean and standard deviation.
+
+Training is deterministic on CPU for a given seed: the seed drives weight initialization, dropout
+and the batch order (a seeded ``torch.Generator``), deterministic algorithms are switched on and
+the fit runs on ``n_threads`` threads (1 by default, since a different thread count may change
+the order of floating-point sums). The global torch RNG and settings are restored afterwards.
+
+Persistence never pickles: weights go to a safetensors member and the architecture, scalings and
+training summary to a JSON member. :meth:`MLPEstimator.to_torch_module` folds both
+standardizations into the first and last linear layers and returns a plain ``nn.Sequential``
+that maps the float features to probabilities (or to the prediction): what
+:meth:`MLPEstimator.predict_proba` runs and what ``deploy/onnx_families.py`` exports (it reads
+``torch_output_`` to know which of the two the module returns).
+
+torch is the optional ``nn`` extra and is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any, Callable, Mapping
+
+from mlsys_cli.errors import InputError, UsageError
+from mlsys_cli.models.families import Family
+
+NAME = "mlp"
+NN_EXTRA_MESSAGE = "the mlp family needs the nn extra: pip install 'mlsys[nn]'"
+CONFIG_FORMAT = 1
+WEIGHTS_MEMBER = "mlp.safetensors"
+CONFIG_MEMBER = "mlp.json"
+TASKS = ("binary", "multiclass", "regression")
+PREDICT_BATCH = 65536
+ONNX_OPSET = 17  # the opset every mlsys graph uses (deploy/onnx_families.py), so graphs compose
+
+# name -> (default, check, what the check means); the single source of the valid parameters.
+PARAMS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
+    "hidden_layers": (2, lambda v: isinstance(v, int) and 0 <= v <= 16, "an integer in [0, 16]"),
+    "width": (256, lambda v: isinstance(v, int) and 1 <= v <= 8192, "an integer in [1, 8192]"),
+    "dropout": (0.1, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "weight_decay": (1e-4, lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "lr": (1e-3, lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "batch_size": (256, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "max_epochs": (200, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "patience": (12, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "valid_fraction": (0.1, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "class_weight": (None, lambda v: v is None or v == "balanced" or isinstance(v, dict), "null, \"balanced\" or {class: weight}"),
+    "n_threads": (1, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    "warm_start": (False, lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _torch() -> Any:
+    """Import torch, or fail with the one line that says how to get it (exit 3)."""
+    try:
+        import safetensors.torch  # noqa: F401  (persistence needs it as much as torch)
+        import torch
+    except ModuleNotFoundError:
+        raise InputError(NN_EXTRA_MESSAGE, "or choose another family: --model xgboost") from None
+    return torch
+
+
+def _build_net(n_in: int, n_out: int, hidden_layers: int, width: int, dropout: float) -> Any:
+    torch = _torch()
+    layers: list[Any] = []
+    size = n_in
+    for _ in range(hidden_layers):
+        layers += [torch.nn.Linear(size, width), torch.nn.ReLU()]
+        if dropout > 0:
+            layers.append(torch.nn.Dropout(dropout))
+        size = width
+    layers.append(torch.nn.Linear(size, n_out))
+    return torch.nn.Sequential(*layers)
+
+
+def _linear_layers(net: Any) -> list[Any]:
+    torch = _torch()
+    return [m for m in net if isinstance(m, torch.nn.Linear)]
+
+
+class MLPEstimator:
+    """A multilayer perceptron for binary, multiclass or regression tasks.
+
+    Parameters
+    ----------
+    task : {"binary", "multiclass", "regression"}
+    n_classes : int
+        Number of classes (classification); ``y`` holds codes ``0 .. n_classes - 1``.
+    hidden_layers, width : int
+        Depth and width of the hidden part (ReLU; ``hidden_layers=0`` is a linear model).
+    dropout : float
+        Dropout after each hidden layer.
+    weight_decay, lr : float
+        AdamW's decoupled weight decay and learning rate.
+    batch_size, max_epochs, patience : int
+        Mini-batch size; at most ``max_epochs`` epochs; stop after ``patience`` epochs without
+        a better validation loss and restore the best weights.
+    valid_fraction : float
+        When ``fit`` gets no ``eval_set``, this share of the training rows (seeded) is held out
+        for early stopping; 0 trains for ``max_epochs`` without early stopping.
+    class_weight : None, "balanced" or dict
+        Weights per class code, multiplied into the sample weights.
+    n_threads : int
+        torch threads during ``fit`` (determinism is per thread count).
+    warm_start : bool
+        Continue from the fitted weights and scalings (fine-tuning) instead of starting anew.
+    seed : int
+        Seeds initialization, dropout, batch order and the held-out split.
+
+    Attributes
+    ----------
+    net_ : torch.nn.Sequential
+        The trained network on standardized inputs (logits, or the standardized target).
+    n_features_ : int
+        Number of input features.
+    x_mean_, x_scale_ : numpy.ndarray
+        Input standardization learned on the training rows.
+    y_mean_, y_std_ : float
+        Target standardization (regression; 0 and 1 otherwise).
+    best_epoch_, n_epochs_ : int
+        The epoch whose weights were kept, and how many epochs ran.
+    best_score_ : float or None
+        The validation loss of the kept weights (see :meth:`fit`).
+    stop_reason_ : str
+        ``"early_stopping"``, ``"timeout"``, ``"max_epochs"`` or ``"no_improvement"``.
+    history_ : list of dict
+        Per epoch: ``epoch``, ``train_loss``, ``valid_loss``.
+    fit_info_ : dict
+        ``n_epochs``, ``best_epoch``, ``best_valid_loss``, ``stopped_by`` (for reports).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 3)); y = (X[:, 0] > 0).astype(int)
+    >>> est = MLPEstimator("binary", 2, width=16, max_epochs=5, seed=0).fit(X, y)
+    >>> est.predict_proba(X).shape
+    (200, 2)
+    """
+
+    def __init__(self, task: str = "binary", n_classes: int = 2, *, hidden_layers: int = 2, width: int = 256,
+                 dropout: float = 0.1, weight_decay: float = 1e-4, lr: float = 1e-3, batch_size: int = 256,
+                 max_epochs: int = 200, patience: int = 12, valid_fraction: float = 0.1,
+                 class_weight: Any = None, n_threads: int = 1, warm_start: bool = False, seed: int = 0):
+        self.task = task
+        self.n_classes = n_classes
+        self.hidden_layers = hidden_layers
+        self.width = width
+        self.dropout = dropout
+        self.weight_decay = weight_decay
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.valid_fraction = valid_fraction
+        self.class_weight = class_weight
+        self.n_threads = n_threads
+        self.warm_start = warm_start
+        self.seed = seed
+
+    # -- parameters -------------------------------------------------------------------------
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters (scikit-learn convention)."""
+        return {"task": self.task, "n_classes": self.n_classes, "seed": self.seed,
+                **{name: getattr(self, name) for name in PARAMS}}
+
+    def set_params(self, **params: Any) -> "MLPEstimator":
+        """Set constructor parameters (scikit-learn convention)."""
+        for key, value in params.items():
+            if key not in self.get_params():
+                raise UsageError(f"unknown mlp parameter {key!r}", f"valid: {', '.join(sorted(PARAMS))}")
+            setattr(self, key, value)
+        return self
+
+    def _check_params(self) -> None:
+        if self.task not in TASKS:
+            raise UsageError(f"unknown task {self.task!r} for the mlp family", f"use one of: {', '.join(TASKS)}")
+        if self.task != "regression" and (not isinstance(self.n_classes, int) or self.n_classes < 2):
+            raise InputError(f"the mlp family needs at least 2 classes, got {self.n_classes}")
+        for name, (_, check, meaning) in PARAMS.items():
+            value = getattr(self, name)
+            if not check(value):
+                raise UsageError(f"invalid mlp parameter {name}={value!r}: must be {meaning}")
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _features(self, X: Any, fitted: bool) -> Any:
+        import numpy as np
+
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 2:
+            raise InputError(f"the mlp family needs a 2-d feature matrix, got {X.ndim} dimension(s)")
+        if fitted and X.shape[1] != self.n_features_:
+            raise InputError(f"the model expects {self.n_features_} features, got {X.shape[1]}")
+        if not np.isfinite(X).all():
+            raise InputError("the mlp family needs finite features (NaN or inf found)",
+                             "featurize with the mlp preset, which imputes missing values")
+        return X
+
+    def _target(self, y: Any, n: int) -> Any:
+        import numpy as np
+
+        y = np.asarray(y)
+        if y.shape != (n,):
+            raise InputError(f"target has shape {y.shape}, expected ({n},)")
+        if self.task == "regression":
+            y = y.astype(np.float64)
+            if not np.isfinite(y).all():
+                raise InputError("the regression target holds NaN or inf")
+            return y
+        codes = y.astype(np.int64)
+        if not np.array_equal(codes, y) or codes.min(initial=0) < 0 or codes.max(initial=0) >= self.n_classes:
+            raise InputError(f"class codes must be integers in [0, {self.n_classes - 1}]")
+        return codes
+
+    def _weights(self, y: Any, sample_weight: Any) -> Any:
+        import numpy as np
+
+        w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if w.shape != (len(y),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise InputError("sample weights must be finite, non-negative, not all zero, one per row")
+        if self.task != "regression" and self.class_weight is not None:
+            if self.class_weight == "balanced":
+                counts = np.bincount(y, minlength=self.n_classes).astype(np.float64)
+                per_class = np.where(counts > 0, len(y) / (self.n_classes * np.maximum(counts, 1)), 0.0)
+            else:
+                per_class = np.ones(self.n_classes)
+                for key, value in self.class_weight.items():
+                    per_class[int(key)] = float(value)
+            w = w * per_class[y]
+        # Mean weight 1 keeps the loss scale, hence the learning rate, independent of the weights.
+        return w / w.mean()
+
+    def _split(self, X: Any, y: Any, w: Any, eval_set: Any) -> tuple[Any, ...]:
+        import numpy as np
+
+        if eval_set is not None:
+            if isinstance(eval_set, list):
+                if len(eval_set) != 1:
+                    raise UsageError("the mlp family early-stops on exactly one validation set")
+                eval_set = eval_set[0]
+            Xv, yv, *rest = eval_set
+            Xv = self._features(Xv, fitted=False)
+            if Xv.shape[1] != X.shape[1]:
+                raise InputError(f"validation rows have {Xv.shape[1]} features, training rows {X.shape[1]}")
+            yv = self._target(yv, len(Xv))
+            wv = self._weights(yv, rest[0] if rest else None)
+            return X, y, w, Xv, yv, wv
+        n_valid = int(round(len(X) * self.valid_fraction))
+        if n_valid < 1 or len(X) - n_valid < 1:
+            return X, y, w, None, None, None
+        order = np.random.default_rng(self.seed).permutation(len(X))
+        va, tr = order[:n_valid], order[n_valid:]
+        return X[tr], y[tr], w[tr], X[va], y[va], w[va]
+
+    # -- training ---------------------------------------------------------------------------
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, eval_set: Any = None, timeout: float | None = None,
+            progress: Any = None, callback: Callable[[int, float], None] | None = None) -> "MLPEstimator":
+        """Train, early-stopping on the validation loss and keeping the best weights.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, k)
+            Finite float features.
+        y : array-like of shape (n,)
+            Class codes ``0 .. n_classes - 1`` or regression values.
+        sample_weight : array-like of shape (n,), optional
+        eval_set : (X_valid, y_valid[, w_valid]) or a one-element list of it, optional
+            Early-stopping data; without it ``valid_fraction`` of the rows is held out.
+        timeout : float, optional
+            Seconds; checked between mini-batches, so training stops within one batch of it
+            and keeps the best weights seen so far (at least one batch always runs).
+        progress : object, optional
+            ``update(completed=, total=, description=)`` is called after every epoch.
+        callback : callable, optional
+            ``callback(epoch, valid_loss)`` after every epoch with validation data, where
+            ``valid_loss`` is the weighted log loss (classification) or RMSE in target units
+            (regression), lower is better. An exception it raises (such as
+            ``optuna.TrialPruned``) stops training and propagates: that is the pruning hook.
+
+        Returns
+        -------
+        self
+        """
+        import numpy as np
+
+        torch = _torch()
+        self._check_params()
+        started = time.monotonic()
+        deadline = None if timeout is None else started + float(timeout)
+        X = self._features(X, fitted=False)
+        y = self._target(y, len(X))
+        if len(X) == 0:
+            raise InputError("no training rows")
+        w = self._weights(y, sample_weight)
+        X, y, w, Xv, yv, wv = self._split(X, y, w, eval_set)
+        resume = self.warm_start and hasattr(self, "net_")
+        if resume and X.shape[1] != self.n_features_:
+            raise InputError(f"warm start: the model has {self.n_features_} features, the data {X.shape[1]}")
+        if not resume:
+            self._fit_scalings(X, y)
+        self._inference = None
+
+        prev_threads = torch.get_num_threads()
+        prev_deterministic = torch.are_deterministic_algorithms_enabled()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            torch.set_num_threads(self.n_threads)
+            torch.use_deterministic_algorithms(True)
+            try:
+                if not resume:
+                    n_out = 1 if self.task == "regression" else self.n_classes
+                    self.net_ = _build_net(X.shape[1], n_out, self.hidden_layers, self.width, self.dropout)
+                self._train(X, y, w, Xv, yv, wv, deadline, progress, callback)
+            finally:
+                torch.set_num_threads(prev_threads)
+                torch.use_deterministic_algorithms(prev_deterministic)
+        self.fit_seconds_ = time.monotonic() - started
+        return self
+
+    def _fit_scalings(self, X: Any, y: Any) -> None:
+        import numpy as np
+
+        self.n_features_ = X.shape[1]
+        self.x_mean_ = X.mean(axis=0, dtype=np.float64)
+        std = X.std(axis=0, dtype=np.float64)
+        # Constant columns keep scale 1: dividing by ~0 would blow up unseen values at predict time.
+        self.x_scale_ = np.where(std > 1e-12, std, 1.0)
+        if self.task == "regression":
+            self.y_mean_, std_y = float(y.mean()), float(y.std())
+            self.y_std_ = std_y if std_y > 1e-12 else 1.0
+        else:
+            self.y_mean_, self.y_std_ = 0.0, 1.0
+
+    def _tensors(self, X: Any, y: Any, w: Any) -> tuple[Any, Any, Any]:
+        import numpy as np
+
+        torch = _torch()
+        Xs = torch.from_numpy(((X - self.x_mean_) / self.x_scale_).astype(np.float32))
+        if self.task == "regression":
+            ys = torch.from_numpy(((y - self.y_mean_) / self.y_std_).astype(np.float32))
+        else:
+            ys = torch.from_numpy(y)
+        return Xs, ys, torch.from_numpy(w.astype(np.float32))
+
+    def _losses(self, out: Any, y: Any) -> Any:
+        torch = _torch()
+        if self.task == "regression":
+            return (out[:, 0] - y) ** 2
+        return torch.nn.functional.cross_entropy(out, y, reduction="none")
+
+    def _valid_loss(self, X: Any, y: Any, w: Any) -> float:
+        torch = _torch()
+        self.net_.eval()
+        total = 0.0
+        with torch.no_grad():
+            for start in range(0, len(X), PREDICT_BATCH):
+                sl = slice(start, start + PREDICT_BATCH)
+                total += float((self._losses(self.net_(X[sl]), y[sl]) * w[sl]).sum())
+        loss = total / float(w.sum())
+        # Report the metric in the user's units: RMSE of the target, log loss of the classes.
+        return math.sqrt(loss) * self.y_std_ if self.task == "regression" else loss
+
+    def _train(self, X: Any, y: Any, w: Any, Xv: Any, yv: Any, wv: Any, deadline: float | None,
+               progress: Any, callback: Callable[[int, float], None] | None) -> None:
+        torch = _torch()
+        Xt, yt, wt = self._tensors(X, y, w)
+        valid = None if Xv is None else self._tensors(Xv, yv, wv)
+        optimizer = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        order = torch.Generator().manual_seed(self.seed)
+        batch = min(self.batch_size, len(Xt))
+        best_state, best_loss, best_epoch, waited = None, math.inf, 0, 0
+        self.history_: list[dict[str, Any]] = []
+        self.stop_reason_ = "max_epochs"
+        if progress is not None:
+            progress.update(completed=0, total=self.max_epochs, description="mlp: training")
+        epoch = 0
+        for epoch in range(1, self.max_epochs + 1):
+            self.net_.train()
+            perm = torch.randperm(len(Xt), generator=order)
+            seen, total, timed_out = 0.0, 0.0, False
+            for start in range(0, len(Xt), batch):
+                idx = perm[start:start + batch]
+                # A last batch of one row would make the gradient noisy for nothing: fold it in.
+                if len(Xt) - start - batch == 1:
+                    idx = perm[start:]
+                elif start and len(idx) == 1:
+                    break
+                wb = wt[idx]
+                loss = (self._losses(self.net_(Xt[idx]), yt[idx]) * wb).sum() / wb.sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                seen += float(wb.sum())
+                total += float(loss.detach()) * float(wb.sum())
+                if deadline is not None and time.monotonic() >= deadline:
+                    timed_out = True
+                    break
+            record: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(seen, 1e-12), "valid_loss": None}
+            if valid is not None:
+                record["valid_loss"] = self._valid_loss(*valid)
+                if record["valid_loss"] < best_loss:
+                    best_loss, best_epoch, waited = record["valid_loss"], epoch, 0
+                    best_state = copy.deepcopy(self.net_.state_dict())
+                else:
+                    waited += 1
+            self.history_.append(record)
+            if progress is not None:
+                shown = record["valid_loss"] if valid is not None else record["train_loss"]
+                progress.update(completed=epoch, total=self.max_epochs,
+                                description=f"mlp: epoch {epoch}, {'valid' if valid is not None else 'train'} loss {shown:.4g}")
+            if callback is not None and valid is not None:
+                callback(epoch, record["valid_loss"])
+            if timed_out:
+                self.stop_reason_ = "timeout"
+                break
+            if valid is not None and waited >= self.patience:
+                self.stop_reason_ = "early_stopping"
+                break
+        self.n_epochs_ = epoch
+        if best_state is not None:
+            self.net_.load_state_dict(best_state)
+        elif valid is not None:  # the loss was never finite: keep the last weights, say so
+            self.stop_reason_ = "no_improvement"
+        self.best_epoch_ = best_epoch if best_state is not None else epoch
+        self.best_score_ = best_loss if best_state is not None else None
+        self.net_.eval()
+
+    # -- inference --------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "net_"):
+            raise InputError("this mlp model is not fitted")
+
+    @property
+    def fit_info_(self) -> dict[str, Any]:
+        """The training summary train reports and the manifest keeps (the family-wide keys)."""
+        self._check_fitted()
+        stopped = self.stop_reason_ if self.stop_reason_ in ("timeout", "early_stopping") else None
+        return {"n_epochs": self.n_epochs_, "best_epoch": self.best_epoch_, "best_valid_loss": self.best_score_,
+                "stopped_by": stopped}
+
+    @property
+    def torch_output_(self) -> str:
+        """What :meth:`to_torch_module` returns, for exporters: ``probabilities`` or ``values``."""
+        return "values" if self.task == "regression" else "probabilities"
+
+    def to_torch_module(self) -> Any:
+        """An eval-mode ``torch.nn.Sequential`` from raw float features to the outputs.
+
+        The input standardization is folded into the first linear layer and the target
+        standardization into the last, so the module holds only standard layers (it exports to
+        ONNX as plain Gemm/Relu/Softmax nodes). Its output is the class probabilities
+        ``[N, n_classes]`` (softmax) or the prediction ``[N, 1]``.
+        """
+        torch = _torch()
+        self._check_fitted()
+        net = copy.deepcopy(self.net_).eval()
+        linears = _linear_layers(net)
+        with torch.no_grad():
+            first, last = linears[0], linears[-1]
+            # W((x - m) / s) + b = (W / s) x + (b - (W / s) m), computed in float64 then rounded once.
+            W = first.weight.double().numpy() / self.x_scale_[None, :]
+            first.bias.copy_(torch.from_numpy(first.bias.double().numpy() - W @ self.x_mean_))
+            first.weight.copy_(torch.from_numpy(W))
+            if self.task == "regression":
+                last.weight.mul_(self.y_std_)
+                last.bias.copy_(torch.from_numpy(last.bias.double().numpy() * self.y_std_ + self.y_mean_))
+        layers = list(net)
+        if self.task != "regression":
+            layers.append(torch.nn.Softmax(dim=1))
+        module = torch.nn.Sequential(*layers).eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        return module
+
+    def _outputs(self, X: Any) -> Any:
+        import numpy as np
+
+        torch = _torch()
+        self._check_fitted()
+        X = self._features(X, fitted=True)
+        if getattr(self, "_inference", None) is None:
+            self._inference = self.to_torch_module()
+        parts = []
+        with torch.inference_mode():
+            for start in range(0, len(X), PREDICT_BATCH):
+                parts.append(self._inference(torch.from_numpy(X[start:start + PREDICT_BATCH])).numpy())
+        n_out = 1 if self.task == "regression" else self.n_classes
+        return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, n_out))
+
+    def predict_proba(self, X: Any) -> Any:
+        """Class probabilities, shape ``(n, n_classes)`` (classification only)."""
+        if self.task == "regression":
+            raise UsageError("predict_proba is for classification; this is a regression model")
+        proba = self._outputs(X)
+        # The float32 softmax sums to 1 within 1e-7; consumers of float64 probabilities expect 1.
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict(self, X: Any) -> Any:
+        """Class codes (classification) or values (regression), shape ``(n,)``."""
+        out = self._outputs(X)
+        return out[:, 0] if self.task == "regression" else out.argmax(axis=1)
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        """Everything but the weights, as JSON-safe data."""
+        self._check_fitted()
+        return {
+            "format": CONFIG_FORMAT,
+            "params": self.get_params(),
+            "n_features": int(self.n_features_),
+            "x_mean": [float(v) for v in self.x_mean_],
+            "x_scale": [float(v) for v in self.x_scale_],
+            "y_mean": float(self.y_mean_),
+            "y_std": float(self.y_std_),
+            "best_epoch": int(self.best_epoch_),
+            "n_epochs": int(self.n_epochs_),
+            "best_score": self.best_score_,
+            "stop_reason": self.stop_reason_,
+            "history": self.history_,
+        }
+
+    def weights_bytes(self) -> bytes:
+        """The network weights as safetensors bytes (deterministic)."""
+        import safetensors.torch
+
+        self._check_fitted()
+        _torch()
+        return safetensors.torch.save({k: v.contiguous() for k, v in self.net_.state_dict().items()})
+
+    @classmethod
+    def from_parts(cls, config: dict[str, Any], weights: bytes) -> "MLPEstimator":
+        """Rebuild a fitted estimator from :meth:`config` and :meth:`weights_bytes`."""
+        import numpy as np
+        import safetensors
+        import safetensors.torch
+
+        _torch()
+        if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
+            raise InputError(f"unsupported mlp config format {config.get('format') if isinstance(config, dict) else None!r}")
+        try:
+            params = dict(config["params"])
+            est = cls(params.pop("task"), params.pop("n_classes"), **params)
+            est._check_params()
+            n_out = 1 if est.task == "regression" else est.n_classes
+            est.net_ = _build_net(int(config["n_features"]), n_out, est.hidden_layers, est.width, est.dropout)
+            est.net_.load_state_dict(safetensors.torch.load(weights), strict=True)
+            est.n_features_ = int(config["n_features"])
+            est.x_mean_ = np.asarray(config["x_mean"], dtype=np.float64)
+            est.x_scale_ = np.asarray(config["x_scale"], dtype=np.float64)
+            if est.x_mean_.shape != (est.n_features_,) or est.x_scale_.shape != (est.n_features_,):
+                raise ValueError("input scaling does not match the number of features")
+            est.y_mean_, est.y_std_ = float(config["y_mean"]), float(config["y_std"])
+            est.best_epoch_, est.n_epochs_ = int(config["best_epoch"]), int(config["n_epochs"])
+            est.best_score_, est.stop_reason_ = config["best_score"], config["stop_reason"]
+            est.history_ = list(config["history"])
+        except (KeyError, TypeError, ValueError, RuntimeError, safetensors.SafetensorError) as exc:
+            raise InputError(f"invalid mlp model in the bundle ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        est.net_.eval()
+        est._inference = None
+        return est
+
+
+class MLPFamily(Family):
+    """The ``mlp`` entry of the family registry (see ARCHITECTURE.md, "Model families")."""
+
+    name = NAME
+    preset = "mlp"
+
+    def default_params(self, task: str) -> dict[str, Any]:
+        """Defaults that work on small and large tables alike (early stopping sets the epochs)."""
+        return {name: default for name, (default, _, _) in PARAMS.items()}
+
+    def make(self, task: str, n_classes: int, params: Mapping[str, Any] | None, seed: int) -> MLPEstimator:
+        """An unfitted estimator; fails early (exit 3) when torch is not installed."""
+        _torch()
+        est = MLPEstimator(task, n_classes, seed=seed, **self.resolve_params(task, params))
+        est._check_params()
+        return est
+
+    def search_space(self, trial: Any, task: str) -> dict[str, Any]:
+        """Optuna suggestions for tuning (epochs are left to early stopping)."""
+        return {
+            "hidden_layers": trial.suggest_int("hidden_layers", 1, 4),
+            "width": trial.suggest_categorical("width", [32, 64, 128, 256, 512]),
+            "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True),
+            "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
+            "batch_size": trial.suggest_categorical("batch_size", [64, 128, 256, 512, 1024]),
+        }
+
+    def save(self, est: MLPEstimator, writer: Any, prefix: str) -> None:
+        """Add the weights (safetensors) and config (JSON) under ``prefix``."""
+        writer.add_bytes(prefix + WEIGHTS_MEMBER, est.weights_bytes())
+        writer.add_json(prefix + CONFIG_MEMBER, est.config())
+
+    def load(self, reader: Any, prefix: str, spec: Mapping[str, Any] | None = None) -> MLPEstimator:
+        """Read a model written by :meth:`save`; never unpickles (safetensors + JSON)."""
+        return MLPEstimator.from_parts(reader.json(prefix + CONFIG_MEMBER), reader.bytes(prefix + WEIGHTS_MEMBER))
+
+    def _raw_importances(self, est: MLPEstimator) -> Any:
+        """A cheap proxy, not permutation importance: the L2 norm of each input's first-layer weights.
+
+        Inputs are standardized inside the network, so the norms are comparable across features
+        (:meth:`importances` scales them to sum to 1). They ignore what deeper layers do with each
+        input; ``evaluate``'s permutation importance is the faithful ranking.
+        """
+        import numpy as np
+
+        est._check_fitted()
+        weight = _linear_layers(est.net_)[0].weight.detach().double().numpy()
+        return np.sqrt((weight ** 2).sum(axis=0))
+
+    def to_onnx(self, est: MLPEstimator, n_features: int, task: str) -> Any:
+        """An ONNX graph from ``features`` [N, k] to ``probabilities`` [N, C] or ``prediction`` [N, 1]."""
+        import io
+        import warnings
+
+        import onnx
+
+        torch = _torch()
+        module = est.to_torch_module()
+        output = "prediction" if task == "regression" else "probabilities"
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            # The TorchScript exporter is deprecated upstream, but the dynamo one needs onnxscript,
+            # which is not a dependency; the legacy path is exact for these standard layers.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (torch.zeros(2, n_features),), buf, input_names=["features"],
+                              output_names=[output], dynamic_axes={"features": {0: "N"}, output: {0: "N"}},
+                              opset_version=ONNX_OPSET, dynamo=False)
+        return onnx.load_from_string(buf.getvalue())
+
+
+FAMILY = MLPFamily()

@@ -1,0 +1,486 @@
+"""Training: from a raw table to a model bundle with its report.
+
+:func:`train_model` reads the tables, checks the target, infers the task, builds (or loads)
+the featurizer and fits it on train only, fits the family's estimator (early stopping on the
+validation table), optionally calibrates on the validation table, scores the model beside the
+zero-rule and random baselines and assembles the manifest. :func:`fit_estimator` is the
+lower-level step tune calls on matrices it featurized once.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from mlsys_cli.errors import InputError, UsageError
+
+TASKS = ("binary", "multiclass", "regression")
+CLASS_WEIGHTS = ("balanced",)
+# Integer targets with at most this many distinct values are classes, not quantities.
+MAX_INT_CLASSES = 20
+TOP_FEATURES = 10
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What ``mlsys train`` reports (``--json``)."""
+
+    model: str
+    task: str
+    target: str
+    classes: list[Any] | None
+    rows: dict[str, int]
+    evaluated_on: str
+    primary_metric: str
+    metrics: dict[str, Any]
+    baselines: dict[str, Any]
+    params: dict[str, Any]
+    fit: dict[str, Any]
+    n_features: int
+    top_features: list[dict[str, Any]]
+    seconds: float
+    calibrate: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    output: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output, "model": self.model, "task": self.task, "target": self.target,
+            "classes": self.classes, "rows": self.rows, "evaluated_on": self.evaluated_on,
+            "primary_metric": self.primary_metric, "metrics": self.metrics, "baselines": self.baselines,
+            "params": self.params, "fit": self.fit, "n_features": self.n_features,
+            "top_features": self.top_features, "calibrate": self.calibrate, "seconds": self.seconds,
+            "warnings": self.warnings,
+        }
+
+
+# --------------------------------------------------------------------------- target and task
+
+
+def resolve_target(df: Any, target: str | None, source: Any = "input") -> str:
+    """The target column: ``target`` or the one recorded in the table's lineage; must exist."""
+    if not target:
+        target = _lineage_target(source)
+    if not target:
+        raise UsageError("no target column given", "use --target COLUMN")
+    if target not in df.columns:
+        raise InputError(f"{_name(source)}: no target column {target!r}",
+                         f"columns are: {', '.join(map(str, list(df.columns)[:12]))}")
+    return target
+
+
+def _name(source: Any) -> str:
+    if isinstance(source, (list, tuple)):
+        return ", ".join(map(str, source))
+    return str(source)
+
+
+def _lineage_target(source: Any) -> str | None:
+    from mlsys_cli.data.io import read_lineage
+
+    paths = source if isinstance(source, (list, tuple)) else [source]
+    for path in paths:
+        try:
+            lineage = read_lineage(path) or {}
+        except OSError:
+            continue
+        if lineage.get("target"):
+            return str(lineage["target"])
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON can hold (classes go into the manifest)."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def check_target(y: Any, target: str, source: Any = "input") -> None:
+    """Refuse missing or infinite target values (exit 3), naming the first bad row."""
+    import numpy as np
+    import pandas as pd
+
+    missing = pd.isna(y).to_numpy() if hasattr(y, "to_numpy") else pd.isna(np.asarray(y))
+    values = np.asarray(y)
+    if values.dtype.kind == "f":
+        missing = missing | np.isinf(values)
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise InputError(f"{_name(source)}: target {target!r} has {int(missing.sum())} missing or infinite value(s) "
+                         f"(first at row {row})", "filter those rows out before training")
+
+
+def infer_task(y: Any, task: str | None = None) -> tuple[str, list[Any] | None]:
+    """The task and, for classification, the sorted class labels.
+
+    Booleans, strings and integers with few distinct values are classes (two: ``binary``,
+    more: ``multiclass``); other numbers are ``regression``. ``task`` overrides the guess.
+    """
+    import numpy as np
+    import pandas as pd
+    from pandas.api import types as pdt
+
+    if task is not None and task not in TASKS:
+        raise UsageError(f"invalid task {task!r}", f"choose one of: {', '.join(TASKS)}")
+    series = pd.Series(y).dropna()
+    numeric = pdt.is_numeric_dtype(series.dtype) and not pdt.is_bool_dtype(series.dtype)
+    if task is None:
+        distinct = series.nunique()
+        if pdt.is_bool_dtype(series.dtype) or not numeric:
+            task = "binary" if distinct <= 2 else "multiclass"
+        else:
+            values = series.to_numpy(dtype=np.float64)
+            whole = bool(np.all(np.mod(values, 1) == 0))
+            if whole and (pdt.is_integer_dtype(series.dtype) and distinct <= MAX_INT_CLASSES or distinct <= 2):
+                task = "binary" if distinct <= 2 else "multiclass"
+            else:
+                task = "regression"
+    if task == "regression":
+        if not numeric:
+            raise InputError(f"target of type {series.dtype} cannot be a regression target", "use --task binary or multiclass")
+        return task, None
+    classes = sorted({_plain(v) for v in series.tolist()}, key=lambda v: (str(type(v)), v) if not isinstance(v, str) else ("", v))
+    if len(classes) < 2:
+        raise InputError(f"target has only one class ({classes[0]!r})" if classes else "target has no values",
+                         "a classifier needs at least two classes in the training rows")
+    if task == "binary" and len(classes) > 2:
+        raise InputError(f"--task binary but the target has {len(classes)} classes", "use --task multiclass")
+    return task, classes
+
+
+# --------------------------------------------------------------------------- featurizer
+
+
+def make_featurizer(target: str, preset: str, features: Any = None, seed: int = 0) -> Any:
+    """An unfitted Featurizer for ``preset``.
+
+    ``features`` may be None (the preset's defaults), a dict of Featurizer parameters, or the
+    path of a features bundle whose settings are reused (refitted, e.g. per cross-validation fold).
+    """
+    from mlsys_cli.features import Featurizer
+
+    if features is None:
+        return Featurizer(target=target, preset=preset, seed=seed)
+    if isinstance(features, Mapping):
+        kwargs = {"target": target, "preset": preset, "seed": seed, **features}
+        try:
+            return Featurizer(**kwargs)
+        except TypeError as exc:
+            raise UsageError(f"invalid features setting: {exc}") from None
+    from sklearn.base import clone
+
+    return clone(load_features(features, target))
+
+
+def load_features(path: Any, target: str) -> Any:
+    """The fitted Featurizer of a features bundle; refused when it was fitted for another target."""
+    from mlsys_cli.bundle import BundleReader
+    from mlsys_cli.features import Featurizer
+
+    reader = BundleReader(path, kind="features")
+    fz = Featurizer.load(reader, prefix="features/")
+    fitted_for = reader.manifest.get("target", getattr(fz, "target", None))
+    if fitted_for is not None and fitted_for != target:
+        raise InputError(f"{path}: features were fitted for target {fitted_for!r}, not {target!r}",
+                         f"refit them: mlsys featurize TRAIN --target {target} -o features.mlsys")
+    return fz
+
+
+def check_roles(featurizer: Any, source: Any = "input") -> None:
+    """Refuse input columns the model would learn nothing from (every value missing, or one value).
+
+    The featurizer sets them aside; training refuses them so a broken extract (a column that
+    came through empty) is noticed instead of silently ignored. ``--drop COL`` accepts it.
+    """
+    for name, role in getattr(featurizer, "roles_", {}).items():
+        if role.get("role") == "empty":
+            raise InputError(f"{_name(source)}: column {name!r} is entirely missing", f"drop it: --drop {name}")
+        if role.get("role") == "constant":
+            raise InputError(f"{_name(source)}: column {name!r} is constant ({role.get('reason')})",
+                             f"drop it: --drop {name}")
+
+
+# --------------------------------------------------------------------------- weights and params
+
+
+def sample_weights(df: Any, column: str | None, class_weight: str | None, y: Any, task: str,
+                   n_classes: int, source: Any = "input") -> Any:
+    """Per-row weights from ``--sample-weight COL`` times ``--class-weight balanced`` (None: all 1)."""
+    import numpy as np
+
+    weights = None
+    if column:
+        if column not in df.columns:
+            raise InputError(f"{_name(source)}: no sample-weight column {column!r}")
+        try:
+            weights = df[column].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            raise InputError(f"{_name(source)}: sample-weight column {column!r} is not numeric") from None
+        if not np.all(np.isfinite(weights)) or (weights < 0).any() or weights.sum() <= 0:
+            raise InputError(f"{_name(source)}: sample-weight column {column!r} must be finite, non-negative and not all zero")
+    if class_weight is None:
+        return weights
+    if class_weight not in CLASS_WEIGHTS:
+        raise UsageError(f"invalid --class-weight {class_weight!r}", "use --class-weight balanced")
+    if task == "regression":
+        raise UsageError("--class-weight needs a classification task")
+    base = np.ones(len(y)) if weights is None else weights
+    totals = np.bincount(y, weights=base, minlength=n_classes)
+    per_class = np.where(totals > 0, base.sum() / (n_classes * np.where(totals > 0, totals, 1)), 0.0)
+    return base * per_class[y]
+
+
+def load_params(path: Any) -> tuple[dict[str, Any], str | None]:
+    """Parameters from a JSON file: a plain object, or tune's ``params.json`` (``family`` + ``params``)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{path}: not a JSON parameter file ({exc})") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: parameters must be a JSON object")
+    if "params" in doc and isinstance(doc["params"], dict):
+        return dict(doc["params"]), doc.get("family")
+    return doc, None
+
+
+def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0, params: Mapping[str, Any] | None = None,
+                  seed: int = 0, sample_weight: Any = None, eval_set: Any = None, timeout: float | None = None,
+                  progress: Any = None) -> Any:
+    """Fit one estimator of ``family`` on a featurized matrix.
+
+    Parameters
+    ----------
+    family : Family
+    task : {"binary", "multiclass", "regression"}
+    X : ndarray [N, k]
+    y : ndarray [N]
+        Class indices ``0..C-1`` or values.
+    n_classes : int
+    params : dict, optional
+        Family parameters (unknown keys raise UsageError).
+    eval_set : tuple, optional
+        ``(X_valid, y_valid)`` or ``(X_valid, y_valid, w_valid)`` for early stopping.
+    timeout : float, optional
+        Seconds; iterative families stop at the next round after it.
+    progress : object, optional
+        ``update(completed=, total=)`` / ``advance(n)``.
+    """
+    from mlsys_cli.models.families import resolve_params
+
+    est = family.make(task, n_classes, resolve_params(family, task, params), seed)
+    return est.fit(X, y, sample_weight=sample_weight, eval_set=eval_set, timeout=timeout, progress=progress)
+
+
+# --------------------------------------------------------------------------- the whole step
+
+
+def _libraries(family: str) -> dict[str, str]:
+    import importlib.metadata as md
+
+    names = ["numpy", "pandas", "pyarrow", "scikit-learn", "skops", "xgboost"] + (["torch"] if family == "mlp" else [])
+    out = {}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    from mlsys_cli import __version__
+
+    out["mlsys"] = __version__
+    return out
+
+
+def _encode(task: str, y: Any, classes: Sequence[Any] | None, source: Any) -> Any:
+    import numpy as np
+
+    from mlsys_cli.models.metrics import encode_labels
+
+    if task == "regression":
+        try:
+            return np.asarray(y, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{_name(source)}: target is not numeric") from None
+    codes = encode_labels(list(y), classes)
+    if (codes < 0).any():
+        bad = list(y)[int(np.flatnonzero(codes < 0)[0])]
+        raise InputError(f"{_name(source)}: target value {bad!r} is not a class of the training rows",
+                         f"training classes: {', '.join(map(str, classes))}")
+    return codes
+
+
+def _prediction_reference(task: str, scores: Any, classes: Sequence[Any] | None) -> dict[str, Any]:
+    import numpy as np
+
+    from mlsys_cli.data.profile import profile_values
+
+    if task == "regression":
+        return {"prediction": profile_values(scores)}
+    labels = np.asarray([str(c) for c in classes], dtype=object)[scores.argmax(axis=1)]
+    ref = {"label": profile_values(labels)}
+    ref.update({f"proba_{c}": profile_values(scores[:, i]) for i, c in enumerate(classes)})
+    return ref
+
+
+def train_model(train: Any, *, target: str | None = None, model: str = "xgboost", valid: Any = None,
+                task: str | None = None, features: Any = None, params: Mapping[str, Any] | None = None,
+                class_weight: str | None = None, sample_weight: str | None = None, calibrate: str | None = None,
+                seed: int = 0, timeout: float | None = None, progress: Any = None) -> tuple[Any, TrainResult]:
+    """Train a model on a table and return the bundle and its report.
+
+    Parameters
+    ----------
+    train, valid : path (or list of paths)
+        Training table; optional validation table (early stopping, calibration, reported metrics).
+    target : str, optional
+        The column to predict (default: the target recorded by ``mlsys split``).
+    model : str
+        Family name: baseline, linear, forest, xgboost, mlp.
+    task : str, optional
+        binary, multiclass or regression (inferred from the target by default).
+    features : path or dict, optional
+        A features bundle from ``mlsys featurize`` (used as fitted) or Featurizer settings;
+        default: the family's preset.
+    params : dict, optional
+        Family parameters over its defaults.
+    class_weight : {"balanced"}, optional
+    sample_weight : str, optional
+        A column of per-row weights (not used as a feature).
+    calibrate : {"isotonic", "sigmoid"}, optional
+        Calibrate probabilities on the validation table.
+    seed : int
+    timeout : float, optional
+        Seconds for the whole step; boosting stops at the next round after it.
+    progress : object, optional
+
+    Returns
+    -------
+    (ModelBundle, TrainResult)
+    """
+    import numpy as np
+
+    from mlsys_cli.data.io import input_record, invocation, read_frame, resolve_inputs
+    from mlsys_cli.data.profile import profile_frame
+    from mlsys_cli.models.bundle import CALIBRATION_METHODS, Calibrator, ModelBundle, SinglePredictor
+    from mlsys_cli.models.families import get_family, resolve_params
+    from mlsys_cli.models.metrics import baseline_metrics, compute_metrics, primary_metric
+
+    start = time.perf_counter()
+    family = get_family(model)
+    if calibrate is not None and calibrate not in CALIBRATION_METHODS:
+        raise UsageError(f"invalid --calibrate {calibrate!r}", f"choose one of: {', '.join(CALIBRATION_METHODS)}")
+    if calibrate and valid is None:
+        raise UsageError("--calibrate needs --valid", "calibration is fitted on held-out rows")
+    train_df = read_frame(train)
+    if len(train_df) == 0:
+        raise InputError(f"{_name(train)}: no rows")
+    target = resolve_target(train_df, target, train)
+    valid_df = read_frame(valid) if valid is not None else None
+    if valid_df is not None and target not in valid_df.columns:
+        raise InputError(f"{_name(valid)}: no target column {target!r}")
+    check_target(train_df[target], target, train)
+    task, classes = infer_task(train_df[target], task)
+    if calibrate and task == "regression":
+        raise UsageError("--calibrate needs a classification task")
+    n_classes = len(classes) if classes else 0
+    resolved = resolve_params(family, task, params)
+
+    y = _encode(task, train_df[target], classes, train)
+    weights = sample_weights(train_df, sample_weight, class_weight, y, task, n_classes, train)
+    drop = [sample_weight] if sample_weight else []
+    X_frame = train_df.drop(columns=drop)
+    if isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
+        featurizer = load_features(features, target)
+        features_spec: dict[str, Any] = {"bundle": input_record(features)}
+        X = featurizer.transform(X_frame)
+    else:
+        features_spec = {"preset": family.preset, "family": family.name, "task": task, **dict(features or {})}
+        featurizer = make_featurizer(target, family.preset, features_spec, seed)
+        # fit_transform: target-encoded columns of the training matrix are cross-fitted (out of fold).
+        X = featurizer.fit_transform(X_frame)
+        check_roles(featurizer, train)
+    schema = list(featurizer.input_schema_)
+
+    eval_set = None
+    y_valid = w_valid = X_valid = None
+    if valid_df is not None:
+        check_target(valid_df[target], target, valid)
+        y_valid = _encode(task, valid_df[target], classes, valid)
+        w_valid = sample_weights(valid_df, sample_weight, class_weight, y_valid, task, n_classes, valid)
+        X_valid = featurizer.transform(valid_df.drop(columns=drop))
+        eval_set = (X_valid, y_valid) if w_valid is None else (X_valid, y_valid, w_valid)
+
+    caught: list[str] = []
+    remaining = None if timeout is None else max(0.0, timeout - (time.perf_counter() - start))
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always")
+        est = fit_estimator(family, task, X, y, n_classes=n_classes, params=resolved, seed=seed,
+                            sample_weight=weights, eval_set=eval_set, timeout=remaining, progress=progress)
+    caught.extend(dict.fromkeys(f"{r.category.__name__}: {str(r.message).splitlines()[0]}" for r in records))
+    spec = {"task": task, "n_classes": n_classes, "params": resolved, "seed": seed,
+            "n_features": int(X.shape[1]), "fit_info": dict(getattr(est, "fit_info_", {}))}
+    predictor = SinglePredictor(featurizer, family, est, spec)
+    if calibrate:
+        predictor.calibrator = Calibrator(calibrate).fit(predictor.scores_from_features(X_valid, calibrated=False),
+                                                          y_valid, sample_weight=w_valid)
+        caught.append("the validation metrics include the calibrator fitted on those rows; evaluate on a test table")
+
+    def score(X_: Any, y_: Any) -> tuple[Any, dict[str, Any]]:
+        s = predictor.scores_from_features(X_)
+        return s, compute_metrics(task, y_ if task == "regression" else np.asarray(classes, dtype=object)[y_], s, classes)
+
+    train_scores, train_metrics = score(X, y)
+    valid_metrics = score(X_valid, y_valid)[1] if valid_df is not None else None
+    evaluated_on = "valid" if valid_df is not None else "train"
+    if valid_df is None:
+        caught.append("no --valid table: metrics are on the training rows and flatter the model")
+    eval_y = y_valid if valid_df is not None else y
+    eval_labels = eval_y if task == "regression" else np.asarray(classes, dtype=object)[eval_y]
+    train_labels = y if task == "regression" else np.asarray(classes, dtype=object)[y]
+    baselines = baseline_metrics(task, train_labels, eval_labels, classes, seed=seed, sample_weight=weights)
+    metric_name, higher = primary_metric(task)
+
+    names = list(featurizer.get_feature_names_out())
+    importance = np.asarray(family.importances(est), dtype=float)
+    order = sorted(range(len(names)), key=lambda i: (-importance[i], names[i]))
+    ranked = [{"feature": names[i], "importance": round(float(importance[i]), 6)} for i in order]
+
+    recipe = {
+        "family": family.name, "params": resolved, "seed": seed, "task": task, "features": features_spec,
+        "class_weight": class_weight, "sample_weight": sample_weight, "calibrate": calibrate,
+        "fit": spec["fit_info"], "command": invocation(),
+        "data": {"train": [input_record(p) for p in resolve_inputs(_paths(train))],
+                 "valid": [input_record(p) for p in resolve_inputs(_paths(valid))] if valid is not None else None},
+    }
+    metrics = {"evaluated_on": evaluated_on, "primary": {"name": metric_name, "higher_is_better": higher},
+               "train": train_metrics, "valid": valid_metrics, "baselines": baselines}
+    manifest = {
+        "mlsys_version": _libraries(family.name)["mlsys"], "task": task, "target": target, "classes": classes,
+        "input_schema": schema, "recipe": recipe, "metrics": metrics,
+        "reference": {"features": profile_frame(train_df, schema),
+                      "predictions": _prediction_reference(task, train_scores, classes)},
+        "importance": ranked, "libraries": _libraries(family.name),
+    }
+    bundle = ModelBundle(manifest, predictor)
+    result = TrainResult(
+        model=family.name, task=task, target=target, classes=classes,
+        rows={"train": int(len(train_df)), "valid": int(len(valid_df)) if valid_df is not None else 0},
+        evaluated_on=evaluated_on, primary_metric=metric_name,
+        metrics={"train": train_metrics, "valid": valid_metrics}, baselines=baselines, params=resolved,
+        fit=spec["fit_info"], n_features=int(X.shape[1]), top_features=ranked[:TOP_FEATURES],
+        seconds=round(time.perf_counter() - start, 3), calibrate=calibrate, warnings=caught,
+    )
+    return bundle, result
+
+
+def _paths(source: Any) -> list[Any]:
+    return list(source) if isinstance(source, (list, tuple)) else [source]

@@ -1,0 +1,269 @@
+"""data/ingest.py: files, stdin-like spools and PostgreSQL into one Parquet table, streamed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from mlsys_cli.data.ingest import CsvDialect, ingest, parse_schema, redact, safe_names
+from mlsys_cli.data.io import read_lineage
+from mlsys_cli.errors import InputError, UsageError
+from mlsys_cli.fsutil import sha256_file
+from tests.conftest import SAMPLE
+
+CSV = "id,Name,Price\n1,a,1.5\n2,b,2.5\n3,c,x\n4,d\n5,e,5.5\n"
+
+
+def _write(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def _rows(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def test_safe_names():
+    assert safe_names(["Customer ID", "signupDate", "HTTPCode", "2nd", "a", "A", "", "Café (€)"]) == [
+        "customer_id", "signup_date", "http_code", "col_2nd", "a", "a_2", "col_7", "cafe"]
+
+
+def test_parse_schema_keeps_decimal_commas():
+    assert parse_schema("a:int, b : decimal(10,2),c:varchar") == {"a": "int", "b": "decimal(10,2)", "c": "varchar"}
+    with pytest.raises(UsageError):
+        parse_schema("a-int")
+
+
+def test_redact_hides_password():
+    assert redact("postgresql://me:s3cret@db:5432/x?password=s3cret") == "postgresql://me:***@db:5432/x?password=***"
+    assert redact("postgresql://me@db/x") == "postgresql://me@db/x"
+
+
+def test_csv_types_names_order_and_lineage(tmp_path):
+    src = _write(tmp_path / "in.csv", "Id,Signup Date,Amount,Active\n" + "".join(
+        f"{i},2024-01-{1 + i % 28:02d},{i * 1.5},{'true' if i % 2 else 'false'}\n" for i in range(200, 0, -1)))
+    out = tmp_path / "out.parquet"
+    result = ingest([src], out)
+    assert (result.rows_read, result.rows_written, result.rows_rejected) == (200, 200, 0)
+    assert [c["type"] for c in result.columns] == ["BIGINT", "DATE", "DOUBLE", "BOOLEAN"]
+    assert {"from": "Signup Date", "to": "signup_date"} in result.renames
+    table = pq.read_table(out)
+    assert table.column_names == ["id", "signup_date", "amount", "active"]
+    assert table.column("id").to_pylist() == list(range(200, 0, -1))  # input order kept
+    lineage = read_lineage(out)
+    assert lineage["command"] == "ingest"
+    assert lineage["inputs"] == [{"path": str(src), "sha256": sha256_file(src)}]
+
+
+def test_rerun_gives_identical_bytes(tmp_path):
+    src = _write(tmp_path / "in.csv", "a,b\n" + "".join(f"{i},{i % 7}\n" for i in range(5000)))
+    ingest([src], tmp_path / "1.parquet", dedupe_on="b")
+    ingest([src], tmp_path / "2.parquet", dedupe_on="b")
+    assert (tmp_path / "1.parquet").read_bytes() == (tmp_path / "2.parquet").read_bytes()
+
+
+def test_bad_rows_go_to_rejects_and_the_load_goes_on(tmp_path):
+    src = _write(tmp_path / "in.csv", CSV)
+    out, rej = tmp_path / "out.parquet", tmp_path / "rejects.parquet"
+    result = ingest([src], out, schema="price:double", rejects=rej)
+    assert (result.rows_read, result.rows_written, result.rows_rejected) == (5, 3, 2)
+    assert [r["id"] for r in _rows(out)] == [1, 2, 5]
+    bad = _rows(rej)
+    assert [(r["file"], r["line"], r["error"]) for r in bad] == [(str(src), 4, "CAST"), (str(src), 5, "MISSING COLUMNS")]
+    assert bad[0]["raw_line"] == "3,c,x" and "Price" in bad[0]["reason"]
+
+
+def test_strict_refuses_and_keeps_previous_output(tmp_path):
+    src = _write(tmp_path / "in.csv", CSV)
+    out = _write(tmp_path / "out.parquet", b"previous")
+    with pytest.raises(InputError, match=r"2 bad rows .*in.csv:4"):
+        ingest([src], out, schema="price:double", strict=True)
+    assert out.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "out.parquet"]
+
+
+def test_sample_data_defects_are_quarantined(tmp_path):
+    defects = json.loads((SAMPLE / "churn_raw_defects.json").read_text())
+    rej = tmp_path / "rejects.parquet"
+    result = ingest([SAMPLE / "churn_raw.csv"], tmp_path / "churn.parquet", rejects=rej)
+    assert sorted({r["line"] for r in _rows(rej)}) == sorted(defects["bad_lines"])
+    assert result.rows_rejected == len(defects["bad_lines"])
+    assert result.rows_written == defects["data_lines"] - len(defects["bad_lines"])
+    types = {c["name"]: c["type"] for c in result.columns}
+    assert types["monthly_charges"] == "DOUBLE" and types["age"] == "BIGINT"  # a few bad values do not make text
+
+
+def test_dedupe_keeps_first_in_input_order(tmp_path):
+    src = _write(tmp_path / "in.csv", "k,v\nb,1\na,2\nb,1\nc,3\na,9\n")
+    everything = ingest([src], tmp_path / "all.parquet", dedupe=True)
+    assert everything.duplicates_dropped == 1
+    assert [(r["k"], r["v"]) for r in _rows(tmp_path / "all.parquet")] == [("b", 1), ("a", 2), ("c", 3), ("a", 9)]
+    keyed = ingest([src], tmp_path / "k.parquet", dedupe_on=["k"])
+    assert (keyed.rows_read, keyed.rows_written, keyed.duplicates_dropped) == (5, 3, 2)
+    assert [(r["k"], r["v"]) for r in _rows(tmp_path / "k.parquet")] == [("b", 1), ("a", 2), ("c", 3)]
+    with pytest.raises(InputError, match="no column 'nope'"):
+        ingest([src], tmp_path / "x.parquet", dedupe_on="nope")
+
+
+def test_sql_over_input_view(tmp_path):
+    src = _write(tmp_path / "in.csv", "Group,Value\nx,1\ny,2\nx,3\n")
+    result = ingest([src], tmp_path / "o.parquet", sql="SELECT \"group\", sum(value) FROM input GROUP BY 1 ORDER BY 1")
+    assert result.rows_read == 3 and result.rows_written == 2
+    assert [c["name"] for c in result.columns] == ["group", "sum_value"]
+    assert _rows(tmp_path / "o.parquet") == [{"group": "x", "sum_value": 4}, {"group": "y", "sum_value": 2}]
+    with pytest.raises(UsageError, match="--sql"):
+        ingest([src], tmp_path / "x.parquet", sql="SELECT nope FROM input")
+
+
+def test_schema_override_by_raw_or_safe_name(tmp_path):
+    src = _write(tmp_path / "in.csv", "Zip Code,n\n01234,1\n99999,2\n")
+    a = ingest([src], tmp_path / "a.parquet", schema="Zip Code:varchar,n:smallint")
+    b = ingest([src], tmp_path / "b.parquet", schema={"zip_code": "varchar"})
+    assert [c["type"] for c in a.columns] == ["VARCHAR", "SMALLINT"]
+    assert b.columns[0]["type"] == "VARCHAR" and _rows(tmp_path / "b.parquet")[0]["zip_code"] == "01234"
+    with pytest.raises(UsageError, match="unknown type"):
+        ingest([src], tmp_path / "x.parquet", schema="n:integr")
+    with pytest.raises(UsageError, match="invalid type"):
+        ingest([src], tmp_path / "x.parquet", schema="n:int); DROP TABLE x; --")
+    with pytest.raises(InputError, match="no column 'missing'"):
+        ingest([src], tmp_path / "x.parquet", schema="missing:int")
+
+
+def test_json_ndjson_parquet_and_glob(tmp_path):
+    _write(tmp_path / "a.json", '[{"A": 1, "b": "x"}, {"A": 2, "b": "y"}]')
+    _write(tmp_path / "b.ndjson", '{"A": 3, "b": "z"}\n{"A": 4, "b": null}\n')
+    ingest([tmp_path / "a.json"], tmp_path / "p1.parquet")
+    ingest([tmp_path / "b.ndjson"], tmp_path / "p2.parquet", schema="a:double")
+    result = ingest([str(tmp_path / "p*.parquet")], tmp_path / "all.parquet")
+    assert result.format == "parquet" and result.rows_written == 4
+    assert [r["a"] for r in _rows(tmp_path / "all.parquet")] == [1, 2, 3, 4]
+    lineage = read_lineage(tmp_path / "all.parquet")
+    assert lineage["inputs"][0]["lineage"]["command"] == "ingest"  # the chain back to the raw files
+
+
+def test_many_csv_files_must_share_columns(tmp_path):
+    _write(tmp_path / "1.csv", "a,b\n1,2\n")
+    _write(tmp_path / "2.csv", "a,b\n3,4\n")
+    result = ingest([str(tmp_path / "*.csv")], tmp_path / "o.parquet")
+    assert result.files == [str(tmp_path / "1.csv"), str(tmp_path / "2.csv")] and result.rows_written == 2
+    _write(tmp_path / "3.csv", "a,b,c\n5,6,7\n")
+    with pytest.raises(InputError, match="columns differ"):
+        ingest([str(tmp_path / "*.csv")], tmp_path / "o.parquet")
+    _write(tmp_path / "4.json", "[]")
+    with pytest.raises(InputError, match="mix formats"):
+        ingest([tmp_path / "1.csv", tmp_path / "4.json"], tmp_path / "o.parquet")
+
+
+def test_dialect_delimiter_header_quote_encodings(tmp_path):
+    semi = _write(tmp_path / "semi.txt", "1;'x;y'\n2;'z'\n")
+    result = ingest([semi], tmp_path / "s.parquet", dialect=CsvDialect(delimiter=";", header=False, quote="'"))
+    assert [c["name"] for c in result.columns] == ["column0", "column1"]
+    assert _rows(tmp_path / "s.parquet")[0] == {"column0": 1, "column1": "x;y"}
+    latin = _write(tmp_path / "l.csv", "name,n\ncaf\xe9,1\n".encode("latin-1"))
+    ingest([latin], tmp_path / "l.parquet", dialect=CsvDialect(encoding="latin-1"))
+    cp = _write(tmp_path / "cp.csv", "name,n\n\u20ac uro,1\n".encode("cp1252"))
+    ingest([cp], tmp_path / "cp.parquet", dialect=CsvDialect(encoding="cp1252"))
+    utf16 = _write(tmp_path / "u16.csv", "name,n\nna\u00efve,1\n".encode("utf-16"))
+    ingest([utf16], tmp_path / "u16.parquet")
+    assert [_rows(tmp_path / f)[0]["name"] for f in ("l.parquet", "cp.parquet", "u16.parquet")] == ["caf\xe9", "\u20ac uro", "na\u00efve"]
+    with pytest.raises(InputError, match="all 1 rejected"):
+        ingest([latin], tmp_path / "x.parquet")  # Latin-1 read as UTF-8: nothing readable
+    with pytest.raises(UsageError, match="unknown --encoding"):
+        ingest([latin], tmp_path / "x.parquet", dialect=CsvDialect(encoding="klingon"))
+
+
+def test_header_only_csv_keeps_columns(tmp_path):
+    src = _write(tmp_path / "h.csv", "a,b\n")
+    result = ingest([src], tmp_path / "h.parquet")
+    assert result.rows_written == 0 and [c["name"] for c in result.columns] == ["a", "b"]
+    assert pq.read_table(tmp_path / "h.parquet").column_names == ["a", "b"]
+
+
+@pytest.mark.slow
+def test_csv_larger_than_memory_limit_streams(tmp_path):
+    import duckdb
+
+    src = tmp_path / "big.csv"
+    duckdb.connect().execute(
+        f"COPY (SELECT i AS id, 'name_' || (i % 1000) AS name, (i * 7919 % 100000) / 100.0 AS x, "
+        f"DATE '2020-01-01' + (i % 1000)::INT AS day, 'a longer free-text value number ' || i AS note "
+        f"FROM range(1400000) t(i)) TO '{src}' (HEADER)")
+    assert src.stat().st_size > 3 * (30 << 20)  # several times the memory limit
+
+    class Recorder:  # the progress protocol (console.Progress duck type)
+        def __init__(self):
+            self.seen = []
+
+        def update(self, *, completed=None, total=None, description=None):
+            self.seen.append(completed)
+
+    progress = Recorder()
+    out = tmp_path / "big.parquet"
+    result = ingest([src], out, memory_limit="30MB", threads=2, progress=progress)
+    assert result.rows_written == 1_400_000 and result.rows_rejected == 0
+    ids = pq.read_table(out, columns=["id"]).column("id").to_pylist()
+    assert ids == list(range(1_400_000))
+    assert any(p and p > 0 for p in progress.seen)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="module")
+def shop(postgres_url):
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS shop")
+        conn.execute("CREATE DATABASE shop")
+    url = postgres_url.rsplit("/", 1)[0] + "/shop"
+    with psycopg.connect(url) as conn:
+        conn.execute("""
+            CREATE TABLE orders ("Order ID" int PRIMARY KEY, amount numeric(10,2), ratio numeric, placed timestamptz,
+                                 day date, paid bool, note text, meta jsonb, span interval);
+            INSERT INTO orders SELECT i, i * 1.25, i / 3.0, '2024-01-01 10:00+02'::timestamptz + i * interval '1 hour',
+                   '2024-01-01'::date + i, i % 2 = 0, CASE WHEN i % 10 = 0 THEN NULL ELSE 'n' || i END,
+                   jsonb_build_object('k', i), interval '1 day 2 hours'
+            FROM generate_series(1, 45000) i;
+            CREATE TABLE empty (a int, b text);
+        """)
+    return url
+
+
+@pytest.mark.postgres
+def test_postgres_table_types_and_batches(shop, tmp_path):
+    from decimal import Decimal
+
+    out = tmp_path / "orders.parquet"
+    result = ingest([shop], out, table="orders")
+    assert result.rows_written == 45000 and result.files == [shop]
+    types = {c["name"]: c["type"] for c in result.columns}
+    assert types == {"order_id": "INTEGER", "amount": "DECIMAL(10,2)", "ratio": "DOUBLE", "placed": "TIMESTAMP WITH TIME ZONE",
+                     "day": "DATE", "paid": "BOOLEAN", "note": "VARCHAR", "meta": "VARCHAR", "span": "VARCHAR"}
+    first = _rows(out)[0]
+    assert first["amount"] == Decimal("1.25") and first["meta"] == '{"k": 1}' and first["placed"].hour == 9
+    lineage = read_lineage(out)
+    assert lineage["inputs"] == [{"path": shop, "query": 'SELECT * FROM "orders"'}]
+
+
+@pytest.mark.postgres
+def test_postgres_query_dedupe_and_empty_table(shop, tmp_path):
+    result = ingest([shop], tmp_path / "q.parquet", sql="SELECT paid, day FROM orders ORDER BY 1, 2", dedupe_on="paid")
+    assert result.rows_read == 45000 and result.rows_written == 2 and result.duplicates_dropped == 44998
+    empty = ingest([shop], tmp_path / "e.parquet", table="public.empty")
+    assert empty.rows_written == 0 and [c["name"] for c in empty.columns] == ["a", "b"]
+
+
+@pytest.mark.postgres
+def test_postgres_errors_are_input_errors(shop, postgres_url, tmp_path):
+    out = tmp_path / "x.parquet"
+    with pytest.raises(InputError, match='relation "nope" does not exist'):
+        ingest([shop], out, table="nope")
+    with pytest.raises(InputError, match="nosuchuser"):
+        ingest([postgres_url.replace("postgres@", "nosuchuser@")], out, table="orders")
+    with pytest.raises(UsageError, match="exactly one of --table"):
+        ingest([shop], out)
+    assert not out.exists()

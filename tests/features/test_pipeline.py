@@ -1,0 +1,184 @@
+"""The Featurizer: roles, presets, encodings, fit on train only, unseen values, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlsys_cli.bundle import BundleReader, BundleWriter
+from mlsys_cli.errors import InputError, UsageError
+from mlsys_cli.features import Featurizer
+from mlsys_cli.features.transformers import _calendar
+from tests.features.frames import raw_frame, unseen_frame
+
+
+@pytest.fixture(scope="module")
+def train():
+    return raw_frame(400)
+
+
+def _col(fz, X, name):
+    return X[:, fz.get_feature_names_out().index(name)]
+
+
+def test_roles_are_inferred_and_non_features_dropped(train):
+    fz = Featurizer(target="y").fit(train)
+    roles = {k: v["role"] for k, v in fz.roles_.items()}
+    assert roles == {"cust_id": "id", "num": "numeric", "skewed": "numeric", "count": "numeric", "flag": "boolean",
+                     "cat": "categorical", "city": "categorical_high", "when": "datetime", "day": "datetime",
+                     "const": "constant", "empty": "empty"}
+    assert set(fz.report_["dropped"]) == {"cust_id", "const", "empty"}
+    assert [c["name"] for c in fz.input_schema_] == ["num", "skewed", "count", "flag", "cat", "city", "when", "day"]
+    assert fz.task_ == "binary" and fz.classes_ == [False, True]
+
+
+def test_overrides(train):
+    fz = Featurizer(target="y", categorical=["count"], drop=["skewed"], ids=["city"], numeric=None).fit(train)
+    assert fz.roles_["count"]["role"] == "categorical" and fz.roles_["count"]["type"] == "string"
+    assert fz.roles_["skewed"]["role"] == "dropped" and fz.roles_["city"]["role"] == "id"
+    assert "count=3" in fz.get_feature_names_out()
+
+
+def test_trees_preset_keeps_nan_and_raw_scale(train):
+    fz = Featurizer(target="y", preset="trees").fit(train)
+    X = fz.transform(train)
+    num = _col(fz, X, "num")
+    assert np.isnan(num).sum() == train["num"].isna().sum()
+    np.testing.assert_array_equal(num[~np.isnan(num)], train["num"].dropna().to_numpy().astype(np.float32))
+    assert "num__missing" not in fz.get_feature_names_out()
+
+
+def test_linear_preset_imputes_scales_and_logs(train):
+    fz = Featurizer(target="y", preset="linear").fit(train)
+    X = fz.transform(train)
+    assert not np.isnan(X).any()
+    assert abs(_col(fz, X, "num").mean()) < 0.05
+    skewed = next(b for b in fz.blocks_ if b.columns == ("skewed",))
+    assert skewed.log_ and not next(b for b in fz.blocks_ if b.columns == ("num",)).log_
+    np.testing.assert_array_equal(_col(fz, X, "num__missing"), train["num"].isna().to_numpy(dtype=float))
+    assert {"cat=a", "cat=__other__", "city__te"} <= set(fz.get_feature_names_out())
+
+
+def test_auto_preset_follows_family():
+    assert Featurizer(family="linear").fit(raw_frame(100)).preset_ == "linear"
+    assert Featurizer(family="xgboost").fit(raw_frame(100)).preset_ == "trees"
+
+
+def test_statistics_come_from_train_only(train):
+    fz = Featurizer(target="y", preset="linear").fit(train)
+    shifted = raw_frame(300, seed=7)
+    shifted["num"] = shifted["num"] + 1000
+    before = fz.transform(train)
+    fz.transform(shifted)
+    np.testing.assert_array_equal(fz.transform(train), before)
+    block = next(b for b in fz.blocks_ if b.columns == ("num",))
+    assert block.scaler_.mean_[0] == pytest.approx(np.nanmean(train["num"].to_numpy(dtype=np.float32).astype(float)))
+
+
+def test_unseen_and_missing_values_never_fail(train):
+    unseen = unseen_frame()
+    for kw in ({"preset": "linear"}, {"preset": "trees"}, {"high_cardinality": "hashing"}, {"high_cardinality": "ordinal"}):
+        fz = Featurizer(target="y", **kw).fit(train)
+        X = fz.transform(unseen)
+        assert X.shape == (len(unseen), fz.n_features_out_)
+        assert np.isfinite(X[~np.isnan(X)]).all()
+    fz = Featurizer(target="y", preset="linear").fit(train)
+    X = fz.transform(unseen)
+    names = fz.get_feature_names_out()
+    cat_cols = [i for i, n in enumerate(names) if n.startswith("cat=")]
+    assert X[0, cat_cols].tolist() == [1.0 if names[i] == "cat=__other__" else 0.0 for i in cat_cols]
+    te = next(b for b in fz.blocks_ if b.columns == ("city",)).encoder_
+    assert _col(fz, X, "city__te")[5] == pytest.approx(te.target_mean_, abs=1e-6)
+
+
+def test_fit_transform_cross_fits_target_encoding(train):
+    fz = Featurizer(target="y", seed=3)
+    X_train = fz.fit_transform(train)
+    X_full = fz.transform(train)
+    te = fz.get_feature_names_out().index("city__te")
+    assert not np.allclose(X_train[:, te], X_full[:, te])
+    others = [i for i in range(X_full.shape[1]) if i != te]
+    np.testing.assert_array_equal(X_train[:, others], X_full[:, others])
+
+
+def test_deterministic_with_seed(train):
+    a = Featurizer(target="y", seed=1).fit_transform(train)
+    b = Featurizer(target="y", seed=1).fit_transform(train)
+    c = Featurizer(target="y", seed=2).fit_transform(train)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c, equal_nan=True)
+
+
+def test_output_is_float32_representable(train):
+    X = Featurizer(target="y", preset="linear").fit(train).transform(train)
+    np.testing.assert_array_equal(X, X.astype(np.float32).astype(np.float64))
+
+
+def test_bins_edges_are_float32(train):
+    fz = Featurizer(target="y", preset="linear", bins=4).fit(train)
+    block = next(b for b in fz.blocks_ if b.columns == ("num",))
+    np.testing.assert_array_equal(block.edges_, block.edges_.astype(np.float32))
+    assert [n for n in fz.get_feature_names_out() if n.startswith("num__bin")] == [f"num__bin{i}" for i in range(4)]
+    onehot = fz.transform(train)[:, [fz.get_feature_names_out().index(f"num__bin{i}") for i in range(4)]]
+    assert (onehot.sum(axis=1) == 1).all()
+
+
+def test_crosses(train):
+    fz = Featurizer(target="y", preset="linear", cross=["cat,flag", "num,count"], categorical=["flag"]).fit(train)
+    names = fz.get_feature_names_out()
+    assert "num*count" in names and any(n.startswith("cat*flag") for n in names)
+    with pytest.raises(UsageError, match="cross two categorical or two numeric"):
+        Featurizer(target="y", cross=["cat,num"]).fit(train)
+    with pytest.raises(InputError, match="no column 'nope'"):
+        Featurizer(target="y", cross=["cat,nope"]).fit(train)
+
+
+def test_calendar_parts_match_pandas():
+    stamps = pd.to_datetime(["1969-12-31 23:59:59", "1900-03-01 05:00:00", "2000-02-29 13:45:00", "2024-12-31 23:00:00",
+                             "1970-01-01 00:00:00", "2100-03-01 00:00:00"])
+    seconds = (stamps - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)
+    cal = _calendar(np.asarray(seconds, dtype=np.int64))
+    for part, attr in (("year", "year"), ("month", "month"), ("day", "day"), ("dayofweek", "dayofweek"), ("hour", "hour")):
+        np.testing.assert_array_equal(cal[part], getattr(stamps, attr).to_numpy(dtype=float))
+
+
+@pytest.mark.parametrize("target, match", [("nope", "target column 'nope' is not in the table"), ("const", "has one class")])
+def test_bad_targets(train, target, match):
+    with pytest.raises(InputError, match=match):
+        Featurizer(target=target).fit(train)
+
+
+def test_regression_and_multiclass_targets(train):
+    df = train.assign(amount=train["num"].fillna(0) * 3 + train["count"], tier=np.where(train["count"] > 5, "hi", np.where(train["count"] > 2, "mid", "lo")))
+    reg = Featurizer(target="amount", drop=["y", "tier"], leakage="warn").fit(df)
+    assert reg.task_ == "regression" and "city__te" in reg.get_feature_names_out()
+    multi = Featurizer(target="tier", drop=["y", "amount", "count"]).fit(df)
+    assert multi.task_ == "multiclass" and {"city__te_hi", "city__te_lo", "city__te_mid"} <= set(multi.get_feature_names_out())
+
+
+def test_missing_target_rows_left_out(train):
+    df = train.astype({"y": object})
+    df.loc[:9, "y"] = None
+    fz = Featurizer(target="y").fit(df)
+    assert fz.report_["rows"] == len(df) - 10 and fz.n_missing_target_ == 10
+
+
+def test_save_load_round_trip(train, tmp_path):
+    fz = Featurizer(target="y", preset="linear", bins=3, cross=["cat,city"]).fit(train)
+    writer = BundleWriter("model")
+    fz.save(writer, prefix="m/features/")
+    writer.write(tmp_path / "b.mlsys")
+    loaded = Featurizer.load(BundleReader(tmp_path / "b.mlsys"), prefix="m/features/")
+    np.testing.assert_array_equal(loaded.transform(unseen_frame()), fz.transform(unseen_frame()))
+    assert loaded.get_feature_names_out() == fz.get_feature_names_out()
+
+
+def test_transform_needs_the_fitted_columns(train):
+    fz = Featurizer(target="y").fit(train)
+    with pytest.raises(InputError, match="column 'cat' is missing"):
+        fz.transform(train.drop(columns=["cat"]))
+    bad = train.astype({"num": object})
+    bad.loc[3, "num"] = "oops"
+    with pytest.raises(InputError, match=r"column 'num': expected numeric values, found 'oops' \(row 3\)"):
+        fz.transform(bad)

@@ -1,0 +1,78 @@
+"""The canonical form: one mapping of raw values for fit, transform, predict, export and serve."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from mlsys_cli.errors import InputError
+from mlsys_cli.features.schema import INT64_MIN, canonicalize, infer_schema, out_of_range
+from tests.features.frames import raw_frame
+
+
+def test_infer_schema_types_from_pandas_and_arrow_agree():
+    df = raw_frame(50)
+    expected = {"cust_id": "string", "num": "float", "count": "float", "flag": "bool", "cat": "string",
+                "when": "datetime", "day": "datetime", "empty": "float", "y": "bool"}
+    for data in (df, pa.Table.from_pandas(df, preserve_index=False)):
+        types = {c["name"]: c["type"] for c in infer_schema(data)}
+        assert {k: types[k] for k in expected} == expected
+
+
+def test_canonical_values():
+    df = pd.DataFrame({
+        "x": [1.1, np.nan, np.inf, -np.inf, 1e300, -1e300, 3.0],
+        "b": pd.array([True, False, None, True, False, True, None], dtype="boolean"),
+        "s": ["a", None, "", "b", 3.0, 4.5, "c"],
+        "t": pd.to_datetime(["1970-01-01 00:00:01", None, "1969-12-31 23:59:59", "2024-02-29 12:00:00",
+                             "2000-01-01 00:00:00", "1900-01-01 00:00:00", "2038-01-20 00:00:00"]),
+    })
+    schema = [{"name": "x", "type": "float"}, {"name": "b", "type": "bool"}, {"name": "s", "type": "string"},
+              {"name": "t", "type": "datetime"}]
+    c = canonicalize(df, schema)
+    assert c["x"].iloc[0] == float(np.float32(1.1)) and c["x"].iloc[0] != 1.1
+    assert np.isnan(c["x"].iloc[1:6]).all() and c["x"].iloc[6] == 3.0  # inf and beyond float32 are missing
+    assert c["b"].tolist()[:2] == [1.0, 0.0] and np.isnan(c["b"].iloc[2])
+    assert c["s"].tolist() == ["a", "", "", "b", "3", "4.5", "c"]
+    assert c["t"].tolist()[:3] == [1, INT64_MIN, -1]
+    assert c["t"].iloc[3] == int(pd.Timestamp("2024-02-29 12:00:00", tz="UTC").timestamp())
+    assert out_of_range(df, schema) == {"x": 4}
+
+
+def test_dates_timezones_and_numeric_strings():
+    df = pd.DataFrame({
+        "d": [dt.date(2024, 1, 2), None],
+        "tz": pd.to_datetime(["2024-01-02 01:00:00+01:00", None], utc=True).tz_convert("Europe/Paris"),
+        "n": ["12.5", None],
+        "flag": ["yes", "False"],
+    })
+    schema = [{"name": "d", "type": "datetime"}, {"name": "tz", "type": "datetime"}, {"name": "n", "type": "float"},
+              {"name": "flag", "type": "bool"}]
+    c = canonicalize(df, schema)
+    midnight = int(pd.Timestamp("2024-01-02", tz="UTC").timestamp())
+    assert c["d"].tolist() == [midnight, INT64_MIN]
+    assert c["tz"].tolist() == [midnight, INT64_MIN]
+    assert c["n"].iloc[0] == 12.5 and np.isnan(c["n"].iloc[1])
+    assert c["flag"].tolist() == [1.0, 0.0]
+
+
+def test_extra_columns_ignored_and_order_follows_schema():
+    df = pd.DataFrame({"extra": [1], "b": ["x"], "a": [2.0]})
+    c = canonicalize(df, [{"name": "a", "type": "float"}, {"name": "b", "type": "string"}])
+    assert list(c.columns) == ["a", "b"]
+
+
+def test_missing_column_is_named():
+    with pytest.raises(InputError, match="column 'a' is missing"):
+        canonicalize(pd.DataFrame({"b": [1]}), [{"name": "a", "type": "float"}])
+
+
+@pytest.mark.parametrize("kind, value", [("float", "abc"), ("bool", "maybe"), ("datetime", "not a date"), ("bool", 2.0)])
+def test_wrong_value_is_named(kind, value):
+    df = pd.DataFrame({"c": [None, value]}, dtype=object)
+    with pytest.raises(InputError, match=r"column 'c': expected .* \(row 1\)"):
+        canonicalize(df, [{"name": "c", "type": kind}])
