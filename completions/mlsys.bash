@@ -7,7 +7,7 @@ _mlsys() {
         case "$w" in -*) ;; *) cmd="$w"; break ;; esac
     done
     if [ -z "$cmd" ]; then
-        COMPREPLY=( $(compgen -W "ingest split featurize tune train evaluate info --config --quiet --traceback --verbose --version -q -v" -- "$cur") )
+        COMPREPLY=( $(compgen -W "ingest split featurize tune train ensemble predict evaluate info --config --quiet --traceback --verbose --version -q -v" -- "$cur") )
         return
     fi
     case "$cmd" in
@@ -16,6 +16,8 @@ _mlsys() {
         featurize) opts="--apply --batch-rows --bins --categorical --check --cross --datetime --drop --hash-features --high-cardinality --id --impute --json --leakage --max-categories --min-frequency --model --numeric --output --preset --report --scaling --seed --target --task -o --help" ;;
         tune) opts="--cv --html --json --metric --model --n-jobs --output --param --pruner --report --sampler --save-model --seed --storage --study --target --time-col --timeout --trials --trials-out --valid -o --help" ;;
         train) opts="--calibrate --class-weight --drop --features --json --model --output --param --params --report --sample-weight --seed --target --task --timeout --valid -o --help" ;;
+        ensemble) opts="--data --folds --from-study --json --method --metric --output --report --seed --storage --study --top --train -o --help" ;;
+        predict) opts="--batch-rows --json --keep --output --report -o --help" ;;
         evaluate) opts="--bootstrap --confidence --expect --html --invariant --json --min-slice-rows --perturb --report --require --seed --slice --slice-bins --target --threshold --help" ;;
         info) opts="--json --report --help" ;;
         *) opts="" ;;

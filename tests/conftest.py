@@ -82,3 +82,26 @@ def proc():
 @pytest.fixture(scope="session")
 def sample() -> Path:
     return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def small_tables(tmp_path_factory) -> dict:
+    """Small train/valid/test Parquet slices of the sample data, one per task, for fast model tests.
+
+    ``{"binary": {"train": path, "valid": path, "test": path, "target": "churned"}, "multiclass": ...,
+    "regression": ...}``; 500/250/250 disjoint rows drawn with a fixed seed.
+    """
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("small_tables")
+    out = {}
+    for task, (name, target) in {"binary": ("churn", "churned"), "multiclass": ("segments", "segment"),
+                                 "regression": ("ltv", "ltv")}.items():
+        df = pd.read_parquet(SAMPLE / f"{name}.parquet").sample(n=1000, random_state=0)
+        parts = {"train": df.iloc[:500], "valid": df.iloc[500:750], "test": df.iloc[750:1000]}
+        out[task] = {"target": target}
+        for split, part in parts.items():
+            path = root / f"{name}_{split}.parquet"
+            part.reset_index(drop=True).to_parquet(path, index=False)
+            out[task][split] = path
+    return out

@@ -46,7 +46,7 @@ def err() -> Console:
     """The stderr console (logs, progress, errors)."""
     global _err
     if _err is None:
-        _err = Console(stderr=True, highlight=False, no_color="NO_COLOR" in os.environ)
+        _err = Console(stderr=True, soft_wrap=True, highlight=False, no_color="NO_COLOR" in os.environ)
     return _err
 
 

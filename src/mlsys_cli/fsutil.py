@@ -31,6 +31,8 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes 0600 files; give the result the mode a plain open() would.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
         _fsync_dir(parent)
     except BaseException:
@@ -57,6 +59,12 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
     """Write bytes to ``target`` atomically."""
     with atomic_open(target, "wb") as fh:
         fh.write(data)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(path: Path) -> None:

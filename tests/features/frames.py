@@ -12,7 +12,7 @@ def raw_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
     num = rng.normal(50, 10, n)
     num[rng.random(n) < 0.1] = np.nan
     cat = rng.choice(["a", "b", "c", "d"], n, p=[0.4, 0.3, 0.2, 0.1]).astype(object)
-    cat[rng.random(n) < 0.03] = "rare"
+    cat[rng.random(n) < 0.004] = "rare"
     cat[rng.random(n) < 0.05] = None
     flag = pd.array(rng.random(n) < 0.5, dtype="boolean")
     flag[rng.random(n) < 0.05] = pd.NA

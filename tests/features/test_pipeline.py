@@ -139,7 +139,7 @@ def test_calendar_parts_match_pandas():
                              "1970-01-01 00:00:00", "2100-03-01 00:00:00"])
     seconds = (stamps - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)
     cal = _calendar(np.asarray(seconds, dtype=np.int64))
-    for part, attr in (("year", "year"), ("month", "month"), ("day", "day"), ("dayofweek", "dayofweek"), ("hour", "hour")):
+    for part, attr in (("year", "year"), ("month", "month"), ("day", "day"), ("dayofweek", "day_of_week"), ("hour", "hour")):
         np.testing.assert_array_equal(cal[part], getattr(stamps, attr).to_numpy(dtype=float))
 
 

@@ -17,7 +17,8 @@ def _human(result: Any) -> None:
     console.kv(f"best of study {d['study']}", {
         "family": best["family"], d["metric"]: best["value"], "defaults": best["defaults_value"],
         "trial": best["trial"], "params": best["params"], "validation": d["validation"],
-        "trials": d["trials"], "stopped by": d["stopped_by"], "seconds": d["elapsed_s"], **d["outputs"],
+        "trials": d["trials"], "stopped by": d["stopped_by"], "seconds": d["elapsed_s"],
+        **{f"wrote {kind}": path for kind, path in d["outputs"].items()},
     })
     console.records("families", d["families"], ["family", "trials", "complete", "pruned", "best", "seconds"])
 

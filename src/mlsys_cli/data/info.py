@@ -55,4 +55,7 @@ def describe_table(path: str | Path) -> TableInfo:
     rows = int(counts[0])
     columns = [{"name": n, "type": t, "nulls": rows - int(c)} for n, t, c in zip(names, types, counts[1:])]
     lineage = read_lineage(files[0]) if fmt == "parquet" and len(files) == 1 else None
-    return TableInfo(path=str(path), format=fmt, rows=rows, columns=columns, lineage=lineage_chain(lineage))
+    chain = lineage_chain(lineage)
+    if chain and chain[0]["rows"] is None:  # streaming writers stamp lineage before the count is known
+        chain[0]["rows"] = rows
+    return TableInfo(path=str(path), format=fmt, rows=rows, columns=columns, lineage=chain)

@@ -126,6 +126,7 @@ class _Splitter:
 
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")  # timestamps with time zones order the same everywhere
+        self.con.execute("SET enable_progress_bar = false")  # progress is ours, on stderr, only on a TTY
         self.files = io.resolve_inputs([paths] if isinstance(paths, (str, os.PathLike)) else paths)
         relation = io.scan_table(self.files, con=self.con)
         relation.create_view("src")
@@ -202,13 +203,14 @@ class _Splitter:
         found: dict[Any, list[Any]] = {}
         for i, frac in enumerate(fractions):
             later = len(fractions) - i  # parts still to fill after this cut
+            # arg_min is one streaming aggregate (no sort): the first choice that leaves no part empty.
             self.con.execute(f"""
                 CREATE OR REPLACE TEMP TABLE prev AS
-                SELECT c, k, rk, d FROM (
-                    SELECT r.c, r.k, r.rk, r.d, row_number() OVER (PARTITION BY r.c ORDER BY
-                        (r.rk <= p.rk OR r.rk > r.d - {later}), abs(r.cum - {frac!r} * r.total), r.k) AS rn
-                    FROM ranked r JOIN prev p ON r.c IS NOT DISTINCT FROM p.c)
-                WHERE rn = 1""")
+                SELECT c, best.k AS k, best.rk AS rk, d FROM (
+                    SELECT r.c, any_value(r.d) AS d, arg_min({{'k': r.k, 'rk': r.rk}}, {{
+                        'empties': r.rk <= p.rk OR r.rk > r.d - {later},
+                        'distance': abs(r.cum - {frac!r} * r.total), 'k': r.k}}) AS best
+                    FROM ranked r JOIN prev p ON r.c IS NOT DISTINCT FROM p.c GROUP BY r.c)""")
             for c, k in self.rows("SELECT c, k FROM prev"):
                 found.setdefault(c, []).append(k)
         distinct = dict(self.rows("SELECT c, d FROM prev"))

@@ -63,8 +63,8 @@ def output_columns(model: Any) -> list[str]:
     return ["label"] + [f"proba_{c}" for c in model.classes]
 
 
-def _input_columns(paths: Sequence[Any]) -> tuple[Any, Any]:
-    """The input's Arrow schema and a function yielding record batches of given columns."""
+def _input_columns(paths: Sequence[Any]) -> tuple[Any, int, Any]:
+    """The input's Arrow schema, its row count, and a function yielding record batches."""
     import pyarrow.parquet as pq
 
     from mlsys_cli.data.io import _check_parquet, detect_format, resolve_inputs, scan_table
@@ -86,14 +86,16 @@ def _input_columns(paths: Sequence[Any]) -> tuple[Any, Any]:
                     raise InputError(f"{f}: column {missing[0]!r} is missing from the input")
                 yield from pf.iter_batches(batch_size=size, columns=columns)
 
-        return schema, batches
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        return schema, rows, batches
     relation = scan_table(files)
 
     def batches(columns: list[str], size: int) -> Iterator[Any]:
         reader = relation.select(*[f'"{c}"' for c in columns]).fetch_record_batch(size)
         yield from reader
 
-    return relation.limit(0).fetch_arrow_table().schema, batches
+    rows = int(relation.aggregate("count(*)").fetchone()[0])
+    return relation.limit(0).fetch_arrow_table().schema, rows, batches
 
 
 def _summary_update(acc: dict[str, Any], out: dict[str, Any], task: str) -> None:
@@ -169,7 +171,7 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
         raise UsageError("batch size must be at least 1")
     model = load_model(model_path)
     paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-    schema, batches = _input_columns(paths)
+    schema, total, batches = _input_columns(paths)
     names = list(schema.names)
     keep = list(dict.fromkeys(keep))
     clash = [c for c in keep if c in output_columns(model)]
@@ -184,6 +186,11 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     columns = list(dict.fromkeys([*keep, *needed]))
     lineage = Lineage(command="predict", inputs=[input_record(model_path, with_parent=False)] + [input_record(p) for p in _files(paths)],
                       target=getattr(model, "target", None), extra={"task": model.task, "keep": keep})
+    # The lineage goes into the schema metadata, which is written before the rows, so its row
+    # count is the input's (every input row gets exactly one prediction).
+    stamp = {LINEAGE_KEY: lineage_metadata(lineage, total).encode()}
+    if progress is not None:
+        progress.update(total=total)
     rows = n_batches = 0
     acc: dict[str, Any] = {}
     writer = None
@@ -195,7 +202,7 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
                 except InputError as exc:
                     raise InputError(f"{exc.message} in input rows {rows}..{rows + batch.num_rows - 1}", exc.hint) from None
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                    writer = pq.ParquetWriter(tmp, table.schema.with_metadata(stamp), compression="zstd")
                 writer.write_table(table)
                 _summary_update(acc, out, model.task)
                 rows += batch.num_rows
@@ -203,8 +210,7 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
                 if progress is not None:
                     progress.advance(batch.num_rows)
             if writer is None:
-                writer = pq.ParquetWriter(tmp, _empty_schema(model, schema, keep), compression="zstd")
-            writer.add_key_value_metadata({LINEAGE_KEY: lineage_metadata(lineage, rows).encode()})
+                writer = pq.ParquetWriter(tmp, _empty_schema(model, schema, keep).with_metadata(stamp), compression="zstd")
         finally:
             if writer is not None:
                 writer.close()

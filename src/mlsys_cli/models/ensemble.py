@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from mlsys_cli.errors import InputError, UsageError
+from mlsys_cli.models.bundle import load_predictor, register_predictor
 
 METHODS = ("average", "weighted", "stack", "select")
 FOLDS = 5
@@ -246,3 +247,390 @@ def cross_fit(method: str, task: str, P: Any, y: Any, folds: int, seed: int, met
         c = Combiner(method, task, metric=metric, seed=seed).fit(P[:, fit_idx], y[fit_idx])
         out[held] = c.combine(P[:, held])
     return out
+
+
+# --------------------------------------------------------------------------- the predictor
+
+
+class EnsemblePredictor:
+    """Members (any registered predictors) and a :class:`Combiner`; members live under
+    ``members/<i>/``, each with its own featurizer and estimator.
+
+    Parameters
+    ----------
+    members : list of predictors
+    combiner : fitted Combiner
+    task : str
+    """
+
+    kind = "ensemble"
+
+    def __init__(self, members: Sequence[Any], combiner: Combiner, task: str):
+        self.members = list(members)
+        self.combiner = combiner
+        self.task_ = task
+
+    @property
+    def task(self) -> str:
+        return self.task_
+
+    @property
+    def input_schema(self) -> list[dict[str, Any]]:
+        return union_schema([m.input_schema for m in self.members])
+
+    def member_scores(self, df: Any) -> Any:
+        """Every member's scores: [M, N, C] (classification) or [M, N] (regression)."""
+        import numpy as np
+
+        return np.stack([np.asarray(m.predict_scores(df), dtype=np.float64) for m in self.members])
+
+    def predict_scores(self, df: Any) -> Any:
+        """Probabilities ``[N, C]`` or values ``[N]`` for raw rows."""
+        return self.combiner.combine(self.member_scores(df))
+
+    def save(self, writer: Any, prefix: str) -> dict[str, Any]:
+        """Add every member under ``members/<i>/``; returns the layout for the manifest."""
+        layouts = [m.save(writer, f"{prefix}members/{i}/") for i, m in enumerate(self.members)]
+        return {"kind": self.kind, "task": self.task, "combiner": self.combiner.to_dict(), "members": layouts}
+
+    @classmethod
+    def load(cls, reader: Any, prefix: str, layout: Mapping[str, Any]) -> "EnsemblePredictor":
+        try:
+            task = str(layout["task"])
+            members = [load_predictor(reader, f"{prefix}members/{i}/", m) for i, m in enumerate(layout["members"])]
+            combiner = Combiner.from_dict(task, layout["combiner"])
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"{reader.path}: invalid ensemble layout ({type(exc).__name__}: {exc})") from None
+        if len(members) != combiner.n_members_:
+            raise InputError(f"{reader.path}: ensemble has {len(members)} members but {combiner.n_members_} weights")
+        return cls(members, combiner, task)
+
+
+register_predictor(EnsemblePredictor.kind, EnsemblePredictor.load)
+
+
+def union_schema(schemas: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """The raw columns any member needs, in first-seen order (categories seen are merged)."""
+    out: dict[str, dict[str, Any]] = {}
+    for schema in schemas:
+        for col in schema:
+            if col["name"] not in out:
+                out[col["name"]] = dict(col)
+                continue
+            seen = out[col["name"]]
+            if seen.get("categories") is not None and col.get("categories") is not None:
+                seen["categories"] = list(dict.fromkeys([*seen["categories"], *col["categories"]]))
+    return list(out.values())
+
+
+# --------------------------------------------------------------------------- building one
+
+
+@dataclass(frozen=True)
+class EnsembleResult:
+    """What ``mlsys ensemble`` reports."""
+
+    output: str | None
+    method: str
+    task: str
+    target: str
+    metric: str
+    higher_is_better: bool
+    rows: int
+    evaluated_on: str
+    members: list[dict[str, Any]]
+    ensemble: dict[str, Any]
+    gain: dict[str, Any]
+    worth_it: bool
+    verdict: str
+    combiner: dict[str, Any]
+    seconds: float
+    dropped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output, "method": self.method, "task": self.task, "target": self.target,
+            "metric": self.metric, "higher_is_better": self.higher_is_better, "rows": self.rows,
+            "evaluated_on": self.evaluated_on, "members": self.members, "ensemble": self.ensemble,
+            "gain": self.gain, "worth_it": self.worth_it, "verdict": self.verdict, "combiner": self.combiner,
+            "dropped": self.dropped, "seconds": self.seconds,
+        }
+
+
+def _check_members(named: Sequence[tuple[str, Any]]) -> None:
+    if len(named) < 2:
+        raise UsageError("an ensemble needs at least two member models",
+                         "give two or more .mlsys files, or --from-study with --top 2 or more")
+    first_name, first = named[0]
+    for name, b in named[1:]:
+        for what, a_val, b_val in (("task", first.task, b.task), ("target", first.target, b.target),
+                                   ("classes", first.classes, b.classes)):
+            if a_val != b_val:
+                raise InputError(f"members disagree on the {what}: {first_name} has {a_val!r}, {name} has {b_val!r}",
+                                 "ensemble models trained for the same target on the same classes")
+
+
+def training_fingerprints(manifest: Mapping[str, Any]) -> dict[str, str]:
+    """sha256 -> path of every table a model (or, recursively, an ensemble's members) trained on."""
+    recipe = manifest.get("recipe") or {}
+    found = {r["sha256"]: r.get("path", "?") for r in ((recipe.get("data") or {}).get("train") or []) if r.get("sha256")}
+    for member in recipe.get("members") or []:
+        found.update(training_fingerprints({"recipe": member.get("recipe") or {}}))
+    return found
+
+
+def _check_held_out(named: Sequence[tuple[str, Any]], data: Sequence[str]) -> list[dict[str, Any]]:
+    from mlsys_cli.data.io import input_record, resolve_inputs
+
+    records = [input_record(f) for f in resolve_inputs(list(data))]
+    for name, b in named:
+        trained = training_fingerprints(b.manifest)
+        for rec in records:
+            if rec["sha256"] in trained:
+                raise InputError(f"--data {rec['path']} is the training data of member {name}",
+                                 "fit the ensemble on held-out rows (a validation table), never on rows a member trained on")
+    return records
+
+
+def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
+
+
+def _gain(task: str, metric: str, higher: bool, y: Any, ens: Any, best: Any, seed: int) -> dict[str, Any]:
+    """The ensemble's gain over the best member on the same rows, with a paired bootstrap 95% interval."""
+    import numpy as np
+
+    from mlsys_cli.models.evaluate import _interval, bootstrap_weights, weighted_metrics
+
+    reps = []
+    for W in bootstrap_weights(len(y), BOOTSTRAP, seed):
+        diff = weighted_metrics(task, W, y, ens)[metric] - weighted_metrics(task, W, y, best)[metric]
+        reps.append(diff if higher else -diff)
+    lo, hi = _interval(np.concatenate(reps), 0.95)
+    point = _score(task, metric, y, ens) - _score(task, metric, y, best)
+    return {"value": point if higher else -point, "ci95": [lo, hi]}
+
+
+def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], *, method: str = "average",
+                   metric: str | None = None, folds: int = FOLDS, seed: int = 0,
+                   member_records: Sequence[Mapping[str, Any]] | None = None) -> tuple[Any, EnsembleResult]:
+    """Fit an ensemble of loaded model bundles on held-out rows.
+
+    Parameters
+    ----------
+    named : sequence of (name, ModelBundle)
+        The members, with the names the report uses (their paths).
+    data : paths
+        Held-out rows with the target (never a member's training data).
+    method : {"average", "weighted", "stack", "select"}
+    metric : str, optional
+        Metric for ``select`` and the report (the task's primary metric by default).
+    folds : int
+        Cross-fitting folds inside ``data`` for the honest estimate.
+    seed : int
+    member_records : list of dict, optional
+        Provenance of each member for the recipe (path and sha256 of its file).
+
+    Returns
+    -------
+    (ModelBundle, EnsembleResult)
+    """
+    import numpy as np
+
+    from mlsys_cli.data.io import invocation, read_frame
+    from mlsys_cli.data.profile import profile_frame
+    from mlsys_cli.models import train as tr
+    from mlsys_cli.models.bundle import ModelBundle
+    from mlsys_cli.models.metrics import compute_metrics
+    from mlsys_cli.models.tune import resolve_metric
+
+    start = time.perf_counter()
+    if method not in METHODS:
+        raise UsageError(f"unknown ensemble method {method!r}", f"choose one of: {', '.join(METHODS)}")
+    _check_members(named)
+    first = named[0][1]
+    task, target, classes = first.task, first.target, first.classes
+    metric, higher = resolve_metric(task, metric)
+    data_records = _check_held_out(named, data)
+    df = read_frame(list(data))
+    if target not in df.columns:
+        raise InputError(f"{', '.join(map(str, data))}: no target column {target!r}", "--data must hold the target to fit the ensemble")
+    tr.check_target(df[target], target, data)
+    y = tr._encode(task, df[target], classes, data)
+    labels = df[target].to_numpy()
+    if len(df) < 2 * folds:
+        raise InputError(f"--data has {len(df)} rows; the ensemble needs at least {2 * folds}")
+
+    scores, latency = [], []
+    for _, b in named:
+        s, secs = _timed(b.predictor.predict_scores, df)
+        scores.append(np.asarray(s, dtype=np.float64))
+        latency.append(secs)
+    P = np.stack(scores)
+    oof = cross_fit(method, task, P, y, folds, seed, metric)
+    combiner = Combiner(method, task, metric=metric, seed=seed).fit(P, y)
+
+    # Members a weighted combiner gives no weight cost time at predict time for nothing: drop them.
+    keep = list(range(len(named))) if method == "stack" else [i for i, w in enumerate(combiner.weights_) if w > 0]
+    dropped = [named[i][0] for i in range(len(named)) if i not in keep]
+    combiner.weights_ = combiner.weights_[keep]
+    combiner.n_members_ = len(keep)
+    predictor = EnsemblePredictor([named[i][1].predictor for i in keep], combiner, task)
+    final, ens_secs = _timed(predictor.predict_scores, df)
+
+    member_rows = []
+    for i, (name, b) in enumerate(named):
+        m = compute_metrics(task, labels, P[i], classes)
+        member_rows.append({"model": name, "family": (b.manifest.get("recipe") or {}).get("family"),
+                            "weight": float(combiner.weights_[keep.index(i)]) if i in keep and method != "stack" else None,
+                            metric: m.get(metric), "metrics": m, "ms_per_1k_rows": 1000 * latency[i] / len(df) * 1000})
+    ens_metrics = compute_metrics(task, labels, oof, classes)
+    values = [r[metric] for r in member_rows]
+    best_i = int(np.nanargmax(values) if higher else np.nanargmin(values))
+    gain = _gain(task, metric, higher, y, oof, P[best_i], seed)
+    ratio = ens_secs / max(latency[best_i], 1e-9)
+    gain.update(best_member=member_rows[best_i]["model"], latency_ratio=round(ratio, 2))
+    lo = gain["ci95"][0]
+    worth = gain["value"] >= MIN_GAIN and lo is not None and lo > 0
+    if worth:
+        verdict = (f"worth it: {metric} {'+' if higher else '-'}{abs(gain['value']):.4f} over the best member "
+                   f"({member_rows[best_i]['model']}), 95% CI of the gain [{lo:.4f}, {gain['ci95'][1]:.4f}], "
+                   f"at {ratio:.1f}x its latency")
+    else:
+        why = (f"gain {gain['value']:+.4f} is below {MIN_GAIN}" if gain["value"] < MIN_GAIN else
+               f"the 95% CI of the gain [{lo:.4f}, {gain['ci95'][1]:.4f}] includes 0" if lo is not None else
+               "the gain cannot be estimated")
+        verdict = (f"not worth it: {why} (in {metric}, improvement counted positive), at {ratio:.1f}x the latency of "
+                   f"the best member; use {member_rows[best_i]['model']} alone")
+
+    schema = predictor.input_schema
+    members_manifest = [{"name": named[i][0], **(dict(member_records[i]) if member_records else {}),
+                         "family": (named[i][1].manifest.get("recipe") or {}).get("family"),
+                         "recipe": named[i][1].manifest.get("recipe")} for i in keep]
+    train_records = [r for i in keep for r in ((named[i][1].manifest.get("recipe") or {}).get("data") or {}).get("train") or []]
+    recipe = {"family": "ensemble", "method": method, "params": combiner.to_dict(), "seed": seed, "task": task,
+              "metric": metric, "folds": folds, "members": members_manifest, "command": invocation(),
+              "data": {"train": train_records, "ensemble": data_records}}
+    from mlsys_cli.models.metrics import baseline_metrics
+
+    manifest = {
+        "mlsys_version": first.manifest.get("mlsys_version"), "task": task, "target": target, "classes": classes,
+        "input_schema": schema, "recipe": recipe,
+        "metrics": {"evaluated_on": "data (cross-fitted)", "primary": {"name": metric, "higher_is_better": higher},
+                    "valid": ens_metrics, "members": {r["model"]: r["metrics"] for r in member_rows},
+                    "baselines": baseline_metrics(task, labels, labels, classes, seed=seed)},
+        "reference": {"features": profile_frame(df, schema), "predictions": tr._prediction_reference(task, final, classes)},
+        "importance": _importance(named, keep, combiner),
+        "libraries": {k: v for i in keep for k, v in (named[i][1].manifest.get("libraries") or {}).items()},
+    }
+    result = EnsembleResult(
+        output=None, method=method, task=task, target=target, metric=metric, higher_is_better=higher, rows=int(len(df)),
+        evaluated_on=f"{', '.join(map(str, data))} (members: as given; ensemble: {folds}-fold cross-fitted)",
+        members=[{k: v for k, v in r.items() if k != "metrics"} for r in member_rows],
+        ensemble={metric: ens_metrics.get(metric), "metrics": ens_metrics, "members_kept": len(keep),
+                  "ms_per_1k_rows": 1000 * ens_secs / len(df) * 1000},
+        gain=gain, worth_it=bool(worth), verdict=verdict, combiner=combiner.to_dict(),
+        seconds=round(time.perf_counter() - start, 3), dropped=dropped,
+    )
+    return ModelBundle(manifest, predictor), result
+
+
+def _importance(named: Sequence[tuple[str, Any]], keep: Sequence[int], combiner: Combiner) -> list[dict[str, Any]]:
+    """Members' feature importances averaged with the member weights (equal weights for stacking)."""
+    weights = [1.0 / len(keep)] * len(keep) if combiner.method == "stack" else list(combiner.weights_)
+    total: dict[str, float] = {}
+    for w, i in zip(weights, keep):
+        for row in named[i][1].manifest.get("importance") or []:
+            total[row["feature"]] = total.get(row["feature"], 0.0) + w * float(row["importance"])
+    return [{"feature": k, "importance": round(v, 6)} for k, v in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def study_members(storage: str, study: str, top: int, train: str, seed: int = 0,
+                  features: Mapping[str, Any] | None = None, progress: Any = None) -> list[tuple[str, Any]]:
+    """Train the ``top`` best distinct configurations of a tuning study on ``train``.
+
+    Each is trained by :func:`train.train_model` with the parameters the trial recorded (for
+    early-stopped boosting, the number of rounds it chose), so no validation rows are used.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from mlsys_cli.models.train import train_model
+    from mlsys_cli.models.tune import FAMILY_PARAM, open_storage
+
+    if top < 2:
+        raise UsageError(f"--top {top}: an ensemble needs at least two members")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    backend = open_storage(storage)
+    try:
+        loaded = optuna.load_study(study_name=study, storage=backend)
+    except KeyError:
+        raise InputError(f"no study {study!r} in {storage}") from None
+    info = loaded.user_attrs.get("mlsys") or {}
+    done = [t for t in loaded.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "params" in t.user_attrs]
+    if not done:
+        raise InputError(f"study {study!r} has no completed trial")
+    done.sort(key=lambda t: (-t.value if loaded.direction.name == "MAXIMIZE" else t.value, t.number))
+    chosen, seen = [], set()
+    for t in done:
+        key = (t.params.get(FAMILY_PARAM), repr(sorted(t.user_attrs["params"].items())))
+        if key not in seen:
+            seen.add(key)
+            chosen.append(t)
+        if len(chosen) == top:
+            break
+    members = []
+    for i, t in enumerate(chosen):
+        if progress is not None:
+            progress.update(completed=i, total=len(chosen), description=f"training trial {t.number}")
+        bundle, _ = train_model(train, target=info.get("target"), model=t.params[FAMILY_PARAM],
+                                params=t.user_attrs["params"], features=dict(features) if features else None, seed=seed)
+        members.append((f"{study}#trial{t.number}({t.params[FAMILY_PARAM]})", bundle))
+    return members
+
+
+def ensemble(models: Sequence[str], *, data: Sequence[str] | str, method: str = "average", metric: str | None = None,
+             folds: int = FOLDS, seed: int = 0, output: str | None = None, storage: str | None = None,
+             study: str | None = None, top: int = 5, train: str | None = None,
+             progress: Any = None) -> EnsembleResult:
+    """Build an ensemble from model bundles (or a tuning study's best trials) and write it.
+
+    Parameters
+    ----------
+    models : paths of ``.mlsys`` model bundles
+    data : path(s) of held-out rows with the target
+    method : {"average", "weighted", "stack", "select"}
+    metric : str, optional
+    folds : int
+        Cross-fitting folds for the honest estimate.
+    seed : int
+    output : path, optional
+        Where to write the ensemble bundle.
+    storage, study, top, train : optional
+        ``--from-study``: train the ``top`` best trials of ``study`` on ``train`` and add them.
+    progress : object, optional
+
+    Returns
+    -------
+    EnsembleResult
+    """
+    from dataclasses import replace
+
+    from mlsys_cli.data.io import input_record
+    from mlsys_cli.models.bundle import ModelBundle
+
+    data = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
+    named = [(str(p), ModelBundle.load(p)) for p in models]
+    records: list[dict[str, Any]] = [{"path": str(p), "sha256": input_record(p, with_parent=False)["sha256"]} for p in models]
+    if study is not None:
+        if storage is None or train is None:
+            raise UsageError("--from-study needs --storage, --study and --train")
+        from_study = study_members(storage, study, top, train, seed=seed, progress=progress)
+        named += from_study
+        records += [{"study": study, "trial": name} for name, _ in from_study]
+    bundle, result = build_ensemble(named, data, method=method, metric=metric, folds=folds, seed=seed, member_records=records)
+    if output:
+        bundle.save(output)
+    return replace(result, output=str(output) if output else None)

@@ -427,9 +427,9 @@ def behavioural_tests(model: Any, df: Any, task: str, *, threshold: float = 0.5,
                 noisy[col] = values + rng.normal(0.0, perturb * std, size=len(values))
         flips, moved = _delta(task, _score(task, base_out, threshold), _score(task, model.predict(noisy), threshold), target_std)
         rate = float(flips.mean()) if len(flips) else 0.0
-        results.append(BehaviourResult("perturbation", ",".join(cols) or "(no numeric inputs)", len(df), rate, float(moved.mean()),
+        results.append(BehaviourResult("perturbation", f"{len(cols)} numeric inputs", len(df), rate, float(moved.mean()),
                                        TOLERANCE["perturbation"], rate <= TOLERANCE["perturbation"],
-                                       f"gaussian noise of {perturb:g} x std on {len(cols)} numeric inputs"))
+                                       f"gaussian noise of {perturb:g} x std on {', '.join(cols) or 'no column'}"))
         _advance(progress)
     for col in invariant:
         shuffled = df.copy()
@@ -581,21 +581,23 @@ def _baseline(model: Any, task: str, y: Any, classes: Sequence[Any], threshold: 
 
 
 def _train_prior(manifest: Mapping[str, Any], task: str, classes: Sequence[Any]) -> tuple[Any, str | None]:
-    """The training target's prior (class frequencies or mean) recorded in a model manifest."""
+    """The training target's prior from ``manifest["reference"]["target"]`` when recorded.
+
+    That entry is a ``data.profile.profile_values`` profile of the training target: numeric
+    (``mean``: the regression mean, or the positive rate of 0/1 and boolean classes) or
+    categorical (``top``: counts per class name).
+    """
     ref = (manifest.get("reference") or {}).get("target") or {}
-    recipe = manifest.get("recipe") or {}
+    mean = ref.get("mean")
     if task == "regression":
-        for value in (ref.get("mean"), (manifest.get("target_stats") or {}).get("mean"), recipe.get("target_mean")):
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                return float(value), "training data"
-        return None, None
-    for freq in (ref.get("class_prior"), ref.get("frequencies"), ref.get("categories"), manifest.get("class_prior"), recipe.get("class_prior")):
-        if isinstance(freq, Mapping) and freq:
-            counts = [float(freq.get(str(c), freq.get(c, 0)) or 0) for c in classes]
-            if sum(counts) > 0:
-                return [c / sum(counts) for c in counts], "training data"
-        if isinstance(freq, list) and len(freq) == len(classes) and sum(freq) > 0:
-            return [float(f) / sum(freq) for f in freq], "training data"
+        return (float(mean), "training data") if isinstance(mean, (int, float)) and math.isfinite(mean) else (None, None)
+    top = ref.get("top")
+    if isinstance(top, Mapping) and not ref.get("other"):
+        counts = [float(top.get(str(c.item() if hasattr(c, "item") else c), 0)) for c in classes]
+        if sum(counts) > 0:
+            return [c / sum(counts) for c in counts], "training data"
+    if isinstance(mean, (int, float)) and task == "binary" and [float(c) for c in classes if isinstance(c, (bool, int, float))] == [0.0, 1.0]:
+        return [1.0 - float(mean), float(mean)], "training data"
     return None, None
 
 
@@ -676,7 +678,9 @@ def evaluate(
     target = target or getattr(model, "target", None) or (getattr(model, "manifest", None) or {}).get("target")
     if not target:
         raise UsageError("the model does not name its target; give --target")
-    threshold = float(threshold if threshold is not None else getattr(model, "threshold", 0.5))
+    if threshold is None:  # the model's own: a bundle has .threshold, an ONNX model only its manifest
+        threshold = getattr(model, "threshold", None) or (getattr(model, "manifest", None) or {}).get("threshold", 0.5)
+    threshold = float(threshold)
     reqs = [r if isinstance(r, Requirement) else parse_requirement(r) for r in requirements]
     check_requirements(task, reqs, {"perturbation": perturb is not None, "invariance": bool(invariant),
                                     "directional": bool(expect), "slices": bool(slices)})
@@ -891,7 +895,8 @@ def write_html(result: Evaluation, path: Any) -> None:
             plots.append(hr.bar_chart([s["slice"] for s in rows], [s["value"] for s in rows],
                                       errors=([s["ci_low"] for s in rows], [s["ci_high"] for s in rows]),
                                       reference=rows[0]["reference"], reference_label="mean of slices", highlight=[s["flagged"] for s in rows],
-                                      title=f"{result.primary_metric} by {col}", value_label=result.primary_metric, kind="slices"))
+                                      title=f"{result.primary_metric} by {col}", value_label=result.primary_metric,
+                                      zero=False, kind="slices"))
         page.figures(*plots)
         page.text(f"Flagged: at least {result.slicing['min_rows']} rows and the whole {level} interval worse than the "
                   f"row-weighted mean of the column's slices (the dashed line).")
@@ -911,13 +916,14 @@ def _performance_plots(result: Evaluation, hr: Any) -> list:
         recall, precision = curves["pr"]
         plots.append(hr.line_plot([hr.Series(f"model (AUC {hr.format_value(result.metrics.get('auc'))})", fpr, tpr)],
                                   title="ROC curve", x_label="false positive rate", y_label="true positive rate",
-                                  x_range=(0, 1), y_range=(0, 1), diagonal=True, kind="roc"))
+                                  x_range=(0, 1), y_range=(0, 1), diagonal=True, legend="bottom", kind="roc"))
         plots.append(hr.line_plot([hr.Series("model", recall, precision, step=True)], title="Precision-recall curve",
                                   x_label="recall", y_label="precision", x_range=(0, 1), y_range=(0, 1.02),
                                   hline=curves["positive_rate"], kind="pr"))
     if result.confusion_matrix:
         cm = result.confusion_matrix
-        plots.append(hr.heatmap(cm["matrix"], cm["labels"], cm["labels"], title="Confusion matrix", x_label="predicted",
+        labels = [str(c) for c in cm["labels"]]
+        plots.append(hr.heatmap(cm["matrix"], labels, labels, title="Confusion matrix", x_label="predicted",
                                 y_label="actual", kind="confusion"))
     if "predicted" in curves:
         actual, predicted = curves["actual"], curves["predicted"]

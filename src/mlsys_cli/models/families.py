@@ -152,7 +152,9 @@ class XGBoostModel(SklearnModel):
     early_stopping_rounds = 50
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None, eval_set: Any = None,
-            timeout: float | None = None, progress: Any = None) -> "XGBoostModel":
+            timeout: float | None = None, progress: Any = None, callback: Any = None) -> "XGBoostModel":
+        """Fit; ``callback(round, valid_loss)`` is called after each round when ``eval_set`` is given
+        (tune's pruner raises from it to stop a hopeless trial)."""
         import xgboost as xgb
 
         rounds = int(self.estimator.get_params()["n_estimators"])
@@ -160,6 +162,9 @@ class XGBoostModel(SklearnModel):
 
         class _Stop(xgb.callback.TrainingCallback):
             def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+                if callback is not None and evals_log:
+                    history = next(iter(next(iter(evals_log.values())).values()))
+                    callback(epoch, float(history[-1]))
                 return budget.step()
 
         callbacks: list[Any] = [_Stop()]

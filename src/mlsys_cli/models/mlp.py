@@ -51,7 +51,6 @@ PARAMS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "max_epochs": (200, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "patience": (12, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "valid_fraction": (0.1, lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "class_weight": (None, lambda v: v is None or v == "balanced" or isinstance(v, dict), "null, \"balanced\" or {class: weight}"),
     "n_threads": (1, lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
     "warm_start": (False, lambda v: isinstance(v, bool), "true or false"),
 }
@@ -109,8 +108,6 @@ class MLPEstimator:
     valid_fraction : float
         When ``fit`` gets no ``eval_set``, this share of the training rows (seeded) is held out
         for early stopping; 0 trains for ``max_epochs`` without early stopping.
-    class_weight : None, "balanced" or dict
-        Weights per class code, multiplied into the sample weights.
     n_threads : int
         torch threads during ``fit`` (determinism is per thread count).
     warm_start : bool
@@ -152,7 +149,7 @@ class MLPEstimator:
     def __init__(self, task: str = "binary", n_classes: int = 2, *, hidden_layers: int = 2, width: int = 256,
                  dropout: float = 0.1, weight_decay: float = 1e-4, lr: float = 1e-3, batch_size: int = 256,
                  max_epochs: int = 200, patience: int = 12, valid_fraction: float = 0.1,
-                 class_weight: Any = None, n_threads: int = 1, warm_start: bool = False, seed: int = 0):
+                 n_threads: int = 1, warm_start: bool = False, seed: int = 0):
         self.task = task
         self.n_classes = n_classes
         self.hidden_layers = hidden_layers
@@ -164,7 +161,6 @@ class MLPEstimator:
         self.max_epochs = max_epochs
         self.patience = patience
         self.valid_fraction = valid_fraction
-        self.class_weight = class_weight
         self.n_threads = n_threads
         self.warm_start = warm_start
         self.seed = seed
@@ -228,18 +224,10 @@ class MLPEstimator:
     def _weights(self, y: Any, sample_weight: Any) -> Any:
         import numpy as np
 
+        # Class weights arrive folded into the sample weights (models/train.py: --class-weight).
         w = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         if w.shape != (len(y),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
             raise InputError("sample weights must be finite, non-negative, not all zero, one per row")
-        if self.task != "regression" and self.class_weight is not None:
-            if self.class_weight == "balanced":
-                counts = np.bincount(y, minlength=self.n_classes).astype(np.float64)
-                per_class = np.where(counts > 0, len(y) / (self.n_classes * np.maximum(counts, 1)), 0.0)
-            else:
-                per_class = np.ones(self.n_classes)
-                for key, value in self.class_weight.items():
-                    per_class[int(key)] = float(value)
-            w = w * per_class[y]
         # Mean weight 1 keeps the loss scale, hence the learning rate, independent of the weights.
         return w / w.mean()
 

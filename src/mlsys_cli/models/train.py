@@ -179,16 +179,9 @@ def make_featurizer(target: str, preset: str, features: Any = None, seed: int = 
 
 def load_features(path: Any, target: str) -> Any:
     """The fitted Featurizer of a features bundle; refused when it was fitted for another target."""
-    from mlsys_cli.bundle import BundleReader
-    from mlsys_cli.features import Featurizer
+    from mlsys_cli.features.bundle import load_features_bundle
 
-    reader = BundleReader(path, kind="features")
-    fz = Featurizer.load(reader, prefix="features/")
-    fitted_for = reader.manifest.get("target", getattr(fz, "target", None))
-    if fitted_for is not None and fitted_for != target:
-        raise InputError(f"{path}: features were fitted for target {fitted_for!r}, not {target!r}",
-                         f"refit them: mlsys featurize TRAIN --target {target} -o features.mlsys")
-    return fz
+    return load_features_bundle(path, target)[0]
 
 
 def check_roles(featurizer: Any, source: Any = "input") -> None:
@@ -201,7 +194,7 @@ def check_roles(featurizer: Any, source: Any = "input") -> None:
         if role.get("role") == "empty":
             raise InputError(f"{_name(source)}: column {name!r} is entirely missing", f"drop it: --drop {name}")
         if role.get("role") == "constant":
-            raise InputError(f"{_name(source)}: column {name!r} is constant ({role.get('reason')})",
+            raise InputError(f"{_name(source)}: column {name!r} is constant (one value in every training row)",
                              f"drop it: --drop {name}")
 
 
@@ -255,7 +248,7 @@ def load_params(path: Any) -> tuple[dict[str, Any], str | None]:
 
 def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0, params: Mapping[str, Any] | None = None,
                   seed: int = 0, sample_weight: Any = None, eval_set: Any = None, timeout: float | None = None,
-                  progress: Any = None) -> Any:
+                  progress: Any = None, callback: Any = None) -> Any:
     """Fit one estimator of ``family`` on a featurized matrix.
 
     Parameters
@@ -274,11 +267,17 @@ def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0,
         Seconds; iterative families stop at the next round after it.
     progress : object, optional
         ``update(completed=, total=)`` / ``advance(n)``.
+    callback : callable, optional
+        ``callback(step, valid_loss)`` after each boosting round (families whose ``fit`` takes
+        ``callback``; others ignore it). May raise to abort the fit (tune's pruning).
     """
+    import inspect
+
     from mlsys_cli.models.families import resolve_params
 
     est = family.make(task, n_classes, resolve_params(family, task, params), seed)
-    return est.fit(X, y, sample_weight=sample_weight, eval_set=eval_set, timeout=timeout, progress=progress)
+    extra = {"callback": callback} if callback is not None and "callback" in inspect.signature(est.fit).parameters else {}
+    return est.fit(X, y, sample_weight=sample_weight, eval_set=eval_set, timeout=timeout, progress=progress, **extra)
 
 
 # --------------------------------------------------------------------------- the whole step

@@ -553,10 +553,13 @@ def _objective(trial: Any, problem: _Problem, families: Sequence[str], fixed: Ma
     values: list[float] = []
     rounds: list[int] = []
     for fold in range(len(problem.folds)):
+        if deadline is not None and deadline <= time.time():
+            raise _Deadline()
+        X, y, Xv, yv, labels = problem.matrices(family, fold)
+        # Featurizing (once per family and fold) may have used up the budget.
         remaining = None if deadline is None else deadline - time.time()
         if remaining is not None and remaining <= 0:
             raise _Deadline()
-        X, y, Xv, yv, labels = problem.matrices(family, fold)
         kwargs: dict[str, Any] = {}
         if single and _accepts(fit_estimator, "callback"):
             def report(step: int, loss: float) -> None:
@@ -593,50 +596,55 @@ def _jsonable_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _optimize(study: Any, problem: _Problem, spec: Mapping[str, Any], progress: Any = None) -> dict[str, Any]:
-    """Run trials until the study has ``trials`` trials or the deadline passes.
+class _Failed(Exception):
+    """A configuration the estimator rejected; the trial is recorded as failed and the search goes on."""
 
-    Returns what this worker did: ``{"ran": n, "stopped_by": "trials"|"timeout"|"interrupted"}``.
+
+def _optimize(study: Any, problem: _Problem, spec: Mapping[str, Any], progress: Any = None) -> dict[str, Any]:
+    """Run trials until the study has ``trials`` trials, the grid is done or the deadline passes.
+
+    Returns what this worker did: ``{"ran": n, "stopped_by": "trials"|"timeout"|"grid"}``.
     """
     import optuna
     from optuna.trial import TrialState
 
     deadline, n_trials = spec.get("deadline"), spec.get("trials")
     families, fixed = spec["families"], spec["fixed"]
-    ran, failures, stopped_by = 0, 0, "trials"
+    grid = optuna.samplers.GridSampler(spec["grid"]) if spec.get("grid") else None
+    ran, stopped_by = 0, "trials"
     counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+
+    def run(trial: Any) -> float:
+        try:
+            return _objective(trial, problem, families, fixed, deadline)
+        except (optuna.TrialPruned, _Deadline, MlsysError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded on the trial, raised again below if nothing works
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
+            raise _Failed() from exc
+
+    failures = 0
     while True:
         if deadline is not None and time.time() >= deadline:
             stopped_by = "timeout"
             break
         if n_trials is not None and len(study.get_trials(deepcopy=False, states=counted)) >= n_trials:
             break
-        trial = study.ask()
+        if grid is not None and grid.is_exhausted(study):
+            stopped_by = "grid"
+            break
         try:
-            value = _objective(trial, problem, families, fixed, deadline)
-        except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
+            # One trial per call: Optuna runs the ask/tell protocol (pruning, failed trials, the
+            # grid sampler's stop) and this loop keeps the budgets.
+            study.optimize(run, n_trials=1, catch=(_Failed,))
         except _Deadline:
-            trial.set_user_attr("stopped_by", "timeout")
-            study.tell(trial, state=TrialState.FAIL)
             stopped_by = "timeout"
             break
-        except MlsysError:
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        except (KeyboardInterrupt, SystemExit):
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        except Exception as exc:  # a configuration the estimator rejects: record it, go on
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
-            study.tell(trial, state=TrialState.FAIL)
-            failures += 1
-            if failures >= 5 and not _complete(study):
-                raise
-        else:
-            study.tell(trial, value)
-            failures = 0
         ran += 1
+        last = study.get_trials(deepcopy=False)[-1]
+        failures = failures + 1 if "error" in last.user_attrs and last.state == TrialState.FAIL else 0
+        if failures >= 5 and not _complete(study):
+            raise InputError(f"the first trials all failed; the last error: {last.user_attrs['error']}")
         if progress is not None:
             _show(progress, study, problem, n_trials)
     return {"ran": ran, "stopped_by": stopped_by}

@@ -1,0 +1,48 @@
+"""mlsys predict: batch predictions from a model and a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from mlsys_cli import console
+from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt
+
+
+def _human(result: Any) -> None:
+    d = result.to_dict()
+    console.kv(f"{d['output']}: {d['rows']} predictions ({d['task']})", {
+        "model": d["model"], "columns": ", ".join(d["columns"]), "batches": d["batches"], "seconds": d["seconds"],
+        **({"label_counts": d["summary"]["label_counts"]} if "label_counts" in d["summary"] else d["summary"]),
+    })
+
+
+def command(
+    model: Annotated[Path, typer.Argument(help="A model: .mlsys bundle (mlsys train/ensemble) or .onnx (mlsys export).")],
+    data: Annotated[list[Path], typer.Argument(help="Rows to predict: Parquet file(s), a directory or glob, CSV/JSON.")],
+    output: OutputOpt,
+    keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Input columns to copy to the output, e.g. ids (comma-separated, repeatable).")] = None,
+    batch_rows: Annotated[int, typer.Option("--batch-rows", min=1, help="Rows per batch; bounds memory on big inputs.")] = 65_536,
+    json_: JsonOpt = False,
+    report: ReportOpt = None,
+) -> None:
+    """Predict a table with a model; write predictions to Parquet.
+
+    Writes `label` and `proba_<class>` (classification) or `prediction`
+    (regression), after the --keep columns. Streams the input in batches;
+    extra input columns are ignored; unseen categories are predicted.
+
+    Examples:
+
+        mlsys predict model.mlsys data/test.parquet -o preds.parquet --keep customer_id
+
+        mlsys predict model.onnx 'logs/*.parquet' -o preds.parquet --json
+    """
+    from mlsys_cli.deploy.predict import predict_file
+
+    columns = [c for item in keep or [] for c in item.split(",") if c]
+    with console.progress("predicting", total=None) as bar:
+        result = predict_file(model, [str(p) for p in data], output, keep=columns, batch_rows=batch_rows, progress=bar)
+    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)
