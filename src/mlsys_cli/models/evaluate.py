@@ -156,11 +156,11 @@ def weighted_auc(W: Any, y: Any, score: Any) -> Any:
     order = np.argsort(score, kind="mergesort")
     s, yy = score[order], y[order].astype(float)
     starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if len(s) else np.array([0])
-    Ws = W[:, order]
-    if Ws.shape[1] == 0:
+    if len(s) == 0:
         return np.full(W.shape[0], np.nan)
+    Ws = W[:, order]
     pos = np.add.reduceat(Ws * yy, starts, axis=1)
-    neg = np.add.reduceat(Ws * (1.0 - yy), starts, axis=1)
+    neg = np.add.reduceat(Ws, starts, axis=1) - pos
     below = np.cumsum(neg, axis=1) - neg
     num = (pos * (below + 0.5 * neg)).sum(axis=1)
     return _ratio(num, pos.sum(axis=1) * neg.sum(axis=1))
@@ -175,31 +175,32 @@ def weighted_metrics(task: str, W: Any, y: Any, out: Any, threshold: float = 0.5
     """
     import numpy as np
 
-    tot = W.sum(axis=1)
+    # Per-row terms stacked as columns: one matrix product reads W once for all the sums.
     if task == "regression":
         err = out - y
-        mean_y = _ratio(W @ y, tot)
-        sst = W @ (y * y) - tot * mean_y**2
-        sse = W @ (err * err)
+        tot, sum_y, sum_y2, sse, sae = (W @ np.column_stack([np.ones_like(y), y, y * y, err * err, np.abs(err)])).T
+        sst = sum_y2 - tot * _ratio(sum_y, tot) ** 2
         r2 = np.where(sst > 1e-12 * np.maximum(tot, 1), 1.0 - _ratio(sse, sst), np.nan)
-        return {"rmse": np.sqrt(_ratio(sse, tot)), "mae": _ratio(W @ np.abs(err), tot), "r2": r2}
+        return {"rmse": np.sqrt(_ratio(sse, tot)), "mae": _ratio(sae, tot), "r2": r2}
     eps = np.finfo(float).eps
-    p_true = np.clip(out[np.arange(len(y)), y], eps, 1 - eps)
-    log_loss = _ratio(W @ -np.log(p_true), tot)
+    loss = -np.log(np.clip(out[np.arange(len(y)), y], eps, 1 - eps))
     if task == "binary":
         p1 = out[:, 1]
         yb = (y == 1).astype(float)
         pred = (p1 >= threshold).astype(float)
-        tp, pp, P = W @ (pred * yb), W @ pred, W @ yb
+        terms = np.column_stack([np.ones_like(yb), loss, pred * yb, pred, yb, (pred == yb).astype(float), (p1 - yb) ** 2])
+        tot, loss_sum, tp, pp, P, correct, sq = (W @ terms).T
         return {
             "auc": weighted_auc(W, yb, p1),
-            "log_loss": log_loss,
-            "accuracy": _ratio(W @ (pred == yb).astype(float), tot),
+            "log_loss": _ratio(loss_sum, tot),
+            "accuracy": _ratio(correct, tot),
             "f1": _ratio(2 * tp, pp + P, 0.0),
             "precision": _ratio(tp, pp, 0.0),
             "recall": _ratio(tp, P, 0.0),
-            "brier": _ratio(W @ (p1 - yb) ** 2, tot),
+            "brier": _ratio(sq, tot),
         }
+    tot = W.sum(axis=1)
+    log_loss = _ratio(W @ loss, tot)
     k = out.shape[1]
     pred = out.argmax(axis=1)
     onehot_true = np.eye(k)[y]

@@ -136,7 +136,9 @@ class ForestModel(SklearnModel):
             grown += step
             if budget.step(step):
                 break
-        self.estimator.set_params(warm_start=False, n_estimators=grown)
+        # Parallel prediction adds the trees' outputs in thread order, which changes the last bits
+        # from run to run; one thread keeps predictions reproducible (training stays parallel).
+        self.estimator.set_params(warm_start=False, n_estimators=grown, n_jobs=1)
         self.n_features_ = X.shape[1]
         self.fit_info_ = {"n_estimators": grown, "stopped_by": "timeout" if grown < total else None}
         return self

@@ -10,8 +10,8 @@ How a study runs
   a cost-aware scheduler in the spirit of FLAML's "estimated cost for improvement" (ECI): each
   family's loss gap to the best family divided by its observed rate of improvement per second
   of trials, floored by its mean trial time; the next family is drawn with probability
-  proportional to ``1 / ECI`` (seeded), so cheap improving families get most of the budget
-  while the others are still revisited.
+  proportional to ``1 / ECI`` (seeded; 10% of the draws are uniform), so cheap improving
+  families get most of the budget while the others are still revisited.
 - Intermediate scores (boosting rounds, MLP epochs, CV folds) go to the Optuna pruner, which
   stops hopeless trials early.
 - Budgets: ``trials`` counts every trial of the study (also those run by other workers or by an
@@ -46,6 +46,8 @@ PRUNERS = ("median", "hyperband", "none")
 AUTO_FAMILIES = ("linear", "xgboost", "forest", "mlp")
 DEFAULT_TRIALS = 30
 FAMILY_PARAM = "family"
+# Share of the auto scheduler's draws that ignore the cost estimates.
+EXPLORE = 0.1
 # Grid search over a continuous range uses this many points per parameter.
 GRID_POINTS = 3
 
@@ -278,7 +280,10 @@ def choose_family(trials: Sequence[Any], candidates: Sequence[str], minimize: bo
             cost = max(mean_time, gap / rate)
         eci.append(cost)
     weights = 1.0 / np.asarray(eci)
-    return alive[int(rng.choice(len(alive), p=weights / weights.sum()))]
+    # Early estimates are noisy (one trial cut by the deadline looks hopeless): keep a share of
+    # the draws uniform so that no family is written off for good.
+    p = (1 - EXPLORE) * weights / weights.sum() + EXPLORE / len(alive)
+    return alive[int(rng.choice(len(alive), p=p))]
 
 
 def make_sampler(kind: str, seed: int, candidates: Sequence[str], minimize: bool, grid: Mapping[str, Any] | None = None) -> Any:
@@ -357,7 +362,7 @@ def make_pruner(kind: str, by_family: bool) -> Any:
 
     class FamilyMedianPruner(optuna.pruners.BasePruner):
         def prune(self, study, trial):
-            return median.prune(FamilyView(study, trial.params.get(FAMILY_PARAM)), trial)
+            return bool(median.prune(FamilyView(study, trial.params.get(FAMILY_PARAM)), trial))
 
     return FamilyMedianPruner()
 
@@ -528,6 +533,12 @@ def _accepts(fn: Any, name: str) -> bool:
         return False
 
 
+def _check_deadline(trial: Any, deadline: float | None) -> None:
+    if deadline is not None and time.time() >= deadline:
+        trial.set_user_attr("stopped_by", "timeout")
+        raise _Deadline()
+
+
 def _objective(trial: Any, problem: _Problem, families: Sequence[str], fixed: Mapping[str, Mapping[str, Any]],
                deadline: float | None) -> float:
     """Fit the trial's configuration on every fold and return its mean validation metric."""
@@ -553,13 +564,11 @@ def _objective(trial: Any, problem: _Problem, families: Sequence[str], fixed: Ma
     values: list[float] = []
     rounds: list[int] = []
     for fold in range(len(problem.folds)):
-        if deadline is not None and deadline <= time.time():
-            raise _Deadline()
+        _check_deadline(trial, deadline)
         X, y, Xv, yv, labels = problem.matrices(family, fold)
         # Featurizing (once per family and fold) may have used up the budget.
+        _check_deadline(trial, deadline)
         remaining = None if deadline is None else deadline - time.time()
-        if remaining is not None and remaining <= 0:
-            raise _Deadline()
         kwargs: dict[str, Any] = {}
         if single and _accepts(fit_estimator, "callback"):
             def report(step: int, loss: float) -> None:

@@ -1,0 +1,245 @@
+"""Tuning: the family scheduler, storages, fixed parameters, budgets, resume, the trials table."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pytest
+
+from mlsys_cli.errors import InputError, UsageError
+from mlsys_cli.models import tune as T
+
+
+def _trial(number, family, value, seconds, state="COMPLETE", defaults=False):
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    start = dt.datetime(2024, 1, 1) + dt.timedelta(seconds=100 * number)
+    return optuna.trial.FrozenTrial(
+        number=number, state=getattr(TrialState, state), value=value if state == "COMPLETE" else None,
+        datetime_start=start, datetime_complete=start + dt.timedelta(seconds=seconds),
+        params={"family": family}, distributions={"family": CategoricalDistribution(["linear", "xgboost", "forest"])},
+        user_attrs={"defaults": defaults}, system_attrs={}, intermediate_values={}, trial_id=number,
+    )
+
+
+# --------------------------------------------------------------------------- the auto scheduler
+
+
+def test_scheduler_starts_every_family_cheapest_first():
+    rng = np.random.default_rng(0)
+    families = ["linear", "xgboost", "forest"]
+    assert T.choose_family([], families, minimize=False, rng=rng) == "linear"
+    assert T.choose_family([_trial(0, "linear", 0.7, 1)], families, minimize=False, rng=rng) == "xgboost"
+    # A family whose trial is still running counts as started (another worker has it).
+    running = [_trial(0, "linear", 0.7, 1), _trial(1, "xgboost", None, 1, state="RUNNING")]
+    assert T.choose_family(running, families, minimize=False, rng=rng) == "forest"
+
+
+def test_scheduler_spends_the_budget_where_it_pays():
+    # xgboost is best and improving fast; forest is far behind and slow; linear is cheap but stuck.
+    trials = [
+        _trial(0, "linear", 0.70, 1), _trial(1, "xgboost", 0.80, 2), _trial(2, "forest", 0.74, 20),
+        _trial(3, "xgboost", 0.85, 2), _trial(4, "linear", 0.70, 1), _trial(5, "forest", 0.745, 20),
+    ]
+    rng = np.random.default_rng(0)
+    picks = [T.choose_family(trials, ["linear", "xgboost", "forest"], minimize=False, rng=rng) for _ in range(400)]
+    share = {f: picks.count(f) / len(picks) for f in ("linear", "xgboost", "forest")}
+    assert share["xgboost"] > 0.8, share
+    # The others keep the exploration share (10% spread evenly), no more.
+    assert 0 < share["linear"] < 0.1 and 0 < share["forest"] < 0.1, share
+
+
+def test_scheduler_reads_the_direction():
+    trials = [_trial(0, "linear", 0.30, 1), _trial(1, "xgboost", 0.60, 1),
+              _trial(2, "linear", 0.20, 1), _trial(3, "xgboost", 0.59, 1)]
+    rng = np.random.default_rng(1)
+    picks = [T.choose_family(trials, ["linear", "xgboost"], minimize=True, rng=rng) for _ in range(200)]
+    assert picks.count("linear") > picks.count("xgboost")
+
+
+# --------------------------------------------------------------------------- storages
+
+
+def test_unreachable_postgres_is_an_input_error_without_the_password():
+    with pytest.raises(InputError) as err:
+        T.open_storage("postgresql+psycopg://me:s3cret@127.0.0.1:1/db")
+    assert "cannot open storage" in err.value.message and "refused" in err.value.message.lower()
+    assert "s3cret" not in err.value.message
+
+
+def test_journal_in_a_missing_directory_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        T.open_storage(f"journal:{tmp_path}/nope/study.log")
+
+
+def test_unknown_storage_is_a_usage_error():
+    with pytest.raises(UsageError):
+        T.open_storage("study.db")
+
+
+def test_journal_and_sqlite_storages_open(tmp_path):
+    import optuna
+
+    for url in (f"journal:{tmp_path}/s.log", f"sqlite:///{tmp_path}/s.db"):
+        study = optuna.create_study(storage=T.open_storage(url), study_name="s")
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+        assert len(optuna.load_study(study_name="s", storage=T.open_storage(url)).trials) == 2
+
+
+# --------------------------------------------------------------------------- search spaces
+
+
+def test_fixed_params_go_to_their_family():
+    from mlsys_cli.models.families import get_family
+
+    fams = ["linear", "xgboost"]
+    spaces = {f: T.probe_space(get_family(f), "binary") for f in fams}
+    defaults = {f: get_family(f).default_params("binary") for f in fams}
+    per = T.split_fixed(fams, {"xgboost.max_depth": 3, "C": 0.5}, spaces, defaults)
+    assert per == {"linear": {"C": 0.5}, "xgboost": {"max_depth": 3}}
+    with pytest.raises(UsageError, match="no searched family"):
+        T.split_fixed(fams, {"nonsense": 1}, spaces, defaults)
+    assert T.split_fixed(["xgboost"], {"max_depth": 3}, spaces, defaults) == {"xgboost": {"max_depth": 3}}
+
+
+def test_search_spaces_use_log_scales_for_rates_and_regularization():
+    from mlsys_cli.models.families import get_family
+
+    space = T.probe_space(get_family("xgboost"), "binary")
+    assert space["learning_rate"].log and space["reg_lambda"].log
+    assert T.probe_space(get_family("linear"), "binary")["C"].log
+
+
+def test_grid_values():
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    assert T._grid_values(FloatDistribution(1e-4, 1e2, log=True)) == pytest.approx([1e-4, 0.1, 100.0])
+    assert T._grid_values(IntDistribution(2, 10)) == [2, 6, 10]
+    assert T._grid_values(CategoricalDistribution(["a", "b"])) == ["a", "b"]
+
+
+def test_family_pruner_compares_a_trial_with_its_own_family():
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    dist = {"family": CategoricalDistribution(["mlp", "xgboost"])}
+    study = optuna.create_study(direction="minimize", pruner=T.make_pruner("median", by_family=True))
+    # Finished mlp trials reach a loss of 0.5 at step 10; xgboost trials reach 0.1.
+    for i in range(5):
+        for fam, loss in (("mlp", 0.5), ("xgboost", 0.1)):
+            study.add_trial(optuna.trial.create_trial(params={"family": fam}, distributions=dist, value=loss,
+                                                      intermediate_values={s: loss for s in range(11)}))
+    def running(loss):
+        return optuna.trial.FrozenTrial(
+            number=99, state=TrialState.RUNNING, value=None, datetime_start=dt.datetime.now(), datetime_complete=None,
+            params={"family": "mlp"}, distributions=dist, user_attrs={}, system_attrs={},
+            intermediate_values={s: loss for s in range(11)}, trial_id=99)
+
+    # 0.3 beats every mlp trial, so it goes on, though every xgboost trial beats it.
+    assert study.pruner.prune(study, running(0.3)) is False
+    assert study.pruner.prune(study, running(0.7)) is True
+
+
+def test_sampler_draws_depend_on_trial_number_not_on_worker():
+    import optuna
+
+    def draws(seed):
+        study = optuna.create_study(sampler=T.make_sampler("random", seed, ["linear"], minimize=False))
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+        return [t.params["x"] for t in study.trials]
+
+    assert draws(0) == draws(0)
+    assert draws(0) != draws(1)
+    assert len(set(draws(0))) == 3
+
+
+def test_unknown_metric_names_the_choices():
+    with pytest.raises(UsageError, match="unknown metric 'rmse'") as err:
+        T.resolve_metric("binary", "rmse")
+    assert err.value.hint.startswith("choose one of: auc")
+    assert T.resolve_metric("regression", "r2") == ("r2", True)
+
+
+# --------------------------------------------------------------------------- whole studies
+
+
+def test_tune_linear_on_a_validation_table(small_tables, tmp_path):
+    t = small_tables["binary"]
+    result = T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", trials=4, seed=0,
+                    output=str(tmp_path / "p.json"), trials_out=str(tmp_path / "t.parquet"))
+    d = result.to_dict()
+    assert d["trials"]["complete"] == 4 and d["trials"]["total"] == 4
+    assert d["metric"] == "auc" and d["direction"] == "maximize"
+    assert d["best"]["defaults_value"] is not None and d["best"]["value"] >= d["best"]["defaults_value"]
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["family"] == "linear" and set(doc["params"]) >= {"C"}
+    assert doc["value"] == pytest.approx(d["best"]["value"])
+    import pandas as pd
+
+    trials = pd.read_parquet(tmp_path / "t.parquet")
+    assert list(trials["number"]) == [0, 1, 2, 3]
+    assert set(trials["state"]) == {"complete"} and trials["auc"].max() == pytest.approx(d["best"]["value"])
+    assert bool(trials["defaults"].iloc[0]) and (trials["duration_s"] > 0).all()
+    # Same seed, same search.
+    again = T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", trials=4, seed=0)
+    assert again.best_params == result.best_params and again.best_value == result.best_value
+
+
+def test_resume_continues_the_study_and_refuses_another_problem(small_tables, tmp_path):
+    t = small_tables["regression"]
+    storage = f"journal:{tmp_path}/study.log"
+    args = dict(valid=str(t["valid"]), target=t["target"], model="linear", storage=storage, study="ltv")
+    first = T.tune(str(t["train"]), trials=2, **args)
+    assert first.trials["total"] == 2 and first.metric == "rmse"
+    second = T.tune(str(t["train"]), trials=4, **args)
+    assert second.trials["total"] == 4 and second.trials["this_run"] == 2
+    assert second.best_value <= first.best_value
+    with pytest.raises(InputError, match="was made for metric='rmse'"):
+        T.tune(str(t["train"]), trials=5, metric="mae", **args)
+
+
+def test_time_ordered_folds_never_train_on_the_future(small_tables):
+    import pandas as pd
+
+    t = small_tables["binary"]
+    spec = {"train": str(t["train"]), "target": t["target"], "cv": 3, "time_col": "signup_date", "seed": 0}
+    problem = T._Problem(spec)
+    times = pd.read_parquet(t["train"])["signup_date"].to_numpy()
+    assert len(problem.folds) == 3
+    for train_idx, valid_idx in problem.folds:
+        assert times[train_idx].max() <= times[valid_idx].min()
+
+
+def test_cv_study_records_the_rounds_early_stopping_chose(small_tables):
+    t = small_tables["multiclass"]
+    result = T.tune(str(t["train"]), cv=2, target=t["target"], model="xgboost", trials=2, seed=0,
+                    params={"n_estimators": 60, "learning_rate": 0.3})
+    assert result.metric == "log_loss" and result.direction == "minimize"
+    assert 1 <= result.best_params["n_estimators"] <= 60
+    assert "nthread" not in result.best_params  # how a trial runs is not part of the recipe
+
+
+def test_nothing_to_search_is_a_usage_error(small_tables):
+    t = small_tables["binary"]
+    with pytest.raises(UsageError, match="nothing to search"):
+        T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", params={"C": 1.0}, trials=2)
+    with pytest.raises(UsageError, match="nothing to search"):
+        T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="baseline", trials=2)
+
+
+def test_budget_too_small_for_one_trial(small_tables):
+    t = small_tables["binary"]
+    with pytest.raises(InputError, match="too small to finish one trial"):
+        T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", timeout=0.01)
+
+
+def test_grid_search_stops_when_the_grid_is_done(small_tables):
+    t = small_tables["binary"]
+    result = T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", sampler="grid", trials=10)
+    assert result.trials["total"] == 3 and result.stopped_by == "grid"
+    assert result.best_params["C"] in (1e-4, 0.1, 100.0)
