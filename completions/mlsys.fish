@@ -62,6 +62,7 @@ complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l task
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -s o
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l help
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l cv
+complete -c mlsys -n '__fish_seen_subcommand_from tune' -l drop
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l html
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l json
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l metric

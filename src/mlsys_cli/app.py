@@ -112,11 +112,28 @@ def _fail(message: str, hint: str | None, code: int) -> int:
     return code
 
 
+GLOBAL_FLAGS = ("-q", "--quiet", "-v", "-vv", "-vvv", "--verbose", "--traceback")
+
+
+def hoist_global_flags(argv: list[str]) -> list[str]:
+    """Let ``-q``/``-v``/``--traceback`` stand anywhere (``mlsys split ... -q``): move them first.
+
+    One-letter flags are reserved globally (STYLE.md), so no command gives them another meaning.
+    Arguments after ``--`` are left alone.
+    """
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:end] if a in GLOBAL_FLAGS]
+    rest = [a for a in argv[:end] if a not in GLOBAL_FLAGS]
+    return flags + rest + argv[end:]
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit status (DESIGN.md section 3)."""
     from mlsys_cli.data.io import set_invocation
 
-    set_invocation(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    set_invocation(argv)
+    argv = hoist_global_flags(argv)
     try:
         try:
             result = app(args=argv, prog_name="mlsys", standalone_mode=False)

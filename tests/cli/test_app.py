@@ -70,3 +70,8 @@ def test_garbage_parquet_is_input_error(tmp_path):
     junk = tmp_path / "junk.parquet"
     junk.write_bytes(b"\x00\x01garbage" * 10)
     assert_clean_error(run_cli("info", junk), 3)
+
+
+def test_global_flags_anywhere(table):
+    assert run_cli("info", table, "-q").stdout == ""
+    assert run_cli("info", "-q", table, "--json").json["rows"] == 3

@@ -215,6 +215,7 @@ def test_time_ordered_folds_never_train_on_the_future(small_tables):
         assert times[train_idx].max() <= times[valid_idx].min()
 
 
+@pytest.mark.slow
 def test_cv_study_records_the_rounds_early_stopping_chose(small_tables):
     t = small_tables["multiclass"]
     result = T.tune(str(t["train"]), cv=2, target=t["target"], model="xgboost", trials=2, seed=0,

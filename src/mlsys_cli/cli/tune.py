@@ -39,6 +39,7 @@ def command(
     study: Annotated[Optional[str], typer.Option("--study", help="Study name, to resume or share it (default mlsys-tune).")] = None,
     n_jobs: Annotated[int, typer.Option("--n-jobs", help="Worker processes on this machine.")] = 1,
     param: Annotated[Optional[list[str]], typer.Option("--param", help="Fix a parameter: name=value or family.name=value (repeatable).")] = None,
+    drop: Annotated[Optional[list[str]], typer.Option("--drop", help="Columns not to use as features (comma-separated, repeatable).")] = None,
     seed: SeedOpt = 0,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the best params and recipe (JSON, for train --params).")] = None,
     save_model: Annotated[Optional[Path], typer.Option("--save-model", help="Retrain the best configuration and write the model bundle.")] = None,
@@ -68,6 +69,7 @@ def command(
             str(train), target=target, valid=str(valid) if valid else None, cv=cv, time_col=time_col, model=model,
             metric=metric, sampler=sampler, pruner=pruner, trials=trials, timeout=parse_duration(timeout),
             storage=storage, study=study, n_jobs=n_jobs, params=parse_kv(param), seed=seed,
+            features={"drop": [c for item in drop for c in item.split(",") if c]} if drop else None,
             output=str(output) if output else None, save_model=str(save_model) if save_model else None,
             trials_out=str(trials_out) if trials_out else None, html=str(html) if html else None, progress=bar,
         )

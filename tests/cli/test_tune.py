@@ -1,0 +1,126 @@
+"""mlsys tune: wiring, outputs, exit codes, and workers sharing one study (journal, PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import assert_clean_error, run_cli, run_proc
+
+
+def _base(t):
+    return [t["train"], "--valid", t["valid"], "--target", t["target"], "--drop", "customer_id"]
+
+
+def test_json_report_and_outputs(small_tables, tmp_path):
+    t = small_tables["binary"]
+    result = run_cli("tune", *_base(t), "--model", "linear", "--trials", "3", "--json",
+                     "-o", tmp_path / "params.json", "--trials-out", tmp_path / "trials.parquet",
+                     "--html", tmp_path / "tune.html", "--save-model", tmp_path / "best.mlsys")
+    assert result.code == 0, result.stderr
+    d = result.json
+    assert {"study", "metric", "direction", "best", "trials", "families", "stopped_by", "outputs"} <= set(d)
+    assert d["best"]["family"] == "linear" and d["trials"]["complete"] == 3
+    assert set(d["outputs"]) == {"params", "trials", "html", "model"}
+    trials = pd.read_parquet(tmp_path / "trials.parquet")
+    assert len(trials) == 3 and {"number", "state", "family", "auc", "duration_s", "params"} <= set(trials.columns)
+    page = (tmp_path / "tune.html").read_text()
+    assert 'data-kind="history"' in page and "Parameter importances" in page
+    # The params file is what train reads.
+    trained = run_cli("train", t["train"], "--valid", t["valid"], "--target", t["target"], "--drop", "customer_id",
+                      "--params", tmp_path / "params.json", "-o", tmp_path / "again.mlsys", "--json")
+    assert trained.code == 0, trained.stderr
+    assert trained.json["model"] == "linear"
+    assert trained.json["params"]["C"] == pytest.approx(d["best"]["params"]["C"])
+    info = run_cli("info", tmp_path / "best.mlsys", "--json")
+    assert info.code == 0 and info.json["task"] == "binary"
+
+
+def test_human_output(small_tables):
+    result = run_cli("tune", *_base(small_tables["regression"])[:-2], "--model", "linear", "--trials", "2")
+    assert result.code == 0, result.stderr
+    assert "best of study" in result.stdout and "family\ttrials" in result.stdout
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["--model", "nonsense"], 2, "unknown model family"),
+    (["--model", "linear", "--param", "C=1.0"], 2, "nothing to search"),
+    (["--model", "linear", "--sampler", "bayes"], 2, "unknown sampler"),
+    (["--model", "linear", "--cv", "3"], 2, "--valid or --cv"),
+    (["--model", "linear", "--metric", "rmse"], 2, "unknown metric"),
+    (["--model", "linear", "--timeout", "0.01s"], 3, "too small to finish one trial"),
+    (["--model", "linear", "--storage", "postgresql+psycopg://u:pw@127.0.0.1:1/x"], 3, "cannot open storage"),
+    (["--model", "linear", "--storage", "journal:/no/such/dir/s.log"], 3, "cannot open storage"),
+])
+def test_bad_input(small_tables, args, code, text):
+    result = run_cli("tune", *_base(small_tables["binary"]), *args)
+    assert_clean_error(result, code)
+    assert text in result.stderr
+
+
+def test_missing_target(small_tables):
+    t = small_tables["binary"]
+    result = run_cli("tune", t["train"], "--valid", t["valid"], "--target", "nope", "--model", "linear")
+    assert_clean_error(result, 3)
+    assert "no target column 'nope'" in result.stderr
+
+
+def _start(args, cwd):
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.Popen([sys.executable, "-m", "mlsys_cli", "tune", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _check_shared_study(storage, study, n_trials):
+    import optuna
+
+    from mlsys_cli.models.tune import open_storage
+
+    trials = optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(len(trials))), "each trial number once"
+    # Each worker checks the count before it asks for a trial: at most one trial per extra worker more.
+    assert n_trials <= len(trials) <= n_trials + 1
+    assert all(t.state.name == "COMPLETE" for t in trials), [t.state for t in trials]
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert len(workers) == 2, workers
+    params = [json.dumps(t.user_attrs["params"], sort_keys=True) for t in trials]
+    assert len(set(params)) == len(params), "no configuration was run twice"
+
+
+def _two_workers(small_tables, tmp_path, storage):
+    t = small_tables["binary"]
+    args = [*_base(t), "--model", "linear", "--trials", "8", "--storage", storage, "--study", "shared", "--json"]
+    procs = [_start(args, tmp_path) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err.decode()
+    _check_shared_study(storage, "shared", 8)
+    # The report of either worker accounts for every trial of the study.
+    assert max(json.loads(out)["trials"]["total"] for out, _ in outs) >= 8
+
+
+@pytest.mark.slow
+def test_two_processes_share_a_journal_study(small_tables, tmp_path):
+    _two_workers(small_tables, tmp_path, f"journal:{tmp_path}/study.log")
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_two_processes_share_a_postgres_study(small_tables, tmp_path, postgres_url):
+    _two_workers(small_tables, tmp_path, postgres_url)
+
+
+@pytest.mark.slow
+def test_n_jobs_starts_worker_processes(small_tables, tmp_path):
+    storage = f"journal:{tmp_path}/jobs.log"
+    result = run_proc("tune", *_base(small_tables["binary"]), "--model", "linear", "--trials", "6", "--n-jobs", "2",
+                      "--storage", storage, "--study", "jobs", "--json", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert result.json["workers"] == 2
+    _check_shared_study(storage, "jobs", 6)
