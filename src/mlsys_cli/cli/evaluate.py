@@ -10,7 +10,7 @@ import typer
 from mlsys_cli import console
 from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt
 
-MetricCols = ["metric", "value", "ci_low", "ci_high", "zero_rule"]
+_METRIC_COLUMNS = ["metric", "value", "ci_low", "ci_high", "zero_rule"]
 
 
 def _human(result: Any) -> None:
@@ -22,7 +22,7 @@ def _human(result: Any) -> None:
     base = d["baseline"]["metrics"]
     console.records(f"metrics ({d['bootstrap']['confidence']:.0%} bootstrap CI; zero rule from the {d['baseline']['prior_from']})",
                     [{"metric": k, "value": v, "ci_low": d["ci"][k][0], "ci_high": d["ci"][k][1], "zero_rule": base.get(k)}
-                     for k, v in d["metrics"].items()], MetricCols)
+                     for k, v in d["metrics"].items()], _METRIC_COLUMNS)
     if d["best_threshold"]:
         console.kv("threshold maximising F1", d["best_threshold"])
     if d["slices"]:

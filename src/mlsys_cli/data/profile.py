@@ -61,7 +61,7 @@ def numeric_profile(values: Any, bins: int = BINS) -> dict[str, Any]:
     import numpy as np
 
     x = np.asarray(values, dtype=np.float64)
-    present = x[~np.isnan(x)]
+    present = x[np.isfinite(x)]
     n = int(len(x))
     out: dict[str, Any] = {"kind": "numeric", "count": n, "nulls": n - int(len(present)),
                            "null_rate": (n - len(present)) / n if n else None}

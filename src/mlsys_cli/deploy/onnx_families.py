@@ -7,9 +7,9 @@ featurizer's output) and one output: ``probabilities`` [N, C] for classification
 :func:`finish` adds the ``label`` output, so every path ends with the same outputs.
 
 Precision: scikit-learn trees compare ``float32(x)`` (as a double) with float64 thresholds.
-Rounding those thresholds to float32 can move a split by one ulp and change a leaf, so
-scikit-learn tree ensembles are converted with double-precision thresholds behind a
-float -> double cast: the comparison is then exactly the one scikit-learn makes. XGBoost
+Rounding a threshold to the nearest float32 can move a split by one ulp and change a leaf;
+skl2onnx instead stores the float32 threshold that splits every float32 input the same way
+(exact, since the canonical form makes every raw number float32-representable). XGBoost
 stores float32 thresholds and compares float32 values, which ONNX reproduces as is.
 """
 
@@ -19,7 +19,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from mlsys_cli.errors import InputError
 
-# ai.onnx.ml 3 is the first with double tree thresholds (``nodes_values_as_tensor``).
 OPSET = {"": 17, "ai.onnx.ml": 3}
 # onnxmltools' XGBoost converter supports default-domain opsets up to 15; _unify upgrades it.
 XGBOOST_OPSET = 15
@@ -34,13 +33,12 @@ def _target_opset() -> dict[str, int]:
     return dict(OPSET)
 
 
-def _skl_convert(est: Any, n_features: int, *, double: bool = False, options: dict | None = None) -> Any:
+def _skl_convert(est: Any, n_features: int, *, options: dict | None = None) -> Any:
     from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+    from skl2onnx.common.data_types import FloatTensorType
 
-    tensor = DoubleTensorType if double else FloatTensorType
     return convert_sklearn(
-        est, initial_types=[(FEATURES, tensor([None, n_features]))],
+        est, initial_types=[(FEATURES, FloatTensorType([None, n_features]))],
         options={id(est): options} if options else None, target_opset=_target_opset(),
     )
 
@@ -49,7 +47,7 @@ def _is_classifier(task: str) -> bool:
     return task in ("binary", "multiclass")
 
 
-def _single_output(model: Any, task: str, *, cast_double: bool = False) -> Any:
+def _single_output(model: Any, task: str) -> Any:
     """Keep the probabilities (or the regression value) of a converted model, renamed."""
     import onnx
     from onnx import helper
@@ -64,11 +62,6 @@ def _single_output(model: Any, task: str, *, cast_double: bool = False) -> Any:
     renamed = {source: "_raw_out"} if source == target else {}
     nodes = [_rename_node(n, renamed) for n in graph.node]
     new_inputs = list(graph.input)
-    if cast_double:
-        # The converted graph takes doubles; our contract is a float input, cast exactly.
-        nodes = [_rename_node(n, {FEATURES: "_features_f64"}) for n in nodes]
-        nodes.insert(0, helper.make_node("Cast", [FEATURES], ["_features_f64"], to=onnx.TensorProto.DOUBLE, name="cast_features_f64"))
-        new_inputs = [_float_input(FEATURES, _width(graph.input[0]))]
     src = renamed.get(source, source)
     nodes.append(helper.make_node("Cast", [src], [target], to=onnx.TensorProto.FLOAT, name=f"cast_{target}"))
     width = 1 if not _is_classifier(task) else None
@@ -139,21 +132,40 @@ def _prune(model: Any) -> Any:
 # --- converters, one per kind of fitted estimator -------------------------------------------
 
 def sklearn_to_onnx(est: Any, n_features: int, task: str) -> Any:
-    """A scikit-learn estimator (linear models, trees, forests, calibrated classifiers).
+    """A scikit-learn estimator (linear models, trees, forests).
 
-    Tree ensembles get double thresholds behind a cast (see the module docstring).
+    Tree thresholds are stored as float32 values chosen by skl2onnx so that
+    ``x <= t32`` holds exactly when scikit-learn's ``double(float32(x)) <= t64`` does, and
+    missing values follow each split's learned side (``missing_go_to_left``).
     """
-    double = _has_trees(est)
     options = {"zipmap": False} if _is_classifier(task) else None
-    model = _skl_convert(est, n_features, double=double, options=options)
-    return _single_output(model, task, cast_double=double)
+    model = _skl_convert(est, n_features, options=options)
+    _route_missing(model, est)
+    return _single_output(model, task)
 
 
-def _has_trees(est: Any) -> bool:
-    from sklearn.ensemble import BaseEnsemble
-    from sklearn.tree import BaseDecisionTree
+def _route_missing(model: Any, est: Any) -> None:
+    """Send NaN down the side each scikit-learn split learned (skl2onnx sends it right).
 
-    return isinstance(est, (BaseDecisionTree, BaseEnsemble))
+    The converter writes one ONNX tree node per scikit-learn node, tree after tree, in
+    node-id order; ONNX's "true" branch of BRANCH_LEQ is scikit-learn's left child.
+    """
+    import numpy as np
+    from onnx import helper
+
+    trees = [t.tree_ for t in getattr(est, "estimators_", [])] or ([est.tree_] if hasattr(est, "tree_") else [])
+    if not trees or not all(hasattr(t, "missing_go_to_left") for t in trees):
+        return
+    flags = np.concatenate([np.asarray(t.missing_go_to_left, dtype=np.int64) for t in trees]).tolist()
+    for node in model.graph.node:
+        if node.op_type not in ("TreeEnsembleClassifier", "TreeEnsembleRegressor"):
+            continue
+        kept = [a for a in node.attribute if a.name != "nodes_missing_value_tracks_true"]
+        n_nodes = next(len(a.ints) for a in node.attribute if a.name == "nodes_nodeids")
+        if n_nodes != len(flags):
+            raise InputError(f"cannot map missing-value routing of {type(est).__name__} to ONNX ({n_nodes} != {len(flags)} nodes)")
+        del node.attribute[:]
+        node.attribute.extend([*kept, helper.make_attribute("nodes_missing_value_tracks_true", flags)])
 
 
 def booster_to_onnx(booster: Any, n_features: int, task: str) -> Any:
@@ -246,10 +258,12 @@ def family_to_onnx(family: str, est: Any, n_features: int, task: str, n_classes:
         from mlsys_cli.models.families import get_family
 
         return get_family("mlp").to_onnx(est, n_features, task)
-    if hasattr(est, "booster_"):
-        return booster_to_onnx(est.booster_, n_features, task)
-    inner = getattr(est, "estimator", est)
+    import xgboost as xgb
     from sklearn.dummy import DummyClassifier, DummyRegressor
+
+    inner = getattr(est, "estimator", est)
+    if isinstance(inner, xgb.XGBModel):
+        return _scatter_classes(booster_to_onnx(inner.get_booster(), n_features, task), inner, n_classes)
 
     if isinstance(inner, DummyRegressor):
         return constant_to_onnx(inner.constant_.reshape(-1), n_features, task)

@@ -94,7 +94,7 @@ def _input_columns(paths: Sequence[Any]) -> tuple[Any, int, Any]:
         reader = relation.select(*[f'"{c}"' for c in columns]).fetch_record_batch(size)
         yield from reader
 
-    rows = int(relation.aggregate("count(*)").fetchone()[0])
+    rows = int(relation.aggregate("count(*)").fetchall()[0][0])
     return relation.limit(0).fetch_arrow_table().schema, rows, batches
 
 

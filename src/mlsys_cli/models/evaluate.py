@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from mlsys_cli.errors import InputError, UsageError
-from mlsys_cli.models.metrics import HIGHER_IS_BETTER, compute_metrics, encode_labels, primary_metric
+from mlsys_cli.models.metrics import compute_metrics, encode_labels, primary_metric
 
 CALIBRATION_BINS = 15
 DEFAULT_BOOTSTRAP = 200
@@ -93,7 +93,7 @@ def parse_requirement(text: str) -> Requirement:
 
 def gate_metrics(task: str) -> list[str]:
     """The metric names ``--require`` accepts for a task."""
-    return [*_metric_names(task), *( ["ece"] if task != "regression" else []), *BEHAVIOUR_GATES]
+    return [*_metric_names(task), *(["ece"] if task != "regression" else []), *BEHAVIOUR_GATES]
 
 
 def _metric_names(task: str) -> list[str]:
@@ -269,8 +269,6 @@ def reliability_table(confidence: Any, hit: Any, bins: int = CALIBRATION_BINS) -
 
 def _calibration_inputs(task: str, y: Any, proba: Any) -> tuple[Any, Any, str]:
     """Binary: P(positive) against the positive rate; multiclass: top-label confidence."""
-    import numpy as np
-
     if task == "binary":
         return proba[:, 1], (y == 1).astype(float), "positive_class"
     return proba.max(axis=1), (proba.argmax(axis=1) == y).astype(float), "top_label"
@@ -747,8 +745,6 @@ def evaluate(
 def _bootstrap(task: str, y: Any, scored: Any, threshold: float, conf_hit: Any, groups: list, replicates: int,
                seed: int, progress: Any) -> dict[str, Any]:
     """Bootstrap replicates of every metric, overall and per slice, from one set of resamples."""
-    import numpy as np
-
     overall: dict[str, list] = {}
     per_group: list[dict[str, list]] = [{} for _ in groups]
     if replicates == 0:
@@ -762,8 +758,13 @@ def _bootstrap(task: str, y: Any, scored: Any, threshold: float, conf_hit: Any, 
         for g, (_, _, mask) in enumerate(groups):
             for k, v in weighted_metrics(task, W[:, mask], y[mask], scored[mask], threshold).items():
                 per_group[g].setdefault(k, []).append(v)
-    cat = lambda d: {k: np.concatenate(v) for k, v in d.items()}  # noqa: E731
-    return {"overall": cat(overall), "groups": [cat(d) for d in per_group]}
+    return {"overall": _concat(overall), "groups": [_concat(d) for d in per_group]}
+
+
+def _concat(chunks: Mapping[str, list]) -> dict[str, Any]:
+    import numpy as np
+
+    return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
 def _slice_rows(task: str, y: Any, output: Mapping[str, Any], classes: Sequence[Any], threshold: float, groups: list,

@@ -94,14 +94,24 @@ def open_storage(url: str | None) -> Any:
     if url.startswith("postgresql"):
         # Fail fast on an unreachable server instead of waiting for the OS TCP timeout.
         engine_kwargs["connect_args"] = {"connect_timeout": 5}
-    try:
-        # Heartbeats let a resumed or parallel run mark trials of a killed worker as failed.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120)
-    except Exception as exc:  # sqlalchemy raises many types (driver missing, refused, bad URL)
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise InputError(f"cannot open storage {_safe_url(url)}: {reason}", "check the URL, the server and its credentials") from None
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(3):
+        try:
+            # Heartbeats let a resumed or parallel run mark trials of a killed worker as failed.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120)
+        except (IntegrityError, ProgrammingError):
+            # Workers started together race to create Optuna's tables in a new database; the
+            # loser finds them made on the next attempt.
+            if attempt == 2:
+                raise
+            time.sleep(0.5 + attempt)
+        except Exception as exc:  # sqlalchemy raises many types (driver missing, refused, bad URL)
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise InputError(f"cannot open storage {_safe_url(url)}: {reason}", "check the URL, the server and its credentials") from None
+    raise AssertionError("unreachable")
 
 
 def storage_display(url: str | None) -> str | None:
@@ -751,22 +761,30 @@ def open_study(spec: Mapping[str, Any], problem: _Problem, plan: Mapping[str, An
                 "validation": spec["validation"], "model": spec["model"], "train_sha256": spec["train_sha256"]}
     sampler = make_sampler(spec["sampler"], int(spec["seed"]), plan["families"], minimize, plan["grid"])
     pruner = make_pruner(spec["pruner"], by_family=len(plan["families"]) > 1)
+    direction = "minimize" if minimize else "maximize"
     try:
-        study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=spec["study"],
-                                    direction="minimize" if minimize else "maximize", load_if_exists=True)
-        stored = study.user_attrs.get("mlsys")
+        try:
+            study = optuna.create_study(storage=storage, sampler=sampler, pruner=pruner, study_name=spec["study"],
+                                        direction=direction)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(study_name=spec["study"], storage=storage, sampler=sampler, pruner=pruner)
+            created = False
+        if created:
+            # Only the worker that made the study seeds it, so parallel starts add no duplicates.
+            study.set_user_attr("mlsys", identity)
+            for params in plan["enqueue"]:
+                study.enqueue_trial(params, user_attrs={"defaults": True})
+        stored = study.user_attrs.get("mlsys") or identity
     except MlsysError:
         raise
-    except ValueError as exc:
-        raise InputError(f"study {spec['study']!r} cannot be resumed: {exc}") from None
     except Exception as exc:  # the storage failed after it opened (lost connection, locked file)
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise InputError(f"storage {storage_display(spec.get('storage'))}: {reason}") from None
-    if stored is None:
-        study.set_user_attr("mlsys", identity)
-        for params in plan["enqueue"]:
-            study.enqueue_trial(params, user_attrs={"defaults": True}, skip_if_exists=True)
-    else:
+    if study.direction.name.lower() != direction:
+        raise InputError(f"study {spec['study']!r} was made to {study.direction.name.lower()}, not to {direction}",
+                         "use another --study name for a different problem")
+    if not created:
         diff = [k for k in identity if stored.get(k) != identity[k]]
         if diff:
             k = diff[0]
@@ -782,12 +800,13 @@ def _load(spec: Mapping[str, Any]) -> tuple[_Problem, dict[str, Any], Any]:
     return problem, plan, study
 
 
-def worker_main() -> int:
-    """Entry point of a worker process started by ``n_jobs``: the job is JSON on stdin, the
+def worker_main(job_path: str) -> int:
+    """Entry point of a worker process started by ``n_jobs``: the job is a JSON file, the
     outcome is written as JSON to the job's ``result`` path (exit status 0 or the error's)."""
     from mlsys_cli.fsutil import atomic_write_text
 
-    spec = json.loads(sys.stdin.read())
+    with open(job_path, encoding="utf-8") as fh:
+        spec = json.load(fh)
     try:
         problem, plan, study = _load(spec)
         outcome: dict[str, Any] = _optimize(study, problem, {**spec, **plan})
@@ -800,37 +819,42 @@ def worker_main() -> int:
     return code
 
 
-def _start_workers(spec: Mapping[str, Any], n: int, tmpdir: str) -> list[tuple[Any, str]]:
+def _start_workers(spec: Mapping[str, Any], n: int, tmpdir: str) -> list[tuple[Any, str, str]]:
     workers = []
-    for i in range(n):
-        job = {**spec, "result": os.path.join(tmpdir, f"worker-{i + 1}.json")}
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "from mlsys_cli.models.tune import worker_main; raise SystemExit(worker_main())"],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        proc.stdin.write(json.dumps(job).encode())
-        proc.stdin.close()
-        workers.append((proc, job["result"]))
+    for i in range(1, n + 1):
+        base = os.path.join(tmpdir, f"worker-{i}")
+        job = {**spec, "result": f"{base}.result.json"}
+        with open(f"{base}.job.json", "w", encoding="utf-8") as fh:
+            json.dump(job, fh)
+        # stderr goes to a file: a pipe nobody reads while we work could fill up and block the worker.
+        with open(f"{base}.stderr", "wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "import sys; from mlsys_cli.models.tune import worker_main; "
+                 "raise SystemExit(worker_main(sys.argv[1]))", f"{base}.job.json"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            )
+        workers.append((proc, job["result"], f"{base}.stderr"))
     return workers
 
 
-def _join_workers(workers: list[tuple[Any, str]], deadline: float | None) -> list[dict[str, Any]]:
+def _join_workers(workers: list[tuple[Any, str, str]], deadline: float | None) -> list[dict[str, Any]]:
     outcomes = []
-    for proc, result in workers:
+    for proc, result, stderr in workers:
         # A worker stops within a few seconds of the deadline; give it that much, then stop it.
         wait = None if deadline is None else max(deadline - time.time(), 0) + 30
         try:
-            _, err = proc.communicate(timeout=wait)
+            proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             proc.kill()
-            _, err = proc.communicate()
+            proc.wait()
         if os.path.exists(result):
-            with open(result) as fh:
+            with open(result, encoding="utf-8") as fh:
                 outcomes.append(json.load(fh))
-        else:
-            last = (err or b"").decode(errors="replace").strip().splitlines()
-            outcomes.append({"error": f"worker exited with status {proc.returncode}" + (f": {last[-1]}" if last else ""),
-                             "exit_code": 1})
+            continue
+        with open(stderr, "rb") as fh:
+            last = fh.read().decode(errors="replace").strip().splitlines()
+        outcomes.append({"error": f"worker exited with status {proc.returncode}" + (f": {last[-1]}" if last else ""),
+                         "exit_code": 1})
     return outcomes
 
 
