@@ -40,7 +40,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # MLSYS_<COMMAND>_<OPTION> sets an option from the environment (MLSYS_TRAIN_SEED=7).
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "MLSYS"},
 )
 
 

@@ -75,3 +75,17 @@ def test_garbage_parquet_is_input_error(tmp_path):
 def test_global_flags_anywhere(table):
     assert run_cli("info", table, "-q").stdout == ""
     assert run_cli("info", "-q", table, "--json").json["rows"] == 3
+
+
+def test_environment_sets_options(tmp_path):
+    """MLSYS_<COMMAND>_<OPTION> is an option default: the same seed gives the same split."""
+    src = tmp_path / "src.parquet"
+    pq.write_table(pa.table({"x": list(range(200)), "y": [i % 2 for i in range(200)]}), src)
+    by_flag = run_proc("split", src, "-o", tmp_path / "flag", "--seed", "11")
+    by_env = run_proc("split", src, "-o", tmp_path / "env", env={"MLSYS_SPLIT_SEED": "11"})
+    default = run_proc("split", src, "-o", tmp_path / "default")
+    assert by_flag.code == by_env.code == default.code == 0, by_env.stderr
+    rows = {name: pq.read_table(tmp_path / name / "train.parquet").column("x").to_pylist()
+            for name in ("flag", "env", "default")}
+    assert rows["env"] == rows["flag"]
+    assert rows["env"] != rows["default"]
