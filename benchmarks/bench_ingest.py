@@ -42,7 +42,9 @@ def generate(path: Path, mb: int) -> None:
     rows = mb * (1 << 20) // BYTES_PER_ROW
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    duckdb.connect().execute(f"""
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    con.execute(f"""
         COPY (
           SELECT i AS "Customer ID",
                  (hash(i, 1) % 100000) / 100.0 AS "Monthly Charges",

@@ -7,7 +7,7 @@ _mlsys() {
         case "$w" in -*) ;; *) cmd="$w"; break ;; esac
     done
     if [ -z "$cmd" ]; then
-        COMPREPLY=( $(compgen -W "ingest split featurize tune train ensemble predict evaluate info --config --quiet --traceback --verbose --version -q -v" -- "$cur") )
+        COMPREPLY=( $(compgen -W "ingest split featurize tune train ensemble predict evaluate compress info --config --quiet --traceback --verbose --version -q -v" -- "$cur") )
         return
     fi
     case "$cmd" in
@@ -19,6 +19,7 @@ _mlsys() {
         ensemble) opts="--data --folds --from-study --json --method --metric --output --report --seed --storage --study --top --train -o --help" ;;
         predict) opts="--batch-rows --json --keep --output --report -o --help" ;;
         evaluate) opts="--bootstrap --confidence --expect --html --invariant --json --min-slice-rows --perturb --report --require --seed --slice --slice-bins --target --threshold --help" ;;
+        compress) opts="--augment --batch-rows --data --html --json --max-metric-drop --measure-fraction --output --prefer --repeats --report --require-gain --seed --technique --transfer -o --help" ;;
         info) opts="--json --report --help" ;;
         *) opts="" ;;
     esac

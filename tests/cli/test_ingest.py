@@ -61,6 +61,11 @@ def test_header_only_csv_is_an_empty_table(tmp_path):
     src.write_text("a,b\n")
     result = run_cli("ingest", src, "-o", tmp_path / "o.parquet", "--json")
     assert result.code == 0 and result.json["rows_written"] == 0 and len(result.json["columns"]) == 2
+    assert "warning: the input holds no rows" in result.stderr
+    # The empty table is refused one step later, with one clear line.
+    split = run_cli("split", tmp_path / "o.parquet", "-o", tmp_path / "parts")
+    assert_clean_error(split, 3)
+    assert "no rows" in split.stderr and not (tmp_path / "parts").exists()
 
 
 BAD = {
@@ -78,6 +83,13 @@ BAD = {
     "not Parquet": (lambda d: [_file(d / "s.parquet", b"a\n1\n")], [], 3, "not a Parquet file"),
     "--table without a database": (lambda d: [_file(d / "s.csv", b"a\n1\n")], ["--table", "t"], 2, "--table is for a database"),
     "bad memory limit": (lambda d: [_file(d / "s.csv", b"a\n1\n")], ["--memory-limit", "lots"], 2, "--memory-limit"),
+    "every row ragged": (lambda d: [_file(d / "r.csv", b"a,b\n1,2,3,4\nx\n")], [], 3, "no row could be read, all 2 rejected"),
+    "inputs mixing formats": (lambda d: [_file(d / "a.csv", b"a\n1\n"), _file(d / "b.json", b"[1]")], [], 3, "inputs mix formats"),
+    "stdin twice": (lambda d: ["-", "-"], [], 2, "stdin (-) can be read only once"),
+    "unknown --encoding": (lambda d: [_file(d / "s.csv", b"a\n1\n")], ["--encoding", "klingon"], 2, "unknown --encoding"),
+    "bytes not in --encoding": (lambda d: [_file(d / "s.csv", b"a\n\x81\xff\n")], ["--encoding", "shift_jis"], 3, "not shift_jis"),
+    "--dedupe-on unknown column": (lambda d: [_file(d / "s.csv", b"a\n1\n")], ["--dedupe-on", "zz"], 3, "--dedupe-on: no column 'zz'"),
+    "zero --threads": (lambda d: [_file(d / "s.csv", b"a\n1\n")], ["--threads", "0"], 2, "--threads must be at least 1"),
 }
 
 
@@ -97,7 +109,19 @@ def test_bad_input_gets_one_clear_line(case, tmp_path):
     result = run_cli("ingest", *make(tmp_path), "-o", tmp_path / "out.parquet", *extra)
     assert_clean_error(result, code)
     assert text in result.stderr, result.stderr
+    assert sum(line.startswith("error: ") for line in result.stderr.splitlines()) == 1, result.stderr
     _no_output(tmp_path)
+
+
+def test_output_that_is_a_directory(tmp_path):
+    src = _file(tmp_path / "s.csv", b"a\n1\n")
+    (tmp_path / "out").mkdir()
+    result = run_cli("ingest", src, "-o", tmp_path / "out")
+    assert_clean_error(result, 3)
+    assert "is a directory" in result.stderr and list((tmp_path / "out").iterdir()) == []
+    same = run_cli("ingest", src, "-o", tmp_path / "o.parquet", "--rejects", tmp_path / "o.parquet")
+    assert_clean_error(same, 2)
+    assert "same file" in same.stderr and not (tmp_path / "o.parquet").exists()
 
 
 def test_unreachable_database_never_prints_the_password(tmp_path):

@@ -58,6 +58,22 @@ def test_csv_types_names_order_and_lineage(tmp_path):
     assert lineage["inputs"] == [{"path": str(src), "sha256": sha256_file(src)}]
 
 
+def test_lineage_digests_of_many_files_and_stdin_are_stamped(tmp_path, monkeypatch):
+    """The digests computed while DuckDB reads replace their placeholders in the written footer."""
+    import io as stdio
+    import sys
+
+    a = _write(tmp_path / "a.csv", "x,y\n" + "".join(f"{i},{i * 2}\n" for i in range(3000)))
+    b = _write(tmp_path / "b.csv", "x,y\n" + "".join(f"{i},{i * 3}\n" for i in range(100)))
+    ingest([a, b], tmp_path / "ab.parquet")
+    assert read_lineage(tmp_path / "ab.parquet")["inputs"] == [
+        {"path": str(a), "sha256": sha256_file(a)}, {"path": str(b), "sha256": sha256_file(b)}]
+    assert pq.read_table(tmp_path / "ab.parquet").num_rows == 3100  # the patched file still reads
+    monkeypatch.setattr(sys, "stdin", stdio.TextIOWrapper(stdio.BytesIO(b.read_bytes())))
+    ingest(["-"], tmp_path / "stdin.parquet")
+    assert read_lineage(tmp_path / "stdin.parquet")["inputs"] == [{"path": "-", "sha256": sha256_file(b)}]
+
+
 def test_rerun_gives_identical_bytes(tmp_path):
     src = _write(tmp_path / "in.csv", "a,b\n" + "".join(f"{i},{i % 7}\n" for i in range(5000)))
     ingest([src], tmp_path / "1.parquet", dedupe_on="b")

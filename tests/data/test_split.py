@@ -188,7 +188,8 @@ def test_group_split_keeps_every_group_in_one_part(table_path, tmp_path):
     result = split_table(table_path, tmp_path / "out", by="group:customer", seed=1)
     groups = [set(read(tmp_path / "out" / f"{p}.parquet")["customer"]) for p in PARTS]
     assert not (groups[0] & groups[1]) and not (groups[0] & groups[2]) and not (groups[1] & groups[2])
-    assert result.checks["group_overlap"] == {"status": "ok", "column": "customer", "groups": 0}
+    assert result.checks["group_overlap"] == {"status": "ok", "column": "customer", "groups": 0,
+                                              "checked": "by construction"}
     assert abs(result.parts[0]["ratio"] - 0.7) < 0.05  # ~5 rows per group: ratios met approximately
 
 
@@ -219,11 +220,64 @@ def test_duplicates_stay_together_and_are_found_across_parts(tmp_path):
     copies = copies.set_column(2, "day", pa.array(later))
     pq.write_table(pa.concat_tables([base, copies]), tmp_path / "t.parquet")
     random = split_table(tmp_path / "t.parquet", tmp_path / "r", ignore=["row_id", "day"])
-    assert random.checks["duplicates"] == {"status": "ok", "rows": 0, "keys": 0, "ignore": ["row_id", "day"]}
+    assert random.checks["duplicates"] == {"status": "ok", "rows": 0, "keys": 0, "ignore": ["row_id", "day"],
+                                           "checked": "by construction"}
+    # Ignoring the time column lets equal rows get different times: they must be counted.
     timed = split_table(tmp_path / "t.parquet", tmp_path / "t", by="time:day", ignore=["row_id", "day"])
     assert timed.checks["duplicates"]["status"] == "found" and timed.checks["duplicates"]["rows"] > 100
+    assert timed.checks["duplicates"]["checked"] == "counted"
     plain = split_table(tmp_path / "t.parquet", tmp_path / "p", by="time:day")
     assert plain.checks["duplicates"]["status"] == "ok"
+
+
+def test_duplicates_by_construction_agree_with_counting(tmp_path):
+    """The skipped count would have found nothing: recount the written parts of every kind."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = make_table(n=400)
+    pq.write_table(pa.concat_tables([base, base.slice(0, 150)]), tmp_path / "t.parquet")
+    for by in ("random", "stratified:label", "group:customer", "time:day"):
+        result = split_table(tmp_path / "t.parquet", tmp_path / by.split(":")[0], by=by, ratios="0.5,0.5")
+        assert result.checks["duplicates"]["checked"] == "by construction"
+        rows = [set(map(tuple, read(tmp_path / by.split(":")[0] / f"{p}.parquet").itertuples(index=False)))
+                for p in ("train", "test")]
+        assert not rows[0] & rows[1], by
+        if by.startswith("group"):
+            assert result.checks["group_overlap"]["checked"] == "by construction"
+            groups = [set(read(tmp_path / "group" / f"{p}.parquet")["customer"]) for p in ("train", "test")]
+            assert not groups[0] & groups[1]
+
+
+@pytest.mark.parametrize("by, within", [("random", None), ("stratified", "plan")])
+def test_hashed_cuts_equal_the_exact_cuts(tmp_path, by, within):
+    """The histogram path (big tables) picks exactly the cuts of the full sort, with duplicate keys too."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlsys_cli.data.split import _Splitter
+
+    table = make_table(n=20_000, n_groups=3000)
+    pq.write_table(pa.concat_tables([table, table.slice(0, 2000)]), tmp_path / "t.parquet")
+    sp = _Splitter(tmp_path / "t.parquet", ignore=())
+    for seed, fractions in ((0, [0.7, 0.85]), (5, [0.5]), (11, [0.01, 0.999])):
+        key = sp.row_hash(seed)
+        exact = {c: cuts for c, (cuts, _) in sp.cuts(key, fractions, within=within).items()}
+        assert sp.hashed_cuts(key, fractions, within=within) == exact
+        group_key = f"hash({seed}, customer)"
+        exact = {c: cuts for c, (cuts, _) in sp.cuts(group_key, fractions, within=within).items()}
+        assert sp.hashed_cuts(group_key, fractions, within=within) == exact
+
+
+def test_hashed_cuts_give_way_when_a_part_would_be_empty(tmp_path):
+    import pyarrow.parquet as pq
+
+    from mlsys_cli.data.split import _Splitter
+
+    pq.write_table(make_table(n=50, n_groups=2), tmp_path / "t.parquet")
+    sp = _Splitter(tmp_path / "t.parquet", ignore=())
+    # Two groups cannot fill three parts: the histogram path declines rather than cut badly.
+    assert sp.hashed_cuts("hash(0, customer)", [0.4, 0.6]) is None
 
 
 @pytest.mark.parametrize("method", ["under", "over"])

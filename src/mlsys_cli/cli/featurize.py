@@ -30,7 +30,7 @@ HighOpt = Annotated[str, typer.Option("--high-cardinality", help="auto | target 
 HashOpt = Annotated[int, typer.Option("--hash-features", min=2, help="Buckets for --high-cardinality hashing.")]
 LeakageOpt = Annotated[str, typer.Option("--leakage", help="drop | warn: what to do with a feature that alone predicts the target.")]
 CheckOpt = Annotated[Optional[list[Path]], typer.Option("--check", help="Held-out table to compare with train (missing values); repeatable.", dir_okay=False)]
-BatchOpt = Annotated[int, typer.Option("--batch-rows", min=1, help="Rows per batch with --apply (bounds memory).")]
+BatchOpt = Annotated[int, typer.Option("--batch-rows", help="Rows per batch with --apply (bounds memory).")]
 
 
 def _human(result: Any) -> None:

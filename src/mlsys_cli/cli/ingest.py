@@ -68,6 +68,8 @@ def command(
             dedupe=dedupe, dedupe_on=dedupe_on, keep_names=keep_names, rejects=rejects, strict=strict,
             memory_limit=memory_limit, threads=threads, progress=bar,
         )
+    if not result.rows_read:
+        console.warn("the input holds no rows (a header only?): wrote a table with its columns and no rows")
     if result.rows_rejected and not rejects:
         console.warn(f"{result.rows_rejected} bad rows skipped; keep them with --rejects FILE, or refuse them with --strict")
     console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)

@@ -19,6 +19,7 @@ import codecs
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import sys
 import tempfile
@@ -97,9 +98,57 @@ class _Source:
     shown: dict[str, str] = field(default_factory=dict)
     records: list[dict[str, Any]] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    hashing: _Fingerprints | None = None
 
     def show(self, path: Path | str) -> str:
         return self.shown.get(str(path), str(path))
+
+
+class _Fingerprints:
+    """The sha256 of the inputs, computed in a thread while DuckDB reads the same files.
+
+    Hashing first and loading after would read a big input twice in a row; side by side, both
+    readers share the page cache and hashlib releases the GIL. The lineage written by the COPY
+    holds a random token of the digest's length per file, replaced in the Parquet footer once
+    the digests are known (:meth:`stamp`): same length, so no offset in the file moves.
+    """
+
+    def __init__(self, paths: Sequence[Path]):
+        self.tokens = [secrets.token_hex(32) for _ in paths]
+        self._digests: list[str | None] = [None] * len(paths)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(list(paths),), daemon=True, name="mlsys-sha256")
+        self._thread.start()
+
+    def _run(self, paths: list[Path]) -> None:
+        try:
+            for i, path in enumerate(paths):
+                self._digests[i] = sha256_file(path)
+        except BaseException as exc:  # re-raised in the caller's thread by digests()
+            self._error = exc
+
+    def digests(self) -> list[str]:
+        self._thread.join()
+        if self._error is not None:
+            raise InputError(f"cannot read an input again to fingerprint it: {self._error}")
+        return [d for d in self._digests if d is not None]
+
+    def stamp(self, parquet: Path) -> None:
+        """Replace each token in the footer of ``parquet`` (written by DuckDB) by its digest."""
+        with open(parquet, "r+b") as fh:
+            fh.seek(-8, os.SEEK_END)
+            tail = fh.read(8)
+            if tail[4:] != b"PAR1":
+                raise InputError(f"{parquet}: not a Parquet file after writing it")
+            start = fh.seek(-8 - int.from_bytes(tail[:4], "little"), os.SEEK_END)
+            footer = bytearray(fh.read())
+            for token, digest in zip(self.tokens, self.digests()):
+                at = footer.find(token.encode())
+                if at < 0 or footer.find(token.encode(), at + 1) >= 0:
+                    raise InputError(f"{parquet}: the lineage placeholder is not found once in the footer")
+                footer[at:at + len(token)] = digest.encode()
+            fh.seek(start)
+            fh.write(footer)
 
 
 def safe_names(names: Sequence[str]) -> list[str]:
@@ -220,6 +269,10 @@ def ingest(
         raise UsageError(f"unknown --format {format!r}", f"one of: {', '.join(INPUT_FORMATS)}")
     if threads is not None and threads < 1:
         raise UsageError("--threads must be at least 1")
+    if str(output).endswith(("/", os.sep)) or Path(output).is_dir():
+        raise InputError(f"{output}: is a directory; -o names the Parquet file to write", "e.g. -o data/all.parquet")
+    if rejects is not None and Path(rejects).resolve() == Path(output).resolve():
+        raise UsageError("--rejects and -o name the same file")
     output = Path(output)
     dedupe_cols = parse_columns(dedupe_on)
     overrides = parse_schema(schema)
@@ -238,7 +291,7 @@ def ingest(
         else:
             source = _file_source(sources, format, dialect, scratch)
             source.options["buffer_size"] = _csv_buffer_size(memory_limit)
-        con = _connect(memory_limit, threads, scratch)
+        con = _connect(memory_limit, threads, scratch, progress is not None)
         stack.callback(con.close)
         counts = _run(con, source, output, dialect, overrides, sql, dedupe or bool(dedupe_cols), dedupe_cols,
                       keep_names, rejects, strict, progress)
@@ -254,13 +307,15 @@ def _parent(path: Path) -> Path:
     return parent
 
 
-def _connect(memory_limit: str | None, threads: int | None, scratch: Path) -> Any:
+def _connect(memory_limit: str | None, threads: int | None, scratch: Path, track_progress: bool) -> Any:
     import duckdb
 
     con = duckdb.connect()
     # Spill next to the output (same disk, removed with the scratch directory), never in the cwd.
     con.execute(f"SET temp_directory = {_lit(str(scratch / 'spill'))}")
-    con.execute("SET enable_progress_bar = true; SET enable_progress_bar_print = false; SET progress_bar_time = 0")
+    # Progress is tracked only for someone who shows it (DuckDB's own bar never prints).
+    con.execute(f"SET enable_progress_bar = {str(track_progress).lower()}; SET enable_progress_bar_print = false; "
+                "SET progress_bar_time = 0")
     try:
         if memory_limit:
             con.execute(f"SET memory_limit = {_lit(memory_limit)}")
@@ -297,8 +352,10 @@ def _file_source(sources: Sequence[str | os.PathLike], declared: str | None, dia
     if len(formats) > 1:
         raise InputError(f"inputs mix formats ({', '.join(sorted(formats))})", "ingest one format at a time, or force one with --format")
     source.format = formats.pop()
-    # Fingerprint what the user gave (stdin: the bytes received) before any transcoding.
-    source.records = [_record(f, source.show(f)) for f in source.paths]
+    # Fingerprint what the user gave (stdin: the bytes received) before any transcoding, in a
+    # thread while DuckDB works; the records hold placeholders until the output is stamped.
+    source.hashing = _Fingerprints(source.paths)
+    source.records = [_record(f, source.show(f), t) for f, t in zip(source.paths, source.hashing.tokens)]
     if source.format in ("csv", "tsv"):
         encoding = _encoding(source.paths[0], dialect.encoding)
         if encoding is None:
@@ -352,10 +409,10 @@ def _format_of(path: Path, declared: str | None, shown: str) -> str:
     return fmt
 
 
-def _record(path: Path, shown: str) -> dict[str, Any]:
+def _record(path: Path, shown: str, sha256: str) -> dict[str, Any]:
     if shown == str(path):
-        return input_record(path)
-    return {"path": shown, "sha256": sha256_file(path)}
+        return input_record(path, sha256=sha256)
+    return {"path": shown, "sha256": sha256}
 
 
 def _encoding(path: Path, given: str | None) -> str | None:
@@ -551,6 +608,8 @@ def _run(con: Any, source: _Source, output: Path, dialect: CsvDialect, overrides
         copy = f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT PARQUET, COMPRESSION ZSTD, KV_METADATA {{mlsys: {_lit(meta)}}})"
         with _progress(con, progress):
             written = _scalar(con, copy, source)
+        if source.hashing is not None:
+            source.hashing.stamp(tmp)
         # One line can have several problems (a bad value and a missing field): count lines.
         rejected = _scalar(con, f"SELECT count(DISTINCT (scan_id, file_id, line)) FROM {_REJECTS}", source) if csv else 0
         if rejected:

@@ -60,9 +60,12 @@ class Lineage:
         return {k: v for k, v in asdict(self).items() if v not in (None, {}, [])}
 
 
-def input_record(path: str | os.PathLike, with_parent: bool = True) -> dict[str, Any]:
-    """Fingerprint one input file: its path, sha256, and its own lineage when mlsys wrote it."""
-    record: dict[str, Any] = {"path": str(path), "sha256": sha256_file(path)}
+def input_record(path: str | os.PathLike, with_parent: bool = True, sha256: str | None = None) -> dict[str, Any]:
+    """Fingerprint one input file: its path, sha256, and its own lineage when mlsys wrote it.
+
+    ``sha256``: a digest the caller computes itself (ingest hashes while DuckDB reads).
+    """
+    record: dict[str, Any] = {"path": str(path), "sha256": sha256 or sha256_file(path)}
     if with_parent and detect_format(Path(path)) == "parquet":
         parent = read_lineage(path)
         if parent:

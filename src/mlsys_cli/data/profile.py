@@ -87,7 +87,9 @@ def categorical_profile(values: Any, top: int = TOP) -> dict[str, Any]:
 
     s = pd.Series(values, dtype=object)
     missing = s.isna() | (s == "")
-    present = s[~missing].map(lambda v: v if isinstance(v, str) else str(v.item() if hasattr(v, "item") else v))
+    present = s[~missing]
+    if pd.api.types.infer_dtype(present, skipna=True) not in ("string", "empty"):
+        present = present.map(lambda v: v if isinstance(v, str) else str(v.item() if hasattr(v, "item") else v))
     n = int(len(s))
     counts = present.value_counts()
     # Ties broken by name so the profile does not depend on row order.

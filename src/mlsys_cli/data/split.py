@@ -43,6 +43,8 @@ LEAK_HINTS = {
 }
 PART_NAMES = {2: ("train", "test"), 3: ("train", "valid", "test")}
 MAX_CLASSES = 100  # stratifying or balancing more values than this means the column is not a class
+HASHED_CUT_ROWS = 100_000  # from here on hashed keys are cut from a histogram (Splitter.hashed_cuts)
+HASH_BIN_BITS = 12  # 4096 bins: a few thousand keys to rank per cut on millions of rows
 TIME_TYPES = ("DATE", "TIMESTAMP")
 NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
                  "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
@@ -184,14 +186,20 @@ class _Splitter:
                              "stratify or balance on a categorical target")
         return found
 
-    def cuts(self, key: str, fractions: Sequence[float], within: str | None = None) -> dict[Any, tuple[list[Any], int]]:
+    def cuts(self, key: str, fractions: Sequence[float], within: str | None = None,
+             hashed: bool = False) -> dict[Any, tuple[list[Any], int | None]]:
         """Cut points of ``key`` (the last key of each part but the last) and the number of distinct keys.
 
         Rows are ordered by ``key``; each cut is the distinct key value whose cumulative row count
         is closest to the requested cumulative fraction, so rows with equal keys stay in one part.
         Cuts that would leave a part empty are avoided while there are enough distinct keys.
-        Computed per class of ``within`` when given.
+        Computed per class of ``within`` when given. A ``hashed`` key (a uniform UBIGINT) on a
+        big table takes :meth:`hashed_cuts`, which finds the same cuts without sorting every key.
         """
+        if hashed and self.scalar("SELECT count(*) FROM src") >= HASHED_CUT_ROWS:
+            found = self.hashed_cuts(key, fractions, within)
+            if found is not None:
+                return {c: (k, None) for c, k in found.items()}
         cls = f"CAST({_ident(within)} AS VARCHAR)" if within else "NULL"
         self.con.execute(f"""
             CREATE OR REPLACE TEMP TABLE ranked AS
@@ -216,6 +224,59 @@ class _Splitter:
         distinct = dict(self.rows("SELECT c, d FROM prev"))
         self.con.execute("DROP TABLE ranked; DROP TABLE prev")
         return {c: (found[c], int(distinct[c])) for c in found}
+
+    def hashed_cuts(self, key: str, fractions: Sequence[float], within: str | None = None) -> dict[Any, list[Any]] | None:
+        """The cuts of :meth:`cuts` for a uniform hash key, from a histogram instead of a full sort.
+
+        Ordering every distinct key (millions for a random split) is what made random splits
+        slow. Keys are binned by their top bits (a streaming count); the key closest to a
+        cumulative fraction lies in the bin where that fraction is reached or is the last key of
+        the bin before, so only those bins are ranked. Returns None when the cuts found would
+        leave a part empty; :meth:`cuts` then takes the exact path, which avoids empty parts.
+        """
+        cls = f"CAST({_ident(within)} AS VARCHAR)" if within else "NULL"
+        shift = 64 - HASH_BIN_BITS
+        fracs = ", ".join(f"({i}, {f!r})" for i, f in enumerate(fractions))
+        self.con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE bins AS
+            SELECT c, b, n, sum(n) OVER (PARTITION BY c ORDER BY b ROWS UNBOUNDED PRECEDING) AS upto,
+                   sum(n) OVER (PARTITION BY c) AS total, max(kmax) OVER (PARTITION BY c) AS kmax
+            FROM (SELECT {cls} AS c, ({key}) >> {shift} AS b, count(*) AS n, max({key}) AS kmax FROM src GROUP BY ALL)""")
+        # For each class and fraction: the bin where the fraction is reached and the bin before it.
+        self.con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE wanted AS
+            SELECT h.c, h.i, h.frac, h.j, max(p.b) AS jp FROM (
+                SELECT b.c, f.i, f.frac, min(b.b) AS j FROM bins b, (VALUES {fracs}) f(i, frac)
+                WHERE b.upto >= f.frac * b.total GROUP BY ALL) h
+            LEFT JOIN bins p ON p.c IS NOT DISTINCT FROM h.c AND p.b < h.j GROUP BY ALL""")
+        self.con.execute("""
+            CREATE OR REPLACE TEMP TABLE near_bins AS
+            SELECT DISTINCT w.c, x.b, x.upto - x.n AS before, x.total FROM wanted w
+            JOIN bins x ON x.c IS NOT DISTINCT FROM w.c AND (x.b = w.j OR x.b = w.jp)""")
+        rows = self.rows(f"""
+            WITH near AS (
+                SELECT s.c, s.k, count(*) AS n FROM (SELECT {cls} AS c, {key} AS k FROM src) s
+                JOIN near_bins nb ON nb.c IS NOT DISTINCT FROM s.c AND (s.k >> {shift}) = nb.b GROUP BY ALL),
+            ranked AS (
+                SELECT n.c, n.k, n.k >> {shift} AS b, nb.total,
+                       nb.before + sum(n.n) OVER (PARTITION BY n.c, n.k >> {shift} ORDER BY n.k ROWS UNBOUNDED PRECEDING) AS cum
+                FROM near n JOIN near_bins nb ON nb.c IS NOT DISTINCT FROM n.c AND (n.k >> {shift}) = nb.b)
+            SELECT w.c, w.i, arg_min(r.k, {{'distance': abs(r.cum - w.frac * r.total), 'k': r.k}}),
+                   any_value(x.kmax)
+            FROM wanted w JOIN ranked r ON r.c IS NOT DISTINCT FROM w.c AND (r.b = w.j OR r.b = w.jp)
+            JOIN (SELECT DISTINCT c, kmax FROM bins) x ON x.c IS NOT DISTINCT FROM w.c
+            GROUP BY w.c, w.i ORDER BY w.c, w.i""")
+        self.con.execute("DROP TABLE bins; DROP TABLE wanted; DROP TABLE near_bins")
+        found: dict[Any, list[Any]] = {}
+        kmax: dict[Any, Any] = {}
+        for c, _, k, top in rows:
+            found.setdefault(c, []).append(k)
+            kmax[c] = top
+        # Strictly increasing cuts below the largest key leave every part at least one key.
+        for c, ks in found.items():
+            if len(ks) != len(fractions) or any(a >= b for a, b in zip(ks, ks[1:])) or ks[-1] >= kmax[c]:
+                return None
+        return found
 
 
 def _part_expr(key: str, cuts: list[Any], names: Sequence[str]) -> str:
@@ -243,15 +304,15 @@ def _assignment(sp: _Splitter, kind: str, column: str | None, ratios: Sequence[f
         if len(found) < 2:
             raise InputError(f"cannot stratify on {column!r}: it has only one class ({found[0][0]!r})" if found
                              else f"cannot stratify on {column!r}: no rows")
-        per_class = sp.cuts(key, fractions, within=column)
+        per_class = sp.cuts(key, fractions, within=column, hashed=True)
         col = f"CAST({_ident(column)} AS VARCHAR)"
         whens = " ".join(
             f"WHEN {col} IS NULL THEN {_part_expr(key, c, names)}" if cls is None
             else f"WHEN {col} = {_literal(cls)} THEN {_part_expr(key, c, names)}"
             for cls, (c, _) in sorted(per_class.items(), key=lambda kv: (kv[0] is None, kv[0] or "")))
         return f"CASE {whens} END", time_expr
-    cuts, distinct = sp.cuts(key, fractions)[None]
-    if distinct < len(ratios):
+    cuts, distinct = sp.cuts(key, fractions, hashed=kind != "time")[None]
+    if distinct is not None and distinct < len(ratios):
         what = {"time": "distinct times", "group": "groups"}.get(kind, "distinct rows")
         raise InputError(f"cannot make {len(ratios)} non-empty parts: too few {what} in {column or 'the table'!r}",
                          "use fewer parts (two ratios) or more data")
@@ -259,18 +320,30 @@ def _assignment(sp: _Splitter, kind: str, column: str | None, ratios: Sequence[f
 
 
 def _leakage(sp: _Splitter, part: str, names: Sequence[str], group: str | None, time_expr: str | None,
-             time_col: str | None) -> dict[str, dict[str, Any]]:
-    """Duplicate rows across parts, group overlap and time overlap of the assignment."""
+             time_col: str | None, dups_proven: bool = False, group_proven: bool = False) -> dict[str, dict[str, Any]]:
+    """Duplicate rows across parts, group overlap and time overlap of the assignment.
+
+    ``dups_proven``: the split key is a function of the compared columns, so duplicates share
+    a key and a part; counting them (a group-by over every distinct row) is skipped.
+    ``group_proven``: the split key is the group's hash, so no group can be in two parts.
+    """
     checks: dict[str, dict[str, Any]] = {}
-    dup_groups, dup_rows = sp.rows(
-        f"SELECT count(*), coalesce(sum(n), 0) FROM (SELECT {sp.row_hash(None)} AS h, count(DISTINCT {part}) AS p, "
-        f"count(*) AS n FROM src GROUP BY h) WHERE p > 1")[0]
+    if dups_proven:
+        dup_groups = dup_rows = 0
+    else:
+        # min <> max of the part: cheaper per group than count(DISTINCT part).
+        dup_groups, dup_rows = sp.rows(
+            f"SELECT count(*), coalesce(sum(n), 0) FROM (SELECT {sp.row_hash(None)} AS h, min({part}) AS lo, "
+            f"max({part}) AS hi, count(*) AS n FROM src GROUP BY h HAVING count(*) > 1) WHERE lo <> hi")[0]
     checks["duplicates"] = {"status": "found" if dup_rows else "ok", "rows": int(dup_rows), "keys": int(dup_groups),
-                            "ignore": sp.ignore}
-    if group:
+                            "ignore": sp.ignore, "checked": "by construction" if dups_proven else "counted"}
+    if group and group_proven:
+        checks["group_overlap"] = {"status": "ok", "column": group, "groups": 0, "checked": "by construction"}
+    elif group:
         overlap = sp.scalar(f"SELECT count(*) FROM (SELECT {_ident(group)} AS g FROM src GROUP BY g "
-                            f"HAVING count(DISTINCT {part}) > 1)")
-        checks["group_overlap"] = {"status": "found" if overlap else "ok", "column": group, "groups": int(overlap)}
+                            f"HAVING min({part}) <> max({part}))")
+        checks["group_overlap"] = {"status": "found" if overlap else "ok", "column": group, "groups": int(overlap),
+                                   "checked": "counted"}
     if time_expr:
         train_max = f"(SELECT max({time_expr}) FROM src WHERE {part} = '{names[0]}')"
         t_max, h_min, overlap = sp.rows(
@@ -285,12 +358,22 @@ def _labelled(counts: dict[Any, int]) -> dict[str, int]:
     return {("null" if k is None else k): v for k, v in counts.items()}
 
 
-def _class_counts(sp: _Splitter, part: str, target: str) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {}
-    for p, cls, n in sp.rows(f"SELECT {part} AS p, CAST({_ident(target)} AS VARCHAR) AS c, count(*) FROM src "
-                             f"GROUP BY p, c ORDER BY p, c NULLS LAST"):
-        counts.setdefault(p, {})[cls] = int(n)
-    return {p: _labelled(c) for p, c in counts.items()}
+def _part_stats(sp: _Splitter, part: str, time_expr: str | None, target: str | None) -> tuple[dict, dict, dict]:
+    """Rows and time span per part, and rows per part and class of ``target``, in one pass."""
+    span = f"CAST(min({time_expr}) AS VARCHAR), CAST(max({time_expr}) AS VARCHAR)" if time_expr else "NULL, NULL"
+    cls = f"CAST({_ident(target)} AS VARCHAR)" if target else "NULL"
+    sets = "GROUPING SETS ((p), (p, c))" if target else "p, c"
+    counts: dict[str, int] = {}
+    spans: dict[str, tuple[Any, Any]] = {}
+    classes: dict[str, dict[Any, int]] = {}
+    for p, c, per_class, n, lo, hi in sp.rows(
+            f"SELECT {part} AS p, {cls} AS c, grouping(c) = 0 AND {str(bool(target)).lower()}, count(*), {span} "
+            f"FROM src GROUP BY {sets} ORDER BY p, c NULLS LAST"):
+        if per_class:
+            classes.setdefault(p, {})[c] = int(n)
+        else:
+            counts[p], spans[p] = int(n), (lo, hi)
+    return counts, (spans if time_expr else {}), {p: _labelled(c) for p, c in classes.items()}
 
 
 def _balanced_train(sp: _Splitter, train_sql: str, target: str, method: str, seed: int) -> tuple[str, dict[str, Any]]:
@@ -392,22 +475,22 @@ def split_table(
         time_expr = sp.time_key(time)[1]
     group_col = group or (column if kind == "group" else None)
     _step(progress, 2, steps, "checking")
-    checks = _leakage(sp, part, names, group_col, time_expr, time_col)
+    # Equal rows get equal keys (random: their hash; otherwise the split column) unless that column is ignored.
+    dups_proven = kind == "random" or column not in sp.ignore
+    checks = _leakage(sp, part, names, group_col, time_expr, time_col, dups_proven,
+                      group_proven=kind == "group" and group_col == column)
     leakage = any(c["status"] == "found" for c in checks.values())
     if strict and leakage:
         found = {name: c for name, c in checks.items() if c["status"] == "found"}
         shown = ", ".join(f"{name.replace('_', ' ')} ({c.get('groups', c.get('rows'))})" for name, c in found.items())
         raise InputError(f"leakage between parts: {shown}; nothing written",
                          "; ".join(LEAK_HINTS[name] for name in found) + "; or drop --strict to write anyway")
-    counts = dict(sp.rows(f"SELECT {part} AS p, count(*) FROM src GROUP BY p"))
+    class_col = target or (column if kind == "stratified" else None)
+    counts, spans, classes = _part_stats(sp, part, time_expr,
+                                         class_col if class_col and sp.classes(class_col, refuse=False) else None)
     empty = [n for n in names if not counts.get(n)]
     if empty:
         raise InputError(f"the {empty[0]} part would be empty ({total} rows)", "use more rows or other ratios")
-    spans = {p: (lo, hi) for p, lo, hi in sp.rows(
-        f"SELECT {part} AS p, CAST(min({time_expr}) AS VARCHAR), CAST(max({time_expr}) AS VARCHAR) FROM src GROUP BY p")
-    } if time_expr else {}
-    class_col = target or (column if kind == "stratified" else None)
-    classes = _class_counts(sp, part, class_col) if class_col and sp.classes(class_col, refuse=False) else {}
     _step(progress, 3, steps, "balancing")
     queries = {n: f"SELECT * FROM src WHERE {part} = '{n}'" for n in names}
     balanced = None

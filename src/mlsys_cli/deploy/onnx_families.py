@@ -328,9 +328,10 @@ def _renamed(graph: Any, prefix: str, mapping: Mapping[str, str], keep: Iterable
         return n if n in kept else prefix + n
 
     nodes = []
-    for node in graph.node:
+    for i, node in enumerate(graph.node):
         new = _rename_node(node, {n: name(n) for n in [*node.input, *node.output]})
-        new.name = prefix + (node.name or node.op_type)
+        # Node names must be unique in a graph; unnamed nodes get their position.
+        new.name = prefix + (node.name or f"{node.op_type}_{i}")
         nodes.append(new)
     inits = []
     for init in graph.initializer:
@@ -445,8 +446,12 @@ def linear_stack(coef: Any, intercept: Any, task: str, drop_first: bool = False)
     return combine
 
 
-def finish(model: Any, task: str, classes: Sequence[Any] | None) -> Any:
-    """Add the final outputs: ``label`` [N] + ``probabilities`` [N, C], or ``prediction`` [N]."""
+def finish(model: Any, task: str, classes: Sequence[Any] | None, threshold: float = 0.5) -> Any:
+    """Add the final outputs: ``label`` [N] + ``probabilities`` [N, C], or ``prediction`` [N].
+
+    Binary labels compare P(second class) with ``threshold`` (``ModelBundle.threshold``), as
+    the bundle does; other tasks take the most probable class.
+    """
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -464,11 +469,21 @@ def finish(model: Any, task: str, classes: Sequence[Any] | None) -> Any:
         numeric = all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in values)
         table = np.array(values, dtype=np.int64) if numeric else np.array([str(c) for c in values], dtype=object)
         inits.append(numpy_helper.from_array(table, "_classes"))
-        nodes += [
-            helper.make_node("Identity", ["_final"], [PROBA]),
-            helper.make_node("ArgMax", ["_final"], ["_idx"], axis=1, keepdims=0),
-            helper.make_node("Gather", ["_classes", "_idx"], [LABEL], axis=0),
-        ]
+        nodes.append(helper.make_node("Identity", ["_final"], [PROBA]))
+        if task == "binary":
+            inits += [numpy_helper.from_array(np.array([1], dtype=np.int64), "_one_i"),
+                      numpy_helper.from_array(np.array([2], dtype=np.int64), "_two_i"),
+                      numpy_helper.from_array(np.array(threshold, dtype=np.float32), "_threshold")]
+            nodes += [
+                helper.make_node("Slice", ["_final", "_one_i", "_two_i", "_one_i"], ["_p_pos"]),
+                helper.make_node("GreaterOrEqual", ["_p_pos", "_threshold"], ["_is_pos"]),
+                helper.make_node("Cast", ["_is_pos"], ["_idx2"], to=onnx.TensorProto.INT64),
+                helper.make_node("Reshape", ["_idx2", "_flat_i"], ["_idx"]),
+            ]
+            inits.append(numpy_helper.from_array(np.array([-1], dtype=np.int64), "_flat_i"))
+        else:
+            nodes.append(helper.make_node("ArgMax", ["_final"], ["_idx"], axis=1, keepdims=0))
+        nodes.append(helper.make_node("Gather", ["_classes", "_idx"], [LABEL], axis=0))
         elem = onnx.TensorProto.INT64 if numeric else onnx.TensorProto.STRING
         outputs = [helper.make_tensor_value_info(LABEL, elem, [None]),
                    helper.make_tensor_value_info(PROBA, onnx.TensorProto.FLOAT, [None, len(values)])]

@@ -130,6 +130,15 @@ class OnnxModel:
     def load(cls, path: str | os.PathLike, threads: int | None = None) -> "OnnxModel":
         return cls(path, threads=threads)
 
+    @classmethod
+    def from_proto(cls, model: Any, threads: int | None = None, data: bytes | None = None,
+                   source: str = "<in-memory ONNX model>") -> "OnnxModel":
+        """Load an ``onnx.ModelProto`` (stamped by ``deploy.export.to_onnx``) without a file.
+
+        ``data`` is the model's serialised bytes when already at hand.
+        """
+        return cls(source, threads=threads, data=model.SerializeToString() if data is None else data)
+
     @property
     def task(self) -> str:
         return self.manifest["task"]
@@ -192,7 +201,9 @@ class OnnxModel:
         # The graph holds labels as int64 or strings; give back the manifest's own values.
         by_text = {str(c): c for c in classes}
         label = np.array([by_text.get(str(v), v) for v in labels], dtype=object)
-        if classes and all(isinstance(c, (int, bool)) for c in classes):
+        if classes and all(isinstance(c, bool) for c in classes):
+            label = label.astype(bool)
+        elif classes and all(isinstance(c, int) for c in classes):
             label = label.astype(np.int64)
         return {"label": label, "probabilities": np.asarray(out["probabilities"], dtype=np.float64)}
 

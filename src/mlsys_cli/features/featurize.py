@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from mlsys_cli.errors import InputError
+from mlsys_cli.errors import InputError, UsageError
 
 BATCH_ROWS = 65_536
 
@@ -150,6 +150,8 @@ def apply(
     from mlsys_cli.features.bundle import load_features_bundle
     from mlsys_cli.fsutil import atomic_path
 
+    if batch_rows < 1:
+        raise UsageError("batch size must be at least 1")
     fz, manifest = load_features_bundle(bundle, target)
     files = resolve_inputs(data)
     relation = scan_table(files)

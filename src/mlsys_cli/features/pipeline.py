@@ -19,7 +19,7 @@ import numpy as np
 from mlsys_cli import bundle
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.features import leakage as _leakage
-from mlsys_cli.features.roles import FEATURE_ROLES, infer_roles
+from mlsys_cli.features.roles import FEATURE_ROLES, category_counts, infer_roles
 from mlsys_cli.features.schema import canonicalize, infer_schema, to_pandas
 from mlsys_cli.features.transformers import CategoricalBlock, DatetimeBlock, NumericBlock
 
@@ -247,6 +247,8 @@ class Featurizer:
         return preset
 
     def _fit(self, df: Any, y: Any, cross_fit: bool) -> np.ndarray | None:
+        import pandas as pd
+
         df = to_pandas(df)
         self.preset_ = resolve_preset(self.preset, self.family)
         settings = self._settings()
@@ -279,7 +281,7 @@ class Featurizer:
         self.roles_ = infer_roles(canon, schema, max_categories=self.max_categories, numeric=overrides["numeric"],
                                   categorical=overrides["categorical"], datetime=overrides["datetime"],
                                   drop=overrides["drop"], ids=overrides["ids"])
-        self.n_categories_ = {c["name"]: int(len(np.unique(data[c["name"]]))) for c in schema if c["type"] == "string"}
+        self.n_categories_ = {c["name"]: int(len(pd.unique(data[c["name"]]))) for c in schema if c["type"] == "string"}
         y_values = self._fit_target(target)
         findings = []
         if y_values is not None:
@@ -380,9 +382,8 @@ class Featurizer:
     def _schema_entry(self, name: str, kind: str, values: np.ndarray) -> dict[str, Any]:
         entry = {"name": name, "type": kind, "role": self.roles_[name]["role"]}
         if kind == "string":
-            cats, counts = np.unique(values, return_counts=True)
-            order = np.lexsort((cats, -counts))[:1000]
-            entry["categories"] = [str(c) for c in cats[order]]
+            cats, _ = category_counts(values)
+            entry["categories"] = [str(c) for c in cats[:1000]]
         return entry
 
 

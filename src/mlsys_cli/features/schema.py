@@ -159,6 +159,11 @@ def _as_string(name: str, series: Any) -> np.ndarray:
 
     raw = series.astype(object).to_numpy()
     missing = pd.isna(raw)
+    if pd.api.types.infer_dtype(raw, skipna=True) in ("string", "empty"):
+        # The common case, all strings: no per-value Python call (a million rows per second matter here).
+        out = raw.copy()
+        out[missing] = ""
+        return out
     return np.array(["" if m else (v if isinstance(v, str) else _str_value(v)) for v, m in zip(raw, missing)], dtype=object)
 
 

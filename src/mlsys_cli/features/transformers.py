@@ -21,6 +21,8 @@ from mlsys_cli.features.schema import INT64_MIN
 CROSS_SEP = "\x1f"
 # A string no real category equals: transforming it shows what the encoder does with unseen values.
 _UNSEEN = "\x00mlsys-unseen\x00"
+# Largest fixed-width copy of a string column made to speed up the encoders' fit (see _compact).
+COMPACT_BYTES = 256 * 2**20
 _SCALERS = {
     "standard": "sklearn.preprocessing.StandardScaler",
     "robust": "sklearn.preprocessing.RobustScaler",
@@ -241,7 +243,7 @@ class CategoricalBlock:
         if self.encoding == "target" and y is None:
             raise ValueError("target encoding needs the target")
         self.encoder_ = self._encoder()
-        X = x.reshape(-1, 1)
+        X = _compact(x).reshape(-1, 1)
         out = None
         if self.encoding == "target":
             out = self.encoder_.fit_transform(X, y) if cross_fit else None
@@ -280,15 +282,24 @@ class CategoricalBlock:
     def _hash(self, x: np.ndarray) -> np.ndarray:
         from sklearn.utils import murmurhash3_32
 
-        uniques, inverse = np.unique(x.astype(str), return_inverse=True)
+        import pandas as pd
+
+        inverse, uniques = pd.factorize(x.astype(str))
         codes = np.array([murmurhash3_32(u, seed=0, positive=True) % self.n_hash for u in uniques], dtype=np.int64)
-        return codes[inverse.reshape(-1)]
+        return codes[inverse]
 
     def transform(self, data: Mapping[str, np.ndarray]) -> np.ndarray:
         x = _source(self.columns, data)
         if self.encoding == "hashing":
             return (self._hash(x)[:, None] == np.arange(self.n_hash)[None, :]).astype(np.float64)
-        return np.asarray(self.encoder_.transform(x.reshape(-1, 1)), dtype=np.float64)
+        import pandas as pd
+
+        # The fitted lookup table (what the ONNX graph uses) with a hash index: the same values as
+        # encoder_.transform, without its Python loop per row.
+        index = pd.Index(self.keys_, dtype=object).get_indexer(x)
+        out = np.asarray(self.table_, dtype=np.float64)[index]
+        out[index < 0] = np.asarray(self.default_, dtype=np.float64)
+        return out
 
     def to_onnx(self, g: Any, inputs: Mapping[str, str]) -> str:
         x = _source_onnx(g, self.columns, inputs, strings=True)
@@ -296,6 +307,22 @@ class CategoricalBlock:
             h = g.cast(g.op("MurmurHash3", [x], "hash", domain="com.microsoft", positive=1, seed=0), "int64")
             return g.one_hot(g.op("Mod", [h, g.const(np.array(self.n_hash, dtype=np.int64))]), self.n_hash)
         return g.lookup(x, self.keys_, self.table_, self.default_)
+
+
+def _compact(x: np.ndarray) -> np.ndarray:
+    """Canonical strings as a fixed-width NumPy array, when that copy stays small.
+
+    scikit-learn's encoders count and encode object arrays with a Python loop per row (a
+    million rows took seconds per column); on a fixed-width array they sort and search in C.
+    """
+    import pandas as pd
+
+    uniques = pd.unique(x)
+    width = max((len(u) for u in uniques), default=1) or 1
+    # NumPy drops trailing NULs from fixed-width strings: keep such values exact.
+    if x.size * width * 4 > COMPACT_BYTES or any(u.endswith("\x00") for u in uniques):
+        return x
+    return x.astype(f"<U{width}")
 
 
 # Calendar parts from int64 epoch seconds with integer arithmetic only (H. Hinnant's
@@ -367,8 +394,10 @@ def _calendar_onnx(g: Any, x: str, parts: Sequence[str]) -> dict[str, str]:
         else:
             key, fn = part.split("_")
             base, period, offset = {"month": (month, 12.0, 1), "dow": (dow, 7.0, 0), "hour": (hour, 24.0, 0)}[key]
-            angle = op("Mul", g.cast(op("Sub", base, c(offset)), "double"), g.const(np.float64(2.0 * np.pi / period)))
-            value = g.op({"sin": "Sin", "cos": "Cos"}[fn], [angle])
+            # A table of numpy's own sin/cos values: onnxruntime's Sin/Cos differ in the last bits
+            # (sin(pi) is -0.0 there, 1.2e-16 in numpy), enough to flip a tree split at zero.
+            angles = np.arange(int(period)).astype(np.float64) * (2.0 * np.pi / period)
+            value = g.op("Gather", [g.const({"sin": np.sin, "cos": np.cos}[fn](angles), "cyc"), op("Sub", base, c(offset))])
         out[part] = g.where(missing, nan, value)
     return out
 

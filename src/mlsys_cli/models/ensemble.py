@@ -37,6 +37,9 @@ METHODS = ("average", "weighted", "stack", "select")
 FOLDS = 5
 SELECT_ROUNDS = 50
 BOOTSTRAP = 500
+# The stack meta-learner reads probabilities in [0, 1]: a strong penalty (C=1) shrinks its
+# coefficients until the intercept dominates and the cross-fitted score falls below the members'.
+STACK_ALPHA = 0.01
 # Below this gain in the primary metric an ensemble is not worth k times the latency.
 MIN_GAIN = 0.002
 
@@ -88,7 +91,7 @@ class Combiner:
     """
 
     def __init__(self, method: str = "average", task: str = "binary", metric: str | None = None,
-                 rounds: int = SELECT_ROUNDS, alpha: float = 1.0, seed: int = 0):
+                 rounds: int = SELECT_ROUNDS, alpha: float = STACK_ALPHA, seed: int = 0):
         self.method = method
         self.task = task
         self.metric = metric
@@ -581,12 +584,14 @@ def study_members(storage: str, study: str, top: int, train: str, seed: int = 0,
             chosen.append(t)
         if len(chosen) == top:
             break
+    # The trials were scored with the study's featurizer options (dropped columns...): keep them.
+    recipe_features = dict(features) if features else dict(info.get("features") or {})
     members = []
     for i, t in enumerate(chosen):
         if progress is not None:
             progress.update(completed=i, total=len(chosen), description=f"training trial {t.number}")
         bundle, _ = train_model(train, target=info.get("target"), model=t.params[FAMILY_PARAM],
-                                params=t.user_attrs["params"], features=dict(features) if features else None, seed=seed)
+                                params=t.user_attrs["params"], features=recipe_features or None, seed=seed)
         members.append((f"{study}#trial{t.number}({t.params[FAMILY_PARAM]})", bundle))
     return members
 

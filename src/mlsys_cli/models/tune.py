@@ -17,7 +17,8 @@ How a study runs
 - Budgets: ``trials`` counts every trial of the study (also those run by other workers or by an
   earlier run that is resumed); ``timeout`` is a wall-clock deadline. A trial that is running
   when the deadline passes gets the remaining time as its own training timeout, so the budget
-  holds to within a few seconds.
+  holds to within a few seconds. Once one trial has finished, a trial trains for at most half
+  the time left (then it is scored as it stands), so one slow configuration cannot eat the budget.
 - Workers share the study through Optuna's storage: an RDB URL (PostgreSQL, SQLite) or a
   journal file (``journal:PATH``). ``n_jobs`` starts extra worker processes on this machine;
   each is a fresh interpreter given its job as JSON on stdin (no pickle crosses the boundary).
@@ -50,6 +51,11 @@ FAMILY_PARAM = "family"
 EXPLORE = 0.1
 # Grid search over a continuous range uses this many points per parameter.
 GRID_POINTS = 3
+# Under a timeout, once a trial has finished no trial trains longer than this share of the time
+# left (it is scored with the rounds/epochs it reached), so one slow configuration (an MLP on a
+# loaded machine) cannot eat the budget the other families would have used.
+TRIAL_SHARE = 0.5
+MIN_FIT_S = 1.0
 
 
 # --------------------------------------------------------------------------- storage and study
@@ -550,8 +556,11 @@ def _check_deadline(trial: Any, deadline: float | None) -> None:
 
 
 def _objective(trial: Any, problem: _Problem, families: Sequence[str], fixed: Mapping[str, Mapping[str, Any]],
-               deadline: float | None) -> float:
-    """Fit the trial's configuration on every fold and return its mean validation metric."""
+               deadline: float | None, fit_deadline: float | None = None) -> float:
+    """Fit the trial's configuration on every fold and return its mean validation metric.
+
+    ``deadline`` ends the study; ``fit_deadline`` (earlier) is when this trial's training stops
+    and scores the model it has (fewer rounds or epochs)."""
     import optuna
 
     from mlsys_cli.models.families import get_family, resolve_params
@@ -578,7 +587,8 @@ def _objective(trial: Any, problem: _Problem, families: Sequence[str], fixed: Ma
         X, y, Xv, yv, labels = problem.matrices(family, fold)
         # Featurizing (once per family and fold) may have used up the budget.
         _check_deadline(trial, deadline)
-        remaining = None if deadline is None else deadline - time.time()
+        remaining = None if deadline is None else max(min(fit_deadline or deadline, deadline) - time.time(),
+                                                       min(MIN_FIT_S, deadline - time.time()))
         kwargs: dict[str, Any] = {}
         if single and _accepts(fit_estimator, "callback"):
             def report(step: int, loss: float) -> None:
@@ -635,7 +645,10 @@ def _optimize(study: Any, problem: _Problem, spec: Mapping[str, Any], progress: 
 
     def run(trial: Any) -> float:
         try:
-            return _objective(trial, problem, families, fixed, deadline)
+            fit_deadline = None
+            if deadline is not None and _complete(study):
+                fit_deadline = time.time() + TRIAL_SHARE * (deadline - time.time())
+            return _objective(trial, problem, families, fixed, deadline, fit_deadline)
         except (optuna.TrialPruned, _Deadline, MlsysError):
             raise
         except Exception as exc:  # noqa: BLE001 - recorded on the trial, raised again below if nothing works
@@ -729,8 +742,9 @@ def _plan(spec: dict[str, Any], problem: _Problem) -> dict[str, Any]:
     spaces = {f: probe_space(get_family(f), problem.task) for f in families}
     defaults = {f: get_family(f).default_params(problem.task) for f in families}
     fixed = split_fixed(families, spec.get("params") or {}, spaces, defaults)
-    for f in families:
-        # Building the estimator validates the fixed values' names and types (usage errors).
+    for f in (f for f in families if fixed[f]):
+        # Building the estimator validates the fixed values' names and types (usage errors); only
+        # then, since it imports the family's library (torch takes seconds of the budget).
         get_family(f).make(problem.task, problem.n_classes, resolve_params(get_family(f), problem.task, fixed[f]), int(spec["seed"]))
     searched = {f: {k: d for k, d in spaces[f].items() if k not in fixed[f]} for f in families}
     families = [f for f in families if searched[f]]
@@ -758,7 +772,8 @@ def open_study(spec: Mapping[str, Any], problem: _Problem, plan: Mapping[str, An
     storage = open_storage(spec.get("storage"))
     minimize = not problem.higher
     identity = {"target": problem.target, "task": problem.task, "metric": problem.metric,
-                "validation": spec["validation"], "model": spec["model"], "train_sha256": spec["train_sha256"]}
+                "validation": spec["validation"], "model": spec["model"], "train_sha256": spec["train_sha256"],
+                "features": dict(spec.get("features") or {})}
     sampler = make_sampler(spec["sampler"], int(spec["seed"]), plan["families"], minimize, plan["grid"])
     pruner = make_pruner(spec["pruner"], by_family=len(plan["families"]) > 1)
     direction = "minimize" if minimize else "maximize"
@@ -809,6 +824,7 @@ def worker_main(job_path: str) -> int:
         spec = json.load(fh)
     try:
         problem, plan, study = _load(spec)
+        _barrier(spec)
         outcome: dict[str, Any] = _optimize(study, problem, {**spec, **plan})
         code = 0
     except MlsysError as exc:
@@ -819,11 +835,42 @@ def worker_main(job_path: str) -> int:
     return code
 
 
-def _start_workers(spec: Mapping[str, Any], n: int, tmpdir: str) -> list[tuple[Any, str, str]]:
+# How long workers wait for each other to load the data before they start anyway.
+BARRIER_S = 120.0
+
+
+def _barrier(spec: Mapping[str, Any]) -> None:
+    """Tell the parent this worker is loaded, then wait for its go: workers that start their
+    trials together share the study, instead of the first one loaded running all of it."""
+    from mlsys_cli.fsutil import atomic_write_text
+
+    atomic_write_text(spec["ready"], "")
+    give_up = time.time() + BARRIER_S
+    while not os.path.exists(spec["go"]) and time.time() < give_up:
+        if spec.get("deadline") is not None and time.time() >= spec["deadline"]:
+            return
+        time.sleep(0.02)
+
+
+def _release_workers(workers: list[tuple[Any, str]], tmpdir: str, deadline: float | None) -> None:
+    """Wait until every worker has loaded (or died), then let them all start."""
+    from mlsys_cli.fsutil import atomic_write_text
+
+    give_up = time.time() + BARRIER_S if deadline is None else min(deadline, time.time() + BARRIER_S)
+    pending = list(workers)
+    while pending and time.time() < give_up:
+        pending = [(proc, base) for proc, base in pending if proc.poll() is None and not os.path.exists(f"{base}.ready")]
+        if pending:
+            time.sleep(0.02)
+    atomic_write_text(os.path.join(tmpdir, "go"), "")
+
+
+def _start_workers(spec: Mapping[str, Any], n: int, tmpdir: str) -> list[tuple[Any, str]]:
+    """Start ``n`` worker processes; each is (process, base path of its job files)."""
     workers = []
     for i in range(1, n + 1):
         base = os.path.join(tmpdir, f"worker-{i}")
-        job = {**spec, "result": f"{base}.result.json"}
+        job = {**spec, "result": f"{base}.result.json", "ready": f"{base}.ready", "go": os.path.join(tmpdir, "go")}
         with open(f"{base}.job.json", "w", encoding="utf-8") as fh:
             json.dump(job, fh)
         # stderr goes to a file: a pipe nobody reads while we work could fill up and block the worker.
@@ -833,13 +880,14 @@ def _start_workers(spec: Mapping[str, Any], n: int, tmpdir: str) -> list[tuple[A
                  "raise SystemExit(worker_main(sys.argv[1]))", f"{base}.job.json"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
             )
-        workers.append((proc, job["result"], f"{base}.stderr"))
+        workers.append((proc, base))
     return workers
 
 
-def _join_workers(workers: list[tuple[Any, str, str]], deadline: float | None) -> list[dict[str, Any]]:
+def _join_workers(workers: list[tuple[Any, str]], deadline: float | None) -> list[dict[str, Any]]:
     outcomes = []
-    for proc, result, stderr in workers:
+    for proc, base in workers:
+        result, stderr = f"{base}.result.json", f"{base}.stderr"
         # A worker stops within a few seconds of the deadline; give it that much, then stop it.
         wait = None if deadline is None else max(deadline - time.time(), 0) + 30
         try:
@@ -953,6 +1001,8 @@ def tune(
         job = {**spec, **plan}
         workers = _start_workers(job, n_jobs - 1, tmpdir) if n_jobs > 1 else []
         try:
+            if workers:
+                _release_workers(workers, tmpdir, spec["deadline"])
             mine = _optimize(opened, problem, job, progress)
         finally:
             outcomes = _join_workers(workers, spec["deadline"]) if workers else []

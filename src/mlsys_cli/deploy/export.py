@@ -1,0 +1,370 @@
+"""``mlsys export``: a model bundle as one ONNX graph, refused unless it agrees with the bundle.
+
+:func:`to_onnx` composes the whole predictor (featurizer, family model, calibrator, ensemble
+combiner) into one graph from the raw input columns to ``label`` + ``probabilities`` (or
+``prediction``), with the manifest stamped in ``metadata_props``. :func:`check_parity` runs the
+graph (onnxruntime) and the bundle on the same rows. :func:`export_model` does both and writes
+the file only when every probability agrees within :data:`TOLERANCE` and every label is equal.
+
+Rows for the check come from ``--data``; bundles store no rows, so without it a seeded sample
+is drawn from the reference statistics in the manifest (quantiles of numbers, frequencies of
+categories, null rates), plus unseen categories so the unknown-category path is exercised.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from mlsys_cli.errors import InputError
+
+# Probabilities must agree to this (absolute); regression values to this relative to max(1, |y|),
+# since a float32 output cannot hold large values to 1e-5 absolute.
+TOLERANCE = 1e-5
+SAMPLE_ROWS = 2000
+UNSEEN = "__mlsys_unseen__"
+
+
+# --------------------------------------------------------------------------- the graph
+
+
+def _calibrate(model: Any, calibrator: Any) -> Any:
+    """Append the calibrator to a ``probabilities`` graph (in double, as ``Calibrator.transform``)."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    from mlsys_cli.deploy import onnx_families as fam
+    from mlsys_cli.features.onnx import Graph
+
+    g = Graph()
+    p = g.cast("_uncal", "double")
+    n_models = len(calibrator.models_)
+    cols = [1] if n_models == 1 else list(range(n_models))
+    parts: dict[int, str] = {}
+    for k, est in zip(cols, calibrator.models_):
+        x = g.op("Slice", [p, g.const(np.array([k], np.int64)), g.const(np.array([k + 1], np.int64)),
+                           g.const(np.array([1], np.int64))], "col")
+        parts[k] = _isotonic(g, est, x) if calibrator.method == "isotonic" else _platt(g, est, x)
+    if n_models == 1:
+        one = g.const(np.float64(1.0), "one")
+        out = g.concat([g.op("Sub", [one, parts[1]]), parts[1]])
+    else:
+        raw = g.concat([parts[k] for k in cols])
+        total = g.op("ReduceSum", [raw, g.const(np.array([1], np.int64))], keepdims=1)
+        positive = g.op("Greater", [total, g.const(np.float64(0.0))])
+        safe = g.where(positive, total, g.const(np.float64(1.0)))
+        uniform = g.op("Add", [g.op("Mul", [raw, g.const(np.float64(0.0))]), g.const(np.float64(1.0 / n_models))])
+        out = g.where(positive, g.op("Div", [raw, safe]), uniform)
+    g.nodes.append(helper.make_node("Cast", [out], [fam.PROBA], to=TensorProto.FLOAT))
+    graph = model.graph
+    nodes = [fam._rename_node(n, {fam.PROBA: "_uncal"}) for n in graph.node] + g.nodes
+    new = helper.make_graph(nodes, graph.name, list(graph.input), list(graph.output),
+                            [*graph.initializer, *g.initializers])
+    return fam._model(new, model.opset_import)
+
+
+def _isotonic(g: Any, est: Any, x: str) -> str:
+    """``IsotonicRegression.predict`` (out_of_bounds="clip"): clip, then linear interpolation."""
+    import numpy as np
+
+    xs = np.asarray(est.X_thresholds_, dtype=np.float64)
+    ys = np.asarray(est.y_thresholds_, dtype=np.float64)
+    if len(xs) == 1:
+        return g.op("Add", [g.op("Mul", [x, g.const(np.float64(0.0))]), g.const(ys[0])])
+    clipped = g.op("Max", [g.op("Min", [x, g.const(xs[-1])]), g.const(xs[0])])
+    # Segment index = how many interior knots lie at or below x (0 .. K-2).
+    inner = g.const(xs[1:-1].reshape(1, -1)) if len(xs) > 2 else None
+    if inner is None:
+        idx = g.cast(g.op("Mul", [clipped, g.const(np.float64(0.0))]), "int64")
+    else:
+        idx = g.op("ReduceSum", [g.cast(g.op("GreaterOrEqual", [clipped, inner]), "int64"),
+                                 g.const(np.array([1], np.int64))], keepdims=1)
+    slope = np.diff(ys) / np.diff(xs)
+
+    def at(table: Any) -> str:
+        return g.op("Gather", [g.const(np.asarray(table, dtype=np.float64)), idx])
+
+    return g.op("Add", [at(ys[:-1]), g.op("Mul", [at(slope), g.op("Sub", [clipped, at(xs[:-1])])])])
+
+
+def _platt(g: Any, est: Any, x: str) -> str:
+    """``LogisticRegression.predict_proba(logit(clip(p)))[:, 1]`` (Calibrator's sigmoid method)."""
+    import numpy as np
+
+    p = g.op("Clip", [x, g.const(np.float64(1e-7)), g.const(np.float64(1 - 1e-7))])
+    logit = g.op("Log", [g.op("Div", [p, g.op("Sub", [g.const(np.float64(1.0)), p])])])
+    z = g.op("Add", [g.op("Mul", [logit, g.const(np.float64(est.coef_.ravel()[0]))]),
+                     g.const(np.float64(est.intercept_.ravel()[0]))])
+    return g.op("Sigmoid", [z])
+
+
+def _single_graph(predictor: Any, n_classes: int) -> Any:
+    from mlsys_cli.deploy import onnx_families as fam
+
+    featurizer = predictor.featurizer
+    n_features = len(featurizer.get_feature_names_out())
+    model = fam.family_to_onnx(predictor.family.name, predictor.estimator, n_features, predictor.task, n_classes)
+    if predictor.calibrator is not None:
+        model = _calibrate(model, predictor.calibrator)
+    return fam.compose(featurizer.to_onnx(), model)
+
+
+def _ensemble_graph(predictor: Any, n_classes: int) -> Any:
+    import numpy as np
+
+    from mlsys_cli.deploy import onnx_families as fam
+
+    combiner = predictor.combiner
+    task = predictor.task
+    if combiner.method == "stack":
+        keep = list(range(len(predictor.members)))
+        coef = np.asarray(combiner.coef_, dtype=np.float64).T
+        combine = fam.linear_stack(coef, combiner.intercept_, task, drop_first=task == "binary")
+    else:
+        # Members with weight 0 (selection, pruned weights) are left out of the graph entirely.
+        keep = [i for i, w in enumerate(combiner.weights_) if w > 0]
+        combine = fam.weighted_average([combiner.weights_[i] for i in keep], task)
+    members = [predictor_graph(predictor.members[i], n_classes) for i in keep]
+    return fam.parallel(members, combine)
+
+
+def predictor_graph(predictor: Any, n_classes: int) -> Any:
+    """The graph of any predictor: raw inputs -> ``probabilities`` [N, C] or ``prediction`` [N, 1]."""
+    kind = getattr(predictor, "kind", None)
+    if kind == "single":
+        return _single_graph(predictor, n_classes)
+    if kind == "ensemble":
+        return _ensemble_graph(predictor, n_classes)
+    raise InputError(f"a {kind!r} predictor has no ONNX form")
+
+
+def to_onnx(bundle: Any) -> Any:
+    """The whole model bundle as one ONNX graph, manifest stamped in ``metadata_props``.
+
+    Parameters
+    ----------
+    bundle : models.bundle.ModelBundle
+
+    Returns
+    -------
+    onnx.ModelProto
+        Inputs: one per raw column (canonical types, ARCHITECTURE.md). Outputs: ``label`` [N]
+        and ``probabilities`` [N, C] (classification), or ``prediction`` [N] (regression).
+
+    Raises
+    ------
+    InputError
+        A piece of the model has no ONNX form (the message names it).
+    """
+    import onnx
+
+    from mlsys_cli.deploy import onnx_families as fam
+    from mlsys_cli.deploy.onnx_model import stamp
+
+    classes = bundle.classes or []
+    graph = predictor_graph(bundle.predictor, len(classes))
+    model = fam.finish(graph, bundle.task, classes, threshold=bundle.threshold)
+    model.graph.name = "mlsys"
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise InputError(f"the composed ONNX graph is invalid: {str(exc).splitlines()[0]}") from None
+    return stamp(model, bundle.manifest)
+
+
+# --------------------------------------------------------------------------- parity
+
+
+def check_parity(bundle: Any, onnx_model: Any, df: Any) -> dict[str, Any]:
+    """Run the bundle and the ONNX model on the same rows and compare their outputs.
+
+    Returns
+    -------
+    dict
+        ``max_abs_diff`` (probabilities, or regression values), ``max_rel_diff`` (regression:
+        relative to max(1, |y|)), ``labels_equal``, ``label_mismatches``, ``rows``, ``ok``.
+    """
+    import numpy as np
+
+    native = bundle.predict(df)
+    graph = onnx_model.predict(df)
+    rows = int(len(df))
+    if bundle.task == "regression":
+        a, b = np.asarray(native["prediction"], np.float64), np.asarray(graph["prediction"], np.float64)
+        diff = np.abs(a - b)
+        rel = diff / np.maximum(1.0, np.abs(a))
+        max_abs = float(np.nanmax(diff)) if rows else 0.0
+        max_rel = float(np.nanmax(rel)) if rows else 0.0
+        same_nan = bool(np.array_equal(np.isnan(a), np.isnan(b)))
+        return {"rows": rows, "max_abs_diff": max_abs, "max_rel_diff": max_rel, "labels_equal": True,
+                "label_mismatches": 0, "ok": same_nan and max_rel <= TOLERANCE}
+    pa, pb = np.asarray(native["probabilities"], np.float64), np.asarray(graph["probabilities"], np.float64)
+    max_abs = float(np.abs(pa - pb).max()) if rows else 0.0
+    mismatch = int((np.asarray(native["label"]).astype(str) != np.asarray(graph["label"]).astype(str)).sum())
+    return {"rows": rows, "max_abs_diff": max_abs, "max_rel_diff": None, "labels_equal": mismatch == 0,
+            "label_mismatches": mismatch, "ok": mismatch == 0 and max_abs <= TOLERANCE and pa.shape == pb.shape}
+
+
+def synthesize_rows(manifest: Mapping[str, Any], rows: int = SAMPLE_ROWS, seed: int = 0) -> Any:
+    """Raw rows drawn from the manifest's reference statistics (seeded).
+
+    Numbers follow the stored quantiles (piecewise-linear inverse CDF, rounded like the
+    canonical float32 form), categories their stored frequencies with a share of unseen
+    values, and every column its null rate; datetimes are drawn as epoch seconds.
+    """
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    reference = (manifest.get("reference") or {}).get("features") or {}
+    out: dict[str, Any] = {}
+    for col in manifest["input_schema"]:
+        name, kind = col["name"], col["type"]
+        prof = reference.get(name) or {}
+        null = rng.random(rows) < float(prof.get("null_rate") or 0.0)
+        if kind == "string":
+            top = prof.get("top") or {c: 1 for c in (col.get("categories") or [])} or {UNSEEN: 1}
+            names = [*top, UNSEEN]
+            weights = np.array([*top.values(), max(int(prof.get("other") or 0), 1)], dtype=float)
+            values = rng.choice(np.array(names, dtype=object), size=rows, p=weights / weights.sum())
+            out[name] = pd.Series(np.where(null, None, values), dtype=object)
+            continue
+        q = (prof.get("quantiles") or {})
+        levels = np.asarray(q.get("levels") or [0.0, 1.0], dtype=float)
+        values = [v for v in (q.get("values") or []) if v is not None]
+        if len(values) != len(levels):
+            levels, values = np.array([0.0, 1.0]), [0.0, 1.0]
+        x = np.interp(rng.random(rows), levels, np.asarray(values, dtype=float))
+        if kind == "bool":
+            series = pd.Series(np.where(null, None, x >= 0.5), dtype=object)
+        elif kind == "datetime":
+            secs = pd.Series(np.round(x).astype("int64"))
+            series = pd.Series(pd.to_datetime(secs, unit="s")).where(~null)
+        else:
+            series = pd.Series(np.where(null, np.nan, x.astype(np.float32).astype(np.float64)))
+        out[name] = series
+    return pd.DataFrame(out)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What ``mlsys export`` reports (``--json``)."""
+
+    output: str
+    model: str
+    task: str
+    predictor: str
+    rows_checked: int
+    data: str
+    max_abs_diff: float
+    max_rel_diff: float | None
+    labels_equal: bool
+    tolerance: float
+    size_bytes: int
+    load_seconds: float
+    opset: dict[str, int]
+    inputs: list[str]
+    outputs: list[str]
+    sha256: str
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_rows(bundle: Any, data: Sequence[Any] | None, rows: int, seed: int) -> tuple[Any, str, list[str]]:
+    """The rows to check parity on, where they came from, and any warning to give."""
+    if data:
+        from mlsys_cli.data.io import read_frame
+        from mlsys_cli.features.schema import canonicalize
+
+        df = read_frame(list(data))
+        canonicalize(df, bundle.input_schema)  # a mismatched schema is named here (exit 3)
+        if len(df) > rows:
+            df = df.sample(n=rows, random_state=seed).sort_index()
+        if not len(df):
+            raise InputError("--data has no rows to check parity on")
+        return df.reset_index(drop=True), ", ".join(map(str, data)), []
+    df = synthesize_rows(bundle.manifest, rows, seed)
+    note = (f"no --data: parity checked on {rows} rows synthesised from the manifest's reference "
+            "statistics (seeded); pass --data valid.parquet to check real rows")
+    return df, "synthesized", [note]
+
+
+def export_model(model: str | os.PathLike, output: str | os.PathLike, data: Sequence[Any] | None = None,
+                 rows: int = SAMPLE_ROWS, seed: int = 0, threads: int | None = None, progress: Any = None) -> ExportResult:
+    """Export a model bundle to ONNX, verify parity, and write the file (atomically).
+
+    Parameters
+    ----------
+    model : path of a ``.mlsys`` model bundle
+    output : path of the ``.onnx`` file to write
+    data : paths of tables to check parity on (at most ``rows`` rows, sampled with ``seed``)
+    rows : int
+        Rows checked.
+    seed : int
+        Seeds the row sample (and the synthesised rows without ``data``).
+    threads : int, optional
+        onnxruntime intra-op threads of the checking session.
+    progress : object, optional
+
+    Raises
+    ------
+    InputError
+        Tampered or unreadable bundle, a piece without an ONNX form, ``data`` that does not
+        match the input schema, or any disagreement between the graph and the bundle (exit 3;
+        nothing is written).
+    """
+    from mlsys_cli.deploy.onnx_model import OnnxModel, graph_digest
+    from mlsys_cli.deploy.predict import load_model
+    from mlsys_cli.fsutil import atomic_write_bytes
+    from mlsys_cli.models.bundle import ModelBundle
+
+    if rows < 1:
+        from mlsys_cli.errors import UsageError
+
+        raise UsageError("--rows must be at least 1")
+    steps = 4
+    _step(progress, 0, steps, "loading the bundle")
+    bundle = load_model(model)
+    if not isinstance(bundle, ModelBundle):
+        raise InputError(f"{model}: export needs a .mlsys model bundle")
+    _step(progress, 1, steps, "building the ONNX graph")
+    proto = to_onnx(bundle)
+    payload = proto.SerializeToString()
+    _step(progress, 2, steps, "checking parity")
+    start = time.perf_counter()
+    onnx_model = OnnxModel.from_proto(proto, threads=threads, data=payload)
+    load_seconds = time.perf_counter() - start
+    df, source, warnings = _check_rows(bundle, data, rows, seed)
+    parity = check_parity(bundle, onnx_model, df)
+    if not parity["ok"]:
+        what = (f"{parity['label_mismatches']} of {parity['rows']} labels differ" if not parity["labels_equal"]
+                else f"max difference {parity['max_rel_diff'] if bundle.task == 'regression' else parity['max_abs_diff']:.3g} > {TOLERANCE:g}")
+        raise InputError(f"the ONNX graph disagrees with the bundle on {source}: {what}; nothing written",
+                         "please report this with the bundle; the export is refused rather than approximated")
+    _step(progress, 3, steps, "writing")
+    atomic_write_bytes(output, payload)
+    _step(progress, 4, steps, "done")
+    return ExportResult(
+        output=str(output), model=str(model), task=bundle.task, predictor=str(bundle.manifest["predictor"].get("kind")),
+        rows_checked=parity["rows"], data=source, max_abs_diff=parity["max_abs_diff"], max_rel_diff=parity["max_rel_diff"],
+        labels_equal=parity["labels_equal"], tolerance=TOLERANCE, size_bytes=len(payload),
+        load_seconds=round(load_seconds, 4), opset=onnx_model.opset, inputs=[i.name for i in proto.graph.input],
+        outputs=[o.name for o in proto.graph.output], sha256=graph_digest(proto), warnings=warnings)
+
+
+def _step(progress: Any, done: int, total: int, description: str) -> None:
+    if progress is not None:
+        progress.update(completed=done, total=total, description=description)
+
+
+def output_path(model: str | os.PathLike) -> Path:
+    """The default output: the bundle's path with ``.onnx``."""
+    return Path(model).with_suffix(".onnx")

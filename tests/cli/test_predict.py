@@ -1,0 +1,136 @@
+"""mlsys predict: wiring, streaming in batches, and every bad input of issue 3 (exit codes)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import assert_clean_error, run_cli, run_proc
+
+
+def _frame(n, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    return pd.DataFrame({
+        "id": np.arange(n), "x": x, "color": rng.choice(["red", "blue", "green"], n),
+        "y": np.where(x + rng.normal(scale=0.7, size=n) > 0, "yes", "no"),
+    })
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("predict_cli")
+    _frame(400).to_parquet(d / "train.parquet", index=False)
+    big = _frame(5000, seed=1)
+    big.loc[7, "color"] = "purple"  # a category the model never saw
+    big.to_parquet(d / "big.parquet", index=False, row_group_size=1000)
+    result = run_cli("train", d / "train.parquet", "--target", "y", "--drop", "id", "--param", "n_estimators=20",
+                     "-o", d / "m.mlsys")
+    assert result.code == 0, result.stderr
+    assert run_cli("featurize", d / "train.parquet", "--target", "y", "-o", d / "f.mlsys").code == 0
+    return d
+
+
+def test_streams_in_batches_and_matches_one_batch(setup, tmp_path):
+    d = setup
+    small = run_cli("predict", d / "m.mlsys", d / "big.parquet", "-o", tmp_path / "a.parquet", "--keep", "id",
+                    "--batch-rows", "700", "--json")
+    assert small.code == 0, small.stderr
+    report = small.json
+    assert report["rows"] == 5000 and report["batches"] == 8  # ceil(5000 / 700): never the whole table at once
+    assert report["columns"] == ["id", "label", "proba_no", "proba_yes"]
+    assert sum(report["summary"]["label_counts"].values()) == 5000
+    whole = run_cli("predict", d / "m.mlsys", d / "big.parquet", "-o", tmp_path / "b.parquet", "--keep", "id",
+                    "--batch-rows", "100000", "--json")
+    assert whole.code == 0 and whole.json["batches"] <= 5
+    a, b = pq.read_table(tmp_path / "a.parquet").to_pandas(), pq.read_table(tmp_path / "b.parquet").to_pandas()
+    pd.testing.assert_frame_equal(a, b)
+    assert a["id"].tolist() == list(range(5000))
+    assert set(a["label"]) <= {"no", "yes"} and np.allclose(a["proba_no"] + a["proba_yes"], 1.0)
+
+
+def test_human_output(setup, tmp_path):
+    result = run_cli("predict", setup / "m.mlsys", setup / "train.parquet", "-o", tmp_path / "p.parquet")
+    assert result.code == 0, result.stderr
+    assert "400 predictions" in result.stdout and "label_counts" in result.stdout
+
+
+def _tampered(src, dst):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename.endswith(".ubj"):
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            zout.writestr(info, data)
+
+
+@pytest.mark.parametrize("model,needle", [
+    (lambda d, p: p.write_bytes((d / "m.mlsys").read_bytes()[:300]), "m.mlsys"),
+    (lambda d, p: _tampered(d / "m.mlsys", p), "m.mlsys"),
+    (lambda d, p: p.write_bytes((d / "f.mlsys").read_bytes()), "features bundle, expected a model bundle"),
+    (lambda d, p: p.write_text("not a model"), "not a model"),
+    (lambda d, p: None, "no such file"),
+])
+def test_bad_model_file_is_exit_3(setup, tmp_path, model, needle):
+    path = tmp_path / "m.mlsys"
+    model(setup, path)
+    result = run_cli("predict", path, setup / "train.parquet", "-o", tmp_path / "p.parquet")
+    assert_clean_error(result, 3)
+    assert needle in result.stderr, result.stderr
+    assert not (tmp_path / "p.parquet").exists()
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda df: df.drop(columns="x"), "column 'x' is missing"),
+    (lambda df: df.assign(x=df["x"].astype(str).where(df.index != 1500, "abc")), "column 'x'"),
+])
+def test_schema_mismatch_is_exit_3_and_writes_nothing(setup, tmp_path, mutate, needle):
+    # The bad value sits in a later batch: rows already predicted must not leave a half file.
+    mutate(_frame(2000, seed=2)).to_parquet(tmp_path / "in.parquet", index=False)
+    result = run_cli("predict", setup / "m.mlsys", tmp_path / "in.parquet", "-o", tmp_path / "p.parquet",
+                     "--batch-rows", "500")
+    assert_clean_error(result, 3)
+    assert needle in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet"]
+
+
+def test_extra_columns_ignored_nan_and_inf_predicted(setup, tmp_path):
+    df = _frame(50, seed=3).assign(extra="ignored")
+    df.loc[0, "x"], df.loc[1, "x"], df.loc[2, "color"] = np.nan, np.inf, None
+    df.to_parquet(tmp_path / "in.parquet", index=False)
+    result = run_cli("predict", setup / "m.mlsys", tmp_path / "in.parquet", "-o", tmp_path / "p.parquet", "--json")
+    assert result.code == 0, result.stderr
+    out = pq.read_table(tmp_path / "p.parquet").to_pandas()
+    assert len(out) == 50 and np.isfinite(out["proba_yes"]).all()
+
+
+@pytest.mark.parametrize("args,code", [
+    (["--keep", "nope"], 3),
+    (["--keep", "label"], 2),
+    (["--batch-rows", "0"], 2),
+])
+def test_option_errors(setup, tmp_path, args, code):
+    result = run_cli("predict", setup / "m.mlsys", setup / "train.parquet", "-o", tmp_path / "p.parquet", *args)
+    assert_clean_error(result, code)
+    assert not (tmp_path / "p.parquet").exists()
+
+
+def test_missing_input_table_is_exit_3(setup, tmp_path):
+    result = run_cli("predict", setup / "m.mlsys", tmp_path / "nope.parquet", "-o", tmp_path / "p.parquet")
+    assert_clean_error(result, 3)
+
+
+@pytest.mark.slow
+def test_real_process_csv_input(setup, tmp_path):
+    _frame(120, seed=4).to_csv(tmp_path / "in.csv", index=False)
+    result = run_proc("predict", setup / "m.mlsys", tmp_path / "in.csv", "-o", tmp_path / "p.parquet", "--keep", "id",
+                      "--batch-rows", "50", "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["rows"] == 120 and report["batches"] == 3
+    assert pq.read_table(tmp_path / "p.parquet").num_rows == 120

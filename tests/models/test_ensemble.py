@@ -1,0 +1,204 @@
+"""models/ensemble.py: combiners, honest cross-fitting, the ensemble bundle and its refusals."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlsys_cli.errors import InputError, UsageError
+from mlsys_cli.models.bundle import ModelBundle
+from mlsys_cli.models.ensemble import METHODS, Combiner, build_ensemble, cross_fit, ensemble, study_members
+from mlsys_cli.models.train import train_model
+
+
+def _probs(p1):
+    return np.column_stack([1 - p1, p1])
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """Three binary members on 400 rows: an informative one, a weaker one and pure noise."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    logit = 2.5 * (y - 0.5)
+    good = 1 / (1 + np.exp(-(logit + rng.normal(0, 1.0, 400))))
+    weak = 1 / (1 + np.exp(-(0.5 * logit + rng.normal(0, 1.5, 400))))
+    noise = rng.uniform(0.05, 0.95, 400)
+    return np.stack([_probs(good), _probs(weak), _probs(noise)]), y
+
+
+@pytest.fixture(scope="module")
+def members(small_tables, tmp_path_factory):
+    """Two real binary members (linear, shallow xgboost) trained on the train slice, and a regressor."""
+    root = tmp_path_factory.mktemp("members")
+    t, r = small_tables["binary"], small_tables["regression"]
+    out = {}
+    for name, model, params, tables in (("linear", "linear", None, t), ("xgb", "xgboost", {"n_estimators": 40, "max_depth": 3}, t),
+                                        ("ridge", "linear", None, r)):
+        bundle, _ = train_model(tables["train"], valid=tables["valid"], target=tables["target"], model=model, params=params,
+                                features={"drop": ["customer_id"]} if tables is t else None, seed=0)
+        out[name] = str(bundle.save(root / f"{name}.mlsys"))
+    return out
+
+
+def test_average_and_weighted_weights_lie_on_the_simplex(synthetic):
+    P, y = synthetic
+    avg = Combiner("average", "binary").fit(P, y)
+    assert np.allclose(avg.weights_, 1 / 3)
+    w = Combiner("weighted", "binary").fit(P, y)
+    assert w.weights_.sum() == pytest.approx(1.0) and (w.weights_ >= 0).all()
+    # The informative member carries the ensemble; noise gets no more than the weak member.
+    assert w.weights_[0] > 0.5 and w.weights_[2] <= w.weights_[1]
+
+    def log_loss(c):
+        out = c.combine(P)
+        return -np.mean(np.log(out[np.arange(len(y)), y]))
+
+    assert log_loss(w) < log_loss(avg)
+
+
+def test_select_is_greedy_with_replacement(synthetic):
+    P, y = synthetic
+    c = Combiner("select", "binary", rounds=20).fit(P, y)
+    counts = np.round(c.weights_ * 1000).astype(int)
+    assert c.weights_.sum() == pytest.approx(1.0)
+    assert np.argmax(c.weights_) == 0  # the first pick is the best single member
+    assert c.weights_[2] < c.weights_[0], counts
+    # A member picked twice is averaged twice: the weights are multiples of 1 / picks.
+    picks = round(1 / c.weights_[c.weights_ > 0].min())
+    assert np.allclose(c.weights_ * picks, np.round(c.weights_ * picks))
+
+
+def test_stack_is_a_logistic_model_on_member_probabilities(synthetic):
+    P, y = synthetic
+    c = Combiner("stack", "binary").fit(P, y)
+    assert c.coef_.shape == (1, 3) and c.intercept_.shape == (1,)
+    z = P[:, :, 1].T @ c.coef_[0] + c.intercept_[0]
+    assert np.allclose(c.combine(P)[:, 1], 1 / (1 + np.exp(-z)))
+    assert c.coef_[0, 0] > abs(c.coef_[0, 2])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_combiner_round_trips_through_json(synthetic, method):
+    P, y = synthetic
+    c = Combiner(method, "binary").fit(P, y)
+    again = Combiner.from_dict("binary", json.loads(json.dumps(c.to_dict())))
+    assert np.allclose(again.combine(P), c.combine(P))
+
+
+def test_regression_and_multiclass_combiners():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=300)
+    P = np.stack([y + rng.normal(0, 0.3, 300), y + rng.normal(0, 1.0, 300)])
+    for method in METHODS:
+        out = Combiner(method, "regression", metric="rmse").fit(P, y).combine(P)
+        assert out.shape == (300,)
+    k = rng.integers(0, 3, 300)
+    onehot = np.eye(3)[k] * 0.6 + 0.4 / 3
+    Q = np.stack([onehot, np.full((300, 3), 1 / 3)])
+    for method in METHODS:
+        out = Combiner(method, "multiclass").fit(Q, k).combine(Q)
+        assert out.shape == (300, 3) and np.allclose(out.sum(axis=1), 1)
+
+
+def test_invalid_combiner_json_is_an_input_error():
+    with pytest.raises(InputError):
+        Combiner.from_dict("binary", {"method": "stack", "weights": [0.5, 0.5]})
+    with pytest.raises(InputError):
+        Combiner.from_dict("binary", {"weights": [1]})
+
+
+def test_cross_fit_predicts_each_row_with_a_combiner_that_did_not_see_it(synthetic):
+    from sklearn.model_selection import StratifiedKFold
+
+    P, y = synthetic
+    oof = cross_fit("stack", "binary", P, y, folds=4, seed=3)
+    for fit_idx, held in StratifiedKFold(4, shuffle=True, random_state=3).split(np.zeros(len(y)), y):
+        c = Combiner("stack", "binary", seed=3).fit(P[:, fit_idx], y[fit_idx])
+        assert np.allclose(oof[held], c.combine(P[:, held]))
+
+
+@pytest.mark.parametrize("method", ["average", "stack"])
+def test_ensemble_bundle_predicts_the_combined_member_scores(members, small_tables, tmp_path, method):
+    t = small_tables["binary"]
+    result = ensemble([members["linear"], members["xgb"]], data=t["valid"], method=method, output=str(tmp_path / "e.mlsys"))
+    assert result.output == str(tmp_path / "e.mlsys") and result.metric == "auc" and result.rows == 250
+    assert [m["model"] for m in result.members] == [members["linear"], members["xgb"]]
+    assert result.gain["best_member"] in (members["linear"], members["xgb"])
+    loaded = ModelBundle.load(tmp_path / "e.mlsys")
+    assert loaded.manifest["kind"] == "model" and loaded.manifest["predictor"]["kind"] == "ensemble"
+    names = zipfile.ZipFile(tmp_path / "e.mlsys").namelist()
+    assert any(n.startswith("members/0/") for n in names) and any(n.startswith("members/1/") for n in names)
+    test = pd.read_parquet(t["test"])
+    parts = [ModelBundle.load(p).predictor.predict_scores(test) for p in (members["linear"], members["xgb"])]
+    combined = loaded.predictor.combiner.combine(np.stack(parts))
+    assert np.allclose(loaded.predictor.predict_scores(test), combined)
+    if method == "average":
+        assert np.allclose(combined, (parts[0] + parts[1]) / 2)
+    assert loaded.manifest["recipe"]["family"] == "ensemble"
+    assert loaded.manifest["recipe"]["params"] == result.combiner
+
+
+def test_a_model_ensembled_with_itself_is_not_worth_it(members, small_tables, tmp_path):
+    import shutil
+
+    twin = tmp_path / "twin.mlsys"
+    shutil.copy(members["xgb"], twin)
+    result = ensemble([members["xgb"], str(twin)], data=small_tables["binary"]["valid"], method="average")
+    assert not result.worth_it
+    assert result.verdict.startswith("not worth it") and "use " in result.verdict
+    assert result.gain["value"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_refuses_a_members_training_data(members, small_tables):
+    with pytest.raises(InputError, match="training data of member"):
+        ensemble([members["linear"], members["xgb"]], data=small_tables["binary"]["train"])
+
+
+def test_refuses_members_of_different_tasks_naming_them(members, small_tables):
+    with pytest.raises(InputError, match="members disagree on the task") as err:
+        ensemble([members["linear"], members["ridge"]], data=small_tables["binary"]["valid"])
+    assert members["ridge"] in err.value.message
+
+
+def test_refuses_a_single_member_and_data_without_the_target(members, small_tables, tmp_path):
+    with pytest.raises(UsageError, match="at least two"):
+        ensemble([members["linear"]], data=small_tables["binary"]["valid"])
+    no_target = tmp_path / "nt.parquet"
+    pd.read_parquet(small_tables["binary"]["valid"]).drop(columns=["churned"]).to_parquet(no_target)
+    with pytest.raises(InputError, match="no target column 'churned'"):
+        ensemble([members["linear"], members["xgb"]], data=str(no_target))
+
+
+def test_refuses_a_tampered_member(members, small_tables, tmp_path):
+    bad = tmp_path / "bad.mlsys"
+    with zipfile.ZipFile(members["xgb"]) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith(".ubj"):
+                data = data[:-8] + bytes(8)
+            dst.writestr(item, data)
+    with pytest.raises(InputError):
+        ensemble([members["linear"], str(bad)], data=small_tables["binary"]["valid"])
+
+
+def test_members_from_a_study_train_its_best_distinct_trials(small_tables, tmp_path):
+    from mlsys_cli.models.tune import tune
+
+    t = small_tables["binary"]
+    storage = f"journal:{tmp_path}/s.log"
+    tune(str(t["train"]), valid=str(t["valid"]), target="churned", model="linear", trials=4, storage=storage,
+         study="s", features={"drop": ["customer_id"]})
+    named = study_members(storage, "s", 2, str(t["train"]))
+    assert len(named) == 2 and all("linear" in name for name, _ in named)
+    # The study's featurizer options come with its trials: customer_id is not a feature.
+    for _, bundle in named:
+        assert "customer_id" not in [c["name"] for c in bundle.input_schema]
+    _, result = build_ensemble(named, [str(t["valid"])], method="weighted")
+    assert len(result.members) == 2
+    with pytest.raises(InputError, match="no study"):
+        study_members(storage, "nope", 2, str(t["train"]))

@@ -1,0 +1,301 @@
+"""Every recipe in recipes/ (and the quick start) run for real, with the venv's ``mlsys`` on PATH.
+
+The lifecycle Makefile is built once per module in a temporary OUT (from a copy of the raw CSV,
+so touching it leaves the repository alone); the tests check its outputs, that Make's
+timestamps drive reruns, the gate, and the CI workflow's steps against that build. The nightly
+script runs on a small window of the churn sample.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, SAMPLE
+
+RECIPES = ROOT / "recipes"
+LIFECYCLE = RECIPES / "lifecycle.mk"
+NIGHTLY = RECIPES / "nightly-retrain.sh"
+WORKFLOW = RECIPES / "github-actions.yml"
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "NO_COLOR": "1",
+       "MAKEFLAGS": ""}
+# Small but real: a short tuning budget capped at a few trials keeps the run reproducible.
+SETTINGS = ["SEED=7", "BUDGET=8s", "TRIALS=3", "TECHNIQUES=pruning"]
+# In Make's (serial) order: each model right after the features it needs.
+MLSYS_STEPS = ["ingest", "split", "featurize", "tune", "train", "featurize", "train", "ensemble", "evaluate",
+               "compress", "export", "predict", "info", "info"]
+
+
+def run(args, cwd=ROOT, env=None, timeout=900):
+    proc = subprocess.run([str(a) for a in args], cwd=cwd, env={**ENV, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
+    return proc
+
+
+def make(out: Path, raw: Path, *args: str, timeout: float = 900):
+    return run(["make", "-f", LIFECYCLE, f"OUT={out}", f"RAW={raw}", *SETTINGS, *args], timeout=timeout)
+
+
+def mlsys_commands(make_output: str) -> list[str]:
+    """The mlsys subcommands a make run executed (or would execute, with -n), in order."""
+    return re.findall(r"^\S*mlsys (\w+) ", make_output, flags=re.M)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lifecycle")
+    raw = root / "raw" / "churn_raw.csv"
+    raw.parent.mkdir()
+    shutil.copy(SAMPLE / "churn_raw.csv", raw)
+    out = root / "out"
+    proc = make(out, raw)
+    assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-4000:])
+    return {"out": out, "raw": raw, "log": proc.stdout}
+
+
+# ------------------------------------------------------------------ lifecycle.mk
+
+
+@pytest.mark.slow
+def test_lifecycle_runs_every_step_in_order(built):
+    assert mlsys_commands(built["log"]) == MLSYS_STEPS
+
+
+@pytest.mark.slow
+def test_lifecycle_outputs_are_valid(built):
+    import onnxruntime as ort
+
+    out = built["out"]
+    ingest = json.loads((out / "data/ingest.json").read_text())
+    assert ingest["rows_written"] == 4992 and ingest["rows_rejected"] == 8  # sample_data/README.md
+    assert len(pd.read_parquet(out / "data/rejects.parquet")) == 8
+
+    split = json.loads((out / "data/split.json").read_text())
+    assert split["leakage"] is False and [p["name"] for p in split["parts"]] == ["train", "valid", "test"]
+    train, test = (pd.read_parquet(out / f"data/{p}.parquet") for p in ("train", "test"))
+    assert train["snapshot_date"].max() < test["snapshot_date"].min()
+
+    gate = json.loads((out / "evaluate/evaluate.json").read_text())
+    assert gate["passed"] is True and gate["gates"] and all(g["passed"] for g in gate["gates"])
+    assert {s["column"] for s in gate["slices"]} == {"plan", "contract"}
+    assert (out / "evaluate/evaluate.html").stat().st_size > 1000
+    assert not (out / "evaluate/evaluate.failed.json").exists()
+
+    session = ort.InferenceSession(str(out / "deploy/model.onnx"), providers=["CPUExecutionProvider"])
+    assert {"label", "probabilities"} <= {o.name for o in session.get_outputs()}
+    predictions = pd.read_parquet(out / "deploy/predictions.parquet")
+    assert len(predictions) == len(test)
+    assert predictions["customer_id"].tolist() == test["customer_id"].tolist()
+    assert {"label", "proba_True"} <= set(predictions.columns)
+    assert predictions["proba_True"].between(0, 1).all()
+
+    # Every step left a JSON report next to its outputs.
+    for report in ["data/ingest.json", "data/split.json", "features/trees.json", "features/linear.json",
+                   "models/tune.json", "models/xgboost.json", "models/linear.json", "models/ensemble.json",
+                   "evaluate/evaluate.json", "deploy/compress.json", "deploy/export.json", "deploy/predict.json",
+                   "deploy/info.json", "deploy/lineage.json"]:
+        assert json.loads((out / report).read_text()), report
+    # The predictions trace back through every table to the raw file.
+    lineage = json.loads((out / "deploy/lineage.json").read_text())["lineage"]
+    assert [step["command"] for step in lineage] == ["predict", "split", "ingest"]
+    assert str(built["raw"]) in json.dumps(lineage)
+
+
+@pytest.mark.slow
+def test_second_run_does_nothing(built):
+    proc = make(built["out"], built["raw"])
+    assert proc.returncode == 0, proc.stderr
+    assert "Nothing to be done" in proc.stdout and mlsys_commands(proc.stdout) == []
+    assert make(built["out"], built["raw"], "-q").returncode == 0  # make -q: 0 means up to date
+
+
+@pytest.mark.slow
+def test_touching_inputs_rebuilds_downstream(built):
+    out, raw = built["out"], built["raw"]
+    before = raw.stat()
+    try:
+        os.utime(raw, (before.st_atime + 3600, before.st_mtime + 3600))
+        dry = make(out, raw, "-n")
+        assert dry.returncode == 0 and mlsys_commands(dry.stdout) == MLSYS_STEPS
+    finally:
+        os.utime(raw, (before.st_atime, before.st_mtime))
+    assert make(out, raw, "-q").returncode == 0
+
+    # For real on the cheap end of the chain: a new ONNX file re-predicts and re-describes.
+    onnx = out / "deploy/model.onnx"
+    old = {p: p.stat().st_mtime_ns for p in (out / "deploy").iterdir()}
+    os.utime(onnx, None)
+    proc = make(out, raw)
+    assert proc.returncode == 0, proc.stderr
+    assert mlsys_commands(proc.stdout) == ["predict", "info", "info"]
+    for name in ("predictions.parquet", "info.json", "lineage.json"):
+        assert (out / "deploy" / name).stat().st_mtime_ns > old[out / "deploy" / name]
+    assert (out / "deploy/compressed.mlsys").stat().st_mtime_ns == old[out / "deploy/compressed.mlsys"]
+
+
+@pytest.mark.slow
+def test_failed_gate_stops_the_run_and_keeps_the_report(built, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(built["out"], out)  # copy2 keeps the timestamps: the copy is up to date
+    proc = make(out, built["raw"], "-W", f"{out}/models/ensemble.mlsys", "gate", "REQUIRE=auc>=0.99")
+    assert proc.returncode != 0
+    assert mlsys_commands(proc.stdout) == ["evaluate"]
+    assert "mlsys evaluate exited 4" in proc.stderr
+    assert not (out / "evaluate/evaluate.json").exists()
+    failed = json.loads((out / "evaluate/evaluate.failed.json").read_text())
+    assert failed["passed"] is False and failed["gates"][0]["requirement"] == "auc>=0.99"
+    # Nothing downstream may be trusted now: the next run evaluates again before deploying.
+    assert make(out, built["raw"], "-q").returncode == 1
+
+
+def test_lifecycle_defaults():
+    text = LIFECYCLE.read_text()
+    for line in ("MLSYS ?= mlsys", "OUT ?= build/lifecycle", "SEED ?= 7", "BUDGET ?= 20s"):
+        assert re.search(rf"^{re.escape(line)}$", text, flags=re.M), line
+    proc = run(["make", "-f", LIFECYCLE, "-n", "OUT=/nonexistent/out"])
+    assert proc.returncode == 0, proc.stderr
+    assert mlsys_commands(proc.stdout) == MLSYS_STEPS
+    assert "--report" in proc.stdout and "--seed 7" in proc.stdout and "--timeout 20s" in proc.stdout
+    clean = run(["make", "-f", LIFECYCLE, "-n", "clean", "OUT=/nonexistent/out"])
+    assert clean.stdout.strip() == "rm -rf /nonexistent/out"
+
+
+# ------------------------------------------------------------------ github-actions.yml
+
+
+def _workflow() -> dict:
+    import yaml
+
+    return yaml.safe_load(WORKFLOW.read_text())
+
+
+def test_workflow_structure():
+    flow = _workflow()
+    assert "pull_request" in flow[True]  # YAML 1.1 reads the key `on` as True
+    steps = flow["jobs"]["gate"]["steps"]
+    uses = [s.get("uses", "") for s in steps]
+    assert any(u.startswith("actions/checkout@") for u in uses)
+    assert any(u.startswith("actions/setup-python@") for u in uses)
+    gate = next(s for s in steps if "mlsys evaluate" in s.get("run", ""))
+    assert "--require" in gate["run"] and "--html" in gate["run"]
+    upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["if"] == "always()" and "gate.html" in upload["with"]["path"]
+    assert any("pip install" in s.get("run", "") for s in steps)
+
+
+@pytest.mark.slow
+def test_workflow_steps_run(built):
+    """The workflow's make and mlsys steps, through bash as Actions runs them, against the build."""
+    flow = _workflow()
+    env = {k: str(v) for k, v in flow["env"].items()}
+    env.update(OUT=str(built["out"]), RAW=str(built["raw"]))
+    steps = [s["run"] for s in flow["jobs"]["gate"]["steps"]
+             if s.get("run", "").lstrip().startswith(("make ", "mlsys "))]
+    assert len(steps) == 3
+    for script in steps:
+        proc = run(["bash", "-eo", "pipefail", "-c", script], env=env)
+        assert proc.returncode == 0, (script, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert json.loads((built["out"] / "gate.json").read_text())["passed"] is True
+    assert (built["out"] / "gate.html").is_file()
+    # The same gate on a bar the model cannot reach fails the job through mlsys's exit 4.
+    gate = next(s for s in steps if s.lstrip().startswith("mlsys evaluate"))
+    proc = run(["bash", "-eo", "pipefail", "-c", gate.replace('"auc>=0.70"', '"auc>=0.99"')], env=env)
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    assert proc.stderr.count("error: ") == 1 and "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------ nightly-retrain.sh
+
+
+@pytest.fixture(scope="module")
+def window(tmp_path_factory) -> Path:
+    """Nine months of 400 customers: a small, realistic window for the nightly job."""
+    df = pd.read_parquet(SAMPLE / "churn.parquet")
+    ids = sorted(df["customer_id"].unique())[:400]
+    df = df[df["customer_id"].isin(ids) & (df["snapshot_date"] < pd.Timestamp("2025-10-01").date())]
+    path = tmp_path_factory.mktemp("window") / "window.parquet"
+    df.to_parquet(path, index=False)
+    return path
+
+
+def nightly(home: Path, data: Path, **settings: str):
+    return run(["bash", NIGHTLY, data], env={"NIGHTLY_HOME": str(home), "MODEL": "linear", **settings}, timeout=600)
+
+
+def _log(home: Path) -> str:
+    return "".join(p.read_text() for p in sorted((home / "logs").glob("nightly-*.log")))
+
+
+@pytest.mark.slow
+def test_nightly_swaps_only_a_challenger_that_passes(window, tmp_path):
+    home = tmp_path / "state"
+    first = nightly(home, window, REQUIRE="auc>=0.55")
+    assert first.returncode == 0, _log(home)[-3000:]
+    current = home / "current.mlsys"
+    assert current.is_file() and "swapped in" in _log(home)
+    assert first.stdout == "" and first.stderr == ""  # cron mails nothing: it all went to the log
+    before = current.read_bytes(), current.stat().st_mtime_ns
+
+    # A challenger worse than the model in production fails the champion gate: exit 4, no swap.
+    second = nightly(home, window, REQUIRE="auc>=0.4", MODEL="baseline")
+    assert second.returncode == 4, _log(home)[-3000:]
+    assert (current.read_bytes(), current.stat().st_mtime_ns) == before
+    assert not (home / "previous.mlsys").exists()
+    log = _log(home)
+    assert "challenger rejected (mlsys evaluate exited 4)" in log and "error: " in log
+    runs = sorted((home / "runs").iterdir())
+    report = json.loads((runs[-1] / "evaluate.json").read_text())
+    floor, champion = report["gates"]
+    assert floor["passed"] and not champion["passed"] and champion["requirement"].startswith("auc>=0.")
+    assert not list(home.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_nightly_lock_and_usage(window, tmp_path):
+    home = tmp_path / "state"
+    home.mkdir()
+    with open(home / "nightly.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another run in progress
+        busy = nightly(home, window)
+    assert busy.returncode == 5 and "another run holds" in busy.stderr
+    assert not (home / "runs").exists() or not list((home / "runs").iterdir())
+    usage = run(["bash", NIGHTLY], env={"NIGHTLY_HOME": str(home)})
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+
+
+def test_scripts_are_valid_bash():
+    for script in (NIGHTLY, ROOT / "scripts/quickstart.sh"):
+        subprocess.run(["bash", "-n", str(script)], check=True)
+        assert script.read_text().startswith("#!/usr/bin/env bash\n")
+        assert "set -euo pipefail" in script.read_text()
+        assert os.access(script, os.X_OK), script
+    assert re.search(r"^#\s+\S+ \S+ \S+ \S+ \S+\s+.*nightly-retrain\.sh", NIGHTLY.read_text(), flags=re.M)
+    assert "flock -n" in NIGHTLY.read_text()
+
+
+# ------------------------------------------------------------------ quick start and root Makefile
+
+
+def test_quickstart_installs_torch_first_then_runs_the_recipe():
+    text = (ROOT / "scripts/quickstart.sh").read_text()
+    torch, package = text.index("'torch==2.13.0'"), text.index("-e '.[nn,test]'")
+    assert torch < package < text.index("make -f recipes/lifecycle.mk MLSYS=.venv/bin/mlsys")
+    assert "python\" -m venv .venv" in text.replace("$PYTHON", "python")
+
+
+def test_root_makefile_targets():
+    proc = run(["make", "-n", "lifecycle", "test", "completions", "bench", "quickstart", "PYTHON=py"])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout
+    assert "make -f recipes/lifecycle.mk" in lines or "-f recipes/lifecycle.mk" in lines
+    assert "py -m pytest -q" in lines and "py -m mlsys_cli.completions completions" in lines
+    assert "benchmarks/bench_*.py" in lines and "scripts/quickstart.sh" in lines
