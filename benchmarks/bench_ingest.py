@@ -21,8 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from _results import write_results  # benchmarks/ is on sys.path when a script runs
+
 HERE = Path(__file__).resolve().parent
-DATA, RESULTS = HERE / "data", HERE / "results"
+DATA = HERE / "data"
 BYTES_PER_ROW = 100  # of the generated CSV, measured; sets the row count for a target size
 
 # Runs a command and reports its wall time and peak RSS (the child's max RSS, in KiB on Linux).
@@ -109,8 +111,7 @@ def main() -> None:
               f"Reproduce: `.venv/bin/python benchmarks/bench_ingest.py --mb {args.mb}` ({time.strftime('%Y-%m-%d')})."]
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ingest.md").write_text(text)
+    write_results("ingest", text)
 
 
 if __name__ == "__main__":

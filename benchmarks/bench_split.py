@@ -28,8 +28,10 @@ import sys
 import time
 from pathlib import Path
 
+from _results import write_results  # benchmarks/ is on sys.path when a script runs
+
 HERE = Path(__file__).resolve().parent
-DATA, RESULTS = HERE / "data", HERE / "results"
+DATA = HERE / "data"
 KINDS = {"random": "random", "time": "time:snapshot_date", "group": "group:customer_id"}
 
 # Runs a command and reports its wall time and peak RSS (the child's max RSS, in KiB on Linux).
@@ -136,8 +138,7 @@ def main() -> None:
                   f"({time.strftime('%Y-%m-%d')})."]
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "split.md").write_text(text)
+    write_results("split", text)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ Run (each part stays under ~5 minutes on 2 cores)::
     .venv/bin/python benchmarks/bench_train.py --skip-overhead --datasets wa_churn,diamonds
     .venv/bin/python benchmarks/bench_train.py --skip-quality --rows 200000
 
-It prints markdown tables and rewrites its section of ``benchmarks/results/train.md``.
+It prints markdown tables and rewrites its sections of ``benchmarks/results/quality_models.md``
+(quality) and ``benchmarks/results/train.md`` (overhead).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.datasets import DATASETS, load, split  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "train.md"
+QUALITY_RESULTS = ROOT / "benchmarks" / "results" / "quality_models.md"
+TITLES = {RESULTS: "# `train`: overhead against XGBoost (issue 3)",
+          QUALITY_RESULTS: "# Model quality: `mlsys train` defaults vs the libraries' defaults (issue 3)"}
 QUALITY_DATASETS = ("wa_churn", "credit_data", "mlc_churn", "hpc_data", "diamonds", "ames")
 FAMILIES = ("xgboost", "linear", "mlp")
 BIG_TARGET = "label"
@@ -97,23 +101,28 @@ def make_big_table(path: Path, rows: int, seed: int = SEED) -> Path:
 
 
 def machine() -> str:
-    """One line describing where the numbers were measured."""
+    """One line describing where the numbers were measured, with the load at the time.
+
+    The machine is shared: compare the two sides of one run (the ratio), not absolute seconds
+    across runs.
+    """
     import torch
     import xgboost
 
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"xgboost {xgboost.__version__}, torch {torch.__version__}")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (load average {load}: shared, "
+            f"timings are noisy), Python {platform.python_version()}, xgboost {xgboost.__version__}, torch {torch.__version__}")
 
 
-def write_section(name: str, text: str) -> None:
-    """Replace this benchmark's section of ``results/train.md`` (other sections are kept)."""
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    old = RESULTS.read_text() if RESULTS.exists() else "# `train` and `predict`: quality and overhead (issue 3)\n"
+def write_section(name: str, text: str, path: Path = RESULTS) -> None:
+    """Replace this benchmark's section of a results page (other sections are kept)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.read_text() if path.exists() else TITLES.get(path, f"# {path.stem}") + "\n"
     begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     block = f"{begin}\n{text.rstrip()}\n{end}"
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(new)
+    path.write_text(new)
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
@@ -309,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         text = quality(datasets, families, args.workdir)
         print(text)
         cmd = f"`.venv/bin/python benchmarks/bench_train.py --skip-overhead --datasets {args.datasets} --families {args.families}`"
-        write_section("bench_train:quality", f"## Quality: defaults vs the peers' defaults\n\n{stamp}{cmd}\n\n{text}")
+        write_section("bench_train:quality", f"## Quality: defaults vs the peers' defaults\n\n{stamp}{cmd}\n\n{text}",
+                      QUALITY_RESULTS)
     if not args.skip_overhead:
         text = overhead(args.rows, args.rounds, args.workdir)
         print(text)

@@ -7,19 +7,20 @@ _mlsys() {
         case "$w" in -*) ;; *) cmd="$w"; break ;; esac
     done
     if [ -z "$cmd" ]; then
-        COMPREPLY=( $(compgen -W "ingest split featurize tune train ensemble predict evaluate compress info --config --quiet --traceback --verbose --version -q -v" -- "$cur") )
+        COMPREPLY=( $(compgen -W "ingest split featurize tune train ensemble predict evaluate compress export info --config --quiet --traceback --verbose --version -q -v" -- "$cur") )
         return
     fi
     case "$cmd" in
         ingest) opts="--dedupe --dedupe-on --delimiter --encoding --format --json --keep-names --memory-limit --no-header --output --quote --rejects --report --schema --sql --strict --table --threads -o --help" ;;
         split) opts="--balance --by --group --ignore --json --output --ratios --report --seed --strict --target --time -o --help" ;;
-        featurize) opts="--apply --batch-rows --bins --categorical --check --cross --datetime --drop --hash-features --high-cardinality --id --impute --json --leakage --max-categories --min-frequency --model --numeric --output --preset --report --scaling --seed --target --task -o --help" ;;
+        featurize) opts="--apply --batch-rows --bins --categorical --check --cross --datetime --drop --hash-features --high-cardinality --id --impute --json --leakage --log --max-categories --min-frequency --model --numeric --output --preset --report --scaling --seed --target --task -o --help" ;;
         tune) opts="--cv --drop --html --json --metric --model --n-jobs --output --param --pruner --report --sampler --save-model --seed --storage --study --target --time-col --timeout --trials --trials-out --valid -o --help" ;;
         train) opts="--calibrate --class-weight --drop --features --json --model --output --param --params --report --sample-weight --seed --target --task --timeout --valid -o --help" ;;
         ensemble) opts="--data --folds --from-study --json --method --metric --output --report --seed --storage --study --top --train -o --help" ;;
         predict) opts="--batch-rows --json --keep --output --report -o --help" ;;
         evaluate) opts="--bootstrap --confidence --expect --html --invariant --json --min-slice-rows --perturb --report --require --seed --slice --slice-bins --target --threshold --help" ;;
         compress) opts="--augment --batch-rows --data --html --json --max-metric-drop --measure-fraction --output --prefer --repeats --report --require-gain --seed --technique --transfer -o --help" ;;
+        export) opts="--data --json --output --report --rows --seed --threads -o --help" ;;
         info) opts="--json --report --help" ;;
         *) opts="" ;;
     esac

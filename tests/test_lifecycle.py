@@ -116,14 +116,13 @@ def test_info_describes_every_artifact(loop):
     root, data = loop["root"], loop["data"]
     tables = [data / "train.parquet", data / "valid.parquet", data / "test.parquet",
               root / "bundle_pred.parquet", root / "onnx_pred.parquet"]
-    models = [*loop["members"], loop["model"], root / "model.onnx"]
-    for path in dict.fromkeys([*tables, *models]):
-        result = ok("info", path, "--json")
-        assert result.json, path
+    models = [*dict.fromkeys([*loop["members"], loop["model"]]), root / "model.onnx"]
+    described = {path: ok("info", path, "--json").json for path in [*tables, *models]}
     for path in models:
-        manifest = run_proc("info", path, "--json").json
+        manifest = described[path]
         assert manifest["task"] == loop["task"] and manifest["target"] == loop["case"]["target"], path
+    for path in tables:
+        assert described[path]["rows"] == len(pd.read_parquet(path)), path
     # Predictions carry lineage back through predict to the split that made the test table.
-    lineage = run_proc("info", root / "onnx_pred.parquet", "--json").json["lineage"]
-    commands = [step["command"] for step in lineage]
+    commands = [step["command"] for step in described[root / "onnx_pred.parquet"]["lineage"]]
     assert commands[0] == "predict" and "split" in commands, commands

@@ -51,6 +51,7 @@ def test_human_report_says_whether_it_is_worth_it(bundles, small_tables):
     assert "ensemble (average, cross-fitted)" in result.stdout
 
 
+@pytest.mark.slow
 def test_from_study(small_tables, tmp_path):
     t = small_tables["binary"]
     storage = f"journal:{tmp_path}/s.log"
@@ -96,6 +97,7 @@ def test_bad_input(bundles, small_tables, tmp_path, case, code, text):
         assert str(bundles["ridge"]) in result.stderr
 
 
+@pytest.mark.slow
 def test_tampered_member_in_the_real_process(bundles, small_tables, tmp_path):
     import zipfile
 

@@ -136,3 +136,19 @@ def test_tampered_truncated_and_wrong_kind_bundles(bundle, tables):
         result = run_cli("featurize", "--apply", tables / name, tables / "new.parquet", "-o", tables / "w.parquet")
         assert_clean_error(result, 3)
         assert message in result.stderr, result.stderr
+
+
+def test_log_option(tables):
+    from mlsys_cli.features.bundle import load_features_bundle
+
+    logged = {}
+    for choice in ("auto", "skewed", "none"):
+        out = tables / f"log_{choice}.mlsys"
+        result = run_cli("featurize", tables / "train.parquet", "--target", "y", "--preset", "linear", "--log", choice, "-o", out)
+        assert result.code == 0, result.stderr
+        fz, _ = load_features_bundle(out)
+        logged[choice] = next(b for b in fz.blocks_ if b.columns == ("skewed",)).log_
+    assert logged == {"auto": False, "skewed": True, "none": False}
+    bad = run_cli("featurize", tables / "train.parquet", "--target", "y", "--log", "always", "-o", tables / "bad.mlsys")
+    assert_clean_error(bad, 2)
+    assert not (tables / "bad.mlsys").exists()

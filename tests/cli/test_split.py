@@ -81,6 +81,7 @@ def test_the_real_process_is_deterministic(small, tmp_path):
 
 
 def _bad_inputs(tmp_path, small):
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     (tmp_path / "empty_dir").mkdir()
@@ -89,6 +90,8 @@ def _bad_inputs(tmp_path, small):
     pq.write_table(pq.read_table(small).slice(0, 0), tmp_path / "no_rows.parquet")
     (tmp_path / "header.csv").write_text("a,b,c\n")
     (tmp_path / "junk.parquet").write_bytes(bytes(range(256)) * 4)
+    ids = pq.read_table(small).column("customer_id")
+    pq.write_table(pa.Table.from_arrays([ids, ids], names=["id", "id"]), tmp_path / "repeated.parquet")
     return {
         "missing file": ([tmp_path / "nope.parquet"], 3),
         "directory without tables": ([tmp_path / "empty_dir"], 3),
@@ -96,6 +99,7 @@ def _bad_inputs(tmp_path, small):
         "table without rows": ([tmp_path / "no_rows.parquet"], 3),
         "header-only csv": ([tmp_path / "header.csv"], 3),
         "binary junk": ([tmp_path / "junk.parquet"], 3),
+        "duplicate column names": ([tmp_path / "repeated.parquet"], 3),
         "unknown split column": ([small, "--by", "group:no_such_column"], 3),
         "unknown target": ([small, "--target", "no_such_column"], 3),
         "unknown ignore column": ([small, "--ignore", "nope"], 3),
@@ -115,7 +119,7 @@ def _bad_inputs(tmp_path, small):
 
 
 BAD = ["missing file", "directory without tables", "empty file", "table without rows", "header-only csv",
-       "binary junk", "unknown split column", "unknown target", "unknown ignore column", "ratios not summing to 1",
+       "binary junk", "duplicate column names", "unknown split column", "unknown target", "unknown ignore column", "ratios not summing to 1",
        "negative ratio", "one ratio", "four ratios", "ratios not numbers", "invalid --by", "--by kind without column",
        "time column not a time", "balance without target", "invalid balance", "balance on a numeric target",
        "strict with leakage"]
@@ -127,6 +131,7 @@ def test_bad_input_one_line_exit_code_no_output(case, small, tmp_path):
     out = tmp_path / "out"
     result = run_cli("split", *args, "-o", out)
     assert_clean_error(result, code)
+    assert sum(line.startswith("error: ") for line in result.stderr.splitlines()) == 1, result.stderr
     assert written(out) == []
 
 

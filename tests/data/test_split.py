@@ -250,26 +250,30 @@ def test_duplicates_by_construction_agree_with_counting(tmp_path):
 
 
 @pytest.mark.parametrize("by, within", [("random", None), ("stratified", "plan")])
-def test_hashed_cuts_equal_the_exact_cuts(tmp_path, by, within):
-    """The histogram path (big tables) picks exactly the cuts of the full sort, with duplicate keys too."""
+def test_binned_cuts_equal_the_exact_cuts(tmp_path, by, within):
+    """The histogram path (big tables) picks exactly the cuts of the full sort, with tied keys too."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from mlsys_cli.data.split import _Splitter
 
     table = make_table(n=20_000, n_groups=3000)
+    seconds = pc.multiply(pa.array(range(20_000)), 7919)  # a distinct "timestamp" per row, out of order
+    table = table.append_column("ts", pc.cast(pc.cast(pc.bit_wise_and(seconds, 0xFFFFF), pa.int64()), pa.timestamp("s")))
     pq.write_table(pa.concat_tables([table, table.slice(0, 2000)]), tmp_path / "t.parquet")
     sp = _Splitter(tmp_path / "t.parquet", ignore=())
+    day, ts = sp.time_key("day")[0], sp.time_key("ts")[0]
     for seed, fractions in ((0, [0.7, 0.85]), (5, [0.5]), (11, [0.01, 0.999])):
-        key = sp.row_hash(seed)
-        exact = {c: cuts for c, (cuts, _) in sp.cuts(key, fractions, within=within).items()}
-        assert sp.hashed_cuts(key, fractions, within=within) == exact
-        group_key = f"hash({seed}, customer)"
-        exact = {c: cuts for c, (cuts, _) in sp.cuts(group_key, fractions, within=within).items()}
-        assert sp.hashed_cuts(group_key, fractions, within=within) == exact
+        for key, hashed in ((sp.row_hash(seed), True), (f"hash({seed}, customer)", True), (day, False), (ts, False)):
+            exact = {c: cuts for c, (cuts, _) in sp.cuts(key, fractions, within=within).items()}
+            binned = sp.binned_cuts(key, fractions, within, sp.bin_expr(key, hashed))
+            assert binned is None or binned == exact, (key, fractions)
+            if hashed or key == ts:  # many distinct keys: the histogram path must not give way
+                assert binned == exact
 
 
-def test_hashed_cuts_give_way_when_a_part_would_be_empty(tmp_path):
+def test_binned_cuts_give_way_when_a_part_would_be_empty(tmp_path):
     import pyarrow.parquet as pq
 
     from mlsys_cli.data.split import _Splitter
@@ -277,7 +281,8 @@ def test_hashed_cuts_give_way_when_a_part_would_be_empty(tmp_path):
     pq.write_table(make_table(n=50, n_groups=2), tmp_path / "t.parquet")
     sp = _Splitter(tmp_path / "t.parquet", ignore=())
     # Two groups cannot fill three parts: the histogram path declines rather than cut badly.
-    assert sp.hashed_cuts("hash(0, customer)", [0.4, 0.6]) is None
+    assert sp.binned_cuts("hash(0, customer)", [0.4, 0.6], None, sp.bin_expr("hash(0, customer)", True)) is None
+    assert sp.bin_expr("CAST(1 AS DOUBLE)", False) is None  # one value: nothing to bin
 
 
 @pytest.mark.parametrize("method", ["under", "over"])
@@ -348,3 +353,27 @@ def test_every_kind_partitions_any_table(tmp_path_factory, n, seed, kind):
     ids = [list(read(tmp / "out" / f"{p}.parquet")["row_id"]) for p in ("train", "test")]
     assert all(ids) and sorted(ids[0] + ids[1]) == sorted(table.column("row_id").to_pylist())
     assert sum(p["rows"] for p in result.parts) == n
+
+
+def test_big_random_and_group_splits_take_the_histogram_path(tmp_path):
+    """From BINNED_CUT_ROWS rows on: exact ratios, a partition of the input, groups kept whole."""
+    import duckdb
+
+    from mlsys_cli.data.split import BINNED_CUT_ROWS
+
+    n = BINNED_CUT_ROWS + 20_000
+    duckdb.execute(f"COPY (SELECT i AS row_id, 'c' || (i % 9000) AS customer, i % 7 = 0 AS label, "
+                   f"TIMESTAMP '2025-01-01' + to_seconds((i * 7919) % {n}) AS ts FROM range({n}) t(i)) "
+                   f"TO '{tmp_path / 'big.parquet'}' (FORMAT parquet)")
+    result = split_table(tmp_path / "big.parquet", tmp_path / "r", seed=3, target="label")
+    assert [p["rows"] for p in result.parts] == [round(0.7 * n), round(0.85 * n) - round(0.7 * n), n - round(0.85 * n)]
+    ids = [read(tmp_path / "r" / f"{p}.parquet")["row_id"] for p in PARTS]
+    assert sum(map(len, ids)) == n and len(set().union(*map(set, ids))) == n
+    assert all(list(i) == sorted(i) for i in ids)  # input order kept
+    grouped = split_table(tmp_path / "big.parquet", tmp_path / "g", by="group:customer", seed=3)
+    groups = [set(read(tmp_path / "g" / f"{p}.parquet")["customer"]) for p in PARTS]
+    assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
+    assert abs(grouped.parts[0]["ratio"] - 0.7) < 0.01
+    timed = split_table(tmp_path / "big.parquet", tmp_path / "t", by="time:ts")
+    assert [p["rows"] for p in timed.parts] == [p["rows"] for p in result.parts]  # distinct times: exact ratios
+    assert timed.parts[0]["time_max"] < timed.parts[1]["time_min"] <= timed.parts[1]["time_max"] < timed.parts[2]["time_min"]

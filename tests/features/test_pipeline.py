@@ -55,7 +55,12 @@ def test_linear_preset_imputes_scales_and_logs(train):
     assert not np.isnan(X).any()
     assert abs(_col(fz, X, "num").mean()) < 0.05
     skewed = next(b for b in fz.blocks_ if b.columns == ("skewed",))
-    assert skewed.log_ and not next(b for b in fz.blocks_ if b.columns == ("num",)).log_
+    assert not skewed.log_  # linear keeps raw values unless --log is asked for
+    mlp = Featurizer(target="y", preset="mlp").fit(train)
+    assert next(b for b in mlp.blocks_ if b.columns == ("skewed",)).log_
+    assert not next(b for b in mlp.blocks_ if b.columns == ("num",)).log_
+    assert next(b for b in Featurizer(target="y", preset="linear", log=True).fit(train).blocks_
+                if b.columns == ("skewed",)).log_
     np.testing.assert_array_equal(_col(fz, X, "num__missing"), train["num"].isna().to_numpy(dtype=float))
     assert {"cat=a", "cat=__other__", "city__te"} <= set(fz.get_feature_names_out())
 
@@ -182,3 +187,32 @@ def test_transform_needs_the_fitted_columns(train):
     bad.loc[3, "num"] = "oops"
     with pytest.raises(InputError, match=r"column 'num': expected numeric values, found 'oops' \(row 3\)"):
         fz.transform(bad)
+
+
+@pytest.mark.parametrize("encoding", ["onehot", "ordinal", "target"])
+@pytest.mark.parametrize("odd", [[], ["a\x00"]])
+@pytest.mark.parametrize("limit", ["default", 0])  # the fixed-width fast path, and plain object arrays
+def test_block_lookup_equals_the_fitted_encoder(encoding, odd, limit, monkeypatch):
+    """The hash-indexed lookup used by transform gives exactly the sklearn encoder's values."""
+    from mlsys_cli.features import transformers
+    from mlsys_cli.features.transformers import CategoricalBlock
+
+    if limit != "default":
+        monkeypatch.setattr(transformers, "COMPACT_BYTES", limit)
+    rng = np.random.default_rng(3)
+    levels = np.array([f"v{i}" for i in range(30)] + ["a", ""] + odd, dtype=object)
+    x = levels[rng.zipf(1.5, 3000) % len(levels)]
+    x[:10] = np.array(odd * 10 or ["a"] * 10, dtype=object)
+    y = (rng.random(3000) < 0.4).astype(int).astype(str).astype(object)
+    new = np.concatenate([x[:500], np.array(["never", "a\x00", "", "v1"], dtype=object)])
+    block = CategoricalBlock(("c",), encoding=encoding, max_categories=8, target_type="binary").fit({"c": x}, y)
+    expected = np.asarray(block.encoder_.transform(new.reshape(-1, 1)), dtype=np.float64)
+    np.testing.assert_array_equal(block.transform({"c": new}), expected)
+    assert set(odd) <= set(block.keys_)  # NumPy fixed-width strings would drop the trailing NUL
+
+
+def test_category_counts_most_frequent_first_ties_by_value():
+    from mlsys_cli.features.roles import category_counts
+
+    keys, counts = category_counts(np.array(["b", "a", "c", "b", "a", "d"], dtype=object))
+    assert keys.tolist() == ["a", "b", "c", "d"] and counts.tolist() == [2, 2, 1, 1]

@@ -186,6 +186,7 @@ def test_refuses_a_tampered_member(members, small_tables, tmp_path):
         ensemble([members["linear"], str(bad)], data=small_tables["binary"]["valid"])
 
 
+@pytest.mark.slow
 def test_members_from_a_study_train_its_best_distinct_trials(small_tables, tmp_path):
     from mlsys_cli.models.tune import tune
 

@@ -26,7 +26,8 @@ def _human(result: Any) -> None:
     if d["best_threshold"]:
         console.kv("threshold maximising F1", d["best_threshold"])
     if d["slices"]:
-        console.records(f"slices by {d['primary_metric']} (flagged: interval below the mean of the column's slices)", d["slices"],
+        console.records(f"slices by {d['primary_metric']} (flagged: interval entirely worse than the column's row-weighted "
+                        "mean)", d["slices"],
                         ["column", "slice", "rows", "value", "ci_low", "ci_high", "flagged"])
     if d["behaviour"]:
         console.records("behavioural tests", d["behaviour"], ["test", "column", "rate", "mean_abs_delta", "tolerance", "passed"])

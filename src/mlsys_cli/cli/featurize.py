@@ -23,6 +23,8 @@ IdOpt = Annotated[Cols, typer.Option("--id", help="Identifier columns (left out 
 CrossOpt = Annotated[Cols, typer.Option("--cross", help="Feature cross A,B (two categorical or two numeric columns); repeatable.")]
 ImputeOpt = Annotated[str, typer.Option("--impute", help="auto | median | mean | most_frequent | constant | none.")]
 ScalingOpt = Annotated[str, typer.Option("--scaling", help="auto | standard | robust | minmax | none.")]
+LOG_CHOICES = {"auto": "auto", "skewed": "skewed", "none": False}
+LogOpt = Annotated[str, typer.Option("--log", help="log(1+x) of numbers: auto (the preset's: mlp skewed) | skewed | none.")]
 BinsOpt = Annotated[Optional[int], typer.Option("--bins", min=2, help="Quantile-bin numeric columns into N bins.")]
 MaxCatOpt = Annotated[int, typer.Option("--max-categories", min=2, help="More distinct values is high cardinality; one-hot keeps this many.")]
 MinFreqOpt = Annotated[int, typer.Option("--min-frequency", min=1, help="Rarer categories share one infrequent bucket.")]
@@ -64,6 +66,7 @@ def command(
     cross: CrossOpt = None,
     impute: ImputeOpt = "auto",
     scaling: ScalingOpt = "auto",
+    log: LogOpt = "auto",
     bins: BinsOpt = None,
     max_categories: MaxCatOpt = 20,
     min_frequency: MinFreqOpt = 5,
@@ -99,12 +102,17 @@ def command(
         with console.progress("featurizing") as progress:
             result = apply_features(apply, table, output, target=target, batch_rows=batch_rows, progress=progress)
     else:
+        from mlsys_cli.errors import UsageError
         from mlsys_cli.features.featurize import featurize
+
+        if log not in LOG_CHOICES:
+            raise UsageError(f"invalid --log {log!r}", f"choose one of: {', '.join(LOG_CHOICES)}")
 
         with console.progress("featurizing") as progress:
             result = featurize(table, output, target=target, check=check or [], progress=progress, preset=preset,
                                family=model, task=task, numeric=numeric, categorical=categorical, datetime=datetime,
-                               drop=drop, ids=id_, cross=cross or (), impute=impute, scaling=scaling, bins=bins,
+                               drop=drop, ids=id_, cross=cross or (), impute=impute, scaling=scaling,
+                               log=LOG_CHOICES[log], bins=bins,
                                max_categories=max_categories, min_frequency=min_frequency,
                                high_cardinality=high_cardinality, hash_features=hash_features, leakage=leakage, seed=seed)
     console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)

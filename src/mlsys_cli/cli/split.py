@@ -29,7 +29,7 @@ def _human(result: Any) -> None:
         columns.append("classes")
     console.records("parts", d["parts"], columns)
     console.records("leakage checks", [{"check": k, **v} for k, v in d["checks"].items()],
-                    ["check", "status", "rows", "keys", "groups", "column"])
+                    ["check", "status", "rows", "keys", "groups", "column", "checked"])
     if d["balance"]:
         b = d["balance"]
         console.kv(f"train balanced ({b['method']}-sampling {b['target']})", {"before": b["before"], "after": b["after"]})

@@ -131,21 +131,21 @@ class _Fingerprints:
         self._thread.join()
         if self._error is not None:
             raise InputError(f"cannot read an input again to fingerprint it: {self._error}")
-        return [d for d in self._digests if d is not None]
+        return [str(d) for d in self._digests]
 
     def stamp(self, parquet: Path) -> None:
         """Replace each token in the footer of ``parquet`` (written by DuckDB) by its digest."""
         with open(parquet, "r+b") as fh:
             fh.seek(-8, os.SEEK_END)
             tail = fh.read(8)
-            if tail[4:] != b"PAR1":
-                raise InputError(f"{parquet}: not a Parquet file after writing it")
+            if tail[4:] != b"PAR1":  # DuckDB wrote no Parquet file: a bug, not the user's input
+                raise RuntimeError(f"{parquet}: not a Parquet file after writing it")
             start = fh.seek(-8 - int.from_bytes(tail[:4], "little"), os.SEEK_END)
             footer = bytearray(fh.read())
             for token, digest in zip(self.tokens, self.digests()):
                 at = footer.find(token.encode())
                 if at < 0 or footer.find(token.encode(), at + 1) >= 0:
-                    raise InputError(f"{parquet}: the lineage placeholder is not found once in the footer")
+                    raise RuntimeError(f"{parquet}: the lineage placeholder is not found once in the footer")
                 footer[at:at + len(token)] = digest.encode()
             fh.seek(start)
             fh.write(footer)

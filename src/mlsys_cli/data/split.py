@@ -43,8 +43,8 @@ LEAK_HINTS = {
 }
 PART_NAMES = {2: ("train", "test"), 3: ("train", "valid", "test")}
 MAX_CLASSES = 100  # stratifying or balancing more values than this means the column is not a class
-HASHED_CUT_ROWS = 100_000  # from here on hashed keys are cut from a histogram (Splitter.hashed_cuts)
-HASH_BIN_BITS = 12  # 4096 bins: a few thousand keys to rank per cut on millions of rows
+BINNED_CUT_ROWS = 100_000  # from here on cuts come from a histogram of the key (Splitter.binned_cuts)
+BIN_BITS = 12  # 4096 bins: a few thousand keys to rank per cut on millions of rows
 TIME_TYPES = ("DATE", "TIMESTAMP")
 NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
                  "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
@@ -131,6 +131,7 @@ class _Splitter:
         self.con.execute("SET enable_progress_bar = false")  # progress is ours, on stderr, only on a TTY
         self.files = io.resolve_inputs([paths] if isinstance(paths, (str, os.PathLike)) else paths)
         relation = io.scan_table(self.files, con=self.con)
+        _refuse_repeated_names(self.files)
         relation.create_view("src")
         self.types = dict(zip(relation.columns, (str(t) for t in relation.types)))
         self.ignore = list(ignore)
@@ -193,11 +194,12 @@ class _Splitter:
         Rows are ordered by ``key``; each cut is the distinct key value whose cumulative row count
         is closest to the requested cumulative fraction, so rows with equal keys stay in one part.
         Cuts that would leave a part empty are avoided while there are enough distinct keys.
-        Computed per class of ``within`` when given. A ``hashed`` key (a uniform UBIGINT) on a
-        big table takes :meth:`hashed_cuts`, which finds the same cuts without sorting every key.
+        Computed per class of ``within`` when given. On a big table :meth:`binned_cuts` finds
+        the same cuts without sorting every key (``hashed``: the key is a uniform UBIGINT hash).
         """
-        if hashed and self.scalar("SELECT count(*) FROM src") >= HASHED_CUT_ROWS:
-            found = self.hashed_cuts(key, fractions, within)
+        if self.scalar("SELECT count(*) FROM src") >= BINNED_CUT_ROWS:
+            bins = self.bin_expr(key, hashed)
+            found = self.binned_cuts(key, fractions, within, bins) if bins else None
             if found is not None:
                 return {c: (k, None) for c, k in found.items()}
         cls = f"CAST({_ident(within)} AS VARCHAR)" if within else "NULL"
@@ -225,23 +227,38 @@ class _Splitter:
         self.con.execute("DROP TABLE ranked; DROP TABLE prev")
         return {c: (found[c], int(distinct[c])) for c in found}
 
-    def hashed_cuts(self, key: str, fractions: Sequence[float], within: str | None = None) -> dict[Any, list[Any]] | None:
-        """The cuts of :meth:`cuts` for a uniform hash key, from a histogram instead of a full sort.
+    def bin_expr(self, key: str, hashed: bool) -> str | None:
+        """A SQL template (``{k}``: the key) mapping keys to bins, non-decreasing in the key.
 
-        Ordering every distinct key (millions for a random split) is what made random splits
-        slow. Keys are binned by their top bits (a streaming count); the key closest to a
-        cumulative fraction lies in the bin where that fraction is reached or is the last key of
-        the bin before, so only those bins are ranked. Returns None when the cuts found would
-        leave a part empty; :meth:`cuts` then takes the exact path, which avoids empty parts.
+        A hash is binned by its top bits; a time or number by equal-width bins between its
+        minimum and maximum (one pass over that column). None when there is nothing to bin.
+        """
+        if hashed:
+            return f"(({{k}}) >> {64 - BIN_BITS})"
+        lo, hi = self.rows(f"SELECT min({key}), max({key}) FROM src")[0]
+        if lo is None or hi == lo or not math.isfinite(float(hi) - float(lo)):
+            return None
+        width = (float(hi) - float(lo)) / (1 << BIN_BITS)
+        return f"CAST(floor((({{k}}) - {lo!r}) / {width!r}) AS BIGINT)"
+
+    def binned_cuts(self, key: str, fractions: Sequence[float], within: str | None, bins: str) -> dict[Any, list[Any]] | None:
+        """The cuts of :meth:`cuts` from a histogram of the key instead of a full sort.
+
+        Ordering every distinct key (millions for a random split, or for a time split on
+        timestamps to the second) is what made big splits slow. Keys are counted per bin
+        (``bins``, from :meth:`bin_expr`: non-decreasing in the key, so bins are ordered like
+        keys); the key closest to a cumulative fraction lies in the bin where that fraction is
+        reached or is the last key of the bin before, so only those bins are ranked. Returns
+        None when the cuts found would leave a part empty; :meth:`cuts` then takes the exact
+        path, which avoids empty parts.
         """
         cls = f"CAST({_ident(within)} AS VARCHAR)" if within else "NULL"
-        shift = 64 - HASH_BIN_BITS
         fracs = ", ".join(f"({i}, {f!r})" for i, f in enumerate(fractions))
         self.con.execute(f"""
             CREATE OR REPLACE TEMP TABLE bins AS
             SELECT c, b, n, sum(n) OVER (PARTITION BY c ORDER BY b ROWS UNBOUNDED PRECEDING) AS upto,
                    sum(n) OVER (PARTITION BY c) AS total, max(kmax) OVER (PARTITION BY c) AS kmax
-            FROM (SELECT {cls} AS c, ({key}) >> {shift} AS b, count(*) AS n, max({key}) AS kmax FROM src GROUP BY ALL)""")
+            FROM (SELECT {cls} AS c, {bins.format(k=key)} AS b, count(*) AS n, max({key}) AS kmax FROM src GROUP BY ALL)""")
         # For each class and fraction: the bin where the fraction is reached and the bin before it.
         self.con.execute(f"""
             CREATE OR REPLACE TEMP TABLE wanted AS
@@ -256,11 +273,11 @@ class _Splitter:
         rows = self.rows(f"""
             WITH near AS (
                 SELECT s.c, s.k, count(*) AS n FROM (SELECT {cls} AS c, {key} AS k FROM src) s
-                JOIN near_bins nb ON nb.c IS NOT DISTINCT FROM s.c AND (s.k >> {shift}) = nb.b GROUP BY ALL),
+                JOIN near_bins nb ON nb.c IS NOT DISTINCT FROM s.c AND {bins.format(k="s.k")} = nb.b GROUP BY ALL),
             ranked AS (
-                SELECT n.c, n.k, n.k >> {shift} AS b, nb.total,
-                       nb.before + sum(n.n) OVER (PARTITION BY n.c, n.k >> {shift} ORDER BY n.k ROWS UNBOUNDED PRECEDING) AS cum
-                FROM near n JOIN near_bins nb ON nb.c IS NOT DISTINCT FROM n.c AND (n.k >> {shift}) = nb.b)
+                SELECT n.c, n.k, nb.b, nb.total,
+                       nb.before + sum(n.n) OVER (PARTITION BY n.c, nb.b ORDER BY n.k ROWS UNBOUNDED PRECEDING) AS cum
+                FROM near n JOIN near_bins nb ON nb.c IS NOT DISTINCT FROM n.c AND {bins.format(k="n.k")} = nb.b)
             SELECT w.c, w.i, arg_min(r.k, {{'distance': abs(r.cum - w.frac * r.total), 'k': r.k}}),
                    any_value(x.kmax)
             FROM wanted w JOIN ranked r ON r.c IS NOT DISTINCT FROM w.c AND (r.b = w.j OR r.b = w.jp)
@@ -277,6 +294,21 @@ class _Splitter:
             if len(ks) != len(fractions) or any(a >= b for a, b in zip(ks, ks[1:])) or ks[-1] >= kmax[c]:
                 return None
         return found
+
+
+def _refuse_repeated_names(files: Sequence[Path]) -> None:
+    """A Parquet file may repeat a column name; DuckDB would silently rename the copy (``a_1``)."""
+    import pyarrow.parquet as pq
+
+    for path in files:
+        if io.detect_format(Path(path)) != "parquet":
+            continue
+        names = pq.read_schema(path).names
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InputError(f"{path}: repeated column name{'s' if len(repeated) > 1 else ''} "
+                             f"{', '.join(map(repr, repeated))}",
+                             "make the names unique first: mlsys ingest FILE -o OUT.parquet numbers repeats")
 
 
 def _part_expr(key: str, cuts: list[Any], names: Sequence[str]) -> str:

@@ -180,26 +180,35 @@ def _mlp_pruned(pred: Any, width: int) -> Any:
     return type(pred)(pred.featurizer, pred.family, est, spec, pred.calibrator)
 
 
-def _fractions(total: int, floor: int) -> list[int]:
-    sizes = sorted({max(floor, int(round(total * f))) for f in PRUNE_FRACTIONS}, reverse=True)
-    return [s for s in sizes if s < total]
+def _fractions(total: int, floor: int) -> list[tuple[float, int]]:
+    """(share, kept count) for each pruning share that keeps fewer than ``total`` (at least ``floor``)."""
+    sizes: dict[int, float] = {}
+    for f in PRUNE_FRACTIONS:
+        sizes.setdefault(max(floor, int(round(total * f))), f)
+    return [(f, k) for k, f in sizes.items() if k < total]
+
+
+def pruned_versions(pred: Any) -> Iterator[tuple[float, str, Any]]:
+    """(share kept, detail, predictor) for each pruned version of a single model that applies."""
+    family = pred.family.name
+    if family == "xgboost":
+        total = pred.estimator.estimator.get_booster().num_boosted_rounds()
+        for f, k in _fractions(total, 1):
+            yield f, f"first {k} of {total} boosting rounds", _xgb_truncated(pred, k)
+    elif family == "forest":
+        total = len(pred.estimator.estimator.estimators_)
+        for f, k in _fractions(total, 5):
+            yield f, f"{k} of {total} trees", _forest_truncated(pred, k)
+    elif family == "mlp" and pred.estimator.hidden_layers > 0:
+        total = pred.estimator.width
+        for f, k in _fractions(total, 4):
+            yield f, f"{k} of {total} hidden units per layer (magnitude)", _mlp_pruned(pred, k)
 
 
 def prune_single(pred: Any) -> Iterator[tuple[str, Any]]:
     """(detail, predictor) for each pruned version of a single model that applies."""
-    family = pred.family.name
-    if family == "xgboost":
-        total = pred.estimator.estimator.get_booster().num_boosted_rounds()
-        for k in _fractions(total, 1):
-            yield f"first {k} of {total} boosting rounds", _xgb_truncated(pred, k)
-    elif family == "forest":
-        total = len(pred.estimator.estimator.estimators_)
-        for k in _fractions(total, 5):
-            yield f"{k} of {total} trees", _forest_truncated(pred, k)
-    elif family == "mlp" and pred.estimator.hidden_layers > 0:
-        total = pred.estimator.width
-        for k in _fractions(total, 4):
-            yield f"{k} of {total} hidden units per layer (magnitude)", _mlp_pruned(pred, k)
+    for _, detail, pruned in pruned_versions(pred):
+        yield detail, pruned
 
 
 def _family(pred: Any) -> str:
@@ -223,22 +232,11 @@ def prune(predictor: Any) -> Iterator[tuple[str, Any]]:
         yield f"{tag} alone", member
         for detail, pruned in prune_single(member):
             yield f"{tag} alone, {detail}", pruned
+    versions = [{f: p for f, _, p in pruned_versions(member)} for member in predictor.members]
     for f in PRUNE_FRACTIONS:
-        members, changed = [], False
-        for member in predictor.members:
-            options = dict((round(_share(d), 3), p) for d, p in prune_single(member))
-            pick = options.get(round(f, 3))
-            members.append(pick if pick is not None else member)
-            changed |= pick is not None
-        if changed:
+        if any(f in v for v in versions):
+            members = [v.get(f, member) for v, member in zip(versions, predictor.members)]
             yield f"every member pruned to {f:.0%}", EnsemblePredictor(members, predictor.combiner, predictor.task)
-
-
-def _share(detail: str) -> float:
-    """The kept share written in a pruning detail ("12 of 39 ..." -> 12/39), matched to a fraction."""
-    words = detail.split()
-    kept, total = int(words[words.index("of") - 1]), int(words[words.index("of") + 1])
-    return min(PRUNE_FRACTIONS, key=lambda f: abs(f - kept / total))
 
 
 # --------------------------------------------------------------------------- distillation
@@ -263,27 +261,33 @@ def augment(df: Any, n: int, columns: Sequence[str], seed: int) -> Any:
 
 def _featurizer_for(preset: str, teacher: Any, labelled: Any, target: str, seed: int) -> Any:
     """A fitted featurizer for a student of ``preset``: the teacher's (or a member's) when its preset
-    matches, else one fitted on the labelled transfer rows."""
+    matches, else one fitted on the labelled transfer rows (None when there are too few)."""
     from mlsys_cli.models.train import make_featurizer
 
     for pred in [teacher, *getattr(teacher, "members", [])]:
         fz = getattr(pred, "featurizer", None)
         if fz is not None and getattr(fz, "preset_", None) == preset:
             return fz
+    if len(labelled) < MIN_MEASURE_ROWS:
+        return None  # no labelled rows to fit one on (--measure-fraction 1): this student is left out
     return make_featurizer(target, preset, None, seed).fit(labelled)
 
 
 def soft_targets(task: str, scores: Any) -> tuple[Any, Any, Any]:
     """(row index, label, weight) that fit a classifier to soft targets: one copy per class,
-    weighted by its probability. Regression fits the teacher's values directly."""
+    weighted by its probability. Regression fits the teacher's values directly.
+
+    Zero-probability copies are kept (weight 0): a class the teacher never predicts must still
+    be a class of the student, or its outputs would have fewer columns.
+    """
     import numpy as np
 
     if task == "regression":
         n = len(scores)
         return np.arange(n), np.asarray(scores, dtype=np.float64), None
     P = np.asarray(scores, dtype=np.float64)
-    rows, labels = np.nonzero(P > 0)
-    return rows, labels, P[rows, labels]
+    rows, labels = np.indices(P.shape)
+    return rows.ravel(), labels.ravel(), P.ravel()
 
 
 def distill(teacher: Any, task: str, n_classes: int, rows: Any, labelled: Any, target: str, seed: int,
@@ -303,6 +307,8 @@ def distill(teacher: Any, task: str, n_classes: int, rows: Any, labelled: Any, t
         except UsageError:
             continue  # the mlp student needs the optional torch extra
         fz = _featurizer_for(family.preset, teacher, labelled, target, seed)
+        if fz is None:
+            continue
         X = fz.transform(rows)
         resolved = resolve_params(family, task, params)
         est = fit_estimator(family, task, X[index], labels, n_classes=n_classes, params=resolved, seed=seed,
@@ -349,7 +355,8 @@ def low_rank(model: Any, fraction: float) -> Any | None:
     nodes, changed = [], 0
     for node in out.graph.node:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if node.op_type not in NEURAL_OPS or len(node.input) < 2 or node.input[1] not in targets or node.op_type != "Gemm" or attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0:
+        plain_gemm = node.op_type == "Gemm" and not attrs.get("transA", 0) and attrs.get("alpha", 1.0) == 1.0
+        if not plain_gemm or len(node.input) < 2 or node.input[1] not in targets:
             nodes.append(node)
             continue
         W = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
@@ -514,6 +521,8 @@ class Compressor:
 
     Attributes
     ----------
+    graph_ : onnx.ModelProto
+        The original's ONNX graph.
     original_ : dict
         Measurements of the original model.
     candidates_ : list of dict
@@ -583,20 +592,23 @@ class Compressor:
         self.rows_ = {"data": int(len(df)), "measure": int(len(measure)), "transfer": int(len(pool)), "augmented": 0}
         self._measure, self._y = measure, measure[teacher.target].to_numpy()
 
-        teacher_graph = export_graph(teacher) if is_bundle else teacher.graph_
+        self.graph_ = teacher_graph = export_graph(teacher) if is_bundle else teacher.graph_
         self.original_ = self._measure_one(Candidate("original", "none", "the model as given", teacher if is_bundle else None,
                                                      teacher_graph), teacher)
         self._teacher = teacher
         calibration = self._calibration(teacher_graph, pool if len(pool) else measure)
-        plan = list(self._candidates(teacher, teacher_graph, pool, labelled, calibration))
-        self.candidates_ = []
+        self.candidates_, self._plan = [], []
         if progress is not None:
-            progress.update(completed=0, total=len(plan) or 1, description="compress: measuring")
-        for cand in plan:
-            self.candidates_.append(self._measure_one(cand, teacher))
+            progress.update(completed=0, description="compress: building and measuring candidates")
+        # Candidates are measured as they are built, so only one graph per candidate is held at a time.
+        for cand in self._candidates(teacher, teacher_graph, pool, labelled, calibration):
+            try:
+                self.candidates_.append(self._measure_one(cand, teacher))
+                self._plan.append(cand)
+            except InputError as exc:
+                self.skipped_.append({"technique": cand.technique, "reason": exc.message})
             if progress is not None:
                 progress.advance(1)
-        self._plan = plan
         return self
 
     def _calibration(self, graph: Any, rows: Any) -> list[dict[str, Any]]:
@@ -614,7 +626,9 @@ class Compressor:
             found = False
             for detail, pred in prune(predictor):
                 found = True
-                yield self._bundle_candidate("pruning", detail, pred)
+                cand = self._bundle_candidate("pruning", detail, pred)
+                if cand is not None:
+                    yield cand
             if not found:
                 self.skipped_.append({"technique": "pruning", "reason": f"nothing to prune in a {_family(predictor)} model"})
         students: list[Candidate] = []
@@ -627,8 +641,9 @@ class Compressor:
                 rows = _concat([pool, extra], teacher.input_schema)
             for detail, pred in distill(predictor, self.task_, len(self.classes_ or []), rows, labelled, teacher.target, self.seed):
                 cand = self._bundle_candidate("distillation", detail, pred)
-                students.append(cand)
-                yield cand
+                if cand is not None:
+                    students.append(cand)
+                    yield cand
         elif predictor is None:
             for t in ("pruning", "distillation"):
                 if t in self.techniques:
@@ -658,17 +673,21 @@ class Compressor:
 
         return read_metadata(graph, "candidate")
 
-    def _bundle_candidate(self, technique: str, detail: str, predictor: Any) -> Candidate:
+    def _bundle_candidate(self, technique: str, detail: str, predictor: Any) -> Candidate | None:
+        """The candidate with its exported graph; None (reported under ``skipped``) when it has no ONNX form."""
         bundle = self._bundle(predictor, technique, detail)
-        return Candidate(f"{technique}: {detail}", technique, detail, bundle, export_graph(bundle))
+        try:
+            return Candidate(f"{technique}: {detail}", technique, detail, bundle, export_graph(bundle))
+        except InputError as exc:
+            self.skipped_.append({"technique": technique, "reason": f"{detail}: {exc.message}"})
+            return None
 
     def _bundle(self, predictor: Any, technique: str, detail: str) -> Any:
         """A model bundle around a candidate predictor, with the original's manifest updated."""
         from mlsys_cli.data.io import invocation
         from mlsys_cli.models.bundle import ModelBundle
 
-        teacher = self._teacher if hasattr(self, "_teacher") else None
-        base = dict(teacher.manifest) if teacher is not None else {}
+        base = dict(self._teacher.manifest)
         schema = list(predictor.input_schema)
         names = {c["name"] for c in schema}
         reference = dict(base.get("reference") or {})
@@ -780,11 +799,11 @@ def _load_teacher(path: Path) -> Any:
     return ModelBundle.load(path)
 
 
-def check_data(df: Any, teacher: Any, source: str) -> None:
-    """Refuse rows that lack the target or a column the model reads, or whose types differ (exit 3)."""
+def check_data(df: Any, teacher: Any, source: str, target: bool = True) -> None:
+    """Refuse rows that lack the target (when ``target``) or a column the model reads, or whose types differ (exit 3)."""
     from mlsys_cli.features.schema import canonicalize
 
-    if teacher.target not in df.columns:
+    if target and teacher.target not in df.columns:
         raise InputError(f"{source}: no target column {teacher.target!r}", "--data must hold the target to measure the metric")
     missing = [c["name"] for c in teacher.input_schema if c["name"] not in df.columns]
     if missing:
@@ -794,7 +813,7 @@ def check_data(df: Any, teacher: Any, source: str) -> None:
         canonicalize(df.iloc[:1000], teacher.input_schema)
     except InputError as exc:
         raise InputError(f"{source}: does not match the model's input schema: {exc.message}") from None
-    if df[teacher.target].isna().all():
+    if target and df[teacher.target].isna().all():
         raise InputError(f"{source}: the target column {teacher.target!r} is empty")
 
 
@@ -857,8 +876,7 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
     if transfer:
         tpaths = [transfer] if isinstance(transfer, (str, os.PathLike)) else list(transfer)
         extra = read_frame(tpaths)
-        check_data(extra.assign(**{teacher.target: 0}) if teacher.target not in extra.columns else extra, teacher,
-                   ", ".join(map(str, tpaths)))
+        check_data(extra, teacher, ", ".join(map(str, tpaths)), target=False)
     comp.fit(teacher, df, transfer=extra, progress=progress).decide(out_format)
 
     kept = comp.kept_
@@ -873,7 +891,7 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
             atomic_write_bytes(output, model.read_bytes())
             verdict += f"; the original is kept: {output} is an unchanged copy of {model}"
         else:
-            atomic_write_bytes(output, _serialize(export_graph(teacher)))
+            atomic_write_bytes(output, _serialize(comp.graph_))
             verdict += f"; the original is kept: {output} is its ONNX export, uncompressed"
     else:
         row = next(r for r in comp.candidates_ if r["kept"])
@@ -886,7 +904,8 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
                    f"allowed {_budget(comp)})")
     original = {k: v for k, v in o.items() if k not in ("name", "technique", "detail", "format")}
     result = CompressResult(
-        model=str(model), data=[str(p) for p in paths], output=None if output is None else str(output), output_format=out_format, task=comp.task_,
+        model=str(model), data=[str(p) for p in paths], output=None if output is None else str(output),
+        output_format=out_format, task=comp.task_,
         target=teacher.target, metric=comp.metric_, higher_is_better=comp.higher_, max_metric_drop=comp._allowed(),
         max_metric_drop_relative=relative, prefer=prefer, rows=comp.rows_, original=original,
         candidates=comp.candidates_, kept=None if kept is None else kept.name, verdict=verdict, skipped=comp.skipped_,
@@ -926,7 +945,7 @@ def write_html(result: CompressResult, path: str | os.PathLike) -> None:
                       for t, rs in groups.items()]
     speeds = [lat] + [hr.Series(t, [r["single_row_ms"] for r in rs], [r[metric] for r in rs], labels=[r["name"] for r in rs])
                       for t, rs in groups.items()]
-    budget = result.original[metric] - result.max_metric_drop if result.higher_is_better else result.original[metric] + result.max_metric_drop
+    budget = result.original[metric] + (-result.max_metric_drop if result.higher_is_better else result.max_metric_drop)
     page.figures(hr.scatter_plot(sizes, title=f"{metric} vs ONNX size", x_label="ONNX bytes (log)", y_label=metric,
                                  log_x=True, hline=budget),
                  hr.scatter_plot(speeds, title=f"{metric} vs single-row latency", x_label="ms per row (log)", y_label=metric,

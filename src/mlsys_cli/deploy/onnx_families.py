@@ -141,7 +141,104 @@ def sklearn_to_onnx(est: Any, n_features: int, task: str) -> Any:
     options = {"zipmap": False} if _is_classifier(task) else None
     model = _skl_convert(est, n_features, options=options)
     _route_missing(model, est)
-    return _single_output(model, task)
+    n_trees = _vote_counts(model, est)
+    model = _single_output(model, task)
+    if n_trees:
+        model = _divide(model, n_trees)
+    return model
+
+
+def _vote_counts(model: Any, est: Any) -> int:
+    """Make a forest classifier's graph sum leaf fractions, not fractions pre-divided by n_trees.
+
+    scikit-learn sums each tree's leaf fractions in float64 and divides by the number of trees
+    once; skl2onnx stores fraction / n_trees and sums in float32. With pure leaves (a fully
+    grown forest) scikit-learn's class votes tie exactly, while the pre-divided float32 sums
+    tie only by luck, so the two argmaxes disagree on tied rows. Summing the fractions themselves
+    keeps integer vote counts exact in float32, hence the same ties; :func:`_divide` divides
+    once at the end, as scikit-learn does. Returns the number of trees (0: not a forest classifier).
+    """
+    import numpy as np
+    from onnx import helper
+
+    trees = [t.tree_ for t in getattr(est, "estimators_", [])]
+    if not trees or not hasattr(est, "classes_"):
+        return 0
+    for node in model.graph.node:
+        if node.op_type != "TreeEnsembleClassifier":
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        tree_ids, node_ids, class_ids = (list(attrs[k].ints) for k in ("class_treeids", "class_nodeids", "class_ids"))
+        values = [np.asarray(t.value[:, 0, :], dtype=np.float64) for t in trees]
+        fractions = [v / np.where(v.sum(axis=1, keepdims=True) > 0, v.sum(axis=1, keepdims=True), 1.0) for v in values]
+        # Binary graphs hold one weight per leaf, P(second class), under class id 0.
+        binary = fractions[0].shape[1] == 2 and set(class_ids) == {0}
+        weights = [float(fractions[t][n, 1 if binary else c]) for t, n, c in zip(tree_ids, node_ids, class_ids)]
+        kept = [a for a in node.attribute if a.name != "class_weights"]
+        del node.attribute[:]
+        node.attribute.extend([*kept, helper.make_attribute("class_weights", weights)])
+        return len(trees)
+    return 0
+
+
+def _divide(model: Any, n: int) -> Any:
+    """Divide the summed fractions by ``n`` (once, after the sum).
+
+    A binary graph outputs ``[1 - S, S]`` for the sum S of P(second class); its probabilities
+    are rebuilt as ``[1 - S/n, S/n]``.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    nodes = [_rename_node(node, {PROBA: "_votes"}) for node in graph.node]
+    inits = [*graph.initializer, numpy_helper.from_array(np.array(n, dtype=np.float32), "_n_trees")]
+    binary = next((len(a.ints) == 2 for node in graph.node if node.op_type == "TreeEnsembleClassifier"
+                   for a in node.attribute if a.name in ("classlabels_int64s", "classlabels_strings")), False)
+    if binary:
+        inits += [numpy_helper.from_array(np.array(v, dtype=np.int64), name) for name, v in
+                  (("_d1", [1]), ("_d2", [2]), ("_dax", [1]))]
+        inits.append(numpy_helper.from_array(np.array(1.0, dtype=np.float32), "_d_one"))
+        nodes += [helper.make_node("Slice", ["_votes", "_d1", "_d2", "_dax"], ["_s_pos"]),
+                  helper.make_node("Div", ["_s_pos", "_n_trees"], ["_p_pos"]),
+                  helper.make_node("Sub", ["_d_one", "_p_pos"], ["_p_neg"]),
+                  helper.make_node("Concat", ["_p_neg", "_p_pos"], [PROBA], axis=1)]
+    else:
+        nodes.append(helper.make_node("Div", ["_votes", "_n_trees"], [PROBA]))
+    new = helper.make_graph(nodes, graph.name, list(graph.input), list(graph.output), inits)
+    return _model(new, model.opset_import)
+
+
+def linear_to_onnx(est: Any, n_features: int, task: str) -> Any:
+    """A fitted ``LogisticRegression`` or ``Ridge``/``LinearRegression``, computed in double.
+
+    skl2onnx computes ``X @ coef`` in float32; with unscaled features and large targets the
+    cancellation costs more than 1e-5 (measured on ltv.parquet), so the product, the softmax
+    or sigmoid run in double like scikit-learn's, and only the result is rounded to float32.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    from mlsys_cli.features.onnx import Graph
+
+    g = Graph()
+    coef = np.atleast_2d(np.asarray(est.coef_, dtype=np.float64)).T  # [k, outputs]
+    z = g.op("Add", [g.op("MatMul", [g.cast(FEATURES, "double"), g.const(coef, "coef")]),
+                     g.const(np.atleast_1d(np.asarray(est.intercept_, dtype=np.float64)), "intercept")])
+    target = PROBA if _is_classifier(task) else PREDICTION
+    if not _is_classifier(task):
+        out = z
+    elif coef.shape[1] == 1:
+        p1 = g.op("Sigmoid", [z])
+        out = g.concat([g.op("Sub", [g.const(np.float64(1.0), "one"), p1]), p1])
+    else:
+        out = g.op("Softmax", [z], axis=1)
+    g.nodes.append(helper.make_node("Cast", [out], [target], to=onnx.TensorProto.FLOAT))
+    width = coef.shape[1] if not _is_classifier(task) else max(coef.shape[1], 2)
+    graph = helper.make_graph(g.nodes, "linear", [_float_input(FEATURES, n_features)],
+                              [_float_input(target, width)], g.initializers)
+    return _model(graph, OPSET)
 
 
 def _route_missing(model: Any, est: Any) -> None:
@@ -268,9 +365,20 @@ def family_to_onnx(family: str, est: Any, n_features: int, task: str, n_classes:
     if isinstance(inner, DummyRegressor):
         return constant_to_onnx(inner.constant_.reshape(-1), n_features, task)
     if isinstance(inner, DummyClassifier):
-        if inner.strategy != "prior":
-            raise InputError(f"the baseline strategy {inner.strategy!r} has no ONNX form", "use strategy=prior")
-        return _scatter_classes(constant_to_onnx(inner.class_prior_, n_features, task), inner, n_classes)
+        import numpy as np
+
+        # These strategies give the same probabilities for every row; "stratified" draws at random.
+        prior = np.asarray(inner.class_prior_, dtype=np.float64)
+        constant = {"prior": prior, "uniform": np.full_like(prior, 1.0 / len(prior)),
+                    "most_frequent": np.eye(len(prior))[prior.argmax()]}.get(inner.strategy)
+        if constant is None:
+            raise InputError(f"the baseline strategy {inner.strategy!r} has no ONNX form (its probabilities are random)",
+                             "retrain with --param strategy=prior")
+        return _scatter_classes(constant_to_onnx(constant, n_features, task), inner, n_classes)
+    from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+
+    if isinstance(inner, (LogisticRegression, Ridge, LinearRegression)):
+        return _scatter_classes(linear_to_onnx(inner, n_features, task), inner, n_classes)
     try:
         model = sklearn_to_onnx(inner, n_features, task)
     except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:

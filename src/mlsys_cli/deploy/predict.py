@@ -91,7 +91,7 @@ def _input_columns(paths: Sequence[Any]) -> tuple[Any, int, Any]:
     relation = scan_table(files)
 
     def batches(columns: list[str], size: int) -> Iterator[Any]:
-        reader = relation.select(*[f'"{c}"' for c in columns]).fetch_record_batch(size)
+        reader = relation.select(*[f'"{c}"' for c in columns]).to_arrow_reader(size)
         yield from reader
 
     rows = int(relation.aggregate("count(*)").fetchall()[0][0])

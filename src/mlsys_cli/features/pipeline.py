@@ -26,7 +26,9 @@ from mlsys_cli.features.transformers import CategoricalBlock, DatetimeBlock, Num
 PRESETS: dict[str, dict[str, Any]] = {
     # Trees split on raw values and route NaN themselves: no scaling, no imputation.
     "trees": {"impute": "none", "indicators": False, "scaling": "none", "log": False, "onehot_bins": False, "onehot_max": 10},
-    "linear": {"impute": "median", "indicators": True, "scaling": "standard", "log": "auto", "onehot_bins": True, "onehot_max": None},
+    # No automatic log for linear models: it bends a column the target may depend on linearly
+    # (diamonds: price vs carat, RMSE 1255 with it vs 1118 without; benchmarks/results/quality_models.md).
+    "linear": {"impute": "median", "indicators": True, "scaling": "standard", "log": False, "onehot_bins": True, "onehot_max": None},
     "mlp": {"impute": "median", "indicators": True, "scaling": "standard", "log": "auto", "onehot_bins": True, "onehot_max": None},
 }
 FAMILY_PRESET = {"baseline": "trees", "xgboost": "trees", "forest": "trees", "linear": "linear", "mlp": "mlp"}
@@ -93,8 +95,9 @@ class Featurizer:
         numeric columns their product.
     impute : {"auto", "median", "mean", "most_frequent", "constant", "none"}
     scaling : {"auto", "standard", "robust", "minmax", "none"}
-    log : {"auto", True, False}
-        ``log(1 + x)`` for skewed non-negative numbers ("auto": linear/mlp presets only).
+    log : {"auto", "skewed", True, False}
+        ``log(1 + x)`` of numbers: "auto" the preset's choice (mlp: skewed columns), "skewed" the
+        non-negative columns with skew > 1, True every column, False none.
     bins : int, optional
         Replace each numeric column by its quantile bin (one-hot for linear/mlp).
     max_categories : int
@@ -176,7 +179,8 @@ class Featurizer:
         """
         self._check_fitted()
         canon = canonicalize(df, self.input_schema_)
-        return self._assemble([b.transform(self._data(canon)) for b in self.blocks_], len(canon))
+        data = self._data(canon)
+        return self._assemble([b.transform(data) for b in self.blocks_], len(canon))
 
     def get_feature_names_out(self, input_features: Any = None) -> list[str]:
         self._check_fitted()
@@ -243,7 +247,7 @@ class Featurizer:
         if self.scaling != "auto":
             preset["scaling"] = self.scaling
         if self.log != "auto":
-            preset["log"] = bool(self.log)
+            preset["log"] = "auto" if self.log == "skewed" else bool(self.log)
         return preset
 
     def _fit(self, df: Any, y: Any, cross_fit: bool) -> np.ndarray | None:

@@ -231,7 +231,10 @@ def canonicalize(df: Any, input_schema: Sequence[dict[str, Any]]) -> Any:
             "the features were fitted on: " + ", ".join(c["name"] for c in input_schema),
         )
     out = {c["name"]: canonical_column(c["name"], df[columns[c["name"]]], c["type"]) for c in input_schema}
-    return pd.DataFrame(out, index=pd.RangeIndex(len(df)))
+    # Explicit object Series: pandas 3 would otherwise turn each string column into its Arrow
+    # string dtype, which every consumer then converts back (two copies of every string per batch).
+    return pd.DataFrame({k: pd.Series(v, dtype=object, copy=False) if v.dtype == object else v for k, v in out.items()},
+                        index=pd.RangeIndex(len(df)))
 
 
 def out_of_range(df: Any, input_schema: Sequence[dict[str, Any]]) -> dict[str, int]:

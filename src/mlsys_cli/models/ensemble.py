@@ -55,10 +55,23 @@ def _loss(task: str, y: Any, out: Any) -> float:
 
 
 def _score(task: str, metric: str, y: Any, out: Any) -> float:
-    """A metric (by name) of outputs against class indices or values, as compute_metrics gives it."""
+    """A metric (by name) of outputs against class indices or values, as compute_metrics gives it.
+
+    Greedy selection scores every candidate in every round and fold: the common metrics are
+    computed directly, since compute_metrics computes all of a task's metrics (F1, precision...).
+    """
     import numpy as np
 
     from mlsys_cli.models.metrics import compute_metrics
+
+    if metric == "rmse":
+        return float(np.sqrt(np.mean((out - y) ** 2)))
+    if metric == "log_loss":
+        return _loss(task, y, out / out.sum(axis=1, keepdims=True))
+    if metric == "auc" and task == "binary" and len(np.unique(y)) == 2:
+        from sklearn.metrics import roc_auc_score
+
+        return float(roc_auc_score(y, out[:, 1]))
 
     classes = None if task == "regression" else list(range(out.shape[1]))
     value = compute_metrics(task, y, out, classes).get(metric)

@@ -578,6 +578,9 @@ def _objective(trial: Any, problem: _Problem, families: Sequence[str], fixed: Ma
     trial.set_user_attr("params", _jsonable_params({k: v for k, v in params.items() if k not in threads}))
     params = {**params, **threads}
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    # Build it once before its training clock starts: the first build imports the family's
+    # library (torch takes seconds on a loaded machine), which a training timeout cannot see.
+    family.make(problem.task, problem.n_classes, resolve_params(family, problem.task, params), int(problem.spec["seed"]))
     minimize = not problem.higher
     single = len(problem.folds) == 1
     values: list[float] = []
