@@ -61,10 +61,12 @@ def _calibrate(model: Any, calibrator: Any) -> Any:
         uniform = g.op("Add", [g.op("Mul", [raw, g.const(np.float64(0.0))]), g.const(np.float64(1.0 / n_models))])
         out = g.where(positive, g.op("Div", [raw, safe]), uniform)
     g.nodes.append(helper.make_node("Cast", [out], [fam.PROBA], to=TensorProto.FLOAT))
+    # The calibrator's names get their own prefix: the model graph may use the same builder.
+    cal_nodes, cal_inits = fam._renamed(helper.make_graph(g.nodes, "calibrator", [], [], g.initializers), "cal/", {},
+                                        ["_uncal", fam.PROBA])
     graph = model.graph
-    nodes = [fam._rename_node(n, {fam.PROBA: "_uncal"}) for n in graph.node] + g.nodes
-    new = helper.make_graph(nodes, graph.name, list(graph.input), list(graph.output),
-                            [*graph.initializer, *g.initializers])
+    nodes = [fam._rename_node(n, {fam.PROBA: "_uncal"}) for n in graph.node] + cal_nodes
+    new = helper.make_graph(nodes, graph.name, list(graph.input), list(graph.output), [*graph.initializer, *cal_inits])
     return fam._model(new, model.opset_import)
 
 

@@ -49,8 +49,9 @@ def session_options(threads: int | None = None) -> Any:
     Full graph optimisation (constant folding, node fusion) is done once at load time;
     sequential execution because these graphs are mostly a chain, where the parallel
     executor only adds scheduling overhead; intra-op threads split a batch's rows (tree
-    ensembles, matrix products) and default to the cores available, at most 4, since
-    single-row latency stops improving beyond that (benchmarks/results/export.md).
+    ensembles, matrix products) and default to the cores available, at most 4, because a
+    serving process shares the machine with its micro-batching and logging threads.
+    Latencies with these settings: benchmarks/results/export.md.
     """
     import onnxruntime as ort
 
