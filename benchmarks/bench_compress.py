@@ -103,7 +103,8 @@ def markdown(d: dict) -> str:
                  f"{o['batch_ms']:.2f} | |")
     for c in d["candidates"]:
         mark = "**kept**" if c["kept"] else ("qualifies" if c["qualifies"] else c["why_not"])
-        lines.append(f"| {c['detail']} | {c['technique']} | {c[m]:.4f} | {c['drop']:+.4f} | {c['onnx_bytes']:,} | "
+        what = c["detail"] if c["format"] == "mlsys" else c["name"]  # graph variants name the model they transform
+        lines.append(f"| {what} | {c['technique']} | {c[m]:.4f} | {c['drop']:+.4f} | {c['onnx_bytes']:,} | "
                      f"{c['size_ratio']:.1f}x | {c['single_row_ms']:.3f} | {c['speedup']:.1f}x | {c['batch_ms']:.2f} | {mark} |")
     for s in d["skipped"]:
         lines.append(f"\nNot applicable — {s['technique']}: {s['reason']}")

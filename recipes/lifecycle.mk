@@ -50,7 +50,7 @@ SHELL := bash
 .PHONY: all gate clean
 all: $(DEPLOY)/predictions.parquet $(DEPLOY)/info.json $(DEPLOY)/lineage.json
 
-# Everything up to and including the evaluate gate (CI runs this on a pull request).
+# Everything up to and including the evaluate gate: `make -f recipes/lifecycle.mk gate`.
 gate: $(EVAL)/evaluate.json
 
 # ingest: bad lines go to the rejects table with their reason; the load goes on.

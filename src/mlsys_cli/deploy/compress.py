@@ -653,10 +653,10 @@ class Compressor:
             return
         bases = [("original", graph)] + [(c.name, c.onnx) for c in students if _neural_layers(c.onnx)]
         if not _neural_layers(graph):
-            reason = ("no neural layers in this model: onnxruntime's quantizer does not cover tree ensembles, "
+            reason = ("the original has no neural layers: onnxruntime's quantizer does not cover tree ensembles, "
                       "and only dense layers factorize")
             for t in sorted(graph_techniques):
-                self.skipped_.append({"technique": t, "reason": reason + (" (applied to the MLP student)" if len(bases) > 1 else "")})
+                self.skipped_.append({"technique": t, "reason": reason + ("; applied to the MLP student only" if len(bases) > 1 else "")})
         for base_name, base in bases:
             if base_name == "original" and not _neural_layers(base):
                 continue

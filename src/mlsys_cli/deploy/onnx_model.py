@@ -199,9 +199,12 @@ class OnnxModel:
             return {"prediction": np.asarray(out["prediction"], dtype=np.float64).reshape(-1)}
         labels = np.asarray(out["label"]).reshape(-1)
         classes = self.classes
-        # The graph holds labels as int64 or strings; give back the manifest's own values.
-        by_text = {str(c): c for c in classes}
-        label = np.array([by_text.get(str(v), v) for v in labels], dtype=object)
+        # The graph holds labels as int64 or strings (from the manifest's classes); give back the
+        # manifest's own values, looked up vectorised (a Python loop costs ms per 10k rows).
+        text = np.array([str(c) for c in classes])
+        order = np.argsort(text, kind="stable")
+        index = order[np.searchsorted(text[order], labels.astype(str)).clip(0, len(classes) - 1)]
+        label = np.asarray(classes, dtype=object)[index]
         if classes and all(isinstance(c, bool) for c in classes):
             label = label.astype(bool)
         elif classes and all(isinstance(c, int) for c in classes):

@@ -610,13 +610,18 @@ def _objective(trial: Any, problem: _Problem, families: Sequence[str], fixed: Ma
             trial.set_user_attr("stopped_by", "timeout")
         if info.get("best_iteration") is not None:
             rounds.append(int(info["best_iteration"]) + 1)
+        elif info.get("stopped_by") == "timeout" and info.get("n_estimators"):
+            # A forest cut by the deadline was scored with the trees it had grown: the recipe
+            # says so, and a retrain (--save-model, --from-study) is that model, not a bigger one.
+            rounds.append(int(info["n_estimators"]))
         if not single:
             trial.report(sum(values) / len(values), fold)
             if fold < len(problem.folds) - 1 and trial.should_prune():
                 raise optuna.TrialPruned()
     if rounds and "n_estimators" in params:
-        # Early stopping chose the number of rounds: record it, so the recipe retrains without
-        # a validation table (train --params, ensemble --from-study) to the same model size.
+        # Early stopping (or the deadline) chose the number of rounds: record it, so the recipe
+        # retrains without a validation table (train --params, ensemble --from-study) to the
+        # same model size.
         trial.set_user_attr("params", {**trial.user_attrs["params"], "n_estimators": int(round(sum(rounds) / len(rounds)))})
     return sum(values) / len(values)
 
