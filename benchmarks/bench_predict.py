@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
     bundle = ModelBundle.load(model)
     X = bundle.predictor.featurizer.transform(pd.read_parquet(big))
-    booster = bundle.predictor.estimator.booster_
-    nthread = int(bundle.predictor.estimator.params["nthread"])
+    booster = bundle.predictor.estimator.estimator.get_booster()
+    nthread = int(bundle.predictor.estimator.estimator.get_params()["n_jobs"])
     start = time.perf_counter()
     inplace = booster.inplace_predict(X)
     t_inplace = time.perf_counter() - start

@@ -74,8 +74,9 @@ $(FEATURES)/trees.mlsys $(FEATURES)/linear.mlsys: $(FEATURES)/%.mlsys: $(DATA)/t
 	  --check $(DATA)/valid.parquet --seed $(SEED) -o $@ --report $(FEATURES)/$*.json
 
 # tune xgboost within the time budget on the validation rows (the time column left out, as in
-# featurize). A time budget makes the trial count depend on the machine; TRIALS=N caps it too,
-# for a run that is reproducible anywhere.
+# featurize). A binding time budget makes the result depend on the machine's speed; for a run
+# that is reproducible anywhere, cap the trials with a budget that does not bind
+# (TRIALS=5 BUDGET=10m): the same seed then gives the same params, models and predictions.
 $(MODELS)/params.json $(MODELS)/tune.json $(MODELS)/tune.html &: $(DATA)/train.parquet $(DATA)/valid.parquet
 	$(MLSYS) tune $(DATA)/train.parquet --valid $(DATA)/valid.parquet --target $(TARGET) --model xgboost \
 	  --drop $(TIME) --timeout $(BUDGET) $(if $(TRIALS),--trials $(TRIALS)) --seed $(SEED) \

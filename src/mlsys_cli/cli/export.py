@@ -30,7 +30,7 @@ def command(
     output: OutputOpt,
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="Rows to check parity on (e.g. valid.parquet); default: rows synthesised from the bundle's reference statistics.")] = None,
     rows: Annotated[int, typer.Option("--rows", help="Rows checked (sampled from --data with --seed).")] = 2000,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="onnxruntime intra-op threads of the check (default: cores, at most 4).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="onnxruntime intra-op threads of the check (default 1).")] = None,
     seed: SeedOpt = 0,
     json_: JsonOpt = False,
     report: ReportOpt = None,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from mlsys_cli.errors import InputError
@@ -109,6 +108,9 @@ def _single_graph(predictor: Any, n_classes: int) -> Any:
     from mlsys_cli.deploy import onnx_families as fam
 
     featurizer = predictor.featurizer
+    lacking = [type(b).__name__ for b in getattr(featurizer, "blocks_", []) if not hasattr(b, "to_onnx")]
+    if lacking:
+        raise InputError(f"the featurize transform {lacking[0]} has no ONNX form", "featurize without it, then retrain")
     n_features = len(featurizer.get_feature_names_out())
     model = fam.family_to_onnx(predictor.family.name, predictor.estimator, n_features, predictor.task, n_classes)
     if predictor.calibrator is not None:
@@ -370,8 +372,3 @@ def export_model(model: str | os.PathLike, output: str | os.PathLike, data: Sequ
 def _step(progress: Any, done: int, total: int, description: str) -> None:
     if progress is not None:
         progress.update(completed=done, total=total, description=description)
-
-
-def output_path(model: str | os.PathLike) -> Path:
-    """The default output: the bundle's path with ``.onnx``."""
-    return Path(model).with_suffix(".onnx")

@@ -275,48 +275,6 @@ def booster_to_onnx(booster: Any, n_features: int, task: str) -> Any:
     return _single_output(model, task)
 
 
-def torch_to_onnx(module: Any, n_features: int, task: str, output: str = "logits") -> Any:
-    """A torch module mapping features [N, k] to logits (or values) [N, C].
-
-    ``output`` says what the module returns: ``logits`` (softmax, or sigmoid for one column,
-    is appended), ``probabilities``, or ``values`` (regression).
-    """
-    import io
-
-    import onnx
-    import torch
-    from onnx import helper
-
-    module = module.eval()
-    buf = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(
-            module, (torch.zeros(2, n_features, dtype=torch.float32),), buf, dynamo=False,
-            input_names=[FEATURES], output_names=["_net_out"], opset_version=OPSET[""],
-            dynamic_axes={FEATURES: {0: "N"}, "_net_out": {0: "N"}},
-        )
-    net = onnx.load_from_string(buf.getvalue())
-    nodes = list(net.graph.node)
-    target = PROBA if _is_classifier(task) else PREDICTION
-    if _is_classifier(task) and output == "logits":
-        width = _width(net.graph.output[0])
-        if width == 1:
-            # One logit column: p1 = sigmoid(z), probabilities = [1 - p1, p1].
-            nodes += [
-                helper.make_node("Sigmoid", ["_net_out"], ["_p1"]),
-                helper.make_node("Sub", ["_one", "_p1"], ["_p0"]),
-                helper.make_node("Concat", ["_p0", "_p1"], [target], axis=1),
-            ]
-            net.graph.initializer.append(helper.make_tensor("_one", onnx.TensorProto.FLOAT, [], [1.0]))
-        else:
-            nodes.append(helper.make_node("Softmax", ["_net_out"], [target], axis=1))
-    else:
-        nodes.append(helper.make_node("Identity", ["_net_out"], [target]))
-    out = helper.make_tensor_value_info(target, onnx.TensorProto.FLOAT, [None, None])
-    graph = helper.make_graph(nodes, "mlp", [_float_input(FEATURES, n_features)], [out], list(net.graph.initializer))
-    return _prune(_model(graph, OPSET))
-
-
 def constant_to_onnx(values: Sequence[float], n_features: int, task: str) -> Any:
     """A constant model (the baseline): the same row of outputs for every input row."""
     import numpy as np

@@ -48,17 +48,18 @@ def session_options(threads: int | None = None) -> Any:
 
     Full graph optimisation (constant folding, node fusion) is done once at load time;
     sequential execution because these graphs are mostly a chain, where the parallel
-    executor only adds scheduling overhead; intra-op threads split a batch's rows (tree
-    ensembles, matrix products) and default to the cores available, at most 4, because a
-    serving process shares the machine with its micro-batching and logging threads.
-    Latencies with these settings: benchmarks/results/export.md.
+    executor only adds scheduling overhead; one intra-op thread by default, because
+    requests are single rows or small micro-batches where a thread pool only adds
+    synchronisation, and a server runs beside other processes: measured on a shared 2-core
+    machine, one thread beat two on every 10,000-row batch too (1.5-2x,
+    benchmarks/results/export.md). ``threads`` raises it for big offline batches.
     """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = threads or min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    opts.intra_op_num_threads = threads or 1
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     return opts
@@ -103,7 +104,7 @@ class OnnxModel:
     ----------
     path : path of the ``.onnx`` file
     threads : int, optional
-        Intra-op threads (default: the cores available, at most 4).
+        Intra-op threads (default 1, see :func:`session_options`).
     data : bytes, optional
         The file's bytes, when already read.
     """

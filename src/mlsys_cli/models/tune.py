@@ -27,7 +27,6 @@ How a study runs
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import subprocess
