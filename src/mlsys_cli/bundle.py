@@ -80,8 +80,7 @@ class BundleWriter:
         self.add_bytes(name, json.dumps(obj, sort_keys=True, indent=1).encode())
 
     def add_skops(self, name: str, obj: Any) -> None:
-        import skops.io as sio
-
+        sio = skops_io()
         self.add_bytes(name, _canonical_skops(sio.dumps(obj)))
 
     def to_bytes(self) -> bytes:
@@ -206,8 +205,7 @@ class BundleReader:
 
     def skops(self, name: str) -> Any:
         """Load a skops member, refusing any type not in :data:`TRUSTED_TYPES`."""
-        import skops.io as sio
-
+        sio = skops_io()
         data = self.bytes(name)
         try:
             untrusted = set(sio.get_untrusted_types(data=data))
@@ -217,6 +215,29 @@ class BundleReader:
         if unknown:
             raise InputError(f"{self.path}: member {name!r} holds types mlsys does not trust: {', '.join(unknown[:5])}")
         return sio.loads(data, trusted=sorted(untrusted))
+
+
+def skops_io() -> Any:
+    """``skops.io``, imported without importing torch.
+
+    Importing skops.io lists scikit-learn's estimators, which walks and imports every sklearn
+    package, including its array-API shim for torch, which imports torch (seconds, for every
+    bundle opened by predict or evaluate). A placeholder stands in for that shim during the
+    import only; sklearn imports the real one later if it ever needs it.
+    """
+    import sys
+    import types
+
+    shim = "sklearn.externals.array_api_compat.torch"
+    placeholder = None
+    if "skops.io" not in sys.modules and shim not in sys.modules:
+        placeholder = sys.modules[shim] = types.ModuleType(shim)
+    try:
+        import skops.io as sio
+    finally:
+        if placeholder is not None and sys.modules.get(shim) is placeholder:
+            del sys.modules[shim]
+    return sio
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
