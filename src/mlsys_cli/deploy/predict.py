@@ -95,7 +95,7 @@ def _input_columns(paths: Sequence[Any]) -> tuple[Any, int, Any]:
         yield from reader
 
     rows = int(relation.aggregate("count(*)").fetchall()[0][0])
-    return relation.limit(0).fetch_arrow_table().schema, rows, batches
+    return relation.limit(0).to_arrow_table().schema, rows, batches
 
 
 def _summary_update(acc: dict[str, Any], out: dict[str, Any], task: str) -> None:
