@@ -216,3 +216,20 @@ def test_category_counts_most_frequent_first_ties_by_value():
 
     keys, counts = category_counts(np.array(["b", "a", "c", "b", "a", "d"], dtype=object))
     assert keys.tolist() == ["a", "b", "c", "d"] and counts.tolist() == [2, 2, 1, 1]
+
+
+def test_transform_train_cross_fits_target_encoding_of_a_fitted_featurizer():
+    """A model trained on a saved features bundle sees out-of-fold target encodings, like fit_transform."""
+    train = raw_frame(600)
+    fitted = Featurizer(target="y", high_cardinality="target").fit(train)
+    te = [i for i, n in enumerate(fitted.get_feature_names_out()) if "__te" in n]
+    assert te, "the high-cardinality column should be target-encoded"
+    X_train = fitted.transform_train(train)
+    # The same out-of-fold matrix as fitting from scratch, and the fitted state untouched.
+    np.testing.assert_array_equal(X_train, Featurizer(target="y", high_cardinality="target").fit_transform(train))
+    np.testing.assert_array_equal(fitted.transform(train), Featurizer(target="y", high_cardinality="target").fit(train).transform(train))
+    # In-sample encodings (plain transform) differ from the cross-fitted ones; the rest is equal.
+    in_sample = fitted.transform(train)
+    assert not np.array_equal(X_train[:, te], in_sample[:, te])
+    rest = [i for i in range(X_train.shape[1]) if i not in te]
+    np.testing.assert_array_equal(X_train[:, rest], in_sample[:, rest])

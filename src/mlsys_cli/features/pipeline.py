@@ -182,6 +182,34 @@ class Featurizer:
         data = self._data(canon)
         return self._assemble([b.transform(data) for b in self.blocks_], len(canon))
 
+    def transform_train(self, df: Any, y: Any = None) -> np.ndarray:
+        """The training matrix of a model fitted on top of this already-fitted featurizer.
+
+        Like :meth:`transform`, except that target-encoded columns are cross-fitted on these rows
+        (out of fold, with the block's own folds and seed), so the model never learns from an
+        encoding of its own rows' targets. The fitted state used at predict time is unchanged.
+        """
+        import copy
+
+        self._check_fitted()
+        df = to_pandas(df)
+        canon = canonicalize(df, self.input_schema_)
+        data = self._data(canon)
+        parts = []
+        target = None
+        for block in self.blocks_:
+            if getattr(block, "encoding", None) != "target":
+                parts.append(block.transform(data))
+                continue
+            if target is None:
+                values = self._target_values(df, y)
+                if values is None or values.isna().any():
+                    raise InputError("target encoding needs the target on every training row")
+                target = (values.astype("float64").to_numpy() if self.task_ == "regression"
+                          else np.array([str(v) for v in values.to_numpy(dtype=object)], dtype=object))
+            parts.append(copy.deepcopy(block).fit_transform(data, target))
+        return self._assemble(parts, len(canon))
+
     def get_feature_names_out(self, input_features: Any = None) -> list[str]:
         self._check_fitted()
         return [n for b in self.blocks_ for n in b.names_out_]

@@ -400,7 +400,8 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     if isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
         featurizer = load_features(features, target)
         features_spec: dict[str, Any] = {"bundle": input_record(features)}
-        X = featurizer.transform(X_frame)
+        # Target-encoded columns are cross-fitted on the training rows, as fit_transform does.
+        X = featurizer.transform_train(X_frame)
     else:
         features_spec = {"preset": family.preset, "family": family.name, "task": task, **dict(features or {})}
         featurizer = make_featurizer(target, family.preset, features_spec, seed)
