@@ -7,6 +7,9 @@ survives the next measurement.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -24,3 +27,22 @@ def write_results(name: str, text: str) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path.write_text(text + notes)
     return path
+
+
+# Runs a command in a child process and reports its wall time and peak RSS (RUSAGE_CHILDREN).
+MEASURE = """
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+wall = time.perf_counter() - t
+print(json.dumps({"code": code, "seconds": wall, "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
+
+def measure(cmd: list[str]) -> dict:
+    """Wall seconds, peak RSS and exit code of ``cmd`` run in a fresh process."""
+    proc = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, check=True)
+    result = json.loads(proc.stdout)
+    if result["code"] != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}")
+    return result

@@ -13,29 +13,17 @@ benchmarks/results/ingest.md.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _results import write_results  # benchmarks/ is on sys.path when a script runs
+from _results import measure, write_results  # benchmarks/ is on sys.path when a script runs
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 BYTES_PER_ROW = 100  # of the generated CSV, measured; sets the row count for a target size
-
-# Runs a command and reports its wall time and peak RSS (the child's max RSS, in KiB on Linux).
-MEASURE = """
-import json, resource, subprocess, sys, time
-t = time.perf_counter()
-code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
-wall = time.perf_counter() - t
-print(json.dumps({"code": code, "seconds": wall, "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
-"""
-
 
 def generate(path: Path, mb: int) -> None:
     """A deterministic CSV (values are hashes of the row number, so no RNG state is involved)."""
@@ -60,14 +48,6 @@ def generate(path: Path, mb: int) -> None:
           FROM range({rows}) t(i)
         ) TO '{tmp}' (HEADER, DELIMITER ',')""")
     tmp.replace(path)
-
-
-def measure(cmd: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, check=True)
-    result = json.loads(proc.stdout)
-    if result["code"] != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}")
-    return result
 
 
 def main() -> None:

@@ -21,27 +21,16 @@ writes benchmarks/results/split.md.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from _results import write_results  # benchmarks/ is on sys.path when a script runs
+from _results import measure, write_results  # benchmarks/ is on sys.path when a script runs
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 KINDS = {"random": "random", "time": "time:snapshot_date", "group": "group:customer_id"}
-
-# Runs a command and reports its wall time and peak RSS (the child's max RSS, in KiB on Linux).
-MEASURE = """
-import json, resource, subprocess, sys, time
-t = time.perf_counter()
-code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
-wall = time.perf_counter() - t
-print(json.dumps({"code": code, "seconds": wall, "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
-"""
 
 # The raw DuckDB split: what a user would type without mlsys (approximate ratios, no checks).
 RAW = """
@@ -86,14 +75,6 @@ def generate(path: Path, rows: int) -> None:
           FROM range({rows}) t(i)
         ) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)""")
     tmp.replace(path)
-
-
-def measure(cmd: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, check=True)
-    result = json.loads(proc.stdout)
-    if result["code"] != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}")
-    return result
 
 
 def main() -> None:
