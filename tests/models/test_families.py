@@ -147,6 +147,18 @@ def test_unknown_parameter_is_a_usage_error():
     assert "max_depth" in info.value.hint
 
 
+def test_parameter_of_the_wrong_kind_is_a_usage_error():
+    with pytest.raises(UsageError, match="'early_stopping_rounds' of --model xgboost must be a number"):
+        resolve_params(get_family("xgboost"), "binary", {"early_stopping_rounds": None})
+    with pytest.raises(UsageError, match="must be a number"):
+        resolve_params(get_family("xgboost"), "binary", {"learning_rate": "fast"})
+    # ints and floats interchange, and a string default takes a number (max_features="sqrt" or 0.5).
+    assert resolve_params(get_family("xgboost"), "binary", {"learning_rate": 1})["learning_rate"] == 1
+    forest = get_family("forest")
+    if isinstance(forest.default_params("binary").get("max_features"), str):
+        assert resolve_params(forest, "binary", {"max_features": 0.5})["max_features"] == 0.5
+
+
 def test_unknown_family_is_a_usage_error():
     with pytest.raises(UsageError, match="unknown model family"):
         get_family("svm")

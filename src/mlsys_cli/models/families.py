@@ -12,6 +12,7 @@ imported only when asked for.
 
 from __future__ import annotations
 
+import abc
 import importlib
 import os
 import time
@@ -49,7 +50,28 @@ def resolve_params(family: Any, task: str, params: Mapping[str, Any] | None) -> 
     if unknown:
         raise UsageError(f"unknown parameter {unknown[0]!r} for --model {family.name}",
                          f"valid parameters: {', '.join(sorted(defaults)) or '(none)'}")
-    return {**defaults, **(params or {})}
+    resolved = {**defaults, **(params or {})}
+    for key, value in (params or {}).items():
+        _check_param_type(family.name, key, value, defaults[key])
+    return resolved
+
+
+def _check_param_type(family: str, key: str, value: Any, default: Any) -> None:
+    """A --param/--params value must be of its default's kind: a number where a number goes.
+
+    Only the kinds are checked (ints and floats are interchangeable, a string default such as
+    ``max_features="sqrt"`` also takes a number); the library validates the ranges.
+    """
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        return
+    if not ok:
+        kind = "true or false" if isinstance(default, bool) else "a number"
+        raise UsageError(f"parameter {key!r} of --model {family} must be {kind}, got {value!r}",
+                         f"its default is {default!r}")
 
 
 class _Budget:
@@ -188,7 +210,7 @@ class XGBoostModel(SklearnModel):
         return self
 
 
-class Family:
+class Family(abc.ABC):
     """A model family: builds, persists and describes one kind of estimator.
 
     Subclasses set ``name`` and ``preset`` (the featurizer preset it needs) and implement
@@ -198,21 +220,21 @@ class Family:
     name = ""
     preset = "trees"
 
+    @abc.abstractmethod
     def default_params(self, task: str) -> dict[str, Any]:
         """Every parameter with its default for ``task`` (the keys a --params file may set)."""
-        raise NotImplementedError
 
     def resolve_params(self, task: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with ``params``; an unknown key is a usage error."""
         return resolve_params(self, task, params)
 
+    @abc.abstractmethod
     def make(self, task: str, n_classes: int, params: Mapping[str, Any] | None, seed: int) -> Any:
         """An unfitted estimator with the family ``fit`` signature."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def search_space(self, trial: Any, task: str) -> dict[str, Any]:
         """Parameters suggested by an Optuna ``trial`` (merged over the defaults by the caller)."""
-        raise NotImplementedError
 
     def importances(self, est: Any) -> Any:
         """Non-negative importance per input feature, summing to 1 (all zero when none)."""
