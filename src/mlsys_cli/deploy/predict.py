@@ -110,7 +110,9 @@ def _summary_update(acc: dict[str, Any], out: dict[str, Any], task: str) -> None
             acc["min"] = min(acc.get("min", np.inf), float(finite.min()))
             acc["max"] = max(acc.get("max", -np.inf), float(finite.max()))
         return
-    labels, counts = np.unique(np.asarray(out["label"]).astype(str), return_counts=True)
+    labels = np.asarray(out["label"])
+    # Count the labels as they are (a few classes) and name them after; objects may not sort.
+    labels, counts = np.unique(labels.astype(str) if labels.dtype.kind == "O" else labels, return_counts=True)
     for label, count in zip(labels, counts):
         acc[str(label)] = acc.get(str(label), 0) + int(count)
 
@@ -132,7 +134,9 @@ def _table(model: Any, batch: Any, keep: Sequence[str]) -> Any:
     if model.task == "regression":
         arrays.append(pa.array(np.asarray(out["prediction"], dtype=np.float64)))
     else:
-        arrays.append(pa.array(np.asarray(out["label"]).tolist()))
+        labels = np.asarray(out["label"])
+        # Numbers, booleans and strings go to Arrow straight from NumPy; only other objects need Python values.
+        arrays.append(pa.array(labels if labels.dtype.kind in "biufU" else labels.tolist()))
         proba = np.asarray(out["probabilities"], dtype=np.float64)
         arrays.extend(pa.array(proba[:, i]) for i in range(proba.shape[1]))
     names += output_columns(model)
