@@ -240,6 +240,22 @@ def skops_io() -> Any:
     return sio
 
 
+def library_versions(names: list[str]) -> dict[str, str]:
+    """Installed versions of ``names`` (those present) and of mlsys, for a manifest."""
+    import importlib.metadata as md
+
+    from mlsys_cli import __version__
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    out["mlsys"] = __version__
+    return out
+
+
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """The verified manifest of a bundle (members are checked, not deserialised)."""
     return BundleReader(path).manifest

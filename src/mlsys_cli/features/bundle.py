@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-from mlsys_cli.bundle import BundleReader, BundleWriter
+from mlsys_cli.bundle import BundleReader, BundleWriter, library_versions
 from mlsys_cli.errors import InputError
 
 PREFIX = "features/"
@@ -13,18 +13,7 @@ PREFIX = "features/"
 
 def libraries() -> dict[str, str]:
     """Versions of the libraries a fitted featurizer depends on."""
-    import importlib.metadata as md
-
-    from mlsys_cli import __version__
-
-    out = {}
-    for name in ("numpy", "pandas", "pyarrow", "scikit-learn", "skops", "onnx"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    out["mlsys"] = __version__
-    return out
+    return library_versions(["numpy", "pandas", "pyarrow", "scikit-learn", "skops", "onnx"])
 
 
 def manifest_of(featurizer: Any, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

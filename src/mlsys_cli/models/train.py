@@ -289,19 +289,9 @@ def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0,
 
 
 def _libraries(family: str) -> dict[str, str]:
-    import importlib.metadata as md
+    from mlsys_cli.bundle import library_versions
 
-    names = ["numpy", "pandas", "pyarrow", "scikit-learn", "skops", "xgboost"] + (["torch"] if family == "mlp" else [])
-    out = {}
-    for name in names:
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            continue
-    from mlsys_cli import __version__
-
-    out["mlsys"] = __version__
-    return out
+    return library_versions(["numpy", "pandas", "pyarrow", "scikit-learn", "skops", "xgboost"] + (["torch"] if family == "mlp" else []))
 
 
 def _encode(task: str, y: Any, classes: Sequence[Any] | None, source: Any) -> Any:
