@@ -18,9 +18,10 @@ if [ ! -x .venv/bin/python ]; then
   echo "quickstart: creating .venv with $PYTHON"
   "$PYTHON" -m venv .venv
 fi
-# torch first, from its CPU index: the default PyPI wheel pulls in gigabytes of CUDA libraries.
+# torch 2.13.0 first, as .ci/run does: the nn extra's bare `torch>=2.2` would otherwise pull the
+# newest build with gigabytes of CUDA libraries.
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet 'torch==2.13.0' --index-url https://download.pytorch.org/whl/cpu
+.venv/bin/python -m pip install --quiet 'torch==2.13.0'
 .venv/bin/python -m pip install --quiet -e '.[nn,test]'
 .venv/bin/mlsys --version
 
