@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import missing_service
+
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -45,7 +47,7 @@ def chromium() -> str:
     """The Chromium binary; the test is skipped only when none is installed."""
     path = find_chromium()
     if path is None:
-        pytest.skip("no chromium binary on PATH (install Debian's chromium; .ci/run does)")
+        missing_service("no chromium binary on PATH (install Debian's chromium; .ci/run does)")
     return path
 
 

@@ -24,6 +24,8 @@ from typing import Iterator
 
 import pytest
 
+from tests.conftest import missing_service
+
 
 def find_bindir() -> Path | None:
     """The directory holding ``initdb`` and ``pg_ctl``: newest Debian install, then PATH."""
@@ -96,7 +98,7 @@ def start_postgres(directory: str | os.PathLike) -> PostgresServer:
 def postgres_server() -> Iterator[PostgresServer]:
     """A PostgreSQL server for the whole session, always stopped and removed at the end."""
     if find_bindir() is None:
-        pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl in /usr/lib/postgresql/*/bin or PATH)")
+        missing_service("PostgreSQL is not installed (no initdb/pg_ctl in /usr/lib/postgresql/*/bin or PATH)")
     base = tempfile.mkdtemp(prefix="mlsys-pg-")
     server = None
     try:

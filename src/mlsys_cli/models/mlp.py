@@ -536,7 +536,7 @@ class MLPEstimator:
         """Rebuild a fitted estimator from :meth:`config` and :meth:`weights_bytes`."""
         import numpy as np
         import safetensors
-        import safetensors.torch
+        from safetensors.torch import load as load_safetensors  # tensors only, never pickle
 
         _torch()
         if not isinstance(config, dict) or config.get("format") != CONFIG_FORMAT:
@@ -547,7 +547,7 @@ class MLPEstimator:
             est._check_params()
             n_out = 1 if est.task == "regression" else est.n_classes
             est.net_ = _build_net(int(config["n_features"]), n_out, est.hidden_layers, est.width, est.dropout)
-            est.net_.load_state_dict(safetensors.torch.load(weights), strict=True)
+            est.net_.load_state_dict(load_safetensors(weights), strict=True)
             est.n_features_ = int(config["n_features"])
             est.x_mean_ = np.asarray(config["x_mean"], dtype=np.float64)
             est.x_scale_ = np.asarray(config["x_scale"], dtype=np.float64)
