@@ -203,3 +203,32 @@ def test_members_from_a_study_train_its_best_distinct_trials(small_tables, tmp_p
     assert len(result.members) == 2
     with pytest.raises(InputError, match="no study"):
         study_members(storage, "nope", 2, str(t["train"]))
+
+
+def test_pick_trials_takes_each_family_best_first_then_the_next_best():
+    import datetime as dt
+
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    from mlsys_cli.models.ensemble import pick_trials
+
+    def trial(number, family, value, params):
+        start = dt.datetime(2024, 1, 1)
+        return optuna.trial.FrozenTrial(
+            number=number, state=TrialState.COMPLETE, value=value, datetime_start=start,
+            datetime_complete=start + dt.timedelta(seconds=1), params={"family": family},
+            distributions={"family": CategoricalDistribution(["linear", "xgboost"])},
+            user_attrs={"params": params}, system_attrs={}, intermediate_values={}, trial_id=number)
+
+    done = [trial(0, "linear", 0.80, {"C": 1.0}), trial(1, "linear", 0.90, {"C": 2.0}),
+            trial(2, "linear", 0.89, {"C": 3.0}), trial(3, "xgboost", 0.85, {"max_depth": 3}),
+            trial(4, "linear", 0.90, {"C": 2.0})]
+    # Best first; xgboost's best takes the second place ahead of better linear near-copies, and an
+    # exact repeat of a configuration (trial 4) is never picked twice.
+    assert [t.number for t in pick_trials(done, 2, maximize=True)] == [1, 3]
+    assert [t.number for t in pick_trials(done, 3, maximize=True)] == [1, 2, 3]
+    assert [t.number for t in pick_trials(done, 5, maximize=True)] == [1, 2, 3, 0]
+    # Lower is better: the order flips.
+    assert [t.number for t in pick_trials(done, 2, maximize=False)] == [0, 3]

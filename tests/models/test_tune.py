@@ -278,3 +278,20 @@ def test_a_slow_trial_gets_at_most_half_the_time_left(small_tables, tmp_path):
     endless = [tr for tr in trials[1:] if tr.state.name == "COMPLETE"]
     assert len(endless) >= 2, [(tr.number, tr.state, tr.user_attrs) for tr in trials]
     assert all(tr.user_attrs["stopped_by"] == "timeout" for tr in endless)
+
+
+def test_auto_starts_from_each_default_then_the_library_like_extras(small_tables, tmp_path):
+    import pandas as pd
+
+    t = small_tables["binary"]
+    n = len(T.resolve_families("auto")) + len(T.AUTO_EXTRA_DEFAULTS)
+    result = T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="auto", trials=n, seed=0,
+                    params={"n_estimators": 50}, trials_out=str(tmp_path / "t.parquet"))
+    trials = pd.read_parquet(tmp_path / "t.parquet").sort_values("number")
+    assert trials["defaults"].all() and len(trials) == n
+    extras = trials.iloc[-len(T.AUTO_EXTRA_DEFAULTS):]
+    assert list(extras["family"]) == [f for f, _ in T.AUTO_EXTRA_DEFAULTS]
+    # The overrides are what ran (and what a retrain gets); the family's own defaults stay the baseline.
+    params = [json.loads(p) if isinstance(p, str) else p for p in extras["params"]]
+    assert params[0]["kind"] == "extra" and params[1]["learning_rate"] == 0.3
+    assert result.to_dict()["best"]["defaults_value"] is not None

@@ -563,9 +563,48 @@ def _importance(named: Sequence[tuple[str, Any]], keep: Sequence[int], combiner:
     return [{"feature": k, "importance": round(v, 6)} for k, v in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
+def pick_trials(done: Sequence[Any], top: int, maximize: bool) -> list[Any]:
+    """The ``top`` trials an ensemble of a study starts from, best first.
+
+    The best trial of each family comes first (models of different families make different
+    errors, which is what an ensemble gains from; near-copies of the best configuration add
+    cost and little else), then the next best distinct configurations fill the places left.
+
+    Parameters
+    ----------
+    done : completed optuna FrozenTrials with a ``params`` user attribute
+    top : how many to pick
+    maximize : whether higher values are better
+
+    Returns
+    -------
+    list of FrozenTrial, ordered best first
+    """
+    from mlsys_cli.models.tune import FAMILY_PARAM
+
+    ranked = sorted(done, key=lambda t: (-t.value if maximize else t.value, t.number))
+    keys = [(t.params.get(FAMILY_PARAM), repr(sorted(t.user_attrs["params"].items()))) for t in ranked]
+    picked: list[int] = []
+    families: set[Any] = set()
+    for i, (family, _) in enumerate(keys):
+        if family not in families and len(picked) < top:
+            families.add(family)
+            picked.append(i)
+    seen = {keys[i] for i in picked}
+    for i, key in enumerate(keys):
+        if len(picked) >= top:
+            break
+        if key not in seen:
+            seen.add(key)
+            picked.append(i)
+    return [ranked[i] for i in sorted(picked)]
+
+
 def study_members(storage: str, study: str, top: int, train: str, seed: int = 0,
                   features: Mapping[str, Any] | None = None, progress: Any = None) -> list[tuple[str, Any]]:
     """Train the ``top`` best distinct configurations of a tuning study on ``train``.
+
+    The best of each family first (see :func:`pick_trials`), then the next best.
 
     Each is trained by :func:`train.train_model` with the parameters the trial recorded (for
     early-stopped boosting, the number of rounds it chose), so no validation rows are used.
@@ -588,15 +627,7 @@ def study_members(storage: str, study: str, top: int, train: str, seed: int = 0,
     done = [t for t in loaded.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "params" in t.user_attrs]
     if not done:
         raise InputError(f"study {study!r} has no completed trial")
-    done.sort(key=lambda t: (-t.value if loaded.direction.name == "MAXIMIZE" else t.value, t.number))
-    chosen, seen = [], set()
-    for t in done:
-        key = (t.params.get(FAMILY_PARAM), repr(sorted(t.user_attrs["params"].items())))
-        if key not in seen:
-            seen.add(key)
-            chosen.append(t)
-        if len(chosen) == top:
-            break
+    chosen = pick_trials(done, top, maximize=loaded.direction.name == "MAXIMIZE")
     # The trials were scored with the study's featurizer options (dropped columns...): keep them.
     recipe_features = dict(features) if features else dict(info.get("features") or {})
     members = []

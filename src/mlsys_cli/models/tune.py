@@ -11,7 +11,9 @@ How a study runs
   family's loss gap to the best family divided by its observed rate of improvement per second
   of trials, floored by its mean trial time; the next family is drawn with probability
   proportional to ``1 / ECI`` (seeded; 10% of the draws are uniform), so cheap improving
-  families get most of the budget while the others are still revisited.
+  families get most of the budget while the others are still revisited. After each family's
+  defaults it also starts from :data:`AUTO_EXTRA_DEFAULTS` (XGBoost's library defaults,
+  extremely randomized trees).
 - Intermediate scores (boosting rounds, MLP epochs, CV folds) go to the Optuna pruner, which
   stops hopeless trials early.
 - Budgets: ``trials`` counts every trial of the study (also those run by other workers or by an
@@ -45,6 +47,13 @@ PRUNERS = ("median", "hyperband", "none")
 # Cheapest first: the order in which ``auto`` gives each family its default trial.
 AUTO_FAMILIES = ("linear", "xgboost", "forest", "mlp")
 DEFAULT_TRIALS = 30
+# ``auto`` also starts from these configurations (after each family's own defaults): XGBoost's
+# library defaults (0.3 learning rate, 100 rounds) and extremely randomized trees, which win on
+# many small tables (FLAML's extra_tree) for the cost of a forest.
+AUTO_EXTRA_DEFAULTS = (
+    ("forest", {"kind": "extra"}),
+    ("xgboost", {"learning_rate": 0.3, "n_estimators": 100}),
+)
 FAMILY_PARAM = "family"
 # Share of the auto scheduler's draws that ignore the cost estimates.
 EXPLORE = 0.1
@@ -568,7 +577,7 @@ def _objective(trial: Any, problem: _Problem, families: Sequence[str], fixed: Ma
     name = trial.suggest_categorical(FAMILY_PARAM, list(families))
     family = get_family(name)
     if trial.user_attrs.get("defaults"):
-        params = resolve_params(family, problem.task, fixed[name])
+        params = resolve_params(family, problem.task, {**(trial.user_attrs.get("overrides") or {}), **fixed[name]})
     else:
         scoped = _Scoped(trial, name, fixed[name])
         params = {**dict(family.search_space(scoped, problem.task)), **fixed[name]}
@@ -767,7 +776,14 @@ def _plan(spec: dict[str, Any], problem: _Problem) -> dict[str, Any]:
         f = families[0]
         grid = {FAMILY_PARAM: [f], **{f"{f}.{k}": _grid_values(d) for k, d in searched[f].items()}}
     # The defaults trial of each family runs the family's own defaults (not drawn from the space).
-    enqueue = [] if grid else [{FAMILY_PARAM: f} for f in families]
+    enqueue = [] if grid else [({FAMILY_PARAM: f}, {}) for f in families]
+    if not grid and len(families) > 1:
+        # Across families (auto), a few more library-default-like starting points, each cheap and
+        # often strong: the tuned result then cannot lose to them on the validation rows.
+        for f, overrides in AUTO_EXTRA_DEFAULTS:
+            free = {k: v for k, v in overrides.items() if k not in fixed.get(f, {})}
+            if f in families and free:
+                enqueue.append(({FAMILY_PARAM: f}, free))
     return {"families": families, "fixed": fixed, "grid": grid, "enqueue": enqueue}
 
 
@@ -795,8 +811,9 @@ def open_study(spec: Mapping[str, Any], problem: _Problem, plan: Mapping[str, An
         if created:
             # Only the worker that made the study seeds it, so parallel starts add no duplicates.
             study.set_user_attr("mlsys", identity)
-            for params in plan["enqueue"]:
-                study.enqueue_trial(params, user_attrs={"defaults": True})
+            for params, overrides in plan["enqueue"]:
+                attrs = {"defaults": True, **({"overrides": overrides} if overrides else {})}
+                study.enqueue_trial(params, user_attrs=attrs)
         stored = study.user_attrs.get("mlsys") or identity
     except MlsysError:
         raise
@@ -1069,7 +1086,8 @@ def _summarize(study: Any, problem: _Problem, plan: Mapping[str, Any], spec: Map
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     best = _best(done, problem.higher)
     family = best.params[FAMILY_PARAM]
-    defaults = [t for t in done if t.user_attrs.get("defaults") and t.params.get(FAMILY_PARAM) == family]
+    defaults = [t for t in done if t.user_attrs.get("defaults") and not t.user_attrs.get("overrides")
+                and t.params.get(FAMILY_PARAM) == family]
     counts = {state: sum(t.state == s for t in trials) for state, s in (
         ("complete", TrialState.COMPLETE), ("pruned", TrialState.PRUNED), ("failed", TrialState.FAIL),
         ("running", TrialState.RUNNING))}
