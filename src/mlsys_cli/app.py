@@ -70,7 +70,10 @@ def root(
 
 def _load_config(path: str) -> dict:
     """Option defaults from a TOML file: ``[train]`` holds ``seed = 7`` for ``mlsys train``."""
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10: the same parser, from PyPI
+        import tomli as tomllib
 
     try:
         with open(path, "rb") as fh:
