@@ -44,7 +44,7 @@ def find_chromium() -> str | None:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """The Chromium binary; the test is skipped only when none is installed."""
+    """The Chromium binary; the test fails (with the install hint) when none is installed."""
     path = find_chromium()
     if path is None:
         missing_service("no chromium binary on PATH (install Debian's chromium; .ci/run does)")

@@ -6,7 +6,7 @@ session fixture ``postgres_url`` starts one server for the whole test session an
 stops it. Registered for every test by ``pytest_plugins = ["tests.pg"]`` in tests/conftest.py.
 
 As root (CI containers) the server runs as the ``postgres`` OS user through ``runuser``, since
-PostgreSQL refuses to run as root. Without PostgreSQL binaries the fixture skips, saying so.
+PostgreSQL refuses to run as root. Without PostgreSQL binaries the fixture fails with the install hint.
 """
 
 from __future__ import annotations

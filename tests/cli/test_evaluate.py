@@ -11,29 +11,26 @@ from tests.browser import chromium, plots_in, render_dom  # noqa: F401  (chromiu
 from tests.conftest import SAMPLE, assert_clean_error, run_cli, run_proc
 
 
-@pytest.fixture(scope="module")
-def churn(tmp_path_factory):
-    """A small churn table (train and test halves) and a linear model trained by the CLI."""
-    d = tmp_path_factory.mktemp("evaluate")
-    df = pd.read_parquet(SAMPLE / "churn.parquet").sample(n=2400, random_state=0).reset_index(drop=True)
-    df.iloc[:1200].to_parquet(d / "train.parquet")
-    df.iloc[1200:].reset_index(drop=True).to_parquet(d / "test.parquet")
-    result = run_cli("train", d / "train.parquet", "--target", "churned", "--model", "linear", "--drop", "customer_id",
+def _trained(tmp_path_factory, table: str, target: str, rows: int, train_rows: int):
+    """A sample of ``table`` cut into train and test halves, and a linear model trained by the CLI."""
+    d = tmp_path_factory.mktemp(f"evaluate_{target}")
+    df = pd.read_parquet(SAMPLE / table).sample(n=rows, random_state=0).reset_index(drop=True)
+    df.iloc[:train_rows].to_parquet(d / "train.parquet")
+    df.iloc[train_rows:].reset_index(drop=True).to_parquet(d / "test.parquet")
+    result = run_cli("train", d / "train.parquet", "--target", target, "--model", "linear", "--drop", "customer_id",
                      "-o", d / "model.mlsys")
     assert result.code == 0, result.stderr
     return d
+
+
+@pytest.fixture(scope="module")
+def churn(tmp_path_factory):
+    return _trained(tmp_path_factory, "churn.parquet", "churned", 2400, 1200)
 
 
 @pytest.fixture(scope="module")
 def ltv(tmp_path_factory):
-    d = tmp_path_factory.mktemp("evaluate_ltv")
-    df = pd.read_parquet(SAMPLE / "ltv.parquet").sample(n=1200, random_state=0).reset_index(drop=True)
-    df.iloc[:800].to_parquet(d / "train.parquet")
-    df.iloc[800:].reset_index(drop=True).to_parquet(d / "test.parquet")
-    result = run_cli("train", d / "train.parquet", "--target", "ltv", "--model", "linear", "--drop", "customer_id",
-                     "-o", d / "model.mlsys")
-    assert result.code == 0, result.stderr
-    return d
+    return _trained(tmp_path_factory, "ltv.parquet", "ltv", 1200, 800)
 
 
 def test_json_report_keys(churn):

@@ -51,12 +51,12 @@ def encode_labels(y_true: Any, classes: Sequence[Any]) -> Any:
     """Map labels to class indices (``-1`` for a label not in ``classes``)."""
     import numpy as np
 
-    index = {_key(c): i for i, c in enumerate(classes)}
-    return np.fromiter((index.get(_key(v), -1) for v in y_true), dtype=np.int64, count=len(y_true))
+    index = {class_key(c): i for i, c in enumerate(classes)}
+    return np.fromiter((index.get(class_key(v), -1) for v in y_true), dtype=np.int64, count=len(y_true))
 
 
-def _key(value: Any) -> Any:
-    # 1, 1.0 and numpy.int64(1) are one class; labels read back from JSON lose their numpy type.
+def class_key(value: Any) -> Any:
+    """A class label as the plain Python value JSON holds: 1, 1.0 and numpy.int64(1) are one class."""
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float) and value.is_integer():

@@ -95,15 +95,6 @@ def _lineage_target(source: Any) -> str | None:
     return None
 
 
-def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python value JSON can hold (classes go into the manifest)."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 def check_target(y: Any, target: str, source: Any = "input") -> None:
     """Refuse missing or infinite target values (exit 3), naming the first bad row."""
     import numpy as np
@@ -129,6 +120,8 @@ def infer_task(y: Any, task: str | None = None) -> tuple[str, list[Any] | None]:
     import pandas as pd
     from pandas.api import types as pdt
 
+    from mlsys_cli.models.metrics import class_key
+
     if task is not None and task not in TASKS:
         raise UsageError(f"invalid task {task!r}", f"choose one of: {', '.join(TASKS)}")
     series = pd.Series(y).dropna()
@@ -149,7 +142,7 @@ def infer_task(y: Any, task: str | None = None) -> tuple[str, list[Any] | None]:
             raise InputError(f"target of type {series.dtype} cannot be a regression target", "use --task binary or multiclass")
         return task, None
     # Distinct values first: the classes are few, the rows many.
-    classes = sorted({_plain(v) for v in series.drop_duplicates().tolist()}, key=lambda v: (str(type(v)), v) if not isinstance(v, str) else ("", v))
+    classes = sorted({class_key(v) for v in series.drop_duplicates().tolist()}, key=lambda v: (str(type(v)), v) if not isinstance(v, str) else ("", v))
     if len(classes) < 2:
         raise InputError(f"target has only one class ({classes[0]!r})" if classes else "target has no values",
                          "a classifier needs at least two classes in the training rows")
