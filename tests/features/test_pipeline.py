@@ -78,7 +78,7 @@ def test_statistics_come_from_train_only(train):
     fz.transform(shifted)
     np.testing.assert_array_equal(fz.transform(train), before)
     block = next(b for b in fz.blocks_ if b.columns == ("num",))
-    assert block.scaler_.mean_[0] == pytest.approx(np.nanmean(train["num"].to_numpy(dtype=np.float32).astype(float)))
+    assert block.scaling_["center"] == pytest.approx(np.nanmean(train["num"].to_numpy(dtype=np.float32).astype(float)))
 
 
 def test_unseen_and_missing_values_never_fail(train):
@@ -93,8 +93,8 @@ def test_unseen_and_missing_values_never_fail(train):
     names = fz.get_feature_names_out()
     cat_cols = [i for i, n in enumerate(names) if n.startswith("cat=")]
     assert X[0, cat_cols].tolist() == [1.0 if names[i] == "cat=__other__" else 0.0 for i in cat_cols]
-    te = next(b for b in fz.blocks_ if b.columns == ("city",)).encoder_
-    assert _col(fz, X, "city__te")[5] == pytest.approx(te.target_mean_, abs=1e-6)
+    y = train["y"].to_numpy(dtype=float)
+    assert _col(fz, X, "city__te")[5] == pytest.approx(y.mean(), abs=1e-6)  # unseen city: the train target mean
 
 
 def test_fit_transform_cross_fits_target_encoding(train):
@@ -189,26 +189,69 @@ def test_transform_needs_the_fitted_columns(train):
         fz.transform(bad)
 
 
-@pytest.mark.parametrize("encoding", ["onehot", "ordinal", "target"])
+def _sklearn_encoder(encoding, target_type, seed, folds=5):
+    import sklearn.preprocessing as skp
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if encoding == "onehot":
+        return skp.OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5, max_categories=8,
+                                 sparse_output=False, dtype=np.float64)
+    if encoding == "ordinal":
+        return skp.OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, min_frequency=5,
+                                  max_categories=8, dtype=np.float64)
+    cv = (KFold if target_type == "continuous" else StratifiedKFold)(folds, shuffle=True, random_state=seed)
+    return skp.TargetEncoder(target_type=target_type, cv=cv)
+
+
+@pytest.mark.parametrize("encoding,target_type", [("onehot", "binary"), ("ordinal", "binary"), ("target", "binary"),
+                                                  ("target", "multiclass"), ("target", "continuous")])
 @pytest.mark.parametrize("odd", [[], ["a\x00"]])
-@pytest.mark.parametrize("limit", ["default", 0])  # the fixed-width fast path, and plain object arrays
-def test_block_lookup_equals_the_fitted_encoder(encoding, odd, limit, monkeypatch):
-    """The hash-indexed lookup used by transform gives exactly the sklearn encoder's values."""
-    from mlsys_cli.features import transformers
+@pytest.mark.parametrize("seed", [0, 5])
+def test_block_equals_sklearn_encoders(encoding, target_type, odd, seed):
+    """The hand-written encodings (features/encoders.py) are exactly scikit-learn's: fit, unseen values, cross-fitting."""
     from mlsys_cli.features.transformers import CategoricalBlock
 
-    if limit != "default":
-        monkeypatch.setattr(transformers, "COMPACT_BYTES", limit)
-    rng = np.random.default_rng(3)
-    levels = np.array([f"v{i}" for i in range(30)] + ["a", ""] + odd, dtype=object)
+    rng = np.random.default_rng(seed)
+    levels = np.array([f"v{i}" for i in range(30)] + ["a", "", "Z", "é"] + odd, dtype=object)
     x = levels[rng.zipf(1.5, 3000) % len(levels)]
     x[:10] = np.array(odd * 10 or ["a"] * 10, dtype=object)
-    y = (rng.random(3000) < 0.4).astype(int).astype(str).astype(object)
-    new = np.concatenate([x[:500], np.array(["never", "a\x00", "", "v1"], dtype=object)])
-    block = CategoricalBlock(("c",), encoding=encoding, max_categories=8, target_type="binary").fit({"c": x}, y)
-    expected = np.asarray(block.encoder_.transform(new.reshape(-1, 1)), dtype=np.float64)
-    np.testing.assert_array_equal(block.transform({"c": new}), expected)
-    assert set(odd) <= set(block.keys_)  # NumPy fixed-width strings would drop the trailing NUL
+    if target_type == "continuous":
+        y = rng.normal(size=3000) * 3 + (x == "a")
+    elif target_type == "binary":
+        y = np.where(rng.random(3000) < 0.4, "yes", "no").astype(object)
+    else:
+        y = np.array(["b", "c", "a10", "a9"], dtype=object)[rng.integers(0, 4, 3000)]
+    new = np.concatenate([x[:500], np.array(["never", "a\x00", "", "v1", "Z"], dtype=object)])
+    block = CategoricalBlock(("c",), encoding=encoding, max_categories=8, min_frequency=5, target_type=target_type, seed=seed)
+    train_out = block.fit_transform({"c": x}, y)
+    ref = _sklearn_encoder(encoding, target_type, seed)
+    ref_train = ref.fit_transform(x.reshape(-1, 1), y)
+    np.testing.assert_array_equal(train_out, np.asarray(ref_train, dtype=np.float64))
+    np.testing.assert_array_equal(block.transform({"c": new}), np.asarray(ref.transform(new.reshape(-1, 1)), dtype=np.float64))
+    assert block.keys_.tolist() == ref.categories_[0].tolist()
+    assert set(odd) <= set(block.keys_)  # no fixed-width copy dropping the trailing NUL
+    if encoding == "onehot":
+        assert block.names_out_ == [n.replace("x0_infrequent_sklearn", "c=__other__").replace("x0_", "c=")
+                                    for n in ref.get_feature_names_out()]
+    if encoding == "target" and target_type == "multiclass":
+        assert block.names_out_ == [f"c__te_{k}" for k in ref.classes_]
+
+
+def test_featurizer_state_round_trips_through_json(train):
+    """What a bundle stores (plain JSON, no skops) rebuilds a featurizer with the same output."""
+    import json
+
+    for kw in ({"preset": "linear", "bins": 3}, {"preset": "trees"}, {"high_cardinality": "hashing"},
+               {"preset": "mlp", "cross": ["cat,city"]}):
+        fz = Featurizer(target="y", **kw).fit(train)
+        state = json.loads(json.dumps(fz.get_state(), sort_keys=True))
+        again = Featurizer.from_state(state)
+        np.testing.assert_array_equal(again.transform(unseen_frame()), fz.transform(unseen_frame()))
+        np.testing.assert_array_equal(again.transform(train), fz.transform(train))
+        assert again.get_feature_names_out() == fz.get_feature_names_out()
+        assert json.dumps(again.get_state(), sort_keys=True) == json.dumps(state, sort_keys=True)
+    with pytest.raises(ValueError, match="unknown feature block type"):
+        Featurizer.from_state({**state, "fitted": {**state["fitted"], "blocks_": [{"type": "os.system", "params": {}, "fitted": {}}]}})
 
 
 def test_category_counts_most_frequent_first_ties_by_value():

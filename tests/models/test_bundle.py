@@ -131,5 +131,6 @@ def test_bundle_bytes_are_a_zip_with_hashed_members(binary_bundle):
     _, path = binary_bundle
     with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as zf:
         names = set(zf.namelist())
-    assert {"manifest.json", "features/featurizer.skops", "model/booster.ubj"} <= names
+    assert {"manifest.json", "features/featurizer.json", "model/booster.ubj"} <= names
+    assert not any(n.endswith(".skops") for n in names)  # an XGBoost bundle needs no skops at all
     assert not any(n.endswith((".pkl", ".pickle", ".joblib")) for n in names)

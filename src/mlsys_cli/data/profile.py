@@ -70,34 +70,44 @@ def numeric_profile(values: Any, bins: int = BINS) -> dict[str, Any]:
                 "quantiles": {"levels": list(QUANTILES), "values": [None] * len(QUANTILES)},
                 "histogram": {"edges": [], "counts": [0]}}
     levels = np.linspace(0, 1, bins + 1)[1:-1]
-    edges = np.unique(np.quantile(present, levels))
+    # One selection pass for the histogram edges and the reported quantiles together.
+    cuts = np.quantile(present, np.concatenate([levels, QUANTILES]))
+    edges = np.unique(cuts[:len(levels)])
     counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
     return {
         **out,
         "mean": _num(present.mean()), "std": _num(present.std()),
         "min": _num(present.min()), "max": _num(present.max()),
-        "quantiles": {"levels": list(QUANTILES), "values": [_num(v) for v in np.quantile(present, QUANTILES)]},
+        "quantiles": {"levels": list(QUANTILES), "values": [_num(v) for v in cuts[len(levels):]]},
         "histogram": {"edges": [_num(e) for e in edges], "counts": [int(c) for c in counts]},
     }
 
 
 def categorical_profile(values: Any, top: int = TOP) -> dict[str, Any]:
     """Profile of categories (``None``, NaN and ``""`` = missing)."""
+    import numpy as np
     import pandas as pd
 
-    s = pd.Series(values, dtype=object)
-    missing = s.isna() | (s == "")
-    present = s[~missing]
-    if pd.api.types.infer_dtype(present, skipna=True) not in ("string", "empty"):
-        present = present.map(lambda v: v if isinstance(v, str) else str(v.item() if hasattr(v, "item") else v))
-    n = int(len(s))
-    counts = present.value_counts()
+    if not isinstance(values, pd.Series):
+        values = np.asarray(values, dtype=object)
+    n = int(len(values))
+    # Hash each row once, then count and name the distinct values (a few, however many rows).
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    per_code = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    counts: dict[str, int] = {}
+    nulls = n - int(per_code.sum())
+    for value, count in zip(uniques.tolist(), per_code.tolist()):
+        key = value if isinstance(value, str) else str(value.item() if hasattr(value, "item") else value)
+        if key == "":
+            nulls += count
+        else:
+            counts[key] = counts.get(key, 0) + count
     # Ties broken by name so the profile does not depend on row order.
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     kept = ranked[:top]
     return {
-        "kind": "categorical", "count": n, "nulls": int(missing.sum()),
-        "null_rate": int(missing.sum()) / n if n else None, "n_unique": int(len(counts)),
+        "kind": "categorical", "count": n, "nulls": nulls,
+        "null_rate": nulls / n if n else None, "n_unique": int(len(counts)),
         "top": {str(k): int(v) for k, v in kept}, "other": int(sum(v for _, v in ranked[top:])),
     }
 
@@ -124,7 +134,7 @@ def profile_frame(df: Any, input_schema: Sequence[Mapping[str, Any]], bins: int 
         name, kind = column["name"], column["type"]
         series = df[name]
         if kind == "string":
-            prof = categorical_profile(series.to_numpy(dtype=object), top)
+            prof = categorical_profile(series, top)
         else:
             prof = numeric_profile(_numeric_values(series, kind), bins)
         profiles[name] = {"type": kind, **prof}

@@ -45,7 +45,6 @@ def _out_of_fold(model: Any, X: np.ndarray, y: np.ndarray, folds: Any, proba: bo
 
 
 def _score(x: np.ndarray, y: np.ndarray, task: str, seed: int) -> float:
-    from scipy.stats import spearmanr
     from sklearn.metrics import r2_score, roc_auc_score
     from sklearn.model_selection import KFold, StratifiedKFold
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
@@ -56,6 +55,8 @@ def _score(x: np.ndarray, y: np.ndarray, task: str, seed: int) -> float:
                             KFold(3, shuffle=True, random_state=seed), proba=False)
         score = r2_score(y, pred)
         if X.shape[1] == 1 and np.ptp(X[:, 0]) > 0:
+            from scipy.stats import spearmanr
+
             rho = spearmanr(X[:, 0], y).statistic
             score = max(score, float(rho) ** 2 if np.isfinite(rho) else 0.0)
         return float(score)
@@ -75,12 +76,17 @@ def single_feature_findings(
     data: Mapping[str, np.ndarray],
     schema: Sequence[Mapping[str, Any]],
     roles: Mapping[str, Mapping[str, Any]],
-    y: np.ndarray,
+    y: Any,
     task: str,
     threshold: float = 0.98,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Features that alone predict the target almost perfectly on train.
+
+    Parameters
+    ----------
+    y : Target or array-like
+        The training target (:class:`~mlsys_cli.features.encoders.Target`, or plain labels/values).
 
     Returns
     -------
@@ -88,14 +94,18 @@ def single_feature_findings(
         ``{"column", "check", "score", "metric", "message"}`` for each feature at or above
         ``threshold``, strongest first.
     """
-    from sklearn.model_selection import KFold, StratifiedKFold
-    from sklearn.preprocessing import TargetEncoder
+    from mlsys_cli.features import encoders
+    from mlsys_cli.features.transformers import as_target
 
+    target_type = {"regression": "continuous"}.get(task, task)
+    if not isinstance(y, encoders.Target):
+        y = as_target(y, target_type, seed)
     n = len(y)
     rows = np.sort(np.random.default_rng(seed).choice(n, MAX_ROWS, replace=False)) if n > MAX_ROWS else np.arange(n)
-    y = np.asarray(y)[rows]
+    # Class codes (integers) rather than labels: every fold split and unique() below is then cheap.
+    target = encoders.Target(y.values[rows], y.kind, y.classes, seed)
+    y = target.values
     metric = "r2" if task == "regression" else "auc"
-    target_type = {"regression": "continuous"}.get(task, task)
     findings = []
     for col in schema:
         name, kind = col["name"], col["type"]
@@ -103,8 +113,8 @@ def single_feature_findings(
             continue
         values = data[name][rows]
         if kind == "string":
-            folds = (KFold if task == "regression" else StratifiedKFold)(3, shuffle=True, random_state=seed)
-            x = TargetEncoder(target_type=target_type, cv=folds).fit_transform(values.reshape(-1, 1), y)
+            keys, codes = encoders.factorize(values)
+            x = encoders.target_cross_fit(codes, len(keys), target, k=3)
         else:
             x = _as_number(values, kind)
         score = _score(x, y, task, seed)

@@ -16,12 +16,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mlsys_cli import bundle
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.features import leakage as _leakage
 from mlsys_cli.features.roles import FEATURE_ROLES, category_counts, infer_roles
 from mlsys_cli.features.schema import canonicalize, infer_schema, to_pandas
-from mlsys_cli.features.transformers import CategoricalBlock, DatetimeBlock, NumericBlock
+from mlsys_cli.features.encoders import Target, from_state, state_of
+from mlsys_cli.features.transformers import CategoricalBlock, DatetimeBlock, NumericBlock, block_from_state, block_state
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Trees split on raw values and route NaN themselves: no scaling, no imputation.
@@ -36,7 +36,9 @@ IMPUTE = ("auto", "median", "mean", "most_frequent", "constant", "none")
 SCALING = ("auto", "standard", "robust", "minmax", "none")
 HIGH_CARDINALITY = ("auto", "target", "hashing", "ordinal")
 TASKS = ("binary", "multiclass", "regression")
-FILE = "featurizer.skops"
+FILE = "featurizer.json"
+# Featurizers of mlsys before 0.2 were stored with skops; their fitted state is not readable now.
+LEGACY_FILE = "featurizer.skops"
 
 
 def resolve_preset(preset: str, family: str | None = None) -> str:
@@ -168,11 +170,15 @@ class Featurizer:
         self._fit(df, y, cross_fit=False)
         return self
 
-    def fit_transform(self, df: Any, y: Any = None) -> np.ndarray:
-        """Fit, and return the train matrix (target encoding cross-fitted, out-of-fold)."""
-        return self._fit(df, y, cross_fit=True)
+    def fit_transform(self, df: Any, y: Any = None, dtype: Any = np.float64) -> np.ndarray:
+        """Fit, and return the train matrix (target encoding cross-fitted, out-of-fold).
 
-    def transform(self, df: Any) -> np.ndarray:
+        ``dtype`` float32 gives the same values without the float64 copy (for models that compute
+        in float32 anyway, like XGBoost).
+        """
+        return self._fit(df, y, cross_fit=True, dtype=dtype)
+
+    def transform(self, df: Any, dtype: Any = np.float64) -> np.ndarray:
         """Features of any table with the fitted columns (extra columns ignored).
 
         Raises ``InputError`` naming the column when one is missing or holds a wrong value.
@@ -180,9 +186,9 @@ class Featurizer:
         self._check_fitted()
         canon = canonicalize(df, self.input_schema_)
         data = self._data(canon)
-        return self._assemble([b.transform(data) for b in self.blocks_], len(canon))
+        return self._assemble([b.transform(data) for b in self.blocks_], len(canon), dtype)
 
-    def transform_train(self, df: Any, y: Any = None) -> np.ndarray:
+    def transform_train(self, df: Any, y: Any = None, dtype: Any = np.float64) -> np.ndarray:
         """The training matrix of a model fitted on top of this already-fitted featurizer.
 
         Like :meth:`transform`, except that target-encoded columns are cross-fitted on these rows
@@ -205,10 +211,10 @@ class Featurizer:
                 values = self._target_values(df, y)
                 if values is None or values.isna().any():
                     raise InputError("target encoding needs the target on every training row")
-                target = (values.astype("float64").to_numpy() if self.task_ == "regression"
-                          else np.array([str(v) for v in values.to_numpy(dtype=object)], dtype=object))
+                target = (Target(values.astype("float64").to_numpy(), "continuous", seed=self.seed)
+                          if self.task_ == "regression" else self._target_codes(values))
             parts.append(copy.deepcopy(block).fit_transform(data, target))
-        return self._assemble(parts, len(canon))
+        return self._assemble(parts, len(canon), dtype)
 
     def get_feature_names_out(self, input_features: Any = None) -> list[str]:
         self._check_fitted()
@@ -223,16 +229,43 @@ class Featurizer:
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, writer: Any, prefix: str = "features/") -> None:
-        """Add the fitted featurizer to a bundle (skops, loaded with our trusted types)."""
+        """Add the fitted featurizer to a bundle: plain JSON (parameters, schema, lookup tables).
+
+        Loading it needs neither pickle nor skops (whose import of scikit-learn and SciPy cost
+        seconds on every ``predict``), and the bytes depend only on the fitted state.
+        """
         self._check_fitted()
-        writer.add_skops(prefix + FILE, self)
+        writer.add_json(prefix + FILE, self.get_state())
 
     @classmethod
     def load(cls, reader: Any, prefix: str = "features/") -> "Featurizer":
         """The fitted featurizer stored in a bundle by :meth:`save`."""
-        obj = reader.skops(prefix + FILE)
-        if not isinstance(obj, cls) or not hasattr(obj, "blocks_"):
-            raise InputError(f"{reader.path}: member {prefix + FILE!r} is not a fitted featurizer")
+        if prefix + FILE not in reader.names() and prefix + LEGACY_FILE in reader.names():
+            raise InputError(f"{reader.path}: built by an older mlsys (featurizer stored with skops)",
+                             "rebuild it with this version (featurize or train again)")
+        try:
+            return cls.from_state(reader.json(prefix + FILE))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{reader.path}: member {prefix + FILE!r} is not a fitted featurizer ({exc})") from None
+
+    def get_state(self) -> dict[str, Any]:
+        """The fitted featurizer as plain JSON (see :meth:`from_state`)."""
+        self._check_fitted()
+        fitted = {k: ([block_state(b) for b in v] if k == "blocks_" else state_of(v))
+                  for k, v in vars(self).items() if k.endswith("_") and not k.startswith("_")}
+        return {"format": 1, "params": state_of(self.get_params()), "fitted": fitted}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Featurizer":
+        """Rebuild a fitted featurizer from :meth:`get_state` (only known block types are built)."""
+        if not isinstance(state, dict) or state.get("format") != 1:
+            raise ValueError("unknown featurizer state format")
+        obj = cls(**from_state(state["params"]))
+        for key, value in state["fitted"].items():
+            if not key.endswith("_") or key.startswith("_"):
+                raise ValueError(f"unexpected fitted attribute {key!r}")
+            setattr(obj, key, [block_from_state(b) for b in value] if key == "blocks_" else from_state(value))
+        obj._check_fitted()
         return obj
 
     # -- internals ---------------------------------------------------------------------------
@@ -245,10 +278,13 @@ class Featurizer:
         return {c: canon[c].to_numpy() for c in canon.columns}
 
     @staticmethod
-    def _assemble(parts: list[np.ndarray], n: int) -> np.ndarray:
-        X = np.hstack(parts) if parts else np.zeros((n, 0))
-        # float32-representable, like the ONNX output, so models train on what the graph feeds them.
-        return X.astype(np.float32).astype(np.float64)
+    def _assemble(parts: list[np.ndarray], n: int, dtype: Any = np.float64) -> np.ndarray:
+        if not parts:
+            return np.zeros((n, 0), dtype=dtype)
+        # Rounded to float32 in the same pass that joins the blocks: float32-representable, like the
+        # ONNX output, so models train on what the graph feeds them.
+        X = np.concatenate(parts, axis=1, dtype=np.float32)
+        return X if np.dtype(dtype) == np.float32 else X.astype(dtype)
 
     def _target_values(self, df: Any, y: Any) -> Any:
         import pandas as pd
@@ -278,7 +314,7 @@ class Featurizer:
             preset["log"] = "auto" if self.log == "skewed" else bool(self.log)
         return preset
 
-    def _fit(self, df: Any, y: Any, cross_fit: bool) -> np.ndarray | None:
+    def _fit(self, df: Any, y: Any, cross_fit: bool, dtype: Any = np.float64) -> np.ndarray | None:
         import pandas as pd
 
         df = to_pandas(df)
@@ -334,9 +370,9 @@ class Featurizer:
         }
         outputs = [b.fit_transform(data, y_values) if cross_fit else b.fit(data, y_values) for b in self.blocks_]
         self.n_features_out_ = len(self.get_feature_names_out())
-        return self._assemble(outputs, len(canon)) if cross_fit else None
+        return self._assemble(outputs, len(canon), dtype) if cross_fit else None
 
-    def _fit_target(self, target: Any) -> np.ndarray | None:
+    def _fit_target(self, target: Any) -> Target | None:
         self.task_, self.classes_ = None, None
         if target is None:
             return None
@@ -351,16 +387,31 @@ class Featurizer:
                 raise InputError(f"target {name!r} is not numeric; regression needs numbers") from None
             if not np.isfinite(values).all():
                 raise InputError(f"target {name!r} holds inf values")
-            return values
-        values = target.to_numpy(dtype=object)
-        uniques = sorted(set(values.tolist()), key=str)
+            return Target(values, "continuous", seed=self.seed)
+        import pandas as pd
+
+        distinct = pd.unique(target.to_numpy(dtype=object)).tolist()
+        uniques = sorted(set(distinct), key=str)
         if len(uniques) < 2:
             raise InputError(f"target {name!r} has one class ({uniques[0]!r}); nothing to learn",
                              "check the split or the target column")
         if self.task_ == "binary" and len(uniques) > 2:
             raise InputError(f"target {name!r} has {len(uniques)} classes; binary needs 2")
         self.classes_ = uniques
-        return np.array([str(v) for v in values], dtype=object)
+        return self._target_codes(target)
+
+    def _target_codes(self, target: Any) -> Target:
+        """The target of fitted classes as codes in the order of the classes' names (as sklearn sorts them)."""
+        import pandas as pd
+
+        names = sorted({str(c) for c in self.classes_})
+        position = {n: i for i, n in enumerate(names)}
+        codes, distinct = pd.factorize(pd.Series(target).to_numpy(dtype=object))
+        try:
+            lookup = np.array([position[str(v)] for v in distinct.tolist()], dtype=np.int64)
+        except KeyError as exc:
+            raise InputError(f"target value {exc.args[0]!r} is not one of the fitted classes") from None
+        return Target(lookup[codes], self.task_, names, self.seed)
 
     def _blocks(self, schema: list[dict], settings: dict, crosses: list[tuple], types_of: dict) -> list[Any]:
         numeric = {"impute": settings["impute"], "indicator": settings["indicators"], "scaling": settings["scaling"],
@@ -417,19 +468,3 @@ class Featurizer:
             cats, _ = category_counts(values)
             entry["categories"] = [str(c) for c in cats[:1000]]
         return entry
-
-
-bundle.trust(
-    "mlsys_cli.features.pipeline.Featurizer",
-    "mlsys_cli.features.transformers.NumericBlock",
-    "mlsys_cli.features.transformers.CategoricalBlock",
-    "mlsys_cli.features.transformers.DatetimeBlock",
-    "sklearn.preprocessing._data.StandardScaler",
-    "sklearn.preprocessing._data.RobustScaler",
-    "sklearn.preprocessing._data.MinMaxScaler",
-    "sklearn.preprocessing._encoders.OneHotEncoder",
-    "sklearn.preprocessing._encoders.OrdinalEncoder",
-    "sklearn.preprocessing._target_encoder.TargetEncoder",
-    "sklearn.model_selection._split.KFold",
-    "sklearn.model_selection._split.StratifiedKFold",
-)

@@ -47,7 +47,7 @@ def category_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     import pandas as pd
 
-    counts = pd.Series(values, copy=False).value_counts(sort=False, dropna=False)
+    counts = pd.Series(values, dtype=object, copy=False).value_counts(sort=False, dropna=False)
     keys, n = counts.index.to_numpy(dtype=object), counts.to_numpy(dtype=np.int64)
     order = np.lexsort((keys, -n))
     return keys[order], n[order]
@@ -62,10 +62,10 @@ def _role(name: str, values: np.ndarray, kind: str, max_categories: int) -> tupl
         return "empty", "every value is missing"
     if kind == "string":
         keys, counts = category_counts(present)
+        if len(keys) == 1:
+            return "constant", f"one distinct value ({present[0]!r})"
         n_unique = len(keys)
-    else:
-        n_unique = len(pd.unique(present))
-    if n_unique == 1:
+    elif present.min() == present.max():
         return "constant", f"one distinct value ({present[0]!r})"
     if kind == "bool":
         return "boolean", "true/false values"
@@ -73,9 +73,12 @@ def _role(name: str, values: np.ndarray, kind: str, max_categories: int) -> tupl
         return "datetime", "timestamps"
     name_like_id = bool(_ID_NAME.search(name))
     if kind == "float":
-        integral = bool(np.all(np.floor(present) == present))
-        if integral and n_unique == n and n >= 20 and (name_like_id or bool(np.all(np.diff(present) > 0))):
-            return "id", "distinct increasing integers" if not name_like_id else "identifier name, distinct values"
+        # An id is a column of distinct integers with no gaps in it: only then count distinct values.
+        if present.size == n and n >= 20 and bool(np.all(np.floor(present) == present)):
+            if bool(np.all(np.diff(present) > 0)):
+                return "id", "identifier name, distinct values" if name_like_id else "distinct increasing integers"
+            if name_like_id and len(pd.unique(present)) == n:
+                return "id", "identifier name, distinct values"
         return "numeric", "numbers"
     if name_like_id and n_unique > max(max_categories, 0.05 * n):
         return "id", f"identifier name, {n_unique} distinct values"

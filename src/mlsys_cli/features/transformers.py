@@ -16,13 +16,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from mlsys_cli.features import encoders
 from mlsys_cli.features.schema import INT64_MIN
 
 CROSS_SEP = "\x1f"
-# A string no real category equals: transforming it shows what the encoder does with unseen values.
-_UNSEEN = "\x00mlsys-unseen\x00"
-# Largest fixed-width copy of a string column made to speed up the encoders' fit (see _compact).
-COMPACT_BYTES = 256 * 2**20
 _SCALERS = {
     "standard": "sklearn.preprocessing.StandardScaler",
     "robust": "sklearn.preprocessing.RobustScaler",
@@ -100,7 +97,7 @@ class NumericBlock:
         self.fill_ = self._fill_value(v)
         self.indicator_ = bool(self.indicator and missing.any())
         self.edges_ = None
-        self.scaler_ = None
+        self.scaling_ = None
         if self.bins:
             qs = np.quantile(v, np.linspace(0, 1, int(self.bins) + 1)[1:-1]) if v.size else np.array([])
             # float32-representable edges: the graph compares the same numbers (ARCHITECTURE.md).
@@ -108,7 +105,13 @@ class NumericBlock:
         elif self.scaling != "none" and v.size:
             import sklearn.preprocessing as skp
 
-            self.scaler_ = getattr(skp, _SCALERS[self.scaling].rsplit(".", 1)[1])().fit(v.reshape(-1, 1))
+            scaler = getattr(skp, _SCALERS[self.scaling].rsplit(".", 1)[1])().fit(v.reshape(-1, 1))
+            # The fitted constants only: transform (and the graph) apply the scaler's own two operations.
+            if hasattr(scaler, "min_"):
+                self.scaling_ = {"op": "minmax", "scale": float(scaler.scale_[0]), "min": float(scaler.min_[0])}
+            else:
+                center = scaler.mean_[0] if hasattr(scaler, "mean_") else scaler.center_[0]
+                self.scaling_ = {"op": "center", "center": float(center), "scale": float(scaler.scale_[0])}
         name = source_name(self.columns)
         if self.edges_ is not None and self.onehot_bins:
             names = [f"{name}__bin{i}" for i in range(len(self.edges_) + 1)]
@@ -144,8 +147,8 @@ class NumericBlock:
                 cols = (idx[:, None] == np.arange(len(self.edges_) + 1)[None, :]).astype(np.float64)
             else:
                 cols = np.where(np.isnan(v), np.nan, idx)[:, None]
-        elif self.scaler_ is not None:
-            cols = self.scaler_.transform(v.reshape(-1, 1))
+        elif self.scaling_ is not None:
+            cols = _scale(self.scaling_, v)[:, None]
         else:
             cols = v[:, None]
         if self.indicator_:
@@ -167,8 +170,8 @@ class NumericBlock:
                 out = g.cast(g.op("Equal", [idx, g.const(np.arange(len(self.edges_) + 1, dtype=np.float64).reshape(1, -1))]), "double")
             else:
                 out = g.where(g.op("IsNaN", [v]), v, idx)
-        elif self.scaler_ is not None:
-            out = _scale_onnx(g, self.scaler_, v)
+        elif self.scaling_ is not None:
+            out = _scale_onnx(g, self.scaling_, v)
         else:
             out = v
         if self.indicator_:
@@ -176,12 +179,17 @@ class NumericBlock:
         return out
 
 
-def _scale_onnx(g: Any, scaler: Any, v: str) -> str:
-    # The same two operations, in the same order, as each scaler's transform.
-    if hasattr(scaler, "min_"):  # MinMaxScaler: x * scale_ + min_
-        return g.op("Add", [g.op("Mul", [v, g.const(np.float64(scaler.scale_[0]))]), g.const(np.float64(scaler.min_[0]))])
-    center = scaler.mean_[0] if hasattr(scaler, "mean_") else scaler.center_[0]
-    return g.op("Div", [g.op("Sub", [v, g.const(np.float64(center))]), g.const(np.float64(scaler.scale_[0]))])
+def _scale(scaling: Mapping[str, Any], v: np.ndarray) -> np.ndarray:
+    # The same two operations, in the same order, as the sklearn scaler's transform.
+    if scaling["op"] == "minmax":  # MinMaxScaler: x * scale_ + min_
+        return v * scaling["scale"] + scaling["min"]
+    return (v - scaling["center"]) / scaling["scale"]  # StandardScaler / RobustScaler
+
+
+def _scale_onnx(g: Any, scaling: Mapping[str, Any], v: str) -> str:
+    if scaling["op"] == "minmax":
+        return g.op("Add", [g.op("Mul", [v, g.const(np.float64(scaling["scale"]))]), g.const(np.float64(scaling["min"]))])
+    return g.op("Div", [g.op("Sub", [v, g.const(np.float64(scaling["center"]))]), g.const(np.float64(scaling["scale"]))])
 
 
 class CategoricalBlock:
@@ -189,7 +197,9 @@ class CategoricalBlock:
 
     Unseen categories never fail: one-hot puts them in the infrequent column (zeros when train had
     no infrequent category), ordinal gives -1, target encoding the train target mean, hashing its
-    bucket. The missing value ``""`` is a category of its own.
+    bucket. The missing value ``""`` is a category of its own. The encodings are scikit-learn's
+    (``OneHotEncoder``, ``OrdinalEncoder``, ``TargetEncoder`` with ``smooth="auto"``), computed from
+    integer codes in :mod:`mlsys_cli.features.encoders`.
 
     Parameters
     ----------
@@ -205,7 +215,8 @@ class CategoricalBlock:
     target_type : {"binary", "multiclass", "continuous"}
         For target encoding.
     seed : int
-        Target encoding's cross-fitting folds.
+        Seed of the cross-fitting folds when the target comes as plain values (a
+        :class:`~mlsys_cli.features.encoders.Target` brings its own folds).
     """
 
     def __init__(self, columns: Sequence[str], encoding: str = "onehot", max_categories: int = 20, min_frequency: int = 5,
@@ -218,56 +229,32 @@ class CategoricalBlock:
         self.target_type = target_type
         self.seed = seed
 
-    def _encoder(self) -> Any:
-        import sklearn.preprocessing as skp
-
-        if self.encoding == "onehot":
-            return skp.OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=self.min_frequency,
-                                     max_categories=self.max_categories, sparse_output=False, dtype=np.float64)
-        if self.encoding == "ordinal":
-            return skp.OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, min_frequency=self.min_frequency,
-                                      max_categories=self.max_categories, dtype=np.float64)
-        if self.encoding == "target":
-            from sklearn.model_selection import KFold, StratifiedKFold
-
-            folds = (KFold if self.target_type == "continuous" else StratifiedKFold)(5, shuffle=True, random_state=self.seed)
-            return skp.TargetEncoder(target_type=self.target_type or "auto", cv=folds)
-        raise ValueError(f"unknown encoding {self.encoding!r}")
-
     def _fit(self, x: np.ndarray, y: Any, cross_fit: bool) -> np.ndarray | None:
         name = source_name(self.columns)
-        self.encoder_ = None
         if self.encoding == "hashing":
             self.names_out_ = [f"{name}__hash{i}" for i in range(self.n_hash)]
             return None
-        if self.encoding == "target" and y is None:
-            raise ValueError("target encoding needs the target")
-        self.encoder_ = self._encoder()
-        X = _compact(x).reshape(-1, 1)
-        out = None
+        if self.encoding not in ("onehot", "ordinal", "target"):
+            raise ValueError(f"unknown encoding {self.encoding!r}")
+        keys, codes = encoders.factorize(x)
+        self.keys_ = keys
         if self.encoding == "target":
-            out = self.encoder_.fit_transform(X, y) if cross_fit else None
-            if not cross_fit:
-                self.encoder_.fit(X, y)
-        else:
-            self.encoder_.fit(X)
-        self.keys_ = np.asarray(self.encoder_.categories_[0], dtype=object)
-        self.table_ = self.encoder_.transform(self.keys_.reshape(-1, 1))
-        self.default_ = self.encoder_.transform(np.array([[_UNSEEN]], dtype=object))[0]
-        self.names_out_ = self._names(name)
-        return out
-
-    def _names(self, name: str) -> list[str]:
+            if y is None:
+                raise ValueError("target encoding needs the target")
+            target = y if isinstance(y, encoders.Target) else as_target(y, self.target_type, self.seed)
+            self.table_, self.default_ = encoders.target_table(codes, len(keys), target.columns())
+            classes = target.classes if target.kind == "multiclass" else None
+            self.names_out_ = [f"{name}__te_{c}" for c in classes] if classes else [f"{name}__te"]
+            return encoders.target_cross_fit(codes, len(keys), target) if cross_fit else None
+        infrequent = encoders.infrequent_mask(np.bincount(codes, minlength=len(keys)), self.min_frequency, self.max_categories)
         if self.encoding == "ordinal":
-            return [name]
-        if self.encoding == "target":
-            classes = getattr(self.encoder_, "classes_", None)
-            if self.table_.shape[1] == 1 or classes is None:
-                return [f"{name}__te"]
-            return [f"{name}__te_{c}" for c in classes]
-        infrequent = self.encoder_.infrequent_categories_[0]
-        kept = [c for c in self.keys_ if infrequent is None or c not in set(infrequent)]
-        return [f"{name}={c}" for c in kept] + ([f"{name}=__other__"] if infrequent is not None and len(infrequent) else [])
+            self.table_, self.default_ = encoders.ordinal_table(infrequent)
+            self.names_out_ = [name]
+        else:
+            self.table_, self.default_ = encoders.onehot_table(infrequent)
+            self.names_out_ = ([f"{name}={c}" for c in keys[~infrequent]]
+                               + ([f"{name}=__other__"] if infrequent.any() else []))
+        return None
 
     def fit(self, data: Mapping[str, np.ndarray], y: Any = None) -> "CategoricalBlock":
         self._fit(_source(self.columns, data), y, cross_fit=False)
@@ -292,11 +279,8 @@ class CategoricalBlock:
         x = _source(self.columns, data)
         if self.encoding == "hashing":
             return (self._hash(x)[:, None] == np.arange(self.n_hash)[None, :]).astype(np.float64)
-        import pandas as pd
-
-        # The fitted lookup table (what the ONNX graph uses) with a hash index: the same values as
-        # encoder_.transform, without its Python loop per row.
-        index = pd.Index(self.keys_, dtype=object).get_indexer(x)
+        # The fitted lookup table (what the ONNX graph uses), indexed by hashing each distinct value once.
+        index = encoders.lookup(self.keys_, x)
         out = np.asarray(self.table_, dtype=np.float64)[index]
         out[index < 0] = np.asarray(self.default_, dtype=np.float64)
         return out
@@ -309,20 +293,15 @@ class CategoricalBlock:
         return g.lookup(x, self.keys_, self.table_, self.default_)
 
 
-def _compact(x: np.ndarray) -> np.ndarray:
-    """Canonical strings as a fixed-width NumPy array, when that copy stays small.
-
-    scikit-learn's encoders count and encode object arrays with a Python loop per row (a
-    million rows took seconds per column); on a fixed-width array they sort and search in C.
-    """
-    import pandas as pd
-
-    uniques = pd.unique(x)
-    width = max((len(u) for u in uniques), default=1) or 1
-    # NumPy drops trailing NULs from fixed-width strings: keep such values exact.
-    if x.size * width * 4 > COMPACT_BYTES or any(u.endswith("\x00") for u in uniques):
-        return x
-    return x.astype(f"<U{width}")
+def as_target(y: Any, target_type: str | None = None, seed: int = 0) -> "encoders.Target":
+    """A :class:`~mlsys_cli.features.encoders.Target` from plain labels (classes sorted as strings) or values."""
+    y = np.asarray(y)
+    if target_type == "continuous" or (target_type is None and y.dtype.kind == "f"):
+        return encoders.Target(y.astype(np.float64), "continuous", seed=seed)
+    labels = np.array([str(v) for v in y], dtype=object)
+    classes, codes = np.unique(labels, return_inverse=True)
+    kind = target_type or ("binary" if len(classes) <= 2 else "multiclass")
+    return encoders.Target(codes.astype(np.int64), kind, [str(c) for c in classes], seed)
 
 
 # Calendar parts from int64 epoch seconds with integer arithmetic only (H. Hinnant's
@@ -465,3 +444,26 @@ class DatetimeBlock:
 
 
 BLOCK_TYPES = (NumericBlock, CategoricalBlock, DatetimeBlock)
+
+
+def block_state(block: Any) -> dict[str, Any]:
+    """A fitted block as plain JSON: its type, parameters and fitted attributes."""
+    import inspect
+
+    params = {k: getattr(block, k) for k in inspect.signature(type(block).__init__).parameters if k != "self"}
+    fitted = {k: ([block_state(b) for b in v] if k == "blocks_" else v)
+              for k, v in vars(block).items() if k.endswith("_") and not k.startswith("_")}
+    return {"type": type(block).__name__, "params": encoders.state_of(params), "fitted": encoders.state_of(fitted)}
+
+
+def block_from_state(state: Mapping[str, Any]) -> Any:
+    """The block :func:`block_state` describes; only this module's block types are built."""
+    types = {cls.__name__: cls for cls in BLOCK_TYPES}
+    if state.get("type") not in types:
+        raise ValueError(f"unknown feature block type {state.get('type')!r}")
+    block = types[state["type"]](**encoders.from_state(state["params"]))
+    for key, value in state["fitted"].items():
+        if not key.endswith("_") or key.startswith("_"):
+            raise ValueError(f"unexpected fitted attribute {key!r}")
+        setattr(block, key, [block_from_state(b) for b in value] if key == "blocks_" else encoders.from_state(value))
+    return block

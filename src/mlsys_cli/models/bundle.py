@@ -168,7 +168,7 @@ class SinglePredictor:
 
     def predict_scores(self, df: Any) -> Any:
         """Probabilities ``[N, C]`` or values ``[N]`` for raw rows."""
-        return self.scores_from_features(self.featurizer.transform(df))
+        return self.scores_from_features(self.featurizer.transform(df, dtype=self.family.input_dtype))
 
     def save(self, writer: Any, prefix: str) -> dict[str, Any]:
         """Add members under ``prefix``; returns the layout for the manifest."""

@@ -403,12 +403,12 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
         featurizer = load_features(features, target)
         features_spec: dict[str, Any] = {"bundle": input_record(features)}
         # Target-encoded columns are cross-fitted on the training rows, as fit_transform does.
-        X = featurizer.transform_train(X_frame)
+        X = featurizer.transform_train(X_frame, dtype=family.input_dtype)
     else:
         features_spec = {"preset": family.preset, "family": family.name, "task": task, **dict(features or {})}
         featurizer = make_featurizer(target, family.preset, features_spec, seed)
         # fit_transform: target-encoded columns of the training matrix are cross-fitted (out of fold).
-        X = featurizer.fit_transform(X_frame)
+        X = featurizer.fit_transform(X_frame, dtype=family.input_dtype)
         check_roles(featurizer, train)
     schema = list(featurizer.input_schema_)
 
@@ -418,7 +418,7 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
         check_target(valid_df[target], target, valid)
         y_valid = _encode(task, valid_df[target], classes, valid)
         w_valid = sample_weights(valid_df, sample_weight, class_weight, y_valid, task, n_classes, valid)
-        X_valid = featurizer.transform(valid_df.drop(columns=drop))
+        X_valid = featurizer.transform(valid_df.drop(columns=drop), dtype=family.input_dtype)
         eval_set = (X_valid, y_valid) if w_valid is None else (X_valid, y_valid, w_valid)
 
     caught: list[str] = []
