@@ -16,9 +16,18 @@ The peers fit on the training rows (their defaults have no early stopping); mlsy
 (``python -m mlsys_cli``), so its times include start-up, reading Parquet, featurizing,
 reference statistics and writing the bundle; the peers' times are ``fit`` alone.
 
-Overhead: featurize + train on generated rows (mixed numeric and categorical, missing values)
-with ``mlsys train --model xgboost`` vs ``xgboost.train`` with the same native parameters on the
-matrix mlsys's featurizer makes from the same table (DMatrix construction + training).
+Overhead: featurize + train on generated rows (mixed numeric and categorical, missing values),
+measured two ways side by side in one run:
+
+- as processes: ``mlsys train --model xgboost`` on the raw table vs ``raw_xgboost.py train``,
+  XGBoost alone on the matrix mlsys's featurizer makes from that table, already encoded and
+  stored as Parquet (import, read, ``QuantileDMatrix`` + ``xgboost.train`` with the same native
+  parameters, save): the wall time of each process;
+- in one process with the imports paid: ``models.train.train_model`` (read, featurize, train,
+  reference statistics, bundle write) vs ``QuantileDMatrix`` + ``xgboost.train`` on that matrix
+  in memory.
+
+The two models are compared on the training matrix (max |difference| of the probabilities).
 
 Run (each part stays under ~5 minutes on 2 cores)::
 
@@ -259,51 +268,99 @@ def quality(datasets: list[str], families: list[str], work: Path) -> str:
 
 # --- overhead -------------------------------------------------------------------------------
 
+RAW = ROOT / "benchmarks" / "raw_xgboost.py"
+
+
+def raw(*args: Any) -> tuple[float, dict[str, Any]]:
+    """Run ``raw_xgboost.py`` (XGBoost alone) in its own process: (wall seconds, its step timings)."""
+    cmd = [sys.executable, str(RAW), *map(str, args)]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"raw_xgboost {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return seconds, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def write_matrix(X: Any, y: Any, path: Path) -> Path:
+    """The encoded matrix as Parquet (float32 columns f0..fk, plus the label when given)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {f"f{j}": X[:, j].astype("float32") for j in range(X.shape[1])}
+    if y is not None:
+        cols[BIG_TARGET] = y
+    pq.write_table(pa.table(cols), path)
+    return path
+
+
 def encoded_matrix(big: Path) -> tuple[Any, Any]:
-    """The matrix ``mlsys train --model xgboost`` fits on: its default featurizer on the table."""
+    """The matrix ``mlsys train --model xgboost`` fits on: its default featurizer's training matrix."""
+    import numpy as np
     import pandas as pd
 
     from mlsys_cli.features import Featurizer
     from mlsys_cli.models.families import get_family
 
     frame = pd.read_parquet(big)
-    fz = Featurizer(target=BIG_TARGET, preset=get_family("xgboost").preset, seed=SEED).fit(frame)
-    return fz.transform(frame), frame[BIG_TARGET].to_numpy()
+    fz = Featurizer(target=BIG_TARGET, preset=get_family("xgboost").preset, seed=SEED)
+    return fz.fit_transform(frame, dtype=np.float32), frame[BIG_TARGET].to_numpy()
 
 
-def xgboost_direct(X: Any, y: Any, rounds: int) -> float:
-    """``xgboost.train`` with the native parameters mlsys uses (same rounds, threads, seed)."""
-    import xgboost as xgb
-
+def native_params(rounds: int) -> dict[str, Any]:
+    """The booster parameters of the XGBClassifier mlsys fits (objective, depth, rate, threads, seed)."""
     from mlsys_cli.models.families import get_family
 
     family = get_family("xgboost")
     params = {**family.default_params("binary"), "n_estimators": rounds}
-    # The booster parameters of the XGBClassifier mlsys fits (objective, depth, rate, threads, seed).
     native = family.make("binary", 2, params, SEED).estimator.get_xgb_params()
-    start = time.perf_counter()
-    dtrain = xgb.DMatrix(X, label=y, nthread=params["nthread"])
-    xgb.train(native, dtrain, num_boost_round=rounds)
-    return time.perf_counter() - start
+    return {k: v for k, v in native.items() if v is not None}
 
 
 def overhead(rows: int, rounds: int, work: Path) -> str:
+    import numpy as np
+    import xgboost as xgb
+
+    from mlsys_cli.models.bundle import ModelBundle
+    from mlsys_cli.models.train import train_model
+
     big = make_big_table(work / f"big_{rows}.parquet", rows)
     model = work / f"big_{rows}.mlsys"
-    t_mlsys, out = mlsys("train", big, "--target", BIG_TARGET, "--model", "xgboost", "--param", f"n_estimators={rounds}",
-                         "--seed", SEED, "-o", model, "--json")
-    inner = json.loads(out)
+    # 1. Both sides as the processes a user runs: mlsys from the raw table, XGBoost alone from the
+    #    matrix already encoded (no featurizing at all on its side).
+    t_cli, out = mlsys("train", big, "--target", BIG_TARGET, "--model", "xgboost", "--param", f"n_estimators={rounds}",
+                       "--seed", SEED, "-o", model, "--json")
     X, y = encoded_matrix(big)
-    t_direct = xgboost_direct(X, y, rounds)
-    ratio = t_mlsys / t_direct
-    print(f"overhead: mlsys train {t_mlsys:.1f}s, xgboost.train {t_direct:.1f}s, ratio {ratio:.2f}", flush=True)
-    timing = {k: v for k, v in inner.items() if "second" in k or k.endswith("_s")}
-    rows_md = [[f"{rows:,}", f"{X.shape[1]}", rounds, f"{t_mlsys:.1f}", f"{t_direct:.1f}", f"{ratio:.2f}",
-                "yes" if ratio <= 1.2 else "**no**"]]
-    text = table(["rows", "encoded features", "rounds", "mlsys train s (CLI, featurize+train+bundle)",
-                  "xgboost.train s (DMatrix+train)", "ratio", "<= 1.2"], rows_md)
-    if timing:
-        text += f"\n\nmlsys's own report: `{json.dumps(timing)}`"
+    matrix = write_matrix(X, y, work / f"encoded_{rows}.parquet")
+    params = native_params(rounds)
+    (work / "xgb_params.json").write_text(json.dumps(params))
+    t_raw, steps = raw("train", matrix, BIG_TARGET, work / "xgb_params.json", rounds, work / f"raw_{rows}.ubj")
+    # 2. In one process, imports paid: mlsys's train function (reading and featurizing the raw
+    #    table, training, bundle write) vs XGBoost on the encoded matrix in memory.
+    start = time.perf_counter()
+    bundle, _ = train_model(str(big), target=BIG_TARGET, model="xgboost", params={"n_estimators": rounds}, seed=SEED)
+    bundle.save(work / f"big_{rows}_inproc.mlsys")
+    t_fn = time.perf_counter() - start
+    start = time.perf_counter()
+    booster = xgb.train(params, xgb.QuantileDMatrix(X, label=y, nthread=params.get("nthread"), max_bin=params.get("max_bin", 256)),
+                        num_boost_round=rounds)
+    t_lib = time.perf_counter() - start
+    # The same work: the two models must agree on the training rows.
+    ours = ModelBundle.load(model).predictor.estimator.estimator.get_booster().inplace_predict(X)
+    diff = float(np.max(np.abs(ours - booster.inplace_predict(X))))
+    r_proc, r_fn = t_cli / t_raw, t_fn / t_lib
+    print(f"overhead: mlsys train {t_cli:.1f}s vs XGBoost process {t_raw:.1f}s ({r_proc:.2f}); "
+          f"in-process {t_fn:.1f}s vs {t_lib:.1f}s ({r_fn:.2f}); max |diff| {diff:.1e}", flush=True)
+    rows_md = [[f"{rows:,}", f"{X.shape[1]}", rounds, f"{t_cli:.1f}", f"{t_raw:.1f}", f"{r_proc:.2f}",
+                "yes" if r_proc <= 1.2 else "**no**", f"{t_fn:.1f}", f"{t_lib:.1f}", f"{r_fn:.2f}",
+                "yes" if r_fn <= 1.2 else "**no**", f"{diff:.1e}"]]
+    text = table(["rows", "encoded features", "rounds", "mlsys train s (process, raw table)",
+                  "XGBoost s (process, encoded matrix)", "ratio", "<= 1.2",
+                  "mlsys train_model s (in process)", "QuantileDMatrix + xgboost.train s (in memory)", "ratio",
+                  "<= 1.2", "max |diff| of the two models"], rows_md)
+    inner = json.loads(out)
+    text += (f"\n\nXGBoost process steps: `{json.dumps(steps)}`; mlsys's own report: "
+             f"`{json.dumps({'seconds': inner.get('seconds')})}`")
     return text
 
 

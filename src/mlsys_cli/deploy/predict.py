@@ -198,24 +198,43 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     rows = n_batches = 0
     acc: dict[str, Any] = {}
     writer = None
-    with atomic_path(output, suffix=".parquet") as tmp:
+
+    def finish(pending: tuple[Any, Any]) -> None:
+        nonlocal writer, rows, n_batches
+        future, batch = pending
         try:
+            table, out = future.result()
+        except InputError as exc:
+            raise InputError(f"{exc.message} in input rows {rows}..{rows + batch.num_rows - 1}", exc.hint) from None
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, table.schema.with_metadata(stamp), compression="zstd")
+        writer.write_table(table)
+        _summary_update(acc, out, model.task)
+        rows += batch.num_rows
+        n_batches += 1
+        if progress is not None:
+            progress.advance(batch.num_rows)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with atomic_path(output, suffix=".parquet") as tmp:
+        # A pipeline of one batch: while one worker featurizes and predicts batch k (XGBoost,
+        # onnxruntime and torch release the GIL), this thread reads batch k+1 and writes batch k-1.
+        # Batches are predicted one at a time, in order, so the output is the same as a plain loop.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlsys-predict")
+        try:
+            pending = None
             for batch in batches(columns, batch_rows):
-                try:
-                    table, out = _table(model, batch, keep)
-                except InputError as exc:
-                    raise InputError(f"{exc.message} in input rows {rows}..{rows + batch.num_rows - 1}", exc.hint) from None
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema.with_metadata(stamp), compression="zstd")
-                writer.write_table(table)
-                _summary_update(acc, out, model.task)
-                rows += batch.num_rows
-                n_batches += 1
-                if progress is not None:
-                    progress.advance(batch.num_rows)
+                submitted = (pool.submit(_table, model, batch, keep), batch)
+                if pending is not None:
+                    finish(pending)
+                pending = submitted
+            if pending is not None:
+                finish(pending)
             if writer is None:
                 writer = pq.ParquetWriter(tmp, _empty_schema(model, schema, keep).with_metadata(stamp), compression="zstd")
         finally:
+            pool.shutdown(wait=True, cancel_futures=True)
             if writer is not None:
                 writer.close()
     return PredictResult(output=str(output), model=str(model_path), task=model.task, rows=rows,
