@@ -51,8 +51,19 @@ def encode_labels(y_true: Any, classes: Sequence[Any]) -> Any:
     """Map labels to class indices (``-1`` for a label not in ``classes``)."""
     import numpy as np
 
+    import pandas as pd
+
     index = {class_key(c): i for i, c in enumerate(classes)}
-    return np.fromiter((index.get(class_key(v), -1) for v in y_true), dtype=np.int64, count=len(y_true))
+    if hasattr(y_true, "to_numpy"):
+        values = y_true.to_numpy()
+    elif isinstance(y_true, np.ndarray):
+        values = y_true
+    else:
+        values = np.array(list(y_true), dtype=object)
+    # Look each distinct label up once (a few classes), then index back; missing labels give -1.
+    codes, distinct = pd.factorize(values, use_na_sentinel=True)
+    lookup = np.array([index.get(class_key(v), -1) for v in distinct.tolist()] + [-1], dtype=np.int64)
+    return lookup[codes]
 
 
 def class_key(value: Any) -> Any:
