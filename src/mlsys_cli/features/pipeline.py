@@ -19,7 +19,7 @@ import numpy as np
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.features import leakage as _leakage
 from mlsys_cli.features.roles import FEATURE_ROLES, category_counts, infer_roles
-from mlsys_cli.features.schema import canonicalize, infer_schema, to_pandas
+from mlsys_cli.features.schema import canonical_arrays, infer_schema, to_pandas
 from mlsys_cli.features.encoders import Target, from_state, state_of
 from mlsys_cli.features.transformers import CategoricalBlock, DatetimeBlock, NumericBlock, block_from_state, block_state
 
@@ -184,9 +184,9 @@ class Featurizer:
         Raises ``InputError`` naming the column when one is missing or holds a wrong value.
         """
         self._check_fitted()
-        canon = canonicalize(df, self.input_schema_)
-        data = self._data(canon)
-        return self._assemble([b.transform(data) for b in self.blocks_], len(canon), dtype)
+        df = to_pandas(df)
+        data = canonical_arrays(df, self.input_schema_)
+        return self._assemble([b.transform(data) for b in self.blocks_], len(df), dtype)
 
     def transform_train(self, df: Any, y: Any = None, dtype: Any = np.float64) -> np.ndarray:
         """The training matrix of a model fitted on top of this already-fitted featurizer.
@@ -199,8 +199,7 @@ class Featurizer:
 
         self._check_fitted()
         df = to_pandas(df)
-        canon = canonicalize(df, self.input_schema_)
-        data = self._data(canon)
+        data = canonical_arrays(df, self.input_schema_)
         parts = []
         target = None
         for block in self.blocks_:
@@ -214,7 +213,7 @@ class Featurizer:
                 target = (Target(values.astype("float64").to_numpy(), "continuous", seed=self.seed)
                           if self.task_ == "regression" else self._target_codes(values))
             parts.append(copy.deepcopy(block).fit_transform(data, target))
-        return self._assemble(parts, len(canon), dtype)
+        return self._assemble(parts, len(df), dtype)
 
     def get_feature_names_out(self, input_features: Any = None) -> list[str]:
         self._check_fitted()
@@ -272,10 +271,6 @@ class Featurizer:
     def _check_fitted(self) -> None:
         if not hasattr(self, "blocks_"):
             raise ValueError("this Featurizer is not fitted yet; call fit() first")
-
-    @staticmethod
-    def _data(canon: Any) -> dict[str, np.ndarray]:
-        return {c: canon[c].to_numpy() for c in canon.columns}
 
     @staticmethod
     def _assemble(parts: list[np.ndarray], n: int, dtype: Any = np.float64) -> np.ndarray:
@@ -344,9 +339,8 @@ class Featurizer:
         types = {n: t for key, t in (("numeric", "float"), ("categorical", "string"), ("datetime", "datetime"))
                  for n in overrides[key]}
         schema = infer_schema(features, types)
-        canon = canonicalize(features, schema)
-        data = self._data(canon)
-        self.roles_ = infer_roles(canon, schema, max_categories=self.max_categories, numeric=overrides["numeric"],
+        data = canonical_arrays(features, schema)
+        self.roles_ = infer_roles(data, schema, max_categories=self.max_categories, numeric=overrides["numeric"],
                                   categorical=overrides["categorical"], datetime=overrides["datetime"],
                                   drop=overrides["drop"], ids=overrides["ids"])
         self.n_categories_ = {c["name"]: int(len(pd.unique(data[c["name"]]))) for c in schema if c["type"] == "string"}
@@ -365,12 +359,12 @@ class Featurizer:
         self.report_ = {
             "leakage": findings,
             "dropped": {n: r["reason"] for n, r in self.roles_.items() if r["role"] not in FEATURE_ROLES},
-            "rows": int(len(canon)),
+            "rows": int(len(features)),
             "rows_missing_target": self.n_missing_target_,
         }
         outputs = [b.fit_transform(data, y_values) if cross_fit else b.fit(data, y_values) for b in self.blocks_]
         self.n_features_out_ = len(self.get_feature_names_out())
-        return self._assemble(outputs, len(canon), dtype) if cross_fit else None
+        return self._assemble(outputs, len(features), dtype) if cross_fit else None
 
     def _fit_target(self, target: Any) -> Target | None:
         self.task_, self.classes_ = None, None

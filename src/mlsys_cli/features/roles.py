@@ -108,7 +108,7 @@ def infer_roles(
 
     Parameters
     ----------
-    canon : pandas.DataFrame
+    canon : pandas.DataFrame or dict of arrays
         Canonical values (:func:`mlsys_cli.features.schema.canonicalize`).
     schema : list of dict
         ``[{"name", "type"}]`` of ``canon``.
@@ -125,7 +125,7 @@ def infer_roles(
     roles: dict[str, dict[str, Any]] = {}
     for col in schema:
         name, kind = col["name"], col["type"]
-        values = canon[name].to_numpy()
+        values = np.asarray(canon[name])
         miss = float(missing_mask(values, kind).mean()) if len(values) else 0.0
         if name in drop:
             role, reason = "dropped", "--drop"

@@ -222,6 +222,16 @@ def canonicalize(df: Any, input_schema: Sequence[dict[str, Any]]) -> Any:
     """
     import pandas as pd
 
+    out = canonical_arrays(df, input_schema)
+    # Explicit object Series: pandas 3 would otherwise turn each string column into its Arrow
+    # string dtype, which every consumer then converts back (two copies of every string per batch).
+    n = len(next(iter(out.values()))) if out else len(to_pandas(df))
+    return pd.DataFrame({k: pd.Series(v, dtype=object, copy=False) if v.dtype == object else v for k, v in out.items()},
+                        index=pd.RangeIndex(n))
+
+
+def canonical_arrays(df: Any, input_schema: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """:func:`canonicalize` as a dict of NumPy arrays (no DataFrame, so no consolidating copy)."""
     df = to_pandas(df)
     columns = {str(c): c for c in df.columns}
     missing = [c["name"] for c in input_schema if c["name"] not in columns]
@@ -230,11 +240,7 @@ def canonicalize(df: Any, input_schema: Sequence[dict[str, Any]]) -> Any:
             f"column {missing[0]!r} is missing from the input" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
             "the features were fitted on: " + ", ".join(c["name"] for c in input_schema),
         )
-    out = {c["name"]: canonical_column(c["name"], df[columns[c["name"]]], c["type"]) for c in input_schema}
-    # Explicit object Series: pandas 3 would otherwise turn each string column into its Arrow
-    # string dtype, which every consumer then converts back (two copies of every string per batch).
-    return pd.DataFrame({k: pd.Series(v, dtype=object, copy=False) if v.dtype == object else v for k, v in out.items()},
-                        index=pd.RangeIndex(len(df)))
+    return {c["name"]: canonical_column(c["name"], df[columns[c["name"]]], c["type"]) for c in input_schema}
 
 
 def out_of_range(df: Any, input_schema: Sequence[dict[str, Any]]) -> dict[str, int]:
