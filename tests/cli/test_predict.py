@@ -134,3 +134,16 @@ def test_real_process_csv_input(setup, tmp_path):
     report = json.loads(result.stdout)
     assert report["rows"] == 120 and report["batches"] == 3
     assert pq.read_table(tmp_path / "p.parquet").num_rows == 120
+
+
+@pytest.mark.parametrize("command", ["predict", "train"])
+def test_output_that_is_a_directory_is_a_usage_error(setup, tmp_path, command):
+    """``-o out/`` (or an existing directory) names no file: exit 2, nothing written under a wrong name."""
+    d = setup
+    args = ([d / "m.mlsys", d / "big.parquet"] if command == "predict"
+            else [d / "train.parquet", "--target", "y", "--param", "n_estimators=5"])
+    for out in (f"{tmp_path / 'sub'}/", str(tmp_path)):
+        result = run_cli(command, *args, "-o", out)
+        assert_clean_error(result, 2)
+        assert "is a directory; give a file name" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []

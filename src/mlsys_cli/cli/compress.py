@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, output_path
 
 _COLUMNS = ["name", "technique", "format", "METRIC", "drop", "onnx_bytes", "size_ratio", "single_row_ms", "speedup",
             "batch_ms", "qualifies", "kept"]
@@ -32,7 +32,7 @@ def _human(result: Any) -> None:
 def command(
     model: Annotated[Path, typer.Argument(help="The model: a .mlsys bundle (or an .onnx file from mlsys export).")],
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="Held-out rows with the target (repeatable).")] = None,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write the kept model: .mlsys or .onnx.")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", parser=output_path, help="Where to write the kept model: .mlsys or .onnx.")] = None,
     max_metric_drop: Annotated[str, typer.Option("--max-metric-drop", help="Allowed worsening of the primary metric: 0.005, or 1% of it.")] = "0.005",
     technique: Annotated[Optional[list[str]], typer.Option("--technique", help="pruning, quantization, distillation or low-rank (repeatable; default all).")] = None,
     prefer: Annotated[str, typer.Option("--prefer", help="Keep the smallest (size) or the fastest (latency) qualifying candidate.")] = "size",
