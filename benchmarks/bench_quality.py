@@ -5,13 +5,16 @@ For each dataset of :data:`benchmarks.datasets.TUNE_SET` (real public tables shi
 :func:`benchmarks.datasets.split` is given to three contenders, one after the other (never in
 parallel, so they get the same machine):
 
-- **mlsys**: the real CLI under one total budget (default 60 s of wall time, process start-up,
+- **mlsys**: the real CLI under one total budget (default 60 s of wall time, process start-ups,
   data loading and writing included): ``mlsys tune --model auto --timeout T`` with
-  ``T = FIRST_SHARE * budget``; the ensemble step's cost is then estimated from the study's trial
-  durations and the time it does not need resumes the study (a second ``tune`` run); then
-  ``mlsys ensemble --from-study --top K --method select`` (K <= 3, as many as fit) on the
-  validation table; the ensemble is kept when its report says it is worth it, else its
-  first member alone (the study's best trial, retrained by the ensemble step).
+  ``T = budget - ENSEMBLE_S - TUNE_START_S`` (tune keeps the fitted models of each family's best
+  trials in the study's artifact store), then ``mlsys ensemble --from-study --top 3 --method
+  select --timeout T2`` on the validation table with ``T2`` = what is left of the budget minus
+  ``ENSEMBLE_START_S`` (the ensemble loads the kept models instead of retraining them, retrains
+  only the members tune did not keep, and drops members that do not fit in ``T2``). The
+  ensemble is used when its cross-fitted score on the validation rows beats its best member
+  (``gain.value > 0``), else that member alone (the study's best trial); the report's own
+  verdict, which also weighs latency and the gain's confidence interval, is listed below the table.
 - **FLAML**: ``flaml.AutoML().fit(time_budget=budget)`` on the same train rows with the same
   validation rows (``X_val``/``y_val``) and the same metric.
 - **XGBoost defaults**: ``XGBClassifier()``/``XGBRegressor()`` with native categorical support,
@@ -44,18 +47,14 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.datasets import DATASETS, TUNE_SET, split  # noqa: E402
 
-# The first tuning run gets this share of the budget; the rest goes to the ensemble step, whose
-# cost is then estimated from the study's trial durations, and what that does not need resumes
-# the study (so cheap datasets tune for most of the budget and slow ones still fit).
-FIRST_SHARE = 0.5
-# Ensemble step cost ~ process start-up, loading and cross-fitting + retraining its members.
-# (Measured: 8-9 s for two quick members on wa_churn; the first estimates, 5 s + 1.3x, overran
-# the budget by 1-3 s.)
-ENSEMBLE_OVERHEAD_S = 7.0
-RETRAIN_FACTOR = 1.5
-# A resumed tuning run pays its start-up and featurizing again: not worth it for less than this.
-RESUME_MIN_S = 8.0
-RESUME_OVERHEAD_S = 5.0
+# The ensemble step's share of the budget (its process start-up, loading the kept models,
+# retraining the others, scoring, cross-fitting and writing the bundle), measured at 8-13 s for
+# three members on a loaded 2-core machine.
+ENSEMBLE_S = 12.0
+# Process start-up and imports before a command's own --timeout clock starts, plus what it does
+# after (tune finishes the running trial's scoring; ensemble writes the bundle).
+TUNE_START_S = 2.0
+ENSEMBLE_START_S = 3.0
 TOP = 3
 METRIC = {"binary": ("auc", "roc_auc"), "multiclass": ("log_loss", "log_loss"), "regression": ("rmse", "rmse")}
 
@@ -81,63 +80,34 @@ def test_score(task: str, y: Any, scores: Any, classes: list[Any] | None) -> flo
     return float(log_loss(y, np.clip(scores, 1e-15, 1), labels=classes))
 
 
-def ensemble_plan(storage: str, study: str, remaining: float) -> tuple[int, float]:
-    """How many of the study's best trials the ensemble step can retrain in ``remaining`` seconds.
-
-    Its cost is estimated from the trials' own durations (the retrain fits the same configuration
-    on the same rows, without scoring each round); at least two members, at most :data:`TOP`.
-    """
-    import optuna
-    from optuna.trial import TrialState
-
-    from mlsys_cli.models.ensemble import pick_trials
-    from mlsys_cli.models.tune import open_storage
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    loaded = optuna.load_study(study_name=study, storage=open_storage(storage))
-    done = [t for t in loaded.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.duration is not None and "params" in t.user_attrs]
-    top, cost = TOP, 0.0
-    for k in range(TOP, 1, -1):
-        top = k
-        # The same choice as ``ensemble --from-study --top k`` makes.
-        chosen = pick_trials(done, k, maximize=loaded.direction.name == "MAXIMIZE")
-        cost = ENSEMBLE_OVERHEAD_S + RETRAIN_FACTOR * sum(t.duration.total_seconds() for t in chosen)
-        if cost <= remaining:
-            break
-    return top, cost
-
-
 def run_mlsys(name: str, parts: dict[str, Path], test: Any, budget: float, seed: int, work: Path) -> dict[str, Any]:
     from mlsys_cli.models.bundle import ModelBundle
 
     spec = DATASETS[name]
     storage = f"journal:{work / 'study.log'}"
     start = time.perf_counter()
-    tune_args = ("tune", parts["train"], "--valid", parts["valid"], "--target", spec.target, "--model", "auto",
-                 "--storage", storage, "--study", name, "--seed", seed)
-    tuned = mlsys(*tune_args, "--timeout", f"{budget * FIRST_SHARE:.1f}s")
-    tune_s = tuned["elapsed_s"]
-    top, cost = ensemble_plan(storage, name, budget - (time.perf_counter() - start))
-    left = budget - (time.perf_counter() - start) - cost - RESUME_OVERHEAD_S
-    if left >= RESUME_MIN_S:
-        tuned = mlsys(*tune_args, "--timeout", f"{left:.1f}s")
-        tune_s += tuned["elapsed_s"]
-        top, cost = ensemble_plan(storage, name, budget - (time.perf_counter() - start))
-    ens = mlsys("ensemble", "--from-study", "--storage", storage, "--study", name, "--top", top, "--train",
-                parts["train"], "--data", parts["valid"], "--method", "select", "--seed", seed, "-o", work / "ens.mlsys")
+    tuned = mlsys("tune", parts["train"], "--valid", parts["valid"], "--target", spec.target, "--model", "auto",
+                  "--storage", storage, "--study", name, "--seed", seed,
+                  "--timeout", f"{budget - ENSEMBLE_S - TUNE_START_S:.1f}s")
+    tune_s = time.perf_counter() - start
+    left = budget - tune_s - ENSEMBLE_START_S
+    ens = mlsys("ensemble", "--from-study", "--storage", storage, "--study", name, "--top", TOP, "--train",
+                parts["train"], "--data", parts["valid"], "--method", "select", "--seed", seed,
+                "--timeout", f"{max(left, 1.0):.1f}s", "-o", work / "ens.mlsys")
     seconds = time.perf_counter() - start
     bundle = ModelBundle.load(work / "ens.mlsys")
     # Selection always picks the best single member first, so member 0 is the study's best trial.
     single = bundle.predictor.members[0].predict_scores(test)
-    scores = bundle.predictor.predict_scores(test) if ens["worth_it"] else single
+    use_ensemble = ens["gain"]["value"] is not None and ens["gain"]["value"] > 0
+    scores = bundle.predictor.predict_scores(test) if use_ensemble else single
     return {
         "test": test_score(spec.task, test[spec.target], scores, bundle.classes),
         "single": test_score(spec.task, test[spec.target], single, bundle.classes),
-        "tune_s": tune_s, "top": top, "ensemble_estimate_s": cost,
-        "seconds": seconds, "best_family": tuned["best"]["family"], "trials": tuned["trials"]["complete"],
+        "tune_s": tune_s, "ensemble_s": seconds - tune_s, "seconds": seconds,
+        "best_family": tuned["best"]["family"], "trials": tuned["trials"]["complete"],
         "families": {f["family"]: f["trials"] for f in tuned["families"]},
-        "ensemble": ens["worth_it"], "verdict": ens["verdict"],
+        "ensemble": use_ensemble, "verdict": ens["verdict"],
+        "members": {m["model"]: m["source"] for m in ens["members"]}, "skipped": ens["skipped"],
     }
 
 
@@ -204,7 +174,7 @@ def render(rows: list[dict[str, Any]], budget: float, load: str) -> str:
         f"Machine: {os.cpu_count()} cores, load average at the start {load} (shared with other jobs: timings are noisy).",
         "",
         "| dataset | task | metric | mlsys (tune+ensemble) | mlsys tuned single | FLAML | XGBoost defaults "
-        "| mlsys s | FLAML s | mlsys best family (trials per family) | ensemble kept | FLAML best |",
+        "| mlsys s | FLAML s | mlsys best family (trials per family) | ensemble used | FLAML best |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -223,7 +193,10 @@ def render(rows: list[dict[str, Any]], budget: float, load: str) -> str:
         "",
         "Ensemble verdicts:",
         "",
-        *[f"- {r['name']}: {r['mlsys']['verdict']}" for r in rows],
+        *[f"- {r['name']}: {r['mlsys']['verdict']} (members: "
+          + ", ".join(f"{m} {src}" for m, src in r["mlsys"]["members"].items())
+          + (f"; skipped for time: {', '.join(x['model'] for x in r['mlsys']['skipped'])}" if r["mlsys"]["skipped"] else "")
+          + f"; tune {r['mlsys']['tune_s']:.1f} s + ensemble {r['mlsys']['ensemble_s']:.1f} s)" for r in rows],
         "",
     ]
     return "\n".join(lines)

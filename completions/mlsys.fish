@@ -62,10 +62,12 @@ complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l target
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l task
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -s o
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l help
+complete -c mlsys -n '__fish_seen_subcommand_from tune' -l artifacts
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l cv
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l drop
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l html
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l json
+complete -c mlsys -n '__fish_seen_subcommand_from tune' -l keep-models
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l metric
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l model
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l n-jobs
@@ -115,6 +117,7 @@ complete -c mlsys -n '__fish_seen_subcommand_from ensemble' -l report
 complete -c mlsys -n '__fish_seen_subcommand_from ensemble' -l seed
 complete -c mlsys -n '__fish_seen_subcommand_from ensemble' -l storage
 complete -c mlsys -n '__fish_seen_subcommand_from ensemble' -l study
+complete -c mlsys -n '__fish_seen_subcommand_from ensemble' -l timeout
 complete -c mlsys -n '__fish_seen_subcommand_from ensemble' -l top
 complete -c mlsys -n '__fish_seen_subcommand_from ensemble' -l train
 complete -c mlsys -n '__fish_seen_subcommand_from ensemble' -s o

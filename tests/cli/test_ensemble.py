@@ -58,10 +58,13 @@ def test_from_study(small_tables, tmp_path):
     tuned = run_cli("tune", t["train"], "--valid", t["valid"], "--target", "churned", "--drop", "customer_id",
                     "--model", "linear", "--trials", "3", "--storage", storage, "--study", "s")
     assert tuned.code == 0, tuned.stderr
-    result = run_cli("ensemble", "--from-study", "--storage", storage, "--study", "s", "--top", "2", "--train", t["train"],
-                     "--data", t["valid"], "--method", "weighted", "-o", tmp_path / "e.mlsys", "--json")
+    # tune kept its best trials' models: no --train is needed, nothing is retrained.
+    result = run_cli("ensemble", "--from-study", "--storage", storage, "--study", "s", "--top", "2",
+                     "--data", t["valid"], "--method", "weighted", "--timeout", "5m", "-o", tmp_path / "e.mlsys", "--json")
     assert result.code == 0, result.stderr
     assert len(result.json["members"]) == 2 and all("#trial" in m["model"] for m in result.json["members"])
+    assert [m["source"] for m in result.json["members"]] == ["kept", "kept"]
+    assert result.json["stopped_by"] is None and result.json["skipped"] == []
 
 
 @pytest.mark.parametrize("case, code, text", [
@@ -73,6 +76,7 @@ def test_from_study(small_tables, tmp_path):
     ("no-target", 3, "no target column 'churned'"),
     ("missing", 3, "error: "),
     ("study-without-name", 2, "--from-study needs --study"),
+    ("timeout", 2, "invalid duration '0': must be positive"),
 ])
 def test_bad_input(bundles, small_tables, tmp_path, case, code, text):
     import pandas as pd
@@ -88,7 +92,7 @@ def test_bad_input(bundles, small_tables, tmp_path, case, code, text):
         "single": [bundles["linear"], *data], "method": [*pair, *data, "--method", "vote"], "no-data": pair,
         "train-data": [*pair, "--data", t["train"]], "tasks": [bundles["linear"], bundles["ridge"], *data],
         "no-target": [*pair, *data], "missing": [bundles["linear"], tmp_path / "nope.mlsys", *data],
-        "study-without-name": ["--from-study", *data],
+        "study-without-name": ["--from-study", *data], "timeout": [*pair, *data, "--timeout", "0"],
     }[case]
     result = run_cli("ensemble", *args)
     assert_clean_error(result, code)

@@ -11,7 +11,8 @@ import pytest
 
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.models.bundle import ModelBundle
-from mlsys_cli.models.ensemble import METHODS, Combiner, build_ensemble, cross_fit, ensemble, study_members
+from mlsys_cli.models.ensemble import (METHODS, Combiner, KeptPredictor, build_ensemble, cross_fit, ensemble,
+                                      study_members)
 from mlsys_cli.models.train import train_model
 
 
@@ -194,8 +195,8 @@ def test_members_from_a_study_train_its_best_distinct_trials(small_tables, tmp_p
     storage = f"journal:{tmp_path}/s.log"
     tune(str(t["train"]), valid=str(t["valid"]), target="churned", model="linear", trials=4, storage=storage,
          study="s", features={"drop": ["customer_id"]})
-    named = study_members(storage, "s", 2, str(t["train"]))
-    assert len(named) == 2 and all("linear" in name for name, _ in named)
+    named, skipped = study_members(storage, "s", 2, str(t["train"]))
+    assert len(named) == 2 and all("linear" in name for name, _ in named) and not skipped
     # The study's featurizer options come with its trials: customer_id is not a feature.
     for _, bundle in named:
         assert "customer_id" not in [c["name"] for c in bundle.input_schema]
@@ -232,3 +233,126 @@ def test_pick_trials_takes_each_family_best_first_then_the_next_best():
     assert [t.number for t in pick_trials(done, 5, maximize=True)] == [1, 2, 3, 0]
     # Lower is better: the order flips.
     assert [t.number for t in pick_trials(done, 2, maximize=False)] == [0, 3]
+
+
+@pytest.fixture(scope="module")
+def kept_study(small_tables, tmp_path_factory):
+    """A linear study on --valid whose tune run kept the models of its two best trials."""
+    from mlsys_cli.models.tune import tune
+
+    t = small_tables["binary"]
+    root = tmp_path_factory.mktemp("kept")
+    storage = f"journal:{root}/s.log"
+    result = tune(str(t["train"]), valid=str(t["valid"]), target="churned", model="linear", trials=5, storage=storage,
+                  study="s", features={"drop": ["customer_id"]})
+    return {"storage": storage, "store": root / "s.log.models", "result": result, "tables": t}
+
+
+def _study_trials(storage):
+    import optuna
+
+    from mlsys_cli.models.tune import open_storage
+
+    return optuna.load_study(study_name="s", storage=open_storage(storage)).get_trials(deepcopy=False)
+
+
+def test_tune_keeps_only_the_best_models_of_each_family(kept_study):
+    assert kept_study["result"].outputs["models"] == str(kept_study["store"])
+    trials = sorted((t for t in _study_trials(kept_study["storage"]) if t.value is not None), key=lambda t: (-t.value, t.number))
+    stored = {p.name for p in kept_study["store"].iterdir()}
+    # Bounded: the store holds the two best trials' bundles, nothing of the trials that dropped out.
+    assert stored == {t.user_attrs["model"]["artifact"] for t in trials[:2]}
+    assert all(t.user_attrs["model"]["sha256"] for t in trials[:2])
+
+
+def test_ensemble_from_study_loads_the_kept_models_without_retraining(kept_study):
+    named, skipped = study_members(kept_study["storage"], "s", 2, None)
+    assert all(isinstance(b.predictor, KeptPredictor) for _, b in named) and len(named) == 2 and not skipped
+    best = max((t for t in _study_trials(kept_study["storage"]) if t.value is not None), key=lambda t: (t.value, -t.number))
+    assert named[0][0] == f"s#trial{best.number}(linear)"
+    # The kept model is the trial's model: it scores the trial's value on the validation rows.
+    valid = pd.read_parquet(kept_study["tables"]["valid"])
+    from sklearn.metrics import roc_auc_score
+
+    scores = named[0][1].predict(valid)["probabilities"][:, 1]
+    assert roc_auc_score(valid["churned"] == named[0][1].classes[1], scores) == pytest.approx(best.value, abs=1e-9)
+
+
+def test_kept_model_bytes_are_reproducible(kept_study, tmp_path):
+    from mlsys_cli.models.tune import tune
+
+    t = kept_study["tables"]
+    storage = f"journal:{tmp_path}/s.log"
+    tune(str(t["train"]), valid=str(t["valid"]), target="churned", model="linear", trials=5, storage=storage,
+         study="s", features={"drop": ["customer_id"]})
+    first = {t.number: t.user_attrs["model"]["sha256"] for t in _study_trials(kept_study["storage"]) if "model" in t.user_attrs}
+    again = {t.number: t.user_attrs["model"]["sha256"] for t in _study_trials(storage) if "model" in t.user_attrs}
+    assert first == again
+
+
+def test_a_tampered_kept_model_is_refused_and_a_missing_one_retrained(kept_study):
+    trials = [t for t in _study_trials(kept_study["storage"]) if "model" in t.user_attrs]
+    victim = next(kept_study["store"] / t.user_attrs["model"]["artifact"] for t in trials
+                  if (kept_study["store"] / t.user_attrs["model"]["artifact"]).exists())
+    original = victim.read_bytes()
+    try:
+        victim.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        with pytest.raises(InputError, match="does not match its sha256"):
+            study_members(kept_study["storage"], "s", 2, str(kept_study["tables"]["train"]))
+        victim.unlink()
+        with pytest.raises(UsageError, match="needs --train"):
+            study_members(kept_study["storage"], "s", 2, None)
+        named, _ = study_members(kept_study["storage"], "s", 2, str(kept_study["tables"]["train"]))
+        by_trial = {name: isinstance(b.predictor, KeptPredictor) for name, b in named}
+        assert sorted(by_trial.values()) == [False, True]
+    finally:
+        victim.write_bytes(original)
+
+
+def test_ensemble_timeout_keeps_two_members_and_says_so(kept_study):
+    result = ensemble([], data=[str(kept_study["tables"]["valid"])], storage=kept_study["storage"], study="s", top=3,
+                      train=str(kept_study["tables"]["train"]), method="select", timeout=1e-6)
+    assert len(result.members) == 2 and result.stopped_by == "timeout"
+    assert len(result.skipped) == 1 and "--timeout" in result.skipped[0]["reason"]
+    with pytest.raises(UsageError, match="--timeout"):
+        ensemble([], data=[str(kept_study["tables"]["valid"])], storage=kept_study["storage"], study="s", timeout=0)
+
+
+def test_averaged_class_probabilities_sum_to_one_exactly():
+    rng = np.random.default_rng(1)
+    raw = rng.random((3, 200, 4))
+    # Members hand over float32 probabilities: their rows sum to 1 only up to float32 rounding.
+    P = (raw / raw.sum(axis=2, keepdims=True)).astype(np.float32).astype(np.float64)
+    y = rng.integers(0, 4, 200)
+    for method in ("average", "weighted", "select"):
+        out = Combiner(method, "multiclass").fit(P, y).combine(P)
+        assert np.abs(out.sum(axis=1) - 1.0).max() <= 4 * np.finfo(np.float64).eps
+
+
+def test_multiclass_average_renormalizes_in_the_bundle_and_its_onnx_graph(small_tables, tmp_path):
+    from mlsys_cli.deploy.export import check_parity, to_onnx
+    from mlsys_cli.deploy.onnx_model import OnnxModel
+
+    t = small_tables["multiclass"]
+    paths = []
+    for family, params in (("xgboost", {"n_estimators": 15}), ("forest", {"n_estimators": 15})):
+        bundle, _ = train_model(str(t["train"]), target=t["target"], model=family, valid=str(t["valid"]), params=params)
+        paths.append(str(bundle.save(tmp_path / f"{family}.mlsys")))
+    ensemble(paths, data=str(t["valid"]), method="average", output=str(tmp_path / "ens.mlsys"))
+    bundle = ModelBundle.load(tmp_path / "ens.mlsys")
+    test = pd.read_parquet(t["test"])
+    proba = bundle.predict(test)["probabilities"]
+    assert np.abs(proba.sum(axis=1) - 1.0).max() <= 4 * np.finfo(np.float64).eps
+    parity = check_parity(bundle, OnnxModel.from_proto(to_onnx(bundle)), test)
+    assert parity["ok"], parity
+
+
+def test_an_ensemble_of_kept_models_has_the_bytes_of_one_of_retrained_equal_models(kept_study, tmp_path):
+    valid = [str(kept_study["tables"]["valid"])]
+    named, _ = study_members(kept_study["storage"], "s", 2, None)
+    (name, first), rest = named[0], named[1:]
+    first.save(tmp_path / "m.mlsys")
+    copied, _ = build_ensemble(named, valid, method="average")
+    rebuilt, _ = build_ensemble([(name, ModelBundle.load(tmp_path / "m.mlsys")), *rest], valid, method="average")
+    # The kept member is copied byte for byte; a loaded-and-rewritten one serializes to the same bytes.
+    assert copied.to_writer().to_bytes() == rebuilt.to_writer().to_bytes()

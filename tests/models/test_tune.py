@@ -46,11 +46,12 @@ def test_scheduler_spends_the_budget_where_it_pays():
         _trial(3, "xgboost", 0.85, 2), _trial(4, "linear", 0.70, 1), _trial(5, "forest", 0.745, 20),
     ]
     rng = np.random.default_rng(0)
-    picks = [T.choose_family(trials, ["linear", "xgboost", "forest"], minimize=False, rng=rng) for _ in range(400)]
+    picks = [T.choose_family(trials, ["linear", "xgboost", "forest"], minimize=False, rng=rng) for _ in range(2000)]
     share = {f: picks.count(f) / len(picks) for f in ("linear", "xgboost", "forest")}
     assert share["xgboost"] > 0.8, share
-    # The others keep the exploration share (10% spread evenly), no more.
-    assert 0 < share["linear"] < 0.1 and 0 < share["forest"] < 0.1, share
+    # The others keep the exploration share (10%), no more, spread evenly in time: the slow
+    # forest gets fewer draws than cheap linear, but is not written off.
+    assert 0 < share["forest"] < share["linear"] < 0.1, share
 
 
 def test_scheduler_reads_the_direction():

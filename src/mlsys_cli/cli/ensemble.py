@@ -8,19 +8,20 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TimeoutOpt, parse_duration
 
 
 def _human(result: Any) -> None:
     d = result.to_dict()
     metric = d["metric"]
-    rows = [{"model": m["model"], "family": m["family"], "weight": m["weight"], metric: m[metric],
-             "ms/1k rows": m["ms_per_1k_rows"]} for m in d["members"]]
-    rows.append({"model": f"ensemble ({d['method']}, cross-fitted)", "family": "ensemble", "weight": None,
+    rows = [{"model": m["model"], "family": m["family"], "source": m["source"], "weight": m["weight"],
+             metric: m[metric], "ms/1k rows": m["ms_per_1k_rows"]} for m in d["members"]]
+    rows.append({"model": f"ensemble ({d['method']}, cross-fitted)", "family": "ensemble", "source": None, "weight": None,
                  metric: d["ensemble"][metric], "ms/1k rows": d["ensemble"]["ms_per_1k_rows"]})
-    console.records(f"held-out {metric} on {d['rows']} rows", rows, ["model", "family", "weight", metric, "ms/1k rows"])
+    console.records(f"held-out {metric} on {d['rows']} rows", rows, ["model", "family", "source", "weight", metric, "ms/1k rows"])
     console.kv(None, {"gain": d["gain"]["value"], "gain 95% CI": d["gain"]["ci95"], "verdict": d["verdict"],
-                      "dropped (no weight)": ", ".join(d["dropped"]) or "-", "output": d["output"]})
+                      "dropped (no weight)": ", ".join(d["dropped"]) or "-",
+                      "skipped (timeout)": ", ".join(s["model"] for s in d["skipped"]) or "-", "output": d["output"]})
 
 
 def command(
@@ -29,11 +30,12 @@ def command(
     method: Annotated[str, typer.Option("--method", help="average, weighted, stack or select.")] = "average",
     metric: Annotated[Optional[str], typer.Option("--metric", help="Metric for select and the report (default: primary).")] = None,
     folds: Annotated[int, typer.Option("--folds", help="Cross-fitting folds inside --data for the honest estimate.")] = 5,
-    from_study: Annotated[bool, typer.Option("--from-study", help="Add the --top best trials of --study, trained on --train.")] = False,
+    from_study: Annotated[bool, typer.Option("--from-study", help="Add the --top best trials of --study (kept models, else trained on --train).")] = False,
     storage: Annotated[Optional[str], typer.Option("--storage", envvar="MLSYS_STORAGE", help="Study storage (RDB URL or journal:PATH).")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Tuning study name (with --from-study).")] = None,
-    top: Annotated[int, typer.Option("--top", help="How many of the study's best trials to train.")] = 5,
-    train: Annotated[Optional[Path], typer.Option("--train", help="Training table for the study's trials.")] = None,
+    top: Annotated[int, typer.Option("--top", help="How many of the study's best trials to add.")] = 5,
+    train: Annotated[Optional[Path], typer.Option("--train", help="Training table to retrain trials tune kept no model of.")] = None,
+    timeout: TimeoutOpt = None,
     seed: SeedOpt = 0,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write the ensemble bundle.")] = None,
     json_: JsonOpt = False,
@@ -43,13 +45,14 @@ def command(
 
     The combiner is fit on held-out rows only, and the report compares
     the ensemble (cross-fitted) with each member and says whether it is
-    worth its cost. The result is a normal model bundle.
+    worth its cost. The result is a normal model bundle. --from-study
+    reuses the models tune kept; --timeout bounds the whole step.
 
     Examples:
 
         mlsys ensemble a.mlsys b.mlsys c.mlsys --data valid.parquet --method select -o ens.mlsys
 
-        mlsys ensemble --from-study --storage journal:study.log --study churn --top 5 --train train.parquet --data valid.parquet -o ens.mlsys
+        mlsys ensemble --from-study --storage journal:study.log --study churn --top 5 --train train.parquet --data valid.parquet --timeout 20s -o ens.mlsys
     """
     from mlsys_cli.errors import UsageError
     from mlsys_cli.models.ensemble import ensemble
@@ -57,13 +60,13 @@ def command(
     if not data:
         raise UsageError("--data is required: held-out rows with the target")
     if from_study and not study:
-        raise UsageError("--from-study needs --study NAME (and --storage, --train)")
+        raise UsageError("--from-study needs --study NAME (and --storage)")
     if study and not from_study:
         raise UsageError("--study is used with --from-study")
     with console.progress("ensembling") as bar:
         result = ensemble(
             [str(m) for m in models or []], data=[str(d) for d in data], method=method, metric=metric, folds=folds,
             seed=seed, output=str(output) if output else None, storage=storage, study=study if from_study else None,
-            top=top, train=str(train) if train else None, progress=bar,
+            top=top, train=str(train) if train else None, timeout=parse_duration(timeout), progress=bar,
         )
     console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)

@@ -45,6 +45,8 @@ def command(
     save_model: Annotated[Optional[Path], typer.Option("--save-model", help="Retrain the best configuration and write the model bundle.")] = None,
     trials_out: Annotated[Optional[Path], typer.Option("--trials-out", help="Write every trial (params, metric, time, state) as Parquet.")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="Write an HTML report: history and parameter importances.")] = None,
+    keep_models: Annotated[int, typer.Option("--keep-models", help="With --valid: keep the fitted models of the K best trials per family (0: none).")] = 2,
+    artifacts: Annotated[Optional[Path], typer.Option("--artifacts", help="Where kept models go (default: beside a journal/SQLite storage).")] = None,
     json_: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:
@@ -71,6 +73,7 @@ def command(
             storage=storage, study=study, n_jobs=n_jobs, params=parse_kv(param), seed=seed,
             features={"drop": [c for item in drop for c in item.split(",") if c]} if drop else None,
             output=str(output) if output else None, save_model=str(save_model) if save_model else None,
-            trials_out=str(trials_out) if trials_out else None, html=str(html) if html else None, progress=bar,
+            trials_out=str(trials_out) if trials_out else None, html=str(html) if html else None,
+            keep_models=keep_models, artifacts=str(artifacts) if artifacts else None, progress=bar,
         )
     console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)

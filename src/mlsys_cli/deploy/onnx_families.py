@@ -447,7 +447,10 @@ def parallel(models: Sequence[Any], combine: Callable[[list[str]], tuple[list, l
 
 
 def weighted_average(weights: Sequence[float], task: str) -> Callable[[list[str]], tuple[list, list, Any]]:
-    """A combiner: the weighted mean of the members' outputs (weights are normalised)."""
+    """A combiner: the weighted mean of the members' outputs (weights are normalised).
+
+    Classifier rows are divided by their sum, as ``Combiner.combine`` does: members' float32
+    probabilities drift from 1 by a few ulps, which log-loss consumers refuse."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -464,7 +467,13 @@ def weighted_average(weights: Sequence[float], task: str) -> Callable[[list[str]
             inits.append(numpy_helper.from_array(np.array(wi, dtype=np.float32), f"_w{i}"))
             nodes.append(helper.make_node("Mul", [name, f"_w{i}"], [f"_t{i}"]))
             terms.append(f"_t{i}")
-        nodes.append(helper.make_node("Sum", terms, [target]))
+        if not _is_classifier(task):
+            nodes.append(helper.make_node("Sum", terms, [target]))
+            return nodes, inits, helper.make_tensor_value_info(target, onnx.TensorProto.FLOAT, [None, None])
+        inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "_rowsum_axes"))
+        nodes += [helper.make_node("Sum", terms, ["_wsum"]),
+                  helper.make_node("ReduceSum", ["_wsum", "_rowsum_axes"], ["_rowsum"], keepdims=1),
+                  helper.make_node("Div", ["_wsum", "_rowsum"], [target])]
         return nodes, inits, helper.make_tensor_value_info(target, onnx.TensorProto.FLOAT, [None, None])
 
     return combine

@@ -20,11 +20,19 @@ arrays, so ``export`` can write the whole ensemble as one ONNX graph:
   probabilities (binary: P(positive class) of each member) or predictions;
 - ``select``: greedy ensemble selection with replacement (Caruana et al., 2004), weights are
   the selection counts.
+
+Averaged class probabilities are divided by their row sum (members' float32 probabilities drift
+from 1 by a few ulps); the ONNX graph (``deploy.onnx_families.weighted_average``) does the same.
+
+From a study (:func:`study_members`), the models ``tune`` kept are loaded from the study's
+artifact store (sha256 verified) and only the others are retrained; ``timeout`` bounds the
+whole step by leaving out members that do not fit (at least two are used).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +50,9 @@ BOOTSTRAP = 500
 STACK_ALPHA = 0.01
 # Below this gain in the primary metric an ensemble is not worth k times the latency.
 MIN_GAIN = 0.002
+# Under --timeout, this share of the budget is kept for scoring the members and fitting the
+# combiner; retraining study members gets the rest.
+COMBINE_SHARE = 0.3
 
 
 def _loss(task: str, y: Any, out: Any) -> float:
@@ -69,13 +80,25 @@ def _score(task: str, metric: str, y: Any, out: Any) -> float:
     if metric == "log_loss":
         return _loss(task, y, out / out.sum(axis=1, keepdims=True))
     if metric == "auc" and task == "binary" and len(np.unique(y)) == 2:
-        from sklearn.metrics import roc_auc_score
-
-        return float(roc_auc_score(y, out[:, 1]))
+        return _auc(y, out[:, 1])
 
     classes = None if task == "regression" else list(range(out.shape[1]))
     value = compute_metrics(task, y, out, classes).get(metric)
     return float("nan") if value is None else float(value)
+
+
+def _auc(y: Any, score: Any) -> float:
+    """ROC AUC of binary labels ``y`` (0/1) by the rank-sum (Mann-Whitney) formula, ties counted
+    half: what ``roc_auc_score`` gives, without its input validation, which dominates the cost
+    of greedy selection (hundreds of scorings of a few thousand rows)."""
+    import numpy as np
+    from scipy.stats import rankdata
+
+    y = np.asarray(y) == 1
+    pos = int(y.sum())
+    neg = len(y) - pos
+    ranks = rankdata(score)
+    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 class Combiner:
@@ -92,6 +115,8 @@ class Combiner:
     alpha : float
         Regularization of the ``stack`` meta-learner (inverse C for logistic, alpha for ridge).
     seed : int
+    deadline : float, optional
+        Epoch seconds after which ``select`` stops adding members (the best prefix so far is kept).
 
     Attributes
     ----------
@@ -101,16 +126,19 @@ class Combiner:
         ``stack`` only: meta-learner coefficients [n_outputs, n_inputs] (binary: [1, M]).
     intercept_ : ndarray, optional
         ``stack`` only: meta-learner intercepts [n_outputs].
+    stopped_early_ : bool
+        Whether ``select`` stopped at the deadline.
     """
 
     def __init__(self, method: str = "average", task: str = "binary", metric: str | None = None,
-                 rounds: int = SELECT_ROUNDS, alpha: float = STACK_ALPHA, seed: int = 0):
+                 rounds: int = SELECT_ROUNDS, alpha: float = STACK_ALPHA, seed: int = 0, deadline: float | None = None):
         self.method = method
         self.task = task
         self.metric = metric
         self.rounds = rounds
         self.alpha = alpha
         self.seed = seed
+        self.deadline = deadline
 
     # P: member outputs, [M, N, C] for classifiers and [M, N] for regressors.
     def fit(self, P: Any, y: Any) -> "Combiner":
@@ -122,6 +150,7 @@ class Combiner:
         P = np.asarray(P, dtype=float)
         m = P.shape[0]
         self.coef_ = self.intercept_ = None
+        self.stopped_early_ = False
         if self.method == "average":
             self.weights_ = np.full(m, 1.0 / m)
         elif self.method == "weighted":
@@ -164,6 +193,9 @@ class Combiner:
         total = np.zeros_like(P[0])
         best_counts, best_score = None, -math.inf
         for r in range(max(self.rounds, 1)):
+            if r > 0 and self.deadline is not None and time.time() >= self.deadline:
+                self.stopped_early_ = True
+                break
             scores = [sign * _score(self.task, metric, y, (total + P[i]) / (r + 1)) for i in range(m)]
             scores = [s if math.isfinite(s) else -math.inf for s in scores]
             i = int(np.argmax(scores))  # ties go to the earlier member (deterministic)
@@ -206,7 +238,12 @@ class Combiner:
 
         P = np.asarray(P, dtype=float)
         if self.method != "stack":
-            return np.tensordot(self.weights_, P, axes=1)
+            out = np.tensordot(self.weights_, P, axes=1)
+            if self.task == "regression":
+                return out
+            # Members' float32 probabilities sum to 1 only up to a few ulps; log-loss consumers
+            # (scikit-learn) refuse rows that do not. The ONNX graph divides the same way.
+            return out / out.sum(axis=1, keepdims=True)
         z = self._meta_inputs(P) @ self.coef_.T + self.intercept_
         if self.task == "regression":
             return z[:, 0]
@@ -246,7 +283,8 @@ class Combiner:
         return c
 
 
-def cross_fit(method: str, task: str, P: Any, y: Any, folds: int, seed: int, metric: str | None = None) -> Any:
+def cross_fit(method: str, task: str, P: Any, y: Any, folds: int, seed: int, metric: str | None = None,
+              deadline: float | None = None) -> Any:
     """Out-of-fold ensemble outputs: each fold is combined by a combiner fit on the other folds."""
     import numpy as np
     from sklearn.model_selection import KFold, StratifiedKFold
@@ -260,7 +298,7 @@ def cross_fit(method: str, task: str, P: Any, y: Any, folds: int, seed: int, met
         splits = KFold(k, shuffle=True, random_state=seed).split(np.zeros(n))
     out = np.zeros_like(P[0])
     for fit_idx, held in splits:
-        c = Combiner(method, task, metric=metric, seed=seed).fit(P[:, fit_idx], y[fit_idx])
+        c = Combiner(method, task, metric=metric, seed=seed, deadline=deadline).fit(P[:, fit_idx], y[fit_idx])
         out[held] = c.combine(P[:, held])
     return out
 
@@ -362,6 +400,8 @@ class EnsembleResult:
     combiner: dict[str, Any]
     seconds: float
     dropped: list[str] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    stopped_by: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -369,7 +409,7 @@ class EnsembleResult:
             "metric": self.metric, "higher_is_better": self.higher_is_better, "rows": self.rows,
             "evaluated_on": self.evaluated_on, "members": self.members, "ensemble": self.ensemble,
             "gain": self.gain, "worth_it": self.worth_it, "verdict": self.verdict, "combiner": self.combiner,
-            "dropped": self.dropped, "seconds": self.seconds,
+            "dropped": self.dropped, "skipped": self.skipped, "stopped_by": self.stopped_by, "seconds": self.seconds,
         }
 
 
@@ -431,7 +471,8 @@ def _gain(task: str, metric: str, higher: bool, y: Any, ens: Any, best: Any, see
 
 def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], *, method: str = "average",
                    metric: str | None = None, folds: int = FOLDS, seed: int = 0,
-                   member_records: Sequence[Mapping[str, Any]] | None = None) -> tuple[Any, EnsembleResult]:
+                   member_records: Sequence[Mapping[str, Any]] | None = None,
+                   deadline: float | None = None) -> tuple[Any, EnsembleResult]:
     """Fit an ensemble of loaded model bundles on held-out rows.
 
     Parameters
@@ -448,6 +489,9 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], *, met
     seed : int
     member_records : list of dict, optional
         Provenance of each member for the recipe (path and sha256 of its file).
+    deadline : float, optional
+        Epoch seconds: members after the first two are left out once it has passed (reported in
+        ``skipped``), and greedy selection stops its rounds there.
 
     Returns
     -------
@@ -479,14 +523,21 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], *, met
     if len(df) < 2 * folds:
         raise InputError(f"--data has {len(df)} rows; the ensemble needs at least {2 * folds}")
 
-    scores, latency = [], []
-    for _, b in named:
+    scores, latency, skipped = [], [], []
+    for i, (name, b) in enumerate(named):
+        if deadline is not None and i >= 2 and time.time() >= deadline:
+            skipped.append({"model": name, "reason": "--timeout: no time left to score it"})
+            continue
         s, secs = _timed(b.predictor.predict_scores, df)
         scores.append(np.asarray(s, dtype=np.float64))
         latency.append(secs)
+    if skipped:
+        named = named[:len(scores)]
+        member_records = list(member_records)[:len(scores)] if member_records else None
     P = np.stack(scores)
-    oof = cross_fit(method, task, P, y, folds, seed, metric)
-    combiner = Combiner(method, task, metric=metric, seed=seed).fit(P, y)
+    oof = cross_fit(method, task, P, y, folds, seed, metric, deadline=deadline)
+    combiner = Combiner(method, task, metric=metric, seed=seed, deadline=deadline).fit(P, y)
+    stopped_by = "timeout" if skipped or combiner.stopped_early_ or (deadline is not None and time.time() > deadline) else None
 
     # Members a weighted combiner gives no weight cost time at predict time for nothing: drop them.
     keep = list(range(len(named))) if method == "stack" else [i for i, w in enumerate(combiner.weights_) if w > 0]
@@ -500,6 +551,7 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], *, met
     for i, (name, b) in enumerate(named):
         m = compute_metrics(task, labels, P[i], classes)
         member_rows.append({"model": name, "family": (b.manifest.get("recipe") or {}).get("family"),
+                            "source": (member_records[i].get("source", "file") if member_records else "file"),
                             "weight": float(combiner.weights_[keep.index(i)]) if i in keep and method != "stack" else None,
                             metric: m.get(metric), "metrics": m, "ms_per_1k_rows": 1000 * latency[i] / len(df) * 1000})
     ens_metrics = compute_metrics(task, labels, oof, classes)
@@ -548,7 +600,7 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], *, met
         ensemble={metric: ens_metrics.get(metric), "metrics": ens_metrics, "members_kept": len(keep),
                   "ms_per_1k_rows": 1000 * ens_secs / len(df) * 1000},
         gain=gain, worth_it=bool(worth), verdict=verdict, combiner=combiner.to_dict(),
-        seconds=round(time.perf_counter() - start, 3), dropped=dropped,
+        seconds=round(time.perf_counter() - start, 3), dropped=dropped, skipped=skipped, stopped_by=stopped_by,
     )
     return ModelBundle(manifest, predictor), result
 
@@ -600,14 +652,88 @@ def pick_trials(done: Sequence[Any], top: int, maximize: bool) -> list[Any]:
     return [ranked[i] for i in sorted(picked)]
 
 
-def study_members(storage: str, study: str, top: int, train: str, seed: int = 0,
-                  features: Mapping[str, Any] | None = None, progress: Any = None) -> list[tuple[str, Any]]:
-    """Train the ``top`` best distinct configurations of a tuning study on ``train``.
+def load_kept(trial: Any, storage: str) -> Any:
+    """The model bundle ``tune`` kept for a trial, verified; None when it is no longer stored.
 
-    The best of each family first (see :func:`pick_trials`), then the next best.
+    Raises
+    ------
+    InputError
+        The stored bytes do not match the sha256 the trial recorded (tampered), or the bundle
+        itself fails its member hashes.
+    """
+    import tempfile
 
-    Each is trained by :func:`train.train_model` with the parameters the trial recorded (for
-    early-stopped boosting, the number of rounds it chose), so no validation rows are used.
+    from optuna.artifacts import download_artifact
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    from mlsys_cli.bundle import BundleReader
+    from mlsys_cli.fsutil import sha256_file
+    from mlsys_cli.models.bundle import ModelBundle
+    from mlsys_cli.models.tune import artifact_store
+
+    kept = trial.user_attrs.get("model") or {}
+    if not kept.get("artifact") or not os.path.isdir(kept.get("store", "")):
+        return None
+    with tempfile.TemporaryDirectory(prefix="mlsys-member-") as tmp:
+        path = os.path.join(tmp, "member.mlsys")
+        try:
+            download_artifact(artifact_store=artifact_store(kept["store"]), file_path=path, artifact_id=kept["artifact"])
+        except (ArtifactNotFound, ValueError):
+            return None
+        if sha256_file(path) != kept.get("sha256"):
+            raise InputError(f"the model kept for trial {trial.number} in {kept['store']} does not match its sha256 "
+                             "(tampered or corrupted)", f"delete {os.path.join(kept['store'], kept['artifact'])} to retrain it")
+        bundle = ModelBundle.load(path)
+        reader = BundleReader(path, kind="model")
+        bundle.predictor = KeptPredictor(bundle.predictor, {n: reader.bytes(n) for n in reader.names()},
+                                         bundle.manifest["predictor"])
+    bundle.path = None
+    return bundle
+
+
+class KeptPredictor:
+    """A member loaded from a kept bundle: answers as its predictor does, and saves itself by
+    copying the verified member bytes it was loaded from (same bytes as writing it again,
+    without serializing every tree of a forest a second time)."""
+
+    def __init__(self, predictor: Any, members: Mapping[str, bytes], layout: Mapping[str, Any]):
+        self._predictor = predictor
+        self._members = dict(members)
+        self._layout = dict(layout)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not set yet (copy, unpickling): no recursion through _predictor
+            raise AttributeError(name)
+        return getattr(self._predictor, name)
+
+    def save(self, writer: Any, prefix: str) -> dict[str, Any]:
+        """Add the members under ``prefix``; returns the layout for the manifest."""
+        for name, data in sorted(self._members.items()):
+            writer.add_bytes(f"{prefix}{name}", data)
+        return dict(self._layout)
+
+
+def study_members(storage: str, study: str, top: int, train: str | None, seed: int = 0,
+                  features: Mapping[str, Any] | None = None, progress: Any = None,
+                  deadline: float | None = None, reserve: float = 0.0) -> tuple[list[tuple[str, Any]], list[dict[str, Any]]]:
+    """The models of the ``top`` best distinct configurations of a tuning study.
+
+    The best of each family first (see :func:`pick_trials`), then the next best. A trial whose
+    fitted model ``tune`` kept is loaded from the study's artifact store (verified); the others
+    are trained by :func:`train.train_model` on ``train`` with the parameters the trial recorded
+    (for early-stopped boosting, the number of rounds it chose).
+
+    With a ``deadline`` (epoch seconds), ``reserve`` seconds before it are kept for combining: a
+    trial that has to be retrained is skipped when its tuning time does not fit before that
+    (cheaper trials further down still get their turn); when fewer than two members would be
+    left, the best skipped ones are retrained anyway. A retrain stops (boosting rounds, epochs,
+    forest growth) at the reserve.
+
+    Returns
+    -------
+    (members, skipped)
+        ``members``: (name, ModelBundle) best first; a kept model's predictor is a
+        :class:`KeptPredictor`; ``skipped``: ``{model, reason}`` of trials left out for lack of time.
     """
     import optuna
     from optuna.trial import TrialState
@@ -630,19 +756,44 @@ def study_members(storage: str, study: str, top: int, train: str, seed: int = 0,
     chosen = pick_trials(done, top, maximize=loaded.direction.name == "MAXIMIZE")
     # The trials were scored with the study's featurizer options (dropped columns...): keep them.
     recipe_features = dict(features) if features else dict(info.get("features") or {})
-    members = []
-    for i, t in enumerate(chosen):
+    members: list[tuple[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    # Kept models first: loading costs little, and then the retrains know how much time is left.
+    kept = {t.number: load_kept(t, storage) for t in chosen}
+    built: dict[int, Any] = {n: b for n, b in kept.items() if b is not None}
+    late: list[Any] = []
+
+    def retrain(t: Any, left: float | None) -> None:
+        if train is None:
+            raise UsageError(f"trial {t.number} has no kept model: --from-study needs --train to retrain it")
         if progress is not None:
-            progress.update(completed=i, total=len(chosen), description=f"training trial {t.number}")
-        bundle, _ = train_model(train, target=info.get("target"), model=t.params[FAMILY_PARAM],
-                                params=t.user_attrs["params"], features=recipe_features or None, seed=seed)
-        members.append((f"{study}#trial{t.number}({t.params[FAMILY_PARAM]})", bundle))
-    return members
+            progress.update(completed=len(built), total=len(chosen), description=f"retraining trial {t.number}")
+        built[t.number], _ = train_model(train, target=info.get("target"), model=t.params[FAMILY_PARAM],
+                                         params=t.user_attrs["params"], features=recipe_features or None, seed=seed,
+                                         timeout=None if left is None else max(left, 1.0))
+
+    for t in (t for t in chosen if t.number not in built):
+        left = None if deadline is None else deadline - reserve - time.time()
+        cost = t.duration.total_seconds() if t.duration else 0.0
+        if left is not None and cost > left:
+            late.append(t)  # a cheaper member further down may fit instead
+            continue
+        retrain(t, left)
+    # Two members at least: the best of the trials that did not fit are retrained anyway.
+    while len(built) < 2 and late:
+        retrain(late.pop(0), None if deadline is None else deadline - reserve - time.time())
+    for t in late:
+        cost = t.duration.total_seconds() if t.duration else 0.0
+        skipped.append({"model": f"{study}#trial{t.number}({t.params[FAMILY_PARAM]})",
+                        "reason": f"--timeout: retraining it (~{cost:.1f}s) did not fit"})
+    for t in (t for t in chosen if t.number in built):
+        members.append((f"{study}#trial{t.number}({t.params[FAMILY_PARAM]})", built[t.number]))
+    return members, skipped
 
 
 def ensemble(models: Sequence[str], *, data: Sequence[str] | str, method: str = "average", metric: str | None = None,
              folds: int = FOLDS, seed: int = 0, output: str | None = None, storage: str | None = None,
-             study: str | None = None, top: int = 5, train: str | None = None,
+             study: str | None = None, top: int = 5, train: str | None = None, timeout: float | None = None,
              progress: Any = None) -> EnsembleResult:
     """Build an ensemble from model bundles (or a tuning study's best trials) and write it.
 
@@ -658,7 +809,11 @@ def ensemble(models: Sequence[str], *, data: Sequence[str] | str, method: str = 
     output : path, optional
         Where to write the ensemble bundle.
     storage, study, top, train : optional
-        ``--from-study``: train the ``top`` best trials of ``study`` on ``train`` and add them.
+        ``--from-study``: add the ``top`` best trials of ``study``: the models ``tune`` kept,
+        or retrained on ``train``.
+    timeout : float, optional
+        Seconds for the whole step: members that do not fit are left out (at least two are
+        used), selection stops early, and the report says so (``stopped_by``, ``skipped``).
     progress : object, optional
 
     Returns
@@ -670,16 +825,26 @@ def ensemble(models: Sequence[str], *, data: Sequence[str] | str, method: str = 
     from mlsys_cli.data.io import input_record
     from mlsys_cli.models.bundle import ModelBundle
 
+    if timeout is not None and timeout <= 0:
+        raise UsageError(f"--timeout {timeout:g}: must be positive")
+    deadline = None if timeout is None else time.time() + timeout
     data = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
     named = [(str(p), ModelBundle.load(p)) for p in models]
     records: list[dict[str, Any]] = [{"path": str(p), "sha256": input_record(p, with_parent=False)["sha256"]} for p in models]
+    skipped: list[dict[str, Any]] = []
     if study is not None:
-        if storage is None or train is None:
-            raise UsageError("--from-study needs --storage, --study and --train")
-        from_study = study_members(storage, study, top, train, seed=seed, progress=progress)
+        if storage is None:
+            raise UsageError("--from-study needs --storage and --study")
+        reserve = 0.0 if timeout is None else COMBINE_SHARE * timeout
+        from_study, skipped = study_members(storage, study, top, train, seed=seed, progress=progress,
+                                            deadline=deadline, reserve=reserve)
         named += from_study
-        records += [{"study": study, "trial": name} for name, _ in from_study]
-    bundle, result = build_ensemble(named, data, method=method, metric=metric, folds=folds, seed=seed, member_records=records)
+        records += [{"study": study, "trial": name, "source": "kept" if isinstance(b.predictor, KeptPredictor) else "retrained"}
+                    for name, b in from_study]
+    bundle, result = build_ensemble(named, data, method=method, metric=metric, folds=folds, seed=seed,
+                                    member_records=records, deadline=deadline)
+    if skipped:
+        result = replace(result, skipped=skipped + result.skipped, stopped_by="timeout")
     if output:
         bundle.save(output)
     return replace(result, output=str(output) if output else None)

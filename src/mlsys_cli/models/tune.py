@@ -9,11 +9,12 @@ How a study runs
 - ``model="auto"`` searches several families. Which family the next trial tries is decided by
   a cost-aware scheduler in the spirit of FLAML's "estimated cost for improvement" (ECI): each
   family's loss gap to the best family divided by its observed rate of improvement per second
-  of trials, floored by its mean trial time; the next family is drawn with probability
-  proportional to ``1 / ECI`` (seeded; 10% of the draws are uniform), so cheap improving
-  families get most of the budget while the others are still revisited. After each family's
-  defaults it also starts from :data:`AUTO_EXTRA_DEFAULTS` (XGBoost's library defaults,
-  extremely randomized trees).
+  of trials, floored by its mean trial time and by the time its last improvement took (gains
+  below :data:`IMPROVE_TOL` do not count); the next family is drawn with probability
+  proportional to ``1 / ECI`` (seeded; 10% of the budget is spread evenly in time), so cheap
+  improving families get most of the budget while the others are still revisited. After each
+  family's defaults it also starts from :data:`AUTO_EXTRA_DEFAULTS` (XGBoost's library
+  defaults, a regularized XGBoost, extremely randomized trees).
 - Intermediate scores (boosting rounds, MLP epochs, CV folds) go to the Optuna pruner, which
   stops hopeless trials early.
 - Budgets: ``trials`` counts every trial of the study (also those run by other workers or by an
@@ -21,6 +22,10 @@ How a study runs
   when the deadline passes gets the remaining time as its own training timeout, so the budget
   holds to within a few seconds. Once one trial has finished, a trial trains for at most half
   the time left (then it is scored as it stands), so one slow configuration cannot eat the budget.
+- Kept models: with ``--valid``, the fitted model of a trial that enters the ``keep_models``
+  best of its family is written as a model bundle into the study's Optuna artifact store and
+  the trial records its artifact id and sha256; one that drops out is deleted. ``ensemble
+  --from-study`` loads them instead of retraining (:func:`keep_model`).
 - Workers share the study through Optuna's storage: an RDB URL (PostgreSQL, SQLite) or a
   journal file (``journal:PATH``). ``n_jobs`` starts extra worker processes on this machine;
   each is a fresh interpreter given its job as JSON on stdin (no pickle crosses the boundary).
@@ -53,10 +58,16 @@ DEFAULT_TRIALS = 30
 AUTO_EXTRA_DEFAULTS = (
     ("forest", {"kind": "extra"}),
     ("xgboost", {"learning_rate": 0.3, "n_estimators": 100}),
+    # A slower, shallower, subsampled booster: what tuned XGBoost converges to on small noisy
+    # tables (credit scoring), where the deep defaults overfit in a few dozen rounds.
+    ("xgboost", {"learning_rate": 0.05, "max_depth": 4, "min_child_weight": 2.0, "subsample": 0.8,
+                 "colsample_bytree": 0.8, "n_estimators": 2000}),
 )
 FAMILY_PARAM = "family"
 # Share of the auto scheduler's draws that ignore the cost estimates.
 EXPLORE = 0.1
+# A family's best must improve by this share of its value to count as an improvement.
+IMPROVE_TOL = 1e-4
 # Grid search over a continuous range uses this many points per parameter.
 GRID_POINTS = 3
 # Under a timeout, once a trial has finished no trial trains longer than this share of the time
@@ -64,6 +75,10 @@ GRID_POINTS = 3
 # loaded machine) cannot eat the budget the other families would have used.
 TRIAL_SHARE = 0.5
 MIN_FIT_S = 1.0
+# With --valid, the fitted models of this many best trials per family are kept in the study's
+# artifact store, so ``ensemble --from-study`` combines them without retraining.
+KEEP_MODELS = 2
+SMALL_ROWS = 10_000
 
 
 # --------------------------------------------------------------------------- storage and study
@@ -278,11 +293,14 @@ def choose_family(trials: Sequence[Any], candidates: Sequence[str], minimize: bo
         if t.state != TrialState.COMPLETE or t.value is None or t.duration is None:
             continue
         loss = t.value if minimize else -t.value
-        s = stats.setdefault(fam, {"n": 0, "time": 0.0, "first": loss, "best": loss, "t_best": 0.0})
+        s = stats.setdefault(fam, {"n": 0, "time": 0.0, "first": loss, "best": loss, "t_best": 0.0, "step": 0.0})
         s["n"] += 1
         s["time"] += max(t.duration.total_seconds(), 1e-3)
-        if loss < s["best"]:
-            s["best"], s["t_best"] = loss, s["time"]
+        # Gains in the noise (a 1-D space such as linear's C, re-sampled) are not improvements:
+        # they would keep a cheap family looking productive forever.
+        if loss < s["best"] - IMPROVE_TOL * max(abs(s["best"]), 1e-9):
+            # FLAML's ECI: the time the last improvement took is what the next one is expected to cost.
+            s["best"], s["step"], s["t_best"] = loss, s["time"] - s["t_best"], s["time"]
     for fam in candidates:
         if fam not in started:
             return fam
@@ -298,15 +316,18 @@ def choose_family(trials: Sequence[Any], candidates: Sequence[str], minimize: bo
         # rate so that it keeps a chance proportional to how cheap it is.
         rate = max(s["first"] - s["best"], 1e-3 * (abs(best) + 1e-9)) / s["time"]
         gap = s["best"] - best
-        if gap <= 0:  # the leader: its cost to improve again is the time since its last improvement
-            cost = max(mean_time, s["time"] - s["t_best"])
-        else:
-            cost = max(mean_time, gap / rate)
+        # The leader's cost to improve again: the time since its last improvement, or twice what
+        # that improvement took, whichever is longer (FLAML); the others must first close the gap.
+        cost = max(mean_time, s["time"] - s["t_best"], 2 * s["step"])
+        if gap > 0:
+            cost = max(cost, gap / rate)
         eci.append(cost)
     weights = 1.0 / np.asarray(eci)
-    # Early estimates are noisy (one trial cut by the deadline looks hopeless): keep a share of
-    # the draws uniform so that no family is written off for good.
-    p = (1 - EXPLORE) * weights / weights.sum() + EXPLORE / len(alive)
+    # Early estimates are noisy (one trial cut by the deadline looks hopeless): a share of the
+    # budget is spread evenly over the families. Evenly in time, not in draws: a uniform draw of
+    # a family whose trials take 5 s costs a hundred draws of one whose trials take 0.05 s.
+    speed = 1.0 / np.asarray([stats[f]["time"] / stats[f]["n"] for f in alive])
+    p = (1 - EXPLORE) * weights / weights.sum() + EXPLORE * speed / speed.sum()
     return alive[int(rng.choice(len(alive), p=p))]
 
 
@@ -453,6 +474,12 @@ class _Problem:
         self.metric, self.higher = resolve_metric(self.task, spec.get("metric"))
         self.folds = self._folds()
         self._cache: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self._featurizers: dict[tuple[str, int], Any] = {}
+        self._profiles: dict[str, Any] = {}
+        self._records: list[dict[str, Any]] | None = None
+        # Families whose fitted models are cheaper to refit than to write and load (keep_model).
+        self.refit_cheaper: set[str] = set()
+        self.featurize_s: dict[tuple[str, int], float] = {}
 
     @property
     def n_classes(self) -> int:
@@ -489,21 +516,51 @@ class _Problem:
         """The featurizer settings ``train`` uses for this family (so the recipe carries over)."""
         return {"preset": family.preset, "family": family.name, "task": self.task, **dict(self.spec.get("features") or {})}
 
+    def key(self, family: Any, fold: int) -> tuple[str, int]:
+        return json.dumps(self.features_spec(family), sort_keys=True, default=str), fold
+
+    def featurizer(self, family: Any, fold: int) -> Any:
+        """The fitted featurizer behind :meth:`matrices` (fitted on the fold's training rows)."""
+        self.matrices(family, fold)
+        return self._featurizers[self.key(family, fold)]
+
+    def reference(self, featurizer: Any) -> Any:
+        """Reference statistics of the training rows for a featurizer's input schema (cached)."""
+        from mlsys_cli.data.profile import profile_frame
+
+        schema = list(featurizer.input_schema_)
+        key = json.dumps(schema, sort_keys=True, default=str)
+        if key not in self._profiles:
+            self._profiles[key] = profile_frame(self.train_df, schema)
+        return self._profiles[key]
+
+    def data_records(self) -> dict[str, Any]:
+        """Fingerprints of the train and valid tables, as ``train`` records them in a recipe."""
+        if self._records is None:
+            from mlsys_cli.data.io import input_record, resolve_inputs
+
+            self._records = [[input_record(p) for p in resolve_inputs([self.spec[role]])] if self.spec.get(role) else None
+                             for role in ("train", "valid")]
+        return {"train": self._records[0], "valid": self._records[1]}
+
     def matrices(self, family: Any, fold: int) -> tuple[Any, Any, Any, Any, Any]:
         """(X_train, y_train, X_valid, y_valid codes, y_valid labels) of one fold for a family."""
         features = self.features_spec(family)
-        key = (json.dumps(features, sort_keys=True, default=str), fold)
+        key = self.key(family, fold)
         if key not in self._cache:
             from mlsys_cli.models import train as tr
 
             tr_idx, va_idx = self.folds[fold]
             train = self.train_df.iloc[tr_idx]
             valid = self.valid_df if va_idx is None else self.train_df.iloc[va_idx]
+            start = time.perf_counter()
             fz = tr.make_featurizer(self.target, family.preset, features, int(self.spec["seed"]))
             # fit_transform cross-fits target encodings on the training rows, as train does.
             X = fz.fit_transform(train)
             tr.check_roles(fz, self.spec["train"])
             y_valid = valid[self.target]
+            self._featurizers[key] = fz
+            self.featurize_s[key] = time.perf_counter() - start
             self._cache[key] = (X, tr._encode(self.task, train[self.target], self.classes, self.spec["train"]),
                                 fz.transform(valid), tr._encode(self.task, y_valid, self.classes, self.spec.get("valid") or self.spec["train"]),
                                 y_valid.to_numpy())
@@ -537,10 +594,16 @@ def resolve_metric(task: str, metric: str | None) -> tuple[str, bool]:
 # --------------------------------------------------------------------------- one trial
 
 
-def execution_params(family: str, workers: int) -> dict[str, Any]:
+def execution_params(family: str, workers: int, rows: int | None = None) -> dict[str, Any]:
     """Thread settings of a trial: this machine's cores shared by its worker processes
-    (oversubscribed OpenMP threads make XGBoost many times slower, not faster)."""
+    (oversubscribed OpenMP threads make XGBoost many times slower, not faster).
+
+    Boosting rounds and MLP batches on fewer than :data:`SMALL_ROWS` rows are too short to
+    split across threads: one thread is as fast on an idle machine, and on a busy one the
+    threads' synchronisation made a 2,600-row XGBoost fit 30 times slower (measured)."""
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    if rows is not None and rows < SMALL_ROWS and family in ("xgboost", "mlp"):
+        threads = 1
     return {"xgboost": {"nthread": threads}, "forest": {"n_jobs": threads}, "mlp": {"n_threads": threads}}.get(family, {})
 
 
@@ -582,7 +645,8 @@ def _objective(trial: Any, problem: _Problem, families: Sequence[str], fixed: Ma
         scoped = _Scoped(trial, name, fixed[name])
         params = {**dict(family.search_space(scoped, problem.task)), **fixed[name]}
     # Thread counts are how a trial runs, not what it learns: they stay out of the recipe.
-    threads = {k: v for k, v in execution_params(name, problem.spec.get("workers", 1)).items() if k not in fixed[name]}
+    threads = {k: v for k, v in execution_params(name, problem.spec.get("workers", 1), len(problem.train_df)).items()
+               if k not in fixed[name]}
     trial.set_user_attr("params", _jsonable_params({k: v for k, v in params.items() if k not in threads}))
     params = {**params, **threads}
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -609,8 +673,10 @@ def _objective(trial: Any, problem: _Problem, families: Sequence[str], fixed: Ma
                     raise optuna.TrialPruned()
 
             kwargs["callback"] = report
+        fit_start = time.perf_counter()
         est = fit_estimator(family, problem.task, X, y, n_classes=problem.n_classes, params=params,
                             seed=int(problem.spec["seed"]), eval_set=(Xv, yv), timeout=remaining, **kwargs)
+        fit_s = time.perf_counter() - fit_start
         scores = est.predict(Xv) if problem.task == "regression" else est.predict_proba(Xv)
         values.append(problem.score(labels, scores))
         info = getattr(est, "fit_info_", None) or {}
@@ -631,7 +697,158 @@ def _objective(trial: Any, problem: _Problem, families: Sequence[str], fixed: Ma
         # retrains without a validation table (train --params, ensemble --from-study) to the
         # same model size.
         trial.set_user_attr("params", {**trial.user_attrs["params"], "n_estimators": int(round(sum(rounds) / len(rounds)))})
-    return sum(values) / len(values)
+    value = sum(values) / len(values)
+    if single and problem.spec.get("artifacts"):
+        keep_model(trial, problem, family, est, value, fit_s, deadline)
+    return value
+
+
+# --------------------------------------------------------------------------- kept models
+
+
+def artifact_dir(storage: str | None) -> str | None:
+    """Where a study keeps its best trials' fitted models by default: beside its journal file or
+    SQLite database (``PATH.models``); None for other storages (give ``--artifacts DIR``)."""
+    if storage is None:
+        return None
+    for scheme in ("journal:", "sqlite:///"):
+        if storage.startswith(scheme) and storage[len(scheme):] not in ("", ":memory:"):
+            return os.path.abspath(storage[len(scheme):]) + ".models"
+    return None
+
+
+def artifact_store(path: str) -> Any:
+    """An Optuna file-system artifact store (shared disk serves distributed workers)."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the model store {path}: {exc.strerror or exc}") from None
+    return FileSystemArtifactStore(path)
+
+
+def _ranked(trials: Sequence[Any], minimize: bool) -> list[Any]:
+    return sorted(trials, key=lambda t: (t.value if minimize else -t.value, t.number))
+
+
+# Loading a kept model costs about this many times writing it (skops rebuilds every tree).
+LOAD_FACTOR = 1.5
+
+
+def keep_model(trial: Any, problem: _Problem, family: Any, est: Any, value: float, fit_s: float,
+               deadline: float | None = None) -> None:
+    """Keep this trial's fitted model when it is among the ``keep_models`` best of its family.
+
+    The model is written as a normal model bundle (deterministic bytes) into the study's Optuna
+    artifact store, and ``model`` in the trial's user attributes records the artifact id and the
+    bundle's sha256 (``ensemble --from-study`` verifies it). A kept model that drops out of its
+    family's best is deleted, so the store holds at most ``keep_models`` models per family.
+    Under a time budget, a family whose models cost more to write and load than to refit
+    (``fit_s``: this trial's training time; big forests) is not kept: the ensemble step refits it.
+    Nor is a model when less than ``fit_s`` is left before the ``deadline``: writing can take as
+    long as fitting (skops stores a forest tree by tree) and would overrun the budget. A trial
+    that was not kept for either reason says why in its ``model_not_kept`` user attribute.
+    """
+    from optuna.artifacts import upload_artifact
+    from optuna.artifacts.exceptions import ArtifactNotFound
+    from optuna.trial import TrialState
+
+    from mlsys_cli.bundle import skops_io
+    from mlsys_cli.fsutil import sha256_bytes
+
+    k = int(problem.spec.get("keep_models") or 0)
+    minimize = not problem.higher
+    peers = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+             if t.params.get(FAMILY_PARAM) == family.name and t.value is not None]
+    better = sum((t.value < value) if minimize else (t.value > value) for t in peers)
+    if k < 1 or better >= k:
+        return
+    if family.name in problem.refit_cheaper:
+        trial.set_user_attr("model_not_kept", "cheaper to refit than to write and load")
+        return
+    if deadline is not None and time.time() + fit_s >= deadline:
+        trial.set_user_attr("model_not_kept", "too close to the deadline to write it")
+        return
+    store = artifact_store(problem.spec["artifacts"])
+    # One-time costs (the reference statistics of the training rows, importing skops) stay off
+    # the clock: they would make whichever family is written first look expensive for good.
+    bundle = trial_bundle(trial, problem, family, est, value)
+    skops_io()
+    start = time.perf_counter()
+    data = bundle.to_writer().to_bytes()
+    # Refitting also featurizes the training rows again. Only a time budget makes the cheaper of
+    # the two matter; without one the choice stays independent of timings (reproducible).
+    refit_s = fit_s + problem.featurize_s.get(problem.key(family, 0), 0.0)
+    if problem.spec.get("deadline") is not None and LOAD_FACTOR * (time.perf_counter() - start) > refit_s:
+        problem.refit_cheaper.add(family.name)
+        trial.set_user_attr("model_not_kept", "cheaper to refit than to write and load")
+        return
+    with tempfile.TemporaryDirectory(prefix="mlsys-model-") as tmp:
+        path = os.path.join(tmp, f"trial{trial.number}.mlsys")
+        with open(path, "wb") as fh:
+            fh.write(data)
+        artifact = upload_artifact(artifact_store=store, file_path=path, study_or_trial=trial,
+                                   mimetype="application/zip")
+    trial.set_user_attr("model", {"artifact": artifact, "sha256": sha256_bytes(data), "bytes": len(data),
+                                  "store": problem.spec["artifacts"]})
+    # This trial takes a place among the family's best: the model that falls out is deleted.
+    for t in (t for t in _ranked(peers, minimize)[k - 1:] if "model" in t.user_attrs):
+        try:
+            store.remove(t.user_attrs["model"]["artifact"])
+        except (ArtifactNotFound, ValueError, OSError):
+            pass  # already removed (by another worker)
+
+
+def trial_bundle(trial: Any, problem: _Problem, family: Any, est: Any, value: float) -> Any:
+    """The model bundle of a trial's fitted model: what ``train`` with the trial's parameters on
+    the same tables writes (featurizer fitted on train, early stopping on valid), except that its
+    metrics and prediction reference are on the validation rows (the trial scored those; train
+    metrics are not computed)."""
+    import numpy as np
+
+    from mlsys_cli.bundle import library_versions
+    from mlsys_cli.data.io import invocation
+    from mlsys_cli.models import train as tr
+    from mlsys_cli.models.bundle import ModelBundle, SinglePredictor
+    from mlsys_cli.models.families import resolve_params
+    from mlsys_cli.models.metrics import baseline_metrics, compute_metrics, primary_metric
+
+    task, classes, seed = problem.task, problem.classes, int(problem.spec["seed"])
+    fz = problem.featurizer(family, 0)
+    _, y, Xv, _, labels = problem.matrices(family, 0)
+    resolved = resolve_params(family, task, trial.user_attrs["params"])
+    fit_info = dict(getattr(est, "fit_info_", {}) or {})
+    spec = {"task": task, "n_classes": problem.n_classes, "params": resolved, "seed": seed,
+            "n_features": int(Xv.shape[1]), "fit_info": fit_info}
+    predictor = SinglePredictor(fz, family, est, spec)
+    scores = predictor.scores_from_features(Xv)
+    names = list(fz.get_feature_names_out())
+    importance = np.asarray(family.importances(est), dtype=float)
+    order = sorted(range(len(names)), key=lambda i: (-importance[i], names[i]))
+    name, higher = primary_metric(task)
+    if task == "regression":
+        prior, weights = y, None
+    else:
+        prior, weights = np.asarray(classes, dtype=object), np.bincount(y, minlength=problem.n_classes).astype(float)
+    libraries = library_versions(["numpy", "pandas", "pyarrow", "scikit-learn", "skops", "xgboost"]
+                                 + (["torch"] if family.name == "mlp" else []))
+    manifest = {
+        "mlsys_version": libraries["mlsys"], "task": task, "target": problem.target, "classes": classes,
+        "input_schema": list(fz.input_schema_),
+        "recipe": {"family": family.name, "params": resolved, "seed": seed, "task": task,
+                   "features": problem.features_spec(family), "class_weight": None, "sample_weight": None,
+                   "calibrate": None, "fit": fit_info, "command": invocation(), "data": problem.data_records(),
+                   "study": {"name": problem.spec["study"], "trial": trial.number, problem.metric: value}},
+        "metrics": {"evaluated_on": "valid", "primary": {"name": name, "higher_is_better": higher},
+                    "train": None, "valid": compute_metrics(task, labels, scores, classes),
+                    "baselines": baseline_metrics(task, prior, labels, classes, seed=seed, sample_weight=weights)},
+        "reference": {"features": problem.reference(fz),
+                      "predictions": tr._prediction_reference(task, scores, classes)},
+        "importance": [{"feature": names[i], "importance": round(float(importance[i]), 6)} for i in order],
+        "libraries": libraries,
+    }
+    return ModelBundle(manifest, predictor)
 
 
 def _jsonable_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -956,6 +1173,8 @@ def tune(
     save_model: str | None = None,
     trials_out: str | None = None,
     html: str | None = None,
+    keep_models: int = KEEP_MODELS,
+    artifacts: str | None = None,
     progress: Any = None,
 ) -> TuneResult:
     """Search hyperparameters for one model family or several (``model="auto"``).
@@ -992,6 +1211,11 @@ def tune(
     output, save_model, trials_out, html : path, optional
         Best parameters as JSON (for ``train --params``), the best model retrained as a bundle,
         the trials as Parquet, and an HTML report.
+    keep_models : int
+        With ``valid`` and a storage: keep the fitted models of this many best trials per family
+        in the study's artifact store (0: none), for ``ensemble --from-study``.
+    artifacts : path, optional
+        The artifact store directory (default: beside a journal file or SQLite database).
     progress : object, optional
         ``update(completed=, total=, description=)`` after every trial.
 
@@ -1001,6 +1225,10 @@ def tune(
     """
     started = time.time()
     _check_options(valid, cv, time_col, sampler, pruner, trials, n_jobs)
+    if keep_models < 0:
+        raise UsageError(f"--keep-models {keep_models}: must be 0 or more")
+    if artifacts is not None and (valid is None or keep_models == 0):
+        raise UsageError("--artifacts keeps fitted models, which needs --valid and --keep-models 1 or more")
     if cv is None and valid is None:
         cv = 5
     families = resolve_families(model)
@@ -1014,6 +1242,9 @@ def tune(
         "features": dict(features or {}),
         "validation": f"valid:{_fingerprint([valid])}" if valid else f"cv:{cv}" + (f":{time_col}" if time_col else ""),
         "train_sha256": _fingerprint([train]),
+        "keep_models": keep_models,
+        # Only a --valid study fits each trial on every training row: a CV trial has no one model to keep.
+        "artifacts": (os.path.abspath(artifacts) if artifacts else artifact_dir(storage)) if valid and keep_models else None,
     }
     tmpdir = tempfile.mkdtemp(prefix="mlsys-tune-")
     try:
@@ -1040,6 +1271,8 @@ def tune(
         result = _summarize(opened, problem, plan, spec, mine, outcomes, started, n_jobs)
         outputs = write_outputs(result, opened, problem, spec, output=output, save_model=save_model,
                                 trials_out=trials_out, html=html)
+        if spec["artifacts"] and os.path.isdir(spec["artifacts"]):
+            outputs["models"] = spec["artifacts"]
     finally:
         import shutil
 
