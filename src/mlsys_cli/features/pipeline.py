@@ -12,6 +12,7 @@ Use ``fit_transform`` for the training matrix: target-encoded columns then hold 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
@@ -345,15 +346,24 @@ class Featurizer:
                                   drop=overrides["drop"], ids=overrides["ids"])
         self.n_categories_ = {c["name"]: int(len(pd.unique(data[c["name"]]))) for c in schema if c["type"] == "string"}
         y_values = self._fit_target(target)
-        findings = []
-        if y_values is not None:
-            findings = _leakage.single_feature_findings(data, schema, self.roles_, y_values, self.task_,
-                                                        self.leakage_threshold, self.seed)
-            if self.leakage == "drop":
-                for f in findings:
-                    self.roles_[f["column"]].update(role="leaky", reason=f["message"])
         types_of = {c["name"]: c["type"] for c in schema}
-        self.blocks_ = self._blocks(schema, settings, crosses, types_of)
+        # The leakage check (a tree per feature) runs on a second thread while the blocks of every
+        # candidate feature are fitted here: a block depends only on its own column and the target,
+        # so the blocks of columns found leaky are simply dropped afterwards. Same result as in turn.
+        candidates = self._blocks(schema, settings, crosses, types_of)
+        findings: list[dict[str, Any]] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlsys-leakage") as pool:
+            check = (pool.submit(_leakage.single_feature_findings, data, schema, self.roles_, y_values, self.task_,
+                                 self.leakage_threshold, self.seed) if y_values is not None else None)
+            fitted = [b.fit_transform(data, y_values) if cross_fit else b.fit(data, y_values) for b in candidates]
+            findings = check.result() if check is not None else []
+        if self.leakage == "drop":
+            for f in findings:
+                self.roles_[f["column"]].update(role="leaky", reason=f["message"])
+        kept = {(type(b).__name__, b.columns) for b in self._blocks(schema, settings, crosses, types_of)}
+        chosen = [i for i, b in enumerate(candidates) if (type(b).__name__, b.columns) in kept]
+        self.blocks_ = [candidates[i] for i in chosen]
+        outputs = [fitted[i] for i in chosen]
         used = sorted({c for b in self.blocks_ for c in b.columns}, key=[c["name"] for c in schema].index)
         self.input_schema_ = [self._schema_entry(name, types_of[name], data[name]) for name in used]
         self.report_ = {
@@ -362,7 +372,6 @@ class Featurizer:
             "rows": int(len(features)),
             "rows_missing_target": self.n_missing_target_,
         }
-        outputs = [b.fit_transform(data, y_values) if cross_fit else b.fit(data, y_values) for b in self.blocks_]
         self.n_features_out_ = len(self.get_feature_names_out())
         return self._assemble(outputs, len(features), dtype) if cross_fit else None
 

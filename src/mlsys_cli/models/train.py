@@ -367,10 +367,13 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     -------
     (ModelBundle, TrainResult)
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
     from mlsys_cli.data.io import input_record, invocation, read_frame, resolve_inputs
     from mlsys_cli.data.profile import profile_frame
+    from mlsys_cli.features.schema import infer_schema
     from mlsys_cli.models.bundle import CALIBRATION_METHODS, Calibrator, ModelBundle, SinglePredictor
     from mlsys_cli.models.families import get_family, resolve_params
     from mlsys_cli.models.metrics import baseline_metrics, compute_metrics, primary_metric
@@ -394,6 +397,13 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
         raise UsageError("--calibrate needs a classification task")
     n_classes = len(classes) if classes else 0
     resolved = resolve_params(family, task, params)
+
+    # The reference statistics of the input columns need nothing from the model: start them now on a
+    # second thread (NumPy and XGBoost release the GIL), with the types the table suggests; any
+    # column the fitted featurizer types differently is profiled again at the end.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlsys-profile")
+    guessed = infer_schema(train_df.drop(columns=[c for c in (target, sample_weight) if c in train_df.columns]))
+    reference = pool.submit(profile_frame, train_df, guessed)
 
     y = _encode(task, train_df[target], classes, train)
     weights = sample_weights(train_df, sample_weight, class_weight, y, task, n_classes, train)
@@ -421,6 +431,20 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
         X_valid = featurizer.transform(valid_df.drop(columns=drop), dtype=family.input_dtype)
         eval_set = (X_valid, y_valid) if w_valid is None else (X_valid, y_valid, w_valid)
 
+    scored = score_sample(len(y), seed)
+    eval_y = y_valid if valid_df is not None else y[scored]
+    eval_labels = eval_y if task == "regression" else np.asarray(classes, dtype=object)[eval_y]
+    if task == "regression":
+        train_labels, prior_weights = y, weights
+    else:
+        # The zero rule needs only the (weighted) class totals: one row per class weighted by its
+        # total gives the same prior as every training row, without labelling 1M rows in Python.
+        train_labels = np.asarray(classes, dtype=object)
+        prior_weights = np.bincount(y, weights=weights, minlength=n_classes).astype(float)
+    # (Not on the profiling thread: the metrics silence warnings, and warning filters are process-wide.)
+    baselines = baseline_metrics(task, train_labels, eval_labels, classes, seed=seed, sample_weight=prior_weights)
+    pool.shutdown(wait=False)
+
     caught: list[str] = []
     remaining = None if timeout is None else max(0.0, timeout - (time.perf_counter() - start))
     with warnings.catch_warnings(record=True) as records:
@@ -440,22 +464,11 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
         s = predictor.scores_from_features(X_)
         return s, compute_metrics(task, y_ if task == "regression" else np.asarray(classes, dtype=object)[y_], s, classes)
 
-    scored = score_sample(len(y), seed)
     train_scores, train_metrics = score(X[scored], y[scored])
     valid_metrics = score(X_valid, y_valid)[1] if valid_df is not None else None
     evaluated_on = "valid" if valid_df is not None else "train"
     if valid_df is None:
         caught.append("no --valid table: metrics are on the training rows and flatter the model")
-    eval_y = y_valid if valid_df is not None else y[scored]
-    eval_labels = eval_y if task == "regression" else np.asarray(classes, dtype=object)[eval_y]
-    if task == "regression":
-        train_labels, prior_weights = y, weights
-    else:
-        # The zero rule needs only the (weighted) class totals: one row per class weighted by its
-        # total gives the same prior as every training row, without labelling 1M rows in Python.
-        train_labels = np.asarray(classes, dtype=object)
-        prior_weights = np.bincount(y, weights=weights, minlength=n_classes).astype(float)
-    baselines = baseline_metrics(task, train_labels, eval_labels, classes, seed=seed, sample_weight=prior_weights)
     sample_info = {"rows": int(len(scored)), "of": int(len(y)), "seed": seed}
     if len(scored) < len(y):
         caught.append(f"train metrics and the prediction reference are on a seeded sample of {len(scored):,} "
@@ -479,7 +492,7 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     manifest = {
         "mlsys_version": _libraries(family.name)["mlsys"], "task": task, "target": target, "classes": classes,
         "input_schema": schema, "recipe": recipe, "metrics": metrics,
-        "reference": {"features": profile_frame(train_df, schema),
+        "reference": {"features": _reference(reference, train_df, schema),
                       "predictions": _prediction_reference(task, train_scores, classes)},
         "importance": ranked, "libraries": _libraries(family.name),
     }
@@ -493,6 +506,16 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
         seconds=round(time.perf_counter() - start, 3), calibrate=calibrate, warnings=caught,
     )
     return bundle, result
+
+
+def _reference(started: Any, df: Any, schema: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Profiles of the model's input columns: the ones computed ahead where the types agree."""
+    from mlsys_cli.data.profile import profile_frame
+
+    ahead = started.result()
+    missing = [c for c in schema if ahead.get(c["name"], {}).get("type") != c["type"]]
+    again = profile_frame(df, missing) if missing else {}
+    return {c["name"]: again.get(c["name"]) or ahead[c["name"]] for c in schema}
 
 
 def _paths(source: Any) -> list[Any]:
