@@ -317,7 +317,9 @@ def native_params(rounds: int) -> dict[str, Any]:
     return {k: v for k, v in native.items() if v is not None}
 
 
-def overhead(rows: int, rounds: int, work: Path) -> str:
+def overhead(rows: int, rounds: int, work: Path, repeat: int = 3) -> str:
+    import statistics
+
     import numpy as np
     import xgboost as xgb
 
@@ -326,40 +328,53 @@ def overhead(rows: int, rounds: int, work: Path) -> str:
 
     big = make_big_table(work / f"big_{rows}.parquet", rows)
     model = work / f"big_{rows}.mlsys"
-    # 1. Both sides as the processes a user runs: mlsys from the raw table, XGBoost alone from the
-    #    matrix already encoded (no featurizing at all on its side).
-    t_cli, out = mlsys("train", big, "--target", BIG_TARGET, "--model", "xgboost", "--param", f"n_estimators={rounds}",
-                       "--seed", SEED, "-o", model, "--json")
     X, y = encoded_matrix(big)
     matrix = write_matrix(X, y, work / f"encoded_{rows}.parquet")
     params = native_params(rounds)
     (work / "xgb_params.json").write_text(json.dumps(params))
-    t_raw, steps = raw("train", matrix, BIG_TARGET, work / "xgb_params.json", rounds, work / f"raw_{rows}.ubj")
-    # 2. In one process, imports paid: mlsys's train function (reading and featurizing the raw
-    #    table, training, bundle write) vs XGBoost on the encoded matrix in memory.
-    start = time.perf_counter()
-    bundle, _ = train_model(str(big), target=BIG_TARGET, model="xgboost", params={"n_estimators": rounds}, seed=SEED)
-    bundle.save(work / f"big_{rows}_inproc.mlsys")
-    t_fn = time.perf_counter() - start
-    start = time.perf_counter()
-    booster = xgb.train(params, xgb.QuantileDMatrix(X, label=y, nthread=params.get("nthread"), max_bin=params.get("max_bin", 256)),
-                        num_boost_round=rounds)
-    t_lib = time.perf_counter() - start
+    times: dict[str, list[float]] = {"cli": [], "raw": [], "fn": [], "lib": []}
+    # The machine's speed drifts between runs (XGBoost alone varied by 20% from one run to the
+    # next): the four measurements are interleaved, repeated, and compared by their medians.
+    for _ in range(repeat):
+        # 1. Both sides as the processes a user runs: mlsys from the raw table, XGBoost alone from
+        #    the matrix already encoded (no featurizing at all on its side).
+        t_cli, out = mlsys("train", big, "--target", BIG_TARGET, "--model", "xgboost", "--param",
+                           f"n_estimators={rounds}", "--seed", SEED, "-o", model, "--json")
+        t_raw, steps = raw("train", matrix, BIG_TARGET, work / "xgb_params.json", rounds, work / f"raw_{rows}.ubj")
+        # 2. In one process, imports paid: mlsys's train function (reading and featurizing the raw
+        #    table, training, bundle write) vs XGBoost on the encoded matrix in memory.
+        start = time.perf_counter()
+        bundle, _ = train_model(str(big), target=BIG_TARGET, model="xgboost", params={"n_estimators": rounds}, seed=SEED)
+        bundle.save(work / f"big_{rows}_inproc.mlsys")
+        t_fn = time.perf_counter() - start
+        start = time.perf_counter()
+        booster = xgb.train(params, xgb.QuantileDMatrix(X, label=y, nthread=params.get("nthread"),
+                                                        max_bin=params.get("max_bin", 256)), num_boost_round=rounds)
+        t_lib = time.perf_counter() - start
+        for key, value in (("cli", t_cli), ("raw", t_raw), ("fn", t_fn), ("lib", t_lib)):
+            times[key].append(value)
+        print(f"overhead run: mlsys {t_cli:.1f}s vs XGBoost process {t_raw:.1f}s; in-process {t_fn:.1f}s vs {t_lib:.1f}s",
+              flush=True)
     # The same work: the two models must agree on the training rows.
     ours = ModelBundle.load(model).predictor.estimator.estimator.get_booster().inplace_predict(X)
     diff = float(np.max(np.abs(ours - booster.inplace_predict(X))))
-    r_proc, r_fn = t_cli / t_raw, t_fn / t_lib
-    print(f"overhead: mlsys train {t_cli:.1f}s vs XGBoost process {t_raw:.1f}s ({r_proc:.2f}); "
-          f"in-process {t_fn:.1f}s vs {t_lib:.1f}s ({r_fn:.2f}); max |diff| {diff:.1e}", flush=True)
-    rows_md = [[f"{rows:,}", f"{X.shape[1]}", rounds, f"{t_cli:.1f}", f"{t_raw:.1f}", f"{r_proc:.2f}",
-                "yes" if r_proc <= 1.2 else "**no**", f"{t_fn:.1f}", f"{t_lib:.1f}", f"{r_fn:.2f}",
+    med = {k: statistics.median(v) for k, v in times.items()}
+    r_proc, r_fn = med["cli"] / med["raw"], med["fn"] / med["lib"]
+    print(f"overhead (medians of {repeat}): process {r_proc:.2f}, in-process {r_fn:.2f}; max |diff| {diff:.1e}", flush=True)
+
+    def cell(key: str) -> str:
+        return f"{med[key]:.1f} ({'/'.join(f'{v:.1f}' for v in times[key])})"
+
+    rows_md = [[f"{rows:,}", f"{X.shape[1]}", rounds, cell("cli"), cell("raw"), f"{r_proc:.2f}",
+                "yes" if r_proc <= 1.2 else "**no**", cell("fn"), cell("lib"), f"{r_fn:.2f}",
                 "yes" if r_fn <= 1.2 else "**no**", f"{diff:.1e}"]]
     text = table(["rows", "encoded features", "rounds", "mlsys train s (process, raw table)",
                   "XGBoost s (process, encoded matrix)", "ratio", "<= 1.2",
                   "mlsys train_model s (in process)", "QuantileDMatrix + xgboost.train s (in memory)", "ratio",
                   "<= 1.2", "max |diff| of the two models"], rows_md)
     inner = json.loads(out)
-    text += (f"\n\nXGBoost process steps: `{json.dumps(steps)}`; mlsys's own report: "
+    text += (f"\n\nMedian of {repeat} interleaved runs (each run in brackets); ratios are of the medians. "
+             f"Last XGBoost process steps: `{json.dumps(steps)}`; mlsys's own report: "
              f"`{json.dumps({'seconds': inner.get('seconds')})}`")
     return text
 
@@ -373,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "mlsys-bench")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved runs of the overhead measurement (medians)")
     args = ap.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     stamp = f"Measured {time.strftime('%Y-%m-%d')} on {machine()}; seed {SEED}. Reproduce: "
@@ -384,9 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         write_section("bench_train:quality", f"## Quality: defaults vs the peers' defaults\n\n{stamp}{cmd}\n\n{text}",
                       QUALITY_RESULTS)
     if not args.skip_overhead:
-        text = overhead(args.rows, args.rounds, args.workdir)
+        text = overhead(args.rows, args.rounds, args.workdir, args.repeat)
         print(text)
-        cmd = f"`.venv/bin/python benchmarks/bench_train.py --skip-quality --rows {args.rows} --rounds {args.rounds}`"
+        cmd = (f"`.venv/bin/python benchmarks/bench_train.py --skip-quality --rows {args.rows} --rounds {args.rounds} "
+               f"--repeat {args.repeat}`")
         write_section("bench_train:overhead", f"## Overhead: featurize + train vs xgboost.train\n\n{stamp}{cmd}\n\n{text}")
     return 0
 
