@@ -10,20 +10,24 @@ import typer
 
 
 def output_path(value: str) -> Path:
-    """An output file path; a directory (``-o out/``, or an existing directory) is a usage error.
+    """An output file path: ``-o out/`` is a usage error (exit 2), an existing directory an input error (exit 3).
 
     Parsed from the raw text: ``pathlib`` would drop the trailing slash and write a file named ``out``.
     """
-    from mlsys_cli.errors import UsageError
+    from mlsys_cli.errors import InputError, UsageError
 
-    if value.endswith(("/", os.sep)) or Path(value).is_dir():
-        raise UsageError(f"-o {value}: is a directory; give a file name", f"e.g. -o {value.rstrip('/' + os.sep)}/result")
+    if Path(value).is_dir():
+        raise InputError(f"-o {value}: is a directory; give a file name")
+    if value.endswith(("/", os.sep)):
+        raise UsageError(f"-o {value}: names a directory; give a file name", f"e.g. -o {value.rstrip('/' + os.sep)}/result")
     return Path(value)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as one JSON document on stdout.")]
 ReportOpt = Annotated[Optional[Path], typer.Option("--report", help="Also write the JSON report to this file.", dir_okay=False)]
 OutputOpt = Annotated[Path, typer.Option("-o", "--output", parser=output_path, help="Where to write the result.")]
+# Commands that write a directory of files (split).
+OutputDirOpt = Annotated[Path, typer.Option("-o", "--output", help="The directory to write into.")]
 SeedOpt = Annotated[int, typer.Option("--seed", envvar="MLSYS_SEED", help="Random seed; the same seed gives the same output.")]
 TargetOpt = Annotated[Optional[str], typer.Option("--target", envvar="MLSYS_TARGET", help="The column to predict.")]
 ForceOpt = Annotated[bool, typer.Option("-f", "--force", help="Overwrite existing outputs.")]

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt
+from mlsys_cli.cli._common import JsonOpt, OutputDirOpt, ReportOpt, SeedOpt, TargetOpt
 
 ByOpt = Annotated[str, typer.Option("--by", help="random | stratified:COL | time:COL | group:COL.")]
 RatiosOpt = Annotated[str, typer.Option("--ratios", help="Two (train,test) or three (train,valid,test) ratios summing to 1.")]
@@ -41,7 +41,7 @@ def _human(result: Any) -> None:
 
 def command(
     table: Annotated[list[str], typer.Argument(help="The table: Parquet file(s), a directory or a glob of them.")],
-    output: OutputOpt,
+    output: OutputDirOpt,
     by: ByOpt = "random",
     ratios: RatiosOpt = "0.7,0.15,0.15",
     seed: SeedOpt = 0,
