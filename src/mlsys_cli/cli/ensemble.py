@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TimeoutOpt, parse_duration
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TimeoutOpt, output_path, parse_duration
 
 
 def _human(result: Any) -> None:
@@ -37,7 +37,7 @@ def command(
     train: Annotated[Optional[Path], typer.Option("--train", help="Training table to retrain trials tune kept no model of.")] = None,
     timeout: TimeoutOpt = None,
     seed: SeedOpt = 0,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Where to write the ensemble bundle.")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", parser=output_path, help="Where to write the ensemble bundle.")] = None,
     json_: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:

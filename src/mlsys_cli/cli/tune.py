@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, parse_duration, parse_kv
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, output_path, parse_duration, parse_kv
 
 
 def _human(result: Any) -> None:
@@ -41,7 +41,7 @@ def command(
     param: Annotated[Optional[list[str]], typer.Option("--param", help="Fix a parameter: name=value or family.name=value (repeatable).")] = None,
     drop: Annotated[Optional[list[str]], typer.Option("--drop", help="Columns not to use as features (comma-separated, repeatable).")] = None,
     seed: SeedOpt = 0,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write the best params and recipe (JSON, for train --params).")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", parser=output_path, help="Write the best params and recipe (JSON, for train --params).")] = None,
     save_model: Annotated[Optional[Path], typer.Option("--save-model", help="Retrain the best configuration and write the model bundle.")] = None,
     trials_out: Annotated[Optional[Path], typer.Option("--trials-out", help="Write every trial (params, metric, time, state) as Parquet.")] = None,
     html: Annotated[Optional[Path], typer.Option("--html", help="Write an HTML report: history and parameter importances.")] = None,
