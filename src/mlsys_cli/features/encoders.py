@@ -181,39 +181,3 @@ def target_cross_fit(codes: np.ndarray, n_keys: int, target: Target, k: int = 5)
         table, _ = target_table(codes[fit], n_keys, Y[fit])
         out[held] = table[codes[held]]
     return out
-
-
-def state_of(value: Any) -> Any:
-    """A fitted attribute as plain JSON (arrays as dtype, shape and values)."""
-    if isinstance(value, np.ndarray):
-        if value.dtype == object:
-            return {"__array__": "str", "shape": list(value.shape), "values": [str(v) for v in value.ravel().tolist()]}
-        return {"__array__": value.dtype.str, "shape": list(value.shape), "values": value.ravel().tolist()}
-    if isinstance(value, tuple):
-        return {"__tuple__": [state_of(v) for v in value]}
-    if isinstance(value, dict):
-        return {str(k): state_of(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [state_of(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def from_state(value: Any) -> Any:
-    """Inverse of :func:`state_of`."""
-    if isinstance(value, dict):
-        if "__array__" in value:
-            kind = value["__array__"]
-            if kind == "str":
-                return np.array(value["values"], dtype=object).reshape(value["shape"])
-            dtype = np.dtype(kind)
-            if dtype.kind not in "biuf":
-                raise ValueError(f"unexpected array type {kind!r}")
-            return np.array(value["values"], dtype=dtype).reshape(value["shape"])
-        if "__tuple__" in value:
-            return tuple(from_state(v) for v in value["__tuple__"])
-        return {k: from_state(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_state(v) for v in value]
-    return value

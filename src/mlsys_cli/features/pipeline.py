@@ -21,8 +21,9 @@ from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.features import leakage as _leakage
 from mlsys_cli.features.roles import FEATURE_ROLES, category_counts, infer_roles
 from mlsys_cli.features.schema import canonical_arrays, infer_schema, to_pandas
-from mlsys_cli.features.encoders import Target, from_state, state_of
-from mlsys_cli.features.transformers import CategoricalBlock, DatetimeBlock, NumericBlock, block_from_state, block_state
+from mlsys_cli.features.encoders import Target
+from mlsys_cli.features.transformers import (CategoricalBlock, DatetimeBlock, NumericBlock, block_from_state, block_state,
+                                             from_state, state_of)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Trees split on raw values and route NaN themselves: no scaling, no imputation.

@@ -446,6 +446,42 @@ class DatetimeBlock:
 BLOCK_TYPES = (NumericBlock, CategoricalBlock, DatetimeBlock)
 
 
+def state_of(value: Any) -> Any:
+    """A fitted attribute as plain JSON (arrays as dtype, shape and values)."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            return {"__array__": "str", "shape": list(value.shape), "values": [str(v) for v in value.ravel().tolist()]}
+        return {"__array__": value.dtype.str, "shape": list(value.shape), "values": value.ravel().tolist()}
+    if isinstance(value, tuple):
+        return {"__tuple__": [state_of(v) for v in value]}
+    if isinstance(value, dict):
+        return {str(k): state_of(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [state_of(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def from_state(value: Any) -> Any:
+    """Inverse of :func:`state_of`."""
+    if isinstance(value, dict):
+        if "__array__" in value:
+            kind = value["__array__"]
+            if kind == "str":
+                return np.array(value["values"], dtype=object).reshape(value["shape"])
+            dtype = np.dtype(kind)
+            if dtype.kind not in "biuf":
+                raise ValueError(f"unexpected array type {kind!r}")
+            return np.array(value["values"], dtype=dtype).reshape(value["shape"])
+        if "__tuple__" in value:
+            return tuple(from_state(v) for v in value["__tuple__"])
+        return {k: from_state(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_state(v) for v in value]
+    return value
+
+
 def block_state(block: Any) -> dict[str, Any]:
     """A fitted block as plain JSON: its type, parameters and fitted attributes."""
     import inspect
@@ -453,7 +489,7 @@ def block_state(block: Any) -> dict[str, Any]:
     params = {k: getattr(block, k) for k in inspect.signature(type(block).__init__).parameters if k != "self"}
     fitted = {k: ([block_state(b) for b in v] if k == "blocks_" else v)
               for k, v in vars(block).items() if k.endswith("_") and not k.startswith("_")}
-    return {"type": type(block).__name__, "params": encoders.state_of(params), "fitted": encoders.state_of(fitted)}
+    return {"type": type(block).__name__, "params": state_of(params), "fitted": state_of(fitted)}
 
 
 def block_from_state(state: Mapping[str, Any]) -> Any:
@@ -461,9 +497,9 @@ def block_from_state(state: Mapping[str, Any]) -> Any:
     types = {cls.__name__: cls for cls in BLOCK_TYPES}
     if state.get("type") not in types:
         raise ValueError(f"unknown feature block type {state.get('type')!r}")
-    block = types[state["type"]](**encoders.from_state(state["params"]))
+    block = types[state["type"]](**from_state(state["params"]))
     for key, value in state["fitted"].items():
         if not key.endswith("_") or key.startswith("_"):
             raise ValueError(f"unexpected fitted attribute {key!r}")
-        setattr(block, key, [block_from_state(b) for b in value] if key == "blocks_" else encoders.from_state(value))
+        setattr(block, key, [block_from_state(b) for b in value] if key == "blocks_" else from_state(value))
     return block

@@ -589,7 +589,7 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], *, met
         "metrics": {"evaluated_on": "data (cross-fitted)", "primary": {"name": metric, "higher_is_better": higher},
                     "valid": ens_metrics, "members": {r["model"]: r["metrics"] for r in member_rows},
                     "baselines": baseline_metrics(task, labels, labels, classes, seed=seed)},
-        "reference": {"features": profile_frame(df, schema), "predictions": tr._prediction_reference(task, final, classes)},
+        "reference": {"features": profile_frame(df, schema), "predictions": tr.prediction_reference(task, final, classes)},
         "importance": _importance(named, keep, combiner),
         "libraries": {k: v for i in keep for k, v in (named[i][1].manifest.get("libraries") or {}).items()},
     }

@@ -281,7 +281,8 @@ def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0,
 # --------------------------------------------------------------------------- the whole step
 
 
-def _libraries(family: str) -> dict[str, str]:
+def libraries(family: str) -> dict[str, str]:
+    """The library versions a model bundle of ``family`` records in its manifest."""
     from mlsys_cli.bundle import library_versions
 
     return library_versions(["numpy", "pandas", "pyarrow", "scikit-learn", "skops", "xgboost"] + (["torch"] if family == "mlp" else []))
@@ -319,7 +320,17 @@ def score_sample(n: int, seed: int, size: int = SCORE_ROWS) -> Any:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
-def _prediction_reference(task: str, scores: Any, classes: Sequence[Any] | None) -> dict[str, Any]:
+def ranked_importance(family: Any, est: Any, names: Sequence[str]) -> list[dict[str, Any]]:
+    """``[{"feature", "importance"}]`` of a fitted estimator, most important first (ties by name)."""
+    import numpy as np
+
+    importance = np.asarray(family.importances(est), dtype=float)
+    order = sorted(range(len(names)), key=lambda i: (-importance[i], names[i]))
+    return [{"feature": names[i], "importance": round(float(importance[i]), 6)} for i in order]
+
+
+def prediction_reference(task: str, scores: Any, classes: Sequence[Any] | None) -> dict[str, Any]:
+    """Reference statistics of a model's outputs (labels and class probabilities, or values), for drift."""
     import numpy as np
 
     from mlsys_cli.data.profile import profile_values
@@ -475,10 +486,7 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
                       f"of the {len(y):,} training rows (manifest: metrics.train_scored)")
     metric_name, higher = primary_metric(task)
 
-    names = list(featurizer.get_feature_names_out())
-    importance = np.asarray(family.importances(est), dtype=float)
-    order = sorted(range(len(names)), key=lambda i: (-importance[i], names[i]))
-    ranked = [{"feature": names[i], "importance": round(float(importance[i]), 6)} for i in order]
+    ranked = ranked_importance(family, est, list(featurizer.get_feature_names_out()))
 
     recipe = {
         "family": family.name, "params": resolved, "seed": seed, "task": task, "features": features_spec,
@@ -490,11 +498,11 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     metrics = {"evaluated_on": evaluated_on, "primary": {"name": metric_name, "higher_is_better": higher},
                "train": train_metrics, "train_scored": sample_info, "valid": valid_metrics, "baselines": baselines}
     manifest = {
-        "mlsys_version": _libraries(family.name)["mlsys"], "task": task, "target": target, "classes": classes,
+        "mlsys_version": libraries(family.name)["mlsys"], "task": task, "target": target, "classes": classes,
         "input_schema": schema, "recipe": recipe, "metrics": metrics,
         "reference": {"features": _reference(reference, train_df, schema),
-                      "predictions": _prediction_reference(task, train_scores, classes)},
-        "importance": ranked, "libraries": _libraries(family.name),
+                      "predictions": prediction_reference(task, train_scores, classes)},
+        "importance": ranked, "libraries": libraries(family.name),
     }
     bundle = ModelBundle(manifest, predictor)
     result = TrainResult(

@@ -807,7 +807,6 @@ def trial_bundle(trial: Any, problem: _Problem, family: Any, est: Any, value: fl
     metrics are not computed)."""
     import numpy as np
 
-    from mlsys_cli.bundle import library_versions
     from mlsys_cli.data.io import invocation
     from mlsys_cli.models import train as tr
     from mlsys_cli.models.bundle import ModelBundle, SinglePredictor
@@ -823,16 +822,12 @@ def trial_bundle(trial: Any, problem: _Problem, family: Any, est: Any, value: fl
             "n_features": int(Xv.shape[1]), "fit_info": fit_info}
     predictor = SinglePredictor(fz, family, est, spec)
     scores = predictor.scores_from_features(Xv)
-    names = list(fz.get_feature_names_out())
-    importance = np.asarray(family.importances(est), dtype=float)
-    order = sorted(range(len(names)), key=lambda i: (-importance[i], names[i]))
     name, higher = primary_metric(task)
     if task == "regression":
         prior, weights = y, None
     else:
         prior, weights = np.asarray(classes, dtype=object), np.bincount(y, minlength=problem.n_classes).astype(float)
-    libraries = library_versions(["numpy", "pandas", "pyarrow", "scikit-learn", "skops", "xgboost"]
-                                 + (["torch"] if family.name == "mlp" else []))
+    libraries = tr.libraries(family.name)
     manifest = {
         "mlsys_version": libraries["mlsys"], "task": task, "target": problem.target, "classes": classes,
         "input_schema": list(fz.input_schema_),
@@ -844,8 +839,8 @@ def trial_bundle(trial: Any, problem: _Problem, family: Any, est: Any, value: fl
                     "train": None, "valid": compute_metrics(task, labels, scores, classes),
                     "baselines": baseline_metrics(task, prior, labels, classes, seed=seed, sample_weight=weights)},
         "reference": {"features": problem.reference(fz),
-                      "predictions": tr._prediction_reference(task, scores, classes)},
-        "importance": [{"feature": names[i], "importance": round(float(importance[i]), 6)} for i in order],
+                      "predictions": tr.prediction_reference(task, scores, classes)},
+        "importance": tr.ranked_importance(family, est, list(fz.get_feature_names_out())),
         "libraries": libraries,
     }
     return ModelBundle(manifest, predictor)
