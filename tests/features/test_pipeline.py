@@ -276,3 +276,16 @@ def test_transform_train_cross_fits_target_encoding_of_a_fitted_featurizer():
     assert not np.array_equal(X_train[:, te], in_sample[:, te])
     rest = [i for i in range(X_train.shape[1]) if i not in te]
     np.testing.assert_array_equal(X_train[:, rest], in_sample[:, rest])
+
+
+def test_a_featurizer_stored_by_an_older_mlsys_is_refused_with_a_rebuild_hint(tmp_path):
+    """Bundles from before the JSON featurizer (skops member) get a clear exit-3 error, not a crash."""
+    from mlsys_cli.bundle import BundleReader, BundleWriter
+    from mlsys_cli.errors import InputError
+
+    writer = BundleWriter("features", {"target": "y"})
+    writer.add_bytes("features/featurizer.skops", b"not read")
+    writer.write(tmp_path / "old.mlsys")
+    with pytest.raises(InputError, match="older mlsys") as info:
+        Featurizer.load(BundleReader(tmp_path / "old.mlsys"))
+    assert "rebuild" in info.value.hint
