@@ -118,6 +118,21 @@ class Target:
         self.seed = seed
         self._folds: dict[int, np.ndarray] = {}
 
+    @classmethod
+    def from_labels(cls, labels: Any, kind: str, seed: int = 0, classes: Sequence[str] | None = None) -> "Target":
+        """Class codes of ``labels`` in the order of the class names as strings (as sklearn sorts them).
+
+        ``classes`` (names) fixes the classes, and a label outside them is a ``KeyError``; by
+        default they are the distinct labels. Each distinct label is converted once.
+        """
+        import pandas as pd
+
+        codes, distinct = pd.factorize(np.asarray(labels, dtype=object))
+        names = sorted({str(v) for v in distinct.tolist()}) if classes is None else list(classes)
+        position = {n: i for i, n in enumerate(names)}
+        lookup = np.array([position[str(v)] for v in distinct.tolist()], dtype=np.int64)
+        return cls(lookup[codes], kind, names, seed)
+
     def __len__(self) -> int:
         return len(self.values)
 

@@ -103,7 +103,7 @@ def single_feature_findings(
     n = len(y)
     rows = np.sort(np.random.default_rng(seed).choice(n, MAX_ROWS, replace=False)) if n > MAX_ROWS else np.arange(n)
     # Class codes (integers) rather than labels: every fold split and unique() below is then cheap.
-    target = encoders.Target(y.values[rows], y.kind, y.classes, seed)
+    target = y.take(rows)
     y = target.values
     metric = "r2" if task == "regression" else "auc"
     findings = []

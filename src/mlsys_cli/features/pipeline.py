@@ -406,16 +406,11 @@ class Featurizer:
 
     def _target_codes(self, target: Any) -> Target:
         """The target of fitted classes as codes in the order of the classes' names (as sklearn sorts them)."""
-        import pandas as pd
-
         names = sorted({str(c) for c in self.classes_})
-        position = {n: i for i, n in enumerate(names)}
-        codes, distinct = pd.factorize(pd.Series(target).to_numpy(dtype=object))
         try:
-            lookup = np.array([position[str(v)] for v in distinct.tolist()], dtype=np.int64)
+            return Target.from_labels(np.asarray(target, dtype=object), self.task_, self.seed, classes=names)
         except KeyError as exc:
             raise InputError(f"target value {exc.args[0]!r} is not one of the fitted classes") from None
-        return Target(lookup[codes], self.task_, names, self.seed)
 
     def _blocks(self, schema: list[dict], settings: dict, crosses: list[tuple], types_of: dict) -> list[Any]:
         numeric = {"impute": settings["impute"], "indicator": settings["indicators"], "scaling": settings["scaling"],

@@ -298,10 +298,10 @@ def as_target(y: Any, target_type: str | None = None, seed: int = 0) -> "encoder
     y = np.asarray(y)
     if target_type == "continuous" or (target_type is None and y.dtype.kind == "f"):
         return encoders.Target(y.astype(np.float64), "continuous", seed=seed)
-    labels = np.array([str(v) for v in y], dtype=object)
-    classes, codes = np.unique(labels, return_inverse=True)
-    kind = target_type or ("binary" if len(classes) <= 2 else "multiclass")
-    return encoders.Target(codes.astype(np.int64), kind, [str(c) for c in classes], seed)
+    target = encoders.Target.from_labels(y, target_type or "multiclass", seed)
+    if target_type is None and len(target.classes or []) <= 2:
+        target.kind = "binary"
+    return target
 
 
 # Calendar parts from int64 epoch seconds with integer arithmetic only (H. Hinnant's

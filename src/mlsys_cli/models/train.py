@@ -298,17 +298,26 @@ def _encode(task: str, y: Any, classes: Sequence[Any] | None, source: Any) -> An
             return np.asarray(y, dtype=np.float64)
         except (TypeError, ValueError):
             raise InputError(f"{_name(source)}: target is not numeric") from None
-    import pandas as pd
-
-    # Encode the distinct values (few) and index back: a per-row Python lookup costs ~1 s per 1M rows.
     values = y.to_numpy() if hasattr(y, "to_numpy") else np.asarray(y, dtype=object)
-    rows, uniques = pd.factorize(values, use_na_sentinel=False)
-    codes = encode_labels(list(uniques), classes)[rows] if len(values) else np.zeros(0, dtype=np.int64)
+    codes = encode_labels(values, classes)  # per distinct value, indexed back
     if (codes < 0).any():
         bad = values[int(np.flatnonzero(codes < 0)[0])]
         raise InputError(f"{_name(source)}: target value {bad!r} is not a class of the training rows",
                          f"training classes: {', '.join(map(str, classes))}")
     return codes
+
+
+def baseline_inputs(task: str, y: Any, classes: Sequence[Any] | None, weights: Any = None) -> tuple[Any, Any]:
+    """``(y_train, sample_weight)`` for :func:`~mlsys_cli.models.metrics.baseline_metrics` from encoded targets.
+
+    For classes, one row per class weighted by its (weighted) total: the same zero-rule prior as
+    every training row, without labelling a million rows in Python.
+    """
+    import numpy as np
+
+    if task == "regression":
+        return y, weights
+    return np.asarray(classes, dtype=object), np.bincount(y, weights=weights, minlength=len(classes or [])).astype(float)
 
 
 def score_sample(n: int, seed: int, size: int = SCORE_ROWS) -> Any:
@@ -445,13 +454,7 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     scored = score_sample(len(y), seed)
     eval_y = y_valid if valid_df is not None else y[scored]
     eval_labels = eval_y if task == "regression" else np.asarray(classes, dtype=object)[eval_y]
-    if task == "regression":
-        train_labels, prior_weights = y, weights
-    else:
-        # The zero rule needs only the (weighted) class totals: one row per class weighted by its
-        # total gives the same prior as every training row, without labelling 1M rows in Python.
-        train_labels = np.asarray(classes, dtype=object)
-        prior_weights = np.bincount(y, weights=weights, minlength=n_classes).astype(float)
+    train_labels, prior_weights = baseline_inputs(task, y, classes, weights)
     # (Not on the profiling thread: the metrics silence warnings, and warning filters are process-wide.)
     baselines = baseline_metrics(task, train_labels, eval_labels, classes, seed=seed, sample_weight=prior_weights)
     pool.shutdown(wait=False)

@@ -805,8 +805,6 @@ def trial_bundle(trial: Any, problem: _Problem, family: Any, est: Any, value: fl
     the same tables writes (featurizer fitted on train, early stopping on valid), except that its
     metrics and prediction reference are on the validation rows (the trial scored those; train
     metrics are not computed)."""
-    import numpy as np
-
     from mlsys_cli.data.io import invocation
     from mlsys_cli.models import train as tr
     from mlsys_cli.models.bundle import ModelBundle, SinglePredictor
@@ -823,10 +821,7 @@ def trial_bundle(trial: Any, problem: _Problem, family: Any, est: Any, value: fl
     predictor = SinglePredictor(fz, family, est, spec)
     scores = predictor.scores_from_features(Xv)
     name, higher = primary_metric(task)
-    if task == "regression":
-        prior, weights = y, None
-    else:
-        prior, weights = np.asarray(classes, dtype=object), np.bincount(y, minlength=problem.n_classes).astype(float)
+    prior, weights = tr.baseline_inputs(task, y, classes)
     libraries = tr.libraries(family.name)
     manifest = {
         "mlsys_version": libraries["mlsys"], "task": task, "target": problem.target, "classes": classes,
