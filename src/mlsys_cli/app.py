@@ -28,6 +28,10 @@ COMMANDS: list[str] = [
     "evaluate",
     "compress",
     "export",
+    "serve",
+    "drift",
+    "retrain",
+    "registry",
     "info",
 ]
 

@@ -1,0 +1,1 @@
+"""Monitoring (DMLS ch. 8): drift tests, reference profiles, reports."""
