@@ -61,12 +61,12 @@ def _calibrate(model: Any, calibrator: Any) -> Any:
         out = g.where(positive, g.op("Div", [raw, safe]), uniform)
     g.nodes.append(helper.make_node("Cast", [out], [fam.PROBA], to=TensorProto.FLOAT))
     # The calibrator's names get their own prefix: the model graph may use the same builder.
-    cal_nodes, cal_inits = fam._renamed(helper.make_graph(g.nodes, "calibrator", [], [], g.initializers), "cal/", {},
+    cal_nodes, cal_inits = fam.renamed(helper.make_graph(g.nodes, "calibrator", [], [], g.initializers), "cal/", {},
                                         ["_uncal", fam.PROBA])
     graph = model.graph
-    nodes = [fam._rename_node(n, {fam.PROBA: "_uncal"}) for n in graph.node] + cal_nodes
+    nodes = [fam.rename_node(n, {fam.PROBA: "_uncal"}) for n in graph.node] + cal_nodes
     new = helper.make_graph(nodes, graph.name, list(graph.input), list(graph.output), [*graph.initializer, *cal_inits])
-    return fam._model(new, model.opset_import)
+    return fam.make_model(new, model.opset_import)
 
 
 def _isotonic(g: Any, est: Any, x: str) -> str:
