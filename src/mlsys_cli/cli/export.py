@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt
+from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, integer
 
 
 def _human(result: Any) -> None:
@@ -29,8 +29,8 @@ def command(
     model: Annotated[Path, typer.Argument(help="A model bundle (.mlsys) from mlsys train, ensemble or compress.")],
     output: OutputOpt,
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="Rows to check parity on (e.g. valid.parquet); default: rows synthesised from the bundle's reference statistics.")] = None,
-    rows: Annotated[int, typer.Option("--rows", help="Rows checked (sampled from --data with --seed).")] = 2000,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="onnxruntime intra-op threads of the check (default 1).")] = None,
+    rows: Annotated[int, typer.Option("--rows", click_type=integer(1, 10_000_000), help="Rows checked (sampled from --data with --seed).")] = 2000,
+    threads: Annotated[Optional[int], typer.Option("--threads", click_type=integer(1, 1024), help="onnxruntime intra-op threads of the check (default 1).")] = None,
     seed: SeedOpt = 0,
     json_: JsonOpt = False,
     report: ReportOpt = None,
@@ -52,10 +52,6 @@ def command(
     """
     from mlsys_cli.deploy.export import export_model
 
-    if threads is not None and threads < 1:
-        from mlsys_cli.errors import UsageError
-
-        raise UsageError("--threads must be at least 1")
     with console.progress("exporting", total=4) as bar:
         result = export_model(model, output, data=[str(p) for p in data] if data else None, rows=rows, seed=seed,
                               threads=threads, progress=bar)

@@ -22,7 +22,6 @@ import re
 import secrets
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import unicodedata
@@ -32,7 +31,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from mlsys_cli.data.io import FORMATS, Lineage, input_record, invocation, lineage_metadata, resolve_inputs
 from mlsys_cli.errors import InputError, UsageError
-from mlsys_cli.fsutil import atomic_path, sha256_file
+from mlsys_cli.fsutil import atomic_path, sha256_file, temp_dir
 
 INPUT_FORMATS = ("csv", "tsv", "json", "ndjson", "parquet")
 # Encodings DuckDB's CSV reader decodes itself; others are transcoded to UTF-8 first.
@@ -284,7 +283,7 @@ def ingest(
         raise UsageError("--table is for a database input (postgresql://...)")
 
     with contextlib.ExitStack() as stack:
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=_parent(output))))
+        scratch = Path(stack.enter_context(temp_dir(output)))
         if database:
             source = _stage_postgres(database[0], scratch / "staged.parquet", table, sql, progress)
             sql = None
@@ -299,12 +298,6 @@ def ingest(
         output=str(output), format=source.format, files=[source.show(p) for p in source.paths],
         seconds=round(time.perf_counter() - started, 3), rejects=str(rejects) if rejects else None, **counts,
     )
-
-
-def _parent(path: Path) -> Path:
-    parent = path.parent if str(path.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    return parent
 
 
 def _connect(memory_limit: str | None, threads: int | None, scratch: Path, track_progress: bool) -> Any:
