@@ -44,6 +44,8 @@ def _human(result: Any) -> None:
     console.records("columns", d["columns"], ["name", "type", "role", "reason", "missing"])
     for finding in d["leakage"] + d["checks"]:
         console.warn(finding["message"])
+    for line in d["warnings"]:
+        console.warn(line)
     for name, n in d["out_of_range"].items():
         console.warn(f"{name!r}: {n} values are inf or beyond float32 range; treated as missing")
     if d["rows_missing_target"]:
