@@ -139,12 +139,12 @@ def output_path(value: str) -> Path:
 
 def output_dir(value: str) -> Path:
     """An output directory (it may exist; the command writes its files inside)."""
-    from mlsys_cli.errors import UsageError
+    from mlsys_cli.errors import InputError
 
     path = Path(value)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{value}: is a file; give a directory to write into")
     check_creatable(path)
+    if path.exists() and not path.is_dir():  # like an existing directory given for a file: exit 3
+        raise InputError(f"{value}: is a file; give a directory to write into")
     return path
 
 
