@@ -16,9 +16,13 @@ def _human(result: Any) -> None:
     for note in d["warnings"]:
         console.warn(note)
     diff = f"{d['max_abs_diff']:.3g}" + (f" (relative {d['max_rel_diff']:.3g})" if d["max_rel_diff"] is not None else "")
+    diff += f" <= {d['tolerance']:g}"
+    if d["calibrator_max_abs_diff"] is not None:  # checked piece by piece (commands/export.md)
+        diff = (f"model {d['uncalibrated_max_abs_diff']:.3g} <= {d['tolerance']:g}, calibrator "
+                f"{d['calibrator_max_abs_diff']:.3g}, end to end {d['max_abs_diff']:.3g}")
     console.kv(f"{d['output']}: ONNX parity verified ({d['task']}, {d['predictor']})", {
         "model": d["model"], "rows checked": f"{d['rows_checked']} from {d['data']}",
-        "max abs diff": f"{diff} <= {d['tolerance']:g}", "labels equal": d["labels_equal"],
+        "max abs diff": diff, "labels equal": d["labels_equal"],
         "size_bytes": d["size_bytes"], "load_seconds": d["load_seconds"],
         "opset": ", ".join(f"{k} {v}" for k, v in d["opset"].items()),
         "inputs": len(d["inputs"]), "outputs": ", ".join(d["outputs"]),
