@@ -129,6 +129,7 @@ class OnnxModel:
         self._outputs = [o.name for o in self.session.get_outputs()]
         self._graph_schema: list[dict[str, Any]] | None = None
         self._labels: tuple[dict[str, Any], Any] | None = None
+        self._dtypes: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int | None = None) -> "OnnxModel":
@@ -184,21 +185,12 @@ class OnnxModel:
         """Graph inputs from canonical arrays (``features.schema``): the dtype each input takes."""
         import numpy as np
 
-        feeds = {}
-        for name, values in canon.items():
-            kind = self._inputs.get(name)
-            if kind is None:
-                continue
-            if kind == "tensor(string)":
-                arr = np.asarray(values, dtype=object)
-            elif kind == "tensor(int64)":
-                arr = np.asarray(values, dtype=np.int64)
-            elif kind == "tensor(double)":
-                arr = np.asarray(values, dtype=np.float64)
-            else:
-                arr = np.asarray(values, dtype=np.float32)
-            feeds[name] = arr.reshape(-1, 1)
-        return feeds
+        if self._dtypes is None:
+            kinds = {"tensor(string)": object, "tensor(int64)": np.int64, "tensor(double)": np.float64}
+            self._dtypes = {name: kinds.get(kind, np.float32) for name, kind in self._inputs.items()}
+        dtypes = self._dtypes
+        return {name: np.asarray(values, dtype=dtypes[name]).reshape(-1, 1)
+                for name, values in canon.items() if name in dtypes}
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         """Run the graph on prepared inputs; outputs by name."""
@@ -225,9 +217,13 @@ class OnnxModel:
         lookup, dtype = self._label_lookup()
         # The graph holds labels as int64 or strings (from the manifest's classes); give back the
         # manifest's own values: one dict lookup per distinct label, indexed back (no loop per row).
-        distinct, index = np.unique(labels, return_inverse=True)
-        mapped = np.array([lookup.get(str(v), v) for v in distinct.tolist()], dtype=object)
-        label = mapped[index.reshape(-1)]
+        if len(labels) <= 64:  # a few rows (serving): a lookup each is cheaper than np.unique
+            label = np.empty(len(labels), dtype=object)
+            label[:] = [lookup.get(str(v), v) for v in labels.tolist()]
+        else:
+            distinct, index = np.unique(labels, return_inverse=True)
+            mapped = np.array([lookup.get(str(v), v) for v in distinct.tolist()], dtype=object)
+            label = mapped[index.reshape(-1)]
         if dtype is not None:
             label = label.astype(dtype)
         return {"label": label, "probabilities": np.asarray(out["probabilities"], dtype=np.float64)}

@@ -392,21 +392,43 @@ def canonical_columns(columns: dict[str, Sequence[Any]], input_schema: Sequence[
             f"column {missing[0]!r} is missing from the input" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
             "the model reads: " + ", ".join(c["name"] for c in input_schema),
         )
-    out = {}
+    # One NumPy array per type for all its columns (a row of it per column): for one row the
+    # cost is the Python conversions, not one array allocation per column.
+    n = len(columns[input_schema[0]["name"]]) if input_schema else 0
+    flat: dict[str, list[Any]] = {}
+    names: dict[str, list[str]] = {}
     for c in input_schema:
-        name = c["name"]
-        convert, dtype, what = _VALUE[c["type"]]
+        name, kind = c["name"], c["type"]
+        convert = _VALUE[kind][0]
         values = columns[name]
-        converted = []
-        for row, v in enumerate(values):
-            try:
-                converted.append(convert(v, strict))
-            except _Bad:
-                raise InputError(f"column {name!r}: expected {what} values, found {v!r} (row {row})",
-                                 "send a value of the column's type, or null for a missing value") from None
-        arr = np.array(converted, dtype=dtype) if dtype is not object else _object_array(converted)
-        out[name] = arr.astype(np.float32).astype(np.float64) if c["type"] == "float" else arr
-    return out
+        if len(values) != n:
+            raise InputError(f"column {name!r} has {len(values)} values, the others {n}")
+        try:
+            flat.setdefault(kind, []).extend([convert(v, strict) for v in values])
+        except _Bad:
+            raise _named(name, kind, values, convert, strict) from None
+        names.setdefault(kind, []).append(name)
+    out = {}
+    for kind, values in flat.items():
+        if kind == "string":
+            block = _object_array(values).reshape(len(names[kind]), n)
+        else:
+            block = np.array(values, dtype=_VALUE[kind][1]).reshape(len(names[kind]), n)
+            if kind == "float":
+                block = block.astype(np.float32).astype(np.float64)
+        out.update(zip(names[kind], block))
+    return {c["name"]: out[c["name"]] for c in input_schema}
+
+
+def _named(name: str, kind: str, values: Sequence[Any], convert: Any, strict: bool) -> InputError:
+    """The error naming the first value of ``name`` its type cannot hold, and its row."""
+    for row, v in enumerate(values):
+        try:
+            convert(v, strict)
+        except _Bad:
+            return InputError(f"column {name!r}: expected {_VALUE[kind][2]} values, found {v!r} (row {row})",
+                              "send a value of the column's type, or null for a missing value")
+    return InputError(f"column {name!r}: a value of the wrong type")
 
 
 def _object_array(values: list[str]) -> np.ndarray:
@@ -431,7 +453,7 @@ def canonical_records(records: Sequence[Any], input_schema: Sequence[dict[str, A
     for c in input_schema:
         name = c["name"]
         values = [r.get(name, _ABSENT) for r in records]
-        if any(v is _ABSENT for v in values):
+        if _ABSENT in values:
             row = next(i for i, v in enumerate(values) if v is _ABSENT)
             if strict or all(v is _ABSENT for v in values):
                 raise InputError(f"column {name!r} is missing from the input" + (f" (record {row})" if strict else ""),
