@@ -242,7 +242,8 @@ class ServeApp:
 
     async def _body(self, req: Request, receive: Callable, json_only: bool) -> bytes:
         ctype = req.content_type.split(b";", 1)[0].strip().lower()
-        if ctype != JSON and not (not json_only and ctype == b"application/octet-stream"):
+        # V2 clients (tritonclient) may send no content type, or octet-stream for binary tensors.
+        if ctype != JSON and (json_only or ctype not in (b"", b"application/octet-stream")):
             raise HttpError(415, f"content type must be application/json, not {ctype.decode('latin-1') or 'absent'}")
         limit = self.state.limits.max_body_bytes
         if req.content_length is not None and (req.content_length < 0 or req.content_length > limit):
