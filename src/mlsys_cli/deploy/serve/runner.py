@@ -171,8 +171,9 @@ def load_slots(specs: list[ModelSpec]) -> dict[str, Slot]:
         slot = Slot(spec.role, spec.name, spec.source)
         try:
             slot.load()
-        except InputError as exc:
-            raise InputError(f"cannot serve the {spec.role} model: {exc.message}", exc.hint) from None
+        except Exception as exc:  # whatever stops a model from loading is the reason to give (exit 3)
+            raise InputError(f"cannot serve the {spec.role} model: {describe_error(exc)}",
+                             getattr(exc, "hint", None)) from None
         slots[spec.role] = slot
     primary, challengers = slots["primary"].current, [s.current for r, s in slots.items() if r != "primary"]
     for other in challengers:
