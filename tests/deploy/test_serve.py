@@ -219,9 +219,9 @@ def test_token_log_shadow_canary_and_graceful_stop(models, tmp_path):
     assert files and not list(logs.glob(".*"))
     table = pd.concat([pq.read_table(f).to_pandas() for f in files])
     counts = table["_mlsys_role"].value_counts().to_dict()
-    primary_rows, canary_rows = 2 * roles.count("primary") + 5 * (roles[7] == "primary"), 2 * roles.count("canary")
-    assert counts.get("canary", 0) == canary_rows + 5 * (roles[7] == "canary")
-    assert counts["primary"] == primary_rows + 3
+    canary_rows = 2 * roles.count("canary") + 5 * (roles[7] == "canary")
+    assert counts["primary"] + counts["canary"] == 2 * 40 + 5 + 3
+    assert counts["canary"] - canary_rows in (0, 3)  # the request in flight at SIGTERM had no key
     assert counts["shadow"] == sum(counts.values()) - counts["shadow"]  # the shadow saw every row
     assert set(table.loc[table["_mlsys_role"] == "shadow", "_mlsys_model"]) == {"linear"}
     schema = pq.read_schema(files[0])

@@ -404,7 +404,14 @@ def canonical_columns(columns: dict[str, Sequence[Any]], input_schema: Sequence[
         if len(values) != n:
             raise InputError(f"column {name!r} has {len(values)} values, the others {n}")
         try:
-            flat.setdefault(kind, []).extend([convert(v, strict) for v in values])
+            # The common case first, without a call: a JSON value already of the column's type.
+            if kind == "float":
+                converted = [v if type(v) is float and -FLOAT32_MAX <= v <= FLOAT32_MAX else convert(v, strict) for v in values]
+            elif kind == "string":
+                converted = [v if type(v) is str else convert(v, strict) for v in values]
+            else:
+                converted = [convert(v, strict) for v in values]
+            flat.setdefault(kind, []).extend(converted)
         except _Bad:
             raise _named(name, kind, values, convert, strict) from None
         names.setdefault(kind, []).append(name)

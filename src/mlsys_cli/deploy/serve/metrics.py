@@ -45,6 +45,7 @@ class Metrics:
         self._req: dict[tuple[str, int], Any] = {}
         self._lat: dict[str, Any] = {}
         self._label: dict[tuple[str, str], Any] = {}
+        self._rows: dict[str, Any] = {}
 
     def request(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -58,7 +59,10 @@ class Metrics:
         lat.observe(seconds)
 
     def predicted(self, role: str, task: str, outputs: dict[str, Any], rows: int) -> None:
-        self.rows.labels(role).inc(rows)
+        child = self._rows.get(role)
+        if child is None:
+            child = self._rows[role] = self.rows.labels(role)
+        child.inc(rows)
         if task == "regression":
             hist = self.values.labels(role)
             for v in outputs["prediction"].tolist():

@@ -14,9 +14,9 @@ holding memory without bound or slowing answers.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -159,9 +159,10 @@ class PredictionLog:
 
     def __init__(self, options: LogOptions, on_write: Callable[[int, int], None] | None = None):
         self.options = options
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: collections.deque = collections.deque()
         self._pending = 0
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self._on_write = on_write or (lambda written, dropped: None)
         self._files: dict[Any, _OpenFile] = {}
         self._seq = 0
@@ -180,7 +181,7 @@ class PredictionLog:
         self._thread.start()
 
     def append(self, entry: Entry) -> None:
-        """Queue an answered request (called on the request path: no I/O, no conversion)."""
+        """Queue an answered request (called on the request path: no I/O, no conversion, no wake-up)."""
         with self._lock:
             if self._pending + entry.rows > self.options.max_pending:
                 dropped = True
@@ -190,36 +191,35 @@ class PredictionLog:
         if dropped:
             self._on_write(0, entry.rows)
             return
-        self._queue.put(entry)
+        self._queue.append(entry)
 
     def close(self) -> None:
         """Write everything queued and rename the open files into place (SIGTERM, shutdown)."""
         if self._thread is not None:
-            self._queue.put(None)
+            self._stop.set()
             self._thread.join()
             self._thread = None
 
     def _run(self) -> None:
-        batch: list[Entry] = []
-        last = time.monotonic()
-        while True:
-            try:
-                item = self._queue.get(timeout=min(self.options.flush_seconds, 0.25))
-            except queue.Empty:
-                item = False
-            if item is None:
-                break
-            if item:
-                batch.append(item)
-            now = time.monotonic()
-            if batch and (sum(e.rows for e in batch) >= self.options.flush_rows or now - last >= self.options.flush_seconds):
-                self._write(batch)
-                batch, last = [], now
-            self._rotate(now)
-        if batch:
-            self._write(batch)
+        # The thread sleeps between flushes and takes what queued up in one go: waking it on every
+        # request would make it compete for the GIL with the event loop on every request.
+        while not self._stop.wait(self.options.flush_seconds):
+            self._drain()
+            self._rotate(time.monotonic())
+        self._drain()
         for key in list(self._files):
             self._close(key)
+
+    def _drain(self) -> None:
+        batch, rows = [], 0
+        while self._queue:
+            batch.append(self._queue.popleft())
+            rows += batch[-1].rows
+            if rows >= self.options.flush_rows:  # one row group at most this big
+                self._write(batch)
+                batch, rows = [], 0
+        if batch:
+            self._write(batch)
 
     def _write(self, batch: list[Entry]) -> None:
         groups: dict[Any, list[Entry]] = {}
