@@ -20,6 +20,7 @@ into ``inf`` would poison scaling and sums. The count is reported by :func:`out_
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from typing import Any, Sequence
 
 import numpy as np
@@ -341,6 +342,12 @@ def _datetime_value(v: Any, strict: bool) -> int:
         return int(np.floor(v)) if np.isfinite(v) else INT64_MIN
     if not isinstance(v, str):
         raise _Bad()
+    return _datetime_text(v)
+
+
+@functools.lru_cache(maxsize=4096)
+def _datetime_text(v: str) -> int:
+    """Epoch seconds of a date string (cached: the same dates come back request after request)."""
     try:
         parsed = _dt.datetime.fromisoformat(v.strip())
     except ValueError:

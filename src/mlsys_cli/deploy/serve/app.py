@@ -247,7 +247,10 @@ class ServeApp:
             raise HttpError(415, f"content type must be application/json, not {ctype.decode('latin-1') or 'absent'}")
         limit = self.state.limits.max_body_bytes
         if req.content_length is not None and (req.content_length < 0 or req.content_length > limit):
-            raise HttpError(413, f"the body is over the limit of {limit} bytes" if req.content_length > 0 else "bad Content-Length")
+            # The body is not read: close the connection, or its bytes would be parsed as the next request.
+            raise HttpError(413 if req.content_length > 0 else 400,
+                            f"the body is over the limit of {limit} bytes" if req.content_length > 0 else "bad Content-Length",
+                            [(b"connection", b"close")])
         message = await receive()
         body = message.get("body", b"")
         while message.get("more_body"):
