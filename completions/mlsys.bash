@@ -7,7 +7,7 @@ _mlsys() {
         case "$w" in -*) ;; *) cmd="$w"; break ;; esac
     done
     if [ -z "$cmd" ]; then
-        COMPREPLY=( $(compgen -W "ingest split featurize tune train ensemble predict evaluate compress export info --config --quiet --traceback --verbose --version -q -v" -- "$cur") )
+        COMPREPLY=( $(compgen -W "ingest split featurize tune train ensemble predict evaluate compress export serve info --config --quiet --traceback --verbose --version -q -v" -- "$cur") )
         return
     fi
     case "$cmd" in
@@ -21,6 +21,7 @@ _mlsys() {
         evaluate) opts="--bootstrap --confidence --expect --html --invariant --json --min-slice-rows --perturb --report --require --seed --slice --slice-bins --target --threshold --help" ;;
         compress) opts="--augment --batch-rows --data --html --json --max-metric-drop --measure-fraction --output --prefer --repeats --report --require-gain --seed --technique --transfer -o --help" ;;
         export) opts="--data --json --output --report --rows --seed --threads -o --help" ;;
+        serve) opts="--access-log --api-key-env --canary --host --json --log-dir --log-max-mb --log-rotate --max-batch --max-body-mb --max-rows --max-wait-ms --name --no-access-log --poll --port --registry --request-timeout --shadow --workers --help" ;;
         info) opts="--json --report --help" ;;
         *) opts="" ;;
     esac
