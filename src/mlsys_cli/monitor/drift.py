@@ -255,8 +255,8 @@ def detect(current: PathLike | Sequence[PathLike], *, reference: PathLike | Sequ
 
 
 def save_profile(table: PathLike | Sequence[PathLike], path: PathLike, *,
-                 options: DriftOptions = DriftOptions()) -> dict[str, Any]:
-    """Write the reference profile of ``table`` to ``path`` (atomically); returns its summary.
+                 options: DriftOptions = DriftOptions()) -> Any:
+    """Write the reference profile of ``table`` to ``path`` (atomically); returns a ``ProfileSummary``.
 
     The profile holds, per column, the statistics :func:`detect` needs (quantile sketches,
     histograms, category tables, missing counts) and a seeded sample of ``options.domain_rows``
