@@ -48,7 +48,7 @@ def test_drift_exit_4_with_outputs(files, tmp_path, chromium):  # noqa: F811
     dom = render_dom(chromium, tmp_path / "r.html")
     plots = plots_in(dom)
     assert [p["kind"] for p in plots].count("drift-histogram") == 2  # x and z
-    assert [p["kind"] for p in plots].count("drift-categories") == 1
+    assert [p["kind"] for p in plots].count("drift-categories") == 2  # color and y
     assert all(p["marks"] > 0 for p in plots)
     assert "Over time" in dom and "2026-01-03" in dom and "DRIFT DETECTED" in dom
 

@@ -322,10 +322,13 @@ def run(current: Any, *, reference: Any, model: Any, profile: Any, options: Drif
 
         model_part, output_tests = model_checks(model, manifest, source, plan.label, options, _judge)
         tests.extend(output_tests)
+    samples = _samples(ref, source, plan, options)
+    if options.backend == "alibi":
+        tests = _alibi_pvalues(tests, samples, cur_types, plan)
     features = _rank(_decide(tests, options, importance))
     if not any(f.decided for f in features):
         raise InputError("too few rows to decide on any column: " + "; ".join(f"{f.name}: {f.note}" for f in features[:3]))
-    multivariate = _multivariate(ref, source, plan, options, reference, cur_types)
+    multivariate = _multivariate(ref, samples, options, cur_types)
     windows = _windows({n: counts[n] for n in plan.features}, refs, ref, options, importance) if options.window else ()
     detected = any(f.drifted for f in features) or bool(multivariate and multivariate.get("drifted"))
     return DriftReport(
@@ -370,22 +373,39 @@ def _importance(manifest: Mapping[str, Any] | None, features: Sequence[str]) -> 
     return out
 
 
-def _multivariate(ref: Reference, source: Source, plan: _Plan, options: DriftOptions, reference: Any,
+def _samples(ref: Reference, source: Source, plan: _Plan, options: DriftOptions) -> tuple[Any, Any] | None:
+    """Seeded row samples of both sides (reference rows and current rows), when there are reference rows."""
+    if not (options.domain_classifier or options.backend == "alibi") or ref.sample is None or ref.sample.num_rows == 0:
+        return None
+    columns = [c for c in plan.features if c in ref.sample.column_names]
+    return ref.sample.select(columns), source.sample(columns, options.domain_rows, options.seed + 1)
+
+
+def _alibi_pvalues(tests: list[_Test], samples: tuple[Any, Any] | None, cur_types: Mapping[str, str | None],
+                   plan: _Plan) -> list[_Test]:
+    """Per-feature p-values from alibi-detect's TabularDrift (same decision rule afterwards)."""
+    from dataclasses import replace
+
+    from mlsys_cli.monitor.alibi_backend import feature_pvalues
+
+    ps = feature_pvalues(samples[0] if samples else None, samples[1] if samples else None, cur_types, plan.features)
+    return [replace(t, p=ps[t.name], test=f"alibi-{t.test}") if t.name in ps and t.p is not None else t for t in tests]
+
+
+def _multivariate(ref: Reference, samples: tuple[Any, Any] | None, options: DriftOptions,
                   cur_types: Mapping[str, str | None]) -> dict[str, Any] | None:
     if not options.domain_classifier:
         return None
-    if ref.sample is None or ref.sample.num_rows == 0:
+    if samples is None:
         return {"test": "domain_classifier", "ran": False, "drifted": False,
                 "note": f"the {ref.kind} reference holds no rows: give --reference TABLE or a --profile saved with rows"}
-    columns = [c for c in plan.features if c in ref.sample.column_names]
-    current = source.sample(columns, options.domain_rows, options.seed + 1)
     if options.backend == "alibi":
         from mlsys_cli.monitor.alibi_backend import multivariate
 
-        return multivariate(ref.sample.select(columns), current, cur_types, options)
+        return multivariate(samples[0], samples[1], cur_types, options)
     from mlsys_cli.monitor.domain import domain_classifier
 
-    return domain_classifier(ref.sample.select(columns), current, cur_types, options)
+    return domain_classifier(samples[0], samples[1], cur_types, options)
 
 
 def check_backend(options: DriftOptions) -> None:

@@ -49,12 +49,13 @@ def write_html(report: Any, path: Any) -> None:
                               f"({ref['rows']:,} rows)",
                      footer=f"mlsys {__version__} drift; backend {report.options.backend}; FDR {report.options.alpha:g}")
     page.heading("Features")
-    page.table([{"feature": f["name"], "drifted": f["drifted"], "test": f["test"], "statistic": f["statistic"],
-                 "q value": f["q_value"], **{k: v for k, v in f["effect"].items()},
+    page.table([{"feature": f["name"], "drifted": ("yes" if f["drifted"] else "no") if f["decided"] else "undecided",
+                 "test": f["test"], "statistic": f["statistic"], "q value": f["q_value"],
+                 "effect sizes": ", ".join(f"{k} {hr.format_value(v, 3)}" for k, v in f["effect"].items() if v is not None),
                  "missing (ref -> cur)": None if f["missing_reference"] is None else
                  f"{f['missing_reference']:.3f} -> {f['missing_current']:.3f}", "importance": f["importance"],
                  "why": "; ".join(f["reasons"]) or f["note"] or ""} for f in d["features"]],
-               flag="drifted", status="drifted")
+               flag="drifted")
     page.text(f"A feature drifts when its test is significant after Benjamini-Hochberg correction at FDR {report.options.alpha:g} "
               f"AND an effect size reaches its threshold (Wasserstein/std {report.options.wasserstein:g}, "
               f"PSI {report.options.psi:g}, Jensen-Shannon {report.options.jensen_shannon:g}, unseen share "
