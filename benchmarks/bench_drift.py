@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data" / "drift"
 N_NUM, N_CAT = 40, 10
 PEERS = {
-    "evidently": ["evidently==0.7.23", "pyarrow"],
+    "evidently": ["evidently==0.7.23", "pandas<3", "pyarrow"],  # 0.7.23 imports a helper pandas 3 removed
     "alibi": ["alibi-detect==0.13.0", "numpy<2", "pandas<3", "pyarrow<25"],
 }
 
@@ -244,7 +244,8 @@ x_ref, x_cur = encode(ref, cats), encode(cur, cats)
 # alibi's KS cannot take NaN: missing values become the column mean of the reference.
 means = np.nanmean(x_ref, axis=0)
 x_ref, x_cur = np.where(np.isnan(x_ref), means, x_ref), np.where(np.isnan(x_cur), means, x_cur)
-cpf = {names.index(n): len(v) + 1 for n, v in cats.items()}
+# None: alibi takes each categorical column's categories from the data it sees.
+cpf = {names.index(n): None for n in cats}
 t = time.perf_counter()
 cd = TabularDrift(x_ref, p_val=0.05, categories_per_feature=cpf, correction="fdr")
 pred = cd.predict(x_cur, drift_type="feature")

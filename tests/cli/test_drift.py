@@ -103,3 +103,27 @@ def test_nothing_half_written_on_error(files, tmp_path):
     r = run_cli("drift", files / "same.parquet", "--profile", files / "ref.parquet", "-o", tmp_path / "out.parquet",
                 "--html", tmp_path / "r.html")
     assert r.code == 3 and not list(tmp_path.iterdir())
+
+
+def test_serve_logs_with_logged_outputs(files, tmp_path):
+    """A directory of serve logs: _mlsys_* columns are metadata; the logged outputs are the predictions."""
+    import pyarrow as pa
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    df = _frame(900, 3, shift=1.0)
+    p = 1 / (1 + np.exp(-2 * df["x"].to_numpy()))
+    table = pa.Table.from_pandas(df.drop(columns=["day", "y"]), preserve_index=False).append_column(
+        "_mlsys_time", pa.array(pd.Timestamp("2026-02-01", tz="UTC") + pd.to_timedelta(np.arange(900), unit="min"))
+    ).append_column("_mlsys_role", pa.array(["primary"] * 900)).append_column(
+        "_mlsys_label", pa.array(np.where(p >= 0.5, "yes", "no"))).append_column(
+        "_mlsys_proba_no", pa.array(1 - p)).append_column("_mlsys_proba_yes", pa.array(p))
+    for i in range(3):
+        pq.write_table(table.slice(300 * i, 300), logs / f"predictions-20260201T00000{i}-1-{i}.parquet")
+    r = run_cli("drift", logs, "--model", files / "m.mlsys", "--time-col", "_mlsys_time", "--window", "5h", "--json")
+    assert r.code == 0, r.stderr
+    d = r.json
+    assert d["model"]["outputs"] == "logged outputs" and "metrics" not in d["model"]
+    assert "prediction:proba_yes" in d["drifted"] and "x" in d["drifted"]
+    assert not any(f["name"].startswith("_mlsys_") for f in d["features"])
+    assert [w["rows"] for w in d["windows"]] == [300, 300, 300]  # 5h windows aligned to the epoch

@@ -40,7 +40,7 @@ def test_binned_wasserstein_is_close_to_exact():
     rng = np.random.default_rng(2)
     a, b = rng.lognormal(size=30_000), rng.lognormal(0.2, size=10_000)
     edges, ra, rb = _binned(a, b)
-    got = stats.wasserstein_binned(edges, ra, rb, tail_means(a, edges), tail_means(b, edges))
+    got = stats.wasserstein_binned(edges, ra, rb, tail_means(np.sort(a), edges), tail_means(np.sort(b), edges))
     exact = sps.wasserstein_distance(a, b)
     assert abs(got - exact) / exact < 0.05
 

@@ -78,34 +78,53 @@ def numeric_profile(values: Any, bins: int = BINS) -> dict[str, Any]:
         return {**out, "mean": None, "std": None, "min": None, "max": None,
                 "quantiles": {"levels": list(QUANTILES), "values": [None] * len(QUANTILES)},
                 "histogram": {"edges": [], "counts": [0]}, "sketch": {"edges": [], "counts": [0]}}
+    # One sort serves everything: quantiles by interpolation between order statistics (NumPy's
+    # default "linear" method), bin counts by binary search of the edges, tails by partial sums.
+    ordered = np.sort(present)
     levels = np.linspace(0, 1, bins + 1)[1:-1]
     fine = np.linspace(0, 1, SKETCH_BINS + 1)[1:-1]
-    # One selection pass for the histogram edges, the sketch and the reported quantiles together.
-    cuts = np.quantile(present, np.concatenate([levels, fine, QUANTILES]))
-    edges = np.unique(cuts[:len(levels)])
-    counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
-    sketch_edges = np.unique(cuts[len(levels):len(levels) + len(fine)])
-    sketch = np.bincount(np.searchsorted(sketch_edges, present, side="right"), minlength=len(sketch_edges) + 1)
-    cuts = np.concatenate([cuts[:len(levels)], cuts[len(levels) + len(fine):]])
+    edges = np.unique(_sorted_quantiles(ordered, levels))
+    sketch_edges = np.unique(_sorted_quantiles(ordered, fine))
     return {
         **out,
         "mean": _num(present.mean()), "std": _num(present.std()),
-        "min": _num(present.min()), "max": _num(present.max()),
-        "quantiles": {"levels": list(QUANTILES), "values": [_num(v) for v in cuts[len(levels):]]},
-        "histogram": {"edges": [_num(e) for e in edges], "counts": [int(c) for c in counts]},
-        "sketch": {"edges": [_num(e) for e in sketch_edges], "counts": [int(c) for c in sketch],
-                   "tails": tail_means(present, sketch_edges)},
+        "min": _num(ordered[0]), "max": _num(ordered[-1]),
+        "quantiles": {"levels": list(QUANTILES), "values": [_num(v) for v in _sorted_quantiles(ordered, QUANTILES)]},
+        "histogram": {"edges": [_num(e) for e in edges], "counts": _sorted_counts(ordered, edges)},
+        "sketch": {"edges": [_num(e) for e in sketch_edges], "counts": _sorted_counts(ordered, sketch_edges),
+                   "tails": tail_means(ordered, sketch_edges)},
     }
 
 
-def tail_means(present: Any, edges: Any) -> list[float]:
-    """``[mean((e0 - x)+), mean((x - e_last)+)]``: the area between the distribution function and
-    the outer edges, which a Wasserstein distance needs beyond the bins."""
+def _sorted_quantiles(ordered: Any, levels: Any) -> Any:
+    """Quantiles of sorted values, as ``numpy.quantile(..., method="linear")``."""
     import numpy as np
 
-    if not len(edges) or not len(present):
+    pos = np.asarray(levels, dtype=np.float64) * (len(ordered) - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _sorted_counts(ordered: Any, edges: Any) -> list[int]:
+    """Counts of sorted values in ``(-inf, e0), [e0, e1), ..., [e_last, inf)``."""
+    import numpy as np
+
+    below = np.searchsorted(ordered, edges, side="left")
+    return [int(c) for c in np.diff(np.concatenate([[0], below, [len(ordered)]]))]
+
+
+def tail_means(ordered: Any, edges: Any) -> list[float]:
+    """``[mean((e0 - x)+), mean((x - e_last)+)]`` of sorted values: the area between the distribution
+    function and the outer edges, which a Wasserstein distance needs beyond the bins."""
+    import numpy as np
+
+    if not len(edges) or not len(ordered):
         return [0.0, 0.0]
-    return [float(np.maximum(edges[0] - present, 0).mean()), float(np.maximum(present - edges[-1], 0).mean())]
+    k = int(np.searchsorted(ordered, edges[0], side="left"))
+    m = int(np.searchsorted(ordered, edges[-1], side="right"))
+    n = len(ordered)
+    return [float((k * edges[0] - ordered[:k].sum()) / n), float((ordered[m:].sum() - (n - m) * edges[-1]) / n)]
 
 
 def categorical_profile(values: Any, top: int = TOP) -> dict[str, Any]:

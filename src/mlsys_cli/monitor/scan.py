@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 
 from mlsys_cli.errors import InputError, UsageError
 
-BATCH_ROWS = 262_144
+BATCH_ROWS = 65_536
 META_PREFIX = "_mlsys_"
 _INT64_MIN = -(2**63)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -153,17 +153,17 @@ class Cells:
 
 @dataclass
 class Counts:
-    """Counts of one column over all rows and per window; tail sums of numbers; unseen strings.
+    """Counts of one column per cell, over all rows and per window; unseen strings.
 
-    ``tails`` (and ``window_tails``) hold ``[sum((e0 - x)+), sum((x - e_last)+)]`` over the
-    non-missing values, for the Wasserstein distance beyond the outer edges.
+    Numbers also keep the sum of the values in each cell (``sums``, ``window_sums``): the tails
+    beyond the sketch's outer edges, which the Wasserstein distance needs, follow from them.
     """
 
     cells: Cells
     total: Any = None
+    sums: Any = None
     windows: dict[int, Any] = field(default_factory=dict)
-    tails: Any = None
-    window_tails: dict[int, Any] = field(default_factory=dict)
+    window_sums: dict[int, Any] = field(default_factory=dict)
     unseen: dict[str, int] = field(default_factory=dict)
 
     def add(self, arr: Any, window_ids: Any) -> None:
@@ -172,47 +172,53 @@ class Counts:
 
         codes, extra = self.cells.codes(arr)
         size = self.cells.size
-        counts = np.bincount(codes, minlength=size)
-        self.total = counts if self.total is None else self.total + counts
-        tails = self._tails(extra) if self.cells.numeric else None
-        if tails is not None:
-            self.tails = tails.sum(axis=1) if self.tails is None else self.tails + tails.sum(axis=1)
+        weights = np.nan_to_num(extra, nan=0.0) if self.cells.numeric else None
+        self.total = _plus(self.total, np.bincount(codes, minlength=size))
+        if weights is not None:
+            self.sums = _plus(self.sums, np.bincount(codes, weights=weights, minlength=size))
         if window_ids is not None:
-            for w in np.unique(window_ids):
-                mask = window_ids == w
-                part = np.bincount(codes[mask], minlength=size)
-                self.windows[int(w)] = self.windows[int(w)] + part if int(w) in self.windows else part
-                if tails is not None:
-                    t = tails[:, mask].sum(axis=1)
-                    self.window_tails[int(w)] = self.window_tails[int(w)] + t if int(w) in self.window_tails else t
+            # One bincount over (window, cell) pairs rather than one pass per window.
+            ids, inverse = np.unique(window_ids, return_inverse=True)
+            pair = inverse.astype(np.int64) * size + codes
+            per = np.bincount(pair, minlength=len(ids) * size).reshape(len(ids), size)
+            sums = (np.bincount(pair, weights=weights, minlength=len(ids) * size).reshape(len(ids), size)
+                    if weights is not None else None)
+            for i, w in enumerate(ids.tolist()):
+                self.windows[w] = _plus(self.windows.get(w), per[i])
+                if sums is not None:
+                    self.window_sums[w] = _plus(self.window_sums.get(w), sums[i])
         if not self.cells.numeric and len(extra) and len(self.unseen) < 10_000:
             vc = pc.value_counts(extra)
             for v, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()):
                 self.unseen[v] = self.unseen.get(v, 0) + int(c)
 
-    def _tails(self, x: Any) -> Any:
-        """Per row ``[(e0 - x)+, (x - e_last)+]`` (0 for missing), shape (2, rows)."""
-        import numpy as np
-
-        edges = self.cells.sketch_edges
-        if not edges:
-            return np.zeros((2, len(x)))
-        lo = np.where(np.isnan(x), 0.0, np.maximum(edges[0] - x, 0.0))
-        hi = np.where(np.isnan(x), 0.0, np.maximum(x - edges[-1], 0.0))
-        return np.vstack([lo, hi])
-
     def tail_means(self, window: int | None = None) -> list[float]:
-        """Mean tail distances over the non-missing values (overall or in one window)."""
-        total = self.total if window is None else self.windows[window]
-        sums = self.tails if window is None else self.window_tails.get(window)
-        present = float(total[:-1].sum())
-        if sums is None or present == 0:
+        """``[mean((e0 - x)+), mean((x - e_last)+)]`` over the non-missing values, e = the sketch's edges."""
+        counts = self.total if window is None else self.windows[window]
+        sums = self.sums if window is None else self.window_sums.get(window)
+        present = float(counts[:-1].sum())
+        inner = self.cells.sketch_edges
+        if sums is None or present == 0 or not inner:
             return [0.0, 0.0]
-        return [float(sums[0] / present), float(sums[1] / present)]
+        # Code c holds [edges[c-1], edges[c]); the cells up to the first sketch edge lie below it,
+        # the cells from the last sketch edge on lie above it.
+        first = int(self.cells.range_edges[0])
+        last = first + len(inner)
+        lo = sum(counts[c] * inner[0] - sums[c] for c in range(first + 1))
+        hi = sum(sums[c] - counts[c] * inner[-1] for c in range(last, len(self.cells.edges) + 1))
+        return [float(lo / present), float(hi / present)]
+
+
+def _plus(acc: Any, part: Any) -> Any:
+    return part if acc is None else acc + part
 
 
 class Source:
-    """A table to read in batches: Parquet files (pyarrow dataset) or one CSV/JSON file (DuckDB).
+    """A table to read in batches: Parquet files (pyarrow) or one CSV/JSON file (DuckDB).
+
+    Parquet files are read one after the other with ``ParquetFile.iter_batches``, which decodes
+    column pages batch by batch: memory holds one batch of the requested columns even when a
+    file is a single row group of millions of rows.
 
     Parameters
     ----------
@@ -229,19 +235,9 @@ class Source:
         self.files = resolve_inputs(list(paths))
         self.name = ", ".join(str(p) for p in paths)
         self.parquet = all(detect_format(f) == "parquet" for f in self.files)
-        self._dataset = self._relation = None
+        self._relation = None
         if self.parquet:
-            import pyarrow as pa
-            import pyarrow.dataset as ds
-
-            for f in self.files:
-                if f.stat().st_size == 0:
-                    raise InputError(f"{f}: empty file")
-            try:
-                self._dataset = ds.dataset([str(f) for f in self.files], format="parquet")
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise InputError(f"{self.name}: cannot read Parquet: {str(exc).splitlines()[0]}") from None
-            self.schema = self._dataset.schema
+            self.schema = self._parquet_schema()
         else:
             from mlsys_cli.data.io import scan_table
 
@@ -249,12 +245,24 @@ class Source:
                 raise InputError("give one CSV/JSON file, or Parquet files")
             self._relation = scan_table(self.files)
             self.schema = self._relation.limit(0).to_arrow_table().schema
-        self._filter = None
-        if not include_shadow and "_mlsys_role" in self.schema.names:
-            import pyarrow.compute as pc
+        self._shadow = not include_shadow and "_mlsys_role" in self.schema.names
 
-            role = pc.field("_mlsys_role")
-            self._filter = (role != "shadow") | role.is_null()
+    def _parquet_schema(self) -> Any:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schemas = []
+        for f in self.files:
+            if f.stat().st_size == 0:
+                raise InputError(f"{f}: empty file")
+            try:
+                schemas.append(pq.read_schema(f))
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"{f}: cannot read Parquet: {str(exc).splitlines()[0]}") from None
+        try:
+            return pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InputError(f"{self.name}: the files do not share one schema: {str(exc).splitlines()[0]}") from None
 
     @property
     def columns(self) -> list[str]:
@@ -265,45 +273,77 @@ class Source:
         return {f.name: logical_type(f.type) for f in self.schema}
 
     def count_rows(self) -> int:
-        if self._dataset is not None:
-            return int(self._dataset.count_rows(filter=self._filter))
-        return int(self._relation.aggregate("count(*)").fetchone()[0])
+        """Rows that pass the shadow filter (from the Parquet footers when there is none)."""
+        if self._relation is not None:
+            return int(self._relation.aggregate("count(*)").fetchone()[0])
+        if not self._shadow:
+            import pyarrow.parquet as pq
+
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
+        return sum(b.num_rows for b in self.batches(["_mlsys_role"]))
 
     def batches(self, columns: Sequence[str], batch_rows: int = BATCH_ROWS) -> Iterator[Any]:
         """Record batches of ``columns`` (only rows that pass the shadow filter)."""
         import pyarrow as pa
+        import pyarrow.compute as pc
 
-        if self._dataset is not None:
-            try:
-                yield from (b for b in self._dataset.to_batches(columns=list(columns), filter=self._filter,
-                                                                 batch_size=batch_rows, use_threads=True) if b.num_rows)
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise InputError(f"{self.name}: cannot read: {str(exc).splitlines()[0]}") from None
+        columns = list(dict.fromkeys(columns))
+        read = columns + (["_mlsys_role"] if self._shadow and "_mlsys_role" not in columns else [])
+        for batch in self._raw_batches(read, batch_rows):
+            if self._shadow:
+                role = batch.column("_mlsys_role")
+                batch = batch.filter(pc.or_kleene(pc.not_equal(role, "shadow"), pc.is_null(role))).select(columns)
+            if batch.num_rows:
+                yield batch
+
+    def _raw_batches(self, columns: list[str], batch_rows: int) -> Iterator[Any]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._relation is not None:
+            rel = self._relation.select(*[f'"{c}"' for c in columns])
+            reader = rel.fetch_arrow_reader(batch_rows) if hasattr(rel, "fetch_arrow_reader") else rel.record_batch(batch_rows)
+            yield from reader
             return
-        rel = self._relation.select(*[f'"{c}"' for c in columns])
-        reader = rel.fetch_arrow_reader(batch_rows) if hasattr(rel, "fetch_arrow_reader") else rel.record_batch(batch_rows)
-        yield from (b for b in reader if b.num_rows)
+        target = pa.schema([self.schema.field(c) for c in columns])
+        for f in self.files:
+            try:
+                # Column chunks streamed through a small buffer, not pre-loaded whole: a file of one
+                # huge row group would otherwise sit in memory compressed, all columns at once.
+                pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20)
+                missing = [c for c in columns if c not in pf.schema_arrow.names]
+                if missing:
+                    raise InputError(f"{f}: no column {missing[0]!r}")
+                for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True):
+                    yield batch if batch.schema.equals(target) else batch.cast(target)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"{f}: cannot read: {str(exc).splitlines()[0]}") from None
 
     def column(self, name: str) -> Any:
         """One whole column as a ChunkedArray (a reference profile needs all of its values)."""
         import pyarrow as pa
 
-        if self._dataset is not None:
-            return self._dataset.to_table(columns=[name], filter=self._filter).column(0)
-        return pa.Table.from_batches(list(self.batches([name])), schema=pa.schema([self.schema.field(name)])).column(0)
+        return pa.chunked_array([b.column(0) for b in self.batches([name], 1 << 20)], self.schema.field(name).type)
 
     def sample(self, columns: Sequence[str], n: int, seed: int) -> Any:
-        """A seeded random sample of ``n`` rows (all rows when there are fewer), as an Arrow table."""
+        """A seeded random sample of ``n`` rows (all rows when there are fewer), as an Arrow table.
+
+        Streamed: the chosen rows are taken from each batch as it passes, so memory holds the
+        sample and one batch, never the table.
+        """
         import numpy as np
         import pyarrow as pa
 
         rows = self.count_rows()
-        if self._dataset is not None and self._filter is None:
-            pick = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, rows), replace=False))
-            return self._dataset.take(pa.array(pick), columns=list(columns))
-        table = pa.Table.from_batches(list(self.batches(columns)), schema=pa.schema([self.schema.field(c) for c in columns]))
-        pick = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=min(n, table.num_rows), replace=False))
-        return table.take(pa.array(pick))
+        pick = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, rows), replace=False))
+        parts, offset = [], 0
+        for batch in self.batches(columns):
+            lo, hi = np.searchsorted(pick, [offset, offset + batch.num_rows])
+            if hi > lo:
+                parts.append(batch.take(pa.array(pick[lo:hi] - offset)))
+            offset += batch.num_rows
+        schema = pa.schema([self.schema.field(c) for c in columns])
+        return pa.Table.from_batches(parts, schema=schema) if parts else schema.empty_table()
 
 
 def window_ids(arr: Any, seconds: int, name: str) -> Any:
