@@ -113,7 +113,7 @@ class _Test:
 
 
 def _judge(name: str, cells: Cells, ref: Any, cur: Any, complete: bool, prof: Mapping[str, Any],
-           cur_tails: Sequence[float], options: DriftOptions) -> _Test:
+           cur_tails: Sequence[float], options: DriftOptions, unseen: Mapping[str, int] | None = None) -> _Test:
     """The tests of one column from its reference and current counts (missing count last)."""
     r, c = ref[:-1], cur[:-1]
     n_ref, n_cur = int(r.sum()), int(c.sum())
@@ -142,9 +142,12 @@ def _judge(name: str, cells: Cells, ref: Any, cur: Any, complete: bool, prof: Ma
         note = "constant in the reference (Wasserstein scaled by |mean|)" if std == 0 else None
         return _Test(**base, statistic=d, p=p, effect=effect, note=note, plot=_numeric_plot(cells, r, c))
     stat, p = stats.chi2_counts(r, c)
-    unseen = float(c[-1] / n_cur) if complete else None
-    effect = {"jensen_shannon": stats.jensen_shannon(r, c), "psi": stats.psi(r, c), "unseen_share": unseen}
+    share = float(c[-1] / n_cur) if complete else None
+    effect = {"jensen_shannon": stats.jensen_shannon(r, c), "psi": stats.psi(r, c), "unseen_share": share}
     note = None if complete else "the reference lists its most frequent categories only: unseen share unknown"
+    if complete and unseen:
+        top = sorted(unseen.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        note = "unseen: " + ", ".join(f"{k!r} ({v:,} rows)" for k, v in top) + (f" and {len(unseen) - 3:,} more" if len(unseen) > 3 else "")
     return _Test(**base, statistic=stat, p=p, effect=effect, note=note, plot=_category_plot(cells, r, c))
 
 
@@ -312,7 +315,7 @@ def run(current: Any, *, reference: Any, model: Any, profile: Any, options: Drif
         raise InputError(f"{source.name}: no rows to compare" + (" (all rows are shadow traffic)" if source.count_rows() < _all_rows(source) else ""))
     importance = _importance(manifest, [*plan.features])
     tests = [_judge(n, counts[n].cells, refs[n][0], counts[n].total, refs[n][1], ref.profiles[n],
-                    counts[n].tail_means(), options) for n in plan.features]
+                    counts[n].tail_means(), options, counts[n].unseen) for n in plan.features]
     model_part = None
     if label_ref is not None:
         c = counts[label_ref[0].name]
