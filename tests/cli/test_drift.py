@@ -99,6 +99,13 @@ def test_bad_input(files, args, code, message):
     assert message in r.stderr
 
 
+def test_empty_current_table(files, tmp_path):
+    _frame(10, 0).iloc[:0].to_parquet(tmp_path / "empty.parquet", index=False)
+    r = run_cli("drift", tmp_path / "empty.parquet", "--reference", files / "ref.parquet")
+    assert_clean_error(r, 3)
+    assert "no rows to compare" in r.stderr
+
+
 def test_nothing_half_written_on_error(files, tmp_path):
     r = run_cli("drift", files / "same.parquet", "--profile", files / "ref.parquet", "-o", tmp_path / "out.parquet",
                 "--html", tmp_path / "r.html")
