@@ -392,7 +392,7 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     import numpy as np
 
     from mlsys_cli.data.io import input_record, invocation, read_frame, resolve_inputs
-    from mlsys_cli.data.profile import profile_frame
+    from mlsys_cli.data.profile import profile_frame, profile_values
     from mlsys_cli.features.schema import infer_schema
     from mlsys_cli.models.bundle import CALIBRATION_METHODS, Calibrator, ModelBundle, SinglePredictor
     from mlsys_cli.models.families import get_family, resolve_params
@@ -505,7 +505,9 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
         mlsys_version=libraries(family.name)["mlsys"], task=task, target=target, classes=classes,
         input_schema=schema, recipe=recipe, metrics=metrics,
         reference={"features": _reference(reference, train_df, schema),
-                   "predictions": prediction_reference(task, train_scores, classes)},
+                   "predictions": prediction_reference(task, train_scores, classes),
+                   # The training labels' distribution: drift's label shift, evaluate's zero rule.
+                   "target": profile_values(train_df[target].to_numpy())},
         importance=ranked, libraries=libraries(family.name),
     )
     bundle = ModelBundle(manifest, predictor)
