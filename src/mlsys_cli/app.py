@@ -102,6 +102,10 @@ def _register() -> None:
             if exc.name == f"mlsys_cli.cli.{name}":
                 continue
             raise
+        group = getattr(module, "group", None)
+        if group is not None:  # a command group (registry list|show|...): `command` is its callback
+            app.add_typer(group, name=name, no_args_is_help=True, epilog=f"Reference: commands/{name}.md")
+            continue
         app.command(
             name=name,
             no_args_is_help=getattr(module, "NO_ARGS_IS_HELP", True),
