@@ -32,7 +32,7 @@ from types import SimpleNamespace
 from typing import Any, Mapping
 
 from mlsys_cli.continual.judge import PROMOTED, REJECTED
-from mlsys_cli.continual.registry import Registry, Version, now_utc, parse_stamp, who
+from mlsys_cli.continual.registry import CHAMPION, Registry, Version, now_utc, parse_stamp, who
 from mlsys_cli.continual.triggers import Evidence, Verdict, decide, parse_period, parse_trigger
 from mlsys_cli.continual.window import DEFAULT_RATIOS, Columns, Window, load_window
 from mlsys_cli.errors import ExitCode, InputError, UsageError
@@ -200,6 +200,8 @@ def retrain(registry: str | Path, opts: RetrainOptions, *, now: datetime | None 
         raise UsageError("--min-gain must be 0 or more")
     requirements = _requirements(opts.require)
     reg = Registry(registry)
+    if not (reg.root / CHAMPION).exists():
+        _first_recipe(opts)  # refuse a run that could not train a first champion before creating anything
     with reg.writer(opts.wait, create=True) as writer:
         incumbent = load_champion(reg)
         recipe, schema = (_first_recipe(opts) if incumbent is None or opts.recipe else
