@@ -34,12 +34,6 @@ from mlsys_cli.errors import InputError
 PROMOTED, REJECTED = "promoted", "rejected"
 
 
-def featurizer_settings(bundle: Any) -> dict[str, Any]:
-    """The settings of a bundle's fitted featurizer (to fit the same featurizer on new rows)."""
-    params = dict(bundle.predictor.featurizer.get_params())
-    return {k: v for k, v in params.items() if k not in ("target", "seed")}
-
-
 def train_challenger(recipe: Any, window: Any, incumbent: Any, opts: Any, progress: Any = None) -> tuple[Any, dict[str, Any]]:
     """A challenger bundle and what its training did (``stateful``, ``warm_start``, seconds, rows)."""
     stateful = bool(opts.stateful and incumbent is not None)
@@ -70,10 +64,8 @@ def _check_classes(champion: Any, labels: Any) -> None:
 
 
 def _scratch_features(recipe: Any, window: Any, incumbent: Any) -> Any:
-    """The featurizer settings to fit anew: the recipe's (a features bundle's settings when it used one)."""
+    """The featurizer settings to fit anew: the recipe's (a first champion's leaves out the time column)."""
     features = dict(recipe.features) if recipe.features else None
-    if features and "bundle" in features:
-        features = featurizer_settings(incumbent.bundle) if incumbent is not None else None
     if features is None and window.info.get("time_col") and incumbent is None:
         features = {"drop": [window.info["time_col"]]}  # time orders the rows; it is not a feature
     return features

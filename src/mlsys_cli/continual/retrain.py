@@ -141,8 +141,24 @@ def read_recipe(path: str | Path) -> tuple[Any, list[dict[str, Any]] | None]:
             raise InputError(f"--recipe {path}: not a recipe ({type(exc).__name__}: {exc})",
                              "give a model bundle (train -o) or tune's params.json (tune -o)") from None
         return recipe_from(recipe, doc.get("target")), None
-    manifest = BundleReader(path, kind="model").manifest
-    return recipe_from(manifest.get("recipe") or {}, manifest.get("target")), manifest.get("input_schema")
+    BundleReader(path, kind="model")  # verified before anything is deserialised
+    from mlsys_cli.models.bundle import ModelBundle
+
+    bundle = ModelBundle.load(path)
+    return bundle_recipe(bundle), bundle.input_schema
+
+
+def bundle_recipe(bundle: Any) -> Any:
+    """A model bundle's recipe, its featurizer settings spelled out when it used a features bundle.
+
+    A features bundle (``train --features``) is recorded by its fingerprint; a retrain fits a
+    featurizer with the same settings on the window instead.
+    """
+    recipe = recipe_from(bundle.manifest.get("recipe") or {}, bundle.target)
+    if recipe.features and "bundle" in recipe.features and getattr(bundle.predictor, "kind", "") == "single":
+        params = bundle.predictor.featurizer.get_params()
+        recipe = SimpleNamespace(**{**vars(recipe), "features": {k: v for k, v in params.items() if k not in ("target", "seed")}})
+    return recipe
 
 
 def _first_recipe(opts: RetrainOptions) -> tuple[Any, list[dict[str, Any]] | None]:
@@ -204,16 +220,14 @@ def retrain(registry: str | Path, opts: RetrainOptions, *, now: datetime | None 
         _first_recipe(opts)  # refuse a run that could not train a first champion before creating anything
     with reg.writer(opts.wait, create=True) as writer:
         incumbent = load_champion(reg)
-        recipe, schema = (_first_recipe(opts) if incumbent is None or opts.recipe else
-                          (recipe_from(incumbent.bundle.manifest["recipe"], incumbent.bundle.target), None))
+        recipe, schema = _first_recipe(opts) if incumbent is None or opts.recipe else (bundle_recipe(incumbent.bundle), None)
         if incumbent is not None:
             schema = incumbent.bundle.input_schema
             if recipe.target != incumbent.bundle.target:
                 raise UsageError(f"--recipe predicts {recipe.target!r}, the champion {incumbent.bundle.target!r}")
         if opts.seed is not None:
             recipe = SimpleNamespace(**{**vars(recipe), "seed": opts.seed})
-        window = load_window(opts.data, Columns(recipe.target, opts.time_col, schema,
-                                                tuple(c for c in [recipe.sample_weight] if c)),
+        window = load_window(opts.data, Columns(recipe.target, opts.time_col, schema, _named_columns(recipe)),
                              span=span, ratios=opts.ratios, task=recipe.task or _task_of(incumbent))
         verdicts = _verdicts(triggers, reg, incumbent, window, opts, now)
         base = {"registry": str(reg.root), "triggers": [v.to_dict() for v in verdicts], "data": _data(window),
@@ -251,6 +265,13 @@ def _requirements(texts: tuple[str, ...]) -> list[Any]:
     from mlsys_cli.models.evaluate import parse_requirement
 
     return [parse_requirement(t) for t in texts]
+
+
+def _named_columns(recipe: Any) -> tuple[str, ...]:
+    """Columns the recipe names besides the inputs: the sample weight, the featurizer's ids and drops."""
+    features = recipe.features or {}
+    named = [recipe.sample_weight, *(features.get("ids") or []), *(features.get("drop") or [])]
+    return tuple(dict.fromkeys(c for c in named if c))
 
 
 def _task_of(incumbent: Incumbent | None) -> str | None:

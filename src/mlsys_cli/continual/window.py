@@ -32,7 +32,8 @@ class Columns:
         The champion's input schema (``name``, ``type``): the new data must have these columns
         with these types; other columns are ignored, so the challenger takes the same inputs.
     extra : sequence of str
-        Columns kept besides the schema and target (a sample-weight column).
+        Columns kept, when present, besides the schema and target (a sample-weight column, the
+        featurizer's id and dropped columns).
     """
 
     target: str
@@ -129,7 +130,7 @@ def _check_columns(df: Any, columns: Columns, source: str) -> list[str]:
         raise InputError(f"{source}: the schema differs from the champion's: {'; '.join(parts)}",
                          "the challenger must take the champion's inputs; fix the extract, or start a new "
                          "registry for the new schema")
-    extra = [c for c in (columns.target, columns.time_col, *columns.extra) if c and c not in wanted]
+    extra = [c for c in (columns.target, columns.time_col, *columns.extra) if c and c not in wanted and c in names]
     return wanted + list(dict.fromkeys(extra))
 
 
