@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from mlsys_cli.models.onnx_graphs import (FEATURES, LABEL, PREDICTION, PROBA, is_classifier, make_model, prune,
+from mlsys_cli.models.onnx_graphs import (FEATURES, LABEL, OPSET, PREDICTION, PROBA, is_classifier, make_model, prune,
                                           rename_node)
 # The converters, under this module too: callers composing graphs find them beside compose().
 from mlsys_cli.models.onnx_graphs import constant_to_onnx, sklearn_to_onnx  # noqa: F401

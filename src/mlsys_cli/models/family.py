@@ -205,6 +205,14 @@ class Family(abc.ABC):
 
         return np.zeros(est.n_features_)
 
+    def warm_start(self, est: Any, init: Any) -> tuple[Any, str | None]:
+        """Prime the unfitted ``est`` to continue from the fitted ``init`` (``mlsys retrain --stateful``).
+
+        Returns the estimator to fit and what its fit will continue from, or ``(est, None)``
+        when the family cannot continue (it then trains from scratch).
+        """
+        return est, None
+
     def spec(self, est: Any, task: str, n_classes: int, params: Mapping[str, Any], seed: int) -> dict[str, Any]:
         """What :meth:`load` needs besides the members (stored in the manifest)."""
         return {"family": self.name, "task": task, "n_classes": n_classes, "params": dict(params), "seed": seed,
