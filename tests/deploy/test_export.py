@@ -16,7 +16,7 @@ from mlsys_cli.models.ensemble import ensemble
 from mlsys_cli.models.train import train_model
 
 PARAMS = {"baseline": {}, "linear": {}, "forest": {"n_estimators": 15}, "xgboost": {"n_estimators": 15},
-          "mlp": {"max_epochs": 3}}
+          "hgb": {"max_iter": 15}, "mlp": {"max_epochs": 3}}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def _parity(path, rows):
     return check_parity(bundle, OnnxModel.from_proto(to_onnx(bundle)), rows)
 
 
-@pytest.mark.parametrize("family", ["baseline", "linear", "forest", "xgboost", "mlp"])
+@pytest.mark.parametrize("family", ["baseline", "linear", "forest", "xgboost", "hgb", "mlp"])
 def test_every_family_binary(bundles, small_tables, family):
     test = pd.read_parquet(small_tables["binary"]["test"])
     parity = _parity(bundles("binary", family), test)
@@ -53,7 +53,7 @@ def test_every_family_binary(bundles, small_tables, family):
 
 
 @pytest.mark.parametrize("task,family", [
-    ("multiclass", "forest"), ("regression", "linear"),
+    ("multiclass", "forest"), ("regression", "linear"), ("multiclass", "hgb"), ("regression", "hgb"),
     pytest.param("multiclass", "linear", marks=pytest.mark.slow), pytest.param("multiclass", "xgboost", marks=pytest.mark.slow),
     pytest.param("regression", "xgboost", marks=pytest.mark.slow), pytest.param("regression", "forest", marks=pytest.mark.slow)])
 def test_multiclass_and_regression(bundles, small_tables, task, family):

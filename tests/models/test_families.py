@@ -11,7 +11,7 @@ from mlsys_cli.bundle import BundleReader, BundleWriter
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.models.families import FAMILIES, get_family, resolve_params
 
-SMALL = {"baseline": {}, "linear": {}, "forest": {"n_estimators": 30}, "xgboost": {"n_estimators": 40}}
+SMALL = {"baseline": {}, "linear": {}, "forest": {"n_estimators": 30}, "xgboost": {"n_estimators": 40}, "hgb": {"max_iter": 40}}
 
 
 def _data(task, n=300, seed=0):
@@ -38,7 +38,7 @@ def _scores(est, task, X):
 
 
 @pytest.mark.parametrize("task,n_classes", [("binary", 2), ("multiclass", 3), ("regression", 0)])
-@pytest.mark.parametrize("name", ["baseline", "linear", "forest", "xgboost"])
+@pytest.mark.parametrize("name", ["baseline", "linear", "forest", "xgboost", "hgb"])
 def test_fit_save_load_roundtrip(name, task, n_classes):
     family = get_family(name)
     X, y = _data(task)
@@ -58,7 +58,7 @@ def test_fit_save_load_roundtrip(name, task, n_classes):
         assert importance.argmax() == 0, "the strongest feature ranks first"
 
 
-@pytest.mark.parametrize("name", ["linear", "forest", "xgboost"])
+@pytest.mark.parametrize("name", ["linear", "forest", "xgboost", "hgb"])
 def test_models_beat_the_baseline(name):
     from mlsys_cli.models.metrics import compute_metrics
 
@@ -106,13 +106,13 @@ class _Progress:
         self.done += n
 
 
-@pytest.mark.parametrize("name", ["xgboost", "forest"])
+@pytest.mark.parametrize("name", ["xgboost", "forest", "hgb"])
 def test_timeout_stops_iterative_fitting(name):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(3000, 20))
     y = (X[:, 0] + rng.normal(size=3000) > 0).astype(int)
     fam = get_family(name)
-    params = resolve_params(fam, "binary", {"n_estimators": 100_000, "n_jobs": 1} if name == "forest" else {"n_estimators": 100_000})
+    params = resolve_params(fam, "binary", {fam.rounds_param: 100_000, **({"n_jobs": 1} if name == "forest" else {})})
     progress = _Progress()
     start = time.monotonic()
     est = fam.make("binary", 2, params, 0).fit(X, y, timeout=0.5, progress=progress)
@@ -162,7 +162,7 @@ def test_parameter_of_the_wrong_kind_is_a_usage_error():
 def test_unknown_family_is_a_usage_error():
     with pytest.raises(UsageError, match="unknown model family"):
         get_family("svm")
-    assert FAMILIES == ("baseline", "linear", "forest", "xgboost", "mlp")
+    assert FAMILIES == ("baseline", "linear", "forest", "xgboost", "hgb", "mlp")
 
 
 def test_mlp_is_registered_lazily():
@@ -192,7 +192,7 @@ class _Trial:
         return choices[0]
 
 
-@pytest.mark.parametrize("name", ["baseline", "linear", "forest", "xgboost"])
+@pytest.mark.parametrize("name", ["baseline", "linear", "forest", "xgboost", "hgb"])
 def test_search_space_gives_valid_parameters(name):
     fam = get_family(name)
     for task in ("binary", "regression"):
@@ -204,6 +204,9 @@ def test_search_space_gives_valid_parameters(name):
         assert trial.calls["learning_rate"][3] is True, "learning rate is searched on a log scale"
     if name == "linear":
         assert trial.calls["alpha"][3] is True, "regularization is searched on a log scale"
+    if name == "hgb":
+        for key in ("learning_rate", "max_leaf_nodes", "min_samples_leaf", "l2_regularization"):
+            assert trial.calls[key][-1] is True, f"{key} is searched on a log scale"
 
 
 def test_tampered_booster_is_refused():
@@ -216,3 +219,43 @@ def test_tampered_booster_is_refused():
     with pytest.raises(InputError, match="cannot load the XGBoost model"):
         fam.load(BundleReader("mem.mlsys", data=writer.to_bytes()), "model/", spec)
     assert est.n_features_ == 5
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_hgb_early_stopping_on_the_validation_rows_equals_one_fit(task):
+    """Grown in chunks with warm_start, stopped by the validation rows: the same model as one fit."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    X, y = _data(task, 600)
+    fam = get_family("hgb")
+    params = resolve_params(fam, task, {"max_iter": 400, "learning_rate": 0.3})
+    est = fam.make(task, 2, params, 0).fit(X[:400], y[:400], eval_set=(X[400:], y[400:]))
+    info = est.fit_info_
+    assert info["stopped_by"] == "early_stopping" and info["n_estimators"] < 400
+    cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
+    one = cls(max_iter=400, learning_rate=0.3, early_stopping=True, categorical_features=None, random_state=0)
+    one.fit(X[:400], y[:400], X_val=X[400:], y_val=y[400:])
+    assert one.n_iter_ == info["n_estimators"]
+    np.testing.assert_allclose(_scores(est, task, X), one.predict(X) if task == "regression" else one.predict_proba(X))
+
+
+@pytest.mark.parametrize("task,n_classes", [("binary", 2), ("multiclass", 3), ("regression", 0)])
+def test_hgb_onnx_parity_with_missing_values(task, n_classes):
+    """The hand-written graph (skl2onnx's converter fails on scikit-learn >= 1.6 models) matches
+    scikit-learn, NaN routing included; inputs are float32-representable as the featurizer's are."""
+    import onnxruntime as ort
+
+    X, y = _data(task, 800)
+    X = X.astype(np.float32).astype(np.float64)
+    X[::5, 1] = np.nan
+    fam = get_family("hgb")
+    est = fam.make(task, n_classes, resolve_params(fam, task, {"max_iter": 60}), 0).fit(X, y)
+    model = fam.to_onnx(est, 5, task, n_classes)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"features": X.astype(np.float32)})[0]
+    ref = _scores(est, task, X)
+    if task == "regression":
+        np.testing.assert_allclose(out.ravel(), ref, rtol=1e-5, atol=1e-5)
+    else:
+        assert out.shape == (800, n_classes)
+        np.testing.assert_allclose(out, ref, atol=1e-6)

@@ -11,7 +11,7 @@ import typer
 from mlsys_cli import console
 from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, parse_kv
 
-FAMILIES = ("baseline", "linear", "forest", "xgboost", "mlp")
+FAMILIES = ("baseline", "linear", "forest", "xgboost", "hgb", "mlp")
 
 
 def _human(result: Any) -> None:

@@ -29,7 +29,7 @@ def command(
     cv: Annotated[Optional[int], typer.Option("--cv", click_type=integer(2, 100), help="K-fold cross-validation on TRAIN (default 5 without --valid).")] = None,
     time_col: Annotated[Optional[str], typer.Option("--time-col", help="Order the --cv folds by this column (no future in train).")] = None,
     target: TargetOpt = None,
-    model: Annotated[str, typer.Option("--model", help="Family to search (linear, forest, xgboost, mlp) or auto for all.")] = "auto",
+    model: Annotated[str, typer.Option("--model", help="Family to search (linear, forest, xgboost, hgb, mlp) or auto for all.")] = "auto",
     metric: Annotated[Optional[str], typer.Option("--metric", help="Metric to optimise (default: the task's primary metric).")] = None,
     sampler: Annotated[str, typer.Option("--sampler", help="tpe, random or grid.")] = "tpe",
     pruner: Annotated[str, typer.Option("--pruner", help="median, hyperband or none.")] = "median",

@@ -1,6 +1,6 @@
 """Model families: what ``--model NAME`` means, one :class:`~.family.Family` object per family.
 
-``baseline``, ``linear``, ``forest`` and ``xgboost`` are here, with the estimator wrappers that
+``baseline``, ``linear``, ``forest``, ``xgboost`` and ``hgb`` are here, with the estimator wrappers that
 give scikit-learn and XGBoost the family ``fit`` signature (timeout, progress, early stopping);
 each persists without pickle (skops for scikit-learn, UBJSON for XGBoost) and converts itself
 to ONNX (:mod:`.onnx_graphs`). The ``mlp`` family lives in :mod:`mlsys_cli.models.mlp` (torch,
@@ -16,7 +16,7 @@ from mlsys_cli import bundle
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.models.family import Budget, Family, SklearnModel, resolve_params, threads  # noqa: F401 (resolve_params, SklearnModel: importable from here too)
 
-FAMILIES = ("baseline", "linear", "forest", "xgboost", "mlp")
+FAMILIES = ("baseline", "linear", "forest", "xgboost", "hgb", "mlp")
 
 _TREE_TYPES = ("sklearn.tree._tree.Tree",)
 bundle.trust(
@@ -27,6 +27,12 @@ bundle.trust(
     "sklearn.tree._classes.DecisionTreeClassifier", "sklearn.tree._classes.DecisionTreeRegressor",
     "sklearn.tree._classes.ExtraTreeClassifier", "sklearn.tree._classes.ExtraTreeRegressor",
     *_TREE_TYPES,
+)
+_HGB = "sklearn.ensemble._hist_gradient_boosting"
+# skops trusts scikit-learn's estimators; the fitted trees and the binner are helper types.
+bundle.trust(
+    f"{_HGB}.gradient_boosting.HistGradientBoostingClassifier", f"{_HGB}.gradient_boosting.HistGradientBoostingRegressor",
+    f"{_HGB}.predictor.TreePredictor", f"{_HGB}.binning._BinMapper",
 )
 
 
@@ -308,8 +314,99 @@ class XGBoostFamily(LibraryFamily):
         return est
 
 
+class HistGBModel(SklearnModel):
+    """scikit-learn's HistGradientBoosting grown in chunks of iterations (``warm_start``), so
+    ``timeout`` and progress work per chunk; with ``eval_set`` it stops early on those rows.
+
+    Growing with ``warm_start`` continues the same boosting (the same early-stopping history),
+    so the result equals one fit of as many iterations.
+    """
+
+    chunk = 25
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, eval_set: Any = None,
+            timeout: float | None = None, progress: Any = None) -> "HistGBModel":
+        est = self.estimator
+        total = int(est.get_params()["max_iter"])
+        budget = Budget(timeout, progress, total)
+        kwargs: dict[str, Any] = {}
+        if eval_set is not None and est.get_params()["early_stopping"] is not False:
+            Xv, yv, *wv = eval_set
+            kwargs = {"X_val": Xv, "y_val": yv, "sample_weight_val": wv[0] if wv else None}
+            est.set_params(early_stopping=True)
+        est.set_params(warm_start=True)
+        grown, early = 0, False
+        while grown < total:
+            step = min(self.chunk, total - grown)
+            est.set_params(max_iter=grown + step)
+            est.fit(X, y, sample_weight=sample_weight, **kwargs)
+            early = est.n_iter_ < grown + step
+            budget.step(est.n_iter_ - grown)
+            grown = est.n_iter_
+            if early or budget.stopped:
+                break
+        est.set_params(warm_start=False, max_iter=grown)
+        self.n_features_ = X.shape[1]
+        stopped = "timeout" if budget.stopped and not early else ("early_stopping" if early else None)
+        self.fit_info_ = {"n_estimators": grown, "best_iteration": grown - 1, "stopped_by": stopped}
+        return self
+
+
+class HistGBFamily(LibraryFamily):
+    """scikit-learn's histogram gradient boosting: a strong default on small tables, exported to ONNX."""
+
+    name = "hgb"
+    preset = "trees"
+    rounds_param = "max_iter"
+
+    def default_params(self, task: str) -> dict[str, Any]:
+        # scikit-learn's own defaults (the default trial is the library default); ``early_stopping``
+        # "auto" stops on --valid when given, else as scikit-learn does (a 10% holdout above 10k rows).
+        return {"learning_rate": 0.1, "max_iter": 100, "max_leaf_nodes": 31, "max_depth": None,
+                "min_samples_leaf": 20, "l2_regularization": 0.0, "max_features": 1.0, "max_bins": 255,
+                "early_stopping": "auto", "n_iter_no_change": 10, "validation_fraction": 0.1}
+
+    def make(self, task: str, n_classes: int, params: Mapping[str, Any] | None, seed: int) -> HistGBModel:
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+        p = self.resolve_params(task, params)
+        cls = HistGradientBoostingRegressor if task == "regression" else HistGradientBoostingClassifier
+        kwargs = {k: p[k] for k in ("learning_rate", "max_leaf_nodes", "max_depth", "min_samples_leaf",
+                                    "l2_regularization", "max_features", "max_bins", "early_stopping",
+                                    "n_iter_no_change", "validation_fraction")}
+        # Features arrive encoded (no categorical splits, which have no ONNX form here).
+        est = cls(max_iter=int(p["max_iter"]), categorical_features=None, random_state=seed, **kwargs)
+        return HistGBModel(est, task, n_classes)
+
+    def search_space(self, trial: Any, task: str) -> dict[str, Any]:
+        return {
+            # Early stopping on the validation rows picks the number of iterations.
+            "max_iter": 1000,
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+            "max_leaf_nodes": trial.suggest_int("max_leaf_nodes", 4, 256, log=True),
+            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 2, 200, log=True),
+            "l2_regularization": trial.suggest_float("l2_regularization", 1e-4, 10.0, log=True),
+            "max_features": trial.suggest_float("max_features", 0.3, 1.0),
+        }
+
+    def _raw_importances(self, est: Any) -> Any:
+        """Total split gain per feature (HistGradientBoosting has no ``feature_importances_``)."""
+        import numpy as np
+
+        out = np.zeros(est.n_features_)
+        for predictors in est.estimator._predictors:
+            for predictor in predictors:
+                nodes = predictor.nodes[predictor.nodes["is_leaf"] == 0]
+                np.add.at(out, nodes["feature_idx"], np.maximum(nodes["gain"], 0.0))
+        return out
+
+    def _wrapper(self) -> type:
+        return HistGBModel
+
+
 _BUILTIN: dict[str, Callable[[], Family]] = {
     "baseline": BaselineFamily, "linear": LinearFamily, "forest": ForestFamily, "xgboost": XGBoostFamily,
+    "hgb": HistGBFamily,
 }
 
 
@@ -324,7 +421,7 @@ def _mlp() -> Family:
 
 
 def get_family(name: str) -> Family:
-    """The family called ``name`` (``baseline``, ``linear``, ``forest``, ``xgboost``, ``mlp``).
+    """The family called ``name`` (one of :data:`FAMILIES`).
 
     Raises
     ------

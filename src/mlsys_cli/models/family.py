@@ -144,6 +144,9 @@ class Family(abc.ABC):
     # rows a fit runs on one thread (None: never; see execution_params).
     thread_param: str | None = None
     serial_rows: int | None = SMALL_ROWS
+    # The parameter that sets how many rounds a boosted fit runs: tune records there the rounds
+    # early stopping (or the deadline) chose, so the recipe retrains to the same model size.
+    rounds_param = "n_estimators"
 
     @abc.abstractmethod
     def default_params(self, task: str) -> dict[str, Any]:

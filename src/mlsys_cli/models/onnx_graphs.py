@@ -274,6 +274,82 @@ def booster_to_onnx(booster: Any, n_features: int, task: str) -> Any:
     return _single_output(model, task)
 
 
+def hist_gbdt_to_onnx(est: Any, n_features: int, task: str) -> Any:
+    """A fitted ``HistGradientBoostingClassifier`` / ``Regressor`` (numerical splits only).
+
+    skl2onnx's converter fails on scikit-learn >= 1.6 models (it passes the boolean
+    ``missing_go_to_left`` where ONNX wants ints), so the trees are written here from the
+    predictors: one ``TreeEnsembleRegressor`` target per class, summed on top of the baseline,
+    then the link (sigmoid, softmax or identity) computed in double like scikit-learn's.
+    scikit-learn compares ``double(x) <= t64``; for a float32 ``x`` that holds exactly when
+    ``x <= t32`` with ``t32`` the largest float32 not above ``t64``, which is stored.
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    from mlsys_cli.features.onnx import Graph
+
+    loss = getattr(est, "loss", "squared_error")
+    if not is_classifier(task) and loss not in ("squared_error", "absolute_error", "quantile"):
+        raise InputError(f"the HistGradientBoosting loss {loss!r} has no ONNX form here", "use loss=squared_error")
+    baseline = np.asarray(est._baseline_prediction, dtype=np.float64).reshape(-1)
+    attrs: dict[str, list] = {k: [] for k in ("nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values",
+                                              "nodes_modes", "nodes_truenodeids", "nodes_falsenodeids",
+                                              "nodes_missing_value_tracks_true", "target_treeids", "target_nodeids",
+                                              "target_ids", "target_weights")}
+    tree_id = 0
+    for predictors in est._predictors:
+        for k, predictor in enumerate(predictors):
+            _add_hist_tree(attrs, predictor.nodes, tree_id, k)
+            tree_id += 1
+    g = Graph()
+    trees = g.op("TreeEnsembleRegressor", [FEATURES], "trees", domain="ai.onnx.ml", n_targets=len(baseline),
+                 aggregate_function="SUM", **attrs)
+    # The baseline (the prior's log-odds, the mean) is added in double, after the float32 sum.
+    raw = g.op("Add", [g.cast(trees, "double"), g.const(baseline, "baseline")])
+    if not is_classifier(task):
+        out = raw
+    elif len(baseline) == 1:
+        p1 = g.op("Sigmoid", [raw])
+        out = g.concat([g.op("Sub", [g.const(np.float64(1.0), "one"), p1]), p1])
+    else:
+        out = g.op("Softmax", [raw], axis=1)
+    target = PROBA if is_classifier(task) else PREDICTION
+    g.nodes.append(helper.make_node("Cast", [out], [target], to=onnx.TensorProto.FLOAT))
+    width = 1 if not is_classifier(task) else max(len(baseline), 2)
+    graph = helper.make_graph(g.nodes, "hist_gbdt", [float_input(FEATURES, n_features)],
+                              [float_input(target, width)], g.initializers)
+    return make_model(graph, OPSET)
+
+
+def _add_hist_tree(attrs: dict[str, list], nodes: Any, tree_id: int, target: int) -> None:
+    """Append one HistGradientBoosting predictor tree to the ``TreeEnsembleRegressor`` attributes."""
+    import numpy as np
+
+    if nodes["is_categorical"].any():
+        raise InputError("HistGradientBoosting categorical splits have no ONNX form here",
+                         "the featurizer encodes categories; fit without categorical_features")
+    for i, node in enumerate(nodes):
+        leaf = bool(node["is_leaf"])
+        threshold = np.float32(node["num_threshold"])
+        if not leaf and float(threshold) > float(node["num_threshold"]):
+            threshold = np.nextafter(threshold, np.float32(-np.inf))
+        attrs["nodes_treeids"].append(tree_id)
+        attrs["nodes_nodeids"].append(i)
+        attrs["nodes_featureids"].append(0 if leaf else int(node["feature_idx"]))
+        attrs["nodes_values"].append(0.0 if leaf else float(threshold))
+        attrs["nodes_modes"].append("LEAF" if leaf else "BRANCH_LEQ")
+        attrs["nodes_truenodeids"].append(0 if leaf else int(node["left"]))
+        attrs["nodes_falsenodeids"].append(0 if leaf else int(node["right"]))
+        attrs["nodes_missing_value_tracks_true"].append(0 if leaf else int(node["missing_go_to_left"]))
+        if leaf:
+            attrs["target_treeids"].append(tree_id)
+            attrs["target_nodeids"].append(i)
+            attrs["target_ids"].append(target)
+            attrs["target_weights"].append(float(node["value"]))
+
+
 def constant_to_onnx(values: Sequence[float], n_features: int, task: str) -> Any:
     """A constant model (the baseline): the same row of outputs for every input row."""
     import numpy as np
@@ -350,7 +426,11 @@ def estimator_to_onnx(family: str, est: Any, n_features: int, task: str, n_class
             raise InputError(f"the baseline strategy {inner.strategy!r} has no ONNX form (its probabilities are random)",
                              "retrain with --param strategy=prior")
         return scatter_classes(constant_to_onnx(constant, n_features, task), inner, n_classes)
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+
+    if isinstance(inner, (HistGradientBoostingClassifier, HistGradientBoostingRegressor)):
+        return scatter_classes(hist_gbdt_to_onnx(inner, n_features, task), inner, n_classes)
 
     if isinstance(inner, (LogisticRegression, Ridge, LinearRegression)):
         return scatter_classes(linear_to_onnx(inner, n_features, task), inner, n_classes)

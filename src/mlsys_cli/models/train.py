@@ -376,7 +376,7 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     target : str, optional
         The column to predict (default: the target recorded by ``mlsys split``).
     model : str
-        Family name: baseline, linear, forest, xgboost, mlp.
+        Family name: baseline, linear, forest, xgboost, hgb, mlp.
     task : str, optional
         binary, multiclass or regression (inferred from the target by default).
     features : path or dict, optional

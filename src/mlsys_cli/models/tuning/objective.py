@@ -101,11 +101,11 @@ def objective(trial: Any, problem: Problem, families: Sequence[str], fixed: Mapp
             trial.report(sum(values) / len(values), fold)
             if fold < len(problem.folds) - 1 and trial.should_prune():
                 raise optuna.TrialPruned()
-    if rounds and "n_estimators" in params:
+    if rounds and family.rounds_param in params:
         # Early stopping (or the deadline) chose the number of rounds: record it, so the recipe
         # retrains without a validation table (train --params, ensemble --from-study) to the
         # same model size.
-        trial.set_user_attr("params", {**trial.user_attrs["params"], "n_estimators": int(round(sum(rounds) / len(rounds)))})
+        trial.set_user_attr("params", {**trial.user_attrs["params"], family.rounds_param: int(round(sum(rounds) / len(rounds)))})
     value = sum(values) / len(values)
     if single and problem.job.artifacts:
         keep_model(trial, problem, family, est, value, fit_s, deadline)

@@ -16,7 +16,7 @@ from mlsys_cli.models.study import FAMILY_PARAM
 from mlsys_cli.models.tuning.job import TuneJob
 
 # Cheapest first: the order in which ``auto`` gives each family its default trial.
-AUTO_FAMILIES = ("linear", "xgboost", "forest", "mlp")
+AUTO_FAMILIES = ("linear", "hgb", "xgboost", "forest", "mlp")
 # ``auto`` also starts from these configurations (after each family's own defaults): XGBoost's
 # library defaults (0.3 learning rate, 100 rounds) and extremely randomized trees, which win on
 # many small tables (FLAML's extra_tree) for the cost of a forest.
