@@ -301,3 +301,26 @@ def test_auto_starts_from_each_default_then_the_library_like_extras(small_tables
     params = [json.loads(p) if isinstance(p, str) else p for p in extras["params"]]
     assert params[0]["kind"] == "extra" and params[1]["learning_rate"] == 0.3
     assert result.to_dict()["best"]["defaults_value"] is not None
+
+
+def test_auto_is_never_worse_than_the_best_default_it_tried(small_tables, tmp_path):
+    """Every family's default runs first, cheapest first; with more trials than defaults the answer
+    is at least the best default on the validation rows, and nothing failed."""
+    import pandas as pd
+
+    t = small_tables["binary"]
+    families = resolve_families("auto")
+    assert families[:2] == ["linear", "hgb"]
+    n = len(families) + len(AUTO_EXTRA_DEFAULTS) + 3
+    result = tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="auto", trials=n, seed=3,
+                  params={"n_estimators": 40, "hgb.max_iter": 40, "mlp.max_epochs": 3}, trials_out=str(tmp_path / "t.parquet"))
+    trials = pd.read_parquet(tmp_path / "t.parquet").sort_values("number")
+    assert list(trials["family"].iloc[:len(families)]) == families and trials["defaults"].iloc[:len(families)].all()
+    assert not trials["defaults"].iloc[-3:].any(), "searched trials follow the defaults"
+    defaults = trials[trials["defaults"] & (trials["state"] == "complete")]
+    d = result.to_dict()
+    assert d["best"]["value"] >= defaults["auc"].max()
+    assert d["failures"] == [] and d["trials"]["failed"] == 0
+    rows = {r["family"]: r for r in d["families"]}
+    assert sum(r["trials"] for r in rows.values()) == n and d["trials_per_s"] > 0
+    assert all(r["trials_per_s"] > 0 for r in rows.values() if r["trials"])

@@ -18,9 +18,12 @@ def _human(result: Any) -> None:
         "family": best["family"], d["metric"]: best["value"], "defaults": best["defaults_value"],
         "trial": best["trial"], "params": best["params"], "validation": d["validation"],
         "trials": d["trials"], "stopped by": d["stopped_by"], "seconds": d["elapsed_s"],
+        "trials per second": d["trials_per_s"],
         **{f"wrote {kind}": path for kind, path in d["outputs"].items()},
     })
-    console.records("families", d["families"], ["family", "trials", "complete", "pruned", "best", "seconds"])
+    console.records("families", d["families"], ["family", "trials", "complete", "pruned", "best", "seconds", "trials_per_s"])
+    if d["failures"]:
+        console.records("failed trials", d["failures"], ["trial", "family", "error"])
 
 
 def command(

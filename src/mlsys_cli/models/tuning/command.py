@@ -110,10 +110,12 @@ def tune(
         seed=seed, params=dict(params or {}), workers=n_jobs, features=dict(features or {}),
         validation=f"valid:{fingerprint([valid])}" if valid else f"cv:{cv}" + (f":{time_col}" if time_col else ""),
         train_sha256=fingerprint([train]), keep_models=keep_models,
-        artifacts=artifacts_for(valid, keep_models, artifacts, storage),
+        artifacts=artifacts_for(valid, keep_models, artifacts, storage), refit=bool(save_model),
     )
     outputs = TuneOutputs(output=output, save_model=save_model, trials_out=trials_out, html=html)
-    return run_job(job, outputs, timeout, progress)
+    result = run_job(job, outputs, timeout, progress)
+    # The whole call, the refit and the files written included (what the budget covers).
+    return result.replace(elapsed_s=time.time() - started)
 
 
 def run_job(job: TuneJob, outputs: TuneOutputs, timeout: float | None = None, progress: Any = None) -> TuneResult:

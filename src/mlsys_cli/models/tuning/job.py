@@ -51,6 +51,9 @@ class TuneJob:
     keep_models : int
     artifacts : str, optional
         The artifact store of kept models (None: models are not kept).
+    refit : bool
+        The best trial is retrained and saved after the search (``--save-model``): the search
+        holds that time back from the deadline (:func:`~.budget.search_deadline`).
     """
 
     train: str
@@ -76,6 +79,7 @@ class TuneJob:
     keep_models: int = KEEP_MODELS
     artifacts: str | None = None
     private_storage: bool = False
+    refit: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the job file of a worker process)."""

@@ -47,6 +47,14 @@ class TuneResult:
     elapsed_s: float
     stopped_by: str
     outputs: dict[str, str] = field(default_factory=dict)
+    # Why each failed trial failed: ``{"trial", "family", "error"}``.
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    trials_per_s: float = 0.0
+
+    def replace(self, **changes: Any) -> "TuneResult":
+        import dataclasses
+
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,7 +63,8 @@ class TuneResult:
             "best": {"family": self.best_family, "value": self.best_value, "params": self.best_params,
                      "trial": self.best_trial, "defaults_value": self.defaults_value},
             "trials": self.trials, "families": self.families, "workers": self.workers,
-            "elapsed_s": round(self.elapsed_s, 3), "stopped_by": self.stopped_by, "outputs": self.outputs,
+            "elapsed_s": round(self.elapsed_s, 3), "trials_per_s": round(self.trials_per_s, 3),
+            "stopped_by": self.stopped_by, "failures": self.failures, "outputs": self.outputs,
         }
 
 
@@ -100,6 +109,7 @@ def summarize(study: Any, problem: Problem, plan: Plan, mine: Mapping[str, Any],
             "best": best_trial(ok, problem.higher).value if ok else None,
             "seconds": round(sum(t.duration.total_seconds() for t in mine_f if t.duration), 3),
         })
+        rows[-1]["trials_per_s"] = round(rows[-1]["trials"] / rows[-1]["seconds"], 3) if rows[-1]["seconds"] else None
     stopped = mine["stopped_by"]
     if any(o.get("stopped_by") == "timeout" for o in outcomes):
         stopped = "timeout"
@@ -112,6 +122,9 @@ def summarize(study: Any, problem: Problem, plan: Plan, mine: Mapping[str, Any],
         "best_trial": best.number, "defaults_value": float(defaults[0].value) if defaults else None,
         "trials": {"total": len(trials), **counts, "this_run": int(mine["ran"]) + sum(int(o.get("ran", 0)) for o in outcomes)},
         "families": rows, "workers": job.workers, "elapsed_s": time.time() - started, "stopped_by": stopped,
+        "trials_per_s": len(trials) / max(time.time() - started, 1e-9),
+        "failures": [{"trial": t.number, "family": t.params.get(FAMILY_PARAM), "error": t.user_attrs.get("error", "unknown")}
+                     for t in trials if t.state == TrialState.FAIL],
     }
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from mlsys_cli.errors import InputError, MlsysError
 from mlsys_cli.models.study import FAMILY_PARAM
-from mlsys_cli.models.tuning.budget import Deadline, fit_deadline
+from mlsys_cli.models.tuning.budget import Deadline, fit_deadline, search_deadline
 from mlsys_cli.models.tuning.job import TuneJob
 from mlsys_cli.models.tuning.objective import objective
 from mlsys_cli.models.tuning.problem import Problem
@@ -55,9 +55,16 @@ def run_trials(study: Any, problem: Problem, plan: Plan, progress: Any = None) -
     counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
 
     def run(trial: Any) -> float:
+        # With --save-model the search stops early enough for the winner's refit and saving.
+        end = search_deadline(study, deadline, problem.job.refit)
         try:
-            return objective(trial, problem, families, fixed, deadline, fit_deadline(deadline, bool(complete(study))))
-        except (optuna.TrialPruned, Deadline, MlsysError):
+            return objective(trial, problem, families, fixed, end, fit_deadline(end, bool(complete(study))))
+        except Deadline:
+            # The budget ran out before the trial could be scored (featurizing a new family, a
+            # CV fold): not the configuration's fault, so not a failure. Recorded as pruned with
+            # stopped_by=timeout (every auto run used to end with one such "failed" trial).
+            raise optuna.TrialPruned() from None
+        except (optuna.TrialPruned, MlsysError):
             raise
         except Exception as exc:  # noqa: BLE001 - recorded on the trial, raised again below if nothing works
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
@@ -65,7 +72,8 @@ def run_trials(study: Any, problem: Problem, plan: Plan, progress: Any = None) -
 
     failures = 0
     while True:
-        if deadline is not None and time.time() >= deadline:
+        end = search_deadline(study, deadline, problem.job.refit)
+        if end is not None and time.time() >= end:
             stopped_by = "timeout"
             break
         if n_trials is not None and len(study.get_trials(deepcopy=False, states=counted)) >= n_trials:
@@ -82,6 +90,9 @@ def run_trials(study: Any, problem: Problem, plan: Plan, progress: Any = None) -
             break
         ran += 1
         last = study.get_trials(deepcopy=False)[-1]
+        if last.state == TrialState.PRUNED and last.user_attrs.get("stopped_by") == "timeout" and last.value is None:
+            stopped_by = "timeout"
+            break
         failures = failures + 1 if "error" in last.user_attrs and last.state == TrialState.FAIL else 0
         if failures >= 5 and not complete(study):
             raise InputError(f"the first trials all failed; the last error: {last.user_attrs['error']}")
