@@ -267,6 +267,26 @@ def test_a_trial_running_at_the_deadline_is_stopped_and_scored(small_tables, tmp
     assert trials[0].state.name == "COMPLETE" and trials[0].user_attrs["stopped_by"] == "timeout"
     # The best so far is kept and reported.
     assert result.best_value == pytest.approx(max(t.value for t in trials if t.state.name == "COMPLETE"))
+    # A trial the deadline cut before it could be scored is not a failure (it used to be, in every run).
+    assert all(tr.state.name != "FAIL" for tr in trials) and result.failures == []
+
+
+def test_search_holds_back_the_refit_of_the_best_trial():
+    import optuna
+
+    from mlsys_cli.models.tuning.budget import SAVE_S, search_deadline
+
+    assert search_deadline(optuna.create_study(), 100.0, refit=True) == 100.0  # nothing to refit yet
+    start = dt.datetime(2024, 1, 1)
+    trials = [optuna.trial.FrozenTrial(number=i, state=optuna.trial.TrialState.COMPLETE, value=v, datetime_start=start,
+                                       datetime_complete=start + dt.timedelta(seconds=sec), params={}, distributions={},
+                                       user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=i)
+              for i, (v, sec) in enumerate(((0.7, 2.0), (0.9, 5.0), (0.8, 9.0)))]
+    view = optuna.create_study(direction="maximize")
+    view.add_trials(trials)
+    # The best trial (0.9) took 5 s: the search ends 5 s (and the saving) before the deadline.
+    assert search_deadline(view, 100.0, refit=True) == pytest.approx(100.0 - 5.0 - SAVE_S)
+    assert search_deadline(view, 100.0, refit=False) == 100.0 and search_deadline(view, None, refit=True) is None
 
 
 @pytest.mark.slow
