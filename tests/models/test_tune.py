@@ -272,21 +272,29 @@ def test_a_trial_running_at_the_deadline_is_stopped_and_scored(small_tables, tmp
 
 
 def test_search_holds_back_the_refit_of_the_best_trial():
+    """With --save-model the search ends early enough to load, featurize, fit and save the best again."""
+    from types import SimpleNamespace
+
     import optuna
+    from optuna.distributions import CategoricalDistribution
 
     from mlsys_cli.models.tuning.budget import SAVE_S, search_deadline
 
-    assert search_deadline(optuna.create_study(), 100.0, refit=True) == 100.0  # nothing to refit yet
+    problem = SimpleNamespace(job=SimpleNamespace(deadline=100.0, refit=True), load_s=1.0,
+                              featurize_s={("hgb-features", 0): 2.0, ("linear-features", 0): 7.0},
+                              key=lambda family, fold: (f"{family.name}-features", fold))
+    assert search_deadline(optuna.create_study(), problem) == 100.0  # nothing to refit yet
     start = dt.datetime(2024, 1, 1)
-    trials = [optuna.trial.FrozenTrial(number=i, state=optuna.trial.TrialState.COMPLETE, value=v, datetime_start=start,
-                                       datetime_complete=start + dt.timedelta(seconds=sec), params={}, distributions={},
-                                       user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=i)
-              for i, (v, sec) in enumerate(((0.7, 2.0), (0.9, 5.0), (0.8, 9.0)))]
     view = optuna.create_study(direction="maximize")
-    view.add_trials(trials)
-    # The best trial (0.9) took 5 s: the search ends 5 s (and the saving) before the deadline.
-    assert search_deadline(view, 100.0, refit=True) == pytest.approx(100.0 - 5.0 - SAVE_S)
-    assert search_deadline(view, 100.0, refit=False) == 100.0 and search_deadline(view, None, refit=True) is None
+    view.add_trials([optuna.trial.FrozenTrial(
+        number=i, state=optuna.trial.TrialState.COMPLETE, value=v, datetime_start=start,
+        datetime_complete=start + dt.timedelta(seconds=9), params={"family": f},
+        distributions={"family": CategoricalDistribution(["linear", "hgb"])}, user_attrs={"fit_s": fit},
+        system_attrs={}, intermediate_values={}, trial_id=i) for i, (f, v, fit) in enumerate((("linear", 0.7, 0.5), ("hgb", 0.9, 4.0)))])
+    # The best trial (hgb, 0.9) fitted in 4 s on features that took 2 s; loading took 1 s.
+    assert search_deadline(view, problem) == pytest.approx(100.0 - 1.0 - 2.0 - 4.0 - SAVE_S)
+    problem.job.refit = False
+    assert search_deadline(view, problem) == 100.0
 
 
 @pytest.mark.slow

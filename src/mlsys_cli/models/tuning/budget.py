@@ -16,9 +16,7 @@ from typing import Any
 # loaded machine) cannot eat the budget the other families would have used.
 TRIAL_SHARE = 0.5
 MIN_FIT_S = 1.0
-# The refit of the best trial is held back from the search: its duration times this factor
-# (the refit skips the trial's scoring but featurizes again), plus this many seconds to save.
-REFIT_FACTOR = 1.0
+# Seconds held back for writing the refitted bundle (a few hundred ms measured; see search_deadline).
 SAVE_S = 0.5
 
 
@@ -47,21 +45,27 @@ def fit_seconds(deadline: float | None, trial_deadline: float | None) -> float |
     return max(min(trial_deadline or deadline, deadline) - time.time(), min(MIN_FIT_S, deadline - time.time()))
 
 
-def search_deadline(study: Any, deadline: float | None, refit: bool) -> float | None:
-    """When the search must stop so that the run ends by ``deadline``.
+def search_deadline(study: Any, problem: Any) -> float | None:
+    """When the search must stop so that the run, refit and saving included, ends by the deadline.
 
-    With a refit (``--save-model``) the best trial is retrained on the training data and saved
-    after the search: its cost is about the best trial's own duration (same data, same
-    configuration), so that much is held back (plus :data:`SAVE_S`). Measured before this: a
-    20 s budget ended after 34 s, the refit and saving coming on top.
+    With ``--save-model`` the best trial is retrained after the search: the data are loaded and
+    featurized again and the configuration is fitted once more, so the search holds back the
+    measured cost of each (``problem.load_s``, the family's featurizing time, the best trial's
+    ``fit_s``) plus :data:`SAVE_S`. Measured before this: a 20 s budget ended after 34 s.
     """
-    if deadline is None or not refit:
+    deadline = problem.job.deadline
+    if deadline is None or not problem.job.refit:
         return deadline
     from optuna.trial import TrialState
+
+    from mlsys_cli.models.families import get_family
+    from mlsys_cli.models.study import FAMILY_PARAM
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not done:
         return deadline
     best = (min if study.direction.name == "MINIMIZE" else max)(done, key=lambda t: t.value)
-    cost = best.duration.total_seconds() if best.duration else 0.0
-    return deadline - REFIT_FACTOR * cost - SAVE_S
+    family = best.params.get(FAMILY_PARAM)
+    featurize = max((s for k, s in problem.featurize_s.items() if k[0] == problem.key(get_family(family), 0)[0]), default=0.0) if family else 0.0
+    cost = float(best.user_attrs.get("fit_s", best.duration.total_seconds() if best.duration else 0.0))
+    return deadline - getattr(problem, "load_s", 0.0) - featurize - cost - SAVE_S

@@ -67,6 +67,7 @@ def objective(trial: Any, problem: Problem, families: Sequence[str], fixed: Mapp
     single = len(problem.folds) == 1
     values: list[float] = []
     rounds: list[int] = []
+    fit_total = 0.0
     for fold in range(len(problem.folds)):
         check_deadline(trial, deadline)
         X, y, Xv, yv, labels = problem.matrices(family, fold)
@@ -86,6 +87,7 @@ def objective(trial: Any, problem: Problem, families: Sequence[str], fixed: Mapp
         est = fit_estimator(family, problem.task, X, y, n_classes=problem.n_classes, params=params,
                             seed=int(problem.job.seed), eval_set=(Xv, yv), timeout=remaining, **kwargs)
         fit_s = time.perf_counter() - fit_start
+        fit_total += fit_s
         scores = est.predict(Xv) if problem.task == "regression" else est.predict_proba(Xv)
         values.append(problem.score(labels, scores))
         info = getattr(est, "fit_info_", None) or {}
@@ -107,6 +109,8 @@ def objective(trial: Any, problem: Problem, families: Sequence[str], fixed: Mapp
         # same model size.
         trial.set_user_attr("params", {**trial.user_attrs["params"], family.rounds_param: int(round(sum(rounds) / len(rounds)))})
     value = sum(values) / len(values)
+    # Training seconds of one fit on a fold: what a refit of this configuration costs (budget).
+    trial.set_user_attr("fit_s", fit_total / len(values))
     if single and problem.job.artifacts:
         keep_model(trial, problem, family, est, value, fit_s, deadline)
     return value

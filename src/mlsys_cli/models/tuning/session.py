@@ -63,7 +63,12 @@ def open_study(job: TuneJob, problem: Problem, plan: Plan) -> Any:
 
 def load_session(job: TuneJob) -> tuple[Problem, Plan, Any]:
     """The data, the plan and the opened study of a job (what the parent and each worker do first)."""
+    import time
+
+    start = time.perf_counter()
     problem = Problem(job)
+    # A refit loads the data again: the search holds that time back (budget.search_deadline).
+    problem.load_s = time.perf_counter() - start
     plan = make_plan(job, problem)
     study = open_study(job, problem, plan)
     return problem, plan, study

@@ -56,7 +56,7 @@ def run_trials(study: Any, problem: Problem, plan: Plan, progress: Any = None) -
 
     def run(trial: Any) -> float:
         # With --save-model the search stops early enough for the winner's refit and saving.
-        end = search_deadline(study, deadline, problem.job.refit)
+        end = search_deadline(study, problem)
         try:
             return objective(trial, problem, families, fixed, end, fit_deadline(end, bool(complete(study))))
         except Deadline:
@@ -72,7 +72,7 @@ def run_trials(study: Any, problem: Problem, plan: Plan, progress: Any = None) -
 
     failures = 0
     while True:
-        end = search_deadline(study, deadline, problem.job.refit)
+        end = search_deadline(study, problem)
         if end is not None and time.time() >= end:
             stopped_by = "timeout"
             break
