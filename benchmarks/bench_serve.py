@@ -7,7 +7,7 @@ One run, loopback only, every measurement bounded in time, on the sample churn d
   a bare JSON echo served by the same stack as ``mlsys serve`` (plain ASGI, uvicorn, httptools,
   uvloop: ``serve_load.py echo``);
 - ``mlsys serve model.onnx`` with validation, metrics, the access log and the prediction log
-  on (``--log-dir``), batching off (the default) and on (``--max-batch 64``);
+  on (``--log-dir``), with adaptive micro-batching (the default) and without (``--max-batch 0``);
 - the peer: ``mlflow models serve`` (MLflow 3.17 in its own virtual environment, created here)
   on a scikit-learn Pipeline + XGBoost of the same rows (``serve_mlflow_model.py``).
 
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                        args.rate, args.rate_seconds)})
     finally:
         echo.stop()
-    for label, extra in (("mlsys serve", []), ("mlsys serve --max-batch 64", ["--max-batch", "64"])):
+    for label, extra in (("mlsys serve", []), ("mlsys serve --max-batch 0", ["--max-batch", "0"])):
         port = free_port()
         shutil.rmtree(WORK / "logs", ignore_errors=True)
         server = Process([PY, "-m", "mlsys_cli", "serve", m["onnx"], "--port", port, "--log-dir", WORK / "logs", *extra],

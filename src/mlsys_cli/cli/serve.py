@@ -70,7 +70,7 @@ def command(
     log_max_mb: Annotated[float, typer.Option("--log-max-mb", help="Start a new log file past this size (MB).")] = 64.0,
     shadow: Annotated[Optional[Path], typer.Option("--shadow", help="A challenger that predicts every request; logged, never answers.")] = None,
     canary: Annotated[Optional[str], typer.Option("--canary", help="FILE:SHARE, a challenger answering that share of requests.")] = None,
-    max_batch: Annotated[int, typer.Option("--max-batch", help="Rows per micro-batch of concurrent requests (0: no batching).")] = 0,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Rows per micro-batch when requests arrive together (0: never batch).")] = 64,
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="Extra wait to fill a micro-batch (ms).")] = 0.0,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body (MB).")] = 4.0,
     max_rows: Annotated[int, typer.Option("--max-rows", help="Most rows in one request.")] = 10_000,
