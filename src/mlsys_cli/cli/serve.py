@@ -110,4 +110,5 @@ def command(
                            limits=Limits(int(max_body_mb * (1 << 20)), max_rows, parse_duration(request_timeout)),
                            batching=BatchOptions(max_batch, max_wait_ms), log=log, poll_seconds=parse_duration(poll))
     result = serve(specs, options, lambda info: _ready(info, json_))
-    console.info(f"stopped after {result.seconds:g} s" + (f"; prediction log: {len(result.log_files)} file(s)" if log else ""))
+    written = f"; prediction log: {len(result.log_files)} file(s) in {log_dir}" if result.workers == 1 else f"; prediction log in {log_dir}"
+    console.info(f"stopped after {result.seconds:g} s" + (written if log else ""))
