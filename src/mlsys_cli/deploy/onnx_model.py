@@ -2,8 +2,9 @@
 
 The file carries everything needed to use it: the graph (raw columns -> ``label`` +
 ``probabilities``, or ``prediction``), the bundle's manifest as JSON under the
-``metadata_props`` key ``mlsys``, and the sha256 of the graph under ``mlsys.sha256``.
-:class:`OnnxModel` verifies the hash, opens an onnxruntime session tuned for CPU serving,
+``metadata_props`` key ``mlsys``, and under ``mlsys.sha256`` one sha256 over the graph *and* that
+manifest: the manifest's class list, task and threshold change what a prediction means, so
+editing any of it is refused like editing a weight. :class:`OnnxModel` verifies the hash, opens an onnxruntime session tuned for CPU serving,
 maps a raw frame to the graph inputs through the canonical form
 (``features.schema.canonicalize``) and returns the same outputs as ``ModelBundle.predict``.
 """
@@ -33,13 +34,20 @@ def graph_digest(model: Any) -> str:
     return sha256_bytes(bare.SerializeToString(deterministic=True))
 
 
+def model_digest(model: Any, manifest_text: str) -> str:
+    """The sha256 stamped under ``mlsys.sha256``: the graph (without metadata) and the manifest text."""
+    from mlsys_cli.fsutil import sha256_bytes
+
+    return sha256_bytes(f"{graph_digest(model)}\n{manifest_text}".encode())
+
+
 def stamp(model: Any, manifest: dict[str, Any]) -> Any:
-    """Put the manifest and the graph hash into ``metadata_props`` (in place; returns model)."""
+    """Put the manifest and the hash of graph + manifest into ``metadata_props`` (in place; returns model)."""
     from onnx import helper
 
     del model.metadata_props[:]
-    digest = graph_digest(model)
-    helper.set_model_props(model, {MANIFEST_KEY: json.dumps(manifest, sort_keys=True), HASH_KEY: digest})
+    text = json.dumps(manifest, sort_keys=True)
+    helper.set_model_props(model, {MANIFEST_KEY: text, HASH_KEY: model_digest(model, text)})
     return model
 
 
@@ -86,15 +94,31 @@ def read_metadata(model: Any, source: str) -> dict[str, Any]:
     if MANIFEST_KEY not in props:
         raise InputError(f"{source}: this ONNX file was not written by mlsys (no 'mlsys' metadata)",
                          "export a model bundle with: mlsys export model.mlsys -o model.onnx")
-    if props.get(HASH_KEY) != graph_digest(model):
-        raise InputError(f"{source}: the ONNX graph fails its sha256 check", "the file was changed after export; export it again")
+    if props.get(HASH_KEY) != model_digest(model, props[MANIFEST_KEY]):
+        older = props.get(HASH_KEY) == graph_digest(model)  # mlsys < 0.2 hashed the graph alone
+        raise InputError(f"{source}: the ONNX graph or its mlsys metadata fails its sha256 check",
+                         "exported by an older mlsys; export it again" if older else
+                         "the file was changed after export; export it again")
     try:
         manifest = json.loads(props[MANIFEST_KEY])
     except ValueError:
         raise InputError(f"{source}: the mlsys metadata is not valid JSON") from None
     if not isinstance(manifest, dict) or manifest.get("kind") != "model":
         raise InputError(f"{source}: the mlsys metadata does not describe a model")
+    _check_manifest(manifest, source)
     return manifest
+
+
+def _check_manifest(manifest: dict[str, Any], source: str) -> None:
+    """What predictions need from the metadata: a task, and for classification its classes."""
+    task = manifest.get("task")
+    if task not in ("binary", "multiclass", "regression"):
+        raise InputError(f"{source}: the mlsys metadata has no valid task ({task!r})", "export the model bundle again")
+    classes = manifest.get("classes")
+    if task != "regression" and (not isinstance(classes, list) or len(classes) < 2 or len(set(map(str, classes))) != len(classes)):
+        raise InputError(f"{source}: the mlsys metadata has no valid class list", "export the model bundle again")
+    if not isinstance(manifest.get("input_schema"), list):
+        raise InputError(f"{source}: the mlsys metadata has no input schema", "export the model bundle again")
 
 
 class OnnxModel:

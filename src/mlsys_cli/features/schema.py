@@ -75,6 +75,26 @@ def logical_type(series: Any) -> str:
     return "string"
 
 
+def refuse_nested(df: Any, allowed: Sequence[str] = ()) -> None:
+    """List and struct columns are not features: refuse them by name unless ``allowed`` (dropped)."""
+    nested = [c for c in nested_columns(df) if c not in allowed]
+    if nested:
+        raise InputError(f"column{'s' if len(nested) > 1 else ''} {', '.join(map(repr, nested))} hold lists or "
+                         "structs, which are not features", f"leave them out (--drop {','.join(nested)}) or flatten "
+                         "them first, e.g. mlsys ingest T --sql \"SELECT * EXCLUDE (col), col.x AS col_x FROM input\"")
+
+
+def nested_columns(df: Any) -> list[str]:
+    """The columns of a pandas frame holding lists, arrays or structs."""
+    return [str(c) for c in df.columns if _is_nested(df[c])]
+
+
+def _is_nested(series: Any) -> bool:
+    if series.dtype != object and "[" not in str(series.dtype) and "struct" not in str(series.dtype):
+        return False
+    return any(isinstance(v, (list, tuple, dict, np.ndarray)) for v in _first_values(series))
+
+
 def infer_schema(df: Any, types: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The raw schema of a table: ``[{"name", "type"}]`` in column order.
 
@@ -84,10 +104,16 @@ def infer_schema(df: Any, types: dict[str, str] | None = None) -> list[dict[str,
     types : dict, optional
         Overrides: column name -> logical type.
     """
+    from mlsys_cli.data.io import is_metadata_column, refuse_repeated
+
     df = to_pandas(df)
+    refuse_repeated([str(c) for c in df.columns])
     types = types or {}
+    nested = set(nested_columns(df))  # refused by the featurizer's fit unless dropped (refuse_nested)
     schema = []
     for name in df.columns:
+        if is_metadata_column(str(name)) or str(name) in nested:  # a pandas index or mlsys metadata: never a feature
+            continue
         kind = types.get(str(name)) or logical_type(df[name])
         if kind not in TYPES:
             raise ValueError(f"unknown logical type {kind!r}")
