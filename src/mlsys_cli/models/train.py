@@ -246,7 +246,7 @@ def load_params(path: Any) -> tuple[dict[str, Any], str | None]:
 
 def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0, params: Mapping[str, Any] | None = None,
                   seed: int = 0, sample_weight: Any = None, eval_set: Any = None, timeout: float | None = None,
-                  progress: Any = None, callback: Any = None) -> Any:
+                  progress: Any = None, callback: Any = None, init: Any = None) -> Any:
     """Fit one estimator of ``family`` on a featurized matrix.
 
     Parameters
@@ -268,14 +268,23 @@ def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0,
     callback : callable, optional
         ``callback(step, valid_loss)`` after each boosting round (families whose ``fit`` takes
         ``callback``; others ignore it). May raise to abort the fit (tune's pruning).
+    init : estimator, optional
+        A fitted estimator of the same family to continue from (``Family.warm_start``); the
+        fit records what it continued from as ``warm_start_`` (None: it trained from scratch).
     """
     import inspect
 
     from mlsys_cli.models.families import resolve_params
 
     est = family.make(task, n_classes, resolve_params(family, task, params), seed)
+    continued = None
+    if init is not None:
+        est, continued = family.warm_start(est, init)
     extra = {"callback": callback} if callback is not None and "callback" in inspect.signature(est.fit).parameters else {}
-    return est.fit(X, y, sample_weight=sample_weight, eval_set=eval_set, timeout=timeout, progress=progress, **extra)
+    est = est.fit(X, y, sample_weight=sample_weight, eval_set=eval_set, timeout=timeout, progress=progress, **extra)
+    if init is not None:
+        est.warm_start_ = continued
+    return est
 
 
 # --------------------------------------------------------------------------- the whole step
@@ -283,12 +292,13 @@ def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0,
 
 def libraries(family: str) -> dict[str, str]:
     """The library versions a model bundle of ``family`` records in its manifest."""
-    from mlsys_cli.bundle import library_versions
+    from mlsys_cli.models.families import get_family
 
-    return library_versions(["numpy", "pandas", "pyarrow", "scikit-learn", "skops", "xgboost"] + (["torch"] if family == "mlp" else []))
+    return get_family(family).library_versions()
 
 
-def _encode(task: str, y: Any, classes: Sequence[Any] | None, source: Any) -> Any:
+def encode_target(task: str, y: Any, classes: Sequence[Any] | None, source: Any) -> Any:
+    """Target values as class indices (classification) or float64 (regression); refuses unknown classes (exit 3)."""
     import numpy as np
 
     from mlsys_cli.models.metrics import encode_labels
@@ -355,7 +365,8 @@ def prediction_reference(task: str, scores: Any, classes: Sequence[Any] | None) 
 def train_model(train: Any, *, target: str | None = None, model: str = "xgboost", valid: Any = None,
                 task: str | None = None, features: Any = None, params: Mapping[str, Any] | None = None,
                 class_weight: str | None = None, sample_weight: str | None = None, calibrate: str | None = None,
-                seed: int = 0, timeout: float | None = None, progress: Any = None) -> tuple[Any, TrainResult]:
+                seed: int = 0, timeout: float | None = None, progress: Any = None,
+                init: Any = None) -> tuple[Any, TrainResult]:
     """Train a model on a table and return the bundle and its report.
 
     Parameters
@@ -382,6 +393,10 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     timeout : float, optional
         Seconds for the whole step; boosting stops at the next round after it.
     progress : object, optional
+    init : SinglePredictor, optional
+        Continue from this fitted model (``retrain --stateful``): its featurizer is used as
+        fitted and its estimator is continued where the family can (``Family.warm_start``);
+        ``features`` is then only recorded in the recipe.
 
     Returns
     -------
@@ -391,11 +406,13 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
 
     import numpy as np
 
-    from mlsys_cli.data.io import input_record, invocation, read_frame, resolve_inputs
+    from mlsys_cli.data.io import input_record, invocation, resolve_inputs
     from mlsys_cli.data.profile import profile_frame, profile_values
     from mlsys_cli.features.schema import infer_schema
-    from mlsys_cli.models.bundle import CALIBRATION_METHODS, Calibrator, ModelBundle, SinglePredictor
+    from mlsys_cli.models.bundle import ModelBundle
+    from mlsys_cli.models.predictors import CALIBRATION_METHODS, Calibrator, SinglePredictor
     from mlsys_cli.models.families import get_family, resolve_params
+    from mlsys_cli.models.manifest import Manifest, Recipe
     from mlsys_cli.models.metrics import baseline_metrics, compute_metrics, primary_metric
 
     start = time.perf_counter()
@@ -404,14 +421,7 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
         raise UsageError(f"invalid --calibrate {calibrate!r}", f"choose one of: {', '.join(CALIBRATION_METHODS)}")
     if calibrate and valid is None:
         raise UsageError("--calibrate needs --valid", "calibration is fitted on held-out rows")
-    train_df = read_frame(train)
-    if len(train_df) == 0:
-        raise InputError(f"{_name(train)}: no rows")
-    target = resolve_target(train_df, target, train)
-    valid_df = read_frame(valid) if valid is not None else None
-    if valid_df is not None and target not in valid_df.columns:
-        raise InputError(f"{_name(valid)}: no target column {target!r}")
-    check_target(train_df[target], target, train)
+    train_df, valid_df, target = _read_tables(train, valid, target)
     task, classes = infer_task(train_df[target], task)
     if calibrate and task == "regression":
         raise UsageError("--calibrate needs a classification task")
@@ -425,28 +435,22 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     guessed = infer_schema(train_df.drop(columns=[c for c in (target, sample_weight) if c in train_df.columns]))
     reference = pool.submit(profile_frame, train_df, guessed)
 
-    y = _encode(task, train_df[target], classes, train)
+    y = encode_target(task, train_df[target], classes, train)
     weights = sample_weights(train_df, sample_weight, class_weight, y, task, n_classes, train)
     drop = [sample_weight] if sample_weight else []
-    X_frame = train_df.drop(columns=drop)
-    if isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
-        featurizer = load_features(features, target)
-        features_spec: dict[str, Any] = {"bundle": input_record(features)}
-        # Target-encoded columns are cross-fitted on the training rows, as fit_transform does.
-        X = featurizer.transform_train(X_frame, dtype=family.input_dtype)
+    if init is not None:
+        # The champion's encodings were fitted on older rows: these rows are out of sample for them.
+        featurizer, features_spec = init.featurizer, dict(features or {})
+        X = featurizer.transform(train_df.drop(columns=drop), dtype=family.input_dtype)
     else:
-        features_spec = {"preset": family.preset, "family": family.name, "task": task, **dict(features or {})}
-        featurizer = make_featurizer(target, family.preset, features_spec, seed)
-        # fit_transform: target-encoded columns of the training matrix are cross-fitted (out of fold).
-        X = featurizer.fit_transform(X_frame, dtype=family.input_dtype)
-        check_roles(featurizer, train)
+        featurizer, X, features_spec = _featurize(family, train_df.drop(columns=drop), features, (target, task, seed), train)
     schema = list(featurizer.input_schema_)
 
     eval_set = None
     y_valid = w_valid = X_valid = None
     if valid_df is not None:
         check_target(valid_df[target], target, valid)
-        y_valid = _encode(task, valid_df[target], classes, valid)
+        y_valid = encode_target(task, valid_df[target], classes, valid)
         w_valid = sample_weights(valid_df, sample_weight, class_weight, y_valid, task, n_classes, valid)
         X_valid = featurizer.transform(valid_df.drop(columns=drop), dtype=family.input_dtype)
         eval_set = (X_valid, y_valid) if w_valid is None else (X_valid, y_valid, w_valid)
@@ -464,10 +468,14 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         est = fit_estimator(family, task, X, y, n_classes=n_classes, params=resolved, seed=seed,
-                            sample_weight=weights, eval_set=eval_set, timeout=remaining, progress=progress)
+                            sample_weight=weights, eval_set=eval_set, timeout=remaining, progress=progress,
+                            init=init.estimator if init is not None else None)
     caught.extend(dict.fromkeys(f"{r.category.__name__}: {str(r.message).splitlines()[0]}" for r in records))
+    fit_info = dict(getattr(est, "fit_info_", {}))
+    if init is not None:
+        fit_info["warm_start"] = est.warm_start_
     spec = {"task": task, "n_classes": n_classes, "params": resolved, "seed": seed,
-            "n_features": int(X.shape[1]), "fit_info": dict(getattr(est, "fit_info_", {}))}
+            "n_features": int(X.shape[1]), "fit_info": fit_info}
     predictor = SinglePredictor(featurizer, family, est, spec)
     if calibrate:
         predictor.calibrator = Calibrator(calibrate).fit(predictor.scores_from_features(X_valid, calibrated=False),
@@ -491,24 +499,24 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
 
     ranked = ranked_importance(family, est, list(featurizer.get_feature_names_out()))
 
-    recipe = {
-        "family": family.name, "params": resolved, "seed": seed, "task": task, "features": features_spec,
-        "class_weight": class_weight, "sample_weight": sample_weight, "calibrate": calibrate,
-        "fit": spec["fit_info"], "command": invocation(),
-        "data": {"train": [input_record(p) for p in resolve_inputs(_paths(train))],
-                 "valid": [input_record(p) for p in resolve_inputs(_paths(valid))] if valid is not None else None},
-    }
+    recipe = Recipe(
+        family=family.name, task=task, target=target, params=resolved, seed=seed, features=features_spec,
+        class_weight=class_weight, sample_weight=sample_weight, calibrate=calibrate, fit=spec["fit_info"],
+        command=invocation(),
+        data={"train": [input_record(p) for p in resolve_inputs(_paths(train))],
+              "valid": [input_record(p) for p in resolve_inputs(_paths(valid))] if valid is not None else None},
+    )
     metrics = {"evaluated_on": evaluated_on, "primary": {"name": metric_name, "higher_is_better": higher},
                "train": train_metrics, "train_scored": sample_info, "valid": valid_metrics, "baselines": baselines}
-    manifest = {
-        "mlsys_version": libraries(family.name)["mlsys"], "task": task, "target": target, "classes": classes,
-        "input_schema": schema, "recipe": recipe, "metrics": metrics,
-        "reference": {"features": _reference(reference, train_df, schema),
-                      "predictions": prediction_reference(task, train_scores, classes),
-                      # The training labels' distribution: drift's label shift, evaluate's zero rule.
-                      "target": profile_values(train_df[target].to_numpy())},
-        "importance": ranked, "libraries": libraries(family.name),
-    }
+    manifest = Manifest(
+        mlsys_version=libraries(family.name)["mlsys"], task=task, target=target, classes=classes,
+        input_schema=schema, recipe=recipe, metrics=metrics,
+        reference={"features": _reference(reference, train_df, schema),
+                   "predictions": prediction_reference(task, train_scores, classes),
+                   # The training labels' distribution: drift's label shift, evaluate's zero rule.
+                   "target": profile_values(train_df[target].to_numpy())},
+        importance=ranked, libraries=libraries(family.name),
+    )
     bundle = ModelBundle(manifest, predictor)
     result = TrainResult(
         model=family.name, task=task, target=target, classes=classes,
@@ -519,6 +527,42 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
         seconds=round(time.perf_counter() - start, 3), calibrate=calibrate, warnings=caught,
     )
     return bundle, result
+
+
+def _read_tables(train: Any, valid: Any, target: str | None) -> tuple[Any, Any, str]:
+    """The training and validation frames and the target column (checked, exit 3 when unusable)."""
+    from mlsys_cli.data.io import read_frame
+
+    train_df = read_frame(train)
+    if len(train_df) == 0:
+        raise InputError(f"{_name(train)}: no rows")
+    target = resolve_target(train_df, target, train)
+    valid_df = read_frame(valid) if valid is not None else None
+    if valid_df is not None and target not in valid_df.columns:
+        raise InputError(f"{_name(valid)}: no target column {target!r}")
+    check_target(train_df[target], target, train)
+    return train_df, valid_df, target
+
+
+def _featurize(family: Any, frame: Any, features: Any, problem: tuple[str, str, int],
+               source: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """The featurizer, the training matrix and the featurizer settings the recipe records.
+
+    ``features`` is a features-bundle path (used as fitted) or Featurizer settings (fitted here
+    for ``problem``: target, task, seed). Target-encoded columns of the training matrix are
+    cross-fitted (out of fold) either way.
+    """
+    target, task, seed = problem
+    from mlsys_cli.data.io import input_record
+
+    if isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
+        featurizer = load_features(features, target)
+        return featurizer, featurizer.transform_train(frame, dtype=family.input_dtype), {"bundle": input_record(features)}
+    spec = {"preset": family.preset, "family": family.name, "task": task, **dict(features or {})}
+    featurizer = make_featurizer(target, family.preset, spec, seed)
+    X = featurizer.fit_transform(frame, dtype=family.input_dtype)
+    check_roles(featurizer, source)
+    return featurizer, X, spec
 
 
 def _reference(started: Any, df: Any, schema: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
