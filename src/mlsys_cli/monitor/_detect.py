@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.monitor import stats
-from mlsys_cli.monitor.drift import DriftOptions, DriftReport, FeatureDrift, WindowDrift
+from mlsys_cli.monitor.results import DriftOptions, DriftReport, FeatureDrift, WindowDrift
 from mlsys_cli.monitor.reference import Reference
 from mlsys_cli.monitor.scan import META_PREFIX, Cells, Counts, Source
 
