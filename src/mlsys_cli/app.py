@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from mlsys_cli import __version__, console
 from mlsys_cli.errors import BrokenPipe, ExitCode, MlsysError
@@ -55,7 +56,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
-    # MLSYS_<COMMAND>_<OPTION> sets an option from the environment (MLSYS_TRAIN_SEED=7).
+    # MLSYS_<COMMAND>_<OPTION> sets an option from the environment (MLSYS_TRAIN_SEED=7); the
+    # root's own options opt out (MLSYS_VERSION=1 must not turn every command into --version).
     context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "MLSYS"},
 )
 
@@ -69,9 +71,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = None,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only results and errors; no logs or progress.")] = False,
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, help="More logs on stderr (repeatable).")] = 0,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, allow_from_autoenv=False, help="Print the version and exit.")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", allow_from_autoenv=False, help="Only results and errors; no logs or progress.")] = False,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, allow_from_autoenv=False, help="More logs on stderr (repeatable).")] = 0,
     traceback: Annotated[bool, typer.Option("--traceback", envvar="MLSYS_TRACEBACK", help="Show the traceback of an internal error.")] = False,
     config: Annotated[Optional[str], typer.Option("--config", envvar="MLSYS_CONFIG", help="TOML file of option defaults, one [command] table each.")] = None,
 ) -> None:
@@ -105,7 +107,22 @@ def _load_config(path: str) -> dict:
             for cmd, table in data.items()}
 
 
+class Command(TyperCommand):
+    """A subcommand whose usage line names its arguments the usual way: ``TABLE... -o PATH``."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name != "argument":
+                continue
+            name = (param.metavar or param.name or "").upper() + ("..." if param.nargs != 1 else "")
+            pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
 def _register() -> None:
+    from mlsys_cli.cli._outputs import guard
+
     for name in COMMANDS:
         try:
             module = importlib.import_module(f"mlsys_cli.cli.{name}")
@@ -119,9 +136,10 @@ def _register() -> None:
             continue
         app.command(
             name=name,
+            cls=Command,
             no_args_is_help=getattr(module, "NO_ARGS_IS_HELP", True),
             epilog=f"Reference: commands/{name}.md",
-        )(module.command)
+        )(guard(module.command, getattr(module, "OUTPUT_FILES", ())))
 
 
 _register()
@@ -163,37 +181,68 @@ def run(argv: list[str] | None = None) -> int:
         except typer.Exit as exc:
             return exc.exit_code
         return result if isinstance(result, int) else 0
-    except BrokenPipe:
+    except BaseException as exc:  # noqa: B036 - every way out is mapped to a documented status here
+        return _status(exc)
+
+
+def _status(exc: BaseException) -> int:
+    """The exit status of a command that raised ``exc``, after one ``error:`` line on stderr."""
+    from typer._click.exceptions import ClickException
+
+    if isinstance(exc, (BrokenPipe, BrokenPipeError)):
         raise BrokenPipeError from None
-    except MlsysError as exc:
+    if _signalled is not None or isinstance(exc, (KeyboardInterrupt, typer.Abort)):
+        # Whatever a library made of the signal ("Query interrupted", a wrapped error), it was one.
+        return _fail("interrupted", None, 128 + (_signalled or signal.SIGINT))
+    if isinstance(exc, SystemExit):
+        return int(exc.code or 0) if not isinstance(exc.code, str) else _fail(exc.code, None, ExitCode.INTERNAL)
+    if isinstance(exc, MlsysError):
         if console.state.traceback:
             console.err().print_exception()
         return _fail(exc.message, exc.hint, int(exc.exit_code))
-    except typer.Abort:
-        return _fail("interrupted", None, ExitCode.INTERRUPTED)
-    except typer.TyperException as exc:  # usage errors from the parser (exit 2)
-        if hasattr(exc, "show"):
-            exc.show(file=sys.stderr)
-        else:
-            _fail(exc.format_message(), None, exc.exit_code)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return _fail("interrupted", None, ExitCode.INTERRUPTED)
-    except BrokenPipeError:
-        raise
-    except Exception as exc:  # a bug: say so, and show the traceback when asked
-        if console.state.traceback:
-            console.err().print_exception()
-            return ExitCode.INTERNAL
-        return _fail(
-            f"internal error: {type(exc).__name__}: {exc}",
-            "this is a bug in mlsys; rerun with --traceback (or MLSYS_TRACEBACK=1) and report it",
-            ExitCode.INTERNAL,
-        )
+    if isinstance(exc, ClickException):  # usage errors from the parser (exit 2)
+        return _fail(exc.format_message(), _usage_hint(exc), exc.exit_code)
+    if isinstance(exc, OSError) and exc.filename:  # the file system said no: not a bug in mlsys
+        return _fail(f"{exc.filename}: {exc.strerror or exc}", None, ExitCode.INPUT)
+    if console.state.traceback:  # a bug: say so, and show the traceback when asked
+        console.err().print_exception()
+        return ExitCode.INTERNAL
+    return _fail(
+        f"internal error: {type(exc).__name__}: {exc}",
+        "this is a bug in mlsys; rerun with --traceback (or MLSYS_TRACEBACK=1) and report it",
+        ExitCode.INTERNAL,
+    )
+
+
+def _usage_hint(exc: Any) -> str | None:
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return "see mlsys --help"
+    return f"usage: {ctx.get_usage().removeprefix('Usage: ').strip()}; see {ctx.command_path} --help"
+
+
+# The signal that ended the run, if any: SIGINT (Ctrl-C) exits 130 and SIGTERM 143, after the
+# command's partial outputs are removed (atomic writes and the output guard clean up on the way out).
+_signalled: int | None = None
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    global _signalled
+    _signalled = signum
+    raise KeyboardInterrupt
+
+
+def install_signal_policy() -> None:
+    """Ctrl-C and SIGTERM become a KeyboardInterrupt in the main thread, remembered for the status."""
+    global _signalled
+    _signalled = None
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    install_signal_policy()
     try:
         code = run(argv)
         sys.stdout.flush()

@@ -133,8 +133,7 @@ def emit(
     if as_json:
         write(text + "\n")
         return
-    if state.quiet:
-        return
+    # -q silences logs and progress, never the result a command is run for.
     (human or (lambda r: kv(None, _jsonable(r))))(result)
 
 

@@ -2,16 +2,30 @@
 
 Every file mlsys writes goes to a temporary file in the same directory, is fsynced and then
 renamed over the target, so a killed command leaves the previous file or nothing.
+
+Temporary names are ``.<name>.mlsys-tmp-<pid>-<random><suffix>`` (files and scratch
+directories alike). An interrupted command removes its own; a command killed outright
+(``kill -9``, power loss) cannot, so every later write into the same directory removes the
+temporaries whose process is gone (:func:`sweep_stale`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
+import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
+
+TEMP_MARK = ".mlsys-tmp-"
+# Bytes a temporary name adds to its target's: "." + mark + host + pid + 8 random + suffix, rounded up.
+TEMP_OVERHEAD = 64
+_STALE = re.compile(re.escape(TEMP_MARK) + r"(?P<host>[A-Za-z0-9_]{0,16})-(?P<pid>\d+)-")
 
 
 @contextlib.contextmanager
@@ -22,9 +36,11 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     On an exception or interrupt the temporary file is removed and ``target`` is untouched.
     """
     target = Path(target)
-    parent = target.parent if str(target.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=parent)
+    parent = make_parent(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=suffix + ".tmp", dir=parent)
+    except OSError as exc:
+        raise _write_error(target, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -35,10 +51,87 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
         _fsync_dir(parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
+            raise _write_error(target, exc) from None
         raise
+
+
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG,
+                 errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.EINVAL, errno.EXDEV}
+
+
+def _write_error(target: Path, exc: OSError) -> Exception:
+    from mlsys_cli.errors import InputError
+
+    return InputError(f"{target}: cannot write ({exc.strerror or exc})", "choose another output path")
+
+
+def temp_prefix(target: str | os.PathLike) -> str:
+    """The start of a temporary name beside ``target``: ``.<name>.mlsys-tmp-<host>-<pid>-``.
+
+    The host and process id let a later run tell a dead process's leftovers from a live one's.
+    """
+    name = Path(target).name
+    return f".{name}{TEMP_MARK}{_host()}-{os.getpid()}-"
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "", socket.gethostname())[:16]
+
+
+def make_parent(target: str | os.PathLike) -> Path:
+    """Create the directory ``target`` goes into and sweep dead temporaries out of it."""
+    target = Path(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(target, exc) from None
+    sweep_stale(parent)
+    return parent
+
+
+def temp_dir(target: str | os.PathLike) -> tempfile.TemporaryDirectory:
+    """A scratch directory beside ``target`` (same file system), named like a temporary file."""
+    parent = make_parent(target)
+    try:
+        return tempfile.TemporaryDirectory(prefix=temp_prefix(target), dir=parent)
+    except OSError as exc:
+        raise _write_error(Path(target), exc) from None
+
+
+def sweep_stale(directory: str | os.PathLike) -> list[str]:
+    """Remove temporaries left in ``directory`` by mlsys processes of this host that no longer run."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            match = _STALE.search(entry.name)
+            if not entry.name.startswith(".") or not match or match["host"] != _host() or _alive(int(match["pid"])):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    except OverflowError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -37,8 +37,10 @@ def test_config_file_errors_are_clean(tmp_path, table):
     assert_clean_error(run_cli("--config", tmp_path / "missing.toml", "info", table), 3)
 
 
-def test_quiet_suppresses_human_output_but_not_json(table):
-    assert run_cli("-q", "info", table).stdout == ""
+def test_quiet_keeps_the_result_and_drops_the_logs(table):
+    quiet, plain = run_cli("-q", "info", table), run_cli("info", table)
+    assert quiet.code == 0 and quiet.stdout == plain.stdout != ""
+    assert quiet.stderr == ""
     assert run_cli("-q", "info", table, "--json").json["rows"] == 3
 
 
@@ -73,7 +75,7 @@ def test_garbage_parquet_is_input_error(tmp_path):
 
 
 def test_global_flags_anywhere(table):
-    assert run_cli("info", table, "-q").stdout == ""
+    assert run_cli("info", table, "-q").stdout == run_cli("-q", "info", table).stdout
     assert run_cli("info", "-q", table, "--json").json["rows"] == 3
 
 

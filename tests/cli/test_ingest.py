@@ -89,7 +89,7 @@ BAD = {
     "unknown --encoding": (lambda d: [_file(d / "s.csv", b"a\n1\n")], ["--encoding", "klingon"], 2, "unknown --encoding"),
     "bytes not in --encoding": (lambda d: [_file(d / "s.csv", b"a\n\x81\xff\n")], ["--encoding", "shift_jis"], 3, "not shift_jis"),
     "--dedupe-on unknown column": (lambda d: [_file(d / "s.csv", b"a\n1\n")], ["--dedupe-on", "zz"], 3, "--dedupe-on: no column 'zz'"),
-    "zero --threads": (lambda d: [_file(d / "s.csv", b"a\n1\n")], ["--threads", "0"], 2, "--threads must be at least 1"),
+    "zero --threads": (lambda d: [_file(d / "s.csv", b"a\n1\n")], ["--threads", "0"], 2, "--threads '0': must be >= 1"),
 }
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mlsys_cli.deploy.export import SAMPLE_ROWS, TOLERANCE, check_parity, export_model, synthesize_rows, to_onnx
-from mlsys_cli.deploy.onnx_model import HASH_KEY, MANIFEST_KEY, OnnxModel, graph_digest
+from mlsys_cli.deploy.onnx_model import HASH_KEY, MANIFEST_KEY, OnnxModel, model_digest
 from mlsys_cli.deploy.predict import load_model
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.models.ensemble import ensemble
@@ -79,6 +79,53 @@ def test_calibrated_models(bundles, small_tables, task, family, method):
     assert parity["ok"], parity
 
 
+def test_isotonic_on_boosting_is_checked_piece_by_piece(bundles, small_tables):
+    """XGBoost + isotonic: the README's model. Its end-to-end difference is the engines' float32
+    ulps times the isotonic slope; each piece is within its own limit, so the export goes through."""
+    path = bundles("binary", "xgboost", calibrate="isotonic")
+    parity = _parity(path, pd.read_parquet(small_tables["binary"]["valid"]))
+    assert parity["ok"] and parity["labels_equal"], parity
+    assert parity["uncalibrated_max_abs_diff"] <= TOLERANCE
+    assert parity["calibrator_max_abs_diff"] <= 1e-6
+
+
+def _restamped(proto, edit):
+    """The exported graph with its manifest edited, keeping (or recomputing) the stored hash."""
+    import onnx
+
+    from mlsys_cli.deploy.onnx_model import stamp
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    props = {p.key: p.value for p in copy.metadata_props}
+    manifest = json.loads(props[MANIFEST_KEY])
+    edit(manifest)
+    return copy, manifest, props, stamp
+
+
+@pytest.mark.parametrize("edit", ["swap_classes", "threshold"])
+def test_edited_onnx_metadata_is_refused(bundles, edit):
+    """The manifest changes what a prediction means (classes, threshold): it is under the hash."""
+    from onnx import helper
+
+    proto = to_onnx(load_model(bundles("binary", "linear")))
+    changes = {"swap_classes": lambda m: m.update(classes=m["classes"][::-1]), "threshold": lambda m: m.update(threshold=0.01)}
+    copy, manifest, props, _ = _restamped(proto, changes[edit])
+    del copy.metadata_props[:]
+    helper.set_model_props(copy, {MANIFEST_KEY: json.dumps(manifest, sort_keys=True), HASH_KEY: props[HASH_KEY]})
+    with pytest.raises(InputError, match="sha256"):
+        OnnxModel.from_proto(copy)
+
+
+@pytest.mark.parametrize("key", ["task", "classes", "input_schema"])
+def test_onnx_metadata_without_what_predictions_need_is_refused(bundles, key):
+    proto = to_onnx(load_model(bundles("binary", "linear")))
+    copy, manifest, _, stamp = _restamped(proto, lambda m: m.pop(key))
+    stamp(copy, manifest)  # a consistent hash: the content itself is refused
+    with pytest.raises(InputError, match=key.replace("_", " ") if key != "classes" else "class list"):
+        OnnxModel.from_proto(copy)
+
+
 def test_featurize_transforms_and_unseen_categories(bundles, small_tables):
     """Binning, target encoding of a high-cardinality column, crosses, and categories never seen."""
     features = {"preset": "linear", "bins": 5, "high_cardinality": "target", "cross": ["plan,region"]}
@@ -125,7 +172,7 @@ def test_graph_inputs_are_raw_columns_and_manifest_is_stamped(bundles):
     assert all(types[name] == expected[kind] for name, kind in schema.items())
     props = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(props[MANIFEST_KEY])["target"] == "churned"
-    assert props[HASH_KEY] == graph_digest(proto)
+    assert props[HASH_KEY] == model_digest(proto, props[MANIFEST_KEY])
     assert to_onnx(bundle).SerializeToString() == proto.SerializeToString()  # deterministic
 
 

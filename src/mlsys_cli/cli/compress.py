@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, output_path
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, integer, number, output_path
 
 _COLUMNS = ["name", "technique", "format", "METRIC", "drop", "onnx_bytes", "size_ratio", "single_row_ms", "speedup",
             "batch_ms", "qualifies", "kept"]
@@ -38,11 +38,11 @@ def command(
     prefer: Annotated[str, typer.Option("--prefer", help="Keep the smallest (size) or the fastest (latency) qualifying candidate.")] = "size",
     require_gain: Annotated[bool, typer.Option("--require-gain", help="Exit 4 and write nothing when no candidate qualifies.")] = False,
     transfer: Annotated[Optional[list[Path]], typer.Option("--transfer", help="Extra unlabelled rows for distillation (repeatable).")] = None,
-    measure_fraction: Annotated[float, typer.Option("--measure-fraction", help="Share of --data rows kept for measuring; the rest teaches students.")] = 0.5,
-    augment: Annotated[int, typer.Option("--augment", min=0, help="Synthetic rows per transfer row for distillation.")] = 2,
-    repeats: Annotated[int, typer.Option("--repeats", min=10, help="Timed single-row calls per candidate.")] = 200,
-    batch_rows: Annotated[int, typer.Option("--batch-rows", min=1, help="Rows in the batch-latency call.")] = 1000,
-    html: Annotated[Optional[Path], typer.Option("--html", dir_okay=False, help="Write the trade-off page with plots.")] = None,
+    measure_fraction: Annotated[float, typer.Option("--measure-fraction", click_type=number(0, 1, low_open=True), help="Share of --data rows kept for measuring; the rest teaches students.")] = 0.5,
+    augment: Annotated[int, typer.Option("--augment", click_type=integer(0, 1000), help="Synthetic rows per transfer row for distillation.")] = 2,
+    repeats: Annotated[int, typer.Option("--repeats", click_type=integer(10, 1_000_000), help="Timed single-row calls per candidate.")] = 200,
+    batch_rows: Annotated[int, typer.Option("--batch-rows", click_type=integer(1), help="Rows in the batch-latency call.")] = 1000,
+    html: Annotated[Optional[Path], typer.Option("--html", parser=output_path, help="Write the trade-off page with plots.")] = None,
     seed: SeedOpt = 0,
     json_: JsonOpt = False,
     report: ReportOpt = None,

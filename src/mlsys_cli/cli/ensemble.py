@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TimeoutOpt, output_path, parse_duration
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TimeoutOpt, integer, output_path
 
 
 def _human(result: Any) -> None:
@@ -29,11 +29,11 @@ def command(
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="Held-out rows with the target (not a member's training data).")] = None,
     method: Annotated[str, typer.Option("--method", help="average, weighted, stack or select.")] = "average",
     metric: Annotated[Optional[str], typer.Option("--metric", help="Metric for select and the report (default: primary).")] = None,
-    folds: Annotated[int, typer.Option("--folds", help="Cross-fitting folds inside --data for the honest estimate.")] = 5,
+    folds: Annotated[int, typer.Option("--folds", click_type=integer(2, 1000), help="Cross-fitting folds inside --data for the honest estimate.")] = 5,
     from_study: Annotated[bool, typer.Option("--from-study", help="Add the --top best trials of --study (kept models, else trained on --train).")] = False,
     storage: Annotated[Optional[str], typer.Option("--storage", envvar="MLSYS_STORAGE", help="Study storage (RDB URL or journal:PATH).")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Tuning study name (with --from-study).")] = None,
-    top: Annotated[int, typer.Option("--top", help="How many of the study's best trials to add.")] = 5,
+    top: Annotated[int, typer.Option("--top", click_type=integer(1, 1000), help="How many of the study's best trials to add.")] = 5,
     train: Annotated[Optional[Path], typer.Option("--train", help="Training table to retrain trials tune kept no model of.")] = None,
     timeout: TimeoutOpt = None,
     seed: SeedOpt = 0,
@@ -67,6 +67,6 @@ def command(
         result = ensemble(
             [str(m) for m in models or []], data=[str(d) for d in data], method=method, metric=metric, folds=folds,
             seed=seed, output=str(output) if output else None, storage=storage, study=study if from_study else None,
-            top=top, train=str(train) if train else None, timeout=parse_duration(timeout), progress=bar,
+            top=top, train=str(train) if train else None, timeout=timeout, progress=bar,
         )
     console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, integer, number, output_path
 
 _METRIC_COLUMNS = ["metric", "value", "ci_low", "ci_high", "zero_rule"]
 
@@ -39,17 +39,17 @@ def command(
     model: Annotated[Path, typer.Argument(help="The model: a .mlsys bundle (or an exported .onnx file).")],
     data: Annotated[str, typer.Argument(help="Labelled table: Parquet file, directory or glob, or CSV/JSON.")],
     target: TargetOpt = None,
-    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Binary decision threshold on P(positive) [default: the model's].")] = None,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", min=0, help="Bootstrap replicates for confidence intervals (0: none).")] = 200,
-    confidence: Annotated[float, typer.Option("--confidence", help="Coverage of the confidence intervals.")] = 0.95,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", click_type=number(0, 1), help="Binary decision threshold on P(positive) [default: the model's].")] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", click_type=integer(0, 100_000), help="Bootstrap replicates for confidence intervals (0: none).")] = 200,
+    confidence: Annotated[float, typer.Option("--confidence", click_type=number(0, 1, low_open=True), help="Coverage of the confidence intervals.")] = 0.95,
     slice_: Annotated[Optional[list[str]], typer.Option("--slice", help="Report metrics per group of this column (repeatable).")] = None,
-    slice_bins: Annotated[int, typer.Option("--slice-bins", min=2, help="Quantile bins for numeric slice columns.")] = 4,
-    min_slice_rows: Annotated[int, typer.Option("--min-slice-rows", min=1, help="Fewest rows for a slice to be flagged.")] = 30,
-    perturb: Annotated[Optional[float], typer.Option("--perturb", min=0.0, help="Perturbation test: noise of this share of each numeric column's std.")] = None,
+    slice_bins: Annotated[int, typer.Option("--slice-bins", click_type=integer(2, 1000), help="Quantile bins for numeric slice columns.")] = 4,
+    min_slice_rows: Annotated[int, typer.Option("--min-slice-rows", click_type=integer(1), help="Fewest rows for a slice to be flagged.")] = 30,
+    perturb: Annotated[Optional[float], typer.Option("--perturb", click_type=number(0, 100, low_open=True), help="Perturbation test: noise of this share of each numeric column's std.")] = None,
     invariant: Annotated[Optional[list[str]], typer.Option("--invariant", help="Invariance test: permuting COL should not change predictions (repeatable).")] = None,
     expect: Annotated[Optional[list[str]], typer.Option("--expect", help="Directional test COL:+ or COL:- (COL:+:CLASS for multiclass; repeatable).")] = None,
     require: Annotated[Optional[list[str]], typer.Option("--require", help="Gate like 'auc>=0.8', 'ci_low:auc>=0.75', 'slice_min:auc>=0.7' (exit 4 if unmet).")] = None,
-    html: Annotated[Optional[Path], typer.Option("--html", dir_okay=False, help="Write a self-contained HTML report with plots.")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", parser=output_path, help="Write a self-contained HTML report with plots.")] = None,
     seed: SeedOpt = 0,
     json_: JsonOpt = False,
     report: ReportOpt = None,

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt
+from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt, integer
 
 Cols = Optional[list[str]]
 ApplyOpt = Annotated[Optional[Path], typer.Option("--apply", help="Apply this features bundle to the table instead of fitting.", dir_okay=False)]
@@ -25,14 +25,14 @@ ImputeOpt = Annotated[str, typer.Option("--impute", help="auto | median | mean |
 ScalingOpt = Annotated[str, typer.Option("--scaling", help="auto | standard | robust | minmax | none.")]
 LOG_CHOICES = {"auto": "auto", "skewed": "skewed", "none": False}
 LogOpt = Annotated[str, typer.Option("--log", help="log(1+x) of numbers: auto (the preset's: mlp skewed) | skewed | none.")]
-BinsOpt = Annotated[Optional[int], typer.Option("--bins", min=2, help="Quantile-bin numeric columns into N bins.")]
-MaxCatOpt = Annotated[int, typer.Option("--max-categories", min=2, help="More distinct values is high cardinality; one-hot keeps this many.")]
-MinFreqOpt = Annotated[int, typer.Option("--min-frequency", min=1, help="Rarer categories share one infrequent bucket.")]
+BinsOpt = Annotated[Optional[int], typer.Option("--bins", click_type=integer(2, 10_000), help="Quantile-bin numeric columns into N bins.")]
+MaxCatOpt = Annotated[int, typer.Option("--max-categories", click_type=integer(2, 1_000_000), help="More distinct values is high cardinality; one-hot keeps this many.")]
+MinFreqOpt = Annotated[int, typer.Option("--min-frequency", click_type=integer(1), help="Rarer categories share one infrequent bucket.")]
 HighOpt = Annotated[str, typer.Option("--high-cardinality", help="auto | target | hashing | ordinal.")]
-HashOpt = Annotated[int, typer.Option("--hash-features", min=2, help="Buckets for --high-cardinality hashing.")]
+HashOpt = Annotated[int, typer.Option("--hash-features", click_type=integer(2, 1 << 20), help="Buckets for --high-cardinality hashing.")]
 LeakageOpt = Annotated[str, typer.Option("--leakage", help="drop | warn: what to do with a feature that alone predicts the target.")]
 CheckOpt = Annotated[Optional[list[Path]], typer.Option("--check", help="Held-out table to compare with train (missing values); repeatable.", dir_okay=False)]
-BatchOpt = Annotated[int, typer.Option("--batch-rows", help="Rows per batch with --apply (bounds memory).")]
+BatchOpt = Annotated[int, typer.Option("--batch-rows", click_type=integer(1), help="Rows per batch with --apply (bounds memory).")]
 
 
 def _human(result: Any) -> None:
@@ -44,6 +44,8 @@ def _human(result: Any) -> None:
     console.records("columns", d["columns"], ["name", "type", "role", "reason", "missing"])
     for finding in d["leakage"] + d["checks"]:
         console.warn(finding["message"])
+    for line in d["warnings"]:
+        console.warn(line)
     for name, n in d["out_of_range"].items():
         console.warn(f"{name!r}: {n} values are inf or beyond float32 range; treated as missing")
     if d["rows_missing_target"]:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt
+from mlsys_cli.cli._common import ByteSize, JsonOpt, OutputOpt, ReportOpt, integer, output_path
 
 
 def _human(result: Any) -> None:
@@ -36,10 +36,10 @@ def command(
     dedupe: Annotated[bool, typer.Option("--dedupe", help="Drop duplicate rows (all columns); the first one stays.")] = False,
     dedupe_on: Annotated[Optional[str], typer.Option("--dedupe-on", help="Drop rows whose COLS repeat (col1,col2); implies --dedupe.")] = None,
     keep_names: Annotated[bool, typer.Option("--keep-names", help="Keep raw column names (default: safe snake_case).")] = False,
-    rejects: Annotated[Optional[Path], typer.Option("--rejects", help="Write bad rows here (Parquet) with the reason.", dir_okay=False)] = None,
+    rejects: Annotated[Optional[Path], typer.Option("--rejects", parser=output_path, help="Write bad rows here (Parquet) with the reason.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Any bad row is an error (exit 3), nothing is written.")] = False,
-    memory_limit: Annotated[Optional[str], typer.Option("--memory-limit", envvar="MLSYS_MEMORY_LIMIT", help="DuckDB memory limit, e.g. 500MB; more spills to disk.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", envvar="MLSYS_THREADS", help="DuckDB threads (default: all cores).")] = None,
+    memory_limit: Annotated[Optional[str], typer.Option("--memory-limit", envvar="MLSYS_MEMORY_LIMIT", click_type=ByteSize(), help="DuckDB memory limit, e.g. 500MB; more spills to disk.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", envvar="MLSYS_THREADS", click_type=integer(1, 1024), help="DuckDB threads (default: all cores).")] = None,
     json_: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:

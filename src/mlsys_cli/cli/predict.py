@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt
+from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, integer
 
 
 def _human(result: Any) -> None:
@@ -24,7 +24,7 @@ def command(
     data: Annotated[list[Path], typer.Argument(help="Rows to predict: Parquet file(s), a directory or glob, CSV/JSON.")],
     output: OutputOpt,
     keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Input columns to copy to the output, e.g. ids (comma-separated, repeatable).")] = None,
-    batch_rows: Annotated[int, typer.Option("--batch-rows", help="Rows per batch; bounds memory on big inputs.")] = 65_536,
+    batch_rows: Annotated[int, typer.Option("--batch-rows", click_type=integer(1), help="Rows per batch; bounds memory on big inputs.")] = 65_536,
     json_: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:

@@ -9,6 +9,8 @@ import typer
 from mlsys_cli import console
 from mlsys_cli.cli._common import JsonOpt, OutputDirOpt, ReportOpt, SeedOpt, TargetOpt
 
+# The files -o DIR receives (the output guard refuses an input among them).
+OUTPUT_FILES = ("train.parquet", "valid.parquet", "test.parquet")
 ByOpt = Annotated[str, typer.Option("--by", help="random | stratified:COL | time:COL | group:COL.")]
 RatiosOpt = Annotated[str, typer.Option("--ratios", help="Two (train,test) or three (train,valid,test) ratios summing to 1.")]
 GroupOpt = Annotated[Optional[str], typer.Option("--group", help="Also check that no value of this column is in two parts.")]

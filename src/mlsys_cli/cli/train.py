@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, parse_duration, parse_kv
+from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, parse_kv
 
 FAMILIES = ("baseline", "linear", "forest", "xgboost", "mlp")
 
@@ -82,7 +82,7 @@ def command(
         bundle, result = train_model(
             [str(p) for p in train], target=target, model=family or "xgboost", valid=str(valid) if valid else None,
             task=task, features=str(features) if features else spec, params=chosen, class_weight=class_weight,
-            sample_weight=sample_weight, calibrate=calibrate, seed=seed, timeout=parse_duration(timeout), progress=bar,
+            sample_weight=sample_weight, calibrate=calibrate, seed=seed, timeout=timeout, progress=bar,
         )
     bundle.save(output)
     console.emit(replace(result, output=str(output)), as_json=json_, report=str(report) if report else None, human=_human)

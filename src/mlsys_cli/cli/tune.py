@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, output_path, parse_duration, parse_kv
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, integer, output_dir, output_path, parse_kv
 
 
 def _human(result: Any) -> None:
@@ -26,27 +26,27 @@ def _human(result: Any) -> None:
 def command(
     train: Annotated[Path, typer.Argument(help="Training table (Parquet, CSV...).")],
     valid: Annotated[Optional[Path], typer.Option("--valid", help="Validation table (otherwise --cv folds of TRAIN).")] = None,
-    cv: Annotated[Optional[int], typer.Option("--cv", help="K-fold cross-validation on TRAIN (default 5 without --valid).")] = None,
+    cv: Annotated[Optional[int], typer.Option("--cv", click_type=integer(2, 100), help="K-fold cross-validation on TRAIN (default 5 without --valid).")] = None,
     time_col: Annotated[Optional[str], typer.Option("--time-col", help="Order the --cv folds by this column (no future in train).")] = None,
     target: TargetOpt = None,
     model: Annotated[str, typer.Option("--model", help="Family to search (linear, forest, xgboost, mlp) or auto for all.")] = "auto",
     metric: Annotated[Optional[str], typer.Option("--metric", help="Metric to optimise (default: the task's primary metric).")] = None,
     sampler: Annotated[str, typer.Option("--sampler", help="tpe, random or grid.")] = "tpe",
     pruner: Annotated[str, typer.Option("--pruner", help="median, hyperband or none.")] = "median",
-    trials: Annotated[Optional[int], typer.Option("--trials", help="Total trials of the study (default 30 without --timeout).")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", click_type=integer(1, 1_000_000), help="Total trials of the study (default 30 without --timeout).")] = None,
     timeout: TimeoutOpt = None,
     storage: Annotated[Optional[str], typer.Option("--storage", envvar="MLSYS_STORAGE", help="Shared study storage: an RDB URL or journal:PATH.")] = None,
     study: Annotated[Optional[str], typer.Option("--study", help="Study name, to resume or share it (default mlsys-tune).")] = None,
-    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Worker processes on this machine.")] = 1,
+    n_jobs: Annotated[int, typer.Option("--n-jobs", click_type=integer(1, 256), help="Worker processes on this machine.")] = 1,
     param: Annotated[Optional[list[str]], typer.Option("--param", help="Fix a parameter: name=value or family.name=value (repeatable).")] = None,
     drop: Annotated[Optional[list[str]], typer.Option("--drop", help="Columns not to use as features (comma-separated, repeatable).")] = None,
     seed: SeedOpt = 0,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", parser=output_path, help="Write the best params and recipe (JSON, for train --params).")] = None,
-    save_model: Annotated[Optional[Path], typer.Option("--save-model", help="Retrain the best configuration and write the model bundle.")] = None,
-    trials_out: Annotated[Optional[Path], typer.Option("--trials-out", help="Write every trial (params, metric, time, state) as Parquet.")] = None,
-    html: Annotated[Optional[Path], typer.Option("--html", help="Write an HTML report: history and parameter importances.")] = None,
-    keep_models: Annotated[int, typer.Option("--keep-models", help="With --valid: keep the fitted models of the K best trials per family (0: none).")] = 2,
-    artifacts: Annotated[Optional[Path], typer.Option("--artifacts", help="Where kept models go (default: beside a journal/SQLite storage).")] = None,
+    save_model: Annotated[Optional[Path], typer.Option("--save-model", parser=output_path, help="Retrain the best configuration and write the model bundle.")] = None,
+    trials_out: Annotated[Optional[Path], typer.Option("--trials-out", parser=output_path, help="Write every trial (params, metric, time, state) as Parquet.")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", parser=output_path, help="Write an HTML report: history and parameter importances.")] = None,
+    keep_models: Annotated[int, typer.Option("--keep-models", click_type=integer(0, 1000), help="With --valid: keep the fitted models of the K best trials per family (0: none).")] = 2,
+    artifacts: Annotated[Optional[Path], typer.Option("--artifacts", parser=output_dir, help="Where kept models go (default: beside a journal/SQLite storage).")] = None,
     json_: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:
@@ -69,7 +69,7 @@ def command(
     with console.progress("tuning", total=trials) as bar:
         result = tune(
             str(train), target=target, valid=str(valid) if valid else None, cv=cv, time_col=time_col, model=model,
-            metric=metric, sampler=sampler, pruner=pruner, trials=trials, timeout=parse_duration(timeout),
+            metric=metric, sampler=sampler, pruner=pruner, trials=trials, timeout=timeout,
             storage=storage, study=study, n_jobs=n_jobs, params=parse_kv(param), seed=seed,
             features={"drop": [c for item in drop for c in item.split(",") if c]} if drop else None,
             output=str(output) if output else None, save_model=str(save_model) if save_model else None,

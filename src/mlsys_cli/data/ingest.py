@@ -22,7 +22,6 @@ import re
 import secrets
 import shutil
 import sys
-import tempfile
 import threading
 import time
 import unicodedata
@@ -30,9 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from mlsys_cli.data.io import FORMATS, Lineage, input_record, invocation, lineage_metadata, resolve_inputs
+from mlsys_cli.data.io import FORMATS, Lineage, input_record, invocation, lineage_metadata, quote_ident, resolve_inputs
 from mlsys_cli.errors import InputError, UsageError
-from mlsys_cli.fsutil import atomic_path, sha256_file
+from mlsys_cli.fsutil import atomic_path, sha256_file, temp_dir
 
 INPUT_FORMATS = ("csv", "tsv", "json", "ndjson", "parquet")
 # Encodings DuckDB's CSV reader decodes itself; others are transcoded to UTF-8 first.
@@ -248,7 +247,7 @@ def ingest(
         Keep the raw column names instead of renaming them to safe names.
     rejects : path, optional
         Write bad CSV rows here (Parquet: file, line, column_name, error, reason, raw_line),
-        one row per problem found.
+        one row per bad line (its problems joined).
     strict : bool
         Any bad row is an error and nothing is written.
     memory_limit : str, optional
@@ -277,14 +276,18 @@ def ingest(
     dedupe_cols = parse_columns(dedupe_on)
     overrides = parse_schema(schema)
     dialect = dialect or CsvDialect()
+    if dialect.encoding:
+        _codec(dialect.encoding)
     database = [s for s in map(str, sources) if s.startswith(("postgresql://", "postgres://"))]
+    if sql is not None and not database:
+        check_sql(sql)
     if database and len(sources) > 1:
         raise UsageError("a database URL must be the only input")
     if table and not database:
         raise UsageError("--table is for a database input (postgresql://...)")
 
     with contextlib.ExitStack() as stack:
-        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=_parent(output))))
+        scratch = Path(stack.enter_context(temp_dir(output)))
         if database:
             source = _stage_postgres(database[0], scratch / "staged.parquet", table, sql, progress)
             sql = None
@@ -299,12 +302,6 @@ def ingest(
         output=str(output), format=source.format, files=[source.show(p) for p in source.paths],
         seconds=round(time.perf_counter() - started, 3), rejects=str(rejects) if rejects else None, **counts,
     )
-
-
-def _parent(path: Path) -> Path:
-    parent = path.parent if str(path.parent) else Path(".")
-    parent.mkdir(parents=True, exist_ok=True)
-    return parent
 
 
 def _connect(memory_limit: str | None, threads: int | None, scratch: Path, track_progress: bool) -> Any:
@@ -348,7 +345,7 @@ def _file_source(sources: Sequence[str | os.PathLike], declared: str | None, dia
             source.shown[str(f)] = "-"
         _check_file(f, source.show(f))
         source.paths.append(f)
-    formats = {_format_of(f, declared, source.show(f)) for f in source.paths}
+    formats = {_format_of(f, declared, source.show(f), dialect.encoding) for f in source.paths}
     if len(formats) > 1:
         raise InputError(f"inputs mix formats ({', '.join(sorted(formats))})", "ingest one format at a time, or force one with --format")
     source.format = formats.pop()
@@ -391,7 +388,7 @@ def _check_file(path: Path, shown: str) -> None:
         raise InputError(f"{shown}: empty input")
 
 
-def _format_of(path: Path, declared: str | None, shown: str) -> str:
+def _format_of(path: Path, declared: str | None, shown: str, encoding: str | None = None) -> str:
     if declared:
         return declared
     fmt = FORMATS.get(path.suffix.lower())
@@ -404,7 +401,8 @@ def _format_of(path: Path, declared: str | None, shown: str) -> str:
     if fmt is None:
         stripped = head.lstrip()
         fmt = "ndjson" if stripped[:1] == b"{" else "json" if stripped[:1] == b"[" else "csv"
-    if b"\x00" in head and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    wide = bool(encoding) and _codec(encoding).name.startswith(("utf-16", "utf-32"))  # NUL bytes are text there
+    if b"\x00" in head and not wide and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise InputError(f"{shown}: binary data, not {fmt.upper()}", "give the right file, or force the format with --format")
     return fmt
 
@@ -418,14 +416,21 @@ def _record(path: Path, shown: str, sha256: str) -> dict[str, Any]:
 def _encoding(path: Path, given: str | None) -> str | None:
     """The encoding name DuckDB understands, or None when the file must be transcoded."""
     if given:
-        try:
-            name = codecs.lookup(given).name
-        except LookupError:
-            raise UsageError(f"unknown --encoding {given!r}", "e.g. utf-8, utf-16, latin-1, cp1252, shift_jis") from None
-        return _NATIVE_ENCODINGS.get(name)
+        return _NATIVE_ENCODINGS.get(_codec(given).name)
     with open(path, "rb") as fh:
         head = fh.read(4)
     return "utf-16" if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8"
+
+
+def _codec(given: str) -> codecs.CodecInfo:
+    """A text encoding Python can decode (checked before anything is read)."""
+    try:
+        info = codecs.lookup(given)
+    except LookupError:
+        raise UsageError(f"unknown --encoding {given!r}", "e.g. utf-8, utf-16-le, latin-1, cp1252, shift_jis") from None
+    if not getattr(info, "_is_text_encoding", True):  # base64, zlib, rot13...: codecs, but not text encodings
+        raise UsageError(f"--encoding {given!r} is not a text encoding", "e.g. utf-8, utf-16-le, latin-1, cp1252")
+    return info
 
 
 def _transcode(path: Path, encoding: str, scratch: Path, source: _Source) -> Path:
@@ -568,10 +573,12 @@ def _run(con: Any, source: _Source, output: Path, dialect: CsvDialect, overrides
         types = {**_tolerant_types(con, source, dialect, raw_cols), **types}
     reader = _reader(source, dialect, types if csv else {})
     select = ", ".join(
-        f"{'CAST(' + _ident(a) + ' AS ' + types[a] + ')' if a in types and not csv else _ident(a)} AS {_ident(b)}"
+        f"{'CAST(' + quote_ident(a) + ' AS ' + types[a] + ')' if a in types and not csv else quote_ident(a)} AS {quote_ident(b)}"
         for a, b in zip(raw_cols, names)
     )
-    con.execute(f"CREATE TEMP VIEW input AS SELECT {select} FROM {reader}")
+    # In a one-column CSV a blank line reads as a missing value: it is a blank line, not a row.
+    blank = f" WHERE {quote_ident(next(iter(raw_cols)))} IS NOT NULL" if csv and len(raw_cols) == 1 else ""
+    con.execute(f"CREATE TEMP VIEW input AS SELECT {select} FROM {reader}{blank}")
 
     query = sql or "SELECT * FROM input"
     try:
@@ -581,7 +588,7 @@ def _run(con: Any, source: _Source, output: Path, dialect: CsvDialect, overrides
     if sql and not keep_names:
         final = safe_names([c[0] for c in out_cols])
         renames += [{"from": c[0], "to": n} for c, n in zip(out_cols, final) if c[0] != n]
-        query = f"SELECT {', '.join(f'{_ident(c[0])} AS {_ident(n)}' for c, n in zip(out_cols, final))} FROM ({query})"
+        query = f"SELECT {', '.join(f'{quote_ident(c[0])} AS {quote_ident(n)}' for c, n in zip(out_cols, final))} FROM ({query})"
         out_cols = [(n, *c[1:]) for c, n in zip(out_cols, final)]
     columns = [{"name": c[0], "type": str(c[1])} for c in out_cols]
     if not columns:
@@ -594,9 +601,9 @@ def _run(con: Any, source: _Source, output: Path, dialect: CsvDialect, overrides
         if missing:
             raise InputError(f"--dedupe-on: no column {missing[0]!r}", "columns: " + ", ".join(c["name"] for c in columns[:30]))
         # Counting costs one more pass over the input; only dedupe (and --sql) need it.
-        rows_before = _scalar(con, f"SELECT count(*) FROM ({query})", source)
+        rows_before = _scalar(con, _count_rows(query), source)
         query = _dedupe_query(query, keys)
-    rows_input = _scalar(con, "SELECT count(*) FROM input", source) if sql else rows_before
+    rows_input = _scalar(con, _count_rows("SELECT * FROM input"), source) if sql else rows_before
 
     lineage = Lineage(command="ingest", inputs=source.records, args=_args(source),
                       extra={k: v for k, v in (("format", source.format), ("sql", sql), ("schema", overrides or None),
@@ -622,6 +629,29 @@ def _run(con: Any, source: _Source, output: Path, dialect: CsvDialect, overrides
         "duplicates_dropped": (rows_before - written) if rows_before is not None else 0,
         "columns": columns, "renames": renames,
     }
+
+
+def _count_rows(query: str) -> str:
+    """Count the rows of ``query`` reading every column: ``count(*)`` alone skips parsing them, so
+    a line with a bad value would be counted here and rejected by the real read."""
+    return f"SELECT count(*) FROM ({query}) AS _mlsys_row WHERE hash(_mlsys_row) IS NOT NULL"
+
+
+def check_sql(sql: str) -> None:
+    """``--sql`` is one read-only query (SELECT, WITH ... SELECT, FROM ...): a second statement
+    (``...; COPY ... TO 'x'``) or any other kind would run with the user's file-system rights."""
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise UsageError(f"--sql: {_first_line(exc)}") from None
+    if len(statements) != 1:
+        raise UsageError(f"--sql holds {len(statements)} statements; give one SELECT query",
+                         "e.g. --sql \"SELECT * FROM input WHERE amount > 0\"")
+    if statements[0].type != duckdb.StatementType.SELECT:
+        raise UsageError(f"--sql must be a SELECT query, not {statements[0].type.name}",
+                         "transform with SELECT ... FROM input; mlsys writes the output itself")
 
 
 def _reader(source: _Source, dialect: CsvDialect, types: dict[str, str]) -> str:
@@ -709,10 +739,10 @@ def _tolerant_types(con: Any, source: _Source, dialect: CsvDialect, cols: dict[s
         return {}
     first = _Source(format=source.format, paths=source.paths[:1], shown=source.shown, options=source.options)
     sample = f"(SELECT * FROM {_reader(first, dialect, {})} LIMIT {_SAMPLE_ROWS})"
-    aggs = [f"count(NULLIF(trim({_ident(c)}), ''))" for c in text]
+    aggs = [f"count(NULLIF(trim({quote_ident(c)}), ''))" for c in text]
     # DuckDB casts '29.65' to the integer 30: an integer column must hold integer literals.
-    aggs += [f"count(TRY_CAST({_ident(c)} AS {t}))" if t != "BIGINT" else
-             f"count(CASE WHEN regexp_full_match(trim({_ident(c)}), '[+-]?[0-9]+') THEN TRY_CAST({_ident(c)} AS BIGINT) END)"
+    aggs += [f"count(TRY_CAST({quote_ident(c)} AS {t}))" if t != "BIGINT" else
+             f"count(CASE WHEN regexp_full_match(trim({quote_ident(c)}), '[+-]?[0-9]+') THEN TRY_CAST({quote_ident(c)} AS BIGINT) END)"
              for c in text for t in _TOLERANT]
     counts = con.execute(f"SELECT {', '.join(aggs)} FROM {sample}").fetchone()
     types: dict[str, str] = {}
@@ -728,7 +758,7 @@ def _tolerant_types(con: Any, source: _Source, dialect: CsvDialect, cols: dict[s
 
 def _dedupe_query(query: str, keys: list[str]) -> str:
     """Keep the first row of each key in input order (row_number over the ordered stream)."""
-    part = ", ".join(_ident(k) for k in keys)
+    part = ", ".join(quote_ident(k) for k in keys)
     return (f"SELECT * EXCLUDE ({_ROW}) FROM (SELECT *, row_number() OVER () AS {_ROW} FROM ({query})) "
             f"QUALIFY row_number() OVER (PARTITION BY {part} ORDER BY {_ROW}) = 1 ORDER BY {_ROW}")
 
@@ -751,9 +781,13 @@ def _has_rejects_tables(con: Any) -> bool:
 def _rejects_query(source: _Source) -> str:
     shown = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in source.shown.items())
     file = f"CASE s.file_path {shown} ELSE s.file_path END" if shown else "s.file_path"
-    return (f"SELECT {file} AS file, e.line::BIGINT AS line, e.column_name, e.error_type::VARCHAR AS error, "
-            f"e.error_message AS reason, e.csv_line AS raw_line "
-            f"FROM {_REJECTS} e JOIN {_SCANS} s USING (scan_id, file_id) ORDER BY e.file_id, e.line, e.column_idx")
+    # One row per bad line (a line can hold several problems: a bad value and a missing field).
+    return (f"SELECT {file} AS file, e.line::BIGINT AS line, "
+            f"string_agg(DISTINCT e.column_name, ', ' ORDER BY e.column_name) AS column_name, "
+            f"string_agg(DISTINCT e.error_type::VARCHAR, ', ' ORDER BY e.error_type::VARCHAR) AS error, "
+            f"string_agg(e.error_message, '; ' ORDER BY e.column_idx) AS reason, first(e.csv_line) AS raw_line "
+            f"FROM {_REJECTS} e JOIN {_SCANS} s USING (scan_id, file_id) "
+            f"GROUP BY e.file_id, {file}, e.line ORDER BY e.file_id, e.line")
 
 
 def _refuse_rejects(con: Any, source: _Source, rejected: int, strict: bool, written: int) -> None:
@@ -769,7 +803,7 @@ def _refuse_rejects(con: Any, source: _Source, rejected: int, strict: bool, writ
 
 
 def _write_rejects(con: Any, source: _Source, path: Any, csv: bool) -> None:
-    """The quarantined rows, one per problem, in file and line order (empty when none)."""
+    """The quarantined rows, one per bad line, in file and line order (empty when none)."""
     query = _rejects_query(source) if csv else (
         "SELECT NULL::VARCHAR AS file, NULL::BIGINT AS line, NULL::VARCHAR AS column_name, NULL::VARCHAR AS error, "
         "NULL::VARCHAR AS reason, NULL::VARCHAR AS raw_line LIMIT 0")
@@ -809,9 +843,6 @@ def _shown_files(source: _Source) -> str:
     shown = [source.show(p) for p in source.paths]
     return shown[0] if len(shown) == 1 else f"{shown[0]} (+{len(shown) - 1} files)"
 
-
-def _ident(name: str) -> str:
-    return '"' + str(name).replace('"', '""') + '"'
 
 
 def _lit(text: str) -> str:

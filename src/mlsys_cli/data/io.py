@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob as _glob
 import json
 import os
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +30,31 @@ FORMATS = {
     ".json": "json", ".ndjson": "ndjson", ".jsonl": "ndjson", ".txt": "csv",
 }
 
+# Columns that are never data: a pandas index written with the table, mlsys's own metadata
+# (serve's prediction logs: CONTRACTS.md). Readers drop the first; features skip both.
+_PANDAS_INDEX = re.compile(r"__index_level_\d+__")
+METADATA_PREFIX = "_mlsys_"
+
 _invocation: list[str] = []
+
+
+def is_metadata_column(name: str) -> bool:
+    """A pandas index column (``__index_level_0__``) or an mlsys metadata column (``_mlsys_*``)."""
+    return bool(_PANDAS_INDEX.fullmatch(name)) or name.startswith(METADATA_PREFIX)
+
+
+def refuse_repeated(names: Sequence[str], where: str = "the input") -> None:
+    """Two columns with one name make every later step ambiguous: refuse them by name (exit 3)."""
+    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    if repeated:
+        raise InputError(f"{where}: repeated column name{'s' if len(repeated) > 1 else ''} {', '.join(map(repr, repeated))}",
+                         "make the names unique first: mlsys ingest FILE -o OUT.parquet numbers repeats")
+
+
+def _without_index(table: Any) -> Any:
+    """Drop the pandas index columns a table was written with (``df.to_parquet()`` keeps the index)."""
+    index = [n for n in table.column_names if _PANDAS_INDEX.fullmatch(n)]
+    return table.drop_columns(index) if index else table
 
 
 def set_invocation(argv: Sequence[str]) -> None:
@@ -185,8 +210,9 @@ def read_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, columns: 
         for f in files:
             _check_parquet(f)
             try:
-                tables.append(pq.read_table(f, columns=list(columns) if columns else None))
-            except (pa.ArrowInvalid, OSError) as exc:
+                refuse_repeated(pq.read_schema(f).names, str(f))
+                tables.append(_without_index(pq.read_table(f, columns=list(columns) if columns else None)))
+            except (pa.ArrowException, OSError) as exc:
                 raise InputError(f"{f}: cannot read Parquet: {exc}") from None
             except KeyError as exc:
                 raise InputError(f"{f}: no column {exc}") from None
@@ -195,13 +221,25 @@ def read_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, columns: 
         except pa.ArrowInvalid as exc:
             raise InputError(f"input tables do not share one schema: {exc}") from None
         return table.replace_schema_metadata(None)
+    import duckdb
+
     relation = scan_table(files)
     if columns:
         missing = [c for c in columns if c not in relation.columns]
         if missing:
             raise InputError(f"no column {missing[0]!r} in the input")
-        relation = relation.select(*[f'"{c}"' for c in columns])
-    return relation.arrow()
+        relation = relation.select(*[quote_ident(c) for c in columns])
+    try:
+        table = relation.fetch_arrow_table()
+    except duckdb.Error as exc:
+        raise InputError(f"{files[0]}: cannot read: {str(exc).splitlines()[0]}") from None
+    refuse_repeated(table.column_names, str(files[0]))
+    return _without_index(table)
+
+
+def quote_ident(name: str) -> str:
+    """A column name as a SQL identifier (DuckDB, PostgreSQL); inner double quotes are doubled."""
+    return '"' + str(name).replace('"', '""') + '"'
 
 
 def read_frame(paths: Any, columns: Sequence[str] | None = None) -> Any:

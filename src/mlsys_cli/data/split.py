@@ -110,9 +110,6 @@ def parse_ratios(text: str | Sequence[float]) -> list[float]:
     return ratios
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
 
 def _literal(value: Any) -> str:
     if value is None:
@@ -140,7 +137,7 @@ class _Splitter:
         kept = [c for c in self.types if c not in self.ignore]
         if not kept:
             raise UsageError("--ignore leaves no column to compare rows by")
-        self.content = ", ".join(_ident(c) for c in kept)
+        self.content = ", ".join(io.quote_ident(c) for c in kept)
 
     def require(self, column: str, what: str) -> None:
         if column not in self.types:
@@ -160,7 +157,7 @@ class _Splitter:
     def time_key(self, column: str) -> tuple[str, str]:
         """An orderable numeric key for a time column, and the expression of the time itself."""
         kind = self.types[column].split("(")[0].upper()
-        col = _ident(column)
+        col = io.quote_ident(column)
         if kind.startswith(TIME_TYPES):
             return f"epoch_us(CAST({col} AS TIMESTAMP))", col
         if kind.startswith(NUMERIC_TYPES):
@@ -177,7 +174,7 @@ class _Splitter:
 
     def classes(self, column: str, refuse: bool = True) -> list[tuple[Any, int]] | None:
         """The classes of ``column`` with their row counts; too many values is not a class column."""
-        col = _ident(column)
+        col = io.quote_ident(column)
         found = self.rows(f"SELECT CAST({col} AS VARCHAR) AS c, count(*) FROM src GROUP BY c ORDER BY c NULLS LAST "
                           f"LIMIT {MAX_CLASSES + 1}")
         if len(found) > MAX_CLASSES:
@@ -202,7 +199,7 @@ class _Splitter:
             found = self.binned_cuts(key, fractions, within, bins) if bins else None
             if found is not None:
                 return {c: (k, None) for c, k in found.items()}
-        cls = f"CAST({_ident(within)} AS VARCHAR)" if within else "NULL"
+        cls = f"CAST({io.quote_ident(within)} AS VARCHAR)" if within else "NULL"
         self.con.execute(f"""
             CREATE OR REPLACE TEMP TABLE ranked AS
             SELECT c, k, sum(n) OVER w AS cum, sum(n) OVER (PARTITION BY c) AS total,
@@ -252,7 +249,7 @@ class _Splitter:
         None when the cuts found would leave a part empty; :meth:`cuts` then takes the exact
         path, which avoids empty parts.
         """
-        cls = f"CAST({_ident(within)} AS VARCHAR)" if within else "NULL"
+        cls = f"CAST({io.quote_ident(within)} AS VARCHAR)" if within else "NULL"
         fracs = ", ".join(f"({i}, {f!r})" for i, f in enumerate(fractions))
         self.con.execute(f"""
             CREATE OR REPLACE TEMP TABLE bins AS
@@ -328,7 +325,7 @@ def _assignment(sp: _Splitter, kind: str, column: str | None, ratios: Sequence[f
             raise InputError(f"time column {column!r} is missing in {nulls} rows; they cannot be placed in time",
                              f"drop them first, e.g. mlsys ingest T --sql \"SELECT * FROM input WHERE {column} IS NOT NULL\"")
     elif kind == "group":
-        key = f"hash({seed}, {_ident(column)})"
+        key = f"hash({seed}, {io.quote_ident(column)})"
     else:
         key = sp.row_hash(seed)
     if kind == "stratified":
@@ -337,7 +334,7 @@ def _assignment(sp: _Splitter, kind: str, column: str | None, ratios: Sequence[f
             raise InputError(f"cannot stratify on {column!r}: it has only one class ({found[0][0]!r})" if found
                              else f"cannot stratify on {column!r}: no rows")
         per_class = sp.cuts(key, fractions, within=column, hashed=True)
-        col = f"CAST({_ident(column)} AS VARCHAR)"
+        col = f"CAST({io.quote_ident(column)} AS VARCHAR)"
         whens = " ".join(
             f"WHEN {col} IS NULL THEN {_part_expr(key, c, names)}" if cls is None
             else f"WHEN {col} = {_literal(cls)} THEN {_part_expr(key, c, names)}"
@@ -372,7 +369,7 @@ def _leakage(sp: _Splitter, part: str, names: Sequence[str], group: str | None, 
     if group and group_proven:
         checks["group_overlap"] = {"status": "ok", "column": group, "groups": 0, "checked": "by construction"}
     elif group:
-        overlap = sp.scalar(f"SELECT count(*) FROM (SELECT {_ident(group)} AS g FROM src GROUP BY g "
+        overlap = sp.scalar(f"SELECT count(*) FROM (SELECT {io.quote_ident(group)} AS g FROM src GROUP BY g "
                             f"HAVING min({part}) <> max({part}))")
         checks["group_overlap"] = {"status": "found" if overlap else "ok", "column": group, "groups": int(overlap),
                                    "checked": "counted"}
@@ -393,7 +390,7 @@ def _labelled(counts: dict[Any, int]) -> dict[str, int]:
 def _part_stats(sp: _Splitter, part: str, time_expr: str | None, target: str | None) -> tuple[dict, dict, dict]:
     """Rows and time span per part, and rows per part and class of ``target``, in one pass."""
     span = f"CAST(min({time_expr}) AS VARCHAR), CAST(max({time_expr}) AS VARCHAR)" if time_expr else "NULL, NULL"
-    cls = f"CAST({_ident(target)} AS VARCHAR)" if target else "NULL"
+    cls = f"CAST({io.quote_ident(target)} AS VARCHAR)" if target else "NULL"
     sets = "GROUPING SETS ((p), (p, c))" if target else "p, c"
     counts: dict[str, int] = {}
     spans: dict[str, tuple[Any, Any]] = {}
@@ -411,7 +408,7 @@ def _part_stats(sp: _Splitter, part: str, time_expr: str | None, target: str | N
 def _balanced_train(sp: _Splitter, train_sql: str, target: str, method: str, seed: int) -> tuple[str, dict[str, Any]]:
     """Under-sample the majority classes or over-sample the minority ones of train (seeded)."""
     sp.con.execute(f"CREATE OR REPLACE TEMP VIEW train_rows AS {train_sql}")
-    col = f"CAST({_ident(target)} AS VARCHAR)"
+    col = f"CAST({io.quote_ident(target)} AS VARCHAR)"
     before = {c: int(n) for c, n in sp.rows(f"SELECT {col} AS c, count(*) FROM train_rows GROUP BY c ORDER BY c NULLS LAST")}
     if len(before) < 2:
         raise InputError(f"cannot balance on {target!r}: train holds only one class")

@@ -67,7 +67,7 @@ def _input_columns(paths: Sequence[Any]) -> tuple[Any, int, Any]:
     """The input's Arrow schema, its row count, and a function yielding record batches."""
     import pyarrow.parquet as pq
 
-    from mlsys_cli.data.io import _check_parquet, detect_format, resolve_inputs, scan_table
+    from mlsys_cli.data.io import _check_parquet, detect_format, quote_ident, refuse_repeated, resolve_inputs, scan_table
 
     files = resolve_inputs(paths)
     if all(detect_format(f) == "parquet" for f in files):
@@ -77,6 +77,8 @@ def _input_columns(paths: Sequence[Any]) -> tuple[Any, int, Any]:
             schema = pq.read_schema(files[0]).remove_metadata()
         except Exception as exc:
             raise InputError(f"{files[0]}: cannot read Parquet: {exc}") from None
+        for f in files:
+            refuse_repeated(pq.read_schema(f).names, str(f))
 
         def batches(columns: list[str], size: int) -> Iterator[Any]:
             for f in files:
@@ -89,9 +91,10 @@ def _input_columns(paths: Sequence[Any]) -> tuple[Any, int, Any]:
         rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
         return schema, rows, batches
     relation = scan_table(files)
+    refuse_repeated(relation.columns, str(files[0]))
 
     def batches(columns: list[str], size: int) -> Iterator[Any]:
-        reader = relation.select(*[f'"{c}"' for c in columns]).to_arrow_reader(size)
+        reader = relation.select(*[quote_ident(c) for c in columns]).to_arrow_reader(size)
         yield from reader
 
     rows = int(relation.aggregate("count(*)").fetchall()[0][0])

@@ -32,6 +32,7 @@ class FeaturizeResult:
     checks: list[dict[str, Any]] = field(default_factory=list)
     out_of_range: dict[str, int] = field(default_factory=dict)
     rows_missing_target: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "features", **asdict(self)}
@@ -126,6 +127,7 @@ def featurize(
         output=str(output), target=target, task=fz.task_, preset=fz.preset_, rows=fz.report_["rows"],
         n_features=fz.n_features_out_, columns=columns, features=fz.get_feature_names_out(),
         leakage=fz.report_["leakage"], checks=checks, out_of_range=ranges, rows_missing_target=fz.n_missing_target_,
+        warnings=list(fz.report_.get("warnings", [])),
     )
 
 
@@ -146,7 +148,7 @@ def apply(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mlsys_cli.data.io import LINEAGE_KEY, Lineage, input_record, lineage_metadata, resolve_inputs, scan_table
+    from mlsys_cli.data.io import LINEAGE_KEY, Lineage, input_record, lineage_metadata, quote_ident, resolve_inputs, scan_table
     from mlsys_cli.features.bundle import load_features_bundle
     from mlsys_cli.fsutil import atomic_path
 
@@ -168,7 +170,7 @@ def apply(
     lineage = Lineage(command="featurize", inputs=[input_record(f) for f in files] + [input_record(bundle, with_parent=False)],
                       rows=rows, seed=manifest.get("seed"), target=keep_target)
     fields = [pa.field(n, pa.float32()) for n in names]
-    reader = relation.select(*[f'"{c}"' for c in select]).to_arrow_reader(batch_rows)
+    reader = relation.select(*[quote_ident(c) for c in select]).to_arrow_reader(batch_rows)
     if keep_target:
         fields.append(reader.schema.field(keep_target))
     schema = pa.schema(fields, metadata={LINEAGE_KEY: lineage_metadata(lineage, rows).encode()})

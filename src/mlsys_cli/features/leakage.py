@@ -22,6 +22,18 @@ from mlsys_cli.features.schema import INT64_MIN
 MAX_ROWS = 20_000
 
 
+def import_dependencies() -> None:
+    """Import the modules the check uses, in the calling thread, before it runs on another one.
+
+    Two threads importing scikit-learn at once can see a partially initialised module (an
+    ImportError about 1 run in 25): the featurizer calls this before starting the check's thread.
+    """
+    import scipy.stats  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+    import sklearn.tree  # noqa: F401
+
+
 def _as_number(values: np.ndarray, kind: str) -> np.ndarray:
     if kind == "datetime":
         x = np.where(values == INT64_MIN, np.nan, values.astype(np.float64))

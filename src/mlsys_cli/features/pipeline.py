@@ -20,7 +20,7 @@ import numpy as np
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.features import leakage as _leakage
 from mlsys_cli.features.roles import FEATURE_ROLES, category_counts, infer_roles
-from mlsys_cli.features.schema import canonical_arrays, infer_schema, to_pandas
+from mlsys_cli.features.schema import canonical_arrays, infer_schema, nested_columns, refuse_nested, to_pandas
 from mlsys_cli.features.encoders import Target
 from mlsys_cli.features.transformers import (CategoricalBlock, DatetimeBlock, NumericBlock, block_from_state, block_state,
                                              from_state, state_of)
@@ -75,6 +75,15 @@ def _names(values: Any) -> list[str]:
     for v in values or ():
         out.extend(p.strip() for p in str(v).split(",") if p.strip())
     return out
+
+
+_UNUSABLE = {"constant": "is constant (one value in train)", "empty": "is entirely missing in train"}
+
+
+def unusable_columns(roles: dict[str, dict[str, Any]]) -> list[str]:
+    """One warning per column left out because train holds nothing to learn from it (never a refusal)."""
+    return [f"column {name!r} {_UNUSABLE[r['role']]}: left out of the features"
+            for name, r in roles.items() if r["role"] in _UNUSABLE]
 
 
 class Featurizer:
@@ -338,6 +347,8 @@ class Featurizer:
         features = df.drop(columns=[self.target]) if self.target in df.columns else df
         if len(features) == 0:
             raise InputError("the table has no rows")
+        refuse_nested(features, allowed=overrides["drop"])
+        features = features.drop(columns=nested_columns(features))  # all of them --drop'ped
         types = {n: t for key, t in (("numeric", "float"), ("categorical", "string"), ("datetime", "datetime"))
                  for n in overrides[key]}
         schema = infer_schema(features, types)
@@ -345,6 +356,10 @@ class Featurizer:
         self.roles_ = infer_roles(data, schema, max_categories=self.max_categories, numeric=overrides["numeric"],
                                   categorical=overrides["categorical"], datetime=overrides["datetime"],
                                   drop=overrides["drop"], ids=overrides["ids"])
+        if not any(r["role"] in FEATURE_ROLES for r in self.roles_.values()):
+            shown = ", ".join(f"{n} ({r['role']})" for n, r in self.roles_.items()) or "none"
+            raise InputError(f"no column to learn from besides the target {self.target!r}; columns: {shown}",
+                             "add feature columns, or override a role (--numeric, --categorical)")
         self.n_categories_ = {c["name"]: int(len(pd.unique(data[c["name"]]))) for c in schema if c["type"] == "string"}
         y_values = self._fit_target(target)
         types_of = {c["name"]: c["type"] for c in schema}
@@ -353,6 +368,8 @@ class Featurizer:
         # so the blocks of columns found leaky are simply dropped afterwards. Same result as in turn.
         candidates = self._blocks(schema, settings, crosses, types_of)
         findings: list[dict[str, Any]] = []
+        if y_values is not None:
+            _leakage.import_dependencies()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlsys-leakage") as pool:
             check = (pool.submit(_leakage.single_feature_findings, data, schema, self.roles_, y_values, self.task_,
                                  self.leakage_threshold, self.seed) if y_values is not None else None)
@@ -372,6 +389,7 @@ class Featurizer:
             "dropped": {n: r["reason"] for n, r in self.roles_.items() if r["role"] not in FEATURE_ROLES},
             "rows": int(len(features)),
             "rows_missing_target": self.n_missing_target_,
+            "warnings": unusable_columns(self.roles_),
         }
         self.n_features_out_ = len(self.get_feature_names_out())
         return self._assemble(outputs, len(features), dtype) if cross_fit else None

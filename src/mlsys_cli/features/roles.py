@@ -53,6 +53,10 @@ def category_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return keys[order], n[order]
 
 
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
 def _role(name: str, values: np.ndarray, kind: str, max_categories: int) -> tuple[str, str]:
     import pandas as pd
 
@@ -63,10 +67,10 @@ def _role(name: str, values: np.ndarray, kind: str, max_categories: int) -> tupl
     if kind == "string":
         keys, counts = category_counts(present)
         if len(keys) == 1:
-            return "constant", f"one distinct value ({present[0]!r})"
+            return "constant", f"one distinct value ({_plain(present[0])!r})"
         n_unique = len(keys)
     elif present.min() == present.max():
-        return "constant", f"one distinct value ({present[0]!r})"
+        return "constant", f"one distinct value ({_plain(present[0])!r})"
     if kind == "bool":
         return "boolean", "true/false values"
     if kind == "datetime":

@@ -406,10 +406,11 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     import numpy as np
 
     from mlsys_cli.data.io import input_record, invocation, read_frame, resolve_inputs
-    from mlsys_cli.data.profile import profile_frame
+    from mlsys_cli.data.profile import profile_frame, profile_values
     from mlsys_cli.features.schema import infer_schema
     from mlsys_cli.models.bundle import CALIBRATION_METHODS, Calibrator, ModelBundle, SinglePredictor
     from mlsys_cli.models.families import get_family, resolve_params
+    from mlsys_cli.models.manifest import Manifest, Recipe
     from mlsys_cli.models.metrics import baseline_metrics, compute_metrics, primary_metric
 
     start = time.perf_counter()
@@ -513,22 +514,24 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
 
     ranked = ranked_importance(family, est, list(featurizer.get_feature_names_out()))
 
-    recipe = {
-        "family": family.name, "params": resolved, "seed": seed, "task": task, "features": features_spec,
-        "class_weight": class_weight, "sample_weight": sample_weight, "calibrate": calibrate,
-        "fit": spec["fit_info"], "command": invocation(),
-        "data": {"train": [input_record(p) for p in resolve_inputs(_paths(train))],
-                 "valid": [input_record(p) for p in resolve_inputs(_paths(valid))] if valid is not None else None},
-    }
+    recipe = Recipe(
+        family=family.name, task=task, target=target, params=resolved, seed=seed, features=features_spec,
+        class_weight=class_weight, sample_weight=sample_weight, calibrate=calibrate, fit=spec["fit_info"],
+        command=invocation(),
+        data={"train": [input_record(p) for p in resolve_inputs(_paths(train))],
+              "valid": [input_record(p) for p in resolve_inputs(_paths(valid))] if valid is not None else None},
+    )
     metrics = {"evaluated_on": evaluated_on, "primary": {"name": metric_name, "higher_is_better": higher},
                "train": train_metrics, "train_scored": sample_info, "valid": valid_metrics, "baselines": baselines}
-    manifest = {
-        "mlsys_version": libraries(family.name)["mlsys"], "task": task, "target": target, "classes": classes,
-        "input_schema": schema, "recipe": recipe, "metrics": metrics,
-        "reference": {"features": _reference(reference, train_df, schema),
-                      "predictions": prediction_reference(task, train_scores, classes)},
-        "importance": ranked, "libraries": libraries(family.name),
-    }
+    manifest = Manifest(
+        mlsys_version=libraries(family.name)["mlsys"], task=task, target=target, classes=classes,
+        input_schema=schema, recipe=recipe, metrics=metrics,
+        reference={"features": _reference(reference, train_df, schema),
+                   "predictions": prediction_reference(task, train_scores, classes),
+                   # The training labels' distribution: drift's label shift, evaluate's zero rule.
+                   "target": profile_values(train_df[target].to_numpy())},
+        importance=ranked, libraries=libraries(family.name),
+    )
     bundle = ModelBundle(manifest, predictor)
     result = TrainResult(
         model=family.name, task=task, target=target, classes=classes,
