@@ -8,7 +8,7 @@ import pytest
 
 from mlsys_cli.continual import registry as r
 from tests.conftest import assert_clean_error, run_cli
-from tests.continual.conftest import churn, first_champion, registry, seeded_registry  # noqa: F401  (fixtures)
+from tests.continual.fixtures import first_champion
 
 WINDOW = ("--time-col", "snapshot_date", "--bootstrap", "0")
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, parse_duration, parse_kv
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, TargetOpt, TimeoutOpt, parse_duration, parse_kv
 
 
 def _human(result: Any) -> None:
