@@ -257,13 +257,18 @@ def test_workflow_steps_run(built, tmp_path):
     env = {k: str(v) for k, v in flow["env"].items()}
     env.update(OUT=str(built["out"]), RAW=str(built["raw"]), REGISTRY=str(tmp_path / "registry"))
     steps = _workflow_scripts()
-    assert len(steps) == 4
+    assert len(steps) == 5
     for script in steps:
         proc = run(["bash", "-eo", "pipefail", "-c", script], env=env)
         assert proc.returncode == 0, (script, proc.stdout[-2000:], proc.stderr[-2000:])
     assert json.loads((built["out"] / "gate.json").read_text())["passed"] is True
     assert (built["out"] / "gate.html").is_file()
     assert json.loads((built["out"] / "retrain.json").read_text())["decision"] == "promoted"
+    assert json.loads((built["out"] / "drift.json").read_text())["drift_detected"] is False
+    # The drift gate fails the job through mlsys's exit 4 when the columns that age are compared too.
+    drift = next(s for s in steps if s.lstrip().startswith("mlsys drift"))
+    aged = run(["bash", "-eo", "pipefail", "-c", drift.replace("--exclude tenure_months", "")], env=env)
+    assert aged.returncode == 4 and "tenure_months" in json.loads((built["out"] / "drift.json").read_text())["drifted"]
     assert "v0001\t*\tpromoted" in proc.stdout  # the registry listing of the retrain step
     # The same gate on a bar the model cannot reach fails the job through mlsys's exit 4.
     # A second run of the retrain step on the same data: a decision, not a failure.
