@@ -34,7 +34,7 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 SETTINGS = ["SEED=7", "BUDGET=5m", "TRIALS=1", "TECHNIQUES=pruning"]
 # In Make's (serial) order: each model right after the features it needs.
 MLSYS_STEPS = ["ingest", "split", "featurize", "tune", "train", "featurize", "train", "ensemble", "evaluate",
-               "compress", "export", "predict", "info", "info", "retrain"]
+               "compress", "export", "predict", "info", "info", "drift", "retrain"]
 
 
 def run(args, cwd=ROOT, env=None, timeout=900):
@@ -105,7 +105,7 @@ def test_lifecycle_outputs_are_valid(built):
     for report in ["data/ingest.json", "data/split.json", "features/trees.json", "features/linear.json",
                    "models/tune.json", "models/xgboost.json", "models/linear.json", "models/ensemble.json",
                    "evaluate/evaluate.json", "deploy/compress.json", "deploy/export.json", "deploy/predict.json",
-                   "deploy/info.json", "deploy/lineage.json", "continual/retrain.json"]:
+                   "deploy/info.json", "deploy/lineage.json", "monitor/drift.json", "continual/retrain.json"]:
         assert json.loads((out / report).read_text()), report
     # The registry got its first champion from the tuned xgboost recipe, judged on the newest rows.
     retrained = json.loads((out / "continual/retrain.json").read_text())
@@ -129,7 +129,7 @@ TARGETS = ["data/all.parquet", "data/rejects.parquet", "data/train.parquet", "da
            "data/test.parquet", "features/trees.mlsys", "features/linear.mlsys", "models/params.json",
            "models/xgboost.mlsys", "models/linear.mlsys", "models/ensemble.mlsys", "evaluate/evaluate.json",
            "evaluate/evaluate.html", "deploy/compressed.mlsys", "deploy/model.onnx", "deploy/predictions.parquet",
-           "deploy/info.json", "deploy/lineage.json", "continual/retrain.json"]
+           "deploy/info.json", "deploy/lineage.json", "monitor/drift.json", "continual/retrain.json"]
 
 
 @pytest.mark.slow
