@@ -56,6 +56,7 @@ class RetrainOptions:
 
     data: tuple[str, ...]
     triggers: tuple[str, ...] = ("always",)
+    drift_exclude: tuple[str, ...] = ()
     time_col: str | None = None
     window: str | None = None
     ratios: tuple[float, float, float] = DEFAULT_RATIOS
@@ -292,7 +293,7 @@ def _verdicts(triggers: list[Any], reg: Registry, incumbent: Incumbent | None, w
         last_trained=parse_stamp(versions[-1].created) if versions else None,
         new_rows=lambda: _new_rows(incumbent.version, window),
         champion_metric=lambda condition: _champion_gate(incumbent, window, condition, opts),
-        drift=lambda: drift_evidence(incumbent, window),
+        drift=lambda: drift_evidence(incumbent, window, opts.drift_exclude),
     )
     return decide(triggers, evidence)
 
@@ -321,23 +322,24 @@ def _champion_gate(incumbent: Incumbent, window: Window, condition: Any, opts: R
     return {**result.gates[0], "rows": result.rows}
 
 
-def drift_evidence(incumbent: Incumbent, window: Window) -> dict[str, Any]:
+def drift_evidence(incumbent: Incumbent, window: Window, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """``mlsys drift`` on the window's newest rows against the champion's reference statistics.
 
     The newest rows are those newer than the champion's data when it records its window's end
     (and there are at least as many as held out), else the held-out part. The one call into
     :func:`mlsys_cli.monitor.drift.detect`, the drift command's library entry point, with its
     default options (a feature drifts only when its test is significant after the
-    Benjamini-Hochberg correction and its effect size is large too).
+    Benjamini-Hochberg correction and its effect size is large too), leaving out ``exclude``
+    (columns that move with time by construction: tenure, cumulative sums, dates).
     """
-    from mlsys_cli.monitor.drift import detect
+    from mlsys_cli.monitor.drift import DriftOptions, detect
 
     newer = window.newer((incumbent.version.data or {}).get("end"))
     rows = newer if len(newer) >= len(window.holdout) else window.holdout
     with tempfile.TemporaryDirectory(prefix="mlsys-retrain-") as tmp:
         path = Path(tmp) / "newest.parquet"
         rows.drop(columns=[window.info["time_col"]] if window.info.get("time_col") else []).to_parquet(path, index=False)
-        report = detect(str(path), model=str(incumbent.version.bundle))
+        report = detect(str(path), model=str(incumbent.version.bundle), options=DriftOptions(exclude=tuple(exclude)))
     drifted = list(report.drifted)
     summary = (f"drift in {len(drifted)} feature(s) or output(s): {', '.join(drifted[:5])}" if drifted else
                "drift detected" if report.drift_detected else "no drift")
