@@ -160,3 +160,7 @@ def test_the_drift_trigger_calls_mlsys_drift(registry, churn):
     assert verdict["fired"] is True and verdict["detail"]["drift_detected"] is True
     assert {"device", "support_calls"} & set(verdict["detail"]["drifted"])
     assert verdict["reason"].startswith("drift in ") and "newest rows vs the champion's training reference" in verdict["reason"]
+    excluded = retrain(registry, churn["all"], "--data-window", "100d", "--trigger", "drift", "--drift-exclude", "device",
+                       "--drift-exclude", "support_calls", "--json")
+    assert excluded.code in (0, 10, 11), excluded.stderr
+    assert not {"device", "support_calls"} & set(excluded.json["triggers"][0]["detail"]["drifted"])
