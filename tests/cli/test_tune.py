@@ -81,7 +81,7 @@ def _start(args, cwd):
 def _check_shared_study(storage, study, n_trials):
     import optuna
 
-    from mlsys_cli.models.tune import open_storage
+    from mlsys_cli.models.study import open_storage
 
     trials = optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials(deepcopy=False)
     numbers = [t.number for t in trials]

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from mlsys_cli.errors import InputError
-from mlsys_cli.models.bundle import PREDICTORS, Calibrator, ModelBundle, load_predictor
+from mlsys_cli.models.bundle import ModelBundle
+from mlsys_cli.models.predictors import PREDICTORS, Calibrator, load_predictor
 from mlsys_cli.models.train import train_model
 
 FAST = {"n_estimators": 20}

@@ -11,8 +11,8 @@ import pytest
 
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.models.bundle import ModelBundle
-from mlsys_cli.models.ensemble import (METHODS, Combiner, KeptPredictor, build_ensemble, cross_fit, ensemble,
-                                      study_members)
+from mlsys_cli.models.combiner import METHODS, Combiner, cross_fit
+from mlsys_cli.models.ensemble import KeptPredictor, build_ensemble, ensemble, study_members
 from mlsys_cli.models.train import train_model
 
 
@@ -189,7 +189,7 @@ def test_refuses_a_tampered_member(members, small_tables, tmp_path):
 
 @pytest.mark.slow
 def test_members_from_a_study_train_its_best_distinct_trials(small_tables, tmp_path):
-    from mlsys_cli.models.tune import tune
+    from mlsys_cli.models.tuning import tune
 
     t = small_tables["binary"]
     storage = f"journal:{tmp_path}/s.log"
@@ -238,7 +238,7 @@ def test_pick_trials_takes_each_family_best_first_then_the_next_best():
 @pytest.fixture(scope="module")
 def kept_study(small_tables, tmp_path_factory):
     """A linear study on --valid whose tune run kept the models of its two best trials."""
-    from mlsys_cli.models.tune import tune
+    from mlsys_cli.models.tuning import tune
 
     t = small_tables["binary"]
     root = tmp_path_factory.mktemp("kept")
@@ -251,7 +251,7 @@ def kept_study(small_tables, tmp_path_factory):
 def _study_trials(storage):
     import optuna
 
-    from mlsys_cli.models.tune import open_storage
+    from mlsys_cli.models.study import open_storage
 
     return optuna.load_study(study_name="s", storage=open_storage(storage)).get_trials(deepcopy=False)
 
@@ -279,7 +279,7 @@ def test_ensemble_from_study_loads_the_kept_models_without_retraining(kept_study
 
 
 def test_kept_model_bytes_are_reproducible(kept_study, tmp_path):
-    from mlsys_cli.models.tune import tune
+    from mlsys_cli.models.tuning import tune
 
     t = kept_study["tables"]
     storage = f"journal:{tmp_path}/s.log"

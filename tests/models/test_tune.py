@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from mlsys_cli.errors import InputError, UsageError
-from mlsys_cli.models import tune as T
+from mlsys_cli.models.metrics import resolve_metric
+from mlsys_cli.models.study import open_storage
+from mlsys_cli.models.tuning import TuneJob, tune
+from mlsys_cli.models.tuning.problem import Problem
+from mlsys_cli.models.tuning.scheduler import choose_family, make_pruner, make_sampler
+from mlsys_cli.models.tuning.space import AUTO_EXTRA_DEFAULTS, _grid_values, probe_space, resolve_families, split_fixed
 
 
 def _trial(number, family, value, seconds, state="COMPLETE", defaults=False):
@@ -32,11 +37,11 @@ def _trial(number, family, value, seconds, state="COMPLETE", defaults=False):
 def test_scheduler_starts_every_family_cheapest_first():
     rng = np.random.default_rng(0)
     families = ["linear", "xgboost", "forest"]
-    assert T.choose_family([], families, minimize=False, rng=rng) == "linear"
-    assert T.choose_family([_trial(0, "linear", 0.7, 1)], families, minimize=False, rng=rng) == "xgboost"
+    assert choose_family([], families, minimize=False, rng=rng) == "linear"
+    assert choose_family([_trial(0, "linear", 0.7, 1)], families, minimize=False, rng=rng) == "xgboost"
     # A family whose trial is still running counts as started (another worker has it).
     running = [_trial(0, "linear", 0.7, 1), _trial(1, "xgboost", None, 1, state="RUNNING")]
-    assert T.choose_family(running, families, minimize=False, rng=rng) == "forest"
+    assert choose_family(running, families, minimize=False, rng=rng) == "forest"
 
 
 def test_scheduler_spends_the_budget_where_it_pays():
@@ -46,7 +51,7 @@ def test_scheduler_spends_the_budget_where_it_pays():
         _trial(3, "xgboost", 0.85, 2), _trial(4, "linear", 0.70, 1), _trial(5, "forest", 0.745, 20),
     ]
     rng = np.random.default_rng(0)
-    picks = [T.choose_family(trials, ["linear", "xgboost", "forest"], minimize=False, rng=rng) for _ in range(2000)]
+    picks = [choose_family(trials, ["linear", "xgboost", "forest"], minimize=False, rng=rng) for _ in range(2000)]
     share = {f: picks.count(f) / len(picks) for f in ("linear", "xgboost", "forest")}
     assert share["xgboost"] > 0.8, share
     # The others keep the exploration share (10%), no more, spread evenly in time: the slow
@@ -58,7 +63,7 @@ def test_scheduler_reads_the_direction():
     trials = [_trial(0, "linear", 0.30, 1), _trial(1, "xgboost", 0.60, 1),
               _trial(2, "linear", 0.20, 1), _trial(3, "xgboost", 0.59, 1)]
     rng = np.random.default_rng(1)
-    picks = [T.choose_family(trials, ["linear", "xgboost"], minimize=True, rng=rng) for _ in range(200)]
+    picks = [choose_family(trials, ["linear", "xgboost"], minimize=True, rng=rng) for _ in range(200)]
     assert picks.count("linear") > picks.count("xgboost")
 
 
@@ -67,28 +72,28 @@ def test_scheduler_reads_the_direction():
 
 def test_unreachable_postgres_is_an_input_error_without_the_password():
     with pytest.raises(InputError) as err:
-        T.open_storage("postgresql+psycopg://me:s3cret@127.0.0.1:1/db")
+        open_storage("postgresql+psycopg://me:s3cret@127.0.0.1:1/db")
     assert "cannot open storage" in err.value.message and "refused" in err.value.message.lower()
     assert "s3cret" not in err.value.message
 
 
 def test_journal_in_a_missing_directory_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        T.open_storage(f"journal:{tmp_path}/nope/study.log")
+        open_storage(f"journal:{tmp_path}/nope/study.log")
 
 
 def test_unknown_storage_is_a_usage_error():
     with pytest.raises(UsageError):
-        T.open_storage("study.db")
+        open_storage("study.db")
 
 
 def test_journal_and_sqlite_storages_open(tmp_path):
     import optuna
 
     for url in (f"journal:{tmp_path}/s.log", f"sqlite:///{tmp_path}/s.db"):
-        study = optuna.create_study(storage=T.open_storage(url), study_name="s")
+        study = optuna.create_study(storage=open_storage(url), study_name="s")
         study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-        assert len(optuna.load_study(study_name="s", storage=T.open_storage(url)).trials) == 2
+        assert len(optuna.load_study(study_name="s", storage=open_storage(url)).trials) == 2
 
 
 # --------------------------------------------------------------------------- search spaces
@@ -98,29 +103,29 @@ def test_fixed_params_go_to_their_family():
     from mlsys_cli.models.families import get_family
 
     fams = ["linear", "xgboost"]
-    spaces = {f: T.probe_space(get_family(f), "binary") for f in fams}
+    spaces = {f: probe_space(get_family(f), "binary") for f in fams}
     defaults = {f: get_family(f).default_params("binary") for f in fams}
-    per = T.split_fixed(fams, {"xgboost.max_depth": 3, "C": 0.5}, spaces, defaults)
+    per = split_fixed(fams, {"xgboost.max_depth": 3, "C": 0.5}, spaces, defaults)
     assert per == {"linear": {"C": 0.5}, "xgboost": {"max_depth": 3}}
     with pytest.raises(UsageError, match="no searched family"):
-        T.split_fixed(fams, {"nonsense": 1}, spaces, defaults)
-    assert T.split_fixed(["xgboost"], {"max_depth": 3}, spaces, defaults) == {"xgboost": {"max_depth": 3}}
+        split_fixed(fams, {"nonsense": 1}, spaces, defaults)
+    assert split_fixed(["xgboost"], {"max_depth": 3}, spaces, defaults) == {"xgboost": {"max_depth": 3}}
 
 
 def test_search_spaces_use_log_scales_for_rates_and_regularization():
     from mlsys_cli.models.families import get_family
 
-    space = T.probe_space(get_family("xgboost"), "binary")
+    space = probe_space(get_family("xgboost"), "binary")
     assert space["learning_rate"].log and space["reg_lambda"].log
-    assert T.probe_space(get_family("linear"), "binary")["C"].log
+    assert probe_space(get_family("linear"), "binary")["C"].log
 
 
 def test_grid_values():
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    assert T._grid_values(FloatDistribution(1e-4, 1e2, log=True)) == pytest.approx([1e-4, 0.1, 100.0])
-    assert T._grid_values(IntDistribution(2, 10)) == [2, 6, 10]
-    assert T._grid_values(CategoricalDistribution(["a", "b"])) == ["a", "b"]
+    assert _grid_values(FloatDistribution(1e-4, 1e2, log=True)) == pytest.approx([1e-4, 0.1, 100.0])
+    assert _grid_values(IntDistribution(2, 10)) == [2, 6, 10]
+    assert _grid_values(CategoricalDistribution(["a", "b"])) == ["a", "b"]
 
 
 def test_family_pruner_compares_a_trial_with_its_own_family():
@@ -129,7 +134,7 @@ def test_family_pruner_compares_a_trial_with_its_own_family():
     from optuna.trial import TrialState
 
     dist = {"family": CategoricalDistribution(["mlp", "xgboost"])}
-    study = optuna.create_study(direction="minimize", pruner=T.make_pruner("median", by_family=True))
+    study = optuna.create_study(direction="minimize", pruner=make_pruner("median", by_family=True))
     # Finished mlp trials reach a loss of 0.5 at step 10; xgboost trials reach 0.1.
     for i in range(5):
         for fam, loss in (("mlp", 0.5), ("xgboost", 0.1)):
@@ -150,7 +155,7 @@ def test_sampler_draws_depend_on_trial_number_not_on_worker():
     import optuna
 
     def draws(seed):
-        study = optuna.create_study(sampler=T.make_sampler("random", seed, ["linear"], minimize=False))
+        study = optuna.create_study(sampler=make_sampler("random", seed, ["linear"], minimize=False))
         study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
         return [t.params["x"] for t in study.trials]
 
@@ -161,9 +166,9 @@ def test_sampler_draws_depend_on_trial_number_not_on_worker():
 
 def test_unknown_metric_names_the_choices():
     with pytest.raises(UsageError, match="unknown metric 'rmse'") as err:
-        T.resolve_metric("binary", "rmse")
+        resolve_metric("binary", "rmse")
     assert err.value.hint.startswith("choose one of: auc")
-    assert T.resolve_metric("regression", "r2") == ("r2", True)
+    assert resolve_metric("regression", "r2") == ("r2", True)
 
 
 # --------------------------------------------------------------------------- whole studies
@@ -171,7 +176,7 @@ def test_unknown_metric_names_the_choices():
 
 def test_tune_linear_on_a_validation_table(small_tables, tmp_path):
     t = small_tables["binary"]
-    result = T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", trials=4, seed=0,
+    result = tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", trials=4, seed=0,
                     output=str(tmp_path / "p.json"), trials_out=str(tmp_path / "t.parquet"))
     d = result.to_dict()
     assert d["trials"]["complete"] == 4 and d["trials"]["total"] == 4
@@ -187,7 +192,7 @@ def test_tune_linear_on_a_validation_table(small_tables, tmp_path):
     assert set(trials["state"]) == {"complete"} and trials["auc"].max() == pytest.approx(d["best"]["value"])
     assert bool(trials["defaults"].iloc[0]) and (trials["duration_s"] > 0).all()
     # Same seed, same search.
-    again = T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", trials=4, seed=0)
+    again = tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", trials=4, seed=0)
     assert again.best_params == result.best_params and again.best_value == result.best_value
 
 
@@ -195,13 +200,13 @@ def test_resume_continues_the_study_and_refuses_another_problem(small_tables, tm
     t = small_tables["regression"]
     storage = f"journal:{tmp_path}/study.log"
     args = dict(valid=str(t["valid"]), target=t["target"], model="linear", storage=storage, study="ltv")
-    first = T.tune(str(t["train"]), trials=2, **args)
+    first = tune(str(t["train"]), trials=2, **args)
     assert first.trials["total"] == 2 and first.metric == "rmse"
-    second = T.tune(str(t["train"]), trials=4, **args)
+    second = tune(str(t["train"]), trials=4, **args)
     assert second.trials["total"] == 4 and second.trials["this_run"] == 2
     assert second.best_value <= first.best_value
     with pytest.raises(InputError, match="was made for metric='rmse'"):
-        T.tune(str(t["train"]), trials=5, metric="mae", **args)
+        tune(str(t["train"]), trials=5, metric="mae", **args)
 
 
 def test_time_ordered_folds_never_train_on_the_future(small_tables):
@@ -209,7 +214,7 @@ def test_time_ordered_folds_never_train_on_the_future(small_tables):
 
     t = small_tables["binary"]
     spec = {"train": str(t["train"]), "target": t["target"], "cv": 3, "time_col": "signup_date", "seed": 0}
-    problem = T._Problem(spec)
+    problem = Problem(TuneJob(**spec))
     times = pd.read_parquet(t["train"])["signup_date"].to_numpy()
     assert len(problem.folds) == 3
     for train_idx, valid_idx in problem.folds:
@@ -219,7 +224,7 @@ def test_time_ordered_folds_never_train_on_the_future(small_tables):
 @pytest.mark.slow
 def test_cv_study_records_the_rounds_early_stopping_chose(small_tables):
     t = small_tables["multiclass"]
-    result = T.tune(str(t["train"]), cv=2, target=t["target"], model="xgboost", trials=2, seed=0,
+    result = tune(str(t["train"]), cv=2, target=t["target"], model="xgboost", trials=2, seed=0,
                     params={"n_estimators": 60, "learning_rate": 0.3})
     assert result.metric == "log_loss" and result.direction == "minimize"
     assert result.best_params["n_estimators"] in range(1, 61)  # capped by the fixed --param
@@ -229,20 +234,20 @@ def test_cv_study_records_the_rounds_early_stopping_chose(small_tables):
 def test_nothing_to_search_is_a_usage_error(small_tables):
     t = small_tables["binary"]
     with pytest.raises(UsageError, match="nothing to search"):
-        T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", params={"C": 1.0}, trials=2)
+        tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", params={"C": 1.0}, trials=2)
     with pytest.raises(UsageError, match="nothing to search"):
-        T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="baseline", trials=2)
+        tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="baseline", trials=2)
 
 
 def test_budget_too_small_for_one_trial(small_tables):
     t = small_tables["binary"]
     with pytest.raises(InputError, match="too small to finish one trial"):
-        T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", timeout=0.01)
+        tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", timeout=0.01)
 
 
 def test_grid_search_stops_when_the_grid_is_done(small_tables):
     t = small_tables["binary"]
-    result = T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", sampler="grid", trials=10)
+    result = tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="linear", sampler="grid", trials=10)
     assert result.trials["total"] == 3 and result.stopped_by == "grid"
     assert result.best_params["C"] in (1e-4, 0.1, 100.0)
 
@@ -254,11 +259,11 @@ def test_a_trial_running_at_the_deadline_is_stopped_and_scored(small_tables, tmp
     t = small_tables["binary"]
     storage = f"journal:{tmp_path}/s.log"
     # Endless boosting (no early stopping): only the deadline can end the first trial.
-    result = T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="xgboost", timeout=6,
+    result = tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="xgboost", timeout=6,
                     params={"n_estimators": 1_000_000, "early_stopping_rounds": 1_000_000, "learning_rate": 0.001},
                     storage=storage, study="s", features={"drop": ["customer_id"]})
     assert result.stopped_by == "timeout" and result.trials["complete"] >= 1
-    trials = optuna.load_study(study_name="s", storage=T.open_storage(storage)).trials
+    trials = optuna.load_study(study_name="s", storage=open_storage(storage)).trials
     assert trials[0].state.name == "COMPLETE" and trials[0].user_attrs["stopped_by"] == "timeout"
     # The best so far is kept and reported.
     assert result.best_value == pytest.approx(max(t.value for t in trials if t.state.name == "COMPLETE"))
@@ -271,11 +276,11 @@ def test_a_slow_trial_gets_at_most_half_the_time_left(small_tables, tmp_path):
     t = small_tables["binary"]
     args = dict(valid=str(t["valid"]), target=t["target"], model="xgboost", storage=f"journal:{tmp_path}/s.log",
                 study="s", features={"drop": ["customer_id"]})
-    T.tune(str(t["train"]), trials=1, params={"n_estimators": 20}, **args)
+    tune(str(t["train"]), trials=1, params={"n_estimators": 20}, **args)
     # Resumed with endless boosting: the study has a result, so each trial may train for half of
     # the time left and is then scored, which leaves room for the next one.
-    T.tune(str(t["train"]), timeout=8, params={"n_estimators": 1_000_000, "early_stopping_rounds": 1_000_000}, **args)
-    trials = optuna.load_study(study_name="s", storage=T.open_storage(args["storage"])).trials
+    tune(str(t["train"]), timeout=8, params={"n_estimators": 1_000_000, "early_stopping_rounds": 1_000_000}, **args)
+    trials = optuna.load_study(study_name="s", storage=open_storage(args["storage"])).trials
     endless = [tr for tr in trials[1:] if tr.state.name == "COMPLETE"]
     assert len(endless) >= 2, [(tr.number, tr.state, tr.user_attrs) for tr in trials]
     assert all(tr.user_attrs["stopped_by"] == "timeout" for tr in endless)
@@ -285,13 +290,13 @@ def test_auto_starts_from_each_default_then_the_library_like_extras(small_tables
     import pandas as pd
 
     t = small_tables["binary"]
-    n = len(T.resolve_families("auto")) + len(T.AUTO_EXTRA_DEFAULTS)
-    result = T.tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="auto", trials=n, seed=0,
+    n = len(resolve_families("auto")) + len(AUTO_EXTRA_DEFAULTS)
+    result = tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="auto", trials=n, seed=0,
                     params={"n_estimators": 50}, trials_out=str(tmp_path / "t.parquet"))
     trials = pd.read_parquet(tmp_path / "t.parquet").sort_values("number")
     assert trials["defaults"].all() and len(trials) == n
-    extras = trials.iloc[-len(T.AUTO_EXTRA_DEFAULTS):]
-    assert list(extras["family"]) == [f for f, _ in T.AUTO_EXTRA_DEFAULTS]
+    extras = trials.iloc[-len(AUTO_EXTRA_DEFAULTS):]
+    assert list(extras["family"]) == [f for f, _ in AUTO_EXTRA_DEFAULTS]
     # The overrides are what ran (and what a retrain gets); the family's own defaults stay the baseline.
     params = [json.loads(p) if isinstance(p, str) else p for p in extras["params"]]
     assert params[0]["kind"] == "extra" and params[1]["learning_rate"] == 0.3

@@ -64,7 +64,7 @@ def command(
 
         mlsys tune train.parquet --valid valid.parquet --storage journal:study.log --study churn --n-jobs 2
     """
-    from mlsys_cli.models.tune import tune
+    from mlsys_cli.models.tuning import tune
 
     with console.progress("tuning", total=trials) as bar:
         result = tune(

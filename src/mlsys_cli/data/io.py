@@ -148,7 +148,7 @@ def detect_format(path: Path, declared: str | None = None) -> str:
     return "csv"
 
 
-def _check_parquet(path: Path) -> None:
+def check_parquet(path: Path) -> None:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file")
     with open(path, "rb") as fh:
@@ -187,7 +187,7 @@ def scan_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, con: Any 
         except duckdb.Error as exc:
             raise InputError(f"{f}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from None
     for f in files:
-        _check_parquet(f)
+        check_parquet(f)
     try:
         return con.read_parquet([str(f) for f in files])
     except duckdb.Error as exc:
@@ -208,7 +208,7 @@ def read_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, columns: 
     if all(detect_format(f) == "parquet" for f in files):
         tables = []
         for f in files:
-            _check_parquet(f)
+            check_parquet(f)
             try:
                 refuse_repeated(pq.read_schema(f).names, str(f))
                 tables.append(_without_index(pq.read_table(f, columns=list(columns) if columns else None)))

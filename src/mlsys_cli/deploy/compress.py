@@ -221,7 +221,7 @@ def prune(predictor: Any) -> Iterator[tuple[str, Any]]:
     An ensemble yields each member alone (dropping the others), each member alone pruned, and
     the whole ensemble with every member pruned to the same share.
     """
-    from mlsys_cli.models.ensemble import EnsemblePredictor
+    from mlsys_cli.models.combiner import EnsemblePredictor
 
     if not isinstance(predictor, EnsemblePredictor):
         yield from prune_single(predictor)
@@ -295,7 +295,7 @@ def distill(teacher: Any, task: str, n_classes: int, rows: Any, labelled: Any, t
     """Students fit on the teacher's soft predictions over ``rows``: (detail, predictor)."""
     import numpy as np
 
-    from mlsys_cli.models.bundle import SinglePredictor
+    from mlsys_cli.models.predictors import SinglePredictor
     from mlsys_cli.models.families import get_family, resolve_params
     from mlsys_cli.models.train import fit_estimator
 
@@ -686,20 +686,21 @@ class Compressor:
         """A model bundle around a candidate predictor, with the original's manifest updated."""
         from mlsys_cli.data.io import invocation
         from mlsys_cli.models.bundle import ModelBundle
+        from mlsys_cli.models.manifest import Recipe
 
-        base = dict(self._teacher.manifest)
+        base = self._teacher.record
         schema = list(predictor.input_schema)
         names = {c["name"] for c in schema}
-        reference = dict(base.get("reference") or {})
+        reference = dict(base.reference)
         if isinstance(reference.get("features"), Mapping):
             reference["features"] = {k: v for k, v in reference["features"].items() if k in names}
-        family = _family(predictor)
-        spec = getattr(predictor, "spec", {})
-        recipe = {"family": family, "params": spec.get("params"), "seed": self.seed, "task": self.task_,
-                  "compress": {"technique": technique, "detail": detail, "command": invocation(),
-                               "from": base.get("recipe")}}
-        manifest = {**{k: v for k, v in base.items() if k not in ("predictor", "members", "importance")},
-                    "input_schema": schema, "recipe": recipe, "reference": reference}
+        recipe = Recipe(family=_family(predictor), task=self.task_, target=base.target,
+                        params=getattr(predictor, "spec", {}).get("params"), seed=self.seed,
+                        compress={"technique": technique, "detail": detail, "command": invocation(),
+                                  "from": base.recipe.to_dict()})
+        # kind and format stay: the candidate's exported graph is stamped with this manifest.
+        manifest = base.replace(input_schema=schema, recipe=recipe, reference=reference, predictor=None, members=None,
+                                importance=None)
         return ModelBundle(manifest, predictor)
 
     def _measure_one(self, cand: Candidate, teacher: Any) -> dict[str, Any]:

@@ -45,14 +45,14 @@ def _type(value_info: Any) -> str:
 
 def describe_onnx(path: str | os.PathLike) -> OnnxInfo:
     """Open an ONNX file written by ``mlsys export``: hash checked, manifest read (exit 3 otherwise)."""
-    from mlsys_cli.deploy.onnx_model import HASH_KEY, _parse, read_metadata
+    from mlsys_cli.deploy.onnx_model import HASH_KEY, parse_onnx, read_metadata
     from mlsys_cli.errors import InputError
 
     try:
         data = open(path, "rb").read()
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    model = _parse(data, str(path))
+    model = parse_onnx(data, str(path))
     manifest = read_metadata(model, str(path))
     props = {p.key: p.value for p in model.metadata_props}
     graph = {

@@ -62,12 +62,12 @@ def _calibrate(model: Any, calibrator: Any) -> Any:
         out = g.where(positive, g.op("Div", [raw, safe]), uniform)
     g.nodes.append(helper.make_node("Cast", [out], [fam.PROBA], to=TensorProto.FLOAT))
     # The calibrator's names get their own prefix: the model graph may use the same builder.
-    cal_nodes, cal_inits = fam._renamed(helper.make_graph(g.nodes, "calibrator", [], [], g.initializers), "cal/", {},
+    cal_nodes, cal_inits = fam.renamed(helper.make_graph(g.nodes, "calibrator", [], [], g.initializers), "cal/", {},
                                         ["_uncal", fam.PROBA])
     graph = model.graph
-    nodes = [fam._rename_node(n, {fam.PROBA: "_uncal"}) for n in graph.node] + cal_nodes
+    nodes = [fam.rename_node(n, {fam.PROBA: "_uncal"}) for n in graph.node] + cal_nodes
     new = helper.make_graph(nodes, graph.name, list(graph.input), list(graph.output), [*graph.initializer, *cal_inits])
-    return fam._model(new, model.opset_import)
+    return fam.make_model(new, model.opset_import)
 
 
 def _isotonic(g: Any, est: Any, x: str) -> str:
@@ -270,7 +270,7 @@ def _run_calibrator(calibrator: Any, proba: Any) -> Any:
     graph = helper.make_graph([helper.make_node("Identity", ["p"], [fam.PROBA])], "identity",
                               [helper.make_tensor_value_info("p", TensorProto.FLOAT, [None, n])],
                               [helper.make_tensor_value_info(fam.PROBA, TensorProto.FLOAT, [None, n])])
-    model = _calibrate(fam._model(graph, fam.OPSET), calibrator)
+    model = _calibrate(fam.make_model(graph, fam.OPSET), calibrator)
     session = ort.InferenceSession(model.SerializeToString(), sess_options=session_options(),
                                    providers=["CPUExecutionProvider"])
     # The model's probabilities are float32 values (both engines), so this input loses nothing.

@@ -73,7 +73,7 @@ def session_options(threads: int | None = None) -> Any:
     return opts
 
 
-def _parse(data: bytes, source: str) -> Any:
+def parse_onnx(data: bytes, source: str) -> Any:
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -141,7 +141,7 @@ class OnnxModel:
             if not self.path.is_file():
                 raise InputError(f"{path}: no such file")
             data = self.path.read_bytes()
-        model = _parse(data, str(path))
+        model = parse_onnx(data, str(path))
         self.manifest: dict[str, Any] = read_metadata(model, str(path))
         self.size_bytes = len(data)
         self.opset = {o.domain or "ai.onnx": o.version for o in model.opset_import}

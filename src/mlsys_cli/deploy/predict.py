@@ -67,12 +67,12 @@ def _input_columns(paths: Sequence[Any]) -> tuple[Any, int, Any]:
     """The input's Arrow schema, its row count, and a function yielding record batches."""
     import pyarrow.parquet as pq
 
-    from mlsys_cli.data.io import _check_parquet, detect_format, quote_ident, refuse_repeated, resolve_inputs, scan_table
+    from mlsys_cli.data.io import check_parquet, detect_format, quote_ident, refuse_repeated, resolve_inputs, scan_table
 
     files = resolve_inputs(paths)
     if all(detect_format(f) == "parquet" for f in files):
         for f in files:
-            _check_parquet(f)
+            check_parquet(f)
         try:
             schema = pq.read_schema(files[0]).remove_metadata()
         except Exception as exc:

@@ -10,19 +10,8 @@ not see it. That out-of-fold score is compared with each member's score on the s
 a paired bootstrap interval of the gain over the best member. The bundle itself holds the
 combiner refit on all of ``--data``.
 
-Every combiner is a weighted sum of member outputs or a linear model on them, stored as JSON
-arrays, so ``export`` can write the whole ensemble as one ONNX graph:
-
-- ``average``: equal weights (soft voting for classifiers);
-- ``weighted``: non-negative weights summing to one that minimise the log loss (classification)
-  or the squared error (regression);
-- ``stack``: a logistic (classification) or ridge (regression) meta-learner on the members'
-  probabilities (binary: P(positive class) of each member) or predictions;
-- ``select``: greedy ensemble selection with replacement (Caruana et al., 2004), weights are
-  the selection counts.
-
-Averaged class probabilities are divided by their row sum (members' float32 probabilities drift
-from 1 by a few ulps); the ONNX graph (``deploy.onnx_families.weighted_average``) does the same.
+The combiners (``average``, ``weighted``, ``stack``, ``select``) and the ensemble predictor
+are in :mod:`.combiner`.
 
 From a study (:func:`study_members`), the models ``tune`` kept are loaded from the study's
 artifact store (sha256 verified) and only the others are retrained; ``timeout`` bounds the
@@ -31,7 +20,6 @@ whole step by leaving out members that do not fit (at least two are used).
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -39,342 +27,15 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from mlsys_cli.errors import InputError, UsageError
-from mlsys_cli.models.bundle import load_predictor, register_predictor
+from mlsys_cli.models.combiner import METHODS, Combiner, EnsemblePredictor, cross_fit, score
 
-METHODS = ("average", "weighted", "stack", "select")
 FOLDS = 5
-SELECT_ROUNDS = 50
 BOOTSTRAP = 500
-# The stack meta-learner reads probabilities in [0, 1]: a strong penalty (C=1) shrinks its
-# coefficients until the intercept dominates and the cross-fitted score falls below the members'.
-STACK_ALPHA = 0.01
 # Below this gain in the primary metric an ensemble is not worth k times the latency.
 MIN_GAIN = 0.002
 # Under --timeout, this share of the budget is kept for scoring the members and fitting the
 # combiner; retraining study members gets the rest.
 COMBINE_SHARE = 0.3
-
-
-def _loss(task: str, y: Any, out: Any) -> float:
-    """The smooth loss weights are fit to: log loss (classification) or mean squared error."""
-    import numpy as np
-
-    if task == "regression":
-        return float(np.mean((out - y) ** 2))
-    eps = 1e-12
-    return float(-np.mean(np.log(np.clip(out[np.arange(len(y)), y], eps, 1.0))))
-
-
-def _score(task: str, metric: str, y: Any, out: Any) -> float:
-    """A metric (by name) of outputs against class indices or values, as compute_metrics gives it.
-
-    Greedy selection scores every candidate in every round and fold: the common metrics are
-    computed directly, since compute_metrics computes all of a task's metrics (F1, precision...).
-    """
-    import numpy as np
-
-    from mlsys_cli.models.metrics import compute_metrics
-
-    if metric == "rmse":
-        return float(np.sqrt(np.mean((out - y) ** 2)))
-    if metric == "log_loss":
-        return _loss(task, y, out / out.sum(axis=1, keepdims=True))
-    if metric == "auc" and task == "binary" and len(np.unique(y)) == 2:
-        return _auc(y, out[:, 1])
-
-    classes = None if task == "regression" else list(range(out.shape[1]))
-    value = compute_metrics(task, y, out, classes).get(metric)
-    return float("nan") if value is None else float(value)
-
-
-def _auc(y: Any, score: Any) -> float:
-    """ROC AUC of binary labels ``y`` (0/1) by the rank-sum (Mann-Whitney) formula, ties counted
-    half: what ``roc_auc_score`` gives, without its input validation, which dominates the cost
-    of greedy selection (hundreds of scorings of a few thousand rows)."""
-    import numpy as np
-    from scipy.stats import rankdata
-
-    y = np.asarray(y) == 1
-    pos = int(y.sum())
-    neg = len(y) - pos
-    ranks = rankdata(score)
-    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
-class Combiner:
-    """Combines member outputs into one output (a scikit-learn style estimator).
-
-    Parameters
-    ----------
-    method : {"average", "weighted", "stack", "select"}
-    task : {"binary", "multiclass", "regression"}
-    metric : str, optional
-        What ``select`` maximises/minimises (the task's primary metric by default).
-    rounds : int
-        Selection rounds of ``select`` (members added, with replacement).
-    alpha : float
-        Regularization of the ``stack`` meta-learner (inverse C for logistic, alpha for ridge).
-    seed : int
-    deadline : float, optional
-        Epoch seconds after which ``select`` stops adding members (the best prefix so far is kept).
-
-    Attributes
-    ----------
-    weights_ : ndarray of shape (n_members,)
-        Member weights (``average``, ``weighted``, ``select``); for ``stack`` all zeros.
-    coef_ : ndarray, optional
-        ``stack`` only: meta-learner coefficients [n_outputs, n_inputs] (binary: [1, M]).
-    intercept_ : ndarray, optional
-        ``stack`` only: meta-learner intercepts [n_outputs].
-    stopped_early_ : bool
-        Whether ``select`` stopped at the deadline.
-    """
-
-    def __init__(self, method: str = "average", task: str = "binary", metric: str | None = None,
-                 rounds: int = SELECT_ROUNDS, alpha: float = STACK_ALPHA, seed: int = 0, deadline: float | None = None):
-        self.method = method
-        self.task = task
-        self.metric = metric
-        self.rounds = rounds
-        self.alpha = alpha
-        self.seed = seed
-        self.deadline = deadline
-
-    # P: member outputs, [M, N, C] for classifiers and [M, N] for regressors.
-    def fit(self, P: Any, y: Any) -> "Combiner":
-        """Fit the combiner on member outputs ``P`` and targets ``y`` (class indices or values)."""
-        import numpy as np
-
-        if self.method not in METHODS:
-            raise UsageError(f"unknown ensemble method {self.method!r}", f"choose one of: {', '.join(METHODS)}")
-        P = np.asarray(P, dtype=float)
-        m = P.shape[0]
-        self.coef_ = self.intercept_ = None
-        self.stopped_early_ = False
-        if self.method == "average":
-            self.weights_ = np.full(m, 1.0 / m)
-        elif self.method == "weighted":
-            self.weights_ = self._fit_weights(P, y)
-        elif self.method == "select":
-            self.weights_ = self._select(P, y)
-        else:
-            self.weights_ = np.zeros(m)
-            self._fit_stack(P, y)
-        self.n_members_ = m
-        return self
-
-    def _fit_weights(self, P: Any, y: Any) -> Any:
-        import numpy as np
-        from scipy.optimize import minimize
-
-        m = P.shape[0]
-
-        def objective(theta: Any) -> float:
-            w = np.exp(theta - theta.max())
-            w /= w.sum()
-            return _loss(self.task, y, np.tensordot(w, P, axes=1))
-
-        # Softmax weights keep the search on the simplex; start from the plain average.
-        res = minimize(objective, np.zeros(m), method="L-BFGS-B")
-        w = np.exp(res.x - res.x.max())
-        w /= w.sum()
-        w[w < 1e-4] = 0.0  # a member with a negligible weight is dead weight at predict time
-        return w / w.sum()
-
-    def _select(self, P: Any, y: Any) -> Any:
-        import numpy as np
-
-        from mlsys_cli.models.metrics import HIGHER_IS_BETTER, primary_metric
-
-        metric = self.metric or primary_metric(self.task)[0]
-        sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-        m = P.shape[0]
-        counts = np.zeros(m)
-        total = np.zeros_like(P[0])
-        best_counts, best_score = None, -math.inf
-        for r in range(max(self.rounds, 1)):
-            if r > 0 and self.deadline is not None and time.time() >= self.deadline:
-                self.stopped_early_ = True
-                break
-            scores = [sign * _score(self.task, metric, y, (total + P[i]) / (r + 1)) for i in range(m)]
-            scores = [s if math.isfinite(s) else -math.inf for s in scores]
-            i = int(np.argmax(scores))  # ties go to the earlier member (deterministic)
-            counts[i] += 1
-            total = total + P[i]
-            if scores[i] > best_score + 1e-12:
-                best_score, best_counts = scores[i], counts.copy()
-        return best_counts / best_counts.sum()
-
-    def _meta_inputs(self, P: Any) -> Any:
-        import numpy as np
-
-        if self.task == "regression":
-            return P.T  # [N, M]
-        if self.task == "binary":
-            return P[:, :, 1].T  # [N, M]: P(positive class) of each member
-        return np.concatenate(list(P), axis=1)  # [N, M*C]
-
-    def _fit_stack(self, P: Any, y: Any) -> None:
-        import numpy as np
-
-        Z = self._meta_inputs(P)
-        if self.task == "regression":
-            from sklearn.linear_model import Ridge
-
-            meta = Ridge(alpha=self.alpha).fit(Z, y)
-            self.coef_, self.intercept_ = np.atleast_2d(meta.coef_), np.atleast_1d(meta.intercept_)
-            return
-        from sklearn.linear_model import LogisticRegression
-
-        n_classes = P.shape[2]
-        meta = LogisticRegression(C=1.0 / self.alpha, max_iter=1000, random_state=self.seed).fit(Z, y)
-        if len(meta.classes_) != n_classes:
-            raise InputError(f"--data holds {len(meta.classes_)} of the {n_classes} classes; stacking needs every class")
-        self.coef_, self.intercept_ = np.atleast_2d(meta.coef_), np.atleast_1d(meta.intercept_)
-
-    def combine(self, P: Any) -> Any:
-        """The ensemble output for member outputs ``P``: probabilities [N, C] or predictions [N]."""
-        import numpy as np
-
-        P = np.asarray(P, dtype=float)
-        if self.method != "stack":
-            out = np.tensordot(self.weights_, P, axes=1)
-            if self.task == "regression":
-                return out
-            # Members' float32 probabilities sum to 1 only up to a few ulps; log-loss consumers
-            # (scikit-learn) refuse rows that do not. The ONNX graph divides the same way.
-            return out / out.sum(axis=1, keepdims=True)
-        z = self._meta_inputs(P) @ self.coef_.T + self.intercept_
-        if self.task == "regression":
-            return z[:, 0]
-        if self.task == "binary":
-            p1 = 1.0 / (1.0 + np.exp(-z[:, 0]))
-            return np.column_stack([1.0 - p1, p1])
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fitted combiner as JSON (what the bundle stores and export reads)."""
-        out: dict[str, Any] = {"method": self.method, "weights": [float(w) for w in self.weights_]}
-        if self.coef_ is not None:
-            out["meta"] = {"kind": "ridge" if self.task == "regression" else "logistic",
-                           "inputs": "predictions" if self.task == "regression" else
-                           ("p_positive" if self.task == "binary" else "probabilities"),
-                           "coef": self.coef_.tolist(), "intercept": self.intercept_.tolist()}
-        return out
-
-    @classmethod
-    def from_dict(cls, task: str, spec: Mapping[str, Any]) -> "Combiner":
-        """Rebuild a fitted combiner from :meth:`to_dict` (validated: bad JSON is an input error)."""
-        import numpy as np
-
-        try:
-            c = cls(method=str(spec["method"]), task=task)
-            c.weights_ = np.asarray(spec["weights"], dtype=float)
-            meta = spec.get("meta")
-            c.coef_ = np.asarray(meta["coef"], dtype=float) if meta else None
-            c.intercept_ = np.asarray(meta["intercept"], dtype=float) if meta else None
-            c.n_members_ = len(c.weights_)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"invalid ensemble combiner in the bundle ({type(exc).__name__}: {exc})") from None
-        if c.method not in METHODS or c.weights_.ndim != 1 or (c.method == "stack" and c.coef_ is None):
-            raise InputError("invalid ensemble combiner in the bundle")
-        return c
-
-
-def cross_fit(method: str, task: str, P: Any, y: Any, folds: int, seed: int, metric: str | None = None,
-              deadline: float | None = None) -> Any:
-    """Out-of-fold ensemble outputs: each fold is combined by a combiner fit on the other folds."""
-    import numpy as np
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    P = np.asarray(P, dtype=float)
-    n = P.shape[1]
-    k = max(2, min(folds, n // 2))
-    if task != "regression" and np.bincount(y).min(initial=n) >= k:
-        splits = StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(n), y)
-    else:
-        splits = KFold(k, shuffle=True, random_state=seed).split(np.zeros(n))
-    out = np.zeros_like(P[0])
-    for fit_idx, held in splits:
-        c = Combiner(method, task, metric=metric, seed=seed, deadline=deadline).fit(P[:, fit_idx], y[fit_idx])
-        out[held] = c.combine(P[:, held])
-    return out
-
-
-# --------------------------------------------------------------------------- the predictor
-
-
-class EnsemblePredictor:
-    """Members (any registered predictors) and a :class:`Combiner`; members live under
-    ``members/<i>/``, each with its own featurizer and estimator.
-
-    Parameters
-    ----------
-    members : list of predictors
-    combiner : fitted Combiner
-    task : str
-    """
-
-    kind = "ensemble"
-
-    def __init__(self, members: Sequence[Any], combiner: Combiner, task: str):
-        self.members = list(members)
-        self.combiner = combiner
-        self.task_ = task
-
-    @property
-    def task(self) -> str:
-        return self.task_
-
-    @property
-    def input_schema(self) -> list[dict[str, Any]]:
-        return union_schema([m.input_schema for m in self.members])
-
-    def member_scores(self, df: Any) -> Any:
-        """Every member's scores: [M, N, C] (classification) or [M, N] (regression)."""
-        import numpy as np
-
-        return np.stack([np.asarray(m.predict_scores(df), dtype=np.float64) for m in self.members])
-
-    def predict_scores(self, df: Any) -> Any:
-        """Probabilities ``[N, C]`` or values ``[N]`` for raw rows."""
-        return self.combiner.combine(self.member_scores(df))
-
-    def save(self, writer: Any, prefix: str) -> dict[str, Any]:
-        """Add every member under ``members/<i>/``; returns the layout for the manifest."""
-        layouts = [m.save(writer, f"{prefix}members/{i}/") for i, m in enumerate(self.members)]
-        return {"kind": self.kind, "task": self.task, "combiner": self.combiner.to_dict(), "members": layouts}
-
-    @classmethod
-    def load(cls, reader: Any, prefix: str, layout: Mapping[str, Any]) -> "EnsemblePredictor":
-        try:
-            task = str(layout["task"])
-            members = [load_predictor(reader, f"{prefix}members/{i}/", m) for i, m in enumerate(layout["members"])]
-            combiner = Combiner.from_dict(task, layout["combiner"])
-        except (KeyError, TypeError) as exc:
-            raise InputError(f"{reader.path}: invalid ensemble layout ({type(exc).__name__}: {exc})") from None
-        if len(members) != combiner.n_members_:
-            raise InputError(f"{reader.path}: ensemble has {len(members)} members but {combiner.n_members_} weights")
-        return cls(members, combiner, task)
-
-
-register_predictor(EnsemblePredictor.kind, EnsemblePredictor.load)
-
-
-def union_schema(schemas: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
-    """The raw columns any member needs, in first-seen order (categories seen are merged)."""
-    out: dict[str, dict[str, Any]] = {}
-    for schema in schemas:
-        for col in schema:
-            if col["name"] not in out:
-                out[col["name"]] = dict(col)
-                continue
-            seen = out[col["name"]]
-            if seen.get("categories") is not None and col.get("categories") is not None:
-                seen["categories"] = list(dict.fromkeys([*seen["categories"], *col["categories"]]))
-    return list(out.values())
 
 
 # --------------------------------------------------------------------------- building one
@@ -458,14 +119,14 @@ def _gain(task: str, metric: str, higher: bool, y: Any, ens: Any, best: Any, see
     """The ensemble's gain over the best member on the same rows, with a paired bootstrap 95% interval."""
     import numpy as np
 
-    from mlsys_cli.models.evaluate import _interval, bootstrap_weights, weighted_metrics
+    from mlsys_cli.models.evaluate import bootstrap_weights, interval, weighted_metrics
 
     reps = []
     for W in bootstrap_weights(len(y), BOOTSTRAP, seed):
         diff = weighted_metrics(task, W, y, ens)[metric] - weighted_metrics(task, W, y, best)[metric]
         reps.append(diff if higher else -diff)
-    lo, hi = _interval(np.concatenate(reps), 0.95)
-    point = _score(task, metric, y, ens) - _score(task, metric, y, best)
+    lo, hi = interval(np.concatenate(reps), 0.95)
+    point = score(task, metric, y, ens) - score(task, metric, y, best)
     return {"value": point if higher else -point, "ci95": [lo, hi]}
 
 
@@ -499,12 +160,11 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], *, met
     """
     import numpy as np
 
-    from mlsys_cli.data.io import invocation, read_frame
     from mlsys_cli.data.profile import profile_frame
     from mlsys_cli.models import train as tr
     from mlsys_cli.models.bundle import ModelBundle
-    from mlsys_cli.models.metrics import compute_metrics
-    from mlsys_cli.models.tune import resolve_metric
+    from mlsys_cli.models.manifest import Manifest, Recipe
+    from mlsys_cli.models.metrics import baseline_metrics, compute_metrics, resolve_metric
 
     start = time.perf_counter()
     if method not in METHODS:
@@ -513,24 +173,10 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], *, met
     first = named[0][1]
     task, target, classes = first.task, first.target, first.classes
     metric, higher = resolve_metric(task, metric)
-    data_records = _check_held_out(named, data)
-    df = read_frame(list(data))
-    if target not in df.columns:
-        raise InputError(f"{', '.join(map(str, data))}: no target column {target!r}", "--data must hold the target to fit the ensemble")
-    tr.check_target(df[target], target, data)
-    y = tr._encode(task, df[target], classes, data)
+    df, y, data_records = _held_out(named, data, folds)
     labels = df[target].to_numpy()
-    if len(df) < 2 * folds:
-        raise InputError(f"--data has {len(df)} rows; the ensemble needs at least {2 * folds}")
 
-    scores, latency, skipped = [], [], []
-    for i, (name, b) in enumerate(named):
-        if deadline is not None and i >= 2 and time.time() >= deadline:
-            skipped.append({"model": name, "reason": "--timeout: no time left to score it"})
-            continue
-        s, secs = _timed(b.predictor.predict_scores, df)
-        scores.append(np.asarray(s, dtype=np.float64))
-        latency.append(secs)
+    scores, latency, skipped = _score_members(named, df, deadline)
     if skipped:
         named = named[:len(scores)]
         member_records = list(member_records)[:len(scores)] if member_records else None
@@ -547,52 +193,30 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], *, met
     predictor = EnsemblePredictor([named[i][1].predictor for i in keep], combiner, task)
     final, ens_secs = _timed(predictor.predict_scores, df)
 
-    member_rows = []
-    for i, (name, b) in enumerate(named):
-        m = compute_metrics(task, labels, P[i], classes)
-        member_rows.append({"model": name, "family": (b.manifest.get("recipe") or {}).get("family"),
-                            "source": (member_records[i].get("source", "file") if member_records else "file"),
-                            "weight": float(combiner.weights_[keep.index(i)]) if i in keep and method != "stack" else None,
-                            metric: m.get(metric), "metrics": m, "ms_per_1k_rows": 1000 * latency[i] / len(df) * 1000})
+    weights = [float(combiner.weights_[keep.index(i)]) if i in keep and method != "stack" else None for i in range(len(named))]
+    member_rows = _member_rows(named, member_records, P, latency, weights, labels, metric)
     ens_metrics = compute_metrics(task, labels, oof, classes)
     values = [r[metric] for r in member_rows]
     best_i = int(np.nanargmax(values) if higher else np.nanargmin(values))
     gain = _gain(task, metric, higher, y, oof, P[best_i], seed)
     ratio = ens_secs / max(latency[best_i], 1e-9)
     gain.update(best_member=member_rows[best_i]["model"], latency_ratio=round(ratio, 2))
-    lo = gain["ci95"][0]
-    worth = gain["value"] >= MIN_GAIN and lo is not None and lo > 0
-    if worth:
-        verdict = (f"worth it: {metric} {'+' if higher else '-'}{abs(gain['value']):.4f} over the best member "
-                   f"({member_rows[best_i]['model']}), 95% CI of the gain [{lo:.4f}, {gain['ci95'][1]:.4f}], "
-                   f"at {ratio:.1f}x its latency")
-    else:
-        why = (f"gain {gain['value']:+.4f} is below {MIN_GAIN}" if gain["value"] < MIN_GAIN else
-               f"the 95% CI of the gain [{lo:.4f}, {gain['ci95'][1]:.4f}] includes 0" if lo is not None else
-               "the gain cannot be estimated")
-        verdict = (f"not worth it: {why} (in {metric}, improvement counted positive), at {ratio:.1f}x the latency of "
-                   f"the best member; use {member_rows[best_i]['model']} alone")
+    worth, verdict = _verdict(metric, higher, gain, ratio)
 
-    schema = predictor.input_schema
-    members_manifest = [{"name": named[i][0], **(dict(member_records[i]) if member_records else {}),
-                         "family": (named[i][1].manifest.get("recipe") or {}).get("family"),
-                         "recipe": named[i][1].manifest.get("recipe")} for i in keep]
-    train_records = [r for i in keep for r in ((named[i][1].manifest.get("recipe") or {}).get("data") or {}).get("train") or []]
-    recipe = {"family": "ensemble", "method": method, "params": combiner.to_dict(), "seed": seed, "task": task,
-              "metric": metric, "folds": folds, "members": members_manifest, "command": invocation(),
-              "data": {"train": train_records, "ensemble": data_records}}
-    from mlsys_cli.models.metrics import baseline_metrics
-
-    manifest = {
-        "mlsys_version": first.manifest.get("mlsys_version"), "task": task, "target": target, "classes": classes,
-        "input_schema": schema, "recipe": recipe,
-        "metrics": {"evaluated_on": "data (cross-fitted)", "primary": {"name": metric, "higher_is_better": higher},
-                    "valid": ens_metrics, "members": {r["model"]: r["metrics"] for r in member_rows},
-                    "baselines": baseline_metrics(task, labels, labels, classes, seed=seed)},
-        "reference": {"features": profile_frame(df, schema), "predictions": tr.prediction_reference(task, final, classes)},
-        "importance": _importance(named, keep, combiner),
-        "libraries": {k: v for i in keep for k, v in (named[i][1].manifest.get("libraries") or {}).items()},
-    }
+    kept = [(named[i][0], named[i][1], dict(member_records[i]) if member_records else {}) for i in keep]
+    recipe = _recipe(kept, combiner, Recipe(family="ensemble", task=task, target=target, seed=seed, method=method,
+                                            metric=metric, folds=folds), data_records)
+    manifest = Manifest(
+        mlsys_version=first.manifest.get("mlsys_version"), task=task, target=target, classes=classes,
+        input_schema=predictor.input_schema, recipe=recipe,
+        metrics={"evaluated_on": "data (cross-fitted)", "primary": {"name": metric, "higher_is_better": higher},
+                 "valid": ens_metrics, "members": {r["model"]: r["metrics"] for r in member_rows},
+                 "baselines": baseline_metrics(task, labels, labels, classes, seed=seed)},
+        reference={"features": profile_frame(df, predictor.input_schema),
+                   "predictions": tr.prediction_reference(task, final, classes)},
+        importance=_importance(named, keep, combiner),
+        libraries={k: v for _, b, _ in kept for k, v in (b.manifest.get("libraries") or {}).items()},
+    )
     result = EnsembleResult(
         output=None, method=method, task=task, target=target, metric=metric, higher_is_better=higher, rows=int(len(df)),
         evaluated_on=f"{', '.join(map(str, data))} (members: as given; ensemble: {folds}-fold cross-fitted)",
@@ -603,6 +227,84 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], *, met
         seconds=round(time.perf_counter() - start, 3), dropped=dropped, skipped=skipped, stopped_by=stopped_by,
     )
     return ModelBundle(manifest, predictor), result
+
+
+def _held_out(named: Sequence[tuple[str, Any]], data: Sequence[str], folds: int) -> tuple[Any, Any, list[dict[str, Any]]]:
+    """The held-out rows (never a member's training data), their encoded target and fingerprints."""
+    from mlsys_cli.data.io import read_frame
+    from mlsys_cli.models import train as tr
+
+    first = named[0][1]
+    data_records = _check_held_out(named, data)
+    df = read_frame(list(data))
+    if first.target not in df.columns:
+        raise InputError(f"{', '.join(map(str, data))}: no target column {first.target!r}",
+                         "--data must hold the target to fit the ensemble")
+    tr.check_target(df[first.target], first.target, data)
+    y = tr.encode_target(first.task, df[first.target], first.classes, data)
+    if len(df) < 2 * folds:
+        raise InputError(f"--data has {len(df)} rows; the ensemble needs at least {2 * folds}")
+    return df, y, data_records
+
+
+def _member_rows(named: Sequence[tuple[str, Any]], records: Sequence[Mapping[str, Any]] | None, P: Any,
+                 latency: Sequence[float], weights: Sequence[float | None], labels: Any, metric: str) -> list[dict[str, Any]]:
+    """The report's row per member: its family, source, weight, metrics and latency on the held-out rows."""
+    from mlsys_cli.models.metrics import compute_metrics
+
+    first = named[0][1]
+    rows = []
+    for i, (name, b) in enumerate(named):
+        m = compute_metrics(first.task, labels, P[i], first.classes)
+        rows.append({"model": name, "family": (b.manifest.get("recipe") or {}).get("family"),
+                     "source": (records[i].get("source", "file") if records else "file"), "weight": weights[i],
+                     metric: m.get(metric), "metrics": m, "ms_per_1k_rows": 1000 * latency[i] / len(labels) * 1000})
+    return rows
+
+
+def _score_members(named: Sequence[tuple[str, Any]], df: Any, deadline: float | None) -> tuple[list, list, list]:
+    """Each member's scores on ``df`` and seconds; members after the first two are left out
+    (``skipped``) once the deadline has passed."""
+    import numpy as np
+
+    scores, latency, skipped = [], [], []
+    for i, (name, b) in enumerate(named):
+        if deadline is not None and i >= 2 and time.time() >= deadline:
+            skipped.append({"model": name, "reason": "--timeout: no time left to score it"})
+            continue
+        s, secs = _timed(b.predictor.predict_scores, df)
+        scores.append(np.asarray(s, dtype=np.float64))
+        latency.append(secs)
+    return scores, latency, skipped
+
+
+def _verdict(metric: str, higher: bool, gain: Mapping[str, Any], ratio: float) -> tuple[bool, str]:
+    """Whether the ensemble is worth its latency (a gain of at least :data:`MIN_GAIN` whose 95%
+    interval excludes 0), and the sentence that says so."""
+    lo, hi = gain["ci95"]
+    best = gain["best_member"]
+    worth = gain["value"] >= MIN_GAIN and lo is not None and lo > 0
+    if worth:
+        return worth, (f"worth it: {metric} {'+' if higher else '-'}{abs(gain['value']):.4f} over the best member "
+                       f"({best}), 95% CI of the gain [{lo:.4f}, {hi:.4f}], at {ratio:.1f}x its latency")
+    why = (f"gain {gain['value']:+.4f} is below {MIN_GAIN}" if gain["value"] < MIN_GAIN else
+           f"the 95% CI of the gain [{lo:.4f}, {hi:.4f}] includes 0" if lo is not None else
+           "the gain cannot be estimated")
+    return worth, (f"not worth it: {why} (in {metric}, improvement counted positive), at {ratio:.1f}x the latency of "
+                   f"the best member; use {best} alone")
+
+
+def _recipe(kept: Sequence[tuple[str, Any, Mapping[str, Any]]], combiner: Combiner, base: Any,
+            data_records: Sequence[Mapping[str, Any]]) -> Any:
+    """The ensemble's recipe: ``base`` (family, task, target, seed, method, metric, folds) with the
+    combiner, each kept member's name, provenance and recipe, and the data fingerprints."""
+    from mlsys_cli.data.io import invocation
+
+    members = [{"name": name, **record, "family": (b.manifest.get("recipe") or {}).get("family"),
+                "recipe": b.manifest.get("recipe")} for name, b, record in kept]
+    train = [r for _, b, _ in kept for r in ((b.manifest.get("recipe") or {}).get("data") or {}).get("train") or []]
+    return base.replace(params=combiner.to_dict(), members=members, command=invocation(),
+                        data={"train": train, "ensemble": list(data_records)})
 
 
 def _importance(named: Sequence[tuple[str, Any]], keep: Sequence[int], combiner: Combiner) -> list[dict[str, Any]]:
@@ -632,7 +334,7 @@ def pick_trials(done: Sequence[Any], top: int, maximize: bool) -> list[Any]:
     -------
     list of FrozenTrial, ordered best first
     """
-    from mlsys_cli.models.tune import FAMILY_PARAM
+    from mlsys_cli.models.study import FAMILY_PARAM
 
     ranked = sorted(done, key=lambda t: (-t.value if maximize else t.value, t.number))
     keys = [(t.params.get(FAMILY_PARAM), repr(sorted(t.user_attrs["params"].items()))) for t in ranked]
@@ -669,7 +371,7 @@ def load_kept(trial: Any, storage: str) -> Any:
     from mlsys_cli.bundle import BundleReader
     from mlsys_cli.fsutil import sha256_file
     from mlsys_cli.models.bundle import ModelBundle
-    from mlsys_cli.models.tune import artifact_store
+    from mlsys_cli.models.study import artifact_store
 
     kept = trial.user_attrs.get("model") or {}
     if not kept.get("artifact") or not os.path.isdir(kept.get("store", "")):
@@ -739,7 +441,7 @@ def study_members(storage: str, study: str, top: int, train: str | None, seed: i
     from optuna.trial import TrialState
 
     from mlsys_cli.models.train import train_model
-    from mlsys_cli.models.tune import FAMILY_PARAM, open_storage
+    from mlsys_cli.models.study import FAMILY_PARAM, open_storage
 
     if top < 2:
         raise UsageError(f"--top {top}: an ensemble needs at least two members")

@@ -237,7 +237,7 @@ def weighted_ece(W: Any, confidence: Any, hit: Any, bins: int = CALIBRATION_BINS
     return _ratio(np.abs(np.asarray(conf_sum) - np.asarray(hit_sum)).sum(axis=1), W.sum(axis=1))
 
 
-def _interval(reps: Any, confidence: float) -> tuple[float | None, float | None]:
+def interval(reps: Any, confidence: float) -> tuple[float | None, float | None]:
     import numpy as np
 
     reps = np.asarray(reps, dtype=float)
@@ -713,7 +713,7 @@ def evaluate(
 
     groups = [(col, label, mask) for col in slices for label, mask in slice_groups(df, col, slice_bins)]
     reps = _bootstrap(task, y, scored, threshold, conf_hit, groups, bootstrap, seed, progress)
-    ci = {name: list(_interval(reps["overall"][name], confidence)) if bootstrap else [None, None] for name in metrics}
+    ci = {name: list(interval(reps["overall"][name], confidence)) if bootstrap else [None, None] for name in metrics}
 
     name, higher = primary_metric(task)
     slice_rows = _slice_rows(task, y, output, classes, threshold, groups, reps, name, higher, confidence,
@@ -784,7 +784,7 @@ def _slice_rows(task: str, y: Any, output: Mapping[str, Any], classes: Sequence[
     for g, (col, label, mask) in enumerate(groups):
         sub = {k: np.asarray(v)[mask] for k, v in output.items()}
         values = compute_metrics(task, _raw_labels(y[mask], classes, task), sub, classes or None, threshold=threshold)
-        lo, hi = _interval(reps["groups"][g].get(name, []), confidence) if bootstrap else (None, None)
+        lo, hi = interval(reps["groups"][g].get(name, []), confidence) if bootstrap else (None, None)
         count = int(mask.sum())
         rows.append({"column": col, "slice": label, "rows": count, "share": count / n, "metric": name,
                      "value": values.get(name), "ci_low": lo, "ci_high": hi, "metrics": values})

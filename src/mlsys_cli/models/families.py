@@ -1,25 +1,20 @@
-"""Model families: what ``--model NAME`` means.
+"""Model families: what ``--model NAME`` means, one :class:`~.family.Family` object per family.
 
-A :class:`Family` knows how to build an estimator for a task, its default parameters and
-Optuna search space, how to persist it without pickle (skops for scikit-learn, UBJSON for
-XGBoost) and how to read its feature importances. Estimators share one ``fit`` signature
-(``sample_weight``, ``eval_set``, ``timeout``, ``progress``) so train and tune treat every
-family alike. Class labels are always encoded as ``0..C-1`` before they reach an estimator.
-
-The ``mlp`` family lives in :mod:`mlsys_cli.models.mlp` (torch, an optional extra) and is
-imported only when asked for.
+``baseline``, ``linear``, ``forest`` and ``xgboost`` are here, with the estimator wrappers that
+give scikit-learn and XGBoost the family ``fit`` signature (timeout, progress, early stopping);
+each persists without pickle (skops for scikit-learn, UBJSON for XGBoost) and converts itself
+to ONNX (:mod:`.onnx_graphs`). The ``mlp`` family lives in :mod:`mlsys_cli.models.mlp` (torch,
+an optional extra) and is imported only when asked for. :func:`get_family` is the registry.
 """
 
 from __future__ import annotations
 
-import abc
 import importlib
-import os
-import time
 from typing import Any, Callable, Mapping
 
 from mlsys_cli import bundle
 from mlsys_cli.errors import InputError, UsageError
+from mlsys_cli.models.family import Budget, Family, SklearnModel, resolve_params, threads  # noqa: F401 (resolve_params, SklearnModel: importable from here too)
 
 FAMILIES = ("baseline", "linear", "forest", "xgboost", "mlp")
 
@@ -35,107 +30,6 @@ bundle.trust(
 )
 
 
-def _threads() -> int:
-    # A fixed thread count per machine keeps XGBoost's floating-point sums in one order.
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def resolve_params(family: Any, task: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A family's defaults overlaid with ``params``; an unknown key is a usage error (exit 2).
-
-    Works for any object with ``name`` and ``default_params(task)`` (the mlp family too).
-    """
-    defaults = family.default_params(task)
-    unknown = sorted(set(params or {}) - set(defaults))
-    if unknown:
-        raise UsageError(f"unknown parameter {unknown[0]!r} for --model {family.name}",
-                         f"valid parameters: {', '.join(sorted(defaults)) or '(none)'}")
-    resolved = {**defaults, **(params or {})}
-    for key, value in (params or {}).items():
-        _check_param_type(family.name, key, value, defaults[key])
-    return resolved
-
-
-def _check_param_type(family: str, key: str, value: Any, default: Any) -> None:
-    """A --param/--params value must be of its default's kind: a number where a number goes.
-
-    Only the kinds are checked (ints and floats are interchangeable, a string default such as
-    ``max_features="sqrt"`` also takes a number); the library validates the ranges.
-    """
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, (int, float)):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    else:
-        return
-    if not ok:
-        kind = "true or false" if isinstance(default, bool) else "a number"
-        raise UsageError(f"parameter {key!r} of --model {family} must be {kind}, got {value!r}",
-                         f"its default is {default!r}")
-
-
-class _Budget:
-    """Stops iterative fitting after ``timeout`` seconds and reports each step to ``progress``."""
-
-    def __init__(self, timeout: float | None, progress: Any, total: int):
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.progress = progress
-        self.stopped = False
-        if progress is not None:
-            progress.update(completed=0, total=total)
-
-    def step(self, n: int = 1) -> bool:
-        """Record ``n`` finished steps; True when the budget is spent."""
-        if self.progress is not None:
-            self.progress.advance(n)
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            self.stopped = True
-        return self.stopped
-
-
-class SklearnModel:
-    """A scikit-learn estimator behind the family ``fit`` signature.
-
-    Parameters
-    ----------
-    estimator : sklearn estimator
-    task : {"binary", "multiclass", "regression"}
-    n_classes : int
-    """
-
-    def __init__(self, estimator: Any, task: str, n_classes: int = 0):
-        self.estimator = estimator
-        self.task = task
-        self.n_classes = n_classes
-
-    def fit(self, X: Any, y: Any, sample_weight: Any = None, eval_set: Any = None,
-            timeout: float | None = None, progress: Any = None) -> "SklearnModel":
-        budget = _Budget(timeout, progress, 1)
-        self.estimator.fit(X, y, sample_weight=sample_weight)
-        budget.step()
-        self.n_features_ = X.shape[1]
-        self.fit_info_: dict[str, Any] = {}
-        return self
-
-    def predict_proba(self, X: Any) -> Any:
-        """Class probabilities ``[N, C]`` (columns in class-index order)."""
-        import numpy as np
-
-        proba = self.estimator.predict_proba(X)
-        if proba.shape[1] == self.n_classes:
-            return proba
-        # A class with zero total weight in train is absent from the estimator's classes_.
-        full = np.zeros((proba.shape[0], self.n_classes))
-        full[:, self.estimator.classes_.astype(int)] = proba
-        return full
-
-    def predict(self, X: Any) -> Any:
-        """Values (regression) or class indices (classification)."""
-        if self.task == "regression":
-            return self.estimator.predict(X)
-        return self.predict_proba(X).argmax(axis=1)
-
-
 class ForestModel(SklearnModel):
     """A forest grown in chunks of trees, so ``timeout`` and progress work per chunk.
 
@@ -148,7 +42,7 @@ class ForestModel(SklearnModel):
     def fit(self, X: Any, y: Any, sample_weight: Any = None, eval_set: Any = None,
             timeout: float | None = None, progress: Any = None) -> "ForestModel":
         total = self.estimator.n_estimators
-        budget = _Budget(timeout, progress, total)
+        budget = Budget(timeout, progress, total)
         self.estimator.set_params(warm_start=True)
         grown = 0
         while grown < total:
@@ -184,7 +78,7 @@ class XGBoostModel(SklearnModel):
         import xgboost as xgb
 
         rounds = int(self.estimator.get_params()["n_estimators"])
-        budget = _Budget(timeout, progress, rounds)
+        budget = Budget(timeout, progress, rounds)
 
         class _Stop(xgb.callback.TrainingCallback):
             def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
@@ -214,77 +108,17 @@ class XGBoostModel(SklearnModel):
         return self
 
 
-class Family(abc.ABC):
-    """A model family: builds, persists and describes one kind of estimator.
+class LibraryFamily(Family):
+    """A family whose estimator is a scikit-learn or XGBoost object (``est.estimator``)."""
 
-    Subclasses set ``name`` and ``preset`` (the featurizer preset it needs) and implement
-    :meth:`default_params`, :meth:`make` and :meth:`search_space`.
-    """
+    def to_onnx(self, est: Any, n_features: int, task: str, n_classes: int = 0) -> Any:
+        """The graph of the library estimator (:func:`~.onnx_graphs.estimator_to_onnx`)."""
+        from mlsys_cli.models.onnx_graphs import estimator_to_onnx
 
-    name = ""
-    preset = "trees"
-    # The feature matrix type the estimator computes in (features are float32-representable either way).
-    input_dtype = "float64"
-
-    @abc.abstractmethod
-    def default_params(self, task: str) -> dict[str, Any]:
-        """Every parameter with its default for ``task`` (the keys a --params file may set)."""
-
-    def resolve_params(self, task: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-        """Defaults overlaid with ``params``; an unknown key is a usage error."""
-        return resolve_params(self, task, params)
-
-    @abc.abstractmethod
-    def make(self, task: str, n_classes: int, params: Mapping[str, Any] | None, seed: int) -> Any:
-        """An unfitted estimator with the family ``fit`` signature."""
-
-    @abc.abstractmethod
-    def search_space(self, trial: Any, task: str) -> dict[str, Any]:
-        """Parameters suggested by an Optuna ``trial`` (merged over the defaults by the caller)."""
-
-    def importances(self, est: Any) -> Any:
-        """Non-negative importance per input feature, summing to 1 (all zero when none)."""
-        import numpy as np
-
-        raw = np.nan_to_num(np.abs(np.asarray(self._raw_importances(est), dtype=float)))
-        total = raw.sum()
-        return raw / total if total > 0 else raw
-
-    def _raw_importances(self, est: Any) -> Any:
-        import numpy as np
-
-        return np.zeros(est.n_features_)
-
-    def warm_start(self, est: Any, init: Any) -> tuple[Any, str | None]:
-        """Prime the unfitted ``est`` to continue from the fitted ``init`` (``mlsys retrain --stateful``).
-
-        Returns the estimator to fit and what its fit will continue from, or ``(est, None)``
-        when the family cannot continue (it then trains from scratch).
-        """
-        return est, None
-
-    def spec(self, est: Any, task: str, n_classes: int, params: Mapping[str, Any], seed: int) -> dict[str, Any]:
-        """What :meth:`load` needs besides the members (stored in the manifest)."""
-        return {"family": self.name, "task": task, "n_classes": n_classes, "params": dict(params), "seed": seed,
-                "n_features": int(est.n_features_), "fit_info": dict(getattr(est, "fit_info_", {}))}
-
-    def save(self, est: Any, writer: Any, prefix: str) -> None:
-        """Add the fitted estimator's members to a :class:`~mlsys_cli.bundle.BundleWriter`."""
-        writer.add_skops(f"{prefix}estimator.skops", est.estimator)
-
-    def load(self, reader: Any, prefix: str, spec: Mapping[str, Any]) -> Any:
-        """Rebuild a fitted estimator saved by :meth:`save`."""
-        inner = reader.skops(f"{prefix}estimator.skops")
-        est = self._wrapper()(inner, spec["task"], spec["n_classes"])
-        est.n_features_ = spec["n_features"]
-        est.fit_info_ = dict(spec.get("fit_info", {}))
-        return est
-
-    def _wrapper(self) -> type:
-        return SklearnModel
+        return estimator_to_onnx(self.name, est, n_features, task, n_classes)
 
 
-class BaselineFamily(Family):
+class BaselineFamily(LibraryFamily):
     """The class prior (classification) or the mean (regression): the floor to beat."""
 
     name = "baseline"
@@ -305,7 +139,7 @@ class BaselineFamily(Family):
         return {}
 
 
-class LinearFamily(Family):
+class LinearFamily(LibraryFamily):
     """Logistic regression (classification) or ridge regression, on scaled, one-hot features."""
 
     name = "linear"
@@ -347,11 +181,13 @@ class LinearFamily(Family):
         return np.abs(coef).mean(axis=0)
 
 
-class ForestFamily(Family):
+class ForestFamily(LibraryFamily):
     """Bagged trees: random forest (``kind=rf``) or extremely randomized trees (``kind=extra``)."""
 
     name = "forest"
     preset = "trees"
+    thread_param = "n_jobs"
+    serial_rows = None  # trees grow independently: threads pay off on small tables too
 
     def default_params(self, task: str) -> dict[str, Any]:
         return {"kind": "rf", "n_estimators": 300, "max_depth": None, "min_samples_leaf": 1,
@@ -387,7 +223,7 @@ class ForestFamily(Family):
         return ForestModel
 
 
-class XGBoostFamily(Family):
+class XGBoostFamily(LibraryFamily):
     """Gradient boosting with XGBoost (histogram trees, early stopping on ``--valid``)."""
 
     name = "xgboost"
@@ -395,11 +231,12 @@ class XGBoostFamily(Family):
     # XGBoost compares float32 values: a float32 matrix gives the same trees and predictions
     # without a float64 copy of the matrix and XGBoost's own conversion of it.
     input_dtype = "float32"
+    thread_param = "nthread"
 
     def default_params(self, task: str) -> dict[str, Any]:
         return {"n_estimators": 500, "learning_rate": 0.1, "max_depth": 6, "min_child_weight": 1.0,
                 "subsample": 1.0, "colsample_bytree": 1.0, "reg_lambda": 1.0, "reg_alpha": 0.0, "gamma": 0.0,
-                "max_bin": 256, "early_stopping_rounds": 50, "nthread": _threads()}
+                "max_bin": 256, "early_stopping_rounds": 50, "nthread": threads()}
 
     def _estimator(self, task: str, params: Mapping[str, Any], seed: int) -> Any:
         import xgboost as xgb
@@ -445,6 +282,7 @@ class XGBoostFamily(Family):
             out[int(key.lstrip("f"))] = value
         return out
 
+
     def save(self, est: Any, writer: Any, prefix: str) -> None:
         import tempfile
         from pathlib import Path
@@ -458,7 +296,7 @@ class XGBoostFamily(Family):
     def load(self, reader: Any, prefix: str, spec: Mapping[str, Any]) -> XGBoostModel:
         import xgboost as xgb
 
-        params = {**spec["params"], "nthread": _threads()}
+        params = {**spec["params"], "nthread": threads()}
         inner = self._estimator(spec["task"], params, spec.get("seed", 0))
         try:
             inner.load_model(bytearray(reader.bytes(f"{prefix}booster.ubj")))

@@ -136,6 +136,10 @@ class Recipe:
             values["target"] = target
         return cls(**values)
 
+    def replace(self, **changes: Any) -> "Recipe":
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
     @classmethod
     def from_manifest(cls, path: str | os.PathLike) -> "Recipe":
         """The recipe of a model bundle (verified, nothing deserialised): what ``retrain`` reruns."""

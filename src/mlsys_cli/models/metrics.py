@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from mlsys_cli.errors import UsageError
+
 TASKS = ("binary", "multiclass", "regression")
 
 _PRIMARY = {"binary": ("auc", True), "multiclass": ("log_loss", False), "regression": ("rmse", False)}
@@ -195,3 +197,20 @@ def baseline_metrics(task: str, y_train: Any, y_eval: Any, classes: Sequence[Any
     """Metrics of the zero-rule and random baselines on ``y_eval`` (fitted on ``y_train``)."""
     outputs = baseline_outputs(task, y_train, len(y_eval), classes, seed, sample_weight)
     return {name: compute_metrics(task, y_eval, out, classes) for name, out in outputs.items()}
+
+
+def resolve_metric(task: str, metric: str | None) -> tuple[str, bool]:
+    """The metric to optimise and whether higher is better (default: the task's primary metric)."""
+    if metric is None:
+        return primary_metric(task)
+    import numpy as np
+
+    # The metrics a task has are exactly the keys compute_metrics returns for it (empty input).
+    k = {"binary": 2, "multiclass": 3}.get(task, 1)
+    probe = compute_metrics(task, [], np.zeros((0, k)), list(range(k)) if task != "regression" else None)
+    if metric not in probe:
+        raise UsageError(f"unknown metric {metric!r} for a {task} task", f"choose one of: {', '.join(probe)}")
+    return metric, HIGHER_IS_BETTER[metric]
+
+
+# --------------------------------------------------------------------------- one trial

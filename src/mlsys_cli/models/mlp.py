@@ -15,7 +15,7 @@ Persistence never pickles: weights go to a safetensors member and the architectu
 training summary to a JSON member. :meth:`MLPEstimator.to_torch_module` folds both
 standardizations into the first and last linear layers and returns a plain ``nn.Sequential``
 that maps the float features to probabilities (or to the prediction): what
-:meth:`MLPEstimator.predict_proba` runs and what ``deploy/onnx_families.py`` exports (it reads
+:meth:`MLPEstimator.predict_proba` runs and what ``MLPFamily.to_onnx`` exports (it reads
 ``torch_output_`` to know which of the two the module returns).
 
 torch is the optional ``nn`` extra and is imported inside functions only.
@@ -29,7 +29,7 @@ import time
 from typing import Any, Callable, Mapping
 
 from mlsys_cli.errors import InputError, UsageError
-from mlsys_cli.models.families import Family
+from mlsys_cli.models.family import Family
 
 NAME = "mlp"
 NN_EXTRA_MESSAGE = "the mlp family needs the nn extra: pip install 'mlsys[nn]'"
@@ -38,7 +38,7 @@ WEIGHTS_MEMBER = "mlp.safetensors"
 CONFIG_MEMBER = "mlp.json"
 TASKS = ("binary", "multiclass", "regression")
 PREDICT_BATCH = 65536
-ONNX_OPSET = 17  # the opset every mlsys graph uses (deploy/onnx_families.py), so graphs compose
+ONNX_OPSET = 17  # the opset every mlsys graph uses (models/onnx_graphs.py), so graphs compose
 
 # name -> (default, check, what the check means); the single source of the valid parameters.
 PARAMS: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
@@ -569,6 +569,8 @@ class MLPFamily(Family):
 
     name = NAME
     preset = "mlp"
+    libraries = (*Family.libraries, "torch")
+    thread_param = "n_threads"
 
     def default_params(self, task: str) -> dict[str, Any]:
         """Defaults that work on small and large tables alike (early stopping sets the epochs)."""
@@ -621,7 +623,7 @@ class MLPFamily(Family):
         weight = _linear_layers(est.net_)[0].weight.detach().double().numpy()
         return np.sqrt((weight ** 2).sum(axis=0))
 
-    def to_onnx(self, est: MLPEstimator, n_features: int, task: str) -> Any:
+    def to_onnx(self, est: MLPEstimator, n_features: int, task: str, n_classes: int = 0) -> Any:
         """An ONNX graph from ``features`` [N, k] to ``probabilities`` [N, C] or ``prediction`` [N, 1]."""
         import io
         import warnings

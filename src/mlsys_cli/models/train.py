@@ -292,12 +292,13 @@ def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0,
 
 def libraries(family: str) -> dict[str, str]:
     """The library versions a model bundle of ``family`` records in its manifest."""
-    from mlsys_cli.bundle import library_versions
+    from mlsys_cli.models.families import get_family
 
-    return library_versions(["numpy", "pandas", "pyarrow", "scikit-learn", "skops", "xgboost"] + (["torch"] if family == "mlp" else []))
+    return get_family(family).library_versions()
 
 
-def _encode(task: str, y: Any, classes: Sequence[Any] | None, source: Any) -> Any:
+def encode_target(task: str, y: Any, classes: Sequence[Any] | None, source: Any) -> Any:
+    """Target values as class indices (classification) or float64 (regression); refuses unknown classes (exit 3)."""
     import numpy as np
 
     from mlsys_cli.models.metrics import encode_labels
@@ -405,10 +406,11 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
 
     import numpy as np
 
-    from mlsys_cli.data.io import input_record, invocation, read_frame, resolve_inputs
+    from mlsys_cli.data.io import input_record, invocation, resolve_inputs
     from mlsys_cli.data.profile import profile_frame, profile_values
     from mlsys_cli.features.schema import infer_schema
-    from mlsys_cli.models.bundle import CALIBRATION_METHODS, Calibrator, ModelBundle, SinglePredictor
+    from mlsys_cli.models.bundle import ModelBundle
+    from mlsys_cli.models.predictors import CALIBRATION_METHODS, Calibrator, SinglePredictor
     from mlsys_cli.models.families import get_family, resolve_params
     from mlsys_cli.models.manifest import Manifest, Recipe
     from mlsys_cli.models.metrics import baseline_metrics, compute_metrics, primary_metric
@@ -419,14 +421,7 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
         raise UsageError(f"invalid --calibrate {calibrate!r}", f"choose one of: {', '.join(CALIBRATION_METHODS)}")
     if calibrate and valid is None:
         raise UsageError("--calibrate needs --valid", "calibration is fitted on held-out rows")
-    train_df = read_frame(train)
-    if len(train_df) == 0:
-        raise InputError(f"{_name(train)}: no rows")
-    target = resolve_target(train_df, target, train)
-    valid_df = read_frame(valid) if valid is not None else None
-    if valid_df is not None and target not in valid_df.columns:
-        raise InputError(f"{_name(valid)}: no target column {target!r}")
-    check_target(train_df[target], target, train)
+    train_df, valid_df, target = _read_tables(train, valid, target)
     task, classes = infer_task(train_df[target], task)
     if calibrate and task == "regression":
         raise UsageError("--calibrate needs a classification task")
@@ -440,32 +435,22 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     guessed = infer_schema(train_df.drop(columns=[c for c in (target, sample_weight) if c in train_df.columns]))
     reference = pool.submit(profile_frame, train_df, guessed)
 
-    y = _encode(task, train_df[target], classes, train)
+    y = encode_target(task, train_df[target], classes, train)
     weights = sample_weights(train_df, sample_weight, class_weight, y, task, n_classes, train)
     drop = [sample_weight] if sample_weight else []
-    X_frame = train_df.drop(columns=drop)
     if init is not None:
         # The champion's encodings were fitted on older rows: these rows are out of sample for them.
         featurizer, features_spec = init.featurizer, dict(features or {})
-        X = featurizer.transform(X_frame, dtype=family.input_dtype)
-    elif isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
-        featurizer = load_features(features, target)
-        features_spec: dict[str, Any] = {"bundle": input_record(features)}
-        # Target-encoded columns are cross-fitted on the training rows, as fit_transform does.
-        X = featurizer.transform_train(X_frame, dtype=family.input_dtype)
+        X = featurizer.transform(train_df.drop(columns=drop), dtype=family.input_dtype)
     else:
-        features_spec = {"preset": family.preset, "family": family.name, "task": task, **dict(features or {})}
-        featurizer = make_featurizer(target, family.preset, features_spec, seed)
-        # fit_transform: target-encoded columns of the training matrix are cross-fitted (out of fold).
-        X = featurizer.fit_transform(X_frame, dtype=family.input_dtype)
-        check_roles(featurizer, train)
+        featurizer, X, features_spec = _featurize(family, train_df.drop(columns=drop), features, (target, task, seed), train)
     schema = list(featurizer.input_schema_)
 
     eval_set = None
     y_valid = w_valid = X_valid = None
     if valid_df is not None:
         check_target(valid_df[target], target, valid)
-        y_valid = _encode(task, valid_df[target], classes, valid)
+        y_valid = encode_target(task, valid_df[target], classes, valid)
         w_valid = sample_weights(valid_df, sample_weight, class_weight, y_valid, task, n_classes, valid)
         X_valid = featurizer.transform(valid_df.drop(columns=drop), dtype=family.input_dtype)
         eval_set = (X_valid, y_valid) if w_valid is None else (X_valid, y_valid, w_valid)
@@ -542,6 +527,42 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
         seconds=round(time.perf_counter() - start, 3), calibrate=calibrate, warnings=caught,
     )
     return bundle, result
+
+
+def _read_tables(train: Any, valid: Any, target: str | None) -> tuple[Any, Any, str]:
+    """The training and validation frames and the target column (checked, exit 3 when unusable)."""
+    from mlsys_cli.data.io import read_frame
+
+    train_df = read_frame(train)
+    if len(train_df) == 0:
+        raise InputError(f"{_name(train)}: no rows")
+    target = resolve_target(train_df, target, train)
+    valid_df = read_frame(valid) if valid is not None else None
+    if valid_df is not None and target not in valid_df.columns:
+        raise InputError(f"{_name(valid)}: no target column {target!r}")
+    check_target(train_df[target], target, train)
+    return train_df, valid_df, target
+
+
+def _featurize(family: Any, frame: Any, features: Any, problem: tuple[str, str, int],
+               source: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """The featurizer, the training matrix and the featurizer settings the recipe records.
+
+    ``features`` is a features-bundle path (used as fitted) or Featurizer settings (fitted here
+    for ``problem``: target, task, seed). Target-encoded columns of the training matrix are
+    cross-fitted (out of fold) either way.
+    """
+    target, task, seed = problem
+    from mlsys_cli.data.io import input_record
+
+    if isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
+        featurizer = load_features(features, target)
+        return featurizer, featurizer.transform_train(frame, dtype=family.input_dtype), {"bundle": input_record(features)}
+    spec = {"preset": family.preset, "family": family.name, "task": task, **dict(features or {})}
+    featurizer = make_featurizer(target, family.preset, spec, seed)
+    X = featurizer.fit_transform(frame, dtype=family.input_dtype)
+    check_roles(featurizer, source)
+    return featurizer, X, spec
 
 
 def _reference(started: Any, df: Any, schema: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,132 @@
+"""The frozen description of one tuning run (:class:`TuneJob`), passed to every part of it.
+
+A job is what the command line asked for, with its defaults filled in and checked; it is the
+same object in the parent and (through :meth:`TuneJob.to_dict` as JSON, never pickle) in every
+worker process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from mlsys_cli.errors import UsageError
+
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "hyperband", "none")
+DEFAULT_TRIALS = 30
+# With --valid, the fitted models of this many best trials per family are kept in the study's
+# artifact store, so ``ensemble --from-study`` combines them without retraining.
+KEEP_MODELS = 2
+
+
+@dataclass(frozen=True)
+class TuneJob:
+    """One tuning run.
+
+    Attributes
+    ----------
+    train, valid : str
+        Training table; validation table (None: ``cv`` folds of ``train``).
+    cv : int, optional
+        Number of folds (None with ``valid``).
+    time_col, target, metric : str, optional
+    model : str
+        A family name or ``auto``; ``model_families`` are the families it names.
+    sampler, pruner : str
+    trials : int, optional
+        Total trials of the study (every worker and earlier run included).
+    deadline : float, optional
+        Wall-clock time (``time.time()``) when the run stops.
+    storage, study : str
+        Optuna storage URL (None: in memory) and study name; ``private_storage`` when the
+        storage is a temporary journal made for the workers.
+    seed, workers : int
+    params, features : mapping
+        Fixed ``--param`` values; Featurizer options.
+    validation, train_sha256 : str
+        What identifies the study's problem (a resumed study must match).
+    keep_models : int
+    artifacts : str, optional
+        The artifact store of kept models (None: models are not kept).
+    """
+
+    train: str
+    model_families: tuple[str, ...] = ()
+    validation: str = ""
+    train_sha256: str = ""
+    valid: str | None = None
+    cv: int | None = None
+    time_col: str | None = None
+    target: str | None = None
+    model: str = "auto"
+    metric: str | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    trials: int | None = None
+    deadline: float | None = None
+    storage: str | None = None
+    study: str = "mlsys-tune"
+    seed: int = 0
+    params: Mapping[str, Any] = field(default_factory=dict)
+    workers: int = 1
+    features: Mapping[str, Any] = field(default_factory=dict)
+    keep_models: int = KEEP_MODELS
+    artifacts: str | None = None
+    private_storage: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the job file of a worker process)."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else
+                         dict(v) if isinstance(v, Mapping) else v) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> "TuneJob":
+        return cls(**{**doc, "model_families": tuple(doc["model_families"])})
+
+    def replace(self, **changes: Any) -> "TuneJob":
+        return dataclasses.replace(self, **changes)
+
+
+def check_options(valid: Any, cv: Any, time_col: Any, sampler: str, pruner: str, trials: Any, n_jobs: int) -> None:
+    """Refuse option combinations that cannot run (usage errors, exit 2)."""
+    if valid is not None and cv is not None:
+        raise UsageError("give --valid or --cv, not both")
+    if cv is not None and cv < 2:
+        raise UsageError(f"--cv {cv}: needs at least 2 folds")
+    if time_col and valid is not None:
+        raise UsageError("--time-col orders the --cv folds; with --valid the split is already made")
+    if sampler not in SAMPLERS:
+        raise UsageError(f"unknown sampler {sampler!r}", f"choose one of: {', '.join(SAMPLERS)}")
+    if pruner not in PRUNERS:
+        raise UsageError(f"unknown pruner {pruner!r}", f"choose one of: {', '.join(PRUNERS)}")
+    if trials is not None and trials < 1:
+        raise UsageError(f"--trials {trials}: must be at least 1")
+    if n_jobs < 1:
+        raise UsageError(f"--n-jobs {n_jobs}: must be at least 1")
+
+
+def fingerprint(paths: Sequence[str]) -> str:
+    """One sha256 over the files of ``paths`` (globs and directories expanded), in order."""
+    import hashlib
+
+    from mlsys_cli.data.io import resolve_inputs
+    from mlsys_cli.fsutil import sha256_file
+
+    digest = hashlib.sha256()
+    for path in paths:
+        for f in resolve_inputs([path]):
+            digest.update(sha256_file(f).encode())
+    return digest.hexdigest()
+
+
+def artifacts_for(valid: Any, keep_models: int, artifacts: str | None, storage: str | None) -> str | None:
+    """The artifact store of a run: only a --valid study fits each trial on every training row
+    (a CV trial has no one model to keep)."""
+    from mlsys_cli.models.study import artifact_dir
+
+    if not (valid and keep_models):
+        return None
+    return os.path.abspath(artifacts) if artifacts else artifact_dir(storage)

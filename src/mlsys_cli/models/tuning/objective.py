@@ -1,0 +1,115 @@
+"""One trial: the configuration the sampler proposes, fitted on every fold and scored.
+
+Trial 0 of every family is its default configuration, so a study is never worse than the
+defaults on the validation data. Intermediate scores (boosting rounds, MLP epochs, CV folds)
+go to the pruner; with ``--valid`` the fitted model may be kept (:mod:`.kept`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Mapping, Sequence
+
+from mlsys_cli.models.study import FAMILY_PARAM
+from mlsys_cli.models.tuning.budget import check_deadline, fit_seconds
+from mlsys_cli.models.tuning.kept import keep_model
+from mlsys_cli.models.tuning.problem import Problem
+from mlsys_cli.models.tuning.space import Scoped
+
+def accepts(fn: Any, name: str) -> bool:
+    """Whether callable ``fn`` takes a parameter called ``name``."""
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def jsonable_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters with NumPy scalars as Python numbers (for the trial's user attributes)."""
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        out[k] = v.item() if hasattr(v, "item") else v
+    return out
+
+
+def objective(trial: Any, problem: Problem, families: Sequence[str], fixed: Mapping[str, Mapping[str, Any]],
+              deadline: float | None, fit_deadline: float | None = None) -> float:
+    """Fit the trial's configuration on every fold and return its mean validation metric.
+
+    ``deadline`` ends the study; ``fit_deadline`` (earlier) is when this trial's training stops
+    and scores the model it has (fewer rounds or epochs)."""
+    import optuna
+
+    from mlsys_cli.models.families import get_family, resolve_params
+    from mlsys_cli.models.train import fit_estimator
+
+    name = trial.suggest_categorical(FAMILY_PARAM, list(families))
+    family = get_family(name)
+    if trial.user_attrs.get("defaults"):
+        params = resolve_params(family, problem.task, {**(trial.user_attrs.get("overrides") or {}), **fixed[name]})
+    else:
+        scoped = Scoped(trial, name, fixed[name])
+        params = {**dict(family.search_space(scoped, problem.task)), **fixed[name]}
+    # Thread counts are how a trial runs, not what it learns: they stay out of the recipe.
+    threads = {k: v for k, v in family.execution_params(problem.job.workers, len(problem.train_df)).items()
+               if k not in fixed[name]}
+    trial.set_user_attr("params", jsonable_params({k: v for k, v in params.items() if k not in threads}))
+    params = {**params, **threads}
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    # Build it once before its training clock starts: the first build imports the family's
+    # library (torch takes seconds on a loaded machine), which a training timeout cannot see.
+    family.make(problem.task, problem.n_classes, resolve_params(family, problem.task, params), int(problem.job.seed))
+    minimize = not problem.higher
+    single = len(problem.folds) == 1
+    values: list[float] = []
+    rounds: list[int] = []
+    for fold in range(len(problem.folds)):
+        check_deadline(trial, deadline)
+        X, y, Xv, yv, labels = problem.matrices(family, fold)
+        # Featurizing (once per family and fold) may have used up the budget.
+        check_deadline(trial, deadline)
+        remaining = fit_seconds(deadline, fit_deadline)
+        kwargs: dict[str, Any] = {}
+        if single and accepts(fit_estimator, "callback"):
+            def report(step: int, loss: float) -> None:
+                # The pruner reads values in the study's direction; in-training losses go down.
+                trial.report(loss if minimize else -loss, step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            kwargs["callback"] = report
+        fit_start = time.perf_counter()
+        est = fit_estimator(family, problem.task, X, y, n_classes=problem.n_classes, params=params,
+                            seed=int(problem.job.seed), eval_set=(Xv, yv), timeout=remaining, **kwargs)
+        fit_s = time.perf_counter() - fit_start
+        scores = est.predict(Xv) if problem.task == "regression" else est.predict_proba(Xv)
+        values.append(problem.score(labels, scores))
+        info = getattr(est, "fit_info_", None) or {}
+        if info.get("stopped_by") == "timeout":
+            trial.set_user_attr("stopped_by", "timeout")
+        if info.get("best_iteration") is not None:
+            rounds.append(int(info["best_iteration"]) + 1)
+        elif info.get("stopped_by") == "timeout" and info.get("n_estimators"):
+            # A forest cut by the deadline was scored with the trees it had grown: the recipe
+            # says so, and a retrain (--save-model, --from-study) is that model, not a bigger one.
+            rounds.append(int(info["n_estimators"]))
+        if not single:
+            trial.report(sum(values) / len(values), fold)
+            if fold < len(problem.folds) - 1 and trial.should_prune():
+                raise optuna.TrialPruned()
+    if rounds and "n_estimators" in params:
+        # Early stopping (or the deadline) chose the number of rounds: record it, so the recipe
+        # retrains without a validation table (train --params, ensemble --from-study) to the
+        # same model size.
+        trial.set_user_attr("params", {**trial.user_attrs["params"], "n_estimators": int(round(sum(rounds) / len(rounds)))})
+    value = sum(values) / len(values)
+    if single and problem.job.artifacts:
+        keep_model(trial, problem, family, est, value, fit_s, deadline)
+    return value
+
+
+# --------------------------------------------------------------------------- kept models

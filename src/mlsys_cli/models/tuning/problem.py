@@ -1,0 +1,138 @@
+"""The data of one study: read once, folded, featurized once per (featurizer recipe, fold).
+
+A trial only fits an estimator on the cached matrices and scores it with
+:func:`~mlsys_cli.models.metrics.compute_metrics`; the data are never featurized per trial.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from mlsys_cli.errors import InputError
+from mlsys_cli.models.metrics import resolve_metric
+from mlsys_cli.models.tuning.job import TuneJob
+
+
+class Problem:
+    """The data of one study, featurized lazily once per (featurizer recipe, fold) and cached."""
+
+    def __init__(self, job: TuneJob):
+        from mlsys_cli.data.io import read_frame
+        from mlsys_cli.models import train as tr
+
+        self.job = job
+        self.train_df = read_frame(job.train)
+        if len(self.train_df) == 0:
+            raise InputError(f"{job.train}: no rows")
+        self.valid_df = read_frame(job.valid) if job.valid else None
+        self.target = tr.resolve_target(self.train_df, job.target, job.train)
+        tr.check_target(self.train_df[self.target], self.target, job.train)
+        if self.valid_df is not None:
+            if self.target not in self.valid_df.columns:
+                raise InputError(f"{job.valid}: no target column {self.target!r}")
+            tr.check_target(self.valid_df[self.target], self.target, job.valid)
+        self.task, self.classes = tr.infer_task(self.train_df[self.target])
+        self.metric, self.higher = resolve_metric(self.task, job.metric)
+        self.folds = self._folds()
+        self._cache: dict[tuple[str, int], tuple[Any, ...]] = {}
+        self._featurizers: dict[tuple[str, int], Any] = {}
+        self._profiles: dict[str, Any] = {}
+        self._records: list[dict[str, Any]] | None = None
+        # Families whose fitted models are cheaper to refit than to write and load (keep_model).
+        self.refit_cheaper: set[str] = set()
+        self.featurize_s: dict[tuple[str, int], float] = {}
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes) if self.classes else 0
+
+    def _folds(self) -> list[tuple[Any, Any]]:
+        import numpy as np
+
+        n = len(self.train_df)
+        if self.valid_df is not None:
+            return [(np.arange(n), None)]
+        k = int(self.job.cv)
+        if n < 2 * k:
+            raise InputError(f"{self.job.train}: {n} rows are too few for --cv {k}")
+        time_col = self.job.time_col
+        if time_col:
+            from sklearn.model_selection import TimeSeriesSplit
+
+            if time_col not in self.train_df.columns:
+                raise InputError(f"{self.job.train}: no time column {time_col!r}")
+            order = np.argsort(self.train_df[time_col].to_numpy(), kind="stable")
+            return [(order[a], order[b]) for a, b in TimeSeriesSplit(n_splits=k).split(order)]
+        y = self.train_df[self.target].astype(str).to_numpy()
+        seed = int(self.job.seed)
+        if self.task == "regression":
+            from sklearn.model_selection import KFold
+
+            return list(KFold(k, shuffle=True, random_state=seed).split(y))
+        from sklearn.model_selection import StratifiedKFold
+
+        return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(n), y))
+
+    def features_spec(self, family: Any) -> dict[str, Any]:
+        """The featurizer settings ``train`` uses for this family (so the recipe carries over)."""
+        return {"preset": family.preset, "family": family.name, "task": self.task, **dict(self.job.features)}
+
+    def key(self, family: Any, fold: int) -> tuple[str, int]:
+        return json.dumps(self.features_spec(family), sort_keys=True, default=str), fold
+
+    def featurizer(self, family: Any, fold: int) -> Any:
+        """The fitted featurizer behind :meth:`matrices` (fitted on the fold's training rows)."""
+        self.matrices(family, fold)
+        return self._featurizers[self.key(family, fold)]
+
+    def reference(self, featurizer: Any) -> Any:
+        """Reference statistics of the training rows for a featurizer's input schema (cached)."""
+        from mlsys_cli.data.profile import profile_frame
+
+        schema = list(featurizer.input_schema_)
+        key = json.dumps(schema, sort_keys=True, default=str)
+        if key not in self._profiles:
+            self._profiles[key] = profile_frame(self.train_df, schema)
+        return self._profiles[key]
+
+    def data_records(self) -> dict[str, Any]:
+        """Fingerprints of the train and valid tables, as ``train`` records them in a recipe."""
+        if self._records is None:
+            from mlsys_cli.data.io import input_record, resolve_inputs
+
+            self._records = [[input_record(p) for p in resolve_inputs([getattr(self.job, role)])] if getattr(self.job, role) else None
+                             for role in ("train", "valid")]
+        return {"train": self._records[0], "valid": self._records[1]}
+
+    def matrices(self, family: Any, fold: int) -> tuple[Any, Any, Any, Any, Any]:
+        """(X_train, y_train, X_valid, y_valid codes, y_valid labels) of one fold for a family."""
+        features = self.features_spec(family)
+        key = self.key(family, fold)
+        if key not in self._cache:
+            from mlsys_cli.models import train as tr
+
+            tr_idx, va_idx = self.folds[fold]
+            train = self.train_df.iloc[tr_idx]
+            valid = self.valid_df if va_idx is None else self.train_df.iloc[va_idx]
+            start = time.perf_counter()
+            fz = tr.make_featurizer(self.target, family.preset, features, int(self.job.seed))
+            # fit_transform cross-fits target encodings on the training rows, as train does.
+            X = fz.fit_transform(train)
+            tr.check_roles(fz, self.job.train)
+            y_valid = valid[self.target]
+            self._featurizers[key] = fz
+            self.featurize_s[key] = time.perf_counter() - start
+            self._cache[key] = (X, tr.encode_target(self.task, train[self.target], self.classes, self.job.train),
+                                fz.transform(valid), tr.encode_target(self.task, y_valid, self.classes, self.job.valid or self.job.train),
+                                y_valid.to_numpy())
+        return self._cache[key]
+
+    def score(self, y_true: Any, scores: Any) -> float:
+        from mlsys_cli.models.metrics import compute_metrics
+
+        value = compute_metrics(self.task, y_true, scores, self.classes).get(self.metric)
+        if value is None:
+            raise InputError(f"metric {self.metric} is undefined on the validation rows (one class only?)")
+        return float(value)
