@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, parse_duration, parse_kv
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, TargetOpt, TimeoutOpt, parse_duration, parse_kv
 
 
 def _human(result: Any) -> None:
@@ -34,6 +34,7 @@ def command(
     registry: Annotated[Path, typer.Option("--registry", envvar="MLSYS_REGISTRY", help="The registry directory (created when missing).")],
     data: Annotated[list[str], typer.Option("--data", help="New labelled data: Parquet file, directory or glob, CSV (repeatable).")],
     trigger: Annotated[Optional[list[str]], typer.Option("--trigger", help="always | schedule:7d | drift | performance:'auc<0.80' | volume:N (repeatable: any fires).")] = None,
+    drift_exclude: Annotated[Optional[list[str]], typer.Option("--drift-exclude", help="Column the drift trigger leaves out, e.g. one that grows with time (repeatable).")] = None,
     time_col: Annotated[Optional[str], typer.Option("--time-col", help="Orders the rows; the newest are held out.")] = None,
     data_window: Annotated[Optional[str], typer.Option("--data-window", help="Only the newest span of --time-col, e.g. 90d.")] = None,
     ratios: Annotated[str, typer.Option("--ratios", help="Train, valid, held-out shares of the window.")] = "0.7,0.1,0.2",
@@ -72,7 +73,8 @@ def command(
     from mlsys_cli.continual.window import parse_ratios
 
     opts = RetrainOptions(
-        data=tuple(data), triggers=tuple(trigger or ["always"]), time_col=time_col, window=data_window,
+        data=tuple(data), triggers=tuple(trigger or ["always"]), drift_exclude=tuple(drift_exclude or []),
+        time_col=time_col, window=data_window,
         ratios=parse_ratios(ratios), stateful=stateful, min_gain=min_gain, require=tuple(require or []),
         slices=tuple(slice_ or []), recipe=str(recipe) if recipe else None,
         first=FirstModel(target=target, model=model, params=parse_kv(param)), seed=seed, bootstrap=bootstrap,
