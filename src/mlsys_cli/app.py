@@ -179,6 +179,7 @@ def _status(exc: BaseException) -> int:
         raise BrokenPipeError from None
     if _signalled is not None or isinstance(exc, (KeyboardInterrupt, typer.Abort)):
         # Whatever a library made of the signal ("Query interrupted", a wrapped error), it was one.
+        _stop_signals()
         return _fail("interrupted", None, 128 + (_signalled or signal.SIGINT))
     if isinstance(exc, SystemExit):
         return int(exc.code or 0) if not isinstance(exc.code, str) else _fail(exc.code, None, ExitCode.INTERNAL)
@@ -212,10 +213,41 @@ def _usage_hint(exc: Any) -> str | None:
 _signalled: int | None = None
 
 
+_REPEAT_SECONDS = 0.5
+
+
 def _on_signal(signum: int, frame: Any) -> None:
     global _signalled
+    first = _signalled is None
     _signalled = signum
+    if first:
+        # A library may swallow the KeyboardInterrupt (DuckDB does when it lands as a query starts)
+        # and go on for minutes: cancel registered native work (interrupts.py) and, until the
+        # status is decided, deliver the signal again now and then.
+        import threading
+
+        threading.Thread(target=_repeat, args=(signum,), daemon=True, name="mlsys-signal").start()
     raise KeyboardInterrupt
+
+
+def _repeat(signum: int) -> None:
+    import time
+
+    from mlsys_cli.interrupts import cancel_all
+
+    while True:
+        cancel_all()  # native work (a DuckDB query) registered how to stop it
+        time.sleep(_REPEAT_SECONDS)
+        if signal.getsignal(signum) is not _on_signal:
+            return
+        os.kill(os.getpid(), signum)
+
+
+def _stop_signals() -> None:
+    """The run is ending: later signals change nothing (and must not cut the last line short)."""
+    if _signalled is not None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def install_signal_policy() -> None:
