@@ -230,7 +230,7 @@ def read_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, columns: 
             raise InputError(f"no column {missing[0]!r} in the input")
         relation = relation.select(*[quote_ident(c) for c in columns])
     try:
-        table = relation.fetch_arrow_table()
+        table = relation.to_arrow_table()
     except duckdb.Error as exc:
         raise InputError(f"{files[0]}: cannot read: {str(exc).splitlines()[0]}") from None
     refuse_repeated(table.column_names, str(files[0]))
