@@ -103,3 +103,39 @@ def test_output_paths_that_can_never_be_created_are_usage_errors(kind, tmp_path)
 def test_an_unwritable_output_is_an_input_error_not_a_crash(tmp_path):
     (tmp_path / "in.csv").write_text("a\n1\n")
     assert_clean_error(run_cli("ingest", tmp_path / "in.csv", "-o", "/proc/mlsys-test.parquet"), 3)
+
+
+@pytest.mark.parametrize("metric,model,zero,flagged", [("auc", 0.5, 0.5, True), ("auc", 0.62, 0.5, False),
+                                                       ("log_loss", 0.41, 0.40, True), ("rmse", 9.0, 10.0, False)])
+def test_a_model_no_better_than_the_zero_rule_is_flagged(metric, model, zero, flagged):
+    from mlsys_cli.cli._common import baseline_warning
+
+    assert (baseline_warning(metric, model, zero) is not None) == flagged
+
+
+def test_evaluate_flags_a_model_no_better_than_the_zero_rule(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"x": float((i // 4) % 2), "y": int(i % 4 == 0)} for i in range(200)]  # x says nothing about y
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet")
+    assert run_cli("train", tmp_path / "t.parquet", "--target", "y", "--model", "linear", "-o", tmp_path / "m.mlsys").code == 0
+    result = run_cli("evaluate", tmp_path / "m.mlsys", tmp_path / "t.parquet", "--bootstrap", "0")
+    assert result.code == 0 and "no better than the zero-rule baseline on auc" in result.stderr
+
+
+def test_an_empty_valid_table_and_a_garbage_journal_are_input_errors(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": [1.0, 2.0], "y": [0, 1]}), tmp_path / "t.parquet")
+    pq.write_table(pa.table({"x": pa.array([], pa.float64()), "y": pa.array([], pa.int64())}), tmp_path / "empty.parquet")
+    result = run_cli("train", tmp_path / "t.parquet", "--valid", tmp_path / "empty.parquet", "-o", tmp_path / "m.mlsys")
+    assert_clean_error(result, 3)
+    assert "--valid" in result.stderr and "no rows" in result.stderr
+    (tmp_path / "study.log").write_bytes(b"not json\n\xff\xfe")
+    for command in (["tune", tmp_path / "t.parquet", "--target", "y"], ["ensemble", "--from-study", "--study", "s",
+                                                                          "--data", tmp_path / "t.parquet"]):
+        result = run_cli(*command, "--storage", f"journal:{tmp_path / 'study.log'}")
+        assert_clean_error(result, 3)
+        assert "not an Optuna journal" in result.stderr

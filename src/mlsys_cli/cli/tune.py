@@ -8,7 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, integer, output_dir, output_path, parse_kv
+from mlsys_cli.cli._common import (JsonOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, check_storage, integer, output_dir,
+                                   output_path, parse_kv, require_rows)
 
 
 def _human(result: Any) -> None:
@@ -66,6 +67,9 @@ def command(
     """
     from mlsys_cli.models.tune import tune
 
+    check_storage(storage)
+    if valid is not None:
+        require_rows(valid, "--valid")
     with console.progress("tuning", total=trials) as bar:
         result = tune(
             str(train), target=target, valid=str(valid) if valid else None, cv=cv, time_col=time_col, model=model,

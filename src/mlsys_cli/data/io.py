@@ -242,6 +242,23 @@ def quote_ident(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
+def count_rows(paths: Any) -> int:
+    """Rows of a table: from the Parquet footers (no data read), else by a DuckDB count."""
+    import pyarrow.parquet as pq
+
+    files = resolve_inputs([paths] if isinstance(paths, (str, os.PathLike)) else paths)
+    if all(detect_format(f) == "parquet" for f in files):
+        total = 0
+        for f in files:
+            _check_parquet(f)
+            try:
+                total += pq.ParquetFile(f).metadata.num_rows
+            except Exception as exc:  # pyarrow raises several types for a damaged footer
+                raise InputError(f"{f}: cannot read Parquet: {exc}") from None
+        return total
+    return int(scan_table(files).aggregate("count(*)").fetchall()[0][0])
+
+
 def read_frame(paths: Any, columns: Sequence[str] | None = None) -> Any:
     """Read a table eagerly into a pandas DataFrame (the scikit-learn boundary)."""
     return read_table(paths, columns).to_pandas()
