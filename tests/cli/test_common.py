@@ -108,7 +108,7 @@ def test_an_unwritable_output_is_an_input_error_not_a_crash(tmp_path):
 @pytest.mark.parametrize("metric,model,zero,flagged", [("auc", 0.5, 0.5, True), ("auc", 0.62, 0.5, False),
                                                        ("log_loss", 0.41, 0.40, True), ("rmse", 9.0, 10.0, False)])
 def test_a_model_no_better_than_the_zero_rule_is_flagged(metric, model, zero, flagged):
-    from mlsys_cli.cli._common import baseline_warning
+    from mlsys_cli.cli._checks import baseline_warning
 
     assert (baseline_warning(metric, model, zero) is not None) == flagged
 

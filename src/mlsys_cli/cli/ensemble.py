@@ -8,7 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TimeoutOpt, check_storage, integer, output_path
+from mlsys_cli.cli._checks import check_storage
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TimeoutOpt, integer, output_path
 
 
 def _human(result: Any) -> None:

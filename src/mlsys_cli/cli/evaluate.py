@@ -8,7 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, baseline_warning, integer, number, output_path
+from mlsys_cli.cli._checks import baseline_warning
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, integer, number, output_path
 
 _METRIC_COLUMNS = ["metric", "value", "ci_low", "ci_high", "zero_rule"]
 

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import (JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, baseline_warning,
-                                   parse_kv, require_rows)
+from mlsys_cli.cli._checks import baseline_warning, require_rows
+from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, parse_kv
 
 FAMILIES = ("baseline", "linear", "forest", "xgboost", "mlp")
 

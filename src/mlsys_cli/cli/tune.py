@@ -8,8 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import (JsonOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, check_storage, integer, output_dir,
-                                   output_path, parse_kv, require_rows)
+from mlsys_cli.cli._checks import check_storage, require_rows
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, integer, output_dir, output_path, parse_kv
 
 
 def _human(result: Any) -> None:
