@@ -6,6 +6,7 @@
 #   make -f recipes/lifecycle.mk MLSYS=.venv/bin/mlsys OUT=/tmp/run SEED=1 BUDGET=1m
 #   make -f recipes/lifecycle.mk gate                    # stop after the evaluate gate
 #   make -f recipes/lifecycle.mk clean
+#   mlsys registry list build/lifecycle/continual/models   # the registry the last step keeps
 #
 # The variables are listed below and in recipes/README.md.
 #
@@ -34,6 +35,8 @@ ENSEMBLE ?= average
 MAX_DROP ?= 0.01
 TECHNIQUES ?=
 
+CONTINUAL := $(OUT)/continual
+REGISTRY ?= $(CONTINUAL)/models
 DATA := $(OUT)/data
 FEATURES := $(OUT)/features
 MODELS := $(OUT)/models
@@ -48,7 +51,7 @@ SHELL := bash
 .SUFFIXES:
 
 .PHONY: all gate clean
-all: $(DEPLOY)/predictions.parquet $(DEPLOY)/info.json $(DEPLOY)/lineage.json
+all: $(DEPLOY)/predictions.parquet $(DEPLOY)/info.json $(DEPLOY)/lineage.json $(CONTINUAL)/retrain.json
 
 # Everything up to and including the evaluate gate: `make -f recipes/lifecycle.mk gate`.
 gate: $(EVAL)/evaluate.json
@@ -135,6 +138,21 @@ $(DEPLOY)/info.json: $(DEPLOY)/model.onnx
 # The predictions' lineage, back through split and ingest to the raw file's sha256.
 $(DEPLOY)/lineage.json: $(DEPLOY)/predictions.parquet
 	$(MLSYS) info $(DEPLOY)/predictions.parquet --report $@ > /dev/null
+
+# The model registry (what `mlsys serve --registry` follows): a retrain decision with the tuned
+# xgboost recipe on the whole table, whenever the table or the recipe's model changes, once the
+# ensemble passed its gate. The newest rows are held out; the challenger is promoted only when it
+# passes the same gates and does not lose to the champion. Promoted (0), not needed (10) and
+# rejected (11) are all outcomes: the report is the target either way.
+$(CONTINUAL)/retrain.json: $(DATA)/all.parquet $(MODELS)/xgboost.mlsys $(EVAL)/evaluate.json
+	status=0
+	$(MLSYS) retrain --registry $(REGISTRY) --data $(DATA)/all.parquet --time-col $(TIME) \
+	  --recipe $(MODELS)/xgboost.mlsys $(foreach s,$(SLICES),--slice $(s)) $(foreach r,$(REQUIRE),--require '$(r)') \
+	  --seed $(SEED) --report $@ > /dev/null || status=$$?
+	case $$status in
+	  0|10|11) ;;
+	  *) echo "lifecycle: mlsys retrain exited $$status" >&2; exit $$status ;;
+	esac
 
 clean:
 	rm -rf $(OUT)

@@ -1,50 +1,58 @@
 #!/usr/bin/env bash
-# Nightly retrain: train a challenger on the current data window, evaluate it against the model
-# in production on the newest held-out rows, and swap it in only when it passes the gate.
+# Nightly retrain with the model registry: `mlsys retrain` decides whether the model needs
+# retraining (triggers), retrains it from the champion's recipe on the newest data window, and
+# promotes the challenger only when it beats the champion on the newest held-out rows.
 #
-#   recipes/nightly-retrain.sh DATA...        # DATA: the window's tables (Parquet/CSV, globs)
+#   recipes/nightly-retrain.sh DATA...        # DATA: the labelled tables (Parquet/CSV, globs)
 #
-# crontab (02:30 UTC every night; the lock makes an overrunning night skip, never overlap):
+# crontab (02:30 UTC every night; an overrunning night makes the next one skip, never overlap):
 #
-#   30 2 * * *  cd /srv/churn && MLSYS=/srv/churn/.venv/bin/mlsys NIGHTLY_HOME=/srv/churn/state recipes/nightly-retrain.sh 'data/snapshots/*.parquet'
+#   30 2 * * *  cd /srv/churn && MLSYS=/srv/churn/.venv/bin/mlsys REGISTRY=/srv/churn/models NIGHTLY_HOME=/srv/churn/state recipes/nightly-retrain.sh 'data/snapshots/*.parquet'
 #
-# State lives in $NIGHTLY_HOME:
-#   current.mlsys      the model in production; replaced only by an atomic mv (readers never see
-#                      a half-written file), the one it replaced is kept as previous.mlsys
-#   runs/<stamp>/      each run's tables, challenger, JSON reports and HTML evaluation
-#   logs/nightly-<YYYY-MM-DD>.log   everything a run prints, appended per day
-#   nightly.lock       flock(1) lock: a second run while one is going exits 5 (busy)
+# State:
+#   $REGISTRY                       the model registry (mlsys registry list $REGISTRY); serve
+#                                   follows its champion with `mlsys serve --registry $REGISTRY`
+#   $NIGHTLY_HOME/logs/nightly-<YYYY-MM-DD>.log   everything a run prints, appended per day
+#   $NIGHTLY_HOME/reports/<stamp>.json            each run's retrain report (the newest KEEP_REPORTS)
+#   $NIGHTLY_HOME/nightly.lock      flock(1): a second run while one is going exits 5 at once
+#                                   (mlsys also locks the registry itself, against any other writer)
 #
-# The data is split by time: train (oldest), valid (early stopping), test (the newest rows).
-# Both models are scored on test; the challenger must meet $REQUIRE and must not be worse than
-# the current model on $METRIC (minus $MARGIN). Exit status is mlsys's: 0 swapped (or first
-# model installed), 4 the gate failed and current.mlsys is untouched, 3 bad input, 5 busy.
+# Exit status (mlsys retrain's, so a wrapper can branch; cron mails only what reaches stderr,
+# i.e. failures): 0 retrained and promoted, 10 not needed (no trigger fired), 11 challenger
+# rejected (kept in the registry with the reason; the champion serves on), 2 usage, 3 bad input
+# (a changed schema, too few rows, a tampered champion), 5 busy.
 #
-# Settings (environment): MLSYS, NIGHTLY_HOME, TARGET, TIME, MODEL, PARAMS (a tune params
-# file), SEED, RATIOS, REQUIRE (space-separated gates), METRIC, MARGIN, KEEP_RUNS, PYTHON.
+# Settings (environment): MLSYS, REGISTRY (default ./models), NIGHTLY_HOME (default ./nightly),
+# TIME (the time column, default snapshot_date), WINDOW (default 180d), TRIGGERS (space-separated,
+# default "schedule:7d performance:auc<0.75"; add "drift" to retrain on drift), REQUIRE
+# (space-separated gates, default "auc>=0.70"), MIN_GAIN (default 0), STATEFUL (1: warm start),
+# WAIT (seconds to wait for the registry lock, default 0), KEEP_REPORTS (default 30), and for the
+# first run of an empty registry TARGET (default churned), MODEL (default xgboost) or RECIPE (a
+# model bundle or tune's params.json).
 
 set -euo pipefail
 
 MLSYS=${MLSYS:-mlsys}
+REGISTRY=${REGISTRY:-models}
 NIGHTLY_HOME=${NIGHTLY_HOME:-nightly}
-TARGET=${TARGET:-churned}
 TIME=${TIME:-snapshot_date}
-MODEL=${MODEL:-xgboost}
-PARAMS=${PARAMS:-}
-SEED=${SEED:-7}
-RATIOS=${RATIOS:-0.7,0.15,0.15}
+WINDOW=${WINDOW:-180d}
+TRIGGERS=${TRIGGERS:-schedule:7d performance:auc<0.75}
 REQUIRE=${REQUIRE:-auc>=0.70}
-METRIC=${METRIC:-auc}
-MARGIN=${MARGIN:-0}
-KEEP_RUNS=${KEEP_RUNS:-14}
-PYTHON=${PYTHON:-python3}
+MIN_GAIN=${MIN_GAIN:-0}
+STATEFUL=${STATEFUL:-0}
+WAIT=${WAIT:-0}
+KEEP_REPORTS=${KEEP_REPORTS:-30}
+TARGET=${TARGET:-churned}
+MODEL=${MODEL:-xgboost}
+RECIPE=${RECIPE:-}
 
 if [ $# -eq 0 ]; then
   echo "usage: nightly-retrain.sh DATA...  (see the comment at the top of this script)" >&2
   exit 2
 fi
 
-mkdir -p "$NIGHTLY_HOME/logs" "$NIGHTLY_HOME/runs"
+mkdir -p "$NIGHTLY_HOME/logs" "$NIGHTLY_HOME/reports"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)-$$
 log="$NIGHTLY_HOME/logs/nightly-$(date -u +%F).log"
 
@@ -55,64 +63,36 @@ if ! flock -n 9; then
   exit 5
 fi
 
-# From here on everything goes to the dated log (cron mails nothing unless this script fails).
-exec >>"$log" 2>&1
+# From here on everything goes to the dated log; a failure is also said on stderr (cron mails it).
+exec 3>&2 >>"$log" 2>&1
 say() { echo "[$(date -u +%FT%TZ)] nightly-retrain: $*"; }
-trap 'status=$?; [ $status -eq 0 ] || say "failed with exit $status"' EXIT
 
-run="$NIGHTLY_HOME/runs/$stamp"
-mkdir -p "$run"
-say "run $run on: $*"
-
-"$MLSYS" ingest "$@" --dedupe -o "$run/all.parquet" --report "$run/ingest.json"
-"$MLSYS" split "$run/all.parquet" --by "time:$TIME" --ratios "$RATIOS" --target "$TARGET" --strict \
-  --seed "$SEED" -o "$run" --report "$run/split.json"
-"$MLSYS" train "$run/train.parquet" --valid "$run/valid.parquet" --target "$TARGET" --model "$MODEL" \
-  ${PARAMS:+--params "$PARAMS"} --seed "$SEED" -o "$run/challenger.mlsys" --report "$run/train.json"
-
-read -r -a floors <<<"$REQUIRE"
-gates=()
-for gate in "${floors[@]}"; do gates+=(--require "$gate"); done
-
-# Lower is better for the loss-like metrics; the champion's score on the same newest rows
-# becomes one more --require gate, so mlsys itself decides and exits 4.
-case "$METRIC" in
-  rmse|mae|mape|log_loss|brier|ece) op="<=" ;;
-  *) op=">=" ;;
-esac
-if [ -f "$NIGHTLY_HOME/current.mlsys" ]; then
-  "$MLSYS" evaluate "$NIGHTLY_HOME/current.mlsys" "$run/test.parquet" --target "$TARGET" --seed "$SEED" \
-    --report "$run/current.json" >/dev/null
-  bar=$("$PYTHON" - "$run/current.json" "$METRIC" "$MARGIN" "$op" <<'PY'
-import json, sys
-report, metric, margin, op = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
-value = json.load(open(report))["metrics"][metric]
-print(repr(value - margin if op == ">=" else value + margin))
-PY
-)
-  say "current model: $METRIC=$bar (with margin $MARGIN); the challenger must reach it"
-  gates+=(--require "$METRIC$op$bar")
-else
-  say "no current model yet: the challenger only has to pass: $REQUIRE"
+args=(--registry "$REGISTRY" --time-col "$TIME" --data-window "$WINDOW" --min-gain "$MIN_GAIN" --wait "$WAIT"
+      --report "$NIGHTLY_HOME/reports/$stamp.json")
+for data in "$@"; do args+=(--data "$data"); done
+read -r -a triggers <<<"$TRIGGERS"
+for t in "${triggers[@]}"; do args+=(--trigger "$t"); done
+read -r -a gates <<<"$REQUIRE"
+for g in "${gates[@]}"; do args+=(--require "$g"); done
+[ "$STATEFUL" = 1 ] && args+=(--stateful)
+if [ ! -f "$REGISTRY/champion.json" ]; then
+  # An empty registry: the first champion comes from a recipe, or from train's flags.
+  if [ -n "$RECIPE" ]; then args+=(--recipe "$RECIPE"); else args+=(--target "$TARGET" --model "$MODEL"); fi
 fi
 
+say "retrain $REGISTRY on: $*"
 status=0
-"$MLSYS" evaluate "$run/challenger.mlsys" "$run/test.parquet" --target "$TARGET" --seed "$SEED" \
-  "${gates[@]}" --html "$run/evaluate.html" --report "$run/evaluate.json" || status=$?
-if [ $status -ne 0 ]; then
-  say "challenger rejected (mlsys evaluate exited $status); current.mlsys unchanged; report: $run/evaluate.json"
-  exit $status
-fi
+"$MLSYS" retrain "${args[@]}" || status=$?
+case $status in
+  0) say "retrained: the challenger is the champion now ($(cat "$REGISTRY/champion.json"))" ;;
+  10) say "not needed: no trigger fired; report $NIGHTLY_HOME/reports/$stamp.json" ;;
+  11) say "challenger rejected and kept in the registry; the champion serves on; report $NIGHTLY_HOME/reports/$stamp.json" ;;
+  5) say "busy: another writer holds the registry lock (set WAIT=SECONDS to wait for it)" ;;
+  *) say "failed with exit $status"
+     echo "nightly-retrain: mlsys retrain exited $status; see $log" >&3 ;;
+esac
 
-# Swap: copy next to the target first (same filesystem), then rename over it atomically.
-cp "$run/challenger.mlsys" "$NIGHTLY_HOME/.current.mlsys.tmp"
-if [ -f "$NIGHTLY_HOME/current.mlsys" ]; then
-  cp -p "$NIGHTLY_HOME/current.mlsys" "$NIGHTLY_HOME/.previous.mlsys.tmp"
-  mv -f "$NIGHTLY_HOME/.previous.mlsys.tmp" "$NIGHTLY_HOME/previous.mlsys"
-fi
-mv -f "$NIGHTLY_HOME/.current.mlsys.tmp" "$NIGHTLY_HOME/current.mlsys"
-say "swapped in $run/challenger.mlsys as $NIGHTLY_HOME/current.mlsys"
-
-# Keep the newest $KEEP_RUNS run directories (stamps sort by time).
-mapfile -t old < <(find "$NIGHTLY_HOME/runs" -mindepth 1 -maxdepth 1 -type d | sort | head -n "-$KEEP_RUNS")
-[ ${#old[@]} -eq 0 ] || rm -rf -- "${old[@]}"
+# Keep the newest $KEEP_REPORTS reports (stamps sort by time).
+mapfile -t old < <(find "$NIGHTLY_HOME/reports" -mindepth 1 -maxdepth 1 -name '*.json' | sort | head -n "-$KEEP_REPORTS")
+[ ${#old[@]} -eq 0 ] || rm -f -- "${old[@]}"
+exit $status

@@ -34,7 +34,7 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 SETTINGS = ["SEED=7", "BUDGET=5m", "TRIALS=1", "TECHNIQUES=pruning"]
 # In Make's (serial) order: each model right after the features it needs.
 MLSYS_STEPS = ["ingest", "split", "featurize", "tune", "train", "featurize", "train", "ensemble", "evaluate",
-               "compress", "export", "predict", "info", "info"]
+               "compress", "export", "predict", "info", "info", "retrain"]
 
 
 def run(args, cwd=ROOT, env=None, timeout=900):
@@ -105,8 +105,12 @@ def test_lifecycle_outputs_are_valid(built):
     for report in ["data/ingest.json", "data/split.json", "features/trees.json", "features/linear.json",
                    "models/tune.json", "models/xgboost.json", "models/linear.json", "models/ensemble.json",
                    "evaluate/evaluate.json", "deploy/compress.json", "deploy/export.json", "deploy/predict.json",
-                   "deploy/info.json", "deploy/lineage.json"]:
+                   "deploy/info.json", "deploy/lineage.json", "continual/retrain.json"]:
         assert json.loads((out / report).read_text()), report
+    # The registry got its first champion from the tuned xgboost recipe, judged on the newest rows.
+    retrained = json.loads((out / "continual/retrain.json").read_text())
+    assert retrained["decision"] == "promoted" and retrained["version"] == "v0001", retrained["reason"]
+    assert json.loads((out / "continual/models/champion.json").read_text())["version"] == "v0001"
     # The predictions trace back through every table to the raw file.
     lineage = json.loads((out / "deploy/lineage.json").read_text())["lineage"]
     assert [step["command"] for step in lineage] == ["predict", "split", "ingest"]
@@ -125,7 +129,7 @@ TARGETS = ["data/all.parquet", "data/rejects.parquet", "data/train.parquet", "da
            "data/test.parquet", "features/trees.mlsys", "features/linear.mlsys", "models/params.json",
            "models/xgboost.mlsys", "models/linear.mlsys", "models/ensemble.mlsys", "evaluate/evaluate.json",
            "evaluate/evaluate.html", "deploy/compressed.mlsys", "deploy/model.onnx", "deploy/predictions.parquet",
-           "deploy/info.json", "deploy/lineage.json"]
+           "deploy/info.json", "deploy/lineage.json", "continual/retrain.json"]
 
 
 @pytest.mark.slow
@@ -219,21 +223,52 @@ def test_workflow_structure():
     assert any("pip install" in s.get("run", "") for s in steps)
 
 
+def test_workflow_is_valid_against_the_actions_schema():
+    """Validated against the GitHub workflow schema that check-jsonschema vendors (no network)."""
+    errors = _schema_errors(WORKFLOW.read_text())
+    assert errors == []
+    # The validation can fail: a job without runs-on and a step with both uses and run.
+    broken = WORKFLOW.read_text().replace("    runs-on: ubuntu-latest\n", "").replace(
+        "      - uses: actions/checkout@v4\n", "      - uses: actions/checkout@v4\n        run: echo both\n")
+    assert len(_schema_errors(broken)) >= 1
+
+
+def _schema_errors(text: str) -> list[str]:
+    from importlib.resources import files
+
+    import jsonschema
+    from ruamel.yaml import YAML
+
+    schema = json.loads(files("check_jsonschema.builtin_schemas.vendor").joinpath("github-workflows.json").read_text())
+    document = YAML(typ="safe").load(text)  # YAML 1.2: the key `on` stays a string
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return [error.message for error in validator.iter_errors(document)]
+
+
+def _workflow_scripts() -> list[str]:
+    """Every run step except the installation (the test runs the venv's mlsys)."""
+    return [s["run"] for s in _workflow()["jobs"]["gate"]["steps"] if s.get("run") and "pip install" not in s["run"]]
+
+
 @pytest.mark.slow
-def test_workflow_steps_run(built):
-    """The workflow's make and mlsys steps, through bash as Actions runs them, against the build."""
+def test_workflow_steps_run(built, tmp_path):
+    """The workflow's steps, through bash as Actions runs them, against the build."""
     flow = _workflow()
     env = {k: str(v) for k, v in flow["env"].items()}
-    env.update(OUT=str(built["out"]), RAW=str(built["raw"]))
-    steps = [s["run"] for s in flow["jobs"]["gate"]["steps"]
-             if s.get("run", "").lstrip().startswith(("make ", "mlsys "))]
-    assert len(steps) == 3
+    env.update(OUT=str(built["out"]), RAW=str(built["raw"]), REGISTRY=str(tmp_path / "registry"))
+    steps = _workflow_scripts()
+    assert len(steps) == 4
     for script in steps:
         proc = run(["bash", "-eo", "pipefail", "-c", script], env=env)
         assert proc.returncode == 0, (script, proc.stdout[-2000:], proc.stderr[-2000:])
     assert json.loads((built["out"] / "gate.json").read_text())["passed"] is True
     assert (built["out"] / "gate.html").is_file()
+    assert json.loads((built["out"] / "retrain.json").read_text())["decision"] == "promoted"
+    assert "v0001\t*\tpromoted" in proc.stdout  # the registry listing of the retrain step
     # The same gate on a bar the model cannot reach fails the job through mlsys's exit 4.
+    # A second run of the retrain step on the same data: a decision, not a failure.
+    again = run(["bash", "-eo", "pipefail", "-c", steps[-1]], env=env)
+    assert again.returncode == 0 and "retrain: exit " in again.stdout
     gate = next(s for s in steps if s.lstrip().startswith("mlsys evaluate"))
     proc = run(["bash", "-eo", "pipefail", "-c", gate.replace('"auc>=0.70"', '"auc>=0.99"')], env=env)
     assert proc.returncode == 4, proc.stderr[-2000:]
@@ -255,35 +290,48 @@ def window(tmp_path_factory) -> Path:
 
 
 def nightly(home: Path, data: Path, **settings: str):
-    return run(["bash", NIGHTLY, data], env={"NIGHTLY_HOME": str(home), "MODEL": "linear", **settings}, timeout=600)
+    env = {"NIGHTLY_HOME": str(home), "REGISTRY": str(home / "models"), "MODEL": "linear", **settings}
+    return run(["bash", NIGHTLY, data], env=env, timeout=600)
 
 
 def _log(home: Path) -> str:
     return "".join(p.read_text() for p in sorted((home / "logs").glob("nightly-*.log")))
 
 
-@pytest.mark.slow
-def test_nightly_swaps_only_a_challenger_that_passes(window, tmp_path):
-    home = tmp_path / "state"
-    first = nightly(home, window, REQUIRE="auc>=0.55")
-    assert first.returncode == 0, _log(home)[-3000:]
-    current = home / "current.mlsys"
-    assert current.is_file() and "swapped in" in _log(home)
-    assert first.stdout == "" and first.stderr == ""  # cron mails nothing: it all went to the log
-    before = current.read_bytes(), current.stat().st_mtime_ns
+def _reports(home: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((home / "reports").glob("*.json"))]
 
-    # A challenger worse than the model in production fails the champion gate: exit 4, no swap.
-    second = nightly(home, window, REQUIRE="auc>=0.4", MODEL="baseline")
-    assert second.returncode == 4, _log(home)[-3000:]
-    assert (current.read_bytes(), current.stat().st_mtime_ns) == before
-    assert not (home / "previous.mlsys").exists()
-    log = _log(home)
-    assert "challenger rejected (mlsys evaluate exited 4)" in log and "error: " in log
-    runs = sorted((home / "runs").iterdir())
-    report = json.loads((runs[-1] / "evaluate.json").read_text())
-    floor, champion = report["gates"]
-    assert floor["passed"] and not champion["passed"] and champion["requirement"].startswith("auc>=0.")
-    assert not list(home.glob(".*.tmp"))
+
+@pytest.mark.slow
+def test_nightly_retrains_into_the_registry_and_branches_on_the_outcome(window, tmp_path):
+    home = tmp_path / "state"
+    first = nightly(home, window)
+    assert first.returncode == 0, _log(home)[-3000:]
+    assert first.stdout == "" and first.stderr == ""  # cron mails nothing: it all went to the log
+    assert "retrained: the challenger is the champion now" in _log(home)
+    champion = json.loads((home / "models/champion.json").read_text())
+    assert champion["version"] == "v0001"
+
+    quiet = nightly(home, window, TRIGGERS="schedule:7d")
+    assert quiet.returncode == 10 and quiet.stderr == "", _log(home)[-3000:]
+    assert "not needed: no trigger fired" in _log(home) and _reports(home)[-1]["decision"] == "not_needed"
+
+    rejected = nightly(home, window, TRIGGERS="always", REQUIRE="auc>=0.99")
+    assert rejected.returncode == 11 and rejected.stderr == "", _log(home)[-3000:]
+    assert "challenger rejected and kept in the registry" in _log(home)
+    assert json.loads((home / "models/champion.json").read_text()) == champion
+    meta = json.loads((home / "models/versions/v0002/meta.json").read_text())
+    assert meta["status"] == "rejected" and meta["reason"].startswith("the challenger fails --require: auc>=0.99")
+    assert [r["decision"] for r in _reports(home)] == ["promoted", "not_needed", "rejected"]
+
+    # Bad input fails loudly (stderr, so cron mails it), with mlsys's status, and changes nothing.
+    broken = tmp_path / "broken.parquet"
+    pd.read_parquet(window).drop(columns=["plan"]).to_parquet(broken, index=False)
+    failed = nightly(home, broken, TRIGGERS="always")
+    assert failed.returncode == 3
+    assert "nightly-retrain: mlsys retrain exited 3" in failed.stderr
+    assert "missing column(s) plan" in _log(home)
+    assert len(list((home / "models/versions").iterdir())) == 2
 
 
 @pytest.mark.slow
@@ -294,7 +342,7 @@ def test_nightly_lock_and_usage(window, tmp_path):
         fcntl.flock(held, fcntl.LOCK_EX)  # another run in progress
         busy = nightly(home, window)
     assert busy.returncode == 5 and "another run holds" in busy.stderr
-    assert not (home / "runs").exists() or not list((home / "runs").iterdir())
+    assert not (home / "models").exists()
     usage = run(["bash", NIGHTLY], env={"NIGHTLY_HOME": str(home)})
     assert usage.returncode == 2 and "usage:" in usage.stderr
 

@@ -13,7 +13,7 @@ import sys
 from typing import Annotated, Any, Optional
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from mlsys_cli import __version__, console
 from mlsys_cli.errors import BrokenPipe, ExitCode, MlsysError
@@ -37,8 +37,18 @@ COMMANDS: list[str] = [
     "info",
 ]
 
+class _Lifecycle(TyperGroup):
+    """The root group, its subcommands in ``COMMANDS`` order (typer adds command groups last)."""
+
+    def __init__(self, *args, commands: dict | None = None, **kwargs):
+        rank = {name: i for i, name in enumerate(COMMANDS)}
+        ordered = dict(sorted((commands or {}).items(), key=lambda item: rank.get(item[0], len(rank))))
+        super().__init__(*args, commands=ordered, **kwargs)
+
+
 app = typer.Typer(
     name="mlsys",
+    cls=_Lifecycle,
     help="The tabular ML lifecycle from a shell: data, features, models, ONNX.\n\n"
     "Every subcommand reads and writes files (Parquet tables, .mlsys bundles, JSON reports) "
     "so Make, cron and CI chain them. Reference: commands/<name>.md.",
@@ -120,6 +130,10 @@ def _register() -> None:
             if exc.name == f"mlsys_cli.cli.{name}":
                 continue
             raise
+        group = getattr(module, "group", None)
+        if group is not None:  # a command group (registry list|show|...): `command` is its callback
+            app.add_typer(group, name=name, no_args_is_help=True, epilog=f"Reference: commands/{name}.md")
+            continue
         app.command(
             name=name,
             cls=Command,

@@ -7,9 +7,17 @@ Features bundles and model bundles share this container (DESIGN.md section 4):
 - fitted scikit-learn objects are stored with ``skops`` and loaded only when every type in
   them is in :data:`TRUSTED_TYPES`, a list written in our code (modules add their own classes
   with :func:`trust`), never read from the file;
-- other members are bytes (XGBoost UBJSON, safetensors, JSON).
+- other members are bytes (XGBoost UBJSON, safetensors, JSON);
+- ``manifest_sha256``, inside ``manifest.json``, is the sha256 of the canonical JSON of the
+  rest of the manifest (:func:`canonical_json`: sorted keys, no spaces). The manifest holds
+  every member's hash, so this one digest covers the whole file: an edited manifest (a class
+  list, a metric) or an edited member is refused, and a bundle can be verified without
+  deserialising anything. It detects corruption and hand edits, not a forger (who could
+  recompute it): authenticity needs a signature, which is out of scope.
 
-Loading checks every hash before anything is deserialised: a changed byte is refused (exit 3).
+Loading checks the manifest digest and every member hash before anything is deserialised: a
+changed byte is refused (exit 3). ``format`` is the container's schema version: bundles of
+format 1 (mlsys before the manifest digest) are refused with a rebuild hint.
 """
 
 from __future__ import annotations
@@ -17,15 +25,24 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 from mlsys_cli.errors import InputError
 from mlsys_cli.fsutil import atomic_path, sha256_bytes
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
+DIGEST = "manifest_sha256"
+TAMPERED = "the file was tampered with or damaged"
+# What reading a damaged zip can raise: a bad header, a bad deflate stream (zlib.error), a
+# compression method or flag changed in a header (NotImplementedError, RuntimeError), a
+# truncated structure (EOFError, struct.error), bad JSON or UTF-8 (ValueError).
+_DAMAGED = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, KeyError,
+            NotImplementedError, RuntimeError, struct.error)
 KINDS = ("features", "model")
 
 # Types skops may rebuild. Scikit-learn's own building blocks we use are listed here; stages
@@ -86,9 +103,13 @@ class BundleWriter:
     def to_bytes(self) -> bytes:
         """The bundle as bytes (deterministic: fixed member order and timestamps)."""
         manifest = dict(self.manifest)
+        manifest.pop(DIGEST, None)
         manifest["format"] = FORMAT_VERSION
         manifest["kind"] = self.kind
         manifest["members"] = {name: sha256_bytes(data) for name, data in sorted(self._members.items())}
+        # Digest what a reader will parse (JSON turns tuples into lists, keys into strings).
+        manifest = json.loads(json.dumps(manifest))
+        manifest[DIGEST] = manifest_digest(manifest)
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for name, data in [(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()), *sorted(self._members.items())]:
@@ -104,6 +125,16 @@ class BundleWriter:
         with atomic_path(path, suffix=".mlsys") as tmp:
             tmp.write_bytes(data)
         return Path(path)
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The canonical bytes of a JSON value: sorted keys, no whitespace, ASCII."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of a manifest's canonical JSON, without its own ``manifest_sha256`` key."""
+    return sha256_bytes(canonical_json({k: v for k, v in manifest.items() if k != DIGEST}))
 
 
 def _canonical_skops(data: bytes) -> bytes:
@@ -174,19 +205,14 @@ class BundleReader:
             names = set(zf.namelist())
             if MANIFEST not in names:
                 raise InputError(f"{path}: not an mlsys bundle (no manifest.json)")
-            self.manifest: dict[str, Any] = json.loads(zf.read(MANIFEST))
-            self._members = {n: zf.read(n) for n in names if n != MANIFEST}
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-            raise InputError(f"{path}: not a valid mlsys bundle ({type(exc).__name__}: {exc})", "the file may be truncated; rebuild it") from None
-        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT_VERSION:
-            raise InputError(f"{path}: unsupported bundle format {self.manifest.get('format') if isinstance(self.manifest, dict) else None!r}")
-        declared = self.manifest.get("members", {})
-        if set(declared) != set(self._members):
-            extra = sorted(set(self._members) ^ set(declared))
-            raise InputError(f"{path}: bundle members do not match its manifest ({', '.join(extra[:3])})", "the file was tampered with or damaged")
-        for name, digest in declared.items():
-            if sha256_bytes(self._members[name]) != digest:
-                raise InputError(f"{path}: member {name!r} fails its sha256 check", "the file was tampered with or damaged")
+            manifest = json.loads(zf.read(MANIFEST))
+            members = {n: zf.read(n) for n in names if n != MANIFEST}
+        except _DAMAGED as exc:
+            # A damaged zip or deflate stream is a damaged bundle, never a crash.
+            raise InputError(f"{path}: not a valid mlsys bundle ({type(exc).__name__}: {exc})",
+                             "the file may be truncated or damaged; rebuild it") from None
+        self.manifest: dict[str, Any] = verify(path, manifest, members)
+        self._members = members
         if kind is not None and self.manifest.get("kind") != kind:
             raise InputError(f"{path}: is a {self.manifest.get('kind')} bundle, expected a {kind} bundle")
         self.kind: str = self.manifest.get("kind", "")
@@ -215,6 +241,35 @@ class BundleReader:
         if unknown:
             raise InputError(f"{self.path}: member {name!r} holds types mlsys does not trust: {', '.join(unknown[:5])}")
         return sio.loads(data, trusted=sorted(untrusted))
+
+
+def verify(path: Any, manifest: Any, members: dict[str, bytes]) -> dict[str, Any]:
+    """The manifest without its digest, once the digest and every member hash match.
+
+    Raises
+    ------
+    InputError
+        Not a manifest of a supported format, a format-1 bundle (no digest: rebuild it), a
+        manifest whose digest does not match, or members that are missing, extra or changed.
+    """
+    fmt = manifest.get("format") if isinstance(manifest, dict) else None
+    if fmt == 1:
+        raise InputError(f"{path}: written by an older mlsys (bundle format 1, whose manifest is not integrity-checked)",
+                         "rebuild it with this mlsys: rerun the command recorded under recipe.command "
+                         f"(unzip -p {path} manifest.json)")
+    if fmt != FORMAT_VERSION:
+        raise InputError(f"{path}: unsupported bundle format {fmt!r}", "it was made by another mlsys version; rebuild it")
+    if manifest.get(DIGEST) != manifest_digest(manifest):
+        raise InputError(f"{path}: manifest.json fails its sha256 check", TAMPERED)
+    manifest = {k: v for k, v in manifest.items() if k != DIGEST}
+    declared = manifest.get("members")
+    if not isinstance(declared, dict) or set(declared) != set(members):
+        extra = sorted(set(members) ^ set(declared if isinstance(declared, dict) else {}))
+        raise InputError(f"{path}: bundle members do not match its manifest ({', '.join(extra[:3])})", TAMPERED)
+    for name, digest in declared.items():
+        if sha256_bytes(members[name]) != digest:
+            raise InputError(f"{path}: member {name!r} fails its sha256 check", TAMPERED)
+    return manifest
 
 
 def skops_io() -> Any:

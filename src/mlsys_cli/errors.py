@@ -14,6 +14,9 @@ class ExitCode(IntEnum):
     INPUT = 3
     CHECK_FAILED = 4
     BUSY = 5
+    # mlsys retrain's two outcomes besides "retrained and promoted" (0), so cron and CI can branch.
+    RETRAIN_NOT_NEEDED = 10
+    RETRAIN_REJECTED = 11
     INTERRUPTED = 130
     BROKEN_PIPE = 141
 

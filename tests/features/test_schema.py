@@ -76,3 +76,68 @@ def test_wrong_value_is_named(kind, value):
     df = pd.DataFrame({"c": [None, value]}, dtype=object)
     with pytest.raises(InputError, match=r"column 'c': expected .* \(row 1\)"):
         canonicalize(df, [{"name": "c", "type": kind}])
+
+
+def _json_records(df):
+    """The rows as a JSON client sends them: ISO dates, null for missing, plain numbers."""
+    import json
+
+    return json.loads(df.to_json(orient="records", date_format="iso", date_unit="s"))
+
+
+def test_records_give_the_frame_path_values():
+    from mlsys_cli.features.schema import canonical_arrays, canonical_records
+    from tests.features.frames import unseen_frame
+
+    df = unseen_frame(60).drop(columns=["y"])
+    df.loc[20:22, ["num", "skewed"]] = np.nan  # JSON has no inf; strict mode refuses beyond-float32 numbers
+    schema = infer_schema(df)
+    records = _json_records(df)
+    frame = canonical_arrays(pd.DataFrame(records), schema)
+    fast = canonical_records(records, schema)
+    strict = canonical_records(records, schema, strict=True)
+    assert set(fast) == {c["name"] for c in schema}
+    for name in fast:
+        assert fast[name].dtype == frame[name].dtype, name
+        np.testing.assert_array_equal(fast[name], frame[name], err_msg=name)
+        np.testing.assert_array_equal(strict[name], frame[name], err_msg=name)
+
+
+def test_records_value_forms():
+    from mlsys_cli.features.schema import canonical_records
+
+    schema = [{"name": "x", "type": "float"}, {"name": "b", "type": "bool"}, {"name": "s", "type": "string"},
+              {"name": "t", "type": "datetime"}]
+    rows = [{"x": "12.5", "b": "yes", "s": 3.0, "t": "2024-01-02T01:00:00+01:00"},
+            {"x": None, "b": None, "s": None, "t": None},
+            {"x": 7, "b": 0, "s": "a", "t": 86400.7},
+            {"x": 1e300, "b": True, "s": True, "t": "2024-01-02"}]
+    c = canonical_records(rows, schema)
+    midnight = int(pd.Timestamp("2024-01-02", tz="UTC").timestamp())
+    assert c["x"][0] == 12.5 and np.isnan(c["x"][1]) and c["x"][2] == 7.0 and np.isnan(c["x"][3])
+    assert c["b"][0] == 1.0 and np.isnan(c["b"][1]) and c["b"][2] == 0.0 and c["b"][3] == 1.0
+    assert c["s"].tolist() == ["3", "", "a", "True"]
+    assert c["t"].tolist() == [midnight, INT64_MIN, 86400, midnight]
+    # The frame path on the same rows (a number among date strings is epoch seconds here, as in a
+    # numeric column; pandas would read it as nanoseconds in a mixed column, so row 2 is left out).
+    frame = canonicalize(pd.DataFrame(rows[:2]), schema)
+    for name in ("x", "b", "s", "t"):
+        np.testing.assert_array_equal(frame[name].to_numpy(), c[name][:2], err_msg=name)
+
+
+@pytest.mark.parametrize("rows,needle", [
+    ([{"x": "abc", "s": "a"}], "column 'x': expected numeric values, found 'abc' (row 0)"),
+    ([{"x": 1, "s": "a"}, {"x": [1], "s": "a"}], "column 'x': expected numeric values, found [1] (row 1)"),
+    ([{"x": 1, "s": {"k": 1}}], "column 's': expected string values"),
+    ([{"x": 1e300, "s": "a"}], "found 1e+300"),
+    ([{"s": "a"}], "column 'x' is missing from the input (record 0)"),
+    ([{"x": 1, "s": "a"}, {"s": "b"}], "column 'x' is missing from the input (record 1)"),
+    (["not a record"], "record 0 is not an object"),
+])
+def test_records_strict_errors_name_the_problem(rows, needle):
+    from mlsys_cli.features.schema import canonical_records
+
+    schema = [{"name": "x", "type": "float"}, {"name": "s", "type": "string"}]
+    with pytest.raises(InputError) as info:
+        canonical_records(rows, schema, strict=True)
+    assert needle in info.value.message

@@ -10,6 +10,13 @@ be measured later without the training data. Per column:
 - strings: count, nulls, number of distinct values, the counts of the ``top`` most frequent
   categories and the count of all ``other`` ones.
 
+For drift tests (``mlsys drift``) each profile also has a finer ``sketch``: numbers keep the
+reference's percentiles as edges (``SKETCH_BINS`` bins, the same bin convention as the histogram),
+and the mean distance beyond the outer edges (``tails``), enough for a Kolmogorov–Smirnov test
+within a percentile and a Wasserstein distance; strings keep
+the counts of up to ``SKETCH_CATEGORIES`` categories (``other`` counts the rest), enough for a
+chi-square test and for telling an unseen category from a rare one.
+
 Inputs may be raw (as read) or already canonical (``features.schema.canonicalize``): missing
 is ``None``/NaN, ``""`` for strings and ``INT64_MIN`` for integer datetimes. Infinite numbers
 count as missing. Every value is plain JSON (no NaN).
@@ -22,6 +29,8 @@ from typing import Any, Mapping, Sequence
 QUANTILES = (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 BINS = 10
 TOP = 20
+SKETCH_BINS = 100
+SKETCH_CATEGORIES = 1000
 _INT64_MIN = -(2**63)
 
 
@@ -68,19 +77,54 @@ def numeric_profile(values: Any, bins: int = BINS) -> dict[str, Any]:
     if not len(present):
         return {**out, "mean": None, "std": None, "min": None, "max": None,
                 "quantiles": {"levels": list(QUANTILES), "values": [None] * len(QUANTILES)},
-                "histogram": {"edges": [], "counts": [0]}}
+                "histogram": {"edges": [], "counts": [0]}, "sketch": {"edges": [], "counts": [0]}}
+    # One sort serves everything: quantiles by interpolation between order statistics (NumPy's
+    # default "linear" method), bin counts by binary search of the edges, tails by partial sums.
+    ordered = np.sort(present)
     levels = np.linspace(0, 1, bins + 1)[1:-1]
-    # One selection pass for the histogram edges and the reported quantiles together.
-    cuts = np.quantile(present, np.concatenate([levels, QUANTILES]))
-    edges = np.unique(cuts[:len(levels)])
-    counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
+    fine = np.linspace(0, 1, SKETCH_BINS + 1)[1:-1]
+    edges = np.unique(_sorted_quantiles(ordered, levels))
+    sketch_edges = np.unique(_sorted_quantiles(ordered, fine))
     return {
         **out,
         "mean": _num(present.mean()), "std": _num(present.std()),
-        "min": _num(present.min()), "max": _num(present.max()),
-        "quantiles": {"levels": list(QUANTILES), "values": [_num(v) for v in cuts[len(levels):]]},
-        "histogram": {"edges": [_num(e) for e in edges], "counts": [int(c) for c in counts]},
+        "min": _num(ordered[0]), "max": _num(ordered[-1]),
+        "quantiles": {"levels": list(QUANTILES), "values": [_num(v) for v in _sorted_quantiles(ordered, QUANTILES)]},
+        "histogram": {"edges": [_num(e) for e in edges], "counts": _sorted_counts(ordered, edges)},
+        "sketch": {"edges": [_num(e) for e in sketch_edges], "counts": _sorted_counts(ordered, sketch_edges),
+                   "tails": tail_means(ordered, sketch_edges)},
     }
+
+
+def _sorted_quantiles(ordered: Any, levels: Any) -> Any:
+    """Quantiles of sorted values, as ``numpy.quantile(..., method="linear")``."""
+    import numpy as np
+
+    pos = np.asarray(levels, dtype=np.float64) * (len(ordered) - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _sorted_counts(ordered: Any, edges: Any) -> list[int]:
+    """Counts of sorted values in ``(-inf, e0), [e0, e1), ..., [e_last, inf)``."""
+    import numpy as np
+
+    below = np.searchsorted(ordered, edges, side="left")
+    return [int(c) for c in np.diff(np.concatenate([[0], below, [len(ordered)]]))]
+
+
+def tail_means(ordered: Any, edges: Any) -> list[float]:
+    """``[mean((e0 - x)+), mean((x - e_last)+)]`` of sorted values: the area between the distribution
+    function and the outer edges, which a Wasserstein distance needs beyond the bins."""
+    import numpy as np
+
+    if not len(edges) or not len(ordered):
+        return [0.0, 0.0]
+    k = int(np.searchsorted(ordered, edges[0], side="left"))
+    m = int(np.searchsorted(ordered, edges[-1], side="right"))
+    n = len(ordered)
+    return [float((k * edges[0] - ordered[:k].sum()) / n), float((ordered[m:].sum() - (n - m) * edges[-1]) / n)]
 
 
 def categorical_profile(values: Any, top: int = TOP) -> dict[str, Any]:
@@ -102,13 +146,20 @@ def categorical_profile(values: Any, top: int = TOP) -> dict[str, Any]:
             nulls += count
         else:
             counts[key] = counts.get(key, 0) + count
+    return categories_profile(counts, n, nulls, top)
+
+
+def categories_profile(counts: Mapping[str, int], n: int, nulls: int, top: int = TOP) -> dict[str, Any]:
+    """Profile of categories from their counts (``n`` rows in all, ``nulls`` of them missing)."""
     # Ties broken by name so the profile does not depend on row order.
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     kept = ranked[:top]
+    sketch = ranked[:SKETCH_CATEGORIES]
     return {
         "kind": "categorical", "count": n, "nulls": nulls,
         "null_rate": nulls / n if n else None, "n_unique": int(len(counts)),
         "top": {str(k): int(v) for k, v in kept}, "other": int(sum(v for _, v in ranked[top:])),
+        "sketch": {"counts": {str(k): int(v) for k, v in sketch}, "other": int(sum(v for _, v in ranked[SKETCH_CATEGORIES:]))},
     }
 
 

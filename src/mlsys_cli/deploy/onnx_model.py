@@ -151,6 +151,9 @@ class OnnxModel:
             raise InputError(f"{path}: onnxruntime cannot load the graph ({str(exc).splitlines()[0]})") from None
         self._inputs = {i.name: i.type for i in self.session.get_inputs()}
         self._outputs = [o.name for o in self.session.get_outputs()]
+        self._graph_schema: list[dict[str, Any]] | None = None
+        self._labels: tuple[dict[str, Any], Any] | None = None
+        self._dtypes: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike, threads: int | None = None) -> "OnnxModel":
@@ -181,28 +184,37 @@ class OnnxModel:
     def input_schema(self) -> list[dict[str, Any]]:
         return list(self.manifest["input_schema"])
 
-    def feeds(self, df: Any) -> dict[str, Any]:
-        """The graph inputs for a raw frame: one [N, 1] array per raw column, canonical form."""
+    def feeds(self, df: Any, strict: bool = False) -> dict[str, Any]:
+        """The graph inputs for raw rows: one [N, 1] array per raw column, canonical form.
+
+        ``df`` is a frame (pandas, pyarrow, polars) or a list of records (dicts); records take
+        the pandas-free path of ``features.schema.canonical_records`` (one row in microseconds).
+        ``strict`` (records only) refuses what the frame path treats as missing (see there).
+        """
+        from mlsys_cli.features.schema import canonical_arrays, canonical_records
+
+        schema = self.graph_schema
+        if isinstance(df, list):
+            return self.feeds_from_canonical(canonical_records(df, schema, strict=strict))
+        return self.feeds_from_canonical(canonical_arrays(df, schema))
+
+    @property
+    def graph_schema(self) -> list[dict[str, Any]]:
+        """The input-schema columns the graph reads (a column no transform uses has no input)."""
+        if self._graph_schema is None:
+            self._graph_schema = [c for c in self.input_schema if c["name"] in self._inputs]
+        return self._graph_schema
+
+    def feeds_from_canonical(self, canon: dict[str, Any]) -> dict[str, Any]:
+        """Graph inputs from canonical arrays (``features.schema``): the dtype each input takes."""
         import numpy as np
 
-        from mlsys_cli.features.schema import canonicalize
-
-        schema = [c for c in self.input_schema if c["name"] in self._inputs]
-        canon = canonicalize(df, schema)
-        feeds = {}
-        for col in schema:
-            values = canon[col["name"]].to_numpy()
-            kind = self._inputs[col["name"]]
-            if kind == "tensor(string)":
-                arr = np.asarray(values, dtype=object)
-            elif kind == "tensor(int64)":
-                arr = np.asarray(values, dtype=np.int64)
-            elif kind == "tensor(double)":
-                arr = np.asarray(values, dtype=np.float64)
-            else:
-                arr = np.asarray(values, dtype=np.float32)
-            feeds[col["name"]] = arr.reshape(-1, 1)
-        return feeds
+        if self._dtypes is None:
+            kinds = {"tensor(string)": object, "tensor(int64)": np.int64, "tensor(double)": np.float64}
+            self._dtypes = {name: kinds.get(kind, np.float32) for name, kind in self._inputs.items()}
+        dtypes = self._dtypes
+        return {name: np.asarray(values, dtype=dtypes[name]).reshape(-1, 1)
+                for name, values in canon.items() if name in dtypes}
 
     def run(self, feeds: dict[str, Any]) -> dict[str, Any]:
         """Run the graph on prepared inputs; outputs by name."""
@@ -217,24 +229,42 @@ class OnnxModel:
             ``label`` [N] and ``probabilities`` [N, C] (float64) for classification,
             ``prediction`` [N] (float64) for regression.
         """
+        return self.outputs(self.run(self.feeds(df)))
+
+    def outputs(self, out: dict[str, Any]) -> dict[str, Any]:
+        """``predict``'s dict from the graph's raw outputs (``run``)."""
         import numpy as np
 
-        out = self.run(self.feeds(df))
         if self.task == "regression":
             return {"prediction": np.asarray(out["prediction"], dtype=np.float64).reshape(-1)}
         labels = np.asarray(out["label"]).reshape(-1)
-        classes = self.classes
+        lookup, dtype = self._label_lookup()
         # The graph holds labels as int64 or strings (from the manifest's classes); give back the
-        # manifest's own values, looked up vectorised (a Python loop costs ms per 10k rows).
-        text = np.array([str(c) for c in classes])
-        order = np.argsort(text, kind="stable")
-        index = order[np.searchsorted(text[order], labels.astype(str)).clip(0, len(classes) - 1)]
-        label = np.asarray(classes, dtype=object)[index]
-        if classes and all(isinstance(c, bool) for c in classes):
-            label = label.astype(bool)
-        elif classes and all(isinstance(c, int) for c in classes):
-            label = label.astype(np.int64)
+        # manifest's own values: one dict lookup per distinct label, indexed back (no loop per row).
+        if len(labels) <= 64:  # a few rows (serving): a lookup each is cheaper than np.unique
+            label = np.empty(len(labels), dtype=object)
+            label[:] = [lookup.get(str(v), v) for v in labels.tolist()]
+        else:
+            distinct, index = np.unique(labels, return_inverse=True)
+            mapped = np.array([lookup.get(str(v), v) for v in distinct.tolist()], dtype=object)
+            label = mapped[index.reshape(-1)]
+        if dtype is not None:
+            label = label.astype(dtype)
         return {"label": label, "probabilities": np.asarray(out["probabilities"], dtype=np.float64)}
+
+    def _label_lookup(self) -> tuple[dict[str, Any], Any]:
+        """str(label) -> the manifest's class value, and the NumPy dtype of the labels (None: object)."""
+        import numpy as np
+
+        if self._labels is None:
+            classes = self.classes
+            dtype = None
+            if classes and all(isinstance(c, bool) for c in classes):
+                dtype = bool
+            elif classes and all(isinstance(c, int) for c in classes):
+                dtype = np.int64
+            self._labels = ({str(c): c for c in classes}, dtype)
+        return self._labels
 
     def predict_frame(self, df: Any) -> Any:
         """Outputs as a pandas frame: ``label`` + ``proba_<class>``, or ``prediction``."""

@@ -20,6 +20,7 @@ into ``inf`` would poison scaling and sums. The count is reported by :func:`out_
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from typing import Any, Sequence
 
 import numpy as np
@@ -257,7 +258,13 @@ def canonicalize(df: Any, input_schema: Sequence[dict[str, Any]]) -> Any:
 
 
 def canonical_arrays(df: Any, input_schema: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """:func:`canonicalize` as a dict of NumPy arrays (no DataFrame, so no consolidating copy)."""
+    """:func:`canonicalize` as a dict of NumPy arrays (no DataFrame, so no consolidating copy).
+
+    A list of records (dicts) takes :func:`canonical_records`, which gives the same values
+    without building a DataFrame (the single-row path of ``serve``).
+    """
+    if isinstance(df, list):
+        return canonical_records(df, input_schema)
     df = to_pandas(df)
     columns = {str(c): c for c in df.columns}
     missing = [c["name"] for c in input_schema if c["name"] not in columns]
@@ -285,3 +292,212 @@ def out_of_range(df: Any, input_schema: Sequence[dict[str, Any]]) -> dict[str, i
         if n:
             counts[c["name"]] = n
     return counts
+
+
+# --------------------------------------------------------------------------- records (no pandas)
+#
+# The online path: JSON records straight to canonical arrays. Building a DataFrame for one row
+# costs milliseconds; these loops cost microseconds. They give the values canonicalize gives for
+# the same rows (tests/features/test_schema.py compares them value by value).
+
+_ABSENT = object()
+
+
+class _Bad(Exception):
+    """A value its column's type cannot hold (turned into the named InputError by the caller)."""
+
+
+def _float_value(v: Any, strict: bool) -> float:
+    if v is None:
+        return np.nan
+    if isinstance(v, str):
+        text = v.strip()
+        if text == "" or text.lower() == "nan":
+            return np.nan
+        try:
+            v = float(text)
+        except ValueError:
+            raise _Bad() from None
+    elif isinstance(v, (bool, int, float, np.number)):
+        v = float(v)
+    else:
+        raise _Bad()
+    if v != v or abs(v) > FLOAT32_MAX:  # NaN, inf, beyond float32: missing (strict: refused)
+        if strict and v == v:
+            raise _Bad()
+        return np.nan
+    return v
+
+
+def _bool_value(v: Any, strict: bool) -> float:
+    if v is None or (isinstance(v, str) and v == ""):
+        return np.nan
+    if isinstance(v, (bool, np.bool_)):
+        return float(v)
+    if isinstance(v, (int, float, np.number)):
+        if v != v:
+            return np.nan
+        if v in (0, 1):
+            return float(v)
+        raise _Bad()
+    if isinstance(v, str):
+        text = v.strip().lower()
+        if text in _TRUE:
+            return 1.0
+        if text in _FALSE:
+            return 0.0
+    raise _Bad()
+
+
+def _string_value(v: Any, strict: bool) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (float, np.floating)) and v != v:
+        return ""
+    if strict and not isinstance(v, (bool, int, float, np.number)):
+        raise _Bad()  # a JSON object or array where a category belongs
+    return _str_value(v)
+
+
+def _datetime_value(v: Any, strict: bool) -> int:
+    if v is None or (isinstance(v, str) and v.strip() == ""):
+        return INT64_MIN
+    if isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)):
+        return int(np.floor(v)) if np.isfinite(v) else INT64_MIN
+    if not isinstance(v, str):
+        raise _Bad()
+    return _datetime_text(v)
+
+
+@functools.lru_cache(maxsize=4096)
+def _datetime_text(v: str) -> int:
+    """Epoch seconds of a date string (cached: the same dates come back request after request)."""
+    try:
+        parsed = _dt.datetime.fromisoformat(v.strip())
+    except ValueError:
+        return _datetime_pandas(v)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+    # Whole seconds, rounded down like the datetime64[s] cast of the frame path.
+    return int(np.floor(parsed.timestamp())) if parsed.microsecond else int(parsed.timestamp())
+
+
+def _datetime_pandas(v: str) -> int:
+    """A date in a format ``fromisoformat`` does not read: pandas' parser, as the frame path uses."""
+    import pandas as pd
+
+    try:
+        parsed = pd.to_datetime(pd.Series([v]), errors="coerce", utc=True, format="mixed")
+    except (ValueError, TypeError):
+        raise _Bad() from None
+    if parsed.isna().iloc[0]:
+        raise _Bad()
+    return int(parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype("datetime64[s]").astype(np.int64)[0])
+
+
+_VALUE = {"float": (_float_value, np.float64, "numeric"), "bool": (_bool_value, np.float64, "boolean"),
+          "string": (_string_value, object, "string"), "datetime": (_datetime_value, np.int64, "datetime")}
+
+
+def canonical_columns(columns: dict[str, Sequence[Any]], input_schema: Sequence[dict[str, Any]],
+                      strict: bool = False) -> dict[str, np.ndarray]:
+    """Canonical arrays from plain Python values per column (JSON data), without pandas.
+
+    Parameters
+    ----------
+    columns : dict
+        Column name -> a sequence of raw values (None = missing), all of one length.
+    input_schema : list of dict
+    strict : bool
+        Refuse what the frame path would quietly treat as missing or stringify: numbers beyond
+        float32 (and inf), and JSON objects or arrays where a category belongs (``serve``).
+
+    Raises
+    ------
+    InputError
+        A column is missing or holds a value its type cannot hold (named, with the row).
+    """
+    missing = [c["name"] for c in input_schema if c["name"] not in columns]
+    if missing:
+        raise InputError(
+            f"column {missing[0]!r} is missing from the input" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+            "the model reads: " + ", ".join(c["name"] for c in input_schema),
+        )
+    # One NumPy array per type for all its columns (a row of it per column): for one row the
+    # cost is the Python conversions, not one array allocation per column.
+    n = len(columns[input_schema[0]["name"]]) if input_schema else 0
+    flat: dict[str, list[Any]] = {}
+    names: dict[str, list[str]] = {}
+    for c in input_schema:
+        name, kind = c["name"], c["type"]
+        convert = _VALUE[kind][0]
+        values = columns[name]
+        if len(values) != n:
+            raise InputError(f"column {name!r} has {len(values)} values, the others {n}")
+        try:
+            # The common case first, without a call: a JSON value already of the column's type.
+            if kind == "float":
+                converted = [v if type(v) is float and -FLOAT32_MAX <= v <= FLOAT32_MAX else convert(v, strict) for v in values]
+            elif kind == "string":
+                converted = [v if type(v) is str else convert(v, strict) for v in values]
+            else:
+                converted = [convert(v, strict) for v in values]
+            flat.setdefault(kind, []).extend(converted)
+        except _Bad:
+            raise _named(name, kind, values, convert, strict) from None
+        names.setdefault(kind, []).append(name)
+    out = {}
+    for kind, values in flat.items():
+        if kind == "string":
+            block = _object_array(values).reshape(len(names[kind]), n)
+        else:
+            block = np.array(values, dtype=_VALUE[kind][1]).reshape(len(names[kind]), n)
+            if kind == "float":
+                block = block.astype(np.float32).astype(np.float64)
+        out.update(zip(names[kind], block))
+    return {c["name"]: out[c["name"]] for c in input_schema}
+
+
+def _named(name: str, kind: str, values: Sequence[Any], convert: Any, strict: bool) -> InputError:
+    """The error naming the first value of ``name`` its type cannot hold, and its row."""
+    for row, v in enumerate(values):
+        try:
+            convert(v, strict)
+        except _Bad:
+            return InputError(f"column {name!r}: expected {_VALUE[kind][2]} values, found {v!r} (row {row})",
+                              "send a value of the column's type, or null for a missing value")
+    return InputError(f"column {name!r}: a value of the wrong type")
+
+
+def _object_array(values: list[str]) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
+
+
+def canonical_records(records: Sequence[Any], input_schema: Sequence[dict[str, Any]],
+                      strict: bool = False) -> dict[str, np.ndarray]:
+    """Canonical arrays from a list of records (dicts of raw values), without pandas.
+
+    A key absent from a record is a missing value, as in a frame built from the records; with
+    ``strict`` every record must name every column (null for a missing value). Extra keys are
+    ignored. See :func:`canonical_columns` for ``strict`` and the errors.
+    """
+    for row, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise InputError(f"record {row} is not an object (found {type(record).__name__})",
+                             'send {"column": value, ...} or a list of them')
+    columns: dict[str, list[Any]] = {}
+    for c in input_schema:
+        name = c["name"]
+        values = [r.get(name, _ABSENT) for r in records]
+        if _ABSENT in values:
+            row = next(i for i, v in enumerate(values) if v is _ABSENT)
+            if strict or all(v is _ABSENT for v in values):
+                raise InputError(f"column {name!r} is missing from the input" + (f" (record {row})" if strict else ""),
+                                 "the model reads: " + ", ".join(c["name"] for c in input_schema))
+            values = [None if v is _ABSENT else v for v in values]
+        columns[name] = values
+    return canonical_columns(columns, input_schema, strict=strict)

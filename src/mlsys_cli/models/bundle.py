@@ -205,14 +205,16 @@ class ModelBundle:
 
     Parameters
     ----------
-    manifest : dict
-        The keys listed in ARCHITECTURE.md ("The model bundle"); ``predictor`` is filled in
-        on save from the predictor's layout.
+    manifest : models.manifest.Manifest or its dict form
+        Kept as a dict (``.manifest``; :attr:`record` is the typed view); ``predictor`` is
+        filled in on save from the predictor's layout.
     predictor : SinglePredictor or another registered predictor kind
     """
 
-    def __init__(self, manifest: Mapping[str, Any], predictor: Any, path: str | None = None):
-        self.manifest = dict(manifest)
+    def __init__(self, manifest: Any, predictor: Any, path: str | None = None):
+        from mlsys_cli.models.manifest import Manifest
+
+        self.manifest = manifest.to_dict() if isinstance(manifest, Manifest) else dict(manifest)
         self.predictor = predictor
         self.path = path
 
@@ -282,12 +284,19 @@ class ModelBundle:
         cols.update({name: out["probabilities"][:, i] for i, name in enumerate(self.output_columns()[1:])})
         return pd.DataFrame(cols)
 
+    @property
+    def record(self) -> Any:
+        """The manifest as a typed :class:`~mlsys_cli.models.manifest.Manifest`."""
+        from mlsys_cli.models.manifest import Manifest
+
+        return Manifest.from_dict(self.manifest, self.path or "manifest")
+
     def to_writer(self) -> Any:
         """A :class:`~mlsys_cli.bundle.BundleWriter` holding the manifest and every member."""
-        writer = _bundle.BundleWriter("model", {})
-        layout = self.predictor.save(writer, "")
+        from mlsys_cli.models.manifest import model_writer
+
+        writer, layout = model_writer(self.record, self.predictor)
         self.manifest["predictor"] = layout
-        writer.manifest.update(self.manifest)
         return writer
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -298,10 +307,12 @@ class ModelBundle:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ModelBundle":
-        """Open a model bundle, verifying every member; a features bundle is refused (exit 3)."""
+        """Open a model bundle, verifying its manifest and every member; a features bundle is refused (exit 3)."""
+        from mlsys_cli.models.manifest import Manifest
+
         reader = _bundle.BundleReader(path, kind="model")
         manifest = reader.manifest
-        for key in ("task", "target", "input_schema", "predictor"):
-            if key not in manifest:
-                raise InputError(f"{path}: model manifest has no {key!r}")
+        Manifest.from_dict(manifest, path)
+        if "predictor" not in manifest:
+            raise InputError(f"{path}: model manifest has no 'predictor'")
         return cls(manifest, load_predictor(reader, "", manifest["predictor"]), path=str(path))

@@ -174,6 +174,8 @@ class XGBoostModel(SklearnModel):
     """
 
     early_stopping_rounds = 50
+    # A fitted Booster to continue from (retrain --stateful): its trees are kept, new rounds added.
+    init_model = None
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None, eval_set: Any = None,
             timeout: float | None = None, progress: Any = None, callback: Any = None) -> "XGBoostModel":
@@ -192,7 +194,7 @@ class XGBoostModel(SklearnModel):
                 return budget.step()
 
         callbacks: list[Any] = [_Stop()]
-        fit_kwargs: dict[str, Any] = {"sample_weight": sample_weight, "verbose": False}
+        fit_kwargs: dict[str, Any] = {"sample_weight": sample_weight, "verbose": False, "xgb_model": self.init_model}
         if eval_set is not None:
             Xv, yv, *wv = eval_set
             fit_kwargs.update(eval_set=[(Xv, yv)], sample_weight_eval_set=[wv[0]] if wv else None)
@@ -204,8 +206,10 @@ class XGBoostModel(SklearnModel):
             # The callbacks hold this fit's clock and progress bar; they are not part of the model.
             self.estimator.set_params(callbacks=None)
         self.n_features_ = X.shape[1]
+        start = self.init_model.num_boosted_rounds() if self.init_model is not None else 0
         trees = self.estimator.get_booster().num_boosted_rounds()
-        stopped = "timeout" if budget.stopped else ("early_stopping" if eval_set is not None and trees < rounds else None)
+        stopped = "timeout" if budget.stopped else ("early_stopping" if eval_set is not None and trees - start < rounds else None)
+        self.init_model = None  # the champion's booster is not part of this model's state
         self.fit_info_ = {"n_estimators": trees, "best_iteration": trees - 1, "stopped_by": stopped}
         return self
 
@@ -250,6 +254,14 @@ class Family(abc.ABC):
         import numpy as np
 
         return np.zeros(est.n_features_)
+
+    def warm_start(self, est: Any, init: Any) -> tuple[Any, str | None]:
+        """Prime the unfitted ``est`` to continue from the fitted ``init`` (``mlsys retrain --stateful``).
+
+        Returns the estimator to fit and what its fit will continue from, or ``(est, None)``
+        when the family cannot continue (it then trains from scratch).
+        """
+        return est, None
 
     def spec(self, est: Any, task: str, n_classes: int, params: Mapping[str, Any], seed: int) -> dict[str, Any]:
         """What :meth:`load` needs besides the members (stored in the manifest)."""
@@ -317,6 +329,16 @@ class LinearFamily(Family):
         if task == "regression":
             return {"alpha": trial.suggest_float("alpha", 1e-4, 1e3, log=True)}
         return {"C": trial.suggest_float("C", 1e-4, 1e2, log=True)}
+
+    def warm_start(self, est: Any, init: Any) -> tuple[Any, str | None]:
+        """Logistic regression starts its solver (lbfgs) from the champion's coefficients; ridge
+        has a closed form, so there is nothing to start from."""
+        if est.task == "regression":
+            return est, None
+        est.estimator.set_params(warm_start=True)
+        est.estimator.coef_ = init.estimator.coef_.copy()
+        est.estimator.intercept_ = init.estimator.intercept_.copy()
+        return est, "the solver started from the champion's coefficients"
 
     def _raw_importances(self, est: Any) -> Any:
         import numpy as np
@@ -408,6 +430,11 @@ class XGBoostFamily(Family):
             "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
             "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 10.0, log=True),
         }
+
+    def warm_start(self, est: Any, init: Any) -> tuple[Any, str | None]:
+        """New rounds are boosted on top of the champion's trees (XGBoost's ``xgb_model``)."""
+        est.init_model = init.estimator.get_booster()
+        return est, f"boosting continued from the champion's {est.init_model.num_boosted_rounds()} trees"
 
     def _raw_importances(self, est: Any) -> Any:
         import numpy as np

@@ -592,6 +592,13 @@ class MLPFamily(Family):
             "batch_size": trial.suggest_categorical("batch_size", [64, 128, 256, 512, 1024]),
         }
 
+    def warm_start(self, est: MLPEstimator, init: MLPEstimator) -> tuple[MLPEstimator, str | None]:
+        """Fine-tune: a copy of the champion's network (and its input scalings) keeps training."""
+        tuned = copy.deepcopy(init)
+        tuned.set_params(**{k: v for k, v in est.get_params().items() if k not in ("task", "n_classes", "warm_start")},
+                         warm_start=True)
+        return tuned, f"fine-tuned the champion's network (best epoch {init.best_epoch_})"
+
     def save(self, est: MLPEstimator, writer: Any, prefix: str) -> None:
         """Add the weights (safetensors) and config (JSON) under ``prefix``."""
         writer.add_bytes(prefix + WEIGHTS_MEMBER, est.weights_bytes())

@@ -246,7 +246,7 @@ def load_params(path: Any) -> tuple[dict[str, Any], str | None]:
 
 def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0, params: Mapping[str, Any] | None = None,
                   seed: int = 0, sample_weight: Any = None, eval_set: Any = None, timeout: float | None = None,
-                  progress: Any = None, callback: Any = None) -> Any:
+                  progress: Any = None, callback: Any = None, init: Any = None) -> Any:
     """Fit one estimator of ``family`` on a featurized matrix.
 
     Parameters
@@ -268,14 +268,23 @@ def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0,
     callback : callable, optional
         ``callback(step, valid_loss)`` after each boosting round (families whose ``fit`` takes
         ``callback``; others ignore it). May raise to abort the fit (tune's pruning).
+    init : estimator, optional
+        A fitted estimator of the same family to continue from (``Family.warm_start``); the
+        fit records what it continued from as ``warm_start_`` (None: it trained from scratch).
     """
     import inspect
 
     from mlsys_cli.models.families import resolve_params
 
     est = family.make(task, n_classes, resolve_params(family, task, params), seed)
+    continued = None
+    if init is not None:
+        est, continued = family.warm_start(est, init)
     extra = {"callback": callback} if callback is not None and "callback" in inspect.signature(est.fit).parameters else {}
-    return est.fit(X, y, sample_weight=sample_weight, eval_set=eval_set, timeout=timeout, progress=progress, **extra)
+    est = est.fit(X, y, sample_weight=sample_weight, eval_set=eval_set, timeout=timeout, progress=progress, **extra)
+    if init is not None:
+        est.warm_start_ = continued
+    return est
 
 
 # --------------------------------------------------------------------------- the whole step
@@ -355,7 +364,8 @@ def prediction_reference(task: str, scores: Any, classes: Sequence[Any] | None) 
 def train_model(train: Any, *, target: str | None = None, model: str = "xgboost", valid: Any = None,
                 task: str | None = None, features: Any = None, params: Mapping[str, Any] | None = None,
                 class_weight: str | None = None, sample_weight: str | None = None, calibrate: str | None = None,
-                seed: int = 0, timeout: float | None = None, progress: Any = None) -> tuple[Any, TrainResult]:
+                seed: int = 0, timeout: float | None = None, progress: Any = None,
+                init: Any = None) -> tuple[Any, TrainResult]:
     """Train a model on a table and return the bundle and its report.
 
     Parameters
@@ -382,6 +392,10 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     timeout : float, optional
         Seconds for the whole step; boosting stops at the next round after it.
     progress : object, optional
+    init : SinglePredictor, optional
+        Continue from this fitted model (``retrain --stateful``): its featurizer is used as
+        fitted and its estimator is continued where the family can (``Family.warm_start``);
+        ``features`` is then only recorded in the recipe.
 
     Returns
     -------
@@ -392,10 +406,11 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     import numpy as np
 
     from mlsys_cli.data.io import input_record, invocation, read_frame, resolve_inputs
-    from mlsys_cli.data.profile import profile_frame
+    from mlsys_cli.data.profile import profile_frame, profile_values
     from mlsys_cli.features.schema import infer_schema
     from mlsys_cli.models.bundle import CALIBRATION_METHODS, Calibrator, ModelBundle, SinglePredictor
     from mlsys_cli.models.families import get_family, resolve_params
+    from mlsys_cli.models.manifest import Manifest, Recipe
     from mlsys_cli.models.metrics import baseline_metrics, compute_metrics, primary_metric
 
     start = time.perf_counter()
@@ -429,7 +444,11 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     weights = sample_weights(train_df, sample_weight, class_weight, y, task, n_classes, train)
     drop = [sample_weight] if sample_weight else []
     X_frame = train_df.drop(columns=drop)
-    if isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
+    if init is not None:
+        # The champion's encodings were fitted on older rows: these rows are out of sample for them.
+        featurizer, features_spec = init.featurizer, dict(features or {})
+        X = featurizer.transform(X_frame, dtype=family.input_dtype)
+    elif isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
         featurizer = load_features(features, target)
         features_spec: dict[str, Any] = {"bundle": input_record(features)}
         # Target-encoded columns are cross-fitted on the training rows, as fit_transform does.
@@ -464,10 +483,14 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
         est = fit_estimator(family, task, X, y, n_classes=n_classes, params=resolved, seed=seed,
-                            sample_weight=weights, eval_set=eval_set, timeout=remaining, progress=progress)
+                            sample_weight=weights, eval_set=eval_set, timeout=remaining, progress=progress,
+                            init=init.estimator if init is not None else None)
     caught.extend(dict.fromkeys(f"{r.category.__name__}: {str(r.message).splitlines()[0]}" for r in records))
+    fit_info = dict(getattr(est, "fit_info_", {}))
+    if init is not None:
+        fit_info["warm_start"] = est.warm_start_
     spec = {"task": task, "n_classes": n_classes, "params": resolved, "seed": seed,
-            "n_features": int(X.shape[1]), "fit_info": dict(getattr(est, "fit_info_", {}))}
+            "n_features": int(X.shape[1]), "fit_info": fit_info}
     predictor = SinglePredictor(featurizer, family, est, spec)
     if calibrate:
         predictor.calibrator = Calibrator(calibrate).fit(predictor.scores_from_features(X_valid, calibrated=False),
@@ -491,22 +514,24 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
 
     ranked = ranked_importance(family, est, list(featurizer.get_feature_names_out()))
 
-    recipe = {
-        "family": family.name, "params": resolved, "seed": seed, "task": task, "features": features_spec,
-        "class_weight": class_weight, "sample_weight": sample_weight, "calibrate": calibrate,
-        "fit": spec["fit_info"], "command": invocation(),
-        "data": {"train": [input_record(p) for p in resolve_inputs(_paths(train))],
-                 "valid": [input_record(p) for p in resolve_inputs(_paths(valid))] if valid is not None else None},
-    }
+    recipe = Recipe(
+        family=family.name, task=task, target=target, params=resolved, seed=seed, features=features_spec,
+        class_weight=class_weight, sample_weight=sample_weight, calibrate=calibrate, fit=spec["fit_info"],
+        command=invocation(),
+        data={"train": [input_record(p) for p in resolve_inputs(_paths(train))],
+              "valid": [input_record(p) for p in resolve_inputs(_paths(valid))] if valid is not None else None},
+    )
     metrics = {"evaluated_on": evaluated_on, "primary": {"name": metric_name, "higher_is_better": higher},
                "train": train_metrics, "train_scored": sample_info, "valid": valid_metrics, "baselines": baselines}
-    manifest = {
-        "mlsys_version": libraries(family.name)["mlsys"], "task": task, "target": target, "classes": classes,
-        "input_schema": schema, "recipe": recipe, "metrics": metrics,
-        "reference": {"features": _reference(reference, train_df, schema),
-                      "predictions": prediction_reference(task, train_scores, classes)},
-        "importance": ranked, "libraries": libraries(family.name),
-    }
+    manifest = Manifest(
+        mlsys_version=libraries(family.name)["mlsys"], task=task, target=target, classes=classes,
+        input_schema=schema, recipe=recipe, metrics=metrics,
+        reference={"features": _reference(reference, train_df, schema),
+                   "predictions": prediction_reference(task, train_scores, classes),
+                   # The training labels' distribution: drift's label shift, evaluate's zero rule.
+                   "target": profile_values(train_df[target].to_numpy())},
+        importance=ranked, libraries=libraries(family.name),
+    )
     bundle = ModelBundle(manifest, predictor)
     result = TrainResult(
         model=family.name, task=task, target=target, classes=classes,

@@ -1,0 +1,319 @@
+"""Running the server: load, bind, serve; workers, signals, hot reload, graceful shutdown.
+
+One worker serves in this process. ``workers > 1``: the socket is bound here, then N worker
+processes are forked *before* anything heavy is imported (no threads to inherit); each loads
+the models and serves the shared socket, and reports "ready" or its load error through a
+pipe, so a model that fails to load is still exit 3 with the reason. This process forwards
+SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) to the workers and starts a new worker
+when one dies.
+
+Signals in a worker: SIGTERM stops accepting, lets in-flight requests finish (at most the
+request timeout), flushes the prediction log and exits 0; SIGHUP reloads every model from its
+source; with a registry, ``champion.json`` is also polled every ``poll_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from mlsys_cli.deploy.serve.batching import BatchOptions
+from mlsys_cli.deploy.serve.models import Slot, Source, describe_error
+from mlsys_cli.deploy.serve.predlog import LogOptions
+from mlsys_cli.errors import InputError, UsageError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to serve in a role: its source and the name it answers under."""
+
+    role: str
+    name: str
+    source: Source
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may cost: body bytes, rows, and seconds (headers, body and answer)."""
+
+    max_body_bytes: int = 4 << 20
+    max_rows: int = 10_000
+    request_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Everything ``mlsys serve`` can be told, except the models."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    limits: Limits = field(default_factory=Limits)
+    batching: BatchOptions = field(default_factory=BatchOptions)
+    log: LogOptions | None = None
+    api_key: str | None = None
+    access_log: bool = True
+    poll_seconds: float = 2.0
+    canary_share: float = 0.0
+    max_connections: int = 1000
+
+
+@dataclass(frozen=True)
+class ServeResult:
+    """What ``mlsys serve`` reports when it has stopped."""
+
+    url: str
+    workers: int
+    seconds: float
+    log_files: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "workers": self.workers, "seconds": self.seconds, "log_files": self.log_files}
+
+
+@dataclass
+class Runtime:
+    """The per-worker state the application reads: options, metrics, the prediction log."""
+
+    options: ServeOptions
+    metrics: Any
+    log: Any
+    on_ready: Callable[[], None] | None = None
+    _poller: Any = None
+
+    @property
+    def limits(self) -> Any:
+        return self.options.limits
+
+    @property
+    def batching(self) -> BatchOptions:
+        return self.options.batching
+
+    @property
+    def api_key(self) -> bytes | None:
+        return self.options.api_key.encode() if self.options.api_key else None
+
+    @property
+    def canary_share(self) -> float:
+        return self.options.canary_share
+
+    @property
+    def access_log(self) -> bool:
+        return self.options.access_log
+
+    def access(self, req: Any, status: int, seconds: float, client: Any) -> None:
+        from mlsys_cli.deploy.serve.app import write_line
+
+        record = {"time": round(time.time(), 3), "event": "request", "id": req.request_id, "method": req.method,
+                  "path": req.path, "status": status, "ms": round(seconds * 1000.0, 3), "rows": req.rows,
+                  "client": f"{client[0]}:{client[1]}" if client else None}
+        if req.model is not None:
+            record.update(model=req.model.name, version=req.model.version, role=req.model.role)
+        write_line(record)
+
+    def event(self, record: dict[str, Any]) -> None:
+        from mlsys_cli.deploy.serve.app import write_line
+
+        write_line({"time": round(time.time(), 3), "pid": os.getpid(), **record})
+
+    async def lifespan(self, app: Any, receive: Callable, send: Callable) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._start(app)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._stop(app)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _start(self, app: Any) -> None:
+        loop = asyncio.get_running_loop()
+        if self.log is not None:
+            self.log.start()
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload(app, True)))
+        self._poller = loop.create_task(self._poll(app))
+        app.ready = True
+        if self.on_ready is not None:
+            self.on_ready()
+
+    async def _stop(self, app: Any) -> None:
+        app.ready = False
+        if self._poller is not None:
+            self._poller.cancel()
+        if self.log is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.log.close)
+
+    async def _poll(self, app: Any) -> None:
+        while True:
+            await asyncio.sleep(self.options.poll_seconds)
+            await self._reload(app, False)
+
+    async def _reload(self, app: Any, force: bool) -> None:
+        try:
+            await app.reload(force=force)
+        except Exception as exc:  # reloading must never take the server down
+            self.event({"event": "reload", "ok": False, "error": describe_error(exc)})
+
+
+# ---------------------------------------------------------------------- one worker
+
+
+def load_slots(specs: list[ModelSpec]) -> dict[str, Slot]:
+    """Load every model (a failure is an InputError naming the model: exit 3)."""
+    slots = {}
+    for spec in specs:
+        slot = Slot(spec.role, spec.name, spec.source)
+        try:
+            slot.load()
+        except Exception as exc:  # whatever stops a model from loading is the reason to give (exit 3)
+            raise InputError(f"cannot serve the {spec.role} model: {describe_error(exc)}",
+                             getattr(exc, "hint", None)) from None
+        slots[spec.role] = slot
+    primary, challengers = slots["primary"].current, [s.current for r, s in slots.items() if r != "primary"]
+    for other in challengers:
+        if other.task != primary.task:
+            raise InputError(f"the {other.role} model is {other.task}, the primary {primary.task}",
+                             "a challenger must answer the same question")
+    return slots
+
+
+def _protocol(header_timeout: float) -> type:
+    """uvicorn's httptools protocol, answering 408 to a client that sends its headers too slowly."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class Protocol(HttpToolsProtocol):
+        _timer: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._timer is None:
+                self._timer = self.loop.call_later(header_timeout, self._slow)
+
+        def _slow(self) -> None:
+            self._timer = None
+            if self.transport.is_closing():
+                return
+            body = b'{"error":"the request headers did not arrive within %g s"}' % header_timeout
+            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                                 b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            self.transport.close()
+
+    return Protocol
+
+
+def run_worker(specs: list[ModelSpec], options: ServeOptions, sock: socket.socket, on_ready: Callable[[], None],
+               slots: dict[str, Slot] | None = None) -> list[str]:
+    """Serve on ``sock`` in this process until SIGTERM/SIGINT; returns the log files written."""
+    import uvicorn
+
+    from mlsys_cli.deploy.serve.app import ServeApp
+    from mlsys_cli.deploy.serve.metrics import Metrics
+    from mlsys_cli.deploy.serve.predlog import PredictionLog
+
+    slots = slots or load_slots(specs)
+    metrics = Metrics()
+
+    def counted(written: int, dropped: int) -> None:
+        if written:
+            metrics.log_rows.labels("written").inc(written)
+        if dropped:
+            metrics.log_rows.labels("dropped").inc(dropped)
+
+    log = PredictionLog(options.log, counted) if options.log is not None else None
+    runtime = Runtime(options, metrics, log, on_ready)
+    app = ServeApp(slots, runtime)
+    timeout = options.limits.request_timeout
+    config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, http=_protocol(timeout), loop="uvloop",
+                            limit_concurrency=options.max_connections, timeout_keep_alive=5,
+                            timeout_graceful_shutdown=int(timeout) + 5, server_header=False, date_header=False)
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn re-raises it after the graceful stop
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return [str(p) for p in log.written] if log is not None else []
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket (exit 3 when the address is taken or not ours)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror})",
+                         "pick another --port, or stop what is listening there") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket, host: str) -> str:
+    port = sock.getsockname()[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve(specs: list[ModelSpec], options: ServeOptions, on_ready: Callable[[dict[str, Any]], None]) -> ServeResult:
+    """Serve ``specs`` until stopped.
+
+    Parameters
+    ----------
+    specs : list of ModelSpec
+        ``primary`` first; optionally ``shadow`` and ``canary``.
+    options : ServeOptions
+    on_ready : callable
+        Called once with ``{"url", "pid", "workers", "models"}`` when the server accepts requests.
+
+    Raises
+    ------
+    InputError
+        A model cannot be loaded, the log directory cannot be written, the address is taken (exit 3).
+    UsageError
+        Inconsistent options (exit 2).
+    """
+    if options.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    start = time.monotonic()
+    if options.workers == 1:
+        slots = load_slots(specs)
+        if options.log is not None:
+            options.log.directory.mkdir(parents=True, exist_ok=True)
+        sock = bind(options.host, options.port)
+        url = url_of(sock, options.host)
+        info = {"url": url, "pid": os.getpid(), "workers": 1,
+                "models": [s.current.describe() for s in slots.values()]}
+        files = run_worker(specs, options, sock, lambda: on_ready(info), slots=slots)
+        return ServeResult(url, 1, round(time.monotonic() - start, 3), files)
+    from mlsys_cli.deploy.serve.supervisor import supervise
+
+    sock = bind(options.host, options.port)
+    url = url_of(sock, options.host)
+    supervise(specs, options, sock, lambda models: on_ready({"url": url, "pid": os.getpid(), "workers": options.workers,
+                                                             "models": models}))
+    return ServeResult(url, options.workers, round(time.monotonic() - start, 3), [])

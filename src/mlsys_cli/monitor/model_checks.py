@@ -1,0 +1,170 @@
+"""Drift seen through a model: its outputs, its metric, and an estimate of it without labels.
+
+- Prediction drift: each output (``proba_<class>``, ``label``, ``prediction``) against the
+  distribution the bundle stored for its training rows (``manifest.reference.predictions``). The
+  outputs come from the current data when it holds them (``serve`` logs: ``_mlsys_proba_<class>``,
+  ``_mlsys_label``, ``_mlsys_prediction``); otherwise the model predicts the current rows, batch by batch.
+- With labels in the current data: the metrics on it beside the bundle's own (``metrics.valid``,
+  or ``metrics.train`` when the bundle was trained without ``--valid``), and the change.
+- Without labels (classification): confidence-based performance estimation. If the probabilities
+  are calibrated, the expected accuracy is the mean probability of the predicted class, and the
+  expected AUC counts each row as positive with its probability. That holds only for a calibrated
+  model, so the estimate is flagged unless the bundle's own numbers agree: its expected accuracy on
+  the reference (from the stored probability sketch) within ``CALIBRATION_GAP`` of its measured
+  accuracy on held-out rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from mlsys_cli.errors import InputError
+
+CALIBRATION_GAP = 0.03
+
+
+def _outputs(model_path: Any, manifest: Mapping[str, Any], source: Any, label: str | None) -> tuple[dict[str, Any], Any, str]:
+    """Model outputs over the current rows (logged, or predicted in batches), and the labels if any."""
+    task, classes = manifest["task"], manifest.get("classes") or []
+    names = ["prediction"] if task == "regression" else ["label"] + [f"proba_{c}" for c in classes]
+    logged = all(f"_mlsys_{n}" in source.columns for n in names)
+    inputs = [c["name"] for c in manifest.get("input_schema") or []]
+    columns = [f"_mlsys_{n}" for n in names] if logged else inputs
+    missing = [c for c in columns if c not in source.columns]
+    if missing:
+        raise InputError(f"{source.name}: no column {missing[0]!r}, which the model needs to predict",
+                         "give data with the model's input columns, or serve logs")
+    predictor = None
+    if not logged:
+        from mlsys_cli.deploy.predict import load_model
+
+        predictor = load_model(model_path)
+    parts: dict[str, list[Any]] = {n: [] for n in names}
+    ys: list[Any] = []
+    for batch in source.batches(list(dict.fromkeys(columns + ([label] if label else [])))):
+        if logged:
+            for n in names:
+                parts[n].append(batch.column(f"_mlsys_{n}").to_numpy(zero_copy_only=False))
+        else:
+            out = predictor.predict(batch.select(inputs).to_pandas())
+            if task == "regression":
+                parts["prediction"].append(out["prediction"])
+            else:
+                parts["label"].append(np.asarray(out["label"]))
+                for i, c in enumerate(classes):
+                    parts[f"proba_{c}"].append(out["probabilities"][:, i])
+        if label:
+            ys.append(batch.column(label).to_numpy(zero_copy_only=False))
+    joined = {n: np.concatenate(v) if v else np.array([]) for n, v in parts.items()}
+    return joined, (np.concatenate(ys) if ys else None), "logged outputs" if logged else "predicted by the model"
+
+
+def model_checks(model_path: Any, manifest: Mapping[str, Any], source: Any, label: str | None, options: Any,
+                 judge: Callable[..., Any]) -> tuple[dict[str, Any], list[Any]]:
+    """Prediction drift tests (judged like features) and the model section of the report."""
+    import pyarrow as pa
+
+    from mlsys_cli.monitor.reference import reference_cells
+    from mlsys_cli.monitor.scan import Counts
+
+    task, classes = manifest["task"], manifest.get("classes") or []
+    outputs, y, origin = _outputs(model_path, manifest, source, label)
+    refs = (manifest.get("reference") or {}).get("predictions") or {}
+    tests = []
+    for name, values in outputs.items():
+        prof = refs.get(name)
+        if not prof or not len(values):
+            continue
+        cells, counts, complete = reference_cells(f"prediction:{name}", prof)
+        arr = pa.array(values.astype(str) if prof.get("kind") == "categorical" else values.astype(np.float64))
+        counted = Counts(cells)
+        counted.add(arr, None)
+        tests.append(judge(f"prediction:{name}", cells, counts, counted.total, complete, prof, counted.tail_means(), options))
+    proba = np.column_stack([outputs[f"proba_{c}"] for c in classes]).astype(np.float64) if task != "regression" else None
+    part: dict[str, Any] = {"task": task, "target": manifest.get("target"), "outputs": origin,
+                            "rows": int(len(next(iter(outputs.values()))))}
+    threshold = float(manifest.get("threshold", 0.5))
+    if y is not None:
+        part["metrics"] = _metric_change(manifest, y, proba if proba is not None else outputs["prediction"], threshold)
+    if proba is not None:
+        part["estimate"] = estimate_performance(proba, manifest, threshold)
+        if y is not None and part["metrics"].get("current"):
+            part["estimate"]["actual_accuracy"] = part["metrics"]["current"].get("accuracy")
+    return part, tests
+
+
+def _metric_change(manifest: Mapping[str, Any], y: Any, scores: Any, threshold: float) -> dict[str, Any]:
+    from mlsys_cli.models.metrics import compute_metrics
+
+    task, classes = manifest["task"], manifest.get("classes")
+    keep = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in y])
+    if not keep.any():
+        return {"note": "the label column holds no values"}
+    current = compute_metrics(task, y[keep], scores[keep], classes, threshold=threshold)
+    stored = manifest.get("metrics") or {}
+    on = stored.get("evaluated_on") or "train"
+    ref = stored.get(on) or {}
+    change = {k: (v - ref[k]) if isinstance(v, (int, float)) and isinstance(ref.get(k), (int, float)) else None
+              for k, v in current.items()}
+    return {"rows": int(keep.sum()), "current": current, "reference": ref, "reference_on": on, "change": change,
+            "primary": (stored.get("primary") or {}).get("name")}
+
+
+def expected_auc(p: Any) -> float:
+    """The AUC expected if each row is positive with probability ``p`` and scored by ``p``."""
+    from scipy.stats import rankdata
+
+    p = np.asarray(p, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    ps = p[order]
+    neg = 1 - ps
+    # Mass of negatives strictly below each score, plus half of the tied ones (ties via dense ranks).
+    dense = rankdata(ps, method="dense").astype(np.int64)
+    tied_neg = np.bincount(dense, weights=neg)
+    below = np.cumsum(tied_neg) - tied_neg
+    pairs = np.sum(ps * (below[dense] + (tied_neg[dense] - neg) / 2))
+    total = ps.sum() * neg.sum() - np.sum(ps * neg)
+    return float(pairs / total) if total > 0 else 0.5
+
+
+def estimate_performance(proba: Any, manifest: Mapping[str, Any], threshold: float) -> dict[str, Any]:
+    """Confidence-based performance estimate of a classifier, with the calibration check."""
+    task = manifest["task"]
+    if task == "binary":
+        p1 = proba[:, 1]
+        est = {"accuracy": float(np.mean(np.where(p1 >= threshold, p1, 1 - p1))), "auc": expected_auc(p1)}
+    else:
+        est = {"accuracy": float(np.mean(proba.max(axis=1)))}
+    ok, why = _calibration(manifest, threshold)
+    return {"method": "confidence-based (CBPE)", "estimated": est, "reliable": ok, "calibration": why}
+
+
+def _calibration(manifest: Mapping[str, Any], threshold: float) -> tuple[bool, str]:
+    """Whether the bundle's probabilities look calibrated enough for the estimate to hold."""
+    metrics = manifest.get("metrics") or {}
+    on = metrics.get("evaluated_on")
+    measured = (metrics.get(on) or {}).get("accuracy") if on else None
+    classes = manifest.get("classes") or []
+    if manifest["task"] != "binary":
+        calibrated = bool((manifest.get("recipe") or {}).get("calibrate"))
+        return calibrated and on == "valid", ("calibrated on held-out rows" if calibrated and on == "valid"
+                                              else "not checked: a multiclass model without --calibrate and --valid")
+    prof = ((manifest.get("reference") or {}).get("predictions") or {}).get(f"proba_{classes[1]}") or {}
+    sketch = prof.get("sketch") or prof.get("histogram")
+    if measured is None or not sketch or len(sketch.get("edges") or []) < 2:
+        return False, "not checked: the bundle stores no measured accuracy or probability sketch"
+    edges = np.asarray(sketch["edges"], dtype=np.float64)
+    lo = prof["min"] if prof.get("min") is not None else edges[0]
+    hi = prof["max"] if prof.get("max") is not None else edges[-1]
+    mids = np.concatenate([[(lo + edges[0]) / 2], (edges[:-1] + edges[1:]) / 2, [(edges[-1] + hi) / 2]])
+    counts = np.asarray(sketch["counts"], dtype=np.float64)
+    expected = float(np.sum(counts * np.where(mids >= threshold, mids, 1 - mids)) / counts.sum())
+    gap = abs(expected - measured)
+    where = "held-out" if on == "valid" else "training"
+    if on != "valid":
+        return False, f"not reliable: the bundle's accuracy is measured on its {where} rows (train with --valid)"
+    if gap > CALIBRATION_GAP:
+        return False, f"poorly calibrated: expected accuracy {expected:.3f} vs measured {measured:.3f} on {where} rows"
+    return True, f"expected accuracy {expected:.3f} vs measured {measured:.3f} on {where} rows"

@@ -1,0 +1,367 @@
+"""Reading the data drift compares: Arrow record batches in, counts per cell (and per window) out.
+
+Parquet is read by pyarrow's dataset scanner (row groups decoded on several threads, one batch
+of ``BATCH_ROWS`` rows in memory at a time); a single CSV/JSON file is streamed by DuckDB. Each
+batch is turned into integer cell codes per column (the reference's quantile bin, or its category)
+and counted with ``numpy.bincount``, one column per thread (NumPy and Arrow release the GIL).
+Nothing is ever converted to pandas, and memory is bounded by the batch, not the table.
+
+Measured against polars and DuckDB for the same counts (``benchmarks/bench_drift.py --kernels``):
+see ``benchmarks/results/drift.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+from mlsys_cli.errors import InputError, UsageError
+
+BATCH_ROWS = 65_536
+META_PREFIX = "_mlsys_"
+_INT64_MIN = -(2**63)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def logical_type(arrow_type: Any) -> str | None:
+    """The profile type of an Arrow column: float | bool | string | datetime, None if unsupported."""
+    import pyarrow as pa
+
+    t = arrow_type
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t):
+        return "string"
+    if pa.types.is_timestamp(t) or pa.types.is_date(t):
+        return "datetime"
+    return None
+
+
+def parse_window(text: str) -> int:
+    """``90s``, ``15m``, ``1h``, ``1d``, ``7d``, ``2w`` -> seconds."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text or "")
+    if not m or int(m.group(1)) == 0:
+        raise UsageError(f"invalid --window {text!r}", "use a positive length with a unit: 30m, 1h, 1d, 7d, 2w")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def to_float(arr: Any, kind: str) -> Any:
+    """An Arrow array as float64 NumPy with NaN for missing (datetimes as epoch seconds)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    if kind == "datetime":
+        if pa.types.is_date(arr.type):
+            arr = arr.cast(pa.timestamp("s"))
+        if pa.types.is_timestamp(arr.type):
+            unit = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[arr.type.unit]
+            ints = arr.cast(pa.timestamp(arr.type.unit)).cast(pa.int64()).fill_null(_INT64_MIN).to_numpy(zero_copy_only=False)
+            return np.where(ints == _INT64_MIN, np.nan, ints / unit)
+    if pa.types.is_boolean(arr.type):
+        arr = arr.cast(pa.int8())
+    x = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+    x = np.asarray(x, dtype=np.float64)
+    return np.where(np.isfinite(x), x, np.nan)
+
+
+def to_strings(arr: Any) -> Any:
+    """An Arrow array as strings with ``""`` turned into null (the profile's missing)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = arr.cast(pa.string())
+    return pc.if_else(pc.equal(arr, ""), pa.scalar(None, arr.type), arr)
+
+
+@dataclass(frozen=True)
+class Cells:
+    """The cells a column is counted in: quantile bins (``edges``) or ``categories``.
+
+    Codes: numbers ``0..len(edges)`` (bins) and ``len(edges) + 1`` for missing; strings
+    ``0..K-1`` (categories), ``K`` for a value outside the list, ``K + 1`` for missing.
+    """
+
+    name: str
+    kind: str
+    edges: tuple[float, ...] = ()
+    categories: tuple[str, ...] = ()
+    # Edges added at the reference's min and just above its max (cells that are empty in the
+    # reference): a value outside the reference range lands in a cell of its own, which the
+    # percentile bins alone cannot show (a constant reference has a single edge).
+    range_edges: tuple[bool, bool] = (False, False)
+
+    @property
+    def sketch_edges(self) -> tuple[float, ...]:
+        """The edges of the reference's sketch, without the range edges."""
+        lo, hi = self.range_edges
+        return self.edges[int(lo):len(self.edges) - int(hi)]
+
+    def sketch_counts(self, counts: Any) -> Any:
+        """Counts over the sketch's bins (range cells merged back), missing count last."""
+        import numpy as np
+
+        lo, hi = self.range_edges
+        c = np.asarray(counts, dtype=np.float64)
+        body = c[:-1]
+        if lo:
+            body = np.concatenate([[body[0] + body[1]], body[2:]])
+        if hi:
+            body = np.concatenate([body[:-2], [body[-2] + body[-1]]])
+        return np.concatenate([body, c[-1:]])
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind != "string"
+
+    @property
+    def size(self) -> int:
+        """Number of codes, missing included."""
+        return len(self.edges) + 2 if self.numeric else len(self.categories) + 2
+
+    def codes(self, arr: Any) -> tuple[Any, Any]:
+        """Cell codes of an Arrow array, and its float values (NaN = missing) or its unseen strings."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.numeric:
+            x = to_float(arr, self.kind)
+            codes = np.searchsorted(np.asarray(self.edges, dtype=np.float64), x, side="right")
+            codes[np.isnan(x)] = len(self.edges) + 1
+            return codes, x
+        s = to_strings(arr)
+        idx = pc.index_in(s, value_set=pa.array(list(self.categories), pa.string()))
+        k = len(self.categories)
+        codes = idx.fill_null(k).to_numpy(zero_copy_only=False).astype(np.int64)
+        missing = s.is_null().to_numpy(zero_copy_only=False)
+        codes[missing] = k + 1
+        unseen = s.filter(pa.array((codes == k)))
+        return codes, unseen
+
+
+@dataclass
+class Counts:
+    """Counts of one column per cell, over all rows and per window; unseen strings.
+
+    Numbers also keep the sum of the values in each cell (``sums``, ``window_sums``): the tails
+    beyond the sketch's outer edges, which the Wasserstein distance needs, follow from them.
+    """
+
+    cells: Cells
+    total: Any = None
+    sums: Any = None
+    windows: dict[int, Any] = field(default_factory=dict)
+    window_sums: dict[int, Any] = field(default_factory=dict)
+    unseen: dict[str, int] = field(default_factory=dict)
+
+    def add(self, arr: Any, window_ids: Any) -> None:
+        import numpy as np
+        import pyarrow.compute as pc
+
+        codes, extra = self.cells.codes(arr)
+        size = self.cells.size
+        weights = np.nan_to_num(extra, nan=0.0) if self.cells.numeric else None
+        self.total = _plus(self.total, np.bincount(codes, minlength=size))
+        if weights is not None:
+            self.sums = _plus(self.sums, np.bincount(codes, weights=weights, minlength=size))
+        if window_ids is not None:
+            # One bincount over (window, cell) pairs rather than one pass per window.
+            ids, inverse = np.unique(window_ids, return_inverse=True)
+            pair = inverse.astype(np.int64) * size + codes
+            per = np.bincount(pair, minlength=len(ids) * size).reshape(len(ids), size)
+            sums = (np.bincount(pair, weights=weights, minlength=len(ids) * size).reshape(len(ids), size)
+                    if weights is not None else None)
+            for i, w in enumerate(ids.tolist()):
+                self.windows[w] = _plus(self.windows.get(w), per[i])
+                if sums is not None:
+                    self.window_sums[w] = _plus(self.window_sums.get(w), sums[i])
+        if not self.cells.numeric and len(extra) and len(self.unseen) < 10_000:
+            vc = pc.value_counts(extra)
+            for v, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()):
+                self.unseen[v] = self.unseen.get(v, 0) + int(c)
+
+    def tail_means(self, window: int | None = None) -> list[float]:
+        """``[mean((e0 - x)+), mean((x - e_last)+)]`` over the non-missing values, e = the sketch's edges."""
+        counts = self.total if window is None else self.windows[window]
+        sums = self.sums if window is None else self.window_sums.get(window)
+        present = float(counts[:-1].sum())
+        inner = self.cells.sketch_edges
+        if sums is None or present == 0 or not inner:
+            return [0.0, 0.0]
+        # Code c holds [edges[c-1], edges[c]); the cells up to the first sketch edge lie below it,
+        # the cells from the last sketch edge on lie above it.
+        first = int(self.cells.range_edges[0])
+        last = first + len(inner)
+        lo = sum(counts[c] * inner[0] - sums[c] for c in range(first + 1))
+        hi = sum(sums[c] - counts[c] * inner[-1] for c in range(last, len(self.cells.edges) + 1))
+        return [float(lo / present), float(hi / present)]
+
+
+def _plus(acc: Any, part: Any) -> Any:
+    return part if acc is None else acc + part
+
+
+class Source:
+    """A table to read in batches: Parquet files (pyarrow) or one CSV/JSON file (DuckDB).
+
+    Parquet files are read one after the other with ``ParquetFile.iter_batches``, which decodes
+    column pages batch by batch: memory holds one batch of the requested columns even when a
+    file is a single row group of millions of rows.
+
+    Parameters
+    ----------
+    paths : path, glob, directory, or a list of them
+    include_shadow : bool
+        Keep rows a shadow model served (serve logs); they are filtered out otherwise.
+    """
+
+    def __init__(self, paths: Any, include_shadow: bool = False):
+        from mlsys_cli.data.io import detect_format, resolve_inputs
+
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        self.files = resolve_inputs(list(paths))
+        self.name = ", ".join(str(p) for p in paths)
+        self.parquet = all(detect_format(f) == "parquet" for f in self.files)
+        self._relation = None
+        if self.parquet:
+            self.schema = self._parquet_schema()
+        else:
+            from mlsys_cli.data.io import scan_table
+
+            if len(self.files) != 1:
+                raise InputError("give one CSV/JSON file, or Parquet files")
+            self._relation = scan_table(self.files)
+            self.schema = self._relation.limit(0).to_arrow_table().schema
+        self._shadow = not include_shadow and "_mlsys_role" in self.schema.names
+
+    def _parquet_schema(self) -> Any:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schemas = []
+        for f in self.files:
+            if f.stat().st_size == 0:
+                raise InputError(f"{f}: empty file")
+            try:
+                schemas.append(pq.read_schema(f))
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"{f}: cannot read Parquet: {str(exc).splitlines()[0]}") from None
+        try:
+            return pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InputError(f"{self.name}: the files do not share one schema: {str(exc).splitlines()[0]}") from None
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    def types(self) -> dict[str, str | None]:
+        """Column -> logical type (None: a type drift cannot compare)."""
+        return {f.name: logical_type(f.type) for f in self.schema}
+
+    def count_rows(self) -> int:
+        """Rows that pass the shadow filter (from the Parquet footers when there is none)."""
+        if self._relation is not None:
+            return int(self._relation.aggregate("count(*)").fetchone()[0])
+        if not self._shadow:
+            import pyarrow.parquet as pq
+
+            return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
+        return sum(b.num_rows for b in self.batches(["_mlsys_role"]))
+
+    def batches(self, columns: Sequence[str], batch_rows: int = BATCH_ROWS) -> Iterator[Any]:
+        """Record batches of ``columns`` (only rows that pass the shadow filter)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        columns = list(dict.fromkeys(columns))
+        read = columns + (["_mlsys_role"] if self._shadow and "_mlsys_role" not in columns else [])
+        for batch in self._raw_batches(read, batch_rows):
+            if self._shadow:
+                role = batch.column("_mlsys_role")
+                batch = batch.filter(pc.or_kleene(pc.not_equal(role, "shadow"), pc.is_null(role))).select(columns)
+            if batch.num_rows:
+                yield batch
+
+    def _raw_batches(self, columns: list[str], batch_rows: int) -> Iterator[Any]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._relation is not None:
+            rel = self._relation.select(*[f'"{c}"' for c in columns])
+            reader = rel.fetch_arrow_reader(batch_rows) if hasattr(rel, "fetch_arrow_reader") else rel.record_batch(batch_rows)
+            yield from reader
+            return
+        target = pa.schema([self.schema.field(c) for c in columns])
+        for f in self.files:
+            try:
+                # Column chunks streamed through a small buffer, not pre-loaded whole: a file of one
+                # huge row group would otherwise sit in memory compressed, all columns at once.
+                pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20)
+                missing = [c for c in columns if c not in pf.schema_arrow.names]
+                if missing:
+                    raise InputError(f"{f}: no column {missing[0]!r}")
+                for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True):
+                    yield batch if batch.schema.equals(target) else batch.cast(target)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"{f}: cannot read: {str(exc).splitlines()[0]}") from None
+
+    def column(self, name: str) -> Any:
+        """One whole column as a ChunkedArray (a reference profile needs all of its values)."""
+        import pyarrow as pa
+
+        return pa.chunked_array([b.column(0) for b in self.batches([name], 1 << 20)], self.schema.field(name).type)
+
+    def sample(self, columns: Sequence[str], n: int, seed: int) -> Any:
+        """A seeded random sample of ``n`` rows (all rows when there are fewer), as an Arrow table.
+
+        Streamed: the chosen rows are taken from each batch as it passes, so memory holds the
+        sample and one batch, never the table.
+        """
+        import numpy as np
+        import pyarrow as pa
+
+        rows = self.count_rows()
+        pick = np.sort(np.random.default_rng(seed).choice(rows, size=min(n, rows), replace=False))
+        parts, offset = [], 0
+        for batch in self.batches(columns):
+            lo, hi = np.searchsorted(pick, [offset, offset + batch.num_rows])
+            if hi > lo:
+                parts.append(batch.take(pa.array(pick[lo:hi] - offset)))
+            offset += batch.num_rows
+        schema = pa.schema([self.schema.field(c) for c in columns])
+        return pa.Table.from_batches(parts, schema=schema) if parts else schema.empty_table()
+
+
+def window_ids(arr: Any, seconds: int, name: str) -> Any:
+    """The window of each row: ``floor(epoch seconds / window)`` (windows aligned to the epoch, UTC)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        import pyarrow.compute as pc
+
+        try:
+            arr = pc.cast(arr, pa.timestamp("us"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise InputError(f"time column {name!r}: cannot parse its values as timestamps",
+                             "use ISO 8601 (2025-01-31T12:00:00) or a timestamp/date column") from None
+    if logical_type(arr.type) != "datetime":
+        raise InputError(f"time column {name!r} is {arr.type}, not a timestamp or date")
+    t = to_float(arr, "datetime")
+    if np.isnan(t).any():
+        raise InputError(f"time column {name!r} has missing values", "drop those rows or pick another --time-col")
+    return np.floor(t / seconds).astype(np.int64)

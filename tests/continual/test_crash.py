@@ -1,0 +1,91 @@
+"""Kill a real ``mlsys retrain`` process around every change of state it makes in the registry and
+check, after each kill, that the registry is whole and that the next writer repairs the rest.
+
+The points: just before each call that changes what a reader sees (a rename or replace, a
+directory created or removed, a history line written, the lock file truncated or written) and
+just before the call after it, i.e. every distinct state on disk, including the temporaries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from mlsys_cli.continual import registry as r
+from mlsys_cli.fsutil import sha256_file
+from tests.conftest import ROOT, run_cli
+
+
+def _run_killed(k: int, reg, data, count_file):
+    args = ["retrain", "--registry", str(reg), "--data", str(data), "--time-col", "snapshot_date", "--bootstrap", "0"]
+    return subprocess.run([sys.executable, "-m", "tests.continual.killer", str(k), str(reg), str(count_file), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "NO_COLOR": "1"})
+
+
+def whole(reg) -> dict:
+    """Invariants that hold at every instant, whatever was killed when."""
+    assert json.loads((reg / "registry.json").read_text())["format"] == "mlsys-registry"
+    versions = {}
+    for path in sorted((reg / "versions").iterdir()):
+        if path.name.startswith("."):
+            continue  # a temporary: invisible to readers, removed by the next writer
+        meta = json.loads((path / "meta.json").read_text())
+        assert meta["version"] == path.name and meta["status"] in ("promoted", "rejected")
+        assert sha256_file(path / "model.mlsys") == meta["sha256"], path
+        versions[path.name] = meta
+    champion = json.loads((reg / "champion.json").read_text())
+    assert champion["version"] in versions and champion["sha256"] == versions[champion["version"]]["sha256"]
+    lines = (reg / "history.jsonl").read_bytes().split(b"\n")
+    events = [json.loads(line) for line in lines[:-1]]  # the last piece may be a partial line
+    listing = r.list_versions(reg)  # a reader never fails on a killed writer's leftovers
+    assert listing.champion == champion["version"]
+    return {"versions": versions, "champion": champion["version"], "events": events}
+
+
+TRANSITIONS = ("rename", "replace", "mkdir", "rmtree", "unlink", "write", "pwrite", "ftruncate")
+
+
+@pytest.mark.slow
+def test_killed_at_every_registry_write(seeded_registry, churn, tmp_path):
+    template = tmp_path / "template"
+    shutil.copytree(seeded_registry, template)
+    count_file = tmp_path / "count"
+    full = tmp_path / "full"
+    shutil.copytree(template, full)
+    done = _run_killed(0, full, churn["q3"], count_file)
+    assert done.returncode == 0, done.stderr  # the uninterrupted run promotes v0002
+    ops = json.loads(count_file.read_text())
+    assert {"rename", "replace", "write"} <= set(ops)
+    points = sorted({k for i, op in enumerate(ops, 1) if op in TRANSITIONS for k in (i, i + 1) if k <= len(ops)})
+
+    def one(k):
+        reg = tmp_path / f"k{k}"
+        shutil.copytree(template, reg)
+        proc = _run_killed(k, reg, churn["q3"], count_file)
+        return k, reg, proc.returncode
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(one, points))
+    seen_states = set()
+    for k, reg, code in outcomes:
+        assert code == -9, (k, code)
+        before = whole(reg)
+        seen_states.add((before["champion"], tuple(before["versions"])))
+        # The next writer (here a prune that keeps everything) recovers, then the registry is tidy.
+        repaired = run_cli("registry", "prune", reg, "--keep", "100", "--json")
+        assert repaired.code == 0, (k, repaired.stderr)
+        after = whole(reg)
+        assert not [p for p in reg.rglob("*") if p.name.startswith(".") and p.name != ".lock"], k
+        assert after["champion"] == ("v0002" if "v0002" in after["versions"] else "v0001"), k
+        logged = {e.get("version") for e in after["events"] if e["event"] in ("retrain", "recover")}
+        assert set(after["versions"]) <= logged, k
+        assert after["events"][-1]["champion"] == after["champion"], k
+        assert r.Registry(reg).history().partial_bytes == 0
+    # The kills landed before the version existed, between the version and the pointer, and after.
+    assert {("v0001", ("v0001",)), ("v0001", ("v0001", "v0002")), ("v0002", ("v0001", "v0002"))} <= seen_states

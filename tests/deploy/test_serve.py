@@ -1,0 +1,339 @@
+"""mlsys serve as a real process on a free port: protocols, validation, log, reload, operations."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import run_cli
+from tests.deploy.serving import Server, json_records, metric, set_champion, write_registry
+
+
+@pytest.fixture(scope="module")
+def models(small_tables, tmp_path_factory):
+    """Two binary models of the sample churn slice (xgboost, linear), the first also as ONNX."""
+    t = small_tables["binary"]
+    root = tmp_path_factory.mktemp("serve")
+    for family, extra in (("xgboost", ["--param", "n_estimators=20"]), ("linear", [])):
+        result = run_cli("train", t["train"], "--valid", t["valid"], "--target", t["target"], "--model", family, *extra,
+                         "-o", root / f"{family}.mlsys")
+        assert result.code == 0, result.stderr
+    assert run_cli("export", root / "xgboost.mlsys", "-o", root / "model.onnx").code == 0
+    test = pd.read_parquet(t["test"]).drop(columns=[t["target"]])
+    from mlsys_cli.deploy.onnx_model import OnnxModel
+
+    schema = {c["name"]: c["type"] for c in OnnxModel.load(root / "model.onnx").input_schema}
+    return {"schema": schema, "root": root, "onnx": root / "model.onnx", "xgboost": root / "xgboost.mlsys", "linear": root / "linear.mlsys",
+            "rows": test, "records": json_records(test)}
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    with Server(models["onnx"], "--max-rows", "50", "--max-body-mb", "0.05", "--request-timeout", "2s",
+                cwd=models["root"]) as s:
+        yield s
+
+
+def test_predict_records_match_the_model(server, models):
+    from mlsys_cli.deploy.onnx_model import OnnxModel
+
+    expected = OnnxModel.load(models["onnx"]).predict(models["rows"].iloc[:20])
+    status, one = server.predict(models["records"][0])
+    assert status == 200, one
+    assert one["model"] == "model" and one["role"] == "primary" and len(one["version"]) == 12
+    assert len(one["predictions"]) == 1
+    status, many = server.predict(models["records"][:20])
+    assert status == 200 and len(many["predictions"]) == 20
+    labels = [p["label"] for p in many["predictions"]]
+    assert labels == expected["label"].tolist()
+    proba = np.array([[p["probabilities"][str(c)] for c in (False, True)] for p in many["predictions"]])
+    np.testing.assert_allclose(proba, expected["probabilities"], atol=1e-6)
+    assert many["predictions"][0] == one["predictions"][0]
+
+
+def test_open_inference_protocol_with_tritonclient(server, models):
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url=server.url.split("//", 1)[1])
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("model")
+    meta = client.get_model_metadata("model")
+    assert meta["name"] == "model" and meta["versions"] == [server.info["models"][0]["version"]]
+    schema = {i["name"]: i["datatype"] for i in meta["inputs"]}
+    rows = models["rows"].dropna().iloc[:7]  # JSON tensors cannot hold NaN (tritonclient would write it)
+    _, expected = server.predict(json_records(rows))
+    for binary in (True, False):
+        inputs = []
+        for name, dtype in schema.items():
+            values = rows[name]
+            if dtype == "BYTES":
+                arr = values.astype(str).to_numpy(dtype=object).reshape(-1, 1)
+            elif dtype == "INT64":
+                arr = np.array([int(t.timestamp()) for t in pd.to_datetime(values, utc=True)], dtype=np.int64).reshape(-1, 1)
+            elif dtype == "BOOL":
+                arr = values.astype(bool).to_numpy().reshape(-1, 1)
+            else:
+                arr = values.astype(np.float32).to_numpy().reshape(-1, 1)
+            inp = httpclient.InferInput(name, list(arr.shape), dtype)
+            inp.set_data_from_numpy(arr, binary_data=binary)
+            inputs.append(inp)
+        outputs = [httpclient.InferRequestedOutput("label", binary_data=binary),
+                   httpclient.InferRequestedOutput("probabilities", binary_data=binary)]
+        result = client.infer("model", inputs, outputs=outputs)
+        proba = result.as_numpy("probabilities")
+        assert proba.shape == (7, 2)
+        assert result.as_numpy("label").tolist() == [p["label"] for p in expected["predictions"]]
+        np.testing.assert_allclose(proba[:, 1], [p["probabilities"]["True"] for p in expected["predictions"]], atol=1e-6)
+        assert result.get_response()["model_version"] == meta["versions"][0]
+    with pytest.raises(Exception) as info:
+        client.get_model_metadata("nope")
+    assert "unknown model 'nope'" in str(info.value)
+    client.close()
+
+
+def _bad(models):
+    good = models["records"][0]
+    numeric = next(k for k, kind in models["schema"].items() if kind == "float" and good[k] is not None)
+    column = next(iter(models["schema"]))
+    json_headers = {"Content-Type": "application/json"}
+    return [
+        ("malformed JSON", "/predict", b'{"a": 1', json_headers, 422, "not valid JSON"),
+        ("wrong content type", "/predict", json.dumps(good).encode(), {"Content-Type": "text/plain"}, 415, "content type"),
+        ("no content type", "/predict", json.dumps(good).encode(), {}, 415, "content type"),
+        ("empty body", "/predict", b"", json_headers, 422, "empty"),
+        ("empty list", "/predict", b"[]", json_headers, 422, "non-empty list"),
+        ("not records", "/predict", b"[1, 2]", json_headers, 422, "record 0 is not an object"),
+        ("body over the limit", "/predict", json.dumps([good] * 200).encode(), json_headers, 413, "over the limit"),
+        ("batch over the limit", "/predict", json.dumps([{k: good[k] for k in list(good)[:3]}] * 51).encode(),
+         json_headers, 413, "51 records"),
+        ("NaN", "/predict", json.dumps(good).replace(json.dumps(good[numeric]), "NaN", 1).encode(), json_headers, 422,
+         "NaN and Infinity are not JSON"),
+        ("Infinity", "/predict", json.dumps({**good, numeric: 1e400}).encode(), json_headers, 422, "not valid JSON"),
+        ("beyond float32", "/predict", json.dumps({**good, numeric: 1e39}).encode(), json_headers, 422,
+         f"column {numeric!r}: expected numeric values"),
+        ("string for a number", "/predict", json.dumps({**good, numeric: "lots"}).encode(), json_headers, 422,
+         f"column {numeric!r}: expected numeric values, found 'lots' (row 0)"),
+        ("missing column", "/predict", json.dumps({k: v for k, v in good.items() if k != column}).encode(), json_headers,
+         422, f"column {column!r} is missing"),
+        ("unknown model", "/v2/models/nope/infer", b"{}", json_headers, 404, "unknown model 'nope'"),
+        ("unknown version", "/v2/models/model/versions/v9/infer", b"{}", json_headers, 404, "no version 'v9'"),
+        ("V2 without inputs", "/v2/models/model/infer", b'{"inputs": []}', json_headers, 422, "non-empty 'inputs'"),
+        ("V2 bad shape", "/v2/models/model/infer",
+         json.dumps({"inputs": [{"name": column, "shape": [2, 1], "datatype": "FP32", "data": [1]}]}).encode(),
+         json_headers, 422, "says 2 values, found 1"),
+        ("wrong method", "/predict?x", None, {}, 405, "use POST"),
+        ("unknown route", "/nowhere", None, {}, 404, "no route"),
+    ]
+
+
+def test_every_bad_input_is_a_4xx_with_its_reason(server, models):
+    for what, path, body, headers, status, needle in _bad(models):
+        method = "GET" if body is None else "POST"
+        got, _, answer = server.request(method, path.split("?")[0], body, headers)
+        assert got == status, (what, got, answer)
+        assert needle in json.loads(answer)["error"], (what, answer)
+    unseen = {**models["records"][0], **{k: "never-seen-before" for k, v in models["records"][0].items() if isinstance(v, str)
+                                         and not v[:4].isdigit()}}
+    status, answer = server.predict(unseen)
+    assert status == 200, answer  # an unseen category is predicted, not refused
+    assert server.request("GET", "/v2/health/ready")[0] == 200
+    text = server.metrics()
+    assert metric(text, "mlsys_requests_total", status="422") >= 10
+    assert not any(f'status="5' in line for line in text.splitlines())
+
+
+def test_slow_clients_get_408_and_others_are_served(server, models):
+    body = json.dumps(models["records"][0]).encode()
+    slow_headers = socket.create_connection(("127.0.0.1", server.port))
+    slow_headers.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+    slow_body = socket.create_connection(("127.0.0.1", server.port))
+    slow_body.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:10]))
+    for _ in range(5):  # meanwhile, everybody else is answered
+        assert server.predict(models["records"][0])[0] == 200
+    for sock in (slow_headers, slow_body):
+        sock.settimeout(30)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b"within 2 s" in answer
+    assert server.predict(models["records"][0])[0] == 200
+
+
+def test_docs_and_openapi(server, models):
+    status, headers, body = server.request("GET", "/openapi.json")
+    spec = json.loads(body)
+    assert status == 200 and spec["openapi"].startswith("3.")
+    record = spec["components"]["schemas"]["Record"]
+    assert record["required"] == list(models["schema"])
+    status, headers, body = server.request("GET", "/docs")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b"/predict" in body and b"<script" not in body
+
+
+def test_token_log_shadow_canary_and_graceful_stop(models, tmp_path):
+    """Bearer token; shadow and canary logged with their roles; SIGTERM finishes in-flight requests and flushes."""
+    logs = tmp_path / "logs"
+    env = {"SERVE_TOKEN": "s3cret"}
+    with Server(models["onnx"], "--api-key-env", "SERVE_TOKEN", "--log-dir", logs, "--shadow", models["linear"],
+                "--canary", f"{models['xgboost']}:0.3", env=env, cwd=tmp_path) as s:
+        auth = {"Authorization": "Bearer s3cret"}
+        assert s.predict(models["records"][0])[0] == 401
+        status, answer = s.predict(models["records"][0], {"Authorization": "Bearer wrong"})
+        assert status == 401 and answer["error"] == "wrong bearer token"
+        assert s.request("GET", "/v2/health/live")[0] == 200  # probes need no token
+        roles = []
+        for i in range(40):
+            status, answer = s.predict(models["records"][i % 20: i % 20 + 2], {**auth, "X-Mlsys-Key": f"user{i}"})
+            assert status == 200, answer
+            roles.append(answer["role"])
+            assert answer["model"] == ("xgboost" if answer["role"] == "canary" else "model")
+        assert 0 < roles.count("canary") < 40
+        sticky = {s.predict(models["records"][0], {**auth, "X-Mlsys-Key": "user7"})[1]["role"] for _ in range(5)}
+        assert sticky == {roles[7]}
+        # A request in flight when SIGTERM arrives is answered before the process exits.
+        body = json.dumps(models["records"][:3]).encode()
+        conn = socket.create_connection(("127.0.0.1", s.port))
+        conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAuthorization: Bearer s3cret\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:20]))
+        time.sleep(0.3)
+        s.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        conn.sendall(body[20:])
+        conn.settimeout(30)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert s.stop() == 0
+    files = sorted(logs.glob("predictions-*.parquet"))
+    assert files and not list(logs.glob(".*"))
+    table = pd.concat([pq.read_table(f).to_pandas() for f in files])
+    counts = table["_mlsys_role"].value_counts().to_dict()
+    canary_rows = 2 * roles.count("canary") + 5 * (roles[7] == "canary")
+    assert counts["primary"] + counts["canary"] == 2 * 40 + 5 + 3
+    assert counts["canary"] - canary_rows in (0, 3)  # the request in flight at SIGTERM had no key
+    assert counts["shadow"] == sum(counts.values()) - counts["shadow"]  # the shadow saw every row
+    assert set(table.loc[table["_mlsys_role"] == "shadow", "_mlsys_model"]) == {"linear"}
+    schema = pq.read_schema(files[0])
+    for column in models["records"][0]:
+        if column in schema.names:
+            assert not column.startswith("_mlsys_")
+    assert str(schema.field("_mlsys_time").type) == "timestamp[us, tz=UTC]"
+    assert {"_mlsys_request_id", "_mlsys_version", "_mlsys_latency_ms", "_mlsys_label", "_mlsys_proba_True"} <= set(schema.names)
+
+
+def _load(server, stop, results, records):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    body = json.dumps(records)
+    while not stop.is_set():
+        try:
+            conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            answer = resp.read()
+            results.append((resp.status, json.loads(answer).get("version") if resp.status == 200 else answer))
+        except Exception as exc:  # a dropped request is what this test looks for
+            results.append(("error", repr(exc)))
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.close()
+
+
+@pytest.mark.slow
+def test_five_hot_reloads_under_load_lose_nothing(models, tmp_path):
+    registry = tmp_path / "registry"
+    versions = {f"v{i:04d}": models["xgboost" if i % 2 else "linear"] for i in range(1, 7)}
+    write_registry(registry, versions, "v0001")
+    (registry / "versions" / "v0099").mkdir()
+    (registry / "versions" / "v0099" / "model.mlsys").write_bytes(b"not a bundle")
+    with Server("--registry", registry, "--poll", "0.1s", "--no-access-log", cwd=tmp_path) as s:
+        assert s.info["models"][0]["version"] == "v0001" and s.info["models"][0]["engine"] == "onnx"
+        stop, results = threading.Event(), []
+        threads = [threading.Thread(target=_load, args=(s, stop, results, models["records"][i:i + 1 + i])) for i in range(3)]
+        for t in threads:
+            t.start()
+        for version in ["v0002", "v0003", "v0099", "v0004", "v0005", "v0006"]:
+            set_champion(registry, version)
+            deadline = time.monotonic() + 60
+            expect = "v0003" if version == "v0099" else version  # a broken champion: the old model keeps serving
+            while time.monotonic() < deadline:
+                if version == "v0099" and s.events("reload") and not s.events("reload")[-1]["ok"]:
+                    break
+                if version != "v0099" and any(r[1] == version for r in results[-20:]):
+                    break
+                time.sleep(0.05)
+            assert s.request("GET", "/v2/models/registry")[0] == 200
+            assert json.loads(s.request("GET", "/v2/models/registry")[2])["versions"] == [expect]
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join()
+        text = s.metrics()
+        assert s.stop() == 0
+        failure = [e for e in s.events("reload") if not e["ok"]][0]
+    statuses = {r[0] for r in results}
+    assert statuses == {200}, [r for r in results if r[0] != 200][:5]
+    assert {r[1] for r in results} >= {"v0001", "v0002", "v0003", "v0004", "v0005", "v0006"}
+    assert metric(text, "mlsys_reloads_total", result="ok") == 5
+    assert metric(text, "mlsys_reloads_total", result="failed") == 1
+    assert "v0099" in failure["error"] and failure["serving"] == "v0003"
+
+
+def test_sighup_reloads_a_changed_file(models, tmp_path):
+    import shutil
+
+    path = tmp_path / "m.mlsys"
+    shutil.copyfile(models["linear"], path)
+    with Server(path, "--poll", "1h", cwd=tmp_path) as s:
+        first = s.info["models"][0]["version"]
+        shutil.copyfile(models["xgboost"], path)
+        s.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not s.events("reload"):
+            time.sleep(0.05)
+        assert s.events("reload")[0]["ok"] and s.events("reload")[0]["previous"] == first
+        status, answer = s.predict(models["records"][0])
+        assert status == 200 and answer["version"] != first
+        assert s.stop() == 0
+
+
+def test_workers_share_the_port_and_metrics(models, tmp_path):
+    with Server(models["onnx"], "--workers", "2", "--no-access-log", cwd=tmp_path) as s:
+        assert s.info["workers"] == 2
+        for i in range(20):
+            assert s.predict(models["records"][i])[0] == 200
+        text = s.metrics()
+        assert metric(text, "mlsys_requests_total", route="predict", status="200") == 20
+        assert s.stop() == 0
+
+
+def test_micro_batching_answers_each_request_its_rows(models, tmp_path):
+    with Server(models["onnx"], "--max-batch", "64", "--max-wait-ms", "2", "--no-access-log", cwd=tmp_path) as s:
+        results = {}
+
+        def one(i):
+            results[i] = s.predict(models["records"][i:i + 1 + i % 3])
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        _, alone = s.predict(models["records"][:20])
+        for i, (status, answer) in results.items():
+            assert status == 200
+            assert answer["predictions"] == alone["predictions"][i:i + 1 + i % 3]
+        text = s.metrics()
+        assert metric(text, "mlsys_batch_rows_count") >= 1
+        assert s.stop() == 0
