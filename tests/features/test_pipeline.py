@@ -337,3 +337,12 @@ def test_index_and_mlsys_metadata_columns_are_never_features():
                        "_mlsys_latency_ms": [1.0 + i for i in range(40)], "y": [0, 1] * 20})
     fz = Featurizer(target="y").fit(df)
     assert [c["name"] for c in fz.input_schema_] == ["x"]
+
+
+def test_too_few_rows_to_cross_fit_is_an_input_error():
+    from mlsys_cli.errors import InputError
+    from mlsys_cli.features import Featurizer
+
+    df = pd.DataFrame({"x": [1.0, 2.0], "c": ["a", "b"], "y": [0, 1]})  # a 2-row table reached the CV splitter
+    with pytest.raises(InputError, match="2 training rows are too few"):
+        Featurizer(target="y").fit_transform(df)
