@@ -187,6 +187,8 @@ def run(argv: list[str] | None = None) -> int:
 
 def _status(exc: BaseException) -> int:
     """The exit status of a command that raised ``exc``, after one ``error:`` line on stderr."""
+    global _deciding
+    _deciding = True
     from typer._click.exceptions import ClickException
 
     if isinstance(exc, (BrokenPipe, BrokenPipeError)):
@@ -230,8 +232,13 @@ _signalled: int | None = None
 _REPEAT_SECONDS = 0.5
 
 
+_deciding = False  # the exit status is being decided: later signals change nothing
+
+
 def _on_signal(signum: int, frame: Any) -> None:
     global _signalled
+    if _deciding:
+        return
     first = _signalled is None
     _signalled = signum
     if first:
@@ -252,7 +259,7 @@ def _repeat(signum: int) -> None:
     while True:
         cancel_all()  # native work (a DuckDB query) registered how to stop it
         time.sleep(_REPEAT_SECONDS)
-        if signal.getsignal(signum) is not _on_signal:
+        if _deciding or signal.getsignal(signum) is not _on_signal:
             return
         os.kill(os.getpid(), signum)
 
@@ -266,8 +273,8 @@ def _stop_signals() -> None:
 
 def install_signal_policy() -> None:
     """Ctrl-C and SIGTERM become a KeyboardInterrupt in the main thread, remembered for the status."""
-    global _signalled
-    _signalled = None
+    global _signalled, _deciding
+    _signalled, _deciding = None, False
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
 
@@ -276,7 +283,10 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     install_signal_policy()
     try:
-        code = run(argv)
+        try:
+            code = run(argv)
+        except KeyboardInterrupt:  # a signal in the instant before the status was decided
+            code = _fail("interrupted", None, 128 + (_signalled or signal.SIGINT))
         sys.stdout.flush()
     except BrokenPipeError:
         # `mlsys ... | head`: exit quietly; point stdout at devnull so the final flush cannot fail.
