@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import Duration, JsonOpt
+from mlsys_cli.cli._common import Duration, JsonOpt, integer, number
 
 
 def champion_ref(registry: Path) -> Any:
@@ -63,17 +63,17 @@ def command(
     registry: Annotated[Optional[Path], typer.Option("--registry", help="Serve this registry's champion; reload when it changes.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Model name in URLs and logs (default: file stem or registry name).")] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port (0: any free port; see the startup line).")] = 8080,
-    workers: Annotated[int, typer.Option("--workers", help="Worker processes sharing the port.")] = 1,
+    port: Annotated[int, typer.Option("--port", click_type=integer(0, 65535), help="Port (0: any free port; see the startup line).")] = 8080,
+    workers: Annotated[int, typer.Option("--workers", click_type=integer(1, 256), help="Worker processes sharing the port.")] = 1,
     log_dir: Annotated[Optional[Path], typer.Option("--log-dir", help="Write every prediction to Parquet files here.")] = None,
     log_rotate: Annotated[float, typer.Option("--log-rotate", click_type=Duration(), help="Start a new log file after this long, e.g. 60s, 5m.")] = 60.0,
-    log_max_mb: Annotated[float, typer.Option("--log-max-mb", help="Start a new log file past this size (MB).")] = 64.0,
+    log_max_mb: Annotated[float, typer.Option("--log-max-mb", click_type=number(0, 1e6, low_open=True), help="Start a new log file past this size (MB).")] = 64.0,
     shadow: Annotated[Optional[Path], typer.Option("--shadow", help="A challenger that predicts every request; logged, never answers.")] = None,
     canary: Annotated[Optional[str], typer.Option("--canary", help="FILE:SHARE, a challenger answering that share of requests.")] = None,
-    max_batch: Annotated[int, typer.Option("--max-batch", help="Rows per micro-batch when requests arrive together (0: never batch).")] = 64,
-    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="Extra wait to fill a micro-batch (ms).")] = 0.0,
-    max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body (MB).")] = 4.0,
-    max_rows: Annotated[int, typer.Option("--max-rows", help="Most rows in one request.")] = 10_000,
+    max_batch: Annotated[int, typer.Option("--max-batch", click_type=integer(0, 1_000_000), help="Rows per micro-batch when requests arrive together (0: never batch).")] = 64,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", click_type=number(0, 60_000), help="Extra wait to fill a micro-batch (ms).")] = 0.0,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", click_type=number(0, 1e5, low_open=True), help="Largest request body (MB).")] = 4.0,
+    max_rows: Annotated[int, typer.Option("--max-rows", click_type=integer(1), help="Most rows in one request.")] = 10_000,
     request_timeout: Annotated[float, typer.Option("--request-timeout", click_type=Duration(), help="Longest a request may take, from headers to answer.")] = 10.0,
     api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Require 'Authorization: Bearer <token>', token from this variable.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="One JSON line per request on stderr.")] = True,
