@@ -250,7 +250,7 @@ def count_rows(paths: Any) -> int:
     if all(detect_format(f) == "parquet" for f in files):
         total = 0
         for f in files:
-            _check_parquet(f)
+            check_parquet(f)
             try:
                 total += pq.ParquetFile(f).metadata.num_rows
             except Exception as exc:  # pyarrow raises several types for a damaged footer
