@@ -7,7 +7,7 @@ One run, loopback only, every measurement bounded in time, on the sample churn d
   a bare JSON echo served by the same stack as ``mlsys serve`` (plain ASGI, uvicorn, httptools,
   uvloop: ``serve_load.py echo``);
 - ``mlsys serve model.onnx`` with validation, metrics, the access log and the prediction log
-  on (``--log-dir``), batching off (the default) and on (``--max-batch 64``);
+  on (``--log-dir``), with adaptive micro-batching (the default) and without (``--max-batch 0``);
 - the peer: ``mlflow models serve`` (MLflow 3.17 in its own virtual environment, created here)
   on a scikit-learn Pipeline + XGBoost of the same rows (``serve_mlflow_model.py``).
 
@@ -175,11 +175,16 @@ def fixed_rate(url: str, body: Path, rate: float, seconds: float) -> dict:
 
 
 def in_process(onnx: Path, test, repeat: int = 3000) -> dict:
-    """session.run alone, and mlsys serve's whole in-process path (validate + run + outputs), per call."""
+    """session.run alone, mlsys serve's whole in-process path (validate + run + outputs), and the
+    bundle's own predict on a one-row frame (what serving the bundle without its graph would cost), per call."""
+    import pandas as pd
+
     from mlsys_cli.deploy.onnx_model import OnnxModel
     from mlsys_cli.deploy.serve.models import ModelRef, load_served
+    from mlsys_cli.models.bundle import ModelBundle
 
     model = OnnxModel.load(onnx)
+    bundle = ModelBundle.load(onnx.with_suffix(".mlsys"))
     served = load_served(ModelRef(onnx), "model", "primary")
     records = json.loads(test.head(100).to_json(orient="records", date_format="iso", date_unit="s"))
     out = {}
@@ -193,8 +198,14 @@ def in_process(onnx: Path, test, repeat: int = 3000) -> dict:
             t = time.perf_counter()
             served.predict(served.canonical(rows))
             path.append(time.perf_counter() - t)
+        frame, direct = pd.DataFrame(rows), []
+        for _ in range(100):
+            t = time.perf_counter()
+            bundle.predict(frame)
+            direct.append(time.perf_counter() - t)
         out[name] = {"session_run_us": round(statistics.median(times) * 1e6, 1),
-                     "serve_path_us": round(statistics.median(path) * 1e6, 1)}
+                     "serve_path_us": round(statistics.median(path) * 1e6, 1),
+                     "bundle_us": round(statistics.median(direct) * 1e6, 1)}
     return out
 
 
@@ -234,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                        args.rate, args.rate_seconds)})
     finally:
         echo.stop()
-    for label, extra in (("mlsys serve", []), ("mlsys serve --max-batch 64", ["--max-batch", "64"])):
+    for label, extra in (("mlsys serve", []), ("mlsys serve --max-batch 0", ["--max-batch", "0"])):
         port = free_port()
         shutil.rmtree(WORK / "logs", ignore_errors=True)
         server = Process([PY, "-m", "mlsys_cli", "serve", m["onnx"], "--port", port, "--log-dir", WORK / "logs", *extra],
@@ -275,11 +286,12 @@ def report(rows: list, fixed: list, inproc: dict, args) -> str:
              "Loopback, one machine (2 cores, shared with other work: `load` is the 1/5/15-minute load average "
              "just before each measurement). mlsys serve ran with validation, Prometheus metrics, the access log "
              "(stderr to a file) and the prediction log (`--log-dir`) on.", "",
-             "## In process (no HTTP)", "", "| body | onnxruntime `session.run` | mlsys serve's path: validate + run + outputs |",
-             "|---|---:|---:|"]
+             "## In process (no HTTP)", "",
+             "| body | onnxruntime `session.run` | mlsys serve's path: validate + run + outputs | the bundle's `predict` on a frame |",
+             "|---|---:|---:|---:|"]
     for name in ("one", "hundred"):
         lines.append(f"| {'1 row' if name == 'one' else '100 rows'} | {inproc[name]['session_run_us']} µs | "
-                     f"{inproc[name]['serve_path_us']} µs |")
+                     f"{inproc[name]['serve_path_us']} µs | {inproc[name]['bundle_us']} µs |")
     lines += ["", "## Closed loop (wrk, fixed connections)", "",
               "| server | body | connections | requests/s | p50 ms | p99 ms | non-2xx | load |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:

@@ -225,6 +225,7 @@ complete -c mlsys -n '__fish_seen_subcommand_from drift' -l help
 complete -c mlsys -n '__fish_seen_subcommand_from retrain' -l bootstrap
 complete -c mlsys -n '__fish_seen_subcommand_from retrain' -l data
 complete -c mlsys -n '__fish_seen_subcommand_from retrain' -l data-window
+complete -c mlsys -n '__fish_seen_subcommand_from retrain' -l drift-exclude
 complete -c mlsys -n '__fish_seen_subcommand_from retrain' -l json
 complete -c mlsys -n '__fish_seen_subcommand_from retrain' -l min-gain
 complete -c mlsys -n '__fish_seen_subcommand_from retrain' -l model

@@ -34,7 +34,9 @@ REQUIRE ?= auc>=0.70 slice_min:auc>=0.55
 ENSEMBLE ?= average
 MAX_DROP ?= 0.01
 TECHNIQUES ?=
+DRIFT_EXCLUDE ?= $(TIME) signup_date tenure_months total_charges
 
+MONITOR := $(OUT)/monitor
 CONTINUAL := $(OUT)/continual
 REGISTRY ?= $(CONTINUAL)/models
 DATA := $(OUT)/data
@@ -51,7 +53,8 @@ SHELL := bash
 .SUFFIXES:
 
 .PHONY: all gate clean
-all: $(DEPLOY)/predictions.parquet $(DEPLOY)/info.json $(DEPLOY)/lineage.json $(CONTINUAL)/retrain.json
+all: $(DEPLOY)/predictions.parquet $(DEPLOY)/info.json $(DEPLOY)/lineage.json $(MONITOR)/drift.json \
+  $(CONTINUAL)/retrain.json
 
 # Everything up to and including the evaluate gate: `make -f recipes/lifecycle.mk gate`.
 gate: $(EVAL)/evaluate.json
@@ -138,6 +141,12 @@ $(DEPLOY)/info.json: $(DEPLOY)/model.onnx
 # The predictions' lineage, back through split and ingest to the raw file's sha256.
 $(DEPLOY)/lineage.json: $(DEPLOY)/predictions.parquet
 	$(MLSYS) info $(DEPLOY)/predictions.parquet --report $@ > /dev/null
+
+# Drift of the newest rows (test) from the training rows, as a report (the CI workflow makes it a
+# gate with --fail-on-drift). DRIFT_EXCLUDE: columns that move with time by construction.
+$(MONITOR)/drift.json $(MONITOR)/drift.html &: $(DATA)/train.parquet $(DATA)/test.parquet
+	$(MLSYS) drift $(DATA)/test.parquet --reference $(DATA)/train.parquet $(foreach c,$(DRIFT_EXCLUDE),--exclude $(c)) \
+	  --html $(MONITOR)/drift.html --report $(MONITOR)/drift.json > /dev/null
 
 # The model registry (what `mlsys serve --registry` follows): a retrain decision with the tuned
 # xgboost recipe on the whole table, whenever the table or the recipe's model changes, once the

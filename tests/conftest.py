@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.pg"]  # the postgres_url fixture: a real, throw-away PostgreSQL server
+pytest_plugins = ["tests.pg", "tests.continual.fixtures"]  # postgres_url; the churn window and registries
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"

@@ -34,7 +34,7 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 SETTINGS = ["SEED=7", "BUDGET=5m", "TRIALS=1", "TECHNIQUES=pruning"]
 # In Make's (serial) order: each model right after the features it needs.
 MLSYS_STEPS = ["ingest", "split", "featurize", "tune", "train", "featurize", "train", "ensemble", "evaluate",
-               "compress", "export", "predict", "info", "info", "retrain"]
+               "compress", "export", "predict", "info", "info", "drift", "retrain"]
 
 
 def run(args, cwd=ROOT, env=None, timeout=900):
@@ -105,7 +105,7 @@ def test_lifecycle_outputs_are_valid(built):
     for report in ["data/ingest.json", "data/split.json", "features/trees.json", "features/linear.json",
                    "models/tune.json", "models/xgboost.json", "models/linear.json", "models/ensemble.json",
                    "evaluate/evaluate.json", "deploy/compress.json", "deploy/export.json", "deploy/predict.json",
-                   "deploy/info.json", "deploy/lineage.json", "continual/retrain.json"]:
+                   "deploy/info.json", "deploy/lineage.json", "monitor/drift.json", "continual/retrain.json"]:
         assert json.loads((out / report).read_text()), report
     # The registry got its first champion from the tuned xgboost recipe, judged on the newest rows.
     retrained = json.loads((out / "continual/retrain.json").read_text())
@@ -129,7 +129,7 @@ TARGETS = ["data/all.parquet", "data/rejects.parquet", "data/train.parquet", "da
            "data/test.parquet", "features/trees.mlsys", "features/linear.mlsys", "models/params.json",
            "models/xgboost.mlsys", "models/linear.mlsys", "models/ensemble.mlsys", "evaluate/evaluate.json",
            "evaluate/evaluate.html", "deploy/compressed.mlsys", "deploy/model.onnx", "deploy/predictions.parquet",
-           "deploy/info.json", "deploy/lineage.json", "continual/retrain.json"]
+           "deploy/info.json", "deploy/lineage.json", "monitor/drift.json", "continual/retrain.json"]
 
 
 @pytest.mark.slow
@@ -257,13 +257,19 @@ def test_workflow_steps_run(built, tmp_path):
     env = {k: str(v) for k, v in flow["env"].items()}
     env.update(OUT=str(built["out"]), RAW=str(built["raw"]), REGISTRY=str(tmp_path / "registry"))
     steps = _workflow_scripts()
-    assert len(steps) == 4
+    assert len(steps) == 5
     for script in steps:
         proc = run(["bash", "-eo", "pipefail", "-c", script], env=env)
         assert proc.returncode == 0, (script, proc.stdout[-2000:], proc.stderr[-2000:])
     assert json.loads((built["out"] / "gate.json").read_text())["passed"] is True
     assert (built["out"] / "gate.html").is_file()
     assert json.loads((built["out"] / "retrain.json").read_text())["decision"] == "promoted"
+    assert json.loads((built["out"] / "drift.json").read_text())["drift_detected"] is False
+    # The drift gate fails the job through mlsys's exit 4 when the columns that age are compared too.
+    drift = next(s for s in steps if s.lstrip().startswith("mlsys drift"))
+    aged = run(["bash", "-eo", "pipefail", "-c", drift.replace("--exclude tenure_months", "")], env=env)
+    assert aged.returncode == 4, aged.stderr[-2000:]
+    assert "Traceback" not in aged.stderr
     assert "v0001\t*\tpromoted" in proc.stdout  # the registry listing of the retrain step
     # The same gate on a bar the model cannot reach fails the job through mlsys's exit 4.
     # A second run of the retrain step on the same data: a decision, not a failure.

@@ -187,12 +187,15 @@ def run(argv: list[str] | None = None) -> int:
 
 def _status(exc: BaseException) -> int:
     """The exit status of a command that raised ``exc``, after one ``error:`` line on stderr."""
+    global _deciding
+    _deciding = True
     from typer._click.exceptions import ClickException
 
     if isinstance(exc, (BrokenPipe, BrokenPipeError)):
         raise BrokenPipeError from None
     if _signalled is not None or isinstance(exc, (KeyboardInterrupt, typer.Abort)):
         # Whatever a library made of the signal ("Query interrupted", a wrapped error), it was one.
+        _stop_signals()
         return _fail("interrupted", None, 128 + (_signalled or signal.SIGINT))
     if isinstance(exc, SystemExit):
         return int(exc.code or 0) if not isinstance(exc.code, str) else _fail(exc.code, None, ExitCode.INTERNAL)
@@ -226,16 +229,52 @@ def _usage_hint(exc: Any) -> str | None:
 _signalled: int | None = None
 
 
+_REPEAT_SECONDS = 0.5
+
+
+_deciding = False  # the exit status is being decided: later signals change nothing
+
+
 def _on_signal(signum: int, frame: Any) -> None:
     global _signalled
+    if _deciding:
+        return
+    first = _signalled is None
     _signalled = signum
+    if first:
+        # A library may swallow the KeyboardInterrupt (DuckDB does when it lands as a query starts)
+        # and go on for minutes: cancel registered native work (interrupts.py) and, until the
+        # status is decided, deliver the signal again now and then.
+        import threading
+
+        threading.Thread(target=_repeat, args=(signum,), daemon=True, name="mlsys-signal").start()
     raise KeyboardInterrupt
+
+
+def _repeat(signum: int) -> None:
+    import time
+
+    from mlsys_cli.interrupts import cancel_all
+
+    while True:
+        cancel_all()  # native work (a DuckDB query) registered how to stop it
+        time.sleep(_REPEAT_SECONDS)
+        if _deciding or signal.getsignal(signum) is not _on_signal:
+            return
+        os.kill(os.getpid(), signum)
+
+
+def _stop_signals() -> None:
+    """The run is ending: later signals change nothing (and must not cut the last line short)."""
+    if _signalled is not None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def install_signal_policy() -> None:
     """Ctrl-C and SIGTERM become a KeyboardInterrupt in the main thread, remembered for the status."""
-    global _signalled
-    _signalled = None
+    global _signalled, _deciding
+    _signalled, _deciding = None, False
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
 
@@ -244,7 +283,10 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     install_signal_policy()
     try:
-        code = run(argv)
+        try:
+            code = run(argv)
+        except KeyboardInterrupt:  # a signal in the instant before the status was decided
+            code = _fail("interrupted", None, 128 + (_signalled or signal.SIGINT))
         sys.stdout.flush()
     except BrokenPipeError:
         # `mlsys ... | head`: exit quietly; point stdout at devnull so the final flush cannot fail.

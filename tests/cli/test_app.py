@@ -91,3 +91,52 @@ def test_environment_sets_options(tmp_path):
             for name in ("flag", "env", "default")}
     assert rows["env"] == rows["flag"]
     assert rows["env"] != rows["default"]
+
+
+def _interrupted_ingest(tmp_path, signum):
+    """Start an ingest whose query runs for minutes; signal it once its output is being written."""
+    import os
+    import signal
+    import time
+
+    raw = tmp_path / "raw.csv"
+    raw.write_text("a,b\n" + "".join(f"{i},{i % 3}\n" for i in range(100)))
+    out = tmp_path / "out" / "o.parquet"
+    slow = "SELECT * FROM input WHERE (SELECT sum(range) FROM range(100000000000)) > 0"
+    proc = subprocess.Popen([sys.executable, "-m", "mlsys_cli", "ingest", str(raw), "-o", str(out), "--sql", slow],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Event-driven, not timed: wait for the temporary output of the COPY, then signal.
+    while proc.poll() is None and not any(p.name.endswith(".parquet.tmp") for p in out.parent.glob(".*")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signum)
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stderr, tmp_path
+
+
+@pytest.mark.parametrize("signame,code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_during_a_query_exits_128_plus_n_and_cleans_up(tmp_path, signame, code):
+    """DuckDB turns Ctrl-C into "Query interrupted"; whatever a library makes of it, it is 130."""
+    import signal
+
+    status, stderr, root = _interrupted_ingest(tmp_path, getattr(signal, signame))
+    assert status == code, stderr
+    assert stderr.strip().splitlines() == ["error: interrupted"]
+    assert sorted(p.name for p in root.iterdir()) == ["raw.csv"]  # no output, temporaries or new directory
+
+
+def test_usage_errors_are_one_lowercase_error_line_with_the_usage_as_hint():
+    result = run_cli("train", "--bogus")
+    assert_clean_error(result, 2)
+    assert "Error:" not in result.stderr and "{" not in result.stderr
+    assert "hint: usage: mlsys train [OPTIONS] TRAIN..." in result.stderr
+
+
+def test_help_usage_lines_name_arguments_plainly():
+    result = run_cli("predict", "--help")
+    assert "Usage: mlsys predict [OPTIONS] MODEL DATA..." in result.stdout
+
+
+def test_root_options_are_not_read_from_the_environment(table):
+    """MLSYS_VERSION=1 (a CI variable) must not turn every command into --version."""
+    result = run_proc("info", table, env={"MLSYS_VERSION": "1", "MLSYS_QUIET": "1", "MLSYS_VERBOSE": "3"})
+    assert result.code == 0 and "rows: 3" in result.stdout and not result.stdout.startswith("mlsys ")

@@ -86,7 +86,7 @@ def test_tty_table_lists_drifted_first(files):
     (["{d}/same.parquet"], 2, "no reference"),
     (["{d}/same.parquet", "--reference", "{d}/ref.parquet", "--profile", "{d}/ref.parquet"], 2, "not both"),
     (["{d}/same.parquet", "--reference", "{d}/ref.parquet", "--window", "1d"], 2, "--window needs --time-col"),
-    (["{d}/same.parquet", "--reference", "{d}/ref.parquet", "--alpha", "2"], 2, "invalid alpha"),
+    (["{d}/same.parquet", "--reference", "{d}/ref.parquet", "--alpha", "2"], 2, "--alpha '2'"),
     (["{d}/same.parquet", "--reference", "{d}/ref.parquet", "--backend", "spark"], 2, "invalid backend"),
     (["{d}/nope.parquet", "--reference", "{d}/ref.parquet"], 3, "no such file"),
     (["{d}/same.parquet", "--profile", "{d}/ref.parquet"], 3, "not a drift profile"),

@@ -76,7 +76,7 @@ def test_from_study(small_tables, tmp_path):
     ("no-target", 3, "no target column 'churned'"),
     ("missing", 3, "error: "),
     ("study-without-name", 2, "--from-study needs --study"),
-    ("timeout", 2, "invalid duration '0': must be positive"),
+    ("timeout", 2, "--timeout '0': must be a positive"),
 ])
 def test_bad_input(bundles, small_tables, tmp_path, case, code, text):
     import pandas as pd

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import ROOT, assert_clean_error, run_cli, run_proc
-from tests.continual.conftest import churn, first_champion, registry, seeded_registry  # noqa: F401  (fixtures)
 
 
 def _holder(reg):

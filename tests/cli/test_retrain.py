@@ -8,7 +8,7 @@ import pytest
 
 from mlsys_cli.continual import registry as r
 from tests.conftest import assert_clean_error, run_cli
-from tests.continual.conftest import churn, first_champion, registry, seeded_registry  # noqa: F401  (fixtures)
+from tests.continual.fixtures import first_champion
 
 WINDOW = ("--time-col", "snapshot_date", "--bootstrap", "0")
 
@@ -150,3 +150,17 @@ def test_a_changed_schema_is_refused(registry, churn, tmp_path):
     result = retrain(registry, tmp_path / "new.parquet")
     assert_clean_error(result, 3)
     assert "missing column(s) plan, age" in result.stderr
+
+
+def test_the_drift_trigger_calls_mlsys_drift(registry, churn):
+    """Champion trained on January-June; the newest 100 days hold the documented drift of Q4."""
+    result = retrain(registry, churn["all"], "--data-window", "100d", "--trigger", "drift", "--json")
+    assert result.code in (0, 11), result.stderr
+    (verdict,) = result.json["triggers"]
+    assert verdict["fired"] is True and verdict["detail"]["drift_detected"] is True
+    assert {"device", "support_calls"} & set(verdict["detail"]["drifted"])
+    assert verdict["reason"].startswith("drift in ") and "newest rows vs the champion's training reference" in verdict["reason"]
+    excluded = retrain(registry, churn["all"], "--data-window", "100d", "--trigger", "drift", "--drift-exclude", "device",
+                       "--drift-exclude", "support_calls", "--json")
+    assert excluded.code in (0, 10, 11), excluded.stderr
+    assert not {"device", "support_calls"} & set(excluded.json["triggers"][0]["detail"]["drifted"])

@@ -114,8 +114,8 @@ def test_port_in_use_is_exit_3(bundle, tmp_path):
     (["--canary", "x.onnx"], {}, "FILE:SHARE"),
     (["--canary", "x.onnx:1.5"], {}, "FILE:SHARE"),
     (["--api-key-env", "MLSYS_TEST_NO_SUCH_VAR"], {}, "not set or empty"),
-    (["--max-rows", "0"], {}, "must be positive"),
-    (["--request-timeout", "soon"], {}, "invalid duration"),
+    (["--max-rows", "0"], {}, "--max-rows '0': must be >= 1"),
+    (["--request-timeout", "soon"], {}, "--request-timeout"),
 ])
 def test_bad_options_are_exit_2(bundle, args, env, needle):
     args = [str(bundle) if a == "MODEL" else a for a in args]

@@ -56,7 +56,7 @@ def test_human_output(small_tables):
     (["--model", "linear", "--timeout", "0.01s"], 3, "too small to finish one trial"),
     (["--model", "linear", "--storage", "postgresql+psycopg://u:pw@127.0.0.1:1/x"], 3, "cannot open storage"),
     (["--model", "linear", "--storage", "journal:/no/such/dir/s.log"], 3, "cannot open storage"),
-    (["--model", "linear", "--keep-models", "-1"], 2, "--keep-models -1: must be 0 or more"),
+    (["--model", "linear", "--keep-models", "-1"], 2, "--keep-models '-1': must be >= 0"),
     (["--model", "linear", "--keep-models", "0", "--artifacts", "models"], 2, "--artifacts keeps fitted models"),
 ])
 def test_bad_input(small_tables, args, code, text):

@@ -89,6 +89,7 @@ def test_bad_rows_go_to_rejects_and_the_load_goes_on(tmp_path):
     assert [r["id"] for r in _rows(out)] == [1, 2, 5]
     bad = _rows(rej)
     assert [(r["file"], r["line"], r["error"]) for r in bad] == [(str(src), 4, "CAST"), (str(src), 5, "MISSING COLUMNS")]
+    assert len(bad) == result.rows_rejected
     assert bad[0]["raw_line"] == "3,c,x" and "Price" in bad[0]["reason"]
 
 
@@ -110,6 +111,57 @@ def test_sample_data_defects_are_quarantined(tmp_path):
     assert result.rows_written == defects["data_lines"] - len(defects["bad_lines"])
     types = {c["name"]: c["type"] for c in result.columns}
     assert types["monthly_charges"] == "DOUBLE" and types["age"] == "BIGINT"  # a few bad values do not make text
+
+
+@pytest.mark.parametrize("dedupe", [False, True])
+def test_counts_match_the_file_when_lines_are_rejected(tmp_path, dedupe):
+    """Rows read = data lines, duplicates = rows kept before dedupe - rows written, one rejects row per bad line."""
+    defects = json.loads((SAMPLE / "churn_raw_defects.json").read_text())
+    rej = tmp_path / "rejects.parquet"
+    result = ingest([SAMPLE / "churn_raw.csv"], tmp_path / "churn.parquet", rejects=rej, dedupe=dedupe)
+    good = defects["data_lines"] - len(defects["bad_lines"])
+    assert result.rows_read == defects["data_lines"]
+    assert result.rows_written + result.duplicates_dropped == good
+    lines = [r["line"] for r in _rows(rej)]
+    assert lines == sorted(set(lines)) == sorted(defects["bad_lines"])  # one row per bad line
+    short = [r for r in _rows(rej) if r["error"] == "MISSING COLUMNS"]
+    assert short and all("," in r["column_name"] for r in short)  # its missing fields, joined
+
+
+@pytest.mark.parametrize("sql", ["SELECT * FROM input; COPY (SELECT 1) TO 'evil.csv'", "COPY input TO 'evil.csv'",
+                                 "CREATE TABLE t AS SELECT 1", "SELECT 1; SELECT 2", "PRAGMA version"])
+def test_sql_is_one_read_only_select(tmp_path, sql, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = _write(tmp_path / "in.csv", CSV)
+    with pytest.raises(UsageError, match="--sql"):
+        ingest([src], tmp_path / "out.parquet", sql=sql)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32", "cp1252"])
+def test_encodings_without_a_bom_are_transcoded(tmp_path, encoding):
+    src = _write(tmp_path / "in.csv", "name,price\ncafé,1.5\nnaïve,2.5\n".encode(encoding))
+    result = ingest([src], tmp_path / "out.parquet", dialect=CsvDialect(encoding=encoding))
+    assert result.rows_written == 2 and [r["name"] for r in _rows(tmp_path / "out.parquet")] == ["café", "naïve"]
+
+
+def test_a_codec_that_is_not_a_text_encoding_is_refused_up_front(tmp_path):
+    src = _write(tmp_path / "in.csv", "a\n1\n")
+    with pytest.raises(UsageError, match="not a text encoding"):
+        ingest([src], tmp_path / "out.parquet", dialect=CsvDialect(encoding="base64"))
+
+
+def test_blank_lines_of_a_one_column_csv_are_not_rows(tmp_path):
+    src = _write(tmp_path / "in.csv", "a\n1\n\n2\n\n")
+    result = ingest([src], tmp_path / "out.parquet")
+    assert (result.rows_read, result.rows_written) == (2, 2)
+    assert [r["a"] for r in _rows(tmp_path / "out.parquet")] == [1, 2]
+
+
+def test_a_double_quote_in_a_column_name_is_quoted_everywhere(tmp_path):
+    src = _write(tmp_path / "in.csv", 'id,"say ""hi""",x\n1,a,2\n1,a,2\n2,b,3\n')
+    result = ingest([src], tmp_path / "out.parquet", keep_names=True, dedupe_on='say "hi"')
+    assert result.rows_written == 2 and result.duplicates_dropped == 1
 
 
 def test_dedupe_keeps_first_in_input_order(tmp_path):

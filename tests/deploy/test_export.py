@@ -89,6 +89,14 @@ def test_isotonic_on_boosting_is_checked_piece_by_piece(bundles, small_tables):
     assert parity["calibrator_max_abs_diff"] <= 1e-6
 
 
+def test_an_ensemble_with_a_calibrated_member_is_checked_piece_by_piece(bundles, small_tables, tmp_path):
+    t = small_tables["binary"]
+    members = [str(bundles("binary", "xgboost", calibrate="isotonic")), str(bundles("binary", "linear"))]
+    ensemble(members, data=str(t["valid"]), method="average", output=str(tmp_path / "ens.mlsys"))
+    parity = _parity(tmp_path / "ens.mlsys", pd.read_parquet(t["test"]))
+    assert parity["ok"] and parity["uncalibrated_max_abs_diff"] <= TOLERANCE, parity
+
+
 def _restamped(proto, edit):
     """The exported graph with its manifest edited, keeping (or recomputing) the stored hash."""
     import onnx

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 import socket
 import threading
 import time
@@ -313,9 +314,40 @@ def test_workers_share_the_port_and_metrics(models, tmp_path):
         assert s.info["workers"] == 2
         for i in range(20):
             assert s.predict(models["records"][i])[0] == 200
-        text = s.metrics()
-        assert metric(text, "mlsys_requests_total", route="predict", status="200") == 20
-        assert s.stop() == 0
+        # A worker counts a request just after sending its answer: the last one may land a moment later.
+        deadline = time.monotonic() + 30
+        while metric(s.metrics(), "mlsys_requests_total", route="predict", status="200") < 20:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert metric(s.metrics(), "mlsys_requests_total", route="predict", status="200") == 20
+        workers = _children(s.proc.pid)
+        assert len(workers) == 2
+        s.proc.kill()  # the supervisor dies without a word: its workers must not outlive it
+        s.proc.wait()
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "a worker outlived its supervisor"
+            time.sleep(0.05)
+    with Server(models["onnx"], "--workers", "2", "--no-access-log", cwd=tmp_path) as s:
+        assert s.predict(models["records"][0])[0] == 200
+        assert s.stop() == 0  # SIGTERM: every worker finishes and exits
+
+
+def _children(pid):
+    from pathlib import Path
+
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid):
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] if Path(f"/proc/{pid}/stat").exists() else "X"
+    return state != "Z"
 
 
 def test_micro_batching_answers_each_request_its_rows(models, tmp_path):

@@ -289,3 +289,60 @@ def test_a_featurizer_stored_by_an_older_mlsys_is_refused_with_a_rebuild_hint(tm
     with pytest.raises(InputError, match="older mlsys") as info:
         Featurizer.load(BundleReader(tmp_path / "old.mlsys"))
     assert "rebuild" in info.value.hint
+
+
+def test_constant_and_empty_columns_are_left_out_with_a_warning_never_refused():
+    import pandas as pd
+
+    from mlsys_cli.features import Featurizer
+
+    df = pd.DataFrame({"x": [float(i % 9) for i in range(40)], "year": 2025.0, "nothing": None, "y": [0, 1] * 20})
+    fz = Featurizer(target="y").fit(df)
+    assert fz.roles_["year"]["role"] == "constant" and fz.roles_["nothing"]["role"] == "empty"
+    assert any("'year' is constant" in w for w in fz.report_["warnings"])
+    assert any("'nothing' is entirely missing" in w for w in fz.report_["warnings"])
+    assert {c["name"] for c in fz.input_schema_} == {"x"}
+
+
+def test_list_and_struct_columns_are_refused_by_name_unless_dropped():
+    import pandas as pd
+
+    from mlsys_cli.errors import InputError
+    from mlsys_cli.features import Featurizer
+
+    df = pd.DataFrame({"x": [float(i % 9) for i in range(40)], "tags": [[1, 2]] * 40, "meta": [{"k": 1}] * 40,
+                       "y": [0, 1] * 20})
+    with pytest.raises(InputError, match="'tags', 'meta' hold lists or structs"):
+        Featurizer(target="y").fit(df)
+    fz = Featurizer(target="y", drop=["tags", "meta"]).fit(df)
+    assert [c["name"] for c in fz.input_schema_] == ["x"]
+
+
+def test_a_table_of_only_the_target_is_refused():
+    import pandas as pd
+
+    from mlsys_cli.errors import InputError
+    from mlsys_cli.features import Featurizer
+
+    with pytest.raises(InputError, match="no column to learn from"):
+        Featurizer(target="y").fit(pd.DataFrame({"y": [0, 1] * 20}))
+
+
+def test_index_and_mlsys_metadata_columns_are_never_features():
+    import pandas as pd
+
+    from mlsys_cli.features import Featurizer
+
+    df = pd.DataFrame({"x": [float(i % 9) for i in range(40)], "__index_level_0__": [float((i * 7) % 40) for i in range(40)],
+                       "_mlsys_latency_ms": [1.0 + i for i in range(40)], "y": [0, 1] * 20})
+    fz = Featurizer(target="y").fit(df)
+    assert [c["name"] for c in fz.input_schema_] == ["x"]
+
+
+def test_too_few_rows_to_cross_fit_is_an_input_error():
+    from mlsys_cli.errors import InputError
+    from mlsys_cli.features import Featurizer
+
+    df = pd.DataFrame({"x": [1.0, 2.0], "c": ["a", "b"], "y": [0, 1]})  # a 2-row table reached the CV splitter
+    with pytest.raises(InputError, match="2 training rows are too few"):
+        Featurizer(target="y").fit_transform(df)

@@ -31,10 +31,11 @@ def _option_name(param: Any) -> str:
     return (longs or opts or [str(getattr(param, "name", "value")).upper()])[0]
 
 
-def _usage(param: Any, value: Any, why: str, hint: str | None = None) -> Exception:
+def _usage(param: Any, value: Any, why: str, hint: str | None = None, what: str = "value") -> Exception:
     from mlsys_cli.errors import UsageError
 
-    return UsageError(f"{_option_name(param)} {value!r}: {why}", hint)
+    name = _option_name(param) if param is not None else f"invalid {what}"
+    return UsageError(f"{name} {value!r}: {why}", hint)
 
 
 class Number(ParamType):
@@ -91,9 +92,9 @@ class Duration(ParamType):
             return value
         seconds = _seconds(str(value))
         if seconds is None:
-            raise _usage(param, value, "not a duration", "use seconds or a unit: 90s, 5m, 1h")
+            raise _usage(param, value, "not a duration", "use seconds or a unit: 90s, 5m, 1h", "duration")
         if not math.isfinite(seconds) or seconds <= 0 or seconds > DURATION_MAX:
-            raise _usage(param, value, "must be a positive, finite duration of at most a year")
+            raise _usage(param, value, "must be a positive, finite duration of at most a year", what="duration")
         return seconds
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, output_path
+from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, integer, number, output_path
 
 _COLUMNS = ["feature", "drifted", "test", "statistic", "q_value", "effect", "missing", "importance", "why"]
 
@@ -60,20 +60,20 @@ def command(
     column: Annotated[Optional[list[str]], typer.Option("--column", help="Only this feature (repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Leave this column out (repeatable).")] = None,
     target: TargetOpt = None,
-    alpha: Annotated[float, typer.Option("--alpha", help="False discovery rate (Benjamini-Hochberg).")] = 0.05,
-    wasserstein: Annotated[float, typer.Option("--wasserstein", help="Numeric effect threshold: Wasserstein / reference std.")] = 0.1,
-    psi: Annotated[float, typer.Option("--psi", help="PSI threshold (numbers and categories).")] = 0.2,
-    js: Annotated[float, typer.Option("--js", help="Categorical effect threshold: Jensen-Shannon distance.")] = 0.1,
-    missing_rate: Annotated[float, typer.Option("--missing-rate", help="Missing-rate change threshold (absolute).")] = 0.05,
-    unseen_share: Annotated[float, typer.Option("--unseen-share", help="Share of unseen categories that counts as drift.")] = 0.05,
-    min_rows: Annotated[int, typer.Option("--min-rows", help="Fewest rows on each side to decide.")] = 50,
+    alpha: Annotated[float, typer.Option("--alpha", click_type=number(0, 1, low_open=True), help="False discovery rate (Benjamini-Hochberg).")] = 0.05,
+    wasserstein: Annotated[float, typer.Option("--wasserstein", click_type=number(0), help="Numeric effect threshold: Wasserstein / reference std.")] = 0.1,
+    psi: Annotated[float, typer.Option("--psi", click_type=number(0), help="PSI threshold (numbers and categories).")] = 0.2,
+    js: Annotated[float, typer.Option("--js", click_type=number(0, 1), help="Categorical effect threshold: Jensen-Shannon distance.")] = 0.1,
+    missing_rate: Annotated[float, typer.Option("--missing-rate", click_type=number(0, 1), help="Missing-rate change threshold (absolute).")] = 0.05,
+    unseen_share: Annotated[float, typer.Option("--unseen-share", click_type=number(0, 1), help="Share of unseen categories that counts as drift.")] = 0.05,
+    min_rows: Annotated[int, typer.Option("--min-rows", click_type=integer(1), help="Fewest rows on each side to decide.")] = 50,
     domain: Annotated[bool, typer.Option("--domain/--no-domain", help="Run the domain-classifier test.")] = True,
-    domain_rows: Annotated[int, typer.Option("--domain-rows", min=0, help="Rows per side for the domain classifier (and kept in a saved profile).")] = 2000,
-    permutations: Annotated[int, typer.Option("--permutations", min=19, help="Permutations of the domain-classifier test.")] = 200,
+    domain_rows: Annotated[int, typer.Option("--domain-rows", click_type=integer(0), help="Rows per side for the domain classifier (and kept in a saved profile).")] = 2000,
+    permutations: Annotated[int, typer.Option("--permutations", click_type=integer(19, 1_000_000), help="Permutations of the domain-classifier test.")] = 200,
     include_shadow: Annotated[bool, typer.Option("--include-shadow", help="Keep rows served by a shadow model.")] = False,
     backend: Annotated[str, typer.Option("--backend", help="native (numpy/scipy) or alibi (alibi-detect).")] = "native",
     fail_on_drift: Annotated[bool, typer.Option("--fail-on-drift", help="Exit 4 when drift is detected (cron, CI).")] = False,
-    html: Annotated[Optional[Path], typer.Option("--html", dir_okay=False, help="Write a self-contained HTML report.")] = None,
+    html: Annotated[Optional[Path], typer.Option("--html", parser=output_path, help="Write a self-contained HTML report.")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", parser=output_path, help="Write the per-feature results as Parquet.")] = None,
     seed: SeedOpt = 0,
     json_: JsonOpt = False,

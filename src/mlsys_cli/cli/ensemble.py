@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
+from mlsys_cli.cli._checks import check_storage
 from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TimeoutOpt, integer, output_path
 
 
@@ -63,6 +64,7 @@ def command(
         raise UsageError("--from-study needs --study NAME (and --storage)")
     if study and not from_study:
         raise UsageError("--study is used with --from-study")
+    check_storage(storage)
     with console.progress("ensembling") as bar:
         result = ensemble(
             [str(m) for m in models or []], data=[str(d) for d in data], method=method, metric=metric, folds=folds,

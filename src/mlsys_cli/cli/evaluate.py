@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
+from mlsys_cli.cli._checks import baseline_warning
 from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, integer, number, output_path
 
 _METRIC_COLUMNS = ["metric", "value", "ci_low", "ci_high", "zero_rule"]
@@ -33,6 +34,10 @@ def _human(result: Any) -> None:
         console.records("behavioural tests", d["behaviour"], ["test", "column", "rate", "mean_abs_delta", "tolerance", "passed"])
     if d["gates"]:
         console.records("gates", d["gates"], ["requirement", "observed", "passed"])
+    metric = d["primary_metric"]
+    flag = baseline_warning(metric, d["metrics"].get(metric), base.get(metric))
+    if flag:
+        console.warn(flag)
 
 
 def command(

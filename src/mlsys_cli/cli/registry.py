@@ -8,12 +8,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, epilog
+from mlsys_cli.cli._common import DURATION_MAX, JsonOpt, ReportOpt, epilog, integer, number
 
 group = typer.Typer(no_args_is_help=True, rich_markup_mode=None, add_completion=False)
 
 RegistryArg = Annotated[Path, typer.Argument(help="The registry directory (as given to retrain --registry).")]
-WaitOpt = Annotated[Optional[float], typer.Option("--wait", min=0, help="Wait up to SECONDS for the lock (default: exit 5 at once).")]
+WaitOpt = Annotated[Optional[float], typer.Option("--wait", click_type=number(0, DURATION_MAX), help="Wait up to SECONDS for the lock (default: exit 5 at once).")]
 ReasonOpt = Annotated[Optional[str], typer.Option("--reason", help="Why: recorded in the history.")]
 
 
@@ -116,7 +116,7 @@ def rollback(registry: RegistryArg,
 
 @group.command("prune", epilog=epilog("registry"))
 def prune(registry: RegistryArg,
-          keep: Annotated[int, typer.Option("--keep", min=1, help="Versions to keep, newest first (the champion and the rollback target always stay).")] = 10,
+          keep: Annotated[int, typer.Option("--keep", click_type=integer(1, 1_000_000), help="Versions to keep, newest first (the champion and the rollback target always stay).")] = 10,
           dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be removed.")] = False,
           wait: WaitOpt = None, json_: JsonOpt = False, report: ReportOpt = None) -> None:
     """Delete old versions, keeping the newest N."""

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, parse_duration
+from mlsys_cli.cli._common import Duration, JsonOpt, integer, number
 
 
 def champion_ref(registry: Path) -> Any:
@@ -63,21 +63,21 @@ def command(
     registry: Annotated[Optional[Path], typer.Option("--registry", help="Serve this registry's champion; reload when it changes.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Model name in URLs and logs (default: file stem or registry name).")] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port (0: any free port; see the startup line).")] = 8080,
-    workers: Annotated[int, typer.Option("--workers", help="Worker processes sharing the port.")] = 1,
+    port: Annotated[int, typer.Option("--port", click_type=integer(0, 65535), help="Port (0: any free port; see the startup line).")] = 8080,
+    workers: Annotated[int, typer.Option("--workers", click_type=integer(1, 256), help="Worker processes sharing the port.")] = 1,
     log_dir: Annotated[Optional[Path], typer.Option("--log-dir", help="Write every prediction to Parquet files here.")] = None,
-    log_rotate: Annotated[str, typer.Option("--log-rotate", help="Start a new log file after this long, e.g. 60s, 5m.")] = "60s",
-    log_max_mb: Annotated[float, typer.Option("--log-max-mb", help="Start a new log file past this size (MB).")] = 64.0,
+    log_rotate: Annotated[float, typer.Option("--log-rotate", click_type=Duration(), help="Start a new log file after this long, e.g. 60s, 5m.")] = 60.0,
+    log_max_mb: Annotated[float, typer.Option("--log-max-mb", click_type=number(0, 1e6, low_open=True), help="Start a new log file past this size (MB).")] = 64.0,
     shadow: Annotated[Optional[Path], typer.Option("--shadow", help="A challenger that predicts every request; logged, never answers.")] = None,
     canary: Annotated[Optional[str], typer.Option("--canary", help="FILE:SHARE, a challenger answering that share of requests.")] = None,
-    max_batch: Annotated[int, typer.Option("--max-batch", help="Rows per micro-batch of concurrent requests (0: no batching).")] = 0,
-    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="Extra wait to fill a micro-batch (ms).")] = 0.0,
-    max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body (MB).")] = 4.0,
-    max_rows: Annotated[int, typer.Option("--max-rows", help="Most rows in one request.")] = 10_000,
-    request_timeout: Annotated[str, typer.Option("--request-timeout", help="Longest a request may take, from headers to answer.")] = "10s",
+    max_batch: Annotated[int, typer.Option("--max-batch", click_type=integer(0, 1_000_000), help="Rows per micro-batch when requests arrive together (0: never batch).")] = 64,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", click_type=number(0, 60_000), help="Extra wait to fill a micro-batch (ms).")] = 0.0,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", click_type=number(0, 1e5, low_open=True), help="Largest request body (MB).")] = 4.0,
+    max_rows: Annotated[int, typer.Option("--max-rows", click_type=integer(1), help="Most rows in one request.")] = 10_000,
+    request_timeout: Annotated[float, typer.Option("--request-timeout", click_type=Duration(), help="Longest a request may take, from headers to answer.")] = 10.0,
     api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Require 'Authorization: Bearer <token>', token from this variable.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="One JSON line per request on stderr.")] = True,
-    poll: Annotated[str, typer.Option("--poll", help="How often to look for a new champion or model file.")] = "2s",
+    poll: Annotated[float, typer.Option("--poll", click_type=Duration(), help="How often to look for a new champion or model file.")] = 2.0,
     json_: JsonOpt = False,
 ) -> None:
     """Serve a model over HTTP (V2 inference protocol and JSON).
@@ -105,9 +105,10 @@ def command(
             raise UsageError(f"--api-key-env {api_key_env}: the variable is not set or empty")
     if max_body_mb <= 0 or max_rows < 1 or log_max_mb <= 0 or max_batch < 0 or max_wait_ms < 0:
         raise UsageError("--max-body-mb, --max-rows and --log-max-mb must be positive; --max-batch, --max-wait-ms not negative")
-    log = LogOptions(log_dir, rotate_seconds=parse_duration(log_rotate), rotate_bytes=int(log_max_mb * (1 << 20))) if log_dir else None
+    log = LogOptions(log_dir, rotate_seconds=log_rotate, rotate_bytes=int(log_max_mb * (1 << 20))) if log_dir else None
     options = ServeOptions(host=host, port=port, workers=workers, api_key=token, access_log=access_log, canary_share=share,
-                           limits=Limits(int(max_body_mb * (1 << 20)), max_rows, parse_duration(request_timeout)),
-                           batching=BatchOptions(max_batch, max_wait_ms), log=log, poll_seconds=parse_duration(poll))
+                           limits=Limits(int(max_body_mb * (1 << 20)), max_rows, request_timeout),
+                           batching=BatchOptions(max_batch, max_wait_ms), log=log, poll_seconds=poll)
     result = serve(specs, options, lambda info: _ready(info, json_))
-    console.info(f"stopped after {result.seconds:g} s" + (f"; prediction log: {len(result.log_files)} file(s)" if log else ""))
+    written = f"; prediction log: {len(result.log_files)} file(s) in {log_dir}" if result.workers == 1 else f"; prediction log in {log_dir}"
+    console.info(f"stopped after {result.seconds:g} s" + (written if log else ""))

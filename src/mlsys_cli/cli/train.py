@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
+from mlsys_cli.cli._checks import baseline_warning, require_rows
 from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, parse_kv
 
 FAMILIES = ("baseline", "linear", "forest", "xgboost", "hgb", "mlp")
@@ -29,6 +30,10 @@ def _human(result: Any) -> None:
         console.records("top features", d["top_features"], ["feature", "importance"])
     for line in d["warnings"]:
         console.warn(line)
+    metric = d["primary_metric"]
+    flag = baseline_warning(metric, evaluated.get(metric), (d["baselines"].get("zero_rule") or {}).get(metric))
+    if flag:
+        console.warn(flag)
 
 
 def command(
@@ -78,6 +83,8 @@ def command(
     spec = {"drop": [c for item in drop for c in item.split(",") if c]} if drop else None
     if features is not None and spec:
         raise UsageError("--drop cannot be combined with --features", "drop the columns in mlsys featurize")
+    if valid is not None:
+        require_rows(valid, "--valid")
     with console.progress("training", total=None) as bar:
         bundle, result = train_model(
             [str(p) for p in train], target=target, model=family or "xgboost", valid=str(valid) if valid else None,

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
+from mlsys_cli.cli._checks import check_storage, require_rows
 from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, integer, output_dir, output_path, parse_kv
 
 
@@ -69,6 +70,9 @@ def command(
     """
     from mlsys_cli.models.tuning import tune
 
+    check_storage(storage)
+    if valid is not None:
+        require_rows(valid, "--valid")
     with console.progress("tuning", total=trials) as bar:
         result = tune(
             str(train), target=target, valid=str(valid) if valid else None, cv=cv, time_col=time_col, model=model,

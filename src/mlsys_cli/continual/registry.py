@@ -38,21 +38,19 @@ How a writer stays crash-safe (any process may be killed at any instruction):
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import re
 import shutil
 import socket
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from mlsys_cli.errors import BusyError, InputError, UsageError
+from mlsys_cli.continual.lock import Lock, write_error
+from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.fsutil import atomic_write_text, sha256_file
 
 CHAMPION = "champion.json"
@@ -65,7 +63,6 @@ META = "meta.json"
 FORMAT = {"format": "mlsys-registry", "version": 1}
 STATUSES = ("promoted", "rejected")
 _VERSION = re.compile(r"^v(\d{4,})$")
-_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -342,107 +339,18 @@ class Registry:
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise _write_error(self.root, exc) from None
+                raise write_error(self.root, exc) from None
         elif not self.root.is_dir():
             Registry.open(self.root)
         lock = Lock(self.root / LOCK)
-        stale = lock.acquire(wait)
+        me = who()
+        stale = lock.acquire(wait, {"pid": me["pid"], "host": me["host"], "since": stamp(), "command": me["command"]})
         try:
             writer = Writer(self, stale)
             writer.start(create)
             yield writer
         finally:
             lock.release()
-
-
-def _write_error(path: Path, exc: OSError) -> InputError:
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return InputError(f"{path}: the registry is read-only ({exc.strerror})",
-                          "run on a writable copy, or only read it: mlsys registry list/show")
-    if exc.errno == errno.ENOSPC:
-        return InputError(f"{path}: no space left on the device; nothing was changed")
-    return InputError(f"{path}: cannot write ({exc.strerror or exc})")
-
-
-# --------------------------------------------------------------------------- the lock
-
-
-class Lock:
-    """An exclusive ``flock`` on the registry's ``.lock`` file, with the holder named inside.
-
-    ``acquire`` returns what a previous holder left in the file when it did not release
-    cleanly (it was killed): the stale lock, for the history.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self, wait: float | None = None) -> dict[str, Any] | None:
-        deadline = None if wait is None else time.monotonic() + max(0.0, wait)
-        while True:
-            fd = self._open()
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = self._holder(fd)
-                os.close(fd)
-                if deadline is None or time.monotonic() >= deadline:
-                    raise BusyError(f"{self.path.parent}: another writer holds the registry lock{_describe(holder)}",
-                                    "retry later, or wait for it: --wait SECONDS") from None
-                time.sleep(_POLL)
-                continue
-            if self._same_file(fd):
-                break
-            os.close(fd)  # the file was deleted or replaced while we waited: lock the one that is there
-        self.fd = fd
-        previous = self._holder(fd)
-        mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": stamp(),
-                           "command": who()["command"]}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, mine, 0)
-        return previous
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        with contextlib.suppress(OSError):
-            os.ftruncate(self.fd, 0)  # a clean release leaves the file empty: nothing stale
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
-        self.fd = None
-
-    def _open(self) -> int:
-        try:
-            # O_CLOEXEC (Python's default): no child process inherits, and so keeps, the lock.
-            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except IsADirectoryError:
-            raise InputError(f"{self.path}: the lock file is a directory", "remove it; mlsys creates the file") from None
-        except OSError as exc:
-            raise _write_error(self.path.parent, exc) from None
-
-    def _same_file(self, fd: int) -> bool:
-        try:
-            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            return False
-
-    @staticmethod
-    def _holder(fd: int) -> dict[str, Any] | None:
-        with contextlib.suppress(OSError, ValueError):
-            data = os.pread(fd, 65536, 0)
-            if data.strip():
-                doc = json.loads(data)
-                return doc if isinstance(doc, dict) else {"unreadable": True}
-            return None
-        return {"unreadable": True}
-
-
-def _describe(holder: dict[str, Any] | None) -> str:
-    if not holder or "pid" not in holder:
-        return ""
-    command = " ".join(map(str, holder.get("command") or []))[:80]
-    return f" (pid {holder['pid']} on {holder.get('host', '?')} since {holder.get('since', '?')}: {command})"
 
 
 # --------------------------------------------------------------------------- writing
@@ -474,7 +382,7 @@ class Writer:
             (self.root / VERSIONS).mkdir(exist_ok=True)
             self.recover()
         except OSError as exc:
-            raise _write_error(self.root, exc) from None
+            raise write_error(self.root, exc) from None
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -548,7 +456,7 @@ class Writer:
             _fsync_dir(base)
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
-            raise _write_error(self.root, exc) from None
+            raise write_error(self.root, exc) from None
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -564,7 +472,7 @@ class Writer:
         try:
             atomic_write_text(self.root / CHAMPION, json.dumps(doc) + "\n")
         except OSError as exc:
-            raise _write_error(self.root, exc) from None
+            raise write_error(self.root, exc) from None
 
     def remove(self, version: Version) -> None:
         """Delete a version: renamed out of sight first, so a killed prune leaves no half version."""
@@ -573,7 +481,7 @@ class Writer:
             os.rename(version.path, doomed)
             _fsync_dir(self.root / VERSIONS)
         except OSError as exc:
-            raise _write_error(self.root, exc) from None
+            raise write_error(self.root, exc) from None
         shutil.rmtree(doomed, ignore_errors=True)
 
     def append(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -588,7 +496,7 @@ class Writer:
             finally:
                 os.close(fd)
         except OSError as exc:
-            raise _write_error(self.root, exc) from None
+            raise write_error(self.root, exc) from None
         return full
 
 

@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Mapping
 
 from mlsys_cli.continual.judge import PROMOTED, REJECTED
@@ -39,7 +38,6 @@ from mlsys_cli.errors import ExitCode, InputError, UsageError
 
 NOT_NEEDED = "not_needed"
 EXIT = {PROMOTED: ExitCode.OK, NOT_NEEDED: ExitCode.RETRAIN_NOT_NEEDED, REJECTED: ExitCode.RETRAIN_REJECTED}
-_RECIPE_KEYS = ("family", "task", "target", "params", "seed", "features", "class_weight", "sample_weight", "calibrate")
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,7 @@ class RetrainOptions:
 
     data: tuple[str, ...]
     triggers: tuple[str, ...] = ("always",)
+    drift_exclude: tuple[str, ...] = ()
     time_col: str | None = None
     window: str | None = None
     ratios: tuple[float, float, float] = DEFAULT_RATIOS
@@ -111,17 +110,10 @@ class RetrainResult:
 
 
 def recipe_from(doc: Mapping[str, Any], target: str | None = None) -> Any:
-    """The one adapter from a manifest's recipe document to a recipe object.
+    """The one adapter from a recipe document to the typed :class:`~mlsys_cli.models.manifest.Recipe`."""
+    from mlsys_cli.models.manifest import Recipe
 
-    Becomes ``Recipe.from_dict(doc, target)`` (mlsys_cli.models.manifest) once that lands:
-    callers use only the attributes ``family task target params seed features class_weight
-    sample_weight calibrate``.
-    """
-    values = {key: doc.get(key) for key in _RECIPE_KEYS}
-    values["target"] = values["target"] or target
-    values["params"] = dict(values["params"] or {})
-    values["seed"] = int(values["seed"] or 0)
-    return SimpleNamespace(**values)
+    return Recipe.from_dict(doc, target)
 
 
 def read_recipe(path: str | Path) -> tuple[Any, list[dict[str, Any]] | None]:
@@ -157,7 +149,7 @@ def bundle_recipe(bundle: Any) -> Any:
     recipe = recipe_from(bundle.manifest.get("recipe") or {}, bundle.target)
     if recipe.features and "bundle" in recipe.features and getattr(bundle.predictor, "kind", "") == "single":
         params = bundle.predictor.featurizer.get_params()
-        recipe = SimpleNamespace(**{**vars(recipe), "features": {k: v for k, v in params.items() if k not in ("target", "seed")}})
+        recipe = replace(recipe, features={k: v for k, v in params.items() if k not in ("target", "seed")})
     return recipe
 
 
@@ -168,8 +160,10 @@ def _first_recipe(opts: RetrainOptions) -> tuple[Any, list[dict[str, Any]] | Non
     if not first.target:
         raise UsageError("the registry has no champion yet, and no recipe was given",
                          "give --recipe FILE (a model bundle or tune's params.json), or --target COL [--model FAMILY]")
-    return recipe_from({"family": first.model or "xgboost", "task": first.task, "params": dict(first.params),
-                        "seed": 0}, first.target), None
+    from mlsys_cli.models.manifest import Recipe
+
+    # The task is inferred from the target when train's flags do not give one.
+    return Recipe(family=first.model or "xgboost", task=first.task, target=first.target, params=dict(first.params)), None
 
 
 # --------------------------------------------------------------------------- the champion
@@ -226,7 +220,7 @@ def retrain(registry: str | Path, opts: RetrainOptions, *, now: datetime | None 
             if recipe.target != incumbent.bundle.target:
                 raise UsageError(f"--recipe predicts {recipe.target!r}, the champion {incumbent.bundle.target!r}")
         if opts.seed is not None:
-            recipe = SimpleNamespace(**{**vars(recipe), "seed": opts.seed})
+            recipe = replace(recipe, seed=opts.seed)
         window = load_window(opts.data, Columns(recipe.target, opts.time_col, schema, _named_columns(recipe)),
                              span=span, ratios=opts.ratios, task=recipe.task or _task_of(incumbent))
         verdicts = _verdicts(triggers, reg, incumbent, window, opts, now)
@@ -247,7 +241,7 @@ def retrain(registry: str | Path, opts: RetrainOptions, *, now: datetime | None 
                   "data": _data(window), "trigger": {"verdicts": base["triggers"]}, "who": who(),
                   "recipe": {"family": recipe.family, "task": challenger.task, "target": recipe.target,
                              "stateful": training["stateful"], "warm_start": training.get("warm_start"),
-                             "seed": recipe.seed, "params": recipe.params}}
+                             "seed": recipe.seed, "params": recipe.to_dict()["params"]}}
         version = writer.add_version(challenger.save, record)
         if verdict.decision == PROMOTED:
             writer.promote(version)
@@ -299,7 +293,7 @@ def _verdicts(triggers: list[Any], reg: Registry, incumbent: Incumbent | None, w
         last_trained=parse_stamp(versions[-1].created) if versions else None,
         new_rows=lambda: _new_rows(incumbent.version, window),
         champion_metric=lambda condition: _champion_gate(incumbent, window, condition, opts),
-        drift=lambda: drift_evidence(incumbent, window),
+        drift=lambda: drift_evidence(incumbent, window, opts.drift_exclude),
     )
     return decide(triggers, evidence)
 
@@ -328,26 +322,26 @@ def _champion_gate(incumbent: Incumbent, window: Window, condition: Any, opts: R
     return {**result.gates[0], "rows": result.rows}
 
 
-def drift_evidence(incumbent: Incumbent, window: Window) -> dict[str, Any]:
+def drift_evidence(incumbent: Incumbent, window: Window, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """``mlsys drift`` on the window's newest rows against the champion's reference statistics.
 
-    The newest rows are the rows newer than the champion's data when it records its window's
-    end (and there are enough), else the held-out part. The one call into
-    :func:`mlsys_cli.monitor.drift.detect` (the drift command's library entry point).
+    The newest rows are those newer than the champion's data when it records its window's end
+    (and there are at least as many as held out), else the held-out part. The one call into
+    :func:`mlsys_cli.monitor.drift.detect`, the drift command's library entry point, with its
+    default options (a feature drifts only when its test is significant after the
+    Benjamini-Hochberg correction and its effect size is large too), leaving out ``exclude``
+    (columns that move with time by construction: tenure, cumulative sums, dates).
     """
-    try:
-        from mlsys_cli.monitor.drift import detect
-    except ImportError:
-        raise UsageError("--trigger drift needs mlsys drift, which is not in this build") from None
+    from mlsys_cli.monitor.drift import DriftOptions, detect
+
     newer = window.newer((incumbent.version.data or {}).get("end"))
     rows = newer if len(newer) >= len(window.holdout) else window.holdout
     with tempfile.TemporaryDirectory(prefix="mlsys-retrain-") as tmp:
         path = Path(tmp) / "newest.parquet"
-        rows.to_parquet(path, index=False)
-        report = detect(str(path), model=str(incumbent.version.bundle))
-    doc = report.to_dict()
-    drifted = [f.get("name") or f.get("feature") for f in doc.get("features", []) if f.get("drifted")]
-    summary = (f"drift in {len(drifted)} feature(s): {', '.join(map(str, drifted[:5]))}" if drifted else
+        rows.drop(columns=[window.info["time_col"]] if window.info.get("time_col") else []).to_parquet(path, index=False)
+        report = detect(str(path), model=str(incumbent.version.bundle), options=DriftOptions(exclude=tuple(exclude)))
+    drifted = list(report.drifted)
+    summary = (f"drift in {len(drifted)} feature(s) or output(s): {', '.join(drifted[:5])}" if drifted else
                "drift detected" if report.drift_detected else "no drift")
-    return {"drift_detected": bool(report.drift_detected), "summary": f"{summary} ({len(rows):,} newest rows vs the "
-            f"champion's training reference)", "drifted": drifted, "rows": int(len(rows))}
+    return {"drift_detected": bool(report.drift_detected), "drifted": drifted, "rows": int(len(rows)),
+            "summary": f"{summary} ({len(rows):,} newest rows vs the champion's training reference)"}

@@ -56,7 +56,7 @@ def parse_trigger(text: str) -> Trigger:
     """Parse one ``--trigger`` value; anything else is a usage error (exit 2)."""
     kind, _, arg = (text or "").strip().partition(":")
     if kind not in KINDS:
-        raise UsageError(f"invalid --trigger {text!r}", f"use one of: always, schedule:7d, drift, performance:'auc<0.80', volume:50000")
+        raise UsageError(f"invalid --trigger {text!r}", "use one of: always, schedule:7d, drift, performance:'auc<0.80', volume:50000")
     if kind in ("always", "drift"):
         if arg:
             raise UsageError(f"invalid --trigger {text!r}: {kind} takes no argument")

@@ -9,6 +9,7 @@ The holdout starts at a time boundary, so no row of its first timestamp is train
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Sequence
@@ -139,7 +140,9 @@ def _by_time(df: Any, time_col: str, span: timedelta | None, source: str) -> Any
     import pandas as pd
 
     try:
-        times = pd.to_datetime(df[time_col], utc=True)
+        with warnings.catch_warnings():  # a column of text that is not times: refused just below
+            warnings.simplefilter("ignore", UserWarning)
+            times = pd.to_datetime(df[time_col], utc=True)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{source}: time column {time_col!r} does not hold times ({exc})") from None
     if times.isna().any():

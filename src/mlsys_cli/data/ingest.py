@@ -32,6 +32,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from mlsys_cli.data.io import FORMATS, Lineage, input_record, invocation, lineage_metadata, quote_ident, resolve_inputs
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.fsutil import atomic_path, sha256_file, temp_dir
+from mlsys_cli.interrupts import cancel_with
 
 INPUT_FORMATS = ("csv", "tsv", "json", "ndjson", "parquet")
 # Encodings DuckDB's CSV reader decodes itself; others are transcoded to UTF-8 first.
@@ -767,7 +768,8 @@ def _scalar(con: Any, query: str, source: _Source) -> int:
     import duckdb
 
     try:
-        return int(con.execute(query).fetchone()[0])
+        with cancel_with(con.interrupt):
+            return int(con.execute(query).fetchone()[0])
     except duckdb.OutOfMemoryException as exc:
         raise InputError(f"out of memory: {_first_line(exc)}", "raise --memory-limit or lower --threads") from None
     except duckdb.Error as exc:

@@ -230,7 +230,7 @@ def read_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, columns: 
             raise InputError(f"no column {missing[0]!r} in the input")
         relation = relation.select(*[quote_ident(c) for c in columns])
     try:
-        table = relation.fetch_arrow_table()
+        table = relation.to_arrow_table()
     except duckdb.Error as exc:
         raise InputError(f"{files[0]}: cannot read: {str(exc).splitlines()[0]}") from None
     refuse_repeated(table.column_names, str(files[0]))
@@ -240,6 +240,23 @@ def read_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, columns: 
 def quote_ident(name: str) -> str:
     """A column name as a SQL identifier (DuckDB, PostgreSQL); inner double quotes are doubled."""
     return '"' + str(name).replace('"', '""') + '"'
+
+
+def count_rows(paths: Any) -> int:
+    """Rows of a table: from the Parquet footers (no data read), else by a DuckDB count."""
+    import pyarrow.parquet as pq
+
+    files = resolve_inputs([paths] if isinstance(paths, (str, os.PathLike)) else paths)
+    if all(detect_format(f) == "parquet" for f in files):
+        total = 0
+        for f in files:
+            check_parquet(f)
+            try:
+                total += pq.ParquetFile(f).metadata.num_rows
+            except Exception as exc:  # pyarrow raises several types for a damaged footer
+                raise InputError(f"{f}: cannot read Parquet: {exc}") from None
+        return total
+    return int(scan_table(files).aggregate("count(*)").fetchall()[0][0])
 
 
 def read_frame(paths: Any, columns: Sequence[str] | None = None) -> Any:

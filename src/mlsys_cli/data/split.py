@@ -33,6 +33,7 @@ from typing import Any, Sequence
 from mlsys_cli.data import io
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.fsutil import atomic_path
+from mlsys_cli.interrupts import cancel_with
 
 KINDS = ("random", "stratified", "time", "group")
 BALANCE = ("under", "over")
@@ -145,10 +146,11 @@ class _Splitter:
             raise InputError(f"{what}: no column {column!r} in the input", f"columns: {shown}")
 
     def scalar(self, sql: str) -> Any:
-        return self.con.execute(sql).fetchone()[0]
+        return self.rows(sql)[0][0]
 
     def rows(self, sql: str) -> list[tuple]:
-        return self.con.execute(sql).fetchall()
+        with cancel_with(self.con.interrupt):  # Ctrl-C reaches the query (interrupts.py)
+            return self.con.execute(sql).fetchall()
 
     def row_hash(self, seed: int | None) -> str:
         """A hash of the row's content (seeded for assignment, unseeded for the duplicate check)."""
@@ -541,8 +543,8 @@ def split_table(
             lineage = io.Lineage(command="split", inputs=inputs, seed=seed, role=name, target=target, extra=extra)
             meta = io.lineage_metadata(lineage, rows=rows)
             tmp = stack.enter_context(atomic_path(out_dir / f"{name}.parquet", suffix=".parquet"))
-            sp.con.execute(f"COPY ({queries[name]}) TO {_literal(str(tmp))} "
-                           f"(FORMAT parquet, COMPRESSION zstd, KV_METADATA {{mlsys: {_literal(meta)}}})")
+            sp.rows(f"COPY ({queries[name]}) TO {_literal(str(tmp))} "
+                    f"(FORMAT parquet, COMPRESSION zstd, KV_METADATA {{mlsys: {_literal(meta)}}})")
             if time_expr:
                 record.update(time_min=spans[name][0], time_max=spans[name][1])
             if classes:

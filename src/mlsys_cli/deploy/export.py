@@ -219,35 +219,35 @@ def check_parity(bundle: Any, onnx_model: Any, df: Any) -> dict[str, Any]:
 
 
 def _calibrated_parity(bundle: Any, df: Any) -> dict[str, Any] | None:
-    """Parity of a calibrated model, checked piece by piece (None for other models).
+    """Parity of a model with calibrators (alone or inside an ensemble), piece by piece; None without.
 
     The graph and the bundle differ upstream by a few float32 ulps (~1e-7: two engines sum the
     trees in different orders), and an isotonic calibrator multiplies any input difference by
     the slope of its steepest segment (thousands, between two close thresholds): that product,
     not the conversion, is the 5e-5 a whole-graph comparison saw. So each piece is held to its
-    own standard: the model's uncalibrated probabilities within :data:`TOLERANCE`, and the
-    calibrator's graph, fed the bundle's own uncalibrated probabilities, equal to
-    ``Calibrator.transform`` up to the float32 rounding of the output (:data:`CALIBRATOR_TOLERANCE`).
-    Labels must still be identical; the end-to-end difference is reported.
+    own standard: the model with every calibrator taken out (members and combiner included)
+    within :data:`TOLERANCE`, and each calibrator's graph, fed the bundle's own uncalibrated
+    probabilities, equal to ``Calibrator.transform`` up to the float32 rounding of the output
+    (:data:`CALIBRATOR_TOLERANCE`). Labels must still be identical; the end-to-end difference is reported.
     """
     import copy
 
     import numpy as np
 
-    predictor = getattr(bundle, "predictor", None)
-    calibrator = getattr(predictor, "calibrator", None)
-    if calibrator is None or bundle.task == "regression":
+    twin, calibrated = _without_calibrators(getattr(bundle, "predictor", None))
+    if not calibrated or bundle.task == "regression":
         return None
     from mlsys_cli.deploy.onnx_model import OnnxModel
 
     bare = copy.copy(bundle)
-    bare.predictor = copy.copy(predictor)
-    bare.predictor.calibrator = None
+    bare.predictor = twin
     model = check_parity(bare, OnnxModel.from_proto(to_onnx(bare)), df)
-    uncalibrated = np.asarray(bare.predict(df)["probabilities"], np.float64)
-    expected = np.asarray(calibrator.transform(uncalibrated), np.float64)
-    converted = _run_calibrator(calibrator, uncalibrated)
-    cal_diff = float(np.abs(expected - converted).max()) if len(df) else 0.0
+    cal_diff = 0.0
+    for single, calibrator in calibrated:
+        uncalibrated = np.asarray(single.predict_scores(df), np.float64)
+        expected = np.asarray(calibrator.transform(uncalibrated), np.float64)
+        if len(df):
+            cal_diff = max(cal_diff, float(np.abs(expected - _run_calibrator(calibrator, uncalibrated)).max()))
     native, graph = bundle.predict(df), OnnxModel.from_proto(to_onnx(bundle)).predict(df)
     end = np.abs(np.asarray(native["probabilities"], np.float64) - np.asarray(graph["probabilities"], np.float64))
     mismatch = int((np.asarray(native["label"]).astype(str) != np.asarray(graph["label"]).astype(str)).sum())
@@ -255,6 +255,26 @@ def _calibrated_parity(bundle: Any, df: Any) -> dict[str, Any] | None:
             "labels_equal": mismatch == 0, "label_mismatches": mismatch,
             "uncalibrated_max_abs_diff": model["max_abs_diff"], "calibrator_max_abs_diff": cal_diff,
             "ok": mismatch == 0 and model["ok"] and cal_diff <= CALIBRATOR_TOLERANCE}
+
+
+def _without_calibrators(predictor: Any) -> tuple[Any, list[tuple[Any, Any]]]:
+    """A copy of ``predictor`` with every calibrator taken out, and (uncalibrated single, calibrator) pairs."""
+    import copy
+
+    if hasattr(predictor, "members"):  # an ensemble: its members may be calibrated
+        twin, pairs = copy.copy(predictor), []
+        twin.members = []
+        for member in predictor.members:
+            bare, found = _without_calibrators(member)
+            twin.members.append(bare)
+            pairs += found
+        return twin, pairs
+    calibrator = getattr(predictor, "calibrator", None)
+    if calibrator is None:
+        return predictor, []
+    twin = copy.copy(predictor)
+    twin.calibrator = None
+    return twin, [(twin, calibrator)]
 
 
 def _run_calibrator(calibrator: Any, proba: Any) -> Any:

@@ -153,6 +153,12 @@ class Target:
         if k not in self._folds:
             from sklearn.model_selection import KFold, StratifiedKFold
 
+            if len(self) < k:  # every cross-fitted step (target encoding, leakage check) folds here
+                from mlsys_cli.errors import InputError
+
+                raise InputError(f"{len(self)} training rows are too few: cross-fitting needs at least {k}",
+                                 "train on more rows")
+
             splitter = (KFold if self.kind == "continuous" else StratifiedKFold)(k, shuffle=True, random_state=self.seed)
             fold = np.empty(len(self), dtype=np.int64)
             for i, (_, held) in enumerate(splitter.split(np.zeros((len(self), 1)), self.values)):

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.monitor import stats
-from mlsys_cli.monitor.drift import DriftOptions, DriftReport, FeatureDrift, WindowDrift
+from mlsys_cli.monitor.results import DriftOptions, DriftReport, FeatureDrift, WindowDrift
 from mlsys_cli.monitor.reference import Reference
 from mlsys_cli.monitor.scan import META_PREFIX, Cells, Counts, Source
 
@@ -212,22 +212,31 @@ def _rank(features: Sequence[FeatureDrift]) -> tuple[FeatureDrift, ...]:
     return tuple(sorted(features, key=key))
 
 
-def _count(source: Source, cells: Sequence[Cells], options: DriftOptions) -> tuple[dict[str, Counts], int]:
-    """Count every column of ``source`` in its cells (and per window), one pass over the batches."""
-    from mlsys_cli.monitor.scan import parse_window, window_ids
+def _count(source: Source, cells: Sequence[Cells], options: DriftOptions,
+           sample: tuple[Sequence[str], int] | None = None) -> tuple[dict[str, Counts], int, Any]:
+    """Count every column of ``source`` in its cells (and per window), one pass over the batches.
+
+    ``sample`` (columns, rows) also draws the seeded row sample of the domain classifier in the
+    same pass, rather than reading the current data twice.
+    """
+    from mlsys_cli.monitor.scan import Sampler, parse_window, window_ids
 
     seconds = parse_window(options.window) if options.window else None
     if options.time_col and options.time_col not in source.columns:
         raise InputError(f"no time column {options.time_col!r} in {source.name}")
     counts = {c.name: Counts(c) for c in cells}
     columns = [c.name for c in cells] + ([options.time_col] if seconds else [])
+    sampler = Sampler(source.count_rows(), sample[1], options.seed + 1) if sample else None
     rows = 0
     with ThreadPoolExecutor(max_workers=2) as pool:
         for batch in source.batches(list(dict.fromkeys(columns))):
             rows += batch.num_rows
             wins = window_ids(batch.column(options.time_col), seconds, options.time_col) if seconds else None
             list(pool.map(lambda c: counts[c.name].add(batch.column(c.name), wins), cells))
-    return counts, rows
+            if sampler is not None:
+                sampler.take(batch, sample[0])
+    drawn = sampler.table([source.schema.field(c) for c in sample[0]]) if sampler is not None else None
+    return counts, rows, drawn
 
 
 def _window_label(w: int, seconds: int) -> tuple[str, str]:
@@ -310,7 +319,8 @@ def run(current: Any, *, reference: Any, model: Any, profile: Any, options: Drif
     label_ref = _label_reference(plan.label, ref, manifest)
     if label_ref is not None:
         cells.append(label_ref[0])
-    counts, rows = _count(source, cells, options)
+    wanted = _sample_columns(ref, plan, options)
+    counts, rows, cur_sample = _count(source, cells, options, (wanted, options.domain_rows) if wanted else None)
     if rows == 0:
         raise InputError(f"{source.name}: no rows to compare" + (" (all rows are shadow traffic)" if source.count_rows() < _all_rows(source) else ""))
     importance = _importance(manifest, [*plan.features])
@@ -325,7 +335,7 @@ def run(current: Any, *, reference: Any, model: Any, profile: Any, options: Drif
 
         model_part, output_tests = model_checks(model, manifest, source, plan.label, options, _judge)
         tests.extend(output_tests)
-    samples = _samples(ref, source, plan, options)
+    samples = (ref.sample.select(wanted), cur_sample) if wanted else None
     if options.backend == "alibi":
         tests = _alibi_pvalues(tests, samples, cur_types, plan)
     features = _rank(_decide(tests, options, importance))
@@ -376,12 +386,11 @@ def _importance(manifest: Mapping[str, Any] | None, features: Sequence[str]) -> 
     return out
 
 
-def _samples(ref: Reference, source: Source, plan: _Plan, options: DriftOptions) -> tuple[Any, Any] | None:
-    """Seeded row samples of both sides (reference rows and current rows), when there are reference rows."""
+def _sample_columns(ref: Reference, plan: _Plan, options: DriftOptions) -> list[str]:
+    """The columns of the row samples (domain classifier, alibi), empty when there are no reference rows."""
     if not (options.domain_classifier or options.backend == "alibi") or ref.sample is None or ref.sample.num_rows == 0:
-        return None
-    columns = [c for c in plan.features if c in ref.sample.column_names]
-    return ref.sample.select(columns), source.sample(columns, options.domain_rows, options.seed + 1)
+        return []
+    return [c for c in plan.features if c in ref.sample.column_names]
 
 
 def _alibi_pvalues(tests: list[_Test], samples: tuple[Any, Any] | None, cur_types: Mapping[str, str | None],

@@ -1,11 +1,13 @@
 """Adaptive micro-batching: concurrent requests share one model run.
 
-With batching on, a request's rows join a queue; one drain task takes what is queued (up to
-``max_rows``), runs the model once in a worker thread (onnxruntime releases the GIL, so the
-event loop keeps reading requests meanwhile) and hands each request its slice. Nothing waits
-when the server is idle: a batch is whatever arrived while the previous one ran, plus at most
-``max_wait_ms`` when that is set. With batching off (``max_rows`` <= 1) the model runs inline
-on the event loop, which is fastest for one row at a time (no thread hop).
+A request answered alone runs the model inline on the event loop: fastest for one request at a
+time (no thread hop). When other requests are waiting (their headers arrived and they are not
+answered yet: :class:`Pending`, counted by the HTTP protocol), a request's rows join a queue
+instead; one drain task takes what is queued (up to ``max_rows``), runs the model once in a
+worker thread (onnxruntime releases the GIL, so the event loop keeps reading and answering
+meanwhile, on another core) and hands each request its slice. Nothing waits when the server is
+quiet: a batch is whatever arrived while the previous one ran, plus at most ``max_wait_ms``
+when that is set. ``max_rows`` <= 1 turns batching off.
 """
 
 from __future__ import annotations
@@ -16,11 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 
 
+class Pending:
+    """Requests whose headers arrived and whose answer is not complete (one event loop)."""
+
+    count = 0
+
+
 @dataclass(frozen=True)
 class BatchOptions:
     """``max_rows`` rows per model run (<= 1: no batching); ``max_wait_ms`` extra wait to fill one."""
 
-    max_rows: int = 0
+    max_rows: int = 64
     max_wait_ms: float = 0.0
 
     @property
@@ -41,7 +49,7 @@ class Batcher:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlsys-batch") if options.enabled else None
 
     async def predict(self, canon: dict[str, Any], rows: int) -> dict[str, Any]:
-        if self._pool is None:
+        if self._pool is None or (Pending.count <= 1 and not self._queue and not self._draining):
             self.histogram.observe(rows)
             return self.model.predict(canon)
         loop = asyncio.get_running_loop()

@@ -46,9 +46,9 @@ def file_source(path: str | os.PathLike) -> Source:
 
 def read_model_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """The manifest of a model bundle, verified (the one place serve reads a bundle's manifest)."""
-    from mlsys_cli.bundle import BundleReader
+    from mlsys_cli.models.manifest import read_manifest
 
-    return BundleReader(path, kind="model").manifest
+    return read_manifest(path).to_dict()
 
 
 class ServedModel:

@@ -129,17 +129,17 @@ class _OpenFile:
         self.writer = pq.ParquetWriter(tmp, schema, compression="zstd")
         self.opened = time.monotonic()
         self.rows = 0
+        self.bytes = 0
         self.tmp = tmp
 
     def write(self, table: Any) -> None:
         self.writer.write_table(table)
         self.rows += table.num_rows
+        self.bytes += table.nbytes
 
     def size(self) -> int:
-        try:
-            return self.tmp.stat().st_size
-        except OSError:
-            return 0
+        """Bytes of data written (Arrow, uncompressed): the file's own size lags its buffered writes."""
+        return self.bytes
 
     def close(self) -> Path:
         self.writer.close()

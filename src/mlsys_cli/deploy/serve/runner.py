@@ -187,8 +187,13 @@ def _protocol(header_timeout: float) -> type:
     """uvicorn's httptools protocol, answering 408 to a client that sends its headers too slowly."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+    from mlsys_cli.deploy.serve.batching import Pending
+
     class Protocol(HttpToolsProtocol):
+        """Also counts requests between their headers and their answer (adaptive batching)."""
+
         _timer: Any = None
+        _counted = False
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -202,12 +207,25 @@ def _protocol(header_timeout: float) -> type:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            if not self._counted:
+                self._counted = True
+                Pending.count += 1
             super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            self._uncount()
+            super().on_response_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._timer is not None:
                 self._timer.cancel()
+            self._uncount()
             super().connection_lost(exc)
+
+        def _uncount(self) -> None:
+            if self._counted:
+                self._counted = False
+                Pending.count -= 1
 
         def _arm(self) -> None:
             if self._timer is None:

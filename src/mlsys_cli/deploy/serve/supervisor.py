@@ -27,6 +27,7 @@ def _worker(specs: list[Any], options: Any, sock: socket.socket, pipe: int) -> N
     try:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
+        _die_with_parent()
         try:
             slots = load_slots(specs)
         except Exception as exc:
@@ -43,6 +44,16 @@ def _worker(specs: list[Any], options: Any, sock: socket.socket, pipe: int) -> N
         raise
     finally:
         os._exit(code)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux for SIGTERM when the supervisor dies (even by SIGKILL): no orphan keeps the port."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the supervisor's own SIGTERM handling still stops the workers
 
 
 def _spawn(specs: list[Any], options: Any, sock: socket.socket) -> tuple[int, int]:

@@ -1,0 +1,45 @@
+"""data/io.py: what a table read gives the rest of mlsys (never an index column, never two of one name)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mlsys_cli.data.io import is_metadata_column, read_frame, read_table
+from mlsys_cli.errors import InputError
+
+
+def test_a_pandas_index_written_with_the_table_is_not_a_column(tmp_path):
+    df = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0, 1, 0]}, index=[7, 3, 5])  # shuffled: no RangeIndex
+    df.to_parquet(tmp_path / "t.parquet")  # index kept, as __index_level_0__
+    assert "__index_level_0__" in pq.read_schema(tmp_path / "t.parquet").names
+    assert read_table(tmp_path / "t.parquet").column_names == ["x", "y"]
+    assert list(read_frame(tmp_path / "t.parquet").columns) == ["x", "y"]
+
+
+def test_metadata_columns():
+    assert is_metadata_column("__index_level_0__") and is_metadata_column("_mlsys_time")
+    assert not is_metadata_column("index") and not is_metadata_column("mlsys_score")
+
+
+def test_repeated_column_names_are_refused_by_name(tmp_path):
+    pq.write_table(pa.table([[1, 2], [3, 4], [5, 6]], names=["a", "a", "b"]), tmp_path / "t.parquet")
+    with pytest.raises(InputError, match="repeated column name 'a'"):
+        read_table(tmp_path / "t.parquet")
+
+
+def test_csv_is_read_eagerly(tmp_path):
+    (tmp_path / "t.csv").write_text("a,b\n1,x\n2,y\n")
+    assert read_frame(tmp_path / "t.csv").to_dict("list") == {"a": [1, 2], "b": ["x", "y"]}
+
+
+def test_a_corrupt_parquet_file_is_an_input_error(tmp_path):
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.table({"a": list(range(100))}), good)
+    data = good.read_bytes()
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(data[:4] + b"\x00" * 200 + data[-60:])
+    with pytest.raises(InputError, match="bad.parquet"):
+        read_table(bad)

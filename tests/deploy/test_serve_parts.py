@@ -1,0 +1,137 @@
+"""The pieces of serve in process: the V2 wire format and the prediction log's rotation and limits."""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from mlsys_cli.deploy.serve import v2
+from mlsys_cli.deploy.serve.predlog import Entry, LogOptions, PredictionLog
+from mlsys_cli.errors import InputError
+
+SCHEMA = [{"name": "x", "type": "float"}, {"name": "s", "type": "string"}, {"name": "b", "type": "bool"},
+          {"name": "t", "type": "datetime"}]
+
+
+def _model(role="primary"):
+    return SimpleNamespace(name="m", version="v1", role=role, task="binary", classes=[False, True], input_schema=SCHEMA,
+                           kind="onnx")
+
+
+def test_v2_binary_and_json_inputs_decode_alike():
+    strings = ["a", "bé"]
+    raw = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in strings)
+    floats = np.array([1.5, 2.5], dtype="<f4").tobytes()
+    head = json.dumps({"inputs": [
+        {"name": "s", "shape": [2, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}},
+        {"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": len(floats)}},
+        {"name": "t", "shape": [2, 1], "datatype": "INT64", "data": [[0], [86400]]}]}).encode()
+    _, columns, rows = v2.decode_request(head + raw + floats, len(head))
+    assert rows == 2 and columns == {"s": strings, "x": [1.5, 2.5], "t": [0, 86400]}
+    _, same, _ = v2.decode_request(json.dumps({"inputs": [
+        {"name": "s", "shape": [2], "datatype": "BYTES", "data": strings},
+        {"name": "x", "shape": [2], "datatype": "FP32", "data": [1.5, 2.5]},
+        {"name": "t", "shape": [2], "datatype": "INT64", "data": [0, 86400]}]}).encode(), None)
+    assert same == columns
+
+
+@pytest.mark.parametrize("body,length,needle", [
+    (b'{"inputs": [{"name": "s", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 9}}]}\x05\x00\x00\x00ab',
+     None, "not valid JSON"),
+    (b"\x05\x00\x00\x00ab", 0, "not valid JSON"),
+    (b'{"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}', None, "is not one column"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP99", "data": [1]}]}', None, "unknown datatype"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]},'
+     b' {"name": "y", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}', None, "has 2 rows, the others 1"),
+])
+def test_v2_bad_requests_are_named(body, length, needle):
+    with pytest.raises(InputError) as info:
+        v2.decode_request(body, length)
+    assert needle in info.value.message
+
+
+def test_v2_truncated_binary_bytes():
+    head = b'{"inputs": [{"name": "s", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 6}}]}'
+    with pytest.raises(InputError) as info:
+        v2.decode_request(head + b"\x09\x00\x00\x00ab", len(head))
+    assert "truncated BYTES element" in info.value.message
+
+
+def test_v2_outputs_binary_on_request():
+    request = {"outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}], "id": "r1"}
+    out = {"label": np.array([True]), "probabilities": np.array([[0.25, 0.75]])}
+    payload, length = v2.encode_response(request, _model(), out)
+    head = json.loads(payload[:length])
+    assert head["id"] == "r1" and [o["name"] for o in head["outputs"]] == ["probabilities"]
+    assert np.frombuffer(payload[length:], dtype="<f8").tolist() == [0.25, 0.75]
+    with pytest.raises(InputError):
+        v2.encode_response({"outputs": [{"name": "nope"}]}, _model(), out)
+
+
+def _entry(rows, role="primary"):
+    canon = {"x": np.full(rows, 1.5), "s": np.array(["a"] * (rows - 1) + [""], dtype=object),
+             "b": np.array([1.0] * (rows - 1) + [np.nan]), "t": np.array([86400] * rows, dtype=np.int64)}
+    out = {"label": np.array([True] * rows, dtype=object), "probabilities": np.tile([0.2, 0.8], (rows, 1))}
+    return Entry(time.time(), "id", _model(role), 1.0, canon, out, rows)
+
+
+def _until(condition):
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, "the log writer did not get there"
+        time.sleep(0.01)
+
+
+def test_log_rotates_by_size_and_never_shows_half_files(tmp_path):
+    log = PredictionLog(LogOptions(tmp_path, rotate_seconds=3600, rotate_bytes=1, flush_seconds=0.01))
+    log.start()
+    for i in range(3):
+        log.append(_entry(4))
+        _until(lambda: len(log.written) == i + 1)  # each write is past 1 byte: a file of its own
+    log.append(_entry(2, role="shadow"))
+    log.close()
+    files = sorted(tmp_path.glob("predictions-*.parquet"))
+    assert len(files) == 4 and not list(tmp_path.glob(".*"))
+    assert sum(pq.read_metadata(f).num_rows for f in files) == 14
+    t = pq.read_table(files[0])
+    assert t.column("s").null_count == 1 and t.column("b").null_count == 1
+    assert str(t.schema.field("t").type) == "timestamp[us, tz=UTC]" and t.column("t")[0].as_py().year == 1970
+    assert pq.read_table(files[-1]).column("_mlsys_role").to_pylist() == ["shadow", "shadow"]
+
+
+def test_log_rotates_by_time(tmp_path):
+    log = PredictionLog(LogOptions(tmp_path, rotate_seconds=0.05, flush_seconds=0.01))
+    log.start()
+    log.append(_entry(3))
+    _until(lambda: len(log.written) == 1)  # renamed into place without a close or a size limit
+    assert pq.read_metadata(log.written[0]).num_rows == 3
+    log.close()
+
+
+def test_log_drops_and_counts_beyond_its_queue(tmp_path):
+    counts = {"written": 0, "dropped": 0}
+
+    def on_write(written, dropped):
+        counts["written"] += written
+        counts["dropped"] += dropped
+
+    log = PredictionLog(LogOptions(tmp_path, max_pending=5), on_write)
+    log.append(_entry(4))
+    log.append(_entry(4))  # over the queue's bound before the writer ran: dropped, counted
+    log.start()
+    log.close()
+    assert counts == {"written": 4, "dropped": 4}
+
+
+def test_log_dir_that_cannot_be_written(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError) as info:
+        PredictionLog(LogOptions(blocker / "logs"))
+    assert "cannot create it" in info.value.message
