@@ -120,7 +120,6 @@ class Problem:
             fz = tr.make_featurizer(self.target, family.preset, features, int(self.job.seed))
             # fit_transform cross-fits target encodings on the training rows, as train does.
             X = fz.fit_transform(train)
-            tr.check_roles(fz, self.job.train)
             y_valid = valid[self.target]
             self._featurizers[key] = fz
             self.featurize_s[key] = time.perf_counter() - start
