@@ -208,3 +208,25 @@ def test_real_process_regression(small_tables, tmp_path):
     d = json.loads(result.stdout)
     assert d["task"] == "regression" and d["primary_metric"] == "rmse"
     assert d["metrics"]["valid"]["rmse"] < d["baselines"]["zero_rule"]["rmse"]
+
+
+@pytest.mark.parametrize("model,param,needle", [
+    ("xgboost", "learning_rate=-0.1", "learning_rate"),
+    ("linear", "C=0", "'C' parameter"),
+    ("forest", "n_estimators=-3", "'n_estimators' parameter"),
+    ("xgboost", "max_depth=-1", "max_depth"),
+])
+def test_out_of_range_parameters_are_usage_errors(tmp_path, model, param, needle):
+    _frame().to_parquet(tmp_path / "t.parquet", index=False)
+    result = run_cli("train", tmp_path / "t.parquet", "--target", "y", "--model", model, "--param", param, "-o", tmp_path / "m.mlsys")
+    assert_clean_error(result, 2)
+    assert needle in result.stderr, result.stderr
+    assert not (tmp_path / "m.mlsys").exists()
+
+
+def test_non_finite_value_in_a_params_file_is_a_usage_error(tmp_path):
+    _frame().to_parquet(tmp_path / "t.parquet", index=False)
+    (tmp_path / "p.json").write_text('{"family": "xgboost", "params": {"learning_rate": NaN}}')
+    result = run_cli("train", tmp_path / "t.parquet", "--target", "y", "--params", tmp_path / "p.json", "-o", tmp_path / "m.mlsys")
+    assert_clean_error(result, 2)
+    assert "finite" in result.stderr

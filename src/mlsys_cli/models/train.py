@@ -278,15 +278,32 @@ def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0,
 
     from mlsys_cli.models.families import resolve_params
 
-    est = family.make(task, n_classes, resolve_params(family, task, params), seed)
-    continued = None
-    if init is not None:
-        est, continued = family.warm_start(est, init)
-    extra = {"callback": callback} if callback is not None and "callback" in inspect.signature(est.fit).parameters else {}
-    est = est.fit(X, y, sample_weight=sample_weight, eval_set=eval_set, timeout=timeout, progress=progress, **extra)
+    try:
+        est = family.make(task, n_classes, resolve_params(family, task, params), seed)
+        continued = None
+        if init is not None:
+            est, continued = family.warm_start(est, init)
+        extra = {"callback": callback} if callback is not None and "callback" in inspect.signature(est.fit).parameters else {}
+        est = est.fit(X, y, sample_weight=sample_weight, eval_set=eval_set, timeout=timeout, progress=progress, **extra)
+    except Exception as exc:
+        raise _parameter_error(family, exc) or exc
     if init is not None:
         est.warm_start_ = continued
     return est
+
+
+def _parameter_error(family: Any, exc: Exception) -> UsageError | None:
+    """The library's refusal of a parameter value (out of range: ``C=0``, a negative learning
+    rate) as a usage error naming it; None for any other failure.
+
+    The ranges live in the libraries (scikit-learn's parameter constraints, XGBoost's parameter
+    manager), so they are not copied here; their refusal is mapped where the fit happens.
+    """
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    if name == "InvalidParameterError" or (name == "XGBoostError" and "for Parameter" in text):
+        return UsageError(f"--model {family.name}: {text}", "check the --param / --params values")
+    return None
 
 
 # --------------------------------------------------------------------------- the whole step
