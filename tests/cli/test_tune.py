@@ -126,3 +126,17 @@ def test_n_jobs_starts_worker_processes(small_tables, tmp_path):
     assert result.code == 0, result.stderr
     assert result.json["workers"] == 2
     _check_shared_study(storage, "jobs", 6)
+
+
+def test_cv_by_a_time_column_with_nulls_is_an_input_error(small_tables, tmp_path):
+    t = small_tables["binary"]
+    df = pd.read_parquet(t["train"])
+    time_col = "when"
+    df[time_col] = pd.date_range("2025-01-01", periods=len(df), freq="h")
+    df.loc[df.index[:5], time_col] = pd.NaT
+    df.to_parquet(tmp_path / "t.parquet", index=False)
+    result = run_cli("tune", tmp_path / "t.parquet", "--target", t["target"], "--model", "linear", "--cv", "3",
+                     "--time-col", time_col, "--trials", "1", "-o", tmp_path / "p.json")
+    assert_clean_error(result, 3)
+    assert "missing in 5 rows" in result.stderr
+    assert not (tmp_path / "p.json").exists()
