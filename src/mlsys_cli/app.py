@@ -179,7 +179,11 @@ def run(argv: list[str] | None = None) -> int:
         try:
             result = app(args=argv, prog_name="mlsys", standalone_mode=False)
         except typer.Exit as exc:
-            return exc.exit_code
+            result = exc.exit_code
+        if _signalled is not None:
+            # Typer turns a KeyboardInterrupt into a quiet status 130 of its own (returned, not
+            # raised, outside standalone mode); a signal is still reported as one, with its status.
+            return _status(KeyboardInterrupt())
         return result if isinstance(result, int) else 0
     except BaseException as exc:  # noqa: B036 - every way out is mapped to a documented status here
         return _status(exc)

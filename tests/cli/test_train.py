@@ -113,8 +113,6 @@ def _one_class(d):
     (_one_class, "one class"),
     (lambda d: d.assign(y=d["y"].astype(float).where(d.index != 4)), "missing or infinite"),
     (lambda d: d.assign(y=np.where(d.index == 4, np.inf, d["x"])), "missing or infinite"),
-    (lambda d: d.assign(empty=np.nan), "'empty' is entirely missing"),
-    (lambda d: d.assign(flat="same"), "'flat' is constant"),
     (lambda d: d.iloc[:0], "no rows"),
 ])
 def test_bad_training_table_is_exit_3_and_writes_nothing(tmp_path, mutate, needle):
@@ -123,6 +121,14 @@ def test_bad_training_table_is_exit_3_and_writes_nothing(tmp_path, mutate, needl
     assert_clean_error(result, 3)
     assert needle in result.stderr, result.stderr
     assert list(tmp_path.iterdir()) == [tmp_path / "t.parquet"]
+
+
+def test_constant_and_empty_columns_are_warned_about_not_refused(tmp_path):
+    _frame().assign(empty=np.nan, flat="same").to_parquet(tmp_path / "t.parquet", index=False)
+    result = run_cli("train", tmp_path / "t.parquet", "--target", "y", "--model", "linear", "-o", tmp_path / "m.mlsys", "--json")
+    assert result.code == 0, result.stderr
+    warnings = " ".join(result.json["warnings"])
+    assert "'empty' is entirely missing" in warnings and "'flat' is constant" in warnings
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +208,25 @@ def test_real_process_regression(small_tables, tmp_path):
     d = json.loads(result.stdout)
     assert d["task"] == "regression" and d["primary_metric"] == "rmse"
     assert d["metrics"]["valid"]["rmse"] < d["baselines"]["zero_rule"]["rmse"]
+
+
+@pytest.mark.parametrize("model,param,needle", [
+    ("xgboost", "learning_rate=-0.1", "learning_rate"),
+    ("linear", "C=0", "'C' parameter"),
+    ("forest", "n_estimators=-3", "'n_estimators' parameter"),
+    ("xgboost", "max_depth=-1", "max_depth"),
+])
+def test_out_of_range_parameters_are_usage_errors(tmp_path, model, param, needle):
+    _frame().to_parquet(tmp_path / "t.parquet", index=False)
+    result = run_cli("train", tmp_path / "t.parquet", "--target", "y", "--model", model, "--param", param, "-o", tmp_path / "m.mlsys")
+    assert_clean_error(result, 2)
+    assert needle in result.stderr, result.stderr
+    assert not (tmp_path / "m.mlsys").exists()
+
+
+def test_non_finite_value_in_a_params_file_is_a_usage_error(tmp_path):
+    _frame().to_parquet(tmp_path / "t.parquet", index=False)
+    (tmp_path / "p.json").write_text('{"family": "xgboost", "params": {"learning_rate": NaN}}')
+    result = run_cli("train", tmp_path / "t.parquet", "--target", "y", "--params", tmp_path / "p.json", "-o", tmp_path / "m.mlsys")
+    assert_clean_error(result, 2)
+    assert "finite" in result.stderr

@@ -126,3 +126,49 @@ def test_n_jobs_starts_worker_processes(small_tables, tmp_path):
     assert result.code == 0, result.stderr
     assert result.json["workers"] == 2
     _check_shared_study(storage, "jobs", 6)
+
+
+def test_cv_by_a_time_column_with_nulls_is_an_input_error(small_tables, tmp_path):
+    t = small_tables["binary"]
+    df = pd.read_parquet(t["train"])
+    time_col = "when"
+    df[time_col] = pd.date_range("2025-01-01", periods=len(df), freq="h")
+    df.loc[df.index[:5], time_col] = pd.NaT
+    df.to_parquet(tmp_path / "t.parquet", index=False)
+    result = run_cli("tune", tmp_path / "t.parquet", "--target", t["target"], "--model", "linear", "--cv", "3",
+                     "--time-col", time_col, "--trials", "1", "-o", tmp_path / "p.json")
+    assert_clean_error(result, 3)
+    assert "missing in 5 rows" in result.stderr
+    assert not (tmp_path / "p.json").exists()
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_parallel_tune_stops_the_workers_in_order(small_tables, tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "mlsys_cli", "tune", *map(str, _base(small_tables["binary"])),
+                             "--model", "forest", "--timeout", "120s", "--n-jobs", "2", "-o", str(tmp_path / "p.json")],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"})
+    try:
+        give_up = time.time() + 90
+        while not _children(proc.pid) and time.time() < give_up and proc.poll() is None:
+            time.sleep(0.1)
+        workers = _children(proc.pid)
+        assert workers, "no worker process started"
+        time.sleep(2)  # let the worker load and start trials
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()
+    lines = err.decode().strip().splitlines()
+    assert lines[-1].startswith("error: interrupted") and "Traceback" not in err.decode()
+    assert all(not os.path.exists(f"/proc/{w}") or open(f"/proc/{w}/stat").read().split()[2] == "Z" for w in workers)
+    assert not (tmp_path / "p.json").exists()

@@ -266,6 +266,13 @@ def test_directional_expectation_detects_the_wrong_direction():
     assert rates == [("a:+", 0.0, True), ("b:+", 1.0, False), ("b:-", 0.0, True)]
 
 
+def test_directional_expectation_on_an_ignored_column_is_not_met():
+    model, df = _binary()
+    (result,) = ev.evaluate(model, df, expect=["noise:+"], bootstrap=0).behaviour
+    assert result.rate == 0.0 and result.mean_abs_delta == 0.0
+    assert not result.passed and "ignores noise" in result.detail
+
+
 def test_directional_expectation_needs_a_class_for_multiclass():
     model, df = _multiclass()
     with pytest.raises(UsageError, match="needs the class"):

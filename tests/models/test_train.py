@@ -142,14 +142,22 @@ def _frame(n=200, seed=0):
     (lambda d: d.assign(y=1), "one class"),
     (lambda d: d.assign(y=d["y"].astype(float).where(d.index != 3)), "missing or infinite"),
     (lambda d: d.assign(y=np.where(d.index == 5, np.inf, d["x"])), "missing or infinite"),
-    (lambda d: d.assign(empty=np.nan), "'empty' is entirely missing"),
-    (lambda d: d.assign(flat=7.0), "'flat' is constant"),
     (lambda d: d.drop(columns="y"), "no target column 'y'"),
 ])
 def test_bad_training_input(tmp_path, mutate, message):
     mutate(_frame()).to_parquet(tmp_path / "t.parquet", index=False)
     with pytest.raises(InputError, match=message):
         train_model(str(tmp_path / "t.parquet"), target="y", model="linear")
+
+
+def test_constant_and_empty_columns_are_left_out_with_a_warning(tmp_path):
+    _frame().assign(flat=7.0, empty=np.nan).to_parquet(tmp_path / "t.parquet", index=False)
+    bundle, result = train_model(str(tmp_path / "t.parquet"), target="y", model="linear")
+    assert any("'flat' is constant" in w for w in result.warnings), result.warnings
+    assert any("'empty' is entirely missing" in w for w in result.warnings), result.warnings
+    # Not learned from, so not required to predict: a table without them predicts the same.
+    with_cols = _frame().assign(flat=7.0, empty=np.nan)
+    np.testing.assert_array_equal(bundle.predict(with_cols)["probabilities"], bundle.predict(_frame())["probabilities"])
 
 
 def test_drop_accepts_a_constant_column(tmp_path):

@@ -471,9 +471,13 @@ def _directional(model: Any, df: Any, task: str, col: str, sign: int, cls_name: 
     violations = change < -eps
     rate = float(np.mean(violations)) if len(change) else 0.0
     what = "prediction" if task == "regression" else "probability" + (f" of {cls_name}" if cls_name else "")
-    return BehaviourResult("directional", f"{col}:{'+' if sign > 0 else '-'}", len(df), rate, float(np.mean(np.abs(s1 - s0))),
-                           TOLERANCE["directional"], rate <= TOLERANCE["directional"],
-                           f"increasing {col} by {std:.4g} should not {'lower' if sign > 0 else 'raise'} the {what}")
+    moved_by = float(np.mean(np.abs(s1 - s0))) if len(change) else 0.0
+    # An expectation the model cannot violate because it ignores the column is not met either.
+    responds = moved_by > eps
+    detail = (f"increasing {col} by {std:.4g} should not {'lower' if sign > 0 else 'raise'} the {what}" if responds
+              else f"increasing {col} by {std:.4g} does not move the {what} at all: the model ignores {col}")
+    return BehaviourResult("directional", f"{col}:{'+' if sign > 0 else '-'}", len(df), rate, moved_by,
+                           TOLERANCE["directional"], responds and rate <= TOLERANCE["directional"], detail)
 
 
 def _advance(progress: Any) -> None:

@@ -47,6 +47,9 @@ class ForestModel(SklearnModel):
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None, eval_set: Any = None,
             timeout: float | None = None, progress: Any = None) -> "ForestModel":
+        # The chunked loop never fits with the requested n_estimators, so check the values
+        # against scikit-learn's own constraints first (n_estimators=-3 would fit nothing).
+        getattr(self.estimator, "_validate_params", lambda: None)()
         total = self.estimator.n_estimators
         budget = Budget(timeout, progress, total)
         self.estimator.set_params(warm_start=True)

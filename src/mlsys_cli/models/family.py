@@ -11,6 +11,7 @@ The families themselves are in :mod:`.families` (and ``mlp`` in :mod:`.mlp`).
 from __future__ import annotations
 
 import abc
+import math
 import os
 import time
 from typing import Any, Mapping
@@ -55,6 +56,8 @@ def _check_param_type(family: str, key: str, value: Any, default: Any) -> None:
         ok = isinstance(value, bool)
     elif isinstance(default, (int, float)):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise UsageError(f"parameter {key!r} of --model {family} must be a finite number, got {value!r}")
     else:
         return
     if not ok:

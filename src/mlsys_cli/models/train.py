@@ -182,18 +182,20 @@ def load_features(path: Any, target: str) -> Any:
     return load_features_bundle(path, target)[0]
 
 
-def check_roles(featurizer: Any, source: Any = "input") -> None:
-    """Refuse input columns the model would learn nothing from (every value missing, or one value).
+def role_warnings(featurizer: Any) -> list[str]:
+    """Name the input columns the model learns nothing from (every value missing, or one value).
 
-    The featurizer sets them aside; training refuses them so a broken extract (a column that
-    came through empty) is noticed instead of silently ignored. ``--drop COL`` accepts it.
+    The featurizer sets them aside, so training goes on without them (a broken extract must not
+    stop a nightly retrain); the warning names each one so it is noticed, and ``--drop COL``
+    silences it.
     """
+    out = []
     for name, role in getattr(featurizer, "roles_", {}).items():
         if role.get("role") == "empty":
-            raise InputError(f"{_name(source)}: column {name!r} is entirely missing", f"drop it: --drop {name}")
-        if role.get("role") == "constant":
-            raise InputError(f"{_name(source)}: column {name!r} is constant (one value in every training row)",
-                             f"drop it: --drop {name}")
+            out.append(f"column {name!r} is entirely missing: left out (--drop {name} to silence)")
+        elif role.get("role") == "constant":
+            out.append(f"column {name!r} is constant (one value in every training row): left out (--drop {name} to silence)")
+    return out
 
 
 # --------------------------------------------------------------------------- weights and params
@@ -276,15 +278,32 @@ def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0,
 
     from mlsys_cli.models.families import resolve_params
 
-    est = family.make(task, n_classes, resolve_params(family, task, params), seed)
-    continued = None
-    if init is not None:
-        est, continued = family.warm_start(est, init)
-    extra = {"callback": callback} if callback is not None and "callback" in inspect.signature(est.fit).parameters else {}
-    est = est.fit(X, y, sample_weight=sample_weight, eval_set=eval_set, timeout=timeout, progress=progress, **extra)
+    try:
+        est = family.make(task, n_classes, resolve_params(family, task, params), seed)
+        continued = None
+        if init is not None:
+            est, continued = family.warm_start(est, init)
+        extra = {"callback": callback} if callback is not None and "callback" in inspect.signature(est.fit).parameters else {}
+        est = est.fit(X, y, sample_weight=sample_weight, eval_set=eval_set, timeout=timeout, progress=progress, **extra)
+    except Exception as exc:
+        raise _parameter_error(family, exc) or exc
     if init is not None:
         est.warm_start_ = continued
     return est
+
+
+def _parameter_error(family: Any, exc: Exception) -> UsageError | None:
+    """The library's refusal of a parameter value (out of range: ``C=0``, a negative learning
+    rate) as a usage error naming it; None for any other failure.
+
+    The ranges live in the libraries (scikit-learn's parameter constraints, XGBoost's parameter
+    manager), so they are not copied here; their refusal is mapped where the fit happens.
+    """
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else name
+    if name == "InvalidParameterError" or (name == "XGBoostError" and "for Parameter" in text):
+        return UsageError(f"--model {family.name}: {text}", "check the --param / --params values")
+    return None
 
 
 # --------------------------------------------------------------------------- the whole step
@@ -524,7 +543,7 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
         evaluated_on=evaluated_on, primary_metric=metric_name,
         metrics={"train": train_metrics, "valid": valid_metrics}, baselines=baselines, params=resolved,
         fit=spec["fit_info"], n_features=int(X.shape[1]), top_features=ranked[:TOP_FEATURES],
-        seconds=round(time.perf_counter() - start, 3), calibrate=calibrate, warnings=caught,
+        seconds=round(time.perf_counter() - start, 3), calibrate=calibrate, warnings=role_warnings(featurizer) + caught,
     )
     return bundle, result
 
@@ -561,7 +580,6 @@ def _featurize(family: Any, frame: Any, features: Any, problem: tuple[str, str, 
     spec = {"preset": family.preset, "family": family.name, "task": task, **dict(features or {})}
     featurizer = make_featurizer(target, family.preset, spec, seed)
     X = featurizer.fit_transform(frame, dtype=family.input_dtype)
-    check_roles(featurizer, source)
     return featurizer, X, spec
 
 

@@ -17,7 +17,7 @@ from mlsys_cli.models.tuning.job import DEFAULT_TRIALS, KEEP_MODELS, TuneJob, ar
 from mlsys_cli.models.tuning.report import TuneOutputs, TuneResult, raise_no_trial, summarize, write_outputs
 from mlsys_cli.models.tuning.session import load_session
 from mlsys_cli.models.tuning.space import resolve_families
-from mlsys_cli.models.tuning.workers import complete, join_workers, release_workers, run_trials, start_workers
+from mlsys_cli.models.tuning.workers import complete, join_workers, release_workers, run_trials, start_workers, stop_workers
 
 
 def tune(
@@ -132,8 +132,10 @@ def run_job(job: TuneJob, outputs: TuneOutputs, timeout: float | None = None, pr
             if workers:
                 release_workers(workers, tmpdir, job.deadline)
             mine = run_trials(opened, problem, plan, progress)
-        finally:
-            outcomes = join_workers(workers, job.deadline) if workers else []
+        except BaseException:
+            stop_workers(workers)
+            raise
+        outcomes = join_workers(workers, job.deadline) if workers else []
         if not complete(opened):
             failed = [o for o in outcomes if "error" in o]
             if failed:

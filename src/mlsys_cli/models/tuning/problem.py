@@ -63,6 +63,11 @@ class Problem:
 
             if time_col not in self.train_df.columns:
                 raise InputError(f"{self.job.train}: no time column {time_col!r}")
+            missing = int(self.train_df[time_col].isna().sum())
+            if missing:
+                # A row with no time cannot be placed before or after the others (as split says).
+                raise InputError(f"{self.job.train}: time column {time_col!r} is missing in {missing} rows; they cannot be placed in time",
+                                 f"drop them first, e.g. mlsys ingest T --sql \"SELECT * FROM input WHERE {time_col} IS NOT NULL\"")
             order = np.argsort(self.train_df[time_col].to_numpy(), kind="stable")
             return [(order[a], order[b]) for a, b in TimeSeriesSplit(n_splits=k).split(order)]
         y = self.train_df[self.target].astype(str).to_numpy()
@@ -120,7 +125,6 @@ class Problem:
             fz = tr.make_featurizer(self.target, family.preset, features, int(self.job.seed))
             # fit_transform cross-fits target encodings on the training rows, as train does.
             X = fz.fit_transform(train)
-            tr.check_roles(fz, self.job.train)
             y_valid = valid[self.target]
             self._featurizers[key] = fz
             self.featurize_s[key] = time.perf_counter() - start

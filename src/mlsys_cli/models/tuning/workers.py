@@ -198,9 +198,28 @@ def start_workers(job: TuneJob, n: int, tmpdir: str) -> list[tuple[Any, str]]:
                 [sys.executable, "-c", "import sys; from mlsys_cli.models.tuning.workers import worker_main; "
                  "raise SystemExit(worker_main(sys.argv[1]))", f"{base}.job.json"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                # Their own session: a terminal's Ctrl-C reaches only the parent, which stops the
+                # workers in order (stop_workers) instead of every process unwinding native
+                # threads at once (that race aborted with a double free).
+                start_new_session=True,
             )
         workers.append((proc, base))
     return workers
+
+
+def stop_workers(workers: list[tuple[Any, str]], grace: float = 5.0) -> None:
+    """Stop the workers after the parent was interrupted or failed: SIGTERM each, wait up to
+    ``grace`` seconds for all, then SIGKILL what is left; every process is reaped."""
+    for proc, _ in workers:
+        if proc.poll() is None:
+            proc.terminate()
+    give_up = time.time() + grace
+    for proc, _ in workers:
+        try:
+            proc.wait(timeout=max(give_up - time.time(), 0.0))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def join_workers(workers: list[tuple[Any, str]], deadline: float | None) -> list[dict[str, Any]]:
