@@ -5,7 +5,7 @@ it is one, else to ``a``), relative imports, ``importlib.import_module("a.b")`` 
 name, at module level or inside a function. The layers (ARCHITECTURE.md):
 
     ui              app, console, completions, describe, __main__, cli/*   may import anything
-    infrastructure  mlsys_cli (package), errors, fsutil, bundle, htmlreport  only each other
+    infrastructure  mlsys_cli (package), errors, fsutil, interrupts, bundle, htmlreport  only each other
     domain          data < features < models < deploy < monitor < continual  earlier + infrastructure
 
 and the import graph has no cycle.
@@ -20,7 +20,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mlsys_cli"
 ORDER = ["data", "features", "models", "deploy", "monitor", "continual"]
-INFRASTRUCTURE = {"mlsys_cli", "mlsys_cli.errors", "mlsys_cli.fsutil", "mlsys_cli.bundle", "mlsys_cli.htmlreport"}
+INFRASTRUCTURE = {"mlsys_cli", "mlsys_cli.errors", "mlsys_cli.fsutil", "mlsys_cli.interrupts", "mlsys_cli.bundle",
+                  "mlsys_cli.htmlreport"}
 UI = {"mlsys_cli.app", "mlsys_cli.console", "mlsys_cli.completions", "mlsys_cli.describe", "mlsys_cli.__main__"}
 
 

@@ -132,6 +132,9 @@ def _register() -> None:
             raise
         group = getattr(module, "group", None)
         if group is not None:  # a command group (registry list|show|...): `command` is its callback
+            for info in group.registered_commands:  # the same usage lines and output guard as a command
+                info.cls = Command
+                info.callback = guard(info.callback)
             app.add_typer(group, name=name, no_args_is_help=True, epilog=f"Reference: commands/{name}.md")
             continue
         app.command(
