@@ -144,7 +144,7 @@ def test_dependencies_point_down_the_lifecycle(pkg):
 
 # Lazy-import cycles that came with the serve and drift packages, left to their owners (reported
 # to the lead): listed so that any other cycle fails here, and this list can only shrink.
-KNOWN_CYCLES = [["mlsys_cli.deploy.serve.runner", "mlsys_cli.deploy.serve.supervisor"]]
+KNOWN_CYCLES: list[list[str]] = []
 
 
 def test_no_import_cycles():

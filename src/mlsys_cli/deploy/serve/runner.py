@@ -328,10 +328,11 @@ def serve(specs: list[ModelSpec], options: ServeOptions, on_ready: Callable[[dic
                 "models": [s.current.describe() for s in slots.values()]}
         files = run_worker(specs, options, sock, lambda: on_ready(info), slots=slots)
         return ServeResult(url, 1, round(time.monotonic() - start, 3), files)
-    from mlsys_cli.deploy.serve.supervisor import supervise
+    from mlsys_cli.deploy.serve.supervisor import Runner, supervise
 
     sock = bind(options.host, options.port)
     url = url_of(sock, options.host)
     supervise(specs, options, sock, lambda models: on_ready({"url": url, "pid": os.getpid(), "workers": options.workers,
-                                                             "models": models}))
+                                                             "models": models}),
+              Runner(load=load_slots, run=run_worker))
     return ServeResult(url, options.workers, round(time.monotonic() - start, 3), [])

@@ -14,29 +14,37 @@ import shutil
 import signal
 import socket
 import tempfile
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from mlsys_cli.errors import InputError
 
 
-def _worker(specs: list[Any], options: Any, sock: socket.socket, pipe: int) -> None:
-    """The body of a forked worker; never returns."""
-    from mlsys_cli.deploy.serve.runner import load_slots, run_worker
+@dataclass(frozen=True)
+class Runner:
+    """What a worker runs, handed in by runner.py (so this module does not import it back):
+    ``load(specs) -> slots`` and ``run(specs, options, sock, on_ready, slots=)``."""
 
+    load: Callable[..., Any]
+    run: Callable[..., Any]
+
+
+def _worker(specs: list[Any], options: Any, sock: socket.socket, pipe: int, runner: Runner) -> None:
+    """The body of a forked worker; never returns."""
     code = 0
     try:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         _die_with_parent()
         try:
-            slots = load_slots(specs)
+            slots = runner.load(specs)
         except Exception as exc:
             message = exc.message if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
             os.write(pipe, f"error: {message}\n".encode())
             code = 3
             return
         models = repr([s.current.describe() for s in slots.values()])
-        run_worker(specs, options, sock, lambda: os.write(pipe, f"ok {models}\n".encode()), slots=slots)
+        runner.run(specs, options, sock, lambda: os.write(pipe, f"ok {models}\n".encode()), slots=slots)
     except KeyboardInterrupt:
         code = 0
     except BaseException:
@@ -56,12 +64,12 @@ def _die_with_parent() -> None:
         pass  # not Linux: the supervisor's own SIGTERM handling still stops the workers
 
 
-def _spawn(specs: list[Any], options: Any, sock: socket.socket) -> tuple[int, int]:
+def _spawn(specs: list[Any], options: Any, sock: socket.socket, runner: Runner) -> tuple[int, int]:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read)
-        _worker(specs, options, sock, write)
+        _worker(specs, options, sock, write, runner)
     os.close(write)
     return pid, read
 
@@ -79,7 +87,7 @@ def _status(fd: int) -> str:
     return b"".join(chunks).decode(errors="replace").strip()
 
 
-def supervise(specs: list[Any], options: Any, sock: socket.socket, on_ready: Callable[[Any], None]) -> None:
+def supervise(specs: list[Any], options: Any, sock: socket.socket, on_ready: Callable[[Any], None], runner: Runner) -> None:
     """Run ``options.workers`` workers until SIGTERM/SIGINT; forward SIGHUP (reload)."""
     import ast
 
@@ -89,7 +97,7 @@ def supervise(specs: list[Any], options: Any, sock: socket.socket, on_ready: Cal
     stopping = False
     try:
         for _ in range(options.workers):
-            pid, fd = _spawn(specs, options, sock)
+            pid, fd = _spawn(specs, options, sock, runner)
             children[pid] = fd
         models = None
         for pid, fd in list(children.items()):
@@ -118,7 +126,7 @@ def supervise(specs: list[Any], options: Any, sock: socket.socket, on_ready: Cal
             children.pop(pid, None)
             _mark_dead(pid)
             if not stopping:  # a worker died on its own: start another on the same socket
-                new, fd = _spawn(specs, options, sock)
+                new, fd = _spawn(specs, options, sock, runner)
                 _status(fd)
                 children[new] = fd
     finally:
