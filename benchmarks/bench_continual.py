@@ -31,7 +31,7 @@ origin at departure time; target: arrival delayed by more than 15 minutes; two-w
     .venv/bin/python benchmarks/bench_continual.py                       # both datasets, every strategy
     .venv/bin/python benchmarks/bench_continual.py --datasets churn --strategies never,every
 
-Writes ``benchmarks/results/continual.md`` and ``benchmarks/results/continual.png``.
+Writes ``benchmarks/results/retrain.md`` and ``benchmarks/results/retrain.png``.
 """
 
 from __future__ import annotations
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()
     started = time.perf_counter()
     results = [bench(name, strategies) for name in args.datasets.split(",")]
-    plot(results, RESULTS / "continual.png")
+    plot(results, RESULTS / "retrain.png")
     command = "`.venv/bin/python benchmarks/bench_continual.py" + (f" --datasets {args.datasets}" if args.datasets != "churn,flights" else "") \
         + (f" --strategies {args.strategies}" if args.strategies != ",".join(STRATEGIES) else "") + "`"
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
@@ -278,10 +278,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{time.perf_counter() - started:.0f} s in all).", "",
         "Goal (issue 11): drift-triggered retraining reaches at least 95 % of every-period retraining's mean metric "
         "with at most 40 % of its retrains.", "", goal_lines(results), "",
-        "![AUC on the next period](continual.png)", "",
+        "![AUC on the next period](retrain.png)", "",
         *[table(*r) for r in results],
     ])
-    print(write_results("continual", text))
+    print(write_results("retrain", text))
 
 
 def goal_lines(results: list[tuple[Replay, list[Run], float]]) -> str:
