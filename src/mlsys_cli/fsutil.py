@@ -17,8 +17,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
-import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -37,6 +35,8 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     target = Path(target)
     parent = make_parent(target)
+    import tempfile  # here, not at import time: fsutil is on the start-up path (cli/_outputs)
+
     try:
         fd, tmp = tempfile.mkstemp(prefix=temp_prefix(target), suffix=suffix + ".tmp", dir=parent)
     except OSError as exc:
@@ -79,7 +79,7 @@ def temp_prefix(target: str | os.PathLike) -> str:
 
 
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "", socket.gethostname())[:16]
+    return re.sub(r"[^A-Za-z0-9_]", "", os.uname().nodename)[:16]
 
 
 def make_parent(target: str | os.PathLike) -> Path:
@@ -96,6 +96,8 @@ def make_parent(target: str | os.PathLike) -> Path:
 
 def temp_dir(target: str | os.PathLike) -> tempfile.TemporaryDirectory:
     """A scratch directory beside ``target`` (same file system), named like a temporary file."""
+    import tempfile
+
     parent = make_parent(target)
     try:
         return tempfile.TemporaryDirectory(prefix=temp_prefix(target), dir=parent)
