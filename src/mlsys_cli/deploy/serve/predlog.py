@@ -193,7 +193,13 @@ class PredictionLog:
             raise InputError(f"--log-dir {options.directory}: not writable")
 
     def start(self) -> None:
-        import pyarrow.parquet  # noqa: F401 - imported now, before the server freezes what start-up built
+        # Imported now, before the server freezes what start-up built (serve.runner.settle): the
+        # first flush would import them (pyarrow looks for pandas when it converts object arrays),
+        # ~300 modules whose objects every full collection would walk again.
+        import pandas  # noqa: F401
+        import pyarrow.compute  # noqa: F401
+        import pyarrow.pandas_compat  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
 
         self._thread = threading.Thread(target=self._run, name="mlsys-predlog", daemon=True)
         self._thread.start()
