@@ -176,3 +176,21 @@ def test_uvicorn_still_has_what_the_slow_client_408_overrides():
     assert "self.loop" in inspect.getsource(HttpToolsProtocol.__init__)
     assert "self.transport" in inspect.getsource(HttpToolsProtocol.connection_made)
     assert issubclass(_protocol(1.0), HttpToolsProtocol)
+
+
+def test_an_answer_leaves_in_one_write_and_100_continue_at_once():
+    from mlsys_cli.deploy.serve.runner import _Coalesced
+
+    writes = []
+    transport = SimpleNamespace(write=writes.append, close=lambda: writes.append("closed"), is_closing=lambda: False)
+    held = _Coalesced(transport)
+    held.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client waits for it before sending its body
+    held.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    held.write(b"{}")
+    assert writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    held.flush()  # the answer is complete
+    assert writes[1:] == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    held.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    held.close()  # what uvicorn writes before closing still goes out
+    assert writes[2:] == [b"HTTP/1.1 400 Bad Request\r\n\r\n", "closed"]
+    assert held.is_closing() is False  # everything else is the transport's
