@@ -142,6 +142,8 @@ def _canonical_skops(data: bytes) -> bytes:
 
     skops names members and memo ids after ``id(obj)`` (memory addresses) and stamps zip
     entries with the current time; both are renumbered/fixed here so bundles are reproducible.
+    Structured arrays (scikit-learn's tree nodes) carry padding bytes that hold whatever was in
+    memory; they are rewritten with the padding zeroed.
     """
     import re
 
@@ -172,7 +174,8 @@ def _canonical_skops(data: bytes) -> bytes:
     for name in src.namelist():
         if name != "schema.json":
             stem, ext = name.split(".", 1)
-            members[f"{renumber(stem)}.{ext}"] = src.read(name)
+            payload = src.read(name)
+            members[f"{renumber(stem)}.{ext}"] = _zero_padding(payload) if ext == "npy" else payload
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for name, payload in sorted(members.items()):
@@ -180,6 +183,22 @@ def _canonical_skops(data: bytes) -> bytes:
             info.external_attr = 0o644 << 16
             zf.writestr(info, payload)
     return buf.getvalue()
+
+
+def _zero_padding(npy: bytes) -> bytes:
+    """A ``.npy`` payload whose structured dtype has padding, rewritten with the padding zeroed."""
+    import numpy as np
+
+    arr = np.load(io.BytesIO(npy), allow_pickle=False)
+    names = arr.dtype.names
+    if not names or sum(arr.dtype.fields[n][0].itemsize for n in names) == arr.dtype.itemsize:
+        return npy
+    clean = np.zeros(arr.shape, dtype=arr.dtype)
+    for name in names:
+        clean[name] = arr[name]
+    out = io.BytesIO()
+    np.save(out, clean, allow_pickle=False)
+    return out.getvalue()
 
 
 class BundleReader:

@@ -135,3 +135,24 @@ def test_bundle_bytes_are_a_zip_with_hashed_members(binary_bundle):
     assert {"manifest.json", "features/featurizer.json", "model/booster.ubj"} <= names
     assert not any(n.endswith(".skops") for n in names)  # an XGBoost bundle needs no skops at all
     assert not any(n.endswith((".pkl", ".pickle", ".joblib")) for n in names)
+
+
+def test_structured_array_padding_does_not_reach_the_bytes():
+    """scikit-learn's tree nodes are a structured dtype with 7 padding bytes of leftover memory:
+    two forests equal field by field must save to the same bytes (ensemble re-saves members)."""
+    from mlsys_cli.bundle import _zero_padding
+
+    dtype = np.dtype({"names": ["a", "b"], "formats": ["<i8", "u1"], "offsets": [0, 8], "itemsize": 16})
+    rng = np.random.default_rng(0)
+    payloads = []
+    for _ in range(2):
+        arr = np.frombuffer(rng.bytes(16 * 5), dtype=dtype).copy()  # random padding
+        arr["a"], arr["b"] = np.arange(5), 1
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        payloads.append(buf.getvalue())
+    assert payloads[0] != payloads[1]
+    clean = [_zero_padding(p) for p in payloads]
+    assert clean[0] == clean[1]
+    back = np.load(io.BytesIO(clean[0]), allow_pickle=False)
+    assert back.dtype == dtype and back["a"].tolist() == list(range(5))
