@@ -8,7 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt, integer
+from mlsys_cli.cli._common import (ConnectTimeoutOpt, EngineOpt, JsonOpt, OutputOpt, ReportOpt, SchedulerOpt, SeedOpt, TargetOpt,
+                                   integer, make_engine)
 
 Cols = Optional[list[str]]
 ApplyOpt = Annotated[Optional[Path], typer.Option("--apply", help="Apply this features bundle to the table instead of fitting.", dir_okay=False)]
@@ -78,6 +79,9 @@ def command(
     check: CheckOpt = None,
     batch_rows: BatchOpt = 65_536,
     seed: SeedOpt = 0,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
     json_: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:
@@ -88,7 +92,8 @@ def command(
     transforms (imputation, scaling, one-hot, target encoding, calendar parts,
     crosses), checks for leakage on train only, and writes a features bundle.
     With --apply, writes the feature table (plus the target when present),
-    streaming in batches.
+    streaming in batches. --engine dask reads the train table's Parquet files
+    on a Dask cluster (the same fit), and applies features per partition.
 
     Examples:
 
@@ -97,12 +102,16 @@ def command(
         mlsys featurize train.parquet --target churned --preset linear --cross plan,region --check valid.parquet -o f.mlsys
 
         mlsys featurize --apply features.mlsys data/test.parquet -o X_test.parquet
+
+        mlsys featurize --apply features.mlsys 'parts/*.parquet' -o X.parquet --engine dask
     """
+    where = make_engine(engine, scheduler, connect_timeout)
     if apply is not None:
         from mlsys_cli.features.featurize import apply as apply_features
 
         with console.progress("featurizing") as progress:
-            result = apply_features(apply, table, output, target=target, batch_rows=batch_rows, progress=progress)
+            result = apply_features(apply, table, output, target=target, batch_rows=batch_rows, progress=progress,
+                                    engine=where)
     else:
         from mlsys_cli.errors import UsageError
         from mlsys_cli.features.featurize import featurize
@@ -111,7 +120,7 @@ def command(
             raise UsageError(f"invalid --log {log!r}", f"choose one of: {', '.join(LOG_CHOICES)}")
 
         with console.progress("featurizing") as progress:
-            result = featurize(table, output, target=target, check=check or [], progress=progress, preset=preset,
+            result = featurize(table, output, target=target, check=check or [], progress=progress, engine=where, preset=preset,
                                family=model, task=task, numeric=numeric, categorical=categorical, datetime=datetime,
                                drop=drop, ids=id_, cross=cross or (), impute=impute, scaling=scaling,
                                log=LOG_CHOICES[log], bins=bins,

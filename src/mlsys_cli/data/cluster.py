@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from mlsys_cli.errors import InputError, UsageError
 
@@ -120,6 +120,33 @@ def _client(address: str, timeout: float) -> Any:
         raise InputError(f"cannot reach the Dask scheduler at {address}: {reason}",
                          "start one with `dask scheduler` and workers with `dask worker ADDRESS`, "
                          f"or check --scheduler / {SCHEDULER_ENV}") from None
+
+
+_CACHE: dict[tuple[str, str], Any] = {}
+CACHED = 4  # artifacts kept per worker process (models, featurizers)
+
+
+def cached_artifact(path: str, sha256: str, load: Callable[[str], Any]) -> Any:
+    """``load(path)`` once per worker process, for the file whose sha256 the client computed.
+
+    Runs on a worker. Keyed by path and sha256, so a file replaced on disk is never served from
+    the cache, and a worker whose copy differs from the client's refuses it (exit 3).
+    """
+    from mlsys_cli.fsutil import sha256_file
+
+    key = (os.path.abspath(path), sha256)
+    if key in _CACHE:
+        _CACHE[key] = _CACHE.pop(key)  # most recently used last
+        return _CACHE[key]
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such file on a Dask worker", "workers read it by path: use a shared file system")
+    if sha256_file(path) != sha256:
+        raise InputError(f"{path}: the file on a Dask worker differs from the client's (sha256)",
+                         "every host must see the same file: use a shared file system")
+    _CACHE[key] = load(path)
+    while len(_CACHE) > CACHED:
+        del _CACHE[next(iter(_CACHE))]
+    return _CACHE[key]
 
 
 def worker_failure(exc: BaseException) -> InputError | None:

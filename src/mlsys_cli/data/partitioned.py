@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from mlsys_cli.data.io import check_parquet, detect_format, refuse_repeated, resolve_inputs
+from mlsys_cli.data.io import LINEAGE_KEY, check_parquet, detect_format, lineage_metadata, refuse_repeated, resolve_inputs
 from mlsys_cli.errors import InputError
 
 SHOWN = 3  # differences named in one error line
@@ -125,3 +125,89 @@ def dask_frame(parts: Partitions, columns: Sequence[str] | None = None) -> Any:
     meta = schema.empty_table().to_pandas()
     return dd.from_map(read_partition, [str(f) for f in parts.files], columns=names, meta=meta,
                        divisions=[None] * (len(parts.files) + 1), enforce_metadata=False)
+
+
+def task_error(path: str | os.PathLike, exc: Any) -> dict[str, Any]:
+    """A worker task's result for an ``MlsysError`` (exceptions lose their hint when pickled)."""
+    return {"error": f"{path}: {exc.message}", "hint": exc.hint, "exit_code": int(exc.exit_code)}
+
+
+def run_partitions(client: Any, task: Callable[..., dict[str, Any]], job: Any, files: Sequence[Path],
+                   progress: Any = None) -> list[dict[str, Any]]:
+    """Run ``task(job, index, path)`` once per file on the cluster; the results in file order.
+
+    A task reports an error the user can act on as a value (``error``, ``hint``, ``exit_code``:
+    see :func:`task_error`), raised here as that error; a task result's ``rows`` advance
+    ``progress``. A worker lost beyond Dask's retries is a clean InputError (exit 3).
+    """
+    from distributed import as_completed
+
+    from mlsys_cli.data.cluster import worker_failure
+    from mlsys_cli.errors import MlsysError
+
+    futures = client.map(task, [job] * len(files), range(len(files)), [str(f) for f in files], pure=False)
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            result = future.result()
+            if "error" in result:
+                raise MlsysError(result["error"], result["hint"], result["exit_code"])
+            if progress is not None:
+                progress.advance(result["rows"])
+        return [f.result() for f in futures]
+    except MlsysError:
+        raise
+    except Exception as exc:
+        clean = worker_failure(exc)
+        if clean is None:
+            raise
+        raise clean from None
+    finally:
+        client.cancel(futures)
+
+
+def concatenate(parts: Sequence[str], output: str | os.PathLike, lineage: Any, rows: int) -> None:
+    """Stream the part files, in order, into ``output`` (atomic, zstd, lineage stamped)."""
+    import pyarrow.parquet as pq
+
+    from mlsys_cli.fsutil import atomic_path
+
+    stamp = {LINEAGE_KEY: lineage_metadata(lineage, rows).encode()}
+    schema = pq.read_schema(parts[0]).remove_metadata()
+    with atomic_path(output, suffix=".parquet") as tmp:
+        with pq.ParquetWriter(tmp, schema.with_metadata(stamp), compression="zstd") as writer:
+            for part in parts:
+                source = pq.ParquetFile(part)
+                for group in range(source.num_row_groups):
+                    writer.write_table(source.read_row_group(group).cast(schema))
+
+
+def read_arrow(path: str, columns: Sequence[str] | None = None) -> Any:
+    """One partition as an Arrow table, read as :func:`mlsys_cli.data.io.read_table` reads a file."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=list(columns) if columns is not None else None)
+    index = [n for n in table.column_names if n.startswith("__index_level_")]
+    return table.drop_columns(index) if index else table
+
+
+def gather_frame(client: Any, parts: Partitions, columns: Sequence[str] | None = None) -> Any:
+    """The whole table as one pandas frame, each file read on a worker (``read_frame``'s result).
+
+    The frame is in this process's memory: for the steps that need every row at once (the
+    featurizer's fit), with the reading and decoding of the files spread over the cluster.
+    """
+    import pyarrow as pa
+
+    from mlsys_cli.data.cluster import worker_failure
+
+    schema = parts.require(columns)
+    futures = client.map(read_arrow, [str(f) for f in parts.files], columns=list(schema.names), pure=False)
+    try:
+        tables = client.gather(futures)
+    except Exception as exc:
+        clean = worker_failure(exc)
+        if clean is None:
+            raise
+        raise clean from None
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    return table.replace_schema_metadata(None).to_pandas()

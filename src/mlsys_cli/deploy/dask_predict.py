@@ -2,8 +2,9 @@
 
 The client opens the model (verifying it, as ``predict`` does) and hashes the file; each task
 gets the model's path and sha256, and a worker loads a model once and keeps it
-(:func:`worker_model`, keyed by path and sha256, so a model replaced on disk is never served
-from the cache, and a worker whose copy differs from the client's refuses it). A task
+(:func:`mlsys_cli.data.cluster.cached_artifact`, keyed by path and sha256, so a model replaced
+on disk is never served from the cache, and a worker whose copy differs from the client's
+refuses it; loading verifies the bundle's hashes as the local engine does). A task
 predicts its partition in batches with the local engine's own :func:`prediction_table` and
 writes a part file into a scratch directory beside the output; the client then streams the parts,
 in input order, into the one output file (atomic). The output therefore holds exactly what
@@ -15,15 +16,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from mlsys_cli.errors import InputError, MlsysError
-
-CACHED_MODELS = 4  # per worker process; a model bundle is loaded at most once per job and worker
-_MODELS: "OrderedDict[tuple[str, str], Any]" = OrderedDict()
 
 
 @dataclass(frozen=True)
@@ -40,34 +37,20 @@ class PartitionJob:
 
 def worker_model(path: str, sha256: str) -> Any:
     """The model at ``path`` whose file hashes to ``sha256``, loaded once per worker process."""
+    from mlsys_cli.data.cluster import cached_artifact
     from mlsys_cli.deploy.predict import load_model
-    from mlsys_cli.fsutil import sha256_file
 
-    key = (os.path.abspath(path), sha256)
-    if key in _MODELS:
-        _MODELS.move_to_end(key)
-        return _MODELS[key]
-    if not Path(path).is_file():
-        raise InputError(f"{path}: no such file on a Dask worker", "workers read the model by path: use a shared file system")
-    if sha256_file(path) != sha256:
-        raise InputError(f"{path}: the model file on a Dask worker differs from the client's (sha256)",
-                         "every host must see the same file: use a shared file system")
-    _MODELS[key] = load_model(path)
-    while len(_MODELS) > CACHED_MODELS:
-        _MODELS.popitem(last=False)
-    return _MODELS[key]
+    return cached_artifact(path, sha256, load_model)
 
 
 def predict_partition(job: PartitionJob, index: int, path: str) -> dict[str, Any]:
-    """Predict one partition into ``scratch/part-<index>.parquet`` (runs on a worker).
+    """Predict one partition into ``scratch/part-<index>.parquet`` (runs on a worker)."""
+    from mlsys_cli.data.partitioned import task_error
 
-    Errors the user can act on come back as values (message, hint, exit code), so the client
-    raises them exactly; anything else propagates as a task failure.
-    """
     try:
         return _predict_partition(job, index, path)
     except MlsysError as exc:
-        return {"error": f"{path}: {exc.message}", "hint": exc.hint, "exit_code": int(exc.exit_code)}
+        return task_error(path, exc)
 
 
 def _predict_partition(job: PartitionJob, index: int, path: str) -> dict[str, Any]:
@@ -117,7 +100,7 @@ def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
         scheduler, a worker lost beyond Dask's retries (exit 3; nothing written).
     """
     from mlsys_cli.data.cluster import connect, require_dask
-    from mlsys_cli.data.partitioned import partitions
+    from mlsys_cli.data.partitioned import concatenate, partitions, run_partitions
     from mlsys_cli.deploy.predict import PredictResult, load_model, output_columns, prediction_lineage, read_columns
     from mlsys_cli.fsutil import sha256_file, temp_dir
 
@@ -134,9 +117,9 @@ def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     with connect(engine) as client, temp_dir(output) as scratch:
         job = PartitionJob(model=str(Path(model_path).resolve()), sha256=sha256_file(model_path), columns=tuple(columns),
                            keep=tuple(keep), batch_rows=batch_rows, scratch=scratch)
-        results = _run(client, job, parts.files, progress)
+        results = run_partitions(client, predict_partition, job, parts.files, progress)
         lineage = prediction_lineage(model, model_path, list(parts.files), keep)
-        _concatenate([r["part"] for r in results], output, lineage, parts.total_rows)
+        concatenate([r["part"] for r in results], output, lineage, parts.total_rows)
     acc: dict[str, Any] = {}
     for r in results:
         _merge(acc, r["summary"], model.task)
@@ -145,32 +128,6 @@ def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     return PredictResult(output=str(output), model=str(model_path), task=model.task, rows=sum(r["rows"] for r in results),
                          columns=[*keep, *output_columns(model)], batches=sum(r["batches"] for r in results),
                          seconds=round(time.perf_counter() - start, 3), summary=summarize(acc, model.task))
-
-
-def _run(client: Any, job: PartitionJob, files: Sequence[Path], progress: Any) -> list[dict[str, Any]]:
-    """Run one task per file; the results in file order, or the first failure as a clean error."""
-    from distributed import as_completed
-
-    from mlsys_cli.data.cluster import worker_failure
-
-    futures = client.map(predict_partition, [job] * len(files), range(len(files)), [str(f) for f in files], pure=False)
-    try:
-        for future in as_completed(futures, loop=client.loop):
-            result = future.result()
-            if "error" in result:
-                raise MlsysError(result["error"], result["hint"], result["exit_code"])
-            if progress is not None:
-                progress.advance(result["rows"])
-        return [f.result() for f in futures]
-    except MlsysError:
-        raise
-    except Exception as exc:
-        clean = worker_failure(exc)
-        if clean is None:
-            raise
-        raise clean from None
-    finally:
-        client.cancel(futures)
 
 
 def _merge(acc: dict[str, Any], part: dict[str, Any], task: str) -> None:
@@ -184,20 +141,3 @@ def _merge(acc: dict[str, Any], part: dict[str, Any], task: str) -> None:
     for key, pick in (("min", min), ("max", max)):
         if key in part:
             acc[key] = pick(acc[key], part[key]) if key in acc else part[key]
-
-
-def _concatenate(parts: Sequence[str], output: str | os.PathLike, lineage: Any, rows: int) -> None:
-    """Stream the part files, in order, into ``output`` (atomic, zstd, lineage stamped)."""
-    import pyarrow.parquet as pq
-
-    from mlsys_cli.data.io import LINEAGE_KEY, lineage_metadata
-    from mlsys_cli.fsutil import atomic_path
-
-    stamp = {LINEAGE_KEY: lineage_metadata(lineage, rows).encode()}
-    schema = pq.read_schema(parts[0]).remove_metadata()
-    with atomic_path(output, suffix=".parquet") as tmp:
-        with pq.ParquetWriter(tmp, schema.with_metadata(stamp), compression="zstd") as writer:
-            for part in parts:
-                source = pq.ParquetFile(part)
-                for group in range(source.num_row_groups):
-                    writer.write_table(source.read_row_group(group).cast(schema))
