@@ -132,6 +132,14 @@ def task_error(path: str | os.PathLike, exc: Any) -> dict[str, Any]:
     return {"error": f"{path}: {exc.message}", "hint": exc.hint, "exit_code": int(exc.exit_code)}
 
 
+def _error(result: dict[str, Any]) -> Exception:
+    """The error a task reported (:func:`task_error`), as its own class."""
+    from mlsys_cli.errors import BusyError, CheckFailed, MlsysError, UsageError
+
+    kinds = {cls.exit_code: cls for cls in (UsageError, InputError, CheckFailed, BusyError)}
+    return kinds.get(result["exit_code"], MlsysError)(result["error"], result["hint"])
+
+
 def run_partitions(client: Any, task: Callable[..., dict[str, Any]], job: Any, files: Sequence[Path],
                    progress: Any = None) -> list[dict[str, Any]]:
     """Run ``task(job, index, path)`` once per file on the cluster; the results in file order.
@@ -150,7 +158,7 @@ def run_partitions(client: Any, task: Callable[..., dict[str, Any]], job: Any, f
         for future in as_completed(futures, loop=client.loop):
             result = future.result()
             if "error" in result:
-                raise MlsysError(result["error"], result["hint"], result["exit_code"])
+                raise _error(result)
             if progress is not None:
                 progress.advance(result["rows"])
         return [f.result() for f in futures]
