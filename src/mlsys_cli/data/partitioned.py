@@ -123,7 +123,7 @@ def dask_frame(parts: Partitions, columns: Sequence[str] | None = None) -> Any:
     schema = parts.require(columns)
     names = list(schema.names)
     meta = schema.empty_table().to_pandas()
-    return dd.from_map(read_partition, [str(f) for f in parts.files], columns=names, meta=meta,
+    return dd.from_map(read_partition, [str(Path(f).resolve()) for f in parts.files], columns=names, meta=meta,
                        divisions=[None] * (len(parts.files) + 1), enforce_metadata=False)
 
 
@@ -153,7 +153,8 @@ def run_partitions(client: Any, task: Callable[..., dict[str, Any]], job: Any, f
     from mlsys_cli.data.cluster import worker_failure
     from mlsys_cli.errors import MlsysError
 
-    futures = client.map(task, [job] * len(files), range(len(files)), [str(f) for f in files], pure=False)
+    # Absolute paths: a worker's working directory is not the client's.
+    futures = client.map(task, [job] * len(files), range(len(files)), [str(Path(f).resolve()) for f in files], pure=False)
     try:
         for future in as_completed(futures, loop=client.loop):
             result = future.result()
@@ -209,7 +210,7 @@ def gather_frame(client: Any, parts: Partitions, columns: Sequence[str] | None =
     from mlsys_cli.data.cluster import worker_failure
 
     schema = parts.require(columns)
-    futures = client.map(read_arrow, [str(f) for f in parts.files], columns=list(schema.names), pure=False)
+    futures = client.map(read_arrow, [str(Path(f).resolve()) for f in parts.files], columns=list(schema.names), pure=False)
     try:
         tables = client.gather(futures)
     except Exception as exc:

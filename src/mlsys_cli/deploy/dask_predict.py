@@ -116,7 +116,7 @@ def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
         progress.update(total=parts.total_rows)
     with connect(engine) as client, temp_dir(output) as scratch:
         job = PartitionJob(model=str(Path(model_path).resolve()), sha256=sha256_file(model_path), columns=tuple(columns),
-                           keep=tuple(keep), batch_rows=batch_rows, scratch=scratch)
+                           keep=tuple(keep), batch_rows=batch_rows, scratch=str(Path(scratch).resolve()))
         results = run_partitions(client, predict_partition, job, parts.files, progress)
         lineage = prediction_lineage(model, model_path, list(parts.files), keep)
         concatenate([r["part"] for r in results], output, lineage, parts.total_rows)

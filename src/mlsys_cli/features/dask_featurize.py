@@ -108,8 +108,8 @@ def apply_dask(bundle: str | os.PathLike, data: Sequence[str | os.PathLike], out
     if progress:
         progress.update(total=parts.total_rows, description="featurizing")
     with connect(engine) as client, temp_dir(output) as scratch:
-        job = ApplyJob(bundle=str(Path(bundle).resolve()), sha256=sha256_file(bundle), target=target,
-                       columns=tuple(select), keep_target=keep_target, batch_rows=batch_rows, scratch=scratch)
+        job = ApplyJob(bundle=str(Path(bundle).resolve()), sha256=sha256_file(bundle), target=target, columns=tuple(select),
+                       keep_target=keep_target, batch_rows=batch_rows, scratch=str(Path(scratch).resolve()))
         results = run_partitions(client, transform_partition, job, parts.files, progress)
         lineage = apply_lineage(bundle, manifest, list(parts.files), parts.total_rows, keep_target)
         concatenate([r["part"] for r in results], output, lineage, parts.total_rows)
