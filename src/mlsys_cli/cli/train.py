@@ -10,7 +10,8 @@ import typer
 
 from mlsys_cli import console
 from mlsys_cli.cli._checks import baseline_warning, require_rows
-from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, parse_kv
+from mlsys_cli.cli._common import (ConnectTimeoutOpt, EngineOpt, JsonOpt, OutputOpt, ReportOpt, SchedulerOpt, SeedOpt, TargetOpt,
+                                   TimeoutOpt, make_engine, parse_kv)
 
 FAMILIES = ("baseline", "linear", "forest", "xgboost", "hgb", "mlp")
 
@@ -52,6 +53,9 @@ def command(
     calibrate: Annotated[Optional[str], typer.Option("--calibrate", help="Calibrate probabilities on --valid: isotonic or sigmoid.")] = None,
     seed: SeedOpt = 0,
     timeout: TimeoutOpt = None,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
     json_: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:
@@ -68,6 +72,8 @@ def command(
         mlsys train data/train.parquet --valid data/valid.parquet --model forest --param kind=extra -o m.mlsys
 
         mlsys train data/train.parquet --valid data/valid.parquet --params params.json --calibrate isotonic -o m.mlsys
+
+        mlsys train 'parts/*.parquet' --target churned --features f.mlsys --engine dask --scheduler tcp://10.0.0.5:8786 -o m.mlsys
     """
     from mlsys_cli.errors import UsageError
     from mlsys_cli.models.train import load_params, train_model
@@ -85,11 +91,24 @@ def command(
         raise UsageError("--drop cannot be combined with --features", "drop the columns in mlsys featurize")
     if valid is not None:
         require_rows(valid, "--valid")
+    where = make_engine(engine, scheduler, connect_timeout)
+    if where.is_dask:
+        from mlsys_cli.models.distributed import DaskTrainOptions, train_dask
+
+        unsupported = [name for name, value in (("--class-weight", class_weight), ("--sample-weight", sample_weight),
+                                                ("--calibrate", calibrate), ("--timeout", timeout)) if value]
+        if unsupported:
+            raise UsageError(f"{unsupported[0]} is not supported with --engine dask", "leave it out, or use --engine local")
+        options = DaskTrainOptions(target=target, model=family or "xgboost", valid=str(valid) if valid else None, task=task,
+                                   features=str(features) if features else spec, params=chosen, seed=seed)
     with console.progress("training", total=None) as bar:
-        bundle, result = train_model(
-            [str(p) for p in train], target=target, model=family or "xgboost", valid=str(valid) if valid else None,
-            task=task, features=str(features) if features else spec, params=chosen, class_weight=class_weight,
-            sample_weight=sample_weight, calibrate=calibrate, seed=seed, timeout=timeout, progress=bar,
-        )
+        if where.is_dask:
+            bundle, result = train_dask([str(p) for p in train], options, where, progress=bar)
+        else:
+            bundle, result = train_model(
+                [str(p) for p in train], target=target, model=family or "xgboost", valid=str(valid) if valid else None,
+                task=task, features=str(features) if features else spec, params=chosen, class_weight=class_weight,
+                sample_weight=sample_weight, calibrate=calibrate, seed=seed, timeout=timeout, progress=bar,
+            )
     bundle.save(output)
     console.emit(replace(result, output=str(output)), as_json=json_, report=str(report) if report else None, human=_human)
