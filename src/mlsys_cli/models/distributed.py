@@ -157,10 +157,12 @@ def _dask_estimator(est: Any, task: str, rounds: int | None) -> Any:
 
     ``n_jobs`` is left to xgboost.dask: each worker trains with its own thread count.
     """
+    import xgboost as xgb
     from xgboost import dask as dxgb
 
     params = {k: v for k, v in est.estimator.get_params().items() if k not in ("n_jobs", "callbacks")}
-    params["early_stopping_rounds"] = rounds
+    if rounds is not None:  # as the local fit: keep the trees up to the best validation round
+        params["callbacks"] = [xgb.callback.EarlyStopping(rounds=rounds, save_best=True)]
     return (dxgb.DaskXGBRegressor if task == "regression" else dxgb.DaskXGBClassifier)(**params)
 
 
