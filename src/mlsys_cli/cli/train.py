@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -76,7 +77,7 @@ def command(
         mlsys train 'parts/*.parquet' --target churned --features f.mlsys --engine dask --scheduler tcp://10.0.0.5:8786 -o m.mlsys
     """
     from mlsys_cli.errors import UsageError
-    from mlsys_cli.models.train import load_params, train_model
+    from mlsys_cli.models.train import FitRun, TrainSpec, load_params, train_model
 
     chosen: dict[str, Any] = {}
     family = model
@@ -91,24 +92,19 @@ def command(
         raise UsageError("--drop cannot be combined with --features", "drop the columns in mlsys featurize")
     if valid is not None:
         require_rows(valid, "--valid")
+    # One call either way: the Dask trainer takes train_model's arguments (models/distributed.py).
     where = make_engine(engine, scheduler, connect_timeout)
+    trainer = train_model
     if where.is_dask:
-        from mlsys_cli.models.distributed import DaskTrainOptions, train_dask
+        from mlsys_cli.models.distributed import train_dask
 
-        unsupported = [name for name, value in (("--class-weight", class_weight), ("--sample-weight", sample_weight),
-                                                ("--calibrate", calibrate), ("--timeout", timeout)) if value]
-        if unsupported:
-            raise UsageError(f"{unsupported[0]} is not supported with --engine dask", "leave it out, or use --engine local")
-        options = DaskTrainOptions(target=target, model=family or "xgboost", valid=str(valid) if valid else None, task=task,
-                                   features=str(features) if features else spec, params=chosen, seed=seed)
+        trainer = partial(train_dask, engine=where)
     with console.progress("training", total=None) as bar:
-        if where.is_dask:
-            bundle, result = train_dask([str(p) for p in train], options, where, progress=bar)
-        else:
-            bundle, result = train_model(
-                [str(p) for p in train], target=target, model=family or "xgboost", valid=str(valid) if valid else None,
-                task=task, features=str(features) if features else spec, params=chosen, class_weight=class_weight,
-                sample_weight=sample_weight, calibrate=calibrate, seed=seed, timeout=timeout, progress=bar,
-            )
+        bundle, result = trainer(
+            [str(p) for p in train],
+            TrainSpec(family=family or "xgboost", target=target, task=task, features=str(features) if features else spec,
+                      params=chosen, class_weight=class_weight, sample_weight=sample_weight, calibrate=calibrate, seed=seed),
+            valid=str(valid) if valid else None, run=FitRun(timeout=timeout, progress=bar),
+        )
     bundle.save(output)
     console.emit(replace(result, output=str(output)), as_json=json_, report=str(report) if report else None, human=_human)

@@ -27,25 +27,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from mlsys_cli.errors import InputError, UsageError
 
 DASK_FAMILIES = ("xgboost",)
 LABEL = "__mlsys_label__"
-
-
-@dataclass(frozen=True)
-class DaskTrainOptions:
-    """What ``train --engine dask`` is asked for (the options local train has that Dask supports)."""
-
-    target: str | None = None
-    model: str = "xgboost"
-    valid: str | None = None
-    task: str | None = None
-    features: Any = None
-    params: Mapping[str, Any] | None = None
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -136,18 +123,18 @@ def _take(path: str, rows: Any) -> Any:
     return read_arrow(path).take(rows).replace_schema_metadata(None)
 
 
-def _featurizer(client: Any, parts: Any, options: DaskTrainOptions, family: Any, problem: tuple[str, str]) -> tuple[Any, Any]:
+def _featurizer(client: Any, parts: Any, train_spec: Any, family: Any, problem: tuple[str, str]) -> tuple[Any, Any]:
     """The fitted featurizer and the settings the recipe records (a bundle, or fitted on the gathered table)."""
     from mlsys_cli.data.io import input_record
     from mlsys_cli.data.partitioned import gather_frame
     from mlsys_cli.models.train import load_features, make_featurizer
 
     target, task = problem
-    features = options.features
+    features = train_spec.features
     if isinstance(features, (str, bytes)) or hasattr(features, "__fspath__"):
         return load_features(features, target), {"bundle": input_record(features)}
     spec = {"preset": family.preset, "family": family.name, "task": task, **dict(features or {})}
-    featurizer = make_featurizer(target, family.preset, spec, options.seed)
+    featurizer = make_featurizer(target, family.preset, spec, train_spec.seed)
     featurizer.fit(gather_frame(client, parts))
     return featurizer, spec
 
@@ -196,13 +183,27 @@ def _fit(client: Any, family: Any, spec: dict[str, Any], data: tuple[Any, Any, A
     return est
 
 
-def train_dask(train: Sequence[Any], options: DaskTrainOptions, engine: Any, progress: Any = None) -> tuple[Any, Any]:
-    """Train on a Dask cluster; the same (ModelBundle, TrainResult) as local ``train_model``.
+def train_dask(train: Sequence[Any], spec: Any, *, valid: str | None = None, run: Any = None,
+               engine: Any) -> tuple[Any, Any]:
+    """Train on a Dask cluster: :func:`~mlsys_cli.models.train.train_model`'s arguments and results.
+
+    Parameters
+    ----------
+    train : list of paths
+        The train table: Parquet files, directories or globs (one partition per file).
+    spec : TrainSpec
+        What to train (``class_weight``, ``sample_weight`` and ``calibrate`` are local only).
+    valid : path, optional
+        The validation table (read in this process): early stopping and reported metrics.
+    run : FitRun, optional
+        Its ``progress`` is used; ``timeout``, ``callback`` and ``init`` are local only.
+    engine : Engine
 
     Raises
     ------
     UsageError
-        A family without a distributed trainer, or the dask extra missing (exit 2).
+        A family without a distributed trainer, an option Dask does not support, or the dask
+        extra missing (exit 2).
     InputError
         As local train (target, classes, data); also partitions with inconsistent schemas, an
         unreachable scheduler or a worker lost beyond Dask's retries (exit 3).
@@ -213,16 +214,18 @@ def train_dask(train: Sequence[Any], options: DaskTrainOptions, engine: Any, pro
     from mlsys_cli.models.train import infer_task, resolve_target, score_sample
 
     start = time.perf_counter()
-    check_family(options.model)
+    check_family(spec.family)
+    _refuse_local_only(spec, run)
+    progress = getattr(run, "progress", None)
     require_dask()
-    family = get_family(options.model)
+    family = get_family(spec.family)
     parts = partitions(train)
     parts.require()
     if parts.total_rows == 0:
         raise InputError(f"{', '.join(map(str, train))}: no rows")
     import pandas as pd
 
-    target = resolve_target(parts.schemas[0].empty_table().to_pandas(), options.target, list(train))
+    target = resolve_target(parts.schemas[0].empty_table().to_pandas(), spec.target, list(train))
     with connect(engine) as client:
         if progress is not None:
             progress.update(description="reading the target")
@@ -230,24 +233,34 @@ def train_dask(train: Sequence[Any], options: DaskTrainOptions, engine: Any, pro
         if bad:
             raise InputError(f"{', '.join(map(str, train))}: target {target!r} has {bad} missing or infinite value(s)",
                              "filter those rows out before training")
-        task, classes = infer_task(pd.Series(values), options.task)
-        spec = {"task": task, "n_classes": len(classes) if classes else 0, "seed": options.seed,
-                "params": resolve_params(family, task, options.params)}
+        task, classes = infer_task(pd.Series(values), spec.task)
+        estimator = {"task": task, "n_classes": len(classes) if classes else 0, "seed": spec.seed,
+                     "params": resolve_params(family, task, spec.params)}
         if progress is not None:
             progress.update(description="featurizing")
-        featurizer, features_spec = _featurizer(client, parts, options, family, (target, task))
+        featurizer, features_spec = _featurizer(client, parts, spec, family, (target, task))
         columns = [c["name"] for c in featurizer.input_schema_]
         job = MatrixJob(featurizer=featurizer.get_state(), target=target, task=task,
                         classes=tuple(classes) if classes else None,
                         columns=tuple(dict.fromkeys([*columns, target])), dtype=str(family.input_dtype))
         matrix = _matrix(parts, job, featurizer)
-        valid = _valid(options.valid, featurizer, family, (target, task, classes))
+        held_out = _valid(valid, featurizer, family, (target, task, classes))
         if progress is not None:
             progress.update(description="training on the Dask cluster")
-        est = _fit(client, family, spec, (matrix, valid[1], valid[2]))
-        sample = _rows(client, parts, score_sample(parts.total_rows, options.seed))
-    fitted = Fitted(family, est, spec, featurizer, features_spec, target, classes)
-    return _assemble(fitted, (parts, sample, valid), train, options, start)
+        est = _fit(client, family, estimator, (matrix, held_out[1], held_out[2]))
+        sample = _rows(client, parts, score_sample(parts.total_rows, spec.seed))
+    fitted = Fitted(family, est, estimator, featurizer, features_spec, target, classes)
+    return _assemble(fitted, (parts, sample, held_out), (train, valid, spec.seed), start)
+
+
+def _refuse_local_only(spec: Any, run: Any) -> None:
+    """Options of local train that the Dask trainer does not have: a usage error naming the first."""
+    chosen = (("--class-weight", spec.class_weight), ("--sample-weight", spec.sample_weight),
+              ("--calibrate", spec.calibrate), ("--timeout", getattr(run, "timeout", None)),
+              ("a warm start", getattr(run, "init", None)))
+    unsupported = [name for name, value in chosen if value]
+    if unsupported:
+        raise UsageError(f"{unsupported[0]} is not supported with --engine dask", "leave it out, or use --engine local")
 
 
 def _matrix(parts: Any, job: MatrixJob, featurizer: Any) -> Any:
@@ -278,7 +291,7 @@ def _valid(valid: str | None, featurizer: Any, family: Any, problem: tuple[str, 
     return df, featurizer.transform(df, dtype=family.input_dtype), y
 
 
-def _assemble(fitted: Fitted, data: tuple[Any, Any, Any], train: Sequence[Any], options: DaskTrainOptions,
+def _assemble(fitted: Fitted, data: tuple[Any, Any, Any], sources: tuple[Sequence[Any], str | None, int],
               start: float) -> tuple[Any, Any]:
     """The bundle (local predictor and manifest writer) and the report, scored in this process."""
     import numpy as np
@@ -293,6 +306,7 @@ def _assemble(fitted: Fitted, data: tuple[Any, Any, Any], train: Sequence[Any], 
                                         prediction_reference, ranked_importance, role_warnings)
 
     parts, sample, (valid_df, X_valid, y_valid) = data
+    train, valid, seed = sources
     f, task, classes = fitted, fitted.spec["task"], fitted.classes
     spec = {**f.spec, "n_features": int(f.est.n_features_), "fit_info": f.est.fit_info_}
     predictor = SinglePredictor(f.featurizer, f.family, f.est, spec)
@@ -304,7 +318,7 @@ def _assemble(fitted: Fitted, data: tuple[Any, Any, Any], train: Sequence[Any], 
                      if valid_df is not None else None)
     eval_labels = labels(y_valid if valid_df is not None else y_sample)
     train_labels, prior = baseline_inputs(task, y_sample, classes)
-    baselines = baseline_metrics(task, train_labels, eval_labels, classes, seed=options.seed, sample_weight=prior)
+    baselines = baseline_metrics(task, train_labels, eval_labels, classes, seed=seed, sample_weight=prior)
     caught = [] if valid_df is not None else ["no --valid table: metrics are on the training rows and flatter the model"]
     if len(sample) < parts.total_rows:
         caught.append(f"train metrics, baselines and reference statistics are on a seeded sample of {len(sample):,} "
@@ -312,14 +326,14 @@ def _assemble(fitted: Fitted, data: tuple[Any, Any, Any], train: Sequence[Any], 
     metric_name, higher = primary_metric(task)
     schema = list(f.featurizer.input_schema_)
     ranked = ranked_importance(f.family, f.est, list(f.featurizer.get_feature_names_out()))
-    recipe = Recipe(family=f.family.name, task=task, target=f.target, params=spec["params"], seed=options.seed,
+    recipe = Recipe(family=f.family.name, task=task, target=f.target, params=spec["params"], seed=seed,
                     features=f.features_spec, class_weight=None, sample_weight=None, calibrate=None, fit=spec["fit_info"],
                     command=invocation(),
                     data={"train": [input_record(p) for p in parts.files],
-                          "valid": [input_record(options.valid)] if options.valid else None})
+                          "valid": [input_record(valid)] if valid else None})
     metrics = {"evaluated_on": "valid" if valid_df is not None else "train",
                "primary": {"name": metric_name, "higher_is_better": higher}, "train": train_metrics,
-               "train_scored": {"rows": int(len(sample)), "of": parts.total_rows, "seed": options.seed},
+               "train_scored": {"rows": int(len(sample)), "of": parts.total_rows, "seed": seed},
                "valid": valid_metrics, "baselines": baselines}
     manifest = Manifest(mlsys_version=libraries(f.family.name)["mlsys"], task=task, target=f.target, classes=classes,
                         input_schema=schema, recipe=recipe, metrics=metrics,
