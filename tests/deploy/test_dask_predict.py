@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlsys_cli.data.cluster import Engine
+from mlsys_cli.deploy.dask_predict import predict_dask
 from mlsys_cli.deploy.predict import predict_file
 from mlsys_cli.errors import InputError
 from tests.conftest import run_cli
@@ -44,7 +45,7 @@ def test_dask_predictions_equal_local(setup, dask_cluster, tmp_path, task, kind)
     s = setup[task]
     keep = ["customer_id"] if task == "binary" else []
     local = predict_file(s[kind], s["parts"], tmp_path / "local.parquet", keep=keep, batch_rows=40)
-    dist = predict_file(s[kind], str(s["parts"] / "*.parquet"), tmp_path / "dask.parquet", keep=keep, batch_rows=40,
+    dist = predict_dask(s[kind], str(s["parts"] / "*.parquet"), tmp_path / "dask.parquet", keep=keep, batch_rows=40,
                         engine=_engine(dask_cluster))
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "dask.parquet"), pd.read_parquet(tmp_path / "local.parquet"))
     assert (dist.rows, dist.columns, dist.summary) == (local.rows, local.columns, local.summary)
@@ -60,7 +61,7 @@ def test_each_worker_loads_the_model_once(setup, dask_cluster, tmp_path):
 
     s = setup["binary"]
     for run in range(2):
-        predict_file(s["model"], s["parts"], tmp_path / f"p{run}.parquet", engine=_engine(dask_cluster))
+        predict_dask(s["model"], s["parts"], tmp_path / f"p{run}.parquet", engine=_engine(dask_cluster))
     with Client(dask_cluster.scheduler_address, set_as_default=False) as client:
         cached = client.run(lambda: [k[0] for k in cluster_module._CACHE])
     # 7 partitions x 2 runs over 3 workers: every worker that ran a task holds the model once.
@@ -72,9 +73,9 @@ def test_a_changed_model_is_not_served_from_the_cache(setup, dask_cluster, tmp_p
     s = setup["binary"]
     copy = tmp_path / "m.mlsys"
     copy.write_bytes(s["model"].read_bytes())
-    predict_file(copy, s["parts"], tmp_path / "a.parquet", engine=_engine(dask_cluster))
+    predict_dask(copy, s["parts"], tmp_path / "a.parquet", engine=_engine(dask_cluster))
     copy.write_bytes(setup["regression"]["model"].read_bytes())  # same path, another model
-    result = predict_file(copy, setup["regression"]["parts"], tmp_path / "b.parquet", engine=_engine(dask_cluster))
+    result = predict_dask(copy, setup["regression"]["parts"], tmp_path / "b.parquet", engine=_engine(dask_cluster))
     assert result.task == "regression" and "prediction" in pd.read_parquet(tmp_path / "b.parquet")
 
 
@@ -85,10 +86,10 @@ def test_inconsistent_partitions_are_named(setup, dask_cluster, tmp_path):
     odd["age"] = odd["age"].astype(str)
     odd.to_parquet(parts / "part-001.parquet", index=False)
     with pytest.raises(InputError, match=r"part-001\.parquet: column 'age' is (large_)?string.*part-000\.parquet has double"):
-        predict_file(setup["binary"]["model"], parts, tmp_path / "p.parquet", engine=_engine(dask_cluster))
+        predict_dask(setup["binary"]["model"], parts, tmp_path / "p.parquet", engine=_engine(dask_cluster))
     pd.read_parquet(parts / "part-002.parquet").drop(columns="plan").to_parquet(parts / "part-002.parquet")
     with pytest.raises(InputError, match=r"part-002\.parquet has no column 'plan'"):
-        predict_file(setup["binary"]["model"], parts, tmp_path / "p.parquet", engine=_engine(dask_cluster))
+        predict_dask(setup["binary"]["model"], parts, tmp_path / "p.parquet", engine=_engine(dask_cluster))
     assert not (tmp_path / "p.parquet").exists()
 
 
@@ -105,7 +106,7 @@ def test_a_bad_value_in_one_partition_fails_the_job_cleanly(setup, dask_cluster,
         frame["signup_date"] = bad["signup_date"] if f.name == "part-002.parquet" else frame["signup_date"].astype(str)
         frame.to_parquet(f, index=False)
     with pytest.raises(InputError, match=r"part-002\.parquet: .*signup_date"):
-        predict_file(setup["binary"]["model"], parts, tmp_path / "p.parquet", engine=_engine(dask_cluster))
+        predict_dask(setup["binary"]["model"], parts, tmp_path / "p.parquet", engine=_engine(dask_cluster))
     assert (tmp_path / "p.parquet").read_bytes() == b"previous"
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
 
@@ -129,7 +130,7 @@ def test_a_worker_killed_mid_job_fails_cleanly_and_writes_nothing(setup, tmp_pat
 
             def job():
                 try:
-                    predict_file(setup["binary"]["model"], parts, out, batch_rows=8, engine=Engine("dask", cluster.scheduler_address))
+                    predict_dask(setup["binary"]["model"], parts, out, batch_rows=8, engine=Engine("dask", cluster.scheduler_address))
                     outcome["ok"] = True
                 except InputError as exc:
                     outcome["error"] = exc

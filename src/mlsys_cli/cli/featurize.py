@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -9,7 +10,7 @@ import typer
 
 from mlsys_cli import console
 from mlsys_cli.cli._common import (ConnectTimeoutOpt, EngineOpt, JsonOpt, OutputOpt, ReportOpt, SchedulerOpt, SeedOpt, TargetOpt,
-                                   integer, make_engine)
+                                   integer)
 
 Cols = Optional[list[str]]
 ApplyOpt = Annotated[Optional[Path], typer.Option("--apply", help="Apply this features bundle to the table instead of fitting.", dir_okay=False)]
@@ -105,13 +106,17 @@ def command(
 
         mlsys featurize --apply features.mlsys 'parts/*.parquet' -o X.parquet --engine dask
     """
-    where = make_engine(engine, scheduler, connect_timeout)
-    if apply is not None:
-        from mlsys_cli.features.featurize import apply as apply_features
+    from mlsys_cli.data.cluster import Engine
 
+    where = Engine.from_options(engine, scheduler, connect_timeout)
+    if apply is not None:
+        from mlsys_cli.features.dask_featurize import apply_dask
+        from mlsys_cli.features.featurize import apply as apply_local
+
+        # The same arguments and result, on a Dask cluster or here.
+        run = partial(apply_dask, engine=where) if where.is_dask else apply_local
         with console.progress("featurizing") as progress:
-            result = apply_features(apply, table, output, target=target, batch_rows=batch_rows, progress=progress,
-                                    engine=where)
+            result = run(apply, table, output, target=target, batch_rows=batch_rows, progress=progress)
     else:
         from mlsys_cli.errors import UsageError
         from mlsys_cli.features.featurize import featurize
@@ -119,8 +124,13 @@ def command(
         if log not in LOG_CHOICES:
             raise UsageError(f"invalid --log {log!r}", f"choose one of: {', '.join(LOG_CHOICES)}")
 
+        read = None
+        if where.is_dask:  # the train table's files read on the cluster; the same (local) fit
+            from mlsys_cli.features.dask_featurize import read_train
+
+            read = partial(read_train, engine=where)
         with console.progress("featurizing") as progress:
-            result = featurize(table, output, target=target, check=check or [], progress=progress, engine=where, preset=preset,
+            result = featurize(table, output, target=target, check=check or [], progress=progress, read=read, preset=preset,
                                family=model, task=task, numeric=numeric, categorical=categorical, datetime=datetime,
                                drop=drop, ids=id_, cross=cross or (), impute=impute, scaling=scaling,
                                log=LOG_CHOICES[log], bins=bins,

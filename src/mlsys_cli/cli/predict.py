@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import (ConnectTimeoutOpt, EngineOpt, JsonOpt, OutputOpt, ReportOpt, SchedulerOpt, integer,
-                                   make_engine)
+from mlsys_cli.cli._common import (ConnectTimeoutOpt, EngineOpt, JsonOpt, OutputOpt, ReportOpt, SchedulerOpt, integer)
 
 
 def _human(result: Any) -> None:
@@ -48,11 +48,16 @@ def command(
 
         mlsys predict model.mlsys 'parts/*.parquet' -o preds.parquet --engine dask --scheduler tcp://10.0.0.5:8786
     """
+    from mlsys_cli.data.cluster import Engine
     from mlsys_cli.deploy.predict import predict_file
 
     columns = [c for item in keep or [] for c in item.split(",") if c]
-    where = make_engine(engine, scheduler, connect_timeout)
+    where = Engine.from_options(engine, scheduler, connect_timeout)
+    run = predict_file
+    if where.is_dask:  # the same arguments and result, on a Dask cluster
+        from mlsys_cli.deploy.dask_predict import predict_dask
+
+        run = partial(predict_dask, engine=where)
     with console.progress("predicting", total=None) as bar:
-        result = predict_file(model, [str(p) for p in data], output, keep=columns, batch_rows=batch_rows, progress=bar,
-                              engine=where)
+        result = run(model, [str(p) for p in data], output, keep=columns, batch_rows=batch_rows, progress=bar)
     console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)

@@ -12,7 +12,7 @@ import typer
 from mlsys_cli import console
 from mlsys_cli.cli._checks import baseline_warning, require_rows
 from mlsys_cli.cli._common import (ConnectTimeoutOpt, EngineOpt, JsonOpt, OutputOpt, ReportOpt, SchedulerOpt, SeedOpt, TargetOpt,
-                                   TimeoutOpt, make_engine, parse_kv)
+                                   TimeoutOpt, parse_kv)
 
 FAMILIES = ("baseline", "linear", "forest", "xgboost", "hgb", "mlp")
 
@@ -93,7 +93,9 @@ def command(
     if valid is not None:
         require_rows(valid, "--valid")
     # One call either way: the Dask trainer takes train_model's arguments (models/distributed.py).
-    where = make_engine(engine, scheduler, connect_timeout)
+    from mlsys_cli.data.cluster import Engine
+
+    where = Engine.from_options(engine, scheduler, connect_timeout)
     trainer = train_model
     if where.is_dask:
         from mlsys_cli.models.distributed import train_dask

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from mlsys_cli.errors import InputError, MlsysError
+from mlsys_cli.errors import InputError, MlsysError, UsageError
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,8 @@ def _predict_partition(job: PartitionJob, index: int, path: str) -> dict[str, An
     return {"part": str(part), "rows": rows, "batches": batches, "summary": acc}
 
 
-def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.PathLike, output: str | os.PathLike, *,
-                 keep: Sequence[str], batch_rows: int, progress: Any, engine: Any) -> Any:
+def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.PathLike, output: str | os.PathLike,
+                 keep: Sequence[str] = (), batch_rows: int = 65_536, progress: Any = None, *, engine: Any) -> Any:
     """``predict --engine dask``: :func:`mlsys_cli.deploy.predict.predict_file` over a Dask cluster.
 
     Raises
@@ -105,6 +105,8 @@ def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     from mlsys_cli.fsutil import sha256_file, temp_dir
 
     start = time.perf_counter()
+    if batch_rows < 1:
+        raise UsageError("batch size must be at least 1")
     require_dask()
     model = load_model(model_path)
     paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)

@@ -161,8 +161,7 @@ def prediction_table(model: Any, batch: Any, keep: Sequence[str]) -> Any:
 
 
 def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.PathLike, output: str | os.PathLike,
-                 keep: Sequence[str] = (), batch_rows: int = BATCH_ROWS, progress: Any = None,
-                 engine: Any = None) -> PredictResult:
+                 keep: Sequence[str] = (), batch_rows: int = BATCH_ROWS, progress: Any = None) -> PredictResult:
     """Predict every row of ``data`` and write the predictions to ``output`` (Parquet).
 
     Parameters
@@ -176,8 +175,6 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     batch_rows : int
         Rows per batch; bounds memory.
     progress : object, optional
-    engine : mlsys_cli.data.cluster.Engine, optional
-        ``dask``: one task per Parquet partition on a Dask cluster (deploy/dask_predict.py).
 
     Raises
     ------
@@ -193,10 +190,6 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     start = time.perf_counter()
     if batch_rows < 1:
         raise UsageError("batch size must be at least 1")
-    if engine is not None and engine.is_dask:
-        from mlsys_cli.deploy.dask_predict import predict_dask
-
-        return predict_dask(model_path, data, output, keep=keep, batch_rows=batch_rows, progress=progress, engine=engine)
     model = load_model(model_path)
     paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     schema, total, batches = _input_columns(paths)

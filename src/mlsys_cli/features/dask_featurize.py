@@ -33,7 +33,7 @@ class ApplyJob:
     scratch: str
 
 
-def read_train(files: Sequence[Path], engine: Any) -> Any:
+def read_train(files: Sequence[Path], *, engine: Any) -> Any:
     """The train table as one pandas frame, its files read on the cluster (``read_frame``'s result)."""
     from mlsys_cli.data.cluster import connect
     from mlsys_cli.data.partitioned import gather_frame, partitions
@@ -83,7 +83,7 @@ def _transform_partition(job: ApplyJob, index: int, path: str) -> dict[str, Any]
 
 
 def apply_dask(bundle: str | os.PathLike, data: Sequence[str | os.PathLike], output: str | os.PathLike, *,
-               target: str | None, batch_rows: int, progress: Any, engine: Any) -> Any:
+               target: str | None = None, batch_rows: int = 65_536, progress: Any = None, engine: Any) -> Any:
     """``featurize --apply --engine dask``: :func:`mlsys_cli.features.featurize.apply` over a Dask cluster.
 
     Raises
@@ -100,6 +100,10 @@ def apply_dask(bundle: str | os.PathLike, data: Sequence[str | os.PathLike], out
     from mlsys_cli.features.featurize import ApplyResult, apply_columns, apply_lineage
     from mlsys_cli.fsutil import sha256_file, temp_dir
 
+    if batch_rows < 1:
+        from mlsys_cli.errors import UsageError
+
+        raise UsageError("batch size must be at least 1")
     require_dask()
     fz, manifest = load_features_bundle(bundle, target)
     parts = partitions(data)

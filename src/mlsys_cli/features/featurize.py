@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from mlsys_cli.data.io import LINEAGE_KEY, lineage_metadata
 from mlsys_cli.errors import InputError, UsageError
@@ -83,7 +83,7 @@ def featurize(
     target: str | None,
     check: Sequence[str | os.PathLike] = (),
     progress: Any = None,
-    engine: Any = None,
+    read: Callable[[list[Any]], Any] | None = None,
     **params: Any,
 ) -> FeaturizeResult:
     """Fit a Featurizer on the train table(s) and write a features bundle.
@@ -100,9 +100,9 @@ def featurize(
         Held-out tables compared with train after the fit (missing-value shift).
     progress : optional
         ``update(description=)``.
-    engine : mlsys_cli.data.cluster.Engine, optional
-        ``dask``: the train table's files are read on a Dask cluster (features/dask_featurize.py);
-        the fit, and so the featurizer, is the local one.
+    read : callable, optional
+        ``read(files) -> pandas frame`` instead of ``read_frame`` (``dask_featurize.read_train``:
+        the files read on a Dask cluster; the fit, and so the featurizer, is the local one).
     **params
         Featurizer parameters.
     """
@@ -114,12 +114,7 @@ def featurize(
     files = resolve_inputs(train)
     if progress:
         progress.update(description="reading train")
-    if engine is not None and engine.is_dask:
-        from mlsys_cli.features.dask_featurize import read_train
-
-        df = read_train(files, engine)
-    else:
-        df = read_frame(files)
+    df = (read or read_frame)(files)
     fz = Featurizer(target=target, **params)
     if progress:
         progress.update(description="fitting features")
@@ -149,13 +144,12 @@ def apply(
     target: str | None = None,
     batch_rows: int = BATCH_ROWS,
     progress: Any = None,
-    engine: Any = None,
 ) -> ApplyResult:
     """Transform a table with a features bundle, streaming in batches (bounded memory).
 
     The output holds the feature columns (float32: every feature value is float32-representable)
-    and the target column when the input has it. ``engine`` dask transforms each Parquet
-    partition on a Dask worker (features/dask_featurize.py); the output is the same.
+    and the target column when the input has it. ``features.dask_featurize.apply_dask`` is the
+    same on a Dask cluster.
     """
     import pyarrow.parquet as pq
 
@@ -165,10 +159,6 @@ def apply(
 
     if batch_rows < 1:
         raise UsageError("batch size must be at least 1")
-    if engine is not None and engine.is_dask:
-        from mlsys_cli.features.dask_featurize import apply_dask
-
-        return apply_dask(bundle, data, output, target=target, batch_rows=batch_rows, progress=progress, engine=engine)
     fz, manifest = load_features_bundle(bundle, target)
     files = resolve_inputs(data)
     relation = scan_table(files)
