@@ -31,8 +31,6 @@ def test_without_the_extra_dask_is_a_usage_error_naming_the_install(small_tables
 def test_an_unreachable_scheduler_is_exit_3_after_the_timeout(small_tables, tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
     t = small_tables["binary"]
-    result = run_proc("featurize", "--apply", "x.mlsys", t["test"], "-o", "x.parquet", cwd=tmp_path)
-    assert result.code == 3  # (the bundle is missing; the scheduler is checked with a real one below)
     assert run_cli("featurize", t["train"], "--target", "churned", "-o", tmp_path / "f.mlsys").code == 0
     result = run_proc("featurize", "--apply", tmp_path / "f.mlsys", t["test"], "-o", "x.parquet", "--engine", "dask",
                       "--scheduler", address, "--connect-timeout", "1s", cwd=tmp_path, timeout=120)
