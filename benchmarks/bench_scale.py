@@ -129,8 +129,9 @@ average when it started: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} (2 cores sh
 |---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-"Client peak RSS" is the `mlsys` process only; each worker stayed under {args.limit_mb} MiB (the
-nanny restarts a worker past 95 % of it, and the jobs finished).
+"Client peak RSS" is the `mlsys` process only. Each worker ran under a {args.limit_mb} MiB limit: its
+nanny terminates a worker past 95 % of it (Dask then retries the tasks elsewhere, and the job
+fails once a task has killed workers `allowed-failures` times); worker restarts were not counted.
 """
 
 
