@@ -39,9 +39,11 @@ complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l batch-rows
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l bins
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l categorical
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l check
+complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l connect-timeout
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l cross
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l datetime
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l drop
+complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l engine
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l hash-features
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l high-cardinality
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l id
@@ -57,6 +59,7 @@ complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l output
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l preset
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l report
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l scaling
+complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l scheduler
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l seed
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l target
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l task
@@ -90,7 +93,9 @@ complete -c mlsys -n '__fish_seen_subcommand_from tune' -s o
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l help
 complete -c mlsys -n '__fish_seen_subcommand_from train' -l calibrate
 complete -c mlsys -n '__fish_seen_subcommand_from train' -l class-weight
+complete -c mlsys -n '__fish_seen_subcommand_from train' -l connect-timeout
 complete -c mlsys -n '__fish_seen_subcommand_from train' -l drop
+complete -c mlsys -n '__fish_seen_subcommand_from train' -l engine
 complete -c mlsys -n '__fish_seen_subcommand_from train' -l features
 complete -c mlsys -n '__fish_seen_subcommand_from train' -l json
 complete -c mlsys -n '__fish_seen_subcommand_from train' -l model
@@ -99,6 +104,7 @@ complete -c mlsys -n '__fish_seen_subcommand_from train' -l param
 complete -c mlsys -n '__fish_seen_subcommand_from train' -l params
 complete -c mlsys -n '__fish_seen_subcommand_from train' -l report
 complete -c mlsys -n '__fish_seen_subcommand_from train' -l sample-weight
+complete -c mlsys -n '__fish_seen_subcommand_from train' -l scheduler
 complete -c mlsys -n '__fish_seen_subcommand_from train' -l seed
 complete -c mlsys -n '__fish_seen_subcommand_from train' -l target
 complete -c mlsys -n '__fish_seen_subcommand_from train' -l task
@@ -123,10 +129,13 @@ complete -c mlsys -n '__fish_seen_subcommand_from ensemble' -l train
 complete -c mlsys -n '__fish_seen_subcommand_from ensemble' -s o
 complete -c mlsys -n '__fish_seen_subcommand_from ensemble' -l help
 complete -c mlsys -n '__fish_seen_subcommand_from predict' -l batch-rows
+complete -c mlsys -n '__fish_seen_subcommand_from predict' -l connect-timeout
+complete -c mlsys -n '__fish_seen_subcommand_from predict' -l engine
 complete -c mlsys -n '__fish_seen_subcommand_from predict' -l json
 complete -c mlsys -n '__fish_seen_subcommand_from predict' -l keep
 complete -c mlsys -n '__fish_seen_subcommand_from predict' -l output
 complete -c mlsys -n '__fish_seen_subcommand_from predict' -l report
+complete -c mlsys -n '__fish_seen_subcommand_from predict' -l scheduler
 complete -c mlsys -n '__fish_seen_subcommand_from predict' -s o
 complete -c mlsys -n '__fish_seen_subcommand_from predict' -l help
 complete -c mlsys -n '__fish_seen_subcommand_from evaluate' -l bootstrap

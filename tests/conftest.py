@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.pg", "tests.continual.fixtures"]  # postgres_url; the churn window and registries
+pytest_plugins = ["tests.pg", "tests.continual.fixtures", "tests.dask_cluster"]  # postgres_url; the churn window and registries; dask_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"

@@ -243,3 +243,7 @@ SeedOpt = Annotated[int, typer.Option("--seed", envvar="MLSYS_SEED", click_type=
 TargetOpt = Annotated[Optional[str], typer.Option("--target", envvar="MLSYS_TARGET", help="The column to predict.")]
 ForceOpt = Annotated[bool, typer.Option("-f", "--force", help="Overwrite existing outputs.")]
 TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", click_type=Duration(), help="Time budget, e.g. 90s, 5m, 1h.")]
+# --engine dask (data/cluster.py); MLSYS_DASK_SCHEDULER is read there, for --engine dask only.
+EngineOpt = Annotated[str, typer.Option("--engine", envvar="MLSYS_ENGINE", help="local | dask: run here, or on a Dask cluster (the dask extra).")]
+SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler, e.g. tcp://host:8786 (default: $MLSYS_DASK_SCHEDULER, else a LocalCluster here).")]
+ConnectTimeoutOpt = Annotated[float, typer.Option("--connect-timeout", click_type=Duration(), help="Give up on an unreachable --scheduler after this long (exit 3).")]

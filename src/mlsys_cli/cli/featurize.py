@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt, integer
+from mlsys_cli.cli._common import (ConnectTimeoutOpt, EngineOpt, JsonOpt, OutputOpt, ReportOpt, SchedulerOpt, SeedOpt, TargetOpt,
+                                   integer)
 
 Cols = Optional[list[str]]
 ApplyOpt = Annotated[Optional[Path], typer.Option("--apply", help="Apply this features bundle to the table instead of fitting.", dir_okay=False)]
@@ -78,6 +80,9 @@ def command(
     check: CheckOpt = None,
     batch_rows: BatchOpt = 65_536,
     seed: SeedOpt = 0,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
     json_: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:
@@ -88,7 +93,8 @@ def command(
     transforms (imputation, scaling, one-hot, target encoding, calendar parts,
     crosses), checks for leakage on train only, and writes a features bundle.
     With --apply, writes the feature table (plus the target when present),
-    streaming in batches.
+    streaming in batches. --engine dask reads the train table's Parquet files
+    on a Dask cluster (the same fit), and applies features per partition.
 
     Examples:
 
@@ -97,12 +103,20 @@ def command(
         mlsys featurize train.parquet --target churned --preset linear --cross plan,region --check valid.parquet -o f.mlsys
 
         mlsys featurize --apply features.mlsys data/test.parquet -o X_test.parquet
-    """
-    if apply is not None:
-        from mlsys_cli.features.featurize import apply as apply_features
 
+        mlsys featurize --apply features.mlsys 'parts/*.parquet' -o X.parquet --engine dask
+    """
+    from mlsys_cli.data.cluster import Engine
+
+    where = Engine.from_options(engine, scheduler, connect_timeout)
+    if apply is not None:
+        from mlsys_cli.features.dask_featurize import apply_dask
+        from mlsys_cli.features.featurize import apply as apply_local
+
+        # The same arguments and result, on a Dask cluster or here.
+        run = partial(apply_dask, engine=where) if where.is_dask else apply_local
         with console.progress("featurizing") as progress:
-            result = apply_features(apply, table, output, target=target, batch_rows=batch_rows, progress=progress)
+            result = run(apply, table, output, target=target, batch_rows=batch_rows, progress=progress)
     else:
         from mlsys_cli.errors import UsageError
         from mlsys_cli.features.featurize import featurize
@@ -110,8 +124,13 @@ def command(
         if log not in LOG_CHOICES:
             raise UsageError(f"invalid --log {log!r}", f"choose one of: {', '.join(LOG_CHOICES)}")
 
+        read = None
+        if where.is_dask:  # the train table's files read on the cluster; the same (local) fit
+            from mlsys_cli.features.dask_featurize import read_train
+
+            read = partial(read_train, engine=where)
         with console.progress("featurizing") as progress:
-            result = featurize(table, output, target=target, check=check or [], progress=progress, preset=preset,
+            result = featurize(table, output, target=target, check=check or [], progress=progress, read=read, preset=preset,
                                family=model, task=task, numeric=numeric, categorical=categorical, datetime=datetime,
                                drop=drop, ids=id_, cross=cross or (), impute=impute, scaling=scaling,
                                log=LOG_CHOICES[log], bins=bins,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, integer
+from mlsys_cli.cli._common import (ConnectTimeoutOpt, EngineOpt, JsonOpt, OutputOpt, ReportOpt, SchedulerOpt, integer)
 
 
 def _human(result: Any) -> None:
@@ -25,6 +26,9 @@ def command(
     output: OutputOpt,
     keep: Annotated[Optional[list[str]], typer.Option("--keep", help="Input columns to copy to the output, e.g. ids (comma-separated, repeatable).")] = None,
     batch_rows: Annotated[int, typer.Option("--batch-rows", click_type=integer(1), help="Rows per batch; bounds memory on big inputs.")] = 65_536,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
     json_: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:
@@ -33,16 +37,27 @@ def command(
     Writes `label` and `proba_<class>` (classification) or `prediction`
     (regression), after the --keep columns. Streams the input in batches;
     extra input columns are ignored; unseen categories are predicted.
+    With --engine dask, each Parquet file is a partition predicted on a
+    Dask worker that loads the model once; the output is the same file.
 
     Examples:
 
         mlsys predict model.mlsys data/test.parquet -o preds.parquet --keep customer_id
 
         mlsys predict model.onnx 'logs/*.parquet' -o preds.parquet --json
+
+        mlsys predict model.mlsys 'parts/*.parquet' -o preds.parquet --engine dask --scheduler tcp://10.0.0.5:8786
     """
+    from mlsys_cli.data.cluster import Engine
     from mlsys_cli.deploy.predict import predict_file
 
     columns = [c for item in keep or [] for c in item.split(",") if c]
+    where = Engine.from_options(engine, scheduler, connect_timeout)
+    run = predict_file
+    if where.is_dask:  # the same arguments and result, on a Dask cluster
+        from mlsys_cli.deploy.dask_predict import predict_dask
+
+        run = partial(predict_dask, engine=where)
     with console.progress("predicting", total=None) as bar:
-        result = predict_file(model, [str(p) for p in data], output, keep=columns, batch_rows=batch_rows, progress=bar)
+        result = run(model, [str(p) for p in data], output, keep=columns, batch_rows=batch_rows, progress=bar)
     console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)

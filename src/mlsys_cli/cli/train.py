@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -10,7 +11,8 @@ import typer
 
 from mlsys_cli import console
 from mlsys_cli.cli._checks import baseline_warning, require_rows
-from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, parse_kv
+from mlsys_cli.cli._common import (ConnectTimeoutOpt, EngineOpt, JsonOpt, OutputOpt, ReportOpt, SchedulerOpt, SeedOpt, TargetOpt,
+                                   TimeoutOpt, parse_kv)
 
 from mlsys_cli.features.presets import FAMILIES
 
@@ -52,6 +54,9 @@ def command(
     calibrate: Annotated[Optional[str], typer.Option("--calibrate", help="Calibrate probabilities on --valid: isotonic or sigmoid.")] = None,
     seed: SeedOpt = 0,
     timeout: TimeoutOpt = None,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
     json_: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:
@@ -68,6 +73,8 @@ def command(
         mlsys train data/train.parquet --valid data/valid.parquet --model forest --param kind=extra -o m.mlsys
 
         mlsys train data/train.parquet --valid data/valid.parquet --params params.json --calibrate isotonic -o m.mlsys
+
+        mlsys train 'parts/*.parquet' --target churned --features f.mlsys --engine dask --scheduler tcp://10.0.0.5:8786 -o m.mlsys
     """
     from mlsys_cli.errors import UsageError
     from mlsys_cli.models.train import FitRun, TrainSpec, load_params, train_model
@@ -85,8 +92,17 @@ def command(
         raise UsageError("--drop cannot be combined with --features", "drop the columns in mlsys featurize")
     if valid is not None:
         require_rows(valid, "--valid")
+    # One call either way: the Dask trainer takes train_model's arguments (models/distributed.py).
+    from mlsys_cli.data.cluster import Engine
+
+    where = Engine.from_options(engine, scheduler, connect_timeout)
+    trainer = train_model
+    if where.is_dask:
+        from mlsys_cli.models.distributed import train_dask
+
+        trainer = partial(train_dask, engine=where)
     with console.progress("training", total=None) as bar:
-        bundle, result = train_model(
+        bundle, result = trainer(
             [str(p) for p in train],
             TrainSpec(family=family or "xgboost", target=target, task=task, features=str(features) if features else spec,
                       params=chosen, class_weight=class_weight, sample_weight=sample_weight, calibrate=calibrate, seed=seed),

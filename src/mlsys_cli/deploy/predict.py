@@ -63,6 +63,20 @@ def output_columns(model: Any) -> list[str]:
     return ["label"] + [f"proba_{c}" for c in model.classes]
 
 
+def read_columns(model: Any, names: Sequence[str], keep: Sequence[str]) -> list[str]:
+    """The input columns a prediction reads (``keep`` first), refusing a missing or clashing one."""
+    clash = [c for c in keep if c in output_columns(model)]
+    if clash:
+        raise UsageError(f"--keep {clash[0]!r} clashes with a prediction column", "rename it in the input first")
+    needed = [c["name"] for c in model.input_schema]
+    for column in [*needed, *keep]:
+        if column not in names:
+            what = "--keep column" if column in keep and column not in needed else "column"
+            raise InputError(f"{what} {column!r} is missing from the input",
+                             "the model reads: " + ", ".join(needed))
+    return list(dict.fromkeys([*keep, *needed]))
+
+
 def _input_columns(paths: Sequence[Any]) -> tuple[Any, int, Any]:
     """The input's Arrow schema, its row count, and a function yielding record batches."""
     import pyarrow.parquet as pq
@@ -101,7 +115,7 @@ def _input_columns(paths: Sequence[Any]) -> tuple[Any, int, Any]:
     return relation.limit(0).to_arrow_table().schema, rows, batches
 
 
-def _summary_update(acc: dict[str, Any], out: dict[str, Any], task: str) -> None:
+def summary_update(acc: dict[str, Any], out: dict[str, Any], task: str) -> None:
     import numpy as np
 
     if task == "regression":
@@ -120,14 +134,14 @@ def _summary_update(acc: dict[str, Any], out: dict[str, Any], task: str) -> None
         acc[str(label)] = acc.get(str(label), 0) + int(count)
 
 
-def _summary(acc: dict[str, Any], task: str) -> dict[str, Any]:
+def summarize(acc: dict[str, Any], task: str) -> dict[str, Any]:
     if task == "regression":
         n = acc.get("n", 0)
         return {"mean": acc["sum"] / n if n else None, "min": acc.get("min"), "max": acc.get("max")}
     return {"label_counts": dict(sorted(acc.items()))}
 
 
-def _table(model: Any, batch: Any, keep: Sequence[str]) -> Any:
+def prediction_table(model: Any, batch: Any, keep: Sequence[str]) -> Any:
     import numpy as np
     import pyarrow as pa
 
@@ -170,7 +184,7 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     """
     import pyarrow.parquet as pq
 
-    from mlsys_cli.data.io import LINEAGE_KEY, Lineage, input_record, lineage_metadata
+    from mlsys_cli.data.io import LINEAGE_KEY, lineage_metadata
     from mlsys_cli.fsutil import atomic_path
 
     start = time.perf_counter()
@@ -181,18 +195,8 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     schema, total, batches = _input_columns(paths)
     names = list(schema.names)
     keep = list(dict.fromkeys(keep))
-    clash = [c for c in keep if c in output_columns(model)]
-    if clash:
-        raise UsageError(f"--keep {clash[0]!r} clashes with a prediction column", "rename it in the input first")
-    needed = [c["name"] for c in model.input_schema]
-    for column in [*needed, *keep]:
-        if column not in names:
-            what = "--keep column" if column in keep and column not in needed else "column"
-            raise InputError(f"{what} {column!r} is missing from the input",
-                             "the model reads: " + ", ".join(needed))
-    columns = list(dict.fromkeys([*keep, *needed]))
-    lineage = Lineage(command="predict", inputs=[input_record(model_path, with_parent=False)] + [input_record(p) for p in _files(paths)],
-                      target=getattr(model, "target", None), extra={"task": model.task, "keep": keep})
+    columns = read_columns(model, names, keep)
+    lineage = prediction_lineage(model, model_path, _files(paths), keep)
     # The lineage goes into the schema metadata, which is written before the rows, so its row
     # count is the input's (every input row gets exactly one prediction).
     stamp = {LINEAGE_KEY: lineage_metadata(lineage, total).encode()}
@@ -212,7 +216,7 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
         if writer is None:
             writer = pq.ParquetWriter(tmp, table.schema.with_metadata(stamp), compression="zstd")
         writer.write_table(table)
-        _summary_update(acc, out, model.task)
+        summary_update(acc, out, model.task)
         rows += batch.num_rows
         n_batches += 1
         if progress is not None:
@@ -228,21 +232,29 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
         try:
             pending = None
             for batch in batches(columns, batch_rows):
-                submitted = (pool.submit(_table, model, batch, keep), batch)
+                submitted = (pool.submit(prediction_table, model, batch, keep), batch)
                 if pending is not None:
                     finish(pending)
                 pending = submitted
             if pending is not None:
                 finish(pending)
             if writer is None:
-                writer = pq.ParquetWriter(tmp, _empty_schema(model, schema, keep).with_metadata(stamp), compression="zstd")
+                writer = pq.ParquetWriter(tmp, empty_schema(model, schema, keep).with_metadata(stamp), compression="zstd")
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             if writer is not None:
                 writer.close()
     return PredictResult(output=str(output), model=str(model_path), task=model.task, rows=rows,
                          columns=[*keep, *output_columns(model)], batches=n_batches,
-                         seconds=round(time.perf_counter() - start, 3), summary=_summary(acc, model.task))
+                         seconds=round(time.perf_counter() - start, 3), summary=summarize(acc, model.task))
+
+
+def prediction_lineage(model: Any, model_path: str | os.PathLike, files: Sequence[Path], keep: Sequence[str]) -> Any:
+    """The lineage of a predictions table: the model and every input file, fingerprinted."""
+    from mlsys_cli.data.io import Lineage, input_record
+
+    return Lineage(command="predict", inputs=[input_record(model_path, with_parent=False)] + [input_record(p) for p in files],
+                   target=getattr(model, "target", None), extra={"task": model.task, "keep": list(keep)})
 
 
 def _files(paths: Sequence[Any]) -> list[Path]:
@@ -251,7 +263,7 @@ def _files(paths: Sequence[Any]) -> list[Path]:
     return resolve_inputs(paths)
 
 
-def _empty_schema(model: Any, schema: Any, keep: Sequence[str]) -> Any:
+def empty_schema(model: Any, schema: Any, keep: Sequence[str]) -> Any:
     """The output schema of an input with no rows."""
     import pyarrow as pa
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from mlsys_cli.data.io import LINEAGE_KEY, lineage_metadata
 from mlsys_cli.errors import InputError, UsageError
 
 BATCH_ROWS = 65_536
@@ -82,6 +83,7 @@ def featurize(
     target: str | None,
     check: Sequence[str | os.PathLike] = (),
     progress: Any = None,
+    read: Callable[[list[Any]], Any] | None = None,
     **params: Any,
 ) -> FeaturizeResult:
     """Fit a Featurizer on the train table(s) and write a features bundle.
@@ -98,6 +100,9 @@ def featurize(
         Held-out tables compared with train after the fit (missing-value shift).
     progress : optional
         ``update(description=)``.
+    read : callable, optional
+        ``read(files) -> pandas frame`` instead of ``read_frame`` (``dask_featurize.read_train``:
+        the files read on a Dask cluster; the fit, and so the featurizer, is the local one).
     **params
         Featurizer parameters.
     """
@@ -109,7 +114,7 @@ def featurize(
     files = resolve_inputs(train)
     if progress:
         progress.update(description="reading train")
-    df = read_frame(files)
+    df = (read or read_frame)(files)
     fz = Featurizer(target=target, **params)
     if progress:
         progress.update(description="fitting features")
@@ -143,12 +148,12 @@ def apply(
     """Transform a table with a features bundle, streaming in batches (bounded memory).
 
     The output holds the feature columns (float32: every feature value is float32-representable)
-    and the target column when the input has it.
+    and the target column when the input has it. ``features.dask_featurize.apply_dask`` is the
+    same on a Dask cluster.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mlsys_cli.data.io import LINEAGE_KEY, Lineage, input_record, lineage_metadata, quote_ident, resolve_inputs, scan_table
+    from mlsys_cli.data.io import quote_ident, resolve_inputs, scan_table
     from mlsys_cli.features.bundle import load_features_bundle
     from mlsys_cli.fsutil import atomic_path
 
@@ -157,36 +162,62 @@ def apply(
     fz, manifest = load_features_bundle(bundle, target)
     files = resolve_inputs(data)
     relation = scan_table(files)
-    needed = [c["name"] for c in fz.input_schema_]
-    missing = [c for c in needed if c not in relation.columns]
-    if missing:
-        raise InputError(f"column {missing[0]!r} is missing from the input",
-                         "the features were fitted on: " + ", ".join(needed))
-    fitted_target = manifest.get("target")
-    keep_target = fitted_target if fitted_target and fitted_target in relation.columns else None
-    select = needed + ([keep_target] if keep_target and keep_target not in needed else [])
+    select, keep_target = apply_columns(fz, manifest, relation.columns)
     rows = int(relation.aggregate("count(*)").fetchall()[0][0])
-    names = fz.get_feature_names_out()
-    lineage = Lineage(command="featurize", inputs=[input_record(f) for f in files] + [input_record(bundle, with_parent=False)],
-                      rows=rows, seed=manifest.get("seed"), target=keep_target)
-    fields = [pa.field(n, pa.float32()) for n in names]
+    lineage = apply_lineage(bundle, manifest, files, rows, keep_target)
     reader = relation.select(*[quote_ident(c) for c in select]).to_arrow_reader(batch_rows)
-    if keep_target:
-        fields.append(reader.schema.field(keep_target))
-    schema = pa.schema(fields, metadata={LINEAGE_KEY: lineage_metadata(lineage, rows).encode()})
+    schema = feature_schema(fz, reader.schema, keep_target).with_metadata({LINEAGE_KEY: lineage_metadata(lineage, rows).encode()})
     if progress:
         progress.update(total=rows, description="featurizing")
     batches = 0
     with atomic_path(output, suffix=".parquet") as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for batch in reader:
-                X = fz.transform(batch.to_pandas())
-                arrays = [pa.array(X[:, i], type=pa.float32()) for i in range(X.shape[1])]
-                if keep_target:
-                    arrays.append(batch.column(keep_target))
-                writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+                writer.write_table(feature_batch(fz, batch, schema, keep_target))
                 batches += 1
                 if progress:
                     progress.advance(batch.num_rows)
-    return ApplyResult(output=str(output), bundle=str(bundle), rows=rows, n_features=len(names), target=keep_target,
+    return ApplyResult(output=str(output), bundle=str(bundle), rows=rows, n_features=fz.n_features_out_, target=keep_target,
                        batches=batches)
+
+
+def apply_columns(fz: Any, manifest: dict[str, Any], names: Sequence[str]) -> tuple[list[str], str | None]:
+    """The input columns ``--apply`` reads (the fitted ones, then the target when present), and that target."""
+    needed = [c["name"] for c in fz.input_schema_]
+    missing = [c for c in needed if c not in names]
+    if missing:
+        raise InputError(f"column {missing[0]!r} is missing from the input",
+                         "the features were fitted on: " + ", ".join(needed))
+    fitted_target = manifest.get("target")
+    keep_target = fitted_target if fitted_target and fitted_target in names else None
+    return needed + ([keep_target] if keep_target and keep_target not in needed else []), keep_target
+
+
+def apply_lineage(bundle: str | os.PathLike, manifest: dict[str, Any], files: Sequence[Any], rows: int,
+                  keep_target: str | None) -> Any:
+    """The lineage of a feature table: every input file and the features bundle, fingerprinted."""
+    from mlsys_cli.data.io import Lineage, input_record
+
+    return Lineage(command="featurize", inputs=[input_record(f) for f in files] + [input_record(bundle, with_parent=False)],
+                   rows=rows, seed=manifest.get("seed"), target=keep_target)
+
+
+def feature_schema(fz: Any, input_schema: Any, keep_target: str | None) -> Any:
+    """The Arrow schema of a feature table: float32 features, then the target as the input types it."""
+    import pyarrow as pa
+
+    fields = [pa.field(n, pa.float32()) for n in fz.get_feature_names_out()]
+    if keep_target:
+        fields.append(input_schema.field(keep_target))
+    return pa.schema(fields)
+
+
+def feature_batch(fz: Any, batch: Any, schema: Any, keep_target: str | None) -> Any:
+    """One record batch of raw rows -> its feature table (``schema`` from :func:`feature_schema`)."""
+    import pyarrow as pa
+
+    X = fz.transform(batch.to_pandas())
+    arrays = [pa.array(X[:, i], type=pa.float32()) for i in range(X.shape[1])]
+    if keep_target:
+        arrays.append(batch.column(keep_target))
+    return pa.Table.from_arrays(arrays, schema=schema)

@@ -1,0 +1,139 @@
+"""Local vs Dask (2 workers on this machine) on a table larger than the memory given to one process.
+
+    flock /work/wt/bench.lock python benchmarks/bench_scale.py [--rows 1500000] [--limit-mb 700]
+
+A seeded table (``--rows`` x 20 float features, binary target) is written as 30 Parquet files.
+The features are fitted with ``mlsys featurize`` on one file (a sample), then:
+
+- local: ``mlsys train`` and ``mlsys predict`` in one process (no limit; its peak RSS is measured);
+- dask: ``dask scheduler`` and ``dask worker --nworkers 2 --nthreads 1 --memory-limit LIMIT``
+  started from the command line on loopback, then the same commands with ``--engine dask``; the
+  nanny restarts a worker whose RSS passes 95 % of LIMIT, so a job that finishes stayed under it.
+
+Results: ``benchmarks/results/scale.md`` (wall time, peak RSS of the mlsys process, exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import MEASURE, write_results  # noqa: E402
+
+MLSYS = [sys.executable, "-m", "mlsys_cli"]
+DASK = str(Path(sys.executable).parent / "dask")
+
+
+def make_table(directory: Path, rows: int, files: int, seed: int = 0) -> int:
+    """The seeded table as ``files`` Parquet files; returns its in-memory size in bytes (float64)."""
+    import numpy as np
+    import pandas as pd
+
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    per = rows // files
+    for i in range(files):
+        X = rng.normal(size=(per, 20))
+        logit = X[:, 0] - 0.7 * X[:, 1] + 0.5 * X[:, 2] * X[:, 3] + 0.3 * np.sin(X[:, 4] * 3)
+        df = pd.DataFrame(X, columns=[f"x{j:02d}" for j in range(20)])
+        df["y"] = rng.random(per) < 1 / (1 + np.exp(-logit))
+        df.to_parquet(directory / f"part-{i:03d}.parquet", index=False)
+    return per * files * (20 * 8 + 1)
+
+
+def run(cmd: list[str]) -> dict:
+    """Wall seconds, peak RSS (MB) and exit code of ``cmd`` in a fresh process."""
+    proc = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cluster(limit_mb: int) -> tuple[str, list[subprocess.Popen]]:
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    procs.append(subprocess.Popen([DASK, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard",
+                                   "--host", "127.0.0.1", "--memory-limit", f"{limit_mb}MiB"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    from distributed import Client
+
+    with Client(address, timeout=60) as client:
+        client.wait_for_workers(2, timeout=120)
+    return address, procs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_500_000)
+    parser.add_argument("--limit-mb", type=int, default=700)
+    parser.add_argument("--work", default="/tmp/mlsys-bench-scale")
+    args = parser.parse_args()
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    data = work / "parts"
+    size = make_table(data, args.rows, 30)
+    load = os.getloadavg()
+    subprocess.run([*MLSYS, "featurize", data / "part-000.parquet", "--target", "y", "-o", work / "f.mlsys"],
+                   check=True, capture_output=True)
+    train = ["train", str(data), "--target", "y", "--features", str(work / "f.mlsys"), "--param", "n_estimators=50"]
+    results = {"local": {}, "dask": {}}
+    results["local"]["train"] = run([*MLSYS, *train, "-o", str(work / "local.mlsys")])
+    results["local"]["predict"] = run([*MLSYS, "predict", str(work / "local.mlsys"), str(data), "-o", str(work / "pl.parquet")])
+    address, procs = cluster(args.limit_mb)
+    try:
+        on = ["--engine", "dask", "--scheduler", address]
+        results["dask"]["train"] = run([*MLSYS, *train, "-o", str(work / "dask.mlsys"), *on])
+        results["dask"]["predict"] = run([*MLSYS, "predict", str(work / "local.mlsys"), str(data), "-o",
+                                          str(work / "pd.parquet"), *on])
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=60)
+    write_results("scale", page(args, size, load, results))
+    print(json.dumps(results, indent=1))
+
+
+def page(args: argparse.Namespace, size: int, load: tuple, results: dict) -> str:
+    rows = []
+    for step in ("train", "predict"):
+        local, dask = results["local"][step], results["dask"][step]
+        rows.append(f"| {step} | {local['seconds']:.1f} s | {local['rss_mb']:.0f} MB | exit {local['code']} | "
+                    f"{dask['seconds']:.1f} s | {dask['rss_mb']:.0f} MB | exit {dask['code']} | "
+                    f"{dask['seconds'] / local['seconds']:.2f} |")
+    return f"""# Scale: local vs Dask (2 workers) on this machine
+
+`flock /work/wt/bench.lock python benchmarks/bench_scale.py --rows {args.rows} --limit-mb {args.limit_mb}`
+
+Table: {args.rows:,} rows x 20 float features + a boolean target, seeded, in 30 Parquet files
+({size / 2**20:.0f} MiB as float64 in memory). Features fitted with `mlsys featurize` on one file;
+`train` is xgboost with 50 rounds; `predict` uses the local model. Dask: `dask scheduler` and
+`dask worker --nworkers 2 --nthreads 1 --memory-limit {args.limit_mb}MiB` on loopback. Load
+average when it started: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} (2 cores shared with other agents).
+
+| step | local wall | local peak RSS | local | dask wall | client peak RSS | dask | dask / local time |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+"Client peak RSS" is the `mlsys` process only. Each worker ran under a {args.limit_mb} MiB limit: its
+nanny terminates a worker past 95 % of it (Dask then retries the tasks elsewhere, and the job
+fails once a task has killed workers `allowed-failures` times); worker restarts were not counted.
+"""
+
+
+if __name__ == "__main__":
+    main()
