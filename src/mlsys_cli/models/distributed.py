@@ -208,24 +208,15 @@ def train_dask(train: Sequence[Any], spec: Any, *, valid: str | None = None, run
         As local train (target, classes, data); also partitions with inconsistent schemas, an
         unreachable scheduler or a worker lost beyond Dask's retries (exit 3).
     """
-    from mlsys_cli.data.cluster import connect, require_dask
-    from mlsys_cli.data.partitioned import partitions
-    from mlsys_cli.models.families import get_family, resolve_params
-    from mlsys_cli.models.train import infer_task, resolve_target, score_sample
-
-    start = time.perf_counter()
-    check_family(spec.family)
-    _refuse_local_only(spec, run)
-    progress = getattr(run, "progress", None)
-    require_dask()
-    family = get_family(spec.family)
-    parts = partitions(train)
-    parts.require()
-    if parts.total_rows == 0:
-        raise InputError(f"{', '.join(map(str, train))}: no rows")
     import pandas as pd
 
-    target = resolve_target(parts.schemas[0].empty_table().to_pandas(), spec.target, list(train))
+    from mlsys_cli.data.cluster import connect
+    from mlsys_cli.models.families import resolve_params
+    from mlsys_cli.models.train import infer_task, score_sample
+
+    start = time.perf_counter()
+    family, parts, target = _prepare(train, spec, run)
+    progress = getattr(run, "progress", None)
     with connect(engine) as client:
         if progress is not None:
             progress.update(description="reading the target")
@@ -251,6 +242,26 @@ def train_dask(train: Sequence[Any], spec: Any, *, valid: str | None = None, run
         sample = _rows(client, parts, score_sample(parts.total_rows, spec.seed))
     fitted = Fitted(family, est, estimator, featurizer, features_spec, target, classes)
     return _assemble(fitted, (parts, sample, held_out), (train, valid, spec.seed), start)
+
+
+def _prepare(train: Sequence[Any], spec: Any, run: Any) -> tuple[Any, Any, str]:
+    """What is checked before connecting: the family and options, the extra, the partitions'
+    schemas and rows, the target column. Returns (family, partitions, target)."""
+    from mlsys_cli.data.cluster import require_dask
+    from mlsys_cli.data.partitioned import partitions
+    from mlsys_cli.models.families import get_family
+    from mlsys_cli.models.train import resolve_target
+
+    check_family(spec.family)
+    _refuse_local_only(spec, run)
+    require_dask()
+    family = get_family(spec.family)
+    parts = partitions(train)
+    parts.require()
+    if parts.total_rows == 0:
+        raise InputError(f"{', '.join(map(str, train))}: no rows")
+    target = resolve_target(parts.schemas[0].empty_table().to_pandas(), spec.target, list(train))
+    return family, parts, target
 
 
 def _refuse_local_only(spec: Any, run: Any) -> None:
