@@ -68,19 +68,19 @@ def command(
 
         mlsys tune train.parquet --valid valid.parquet --storage journal:study.log --study churn --n-jobs 2
     """
-    from mlsys_cli.models.tuning import tune
+    from mlsys_cli.models.tuning import TuneOutputs, TuneRequest, tune
 
     check_storage(storage)
     if valid is not None:
         require_rows(valid, "--valid")
+    request = TuneRequest(
+        target=target, valid=str(valid) if valid else None, cv=cv, time_col=time_col, model=model, metric=metric,
+        sampler=sampler, pruner=pruner, trials=trials, timeout=timeout, storage=storage, study=study, n_jobs=n_jobs,
+        params=parse_kv(param), seed=seed, keep_models=keep_models, artifacts=str(artifacts) if artifacts else None,
+        features={"drop": [c for item in drop for c in item.split(",") if c]} if drop else None,
+    )
+    outputs = TuneOutputs(output=str(output) if output else None, save_model=str(save_model) if save_model else None,
+                          trials_out=str(trials_out) if trials_out else None, html=str(html) if html else None)
     with console.progress("tuning", total=trials) as bar:
-        result = tune(
-            str(train), target=target, valid=str(valid) if valid else None, cv=cv, time_col=time_col, model=model,
-            metric=metric, sampler=sampler, pruner=pruner, trials=trials, timeout=timeout,
-            storage=storage, study=study, n_jobs=n_jobs, params=parse_kv(param), seed=seed,
-            features={"drop": [c for item in drop for c in item.split(",") if c]} if drop else None,
-            output=str(output) if output else None, save_model=str(save_model) if save_model else None,
-            trials_out=str(trials_out) if trials_out else None, html=str(html) if html else None,
-            keep_models=keep_models, artifacts=str(artifacts) if artifacts else None, progress=bar,
-        )
+        result = tune(str(train), request, outputs, progress=bar)
     console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)

@@ -18,7 +18,7 @@ Storage and the artifact store are in :mod:`mlsys_cli.models.study`.
 """
 
 from mlsys_cli.models.tuning.command import run_job, tune
-from mlsys_cli.models.tuning.job import TuneJob
+from mlsys_cli.models.tuning.job import TuneJob, TuneRequest
 from mlsys_cli.models.tuning.report import TuneOutputs, TuneResult
 
-__all__ = ["TuneJob", "TuneOutputs", "TuneResult", "run_job", "tune"]
+__all__ = ["TuneJob", "TuneOutputs", "TuneRequest", "TuneResult", "run_job", "tune"]

@@ -94,6 +94,72 @@ class TuneJob:
         return dataclasses.replace(self, **changes)
 
 
+@dataclass(frozen=True)
+class TuneRequest:
+    """What a caller asks :func:`~.command.tune` for, before defaults are filled in and checked.
+
+    Attributes
+    ----------
+    target : str, optional
+        Target column (inferred from the table's lineage when omitted).
+    valid : path, optional
+        Validation table; without it ``cv`` folds of the training table are used (5 by default).
+    cv : int, optional
+        Number of folds: stratified for classification, time-ordered with ``time_col``.
+    model : str
+        A family name or ``auto``.
+    metric : str, optional
+        Metric to optimise; the task's primary metric by default.
+    sampler, pruner : str
+        ``tpe|random|grid`` and ``median|hyperband|none``.
+    trials : int, optional
+        Total trials of the study (all workers, earlier runs included); 30 without a timeout.
+    timeout : float, optional
+        Seconds of wall time for this run, counted from the call (refit and outputs included).
+    storage, study : str, optional
+        Optuna storage (RDB URL or ``journal:PATH``) and study name, to resume or share a study.
+    n_jobs : int
+        Worker processes on this machine (a temporary journal is used without ``storage``).
+    params : dict, optional
+        Fixed parameters (``name`` or ``family.name``) that are not searched.
+    features : dict, optional
+        Featurizer options (the same recipe ``train`` uses).
+    seed : int
+    keep_models : int
+        With ``valid`` and a storage: keep the fitted models of this many best trials per family
+        in the study's artifact store (0: none), for ``ensemble --from-study``.
+    artifacts : path, optional
+        The artifact store directory (default: beside a journal file or SQLite database).
+    """
+
+    target: str | None = None
+    valid: str | None = None
+    cv: int | None = None
+    time_col: str | None = None
+    model: str = "auto"
+    metric: str | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    trials: int | None = None
+    timeout: float | None = None
+    storage: str | None = None
+    study: str | None = None
+    n_jobs: int = 1
+    params: Mapping[str, Any] | None = None
+    features: Mapping[str, Any] | None = None
+    seed: int = 0
+    keep_models: int = KEEP_MODELS
+    artifacts: str | None = None
+
+    def check(self) -> None:
+        """Refuse option combinations that cannot run (usage errors, exit 2)."""
+        check_options(self.valid, self.cv, self.time_col, self.sampler, self.pruner, self.trials, self.n_jobs)
+        if self.keep_models < 0:
+            raise UsageError(f"--keep-models {self.keep_models}: must be 0 or more")
+        if self.artifacts is not None and (self.valid is None or self.keep_models == 0):
+            raise UsageError("--artifacts keeps fitted models, which needs --valid and --keep-models 1 or more")
+
+
 def check_options(valid: Any, cv: Any, time_col: Any, sampler: str, pruner: str, trials: Any, n_jobs: int) -> None:
     """Refuse option combinations that cannot run (usage errors, exit 2)."""
     if valid is not None and cv is not None:
