@@ -352,3 +352,30 @@ def test_auto_is_never_worse_than_the_best_default_it_tried(small_tables, tmp_pa
     rows = {r["family"]: r for r in d["families"]}
     assert sum(r["trials"] for r in rows.values()) == n and d["trials_per_s"] > 0
     assert all(r["trials_per_s"] > 0 for r in rows.values() if r["trials"])
+
+
+def test_save_model_is_the_ensemble_only_where_it_is_better_on_validation(small_tables, tmp_path):
+    from mlsys_cli.models.bundle import ModelBundle
+    from mlsys_cli.models.combiner import EnsemblePredictor
+
+    t = small_tables["binary"]
+    common = dict(valid=str(t["valid"]), target=t["target"], trials=4, seed=0)
+    result = tune(str(t["train"]), model="xgboost", params={"n_estimators": 30}, save_model=str(tmp_path / "m.mlsys"), **common)
+    final = result.to_dict()["final"]
+    # Chosen on the validation rows only: its cross-fitted gain over the best member is positive.
+    assert final["model"] == "ensemble" and final["gain"] > 0, final
+    assert isinstance(ModelBundle.load(tmp_path / "m.mlsys").predictor, EnsemblePredictor)
+    # Without --storage the search kept its models (the two best per family) in a private store,
+    # which is not reported (it is gone); a third member was retrained.
+    assert [m["source"] for m in final["members"]] == ["kept", "kept", "retrained"]
+    assert result.storage is None and "models" not in result.outputs
+    off = tune(str(t["train"]), model="xgboost", params={"n_estimators": 30}, save_model=str(tmp_path / "s.mlsys"),
+               ensemble=False, **common)
+    assert off.final == {"model": "single", "family": "xgboost", "reason": "--no-ensemble"}
+    assert not isinstance(ModelBundle.load(tmp_path / "s.mlsys").predictor, EnsemblePredictor)
+    # Four nearly equal linear models: the ensemble does not beat its best member, the best trial is saved.
+    linear = tune(str(t["train"]), model="linear", save_model=str(tmp_path / "l.mlsys"), **common)
+    assert linear.final["model"] == "single" and "gain" in linear.final["reason"]
+    assert not isinstance(ModelBundle.load(tmp_path / "l.mlsys").predictor, EnsemblePredictor)
+    cv = tune(str(t["train"]), cv=2, target=t["target"], model="linear", trials=2, save_model=str(tmp_path / "c.mlsys"))
+    assert cv.final["model"] == "single" and "cross-validation" in cv.final["reason"]

@@ -56,6 +56,11 @@ def search_deadline(study: Any, problem: Any) -> float | None:
     deadline = problem.job.deadline
     if deadline is None or not problem.job.refit:
         return deadline
+    if problem.job.ensemble and problem.job.budget_s:
+        from mlsys_cli.models.tuning.final import ENSEMBLE_SHARE
+
+        # The ensemble step's share, on top of the refit of the best trial (its fallback).
+        deadline -= ENSEMBLE_SHARE * problem.job.budget_s
     from optuna.trial import TrialState
 
     from mlsys_cli.models.families import get_family

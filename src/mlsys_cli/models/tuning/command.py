@@ -69,6 +69,7 @@ def make_job(train: str, request: TuneRequest, started: float, refit: bool) -> T
         validation=f"valid:{fingerprint([valid])}" if valid else f"cv:{cv}" + (f":{time_col}" if time_col else ""),
         train_sha256=fingerprint([train]), keep_models=request.keep_models,
         artifacts=artifacts_for(valid, request.keep_models, request.artifacts, request.storage), refit=refit,
+        ensemble=request.ensemble and refit and valid is not None, budget_s=request.timeout,
     )
 
 
@@ -90,9 +91,11 @@ def run_job(job: TuneJob, outputs: TuneOutputs, timeout: float | None = None, pr
     started = time.time()
     tmpdir = tempfile.mkdtemp(prefix="mlsys-tune-")
     try:
-        if job.workers > 1 and job.storage is None:
-            # Processes share a study only through a storage; a private journal serves.
-            job = job.replace(storage=f"journal:{os.path.join(tmpdir, 'study.journal')}", private_storage=True)
+        if job.storage is None and (job.workers > 1 or (job.ensemble and job.keep_models)):
+            # Processes share a study only through a storage, and the ensemble step combines the
+            # models kept in its artifact store: a private journal serves.
+            job = job.replace(storage=f"journal:{os.path.join(tmpdir, 'study.journal')}", private_storage=True,
+                              artifacts=os.path.join(tmpdir, "models") if job.ensemble and job.keep_models else job.artifacts)
         problem, plan, opened = load_session(job)
         workers = start_workers(job, job.workers - 1, tmpdir) if job.workers > 1 else []
         try:
@@ -110,11 +113,11 @@ def run_job(job: TuneJob, outputs: TuneOutputs, timeout: float | None = None, pr
                 raise MlsysError(f"worker failed: {o['error']}", o.get("hint"), o.get("exit_code", 1))
             raise_no_trial(opened.get_trials(deepcopy=False), timeout)
         result = summarize(opened, problem, plan, mine, outcomes, started)
-        written = write_outputs(result, opened, problem, outputs)
-        if job.artifacts and os.path.isdir(job.artifacts):
+        written, final = write_outputs(result, opened, problem, outputs)
+        if job.artifacts and os.path.isdir(job.artifacts) and not job.private_storage:
             written["models"] = job.artifacts
     finally:
         import shutil
 
         shutil.rmtree(tmpdir, ignore_errors=True)
-    return TuneResult(**{**result, "outputs": written})
+    return TuneResult(**{**result, "outputs": written, "final": final})

@@ -54,6 +54,11 @@ class TuneJob:
     refit : bool
         The best trial is retrained and saved after the search (``--save-model``): the search
         holds that time back from the deadline (:func:`~.budget.search_deadline`).
+    ensemble : bool
+        With ``refit`` and ``valid``: the saved model is the ensemble of the best trials when it
+        is better on the validation rows (:mod:`.final`); the search holds its share back.
+    budget_s : float, optional
+        The ``--timeout`` in seconds (the ensemble step's share is a fraction of it).
     """
 
     train: str
@@ -80,6 +85,8 @@ class TuneJob:
     artifacts: str | None = None
     private_storage: bool = False
     refit: bool = False
+    ensemble: bool = False
+    budget_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the job file of a worker process)."""
@@ -130,6 +137,9 @@ class TuneRequest:
         in the study's artifact store (0: none), for ``ensemble --from-study``.
     artifacts : path, optional
         The artifact store directory (default: beside a journal file or SQLite database).
+    ensemble : bool
+        With ``--save-model`` and ``valid``: save the ensemble of the best trials when it is
+        better on the validation rows (cross-fitted), else the best trial (``--no-ensemble``: always that).
     """
 
     target: str | None = None
@@ -150,6 +160,7 @@ class TuneRequest:
     seed: int = 0
     keep_models: int = KEEP_MODELS
     artifacts: str | None = None
+    ensemble: bool = True
 
     def check(self) -> None:
         """Refuse option combinations that cannot run (usage errors, exit 2)."""
