@@ -51,12 +51,16 @@ FLAML_PACKAGES = ("flaml[automl]>=2.3", "pyarrow")
 METRIC = {"binary": ("auc", "roc_auc"), "multiclass": ("log_loss", "log_loss"), "regression": ("rmse", "rmse")}
 
 
+class Failed(Exception):
+    """A contender produced no model on a dataset (it scores as the prior there)."""
+
+
 def mlsys(*args: Any) -> dict[str, Any]:
-    """Run the real ``mlsys`` CLI; return its ``--json`` report (exit on failure, with stderr)."""
+    """Run the real ``mlsys`` CLI; return its ``--json`` report (:class:`Failed` with its stderr)."""
     proc = subprocess.run([sys.executable, "-m", "mlsys_cli", *map(str, args), "--json"], capture_output=True,
                           text=True, env={**os.environ, "NO_COLOR": "1"})
     if proc.returncode != 0:
-        raise SystemExit(f"mlsys {args[0]} failed ({proc.returncode}):\n{proc.stderr}")
+        raise Failed(f"mlsys {args[0]} failed ({proc.returncode}): {proc.stderr.strip()}")
     return json.loads(proc.stdout)
 
 
@@ -129,7 +133,7 @@ def run_flaml(name: str, parts: dict[str, Path], test: Any, budget: float, seed:
                           capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"FLAML failed on {name}:\n{proc.stderr[-3000:]}")
+        raise Failed(f"FLAML failed on {name}: {proc.stderr[-1000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     scores = np.load(work / "flaml.npy", allow_pickle=False)
     return {"test": test_score(spec.task, test[spec.target], scores, out["classes"]), "seconds": wall,
@@ -160,6 +164,23 @@ def run_defaults(name: str, frames: tuple[Any, Any, Any], seed: int) -> dict[str
             scores = HistGradientBoostingClassifier(random_state=seed).fit(X, y).predict_proba(Xt)
         out[tool] = {"test": test_score(spec.task, yt, scores, classes), "seconds": time.perf_counter() - start}
     return out
+
+
+def failed(spec: Any, frames: tuple[Any, Any, Any], exc: Exception, seconds: float) -> dict[str, Any]:
+    """A contender that produced no model scores as the training prior (no skill) on that dataset."""
+    import numpy as np
+
+    train, _, test = frames
+    y = train[spec.target]
+    if spec.task == "regression":
+        scores, classes = np.full(len(test), float(y.mean())), None
+    else:
+        classes = sorted(y.unique())
+        prior = y.value_counts(normalize=True).reindex(classes).to_numpy()
+        scores = np.tile(prior, (len(test), 1))
+    return {"test": test_score(spec.task, test[spec.target], scores, classes), "seconds": seconds, "fit_s": seconds,
+            "failed": str(exc).splitlines()[0][:300], "best_family": "FAILED", "trials": 0, "trials_per_s": 0.0,
+            "families": {}, "ensemble": False, "final": None}
 
 
 def loss(task: str, value: float, y_test: Any) -> float:
@@ -208,7 +229,7 @@ def render(rows: list[dict[str, Any]], budget: float, load: str, command: str) -
         cell = {t: (f"**{r[t]['test']:.4f}**" if t == best else f"{r[t]['test']:.4f}") for t in TOOLS}
         lines.append(f"| {r['name']} | {r['task']} | {r['rows']:,} | {r['metric']} | {cell['mlsys']} | {cell['flaml']} "
                      f"| {cell['hgb']} | {cell['xgboost']} | {m['seconds']:.1f} | {f['seconds']:.1f} ({f['fit_s']:.1f}) "
-                     f"| {m['trials_per_s']:.2f} | {f['trials'] / f['fit_s']:.2f} | {m['best_family']} ({fams}) "
+                     f"| {m['trials_per_s']:.2f} | {f['trials'] / max(f['fit_s'], 1e-9):.2f} | {m['best_family']} ({fams}) "
                      f"| {'yes' if m['ensemble'] else 'no'} | {f['best_family']} | {r['load']} |")
     lines += [
         "",
@@ -224,6 +245,8 @@ def render(rows: list[dict[str, Any]], budget: float, load: str, command: str) -
         f"- mlsys worse than the better of the two defaults on: {', '.join(done['behind_default']) or 'none'}.",
         f"- Budget kept within +-5% ({budget * 0.95:.0f}-{budget * 1.05:.0f} s): mlsys on {len(done['kept']['mlsys'])} "
         f"of {n} (wall time, start-ups included), FLAML on {len(done['kept']['flaml'])} of {n} (its fit).",
+        *[f"- {LABEL[t]} failed on {r['name']} (scored as the training prior): {r[t]['failed']}"
+          for r in rows for t in ("mlsys", "flaml") if r[t].get("failed")],
         f"- mlsys saved the ensemble of its best trials on {sum(r['mlsys']['ensemble'] for r in rows)} of {n} datasets "
         "(where its cross-fitted score on the validation rows beat its best member).",
         "",
@@ -264,9 +287,13 @@ def main(argv: list[str] | None = None) -> int:
             test = frames[2]
             result = {"name": name, "task": spec.task, "metric": METRIC[spec.task][0],
                       "rows": sum(len(f) for f in frames), "load": f"{os.getloadavg()[0]:.1f}",
-                      "mlsys": run_mlsys(name, parts, test, args.budget, args.seed, work),
-                      "flaml": run_flaml(name, parts, test, args.budget, args.seed, work),
                       **run_defaults(name, frames, args.seed)}
+            for tool, run in (("mlsys", run_mlsys), ("flaml", run_flaml)):
+                start = time.perf_counter()
+                try:
+                    result[tool] = run(name, parts, test, args.budget, args.seed, work)
+                except Failed as exc:
+                    result[tool] = failed(spec, frames, exc, time.perf_counter() - start)
         y_test = test[spec.target]
         result["loss"] = {k: loss(spec.task, result[k]["test"], y_test) for k in TOOLS}
         rows.append(result)

@@ -17,6 +17,11 @@ from mlsys_cli.errors import UsageError
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 DEFAULT_TRIALS = 30
+# Under --timeout with --valid, trials on a big table fit on a seeded sample of the training
+# rows (FLAML's cost-frugal start): this many rows per second of budget, at least MIN_SAMPLE.
+# The saved model is the best configuration retrained on every row.
+SAMPLE_ROWS_PER_S = 500
+MIN_SAMPLE = 10_000
 # With --valid, the fitted models of this many best trials per family are kept in the study's
 # artifact store, so ``ensemble --from-study`` combines them without retraining.
 KEEP_MODELS = 2
@@ -169,6 +174,14 @@ class TuneRequest:
             raise UsageError(f"--keep-models {self.keep_models}: must be 0 or more")
         if self.artifacts is not None and (self.valid is None or self.keep_models == 0):
             raise UsageError("--artifacts keeps fitted models, which needs --valid and --keep-models 1 or more")
+
+
+def trial_rows(job: TuneJob, n: int) -> int | None:
+    """How many training rows each trial fits on (None: all ``n``)."""
+    if job.budget_s is None or job.valid is None:
+        return None
+    cap = max(MIN_SAMPLE, int(SAMPLE_ROWS_PER_S * job.budget_s))
+    return cap if n > cap else None
 
 
 def check_options(valid: Any, cv: Any, time_col: Any, sampler: str, pruner: str, trials: Any, n_jobs: int) -> None:

@@ -85,6 +85,8 @@ def keep_model(trial: Any, problem: Problem, family: Any, est: Any, value: float
 
 def _not_kept_reason(problem: Problem, family: Any, fit_s: float, deadline: float | None) -> str | None:
     """Why a model among its family's best is not written (None: it is)."""
+    if problem.sample_rows:
+        return f"fitted on a sample of {problem.sample_rows} training rows"
     if family.name in problem.refit_cheaper:
         return "cheaper to refit than to write and load"
     if deadline is not None and time.time() + fit_s >= deadline:

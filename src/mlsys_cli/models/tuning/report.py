@@ -52,6 +52,8 @@ class TuneResult:
     trials_per_s: float = 0.0
     # What --save-model wrote: ``{"model": "ensemble"|"single", ...}`` (:mod:`.final`).
     final: dict[str, Any] | None = None
+    # Training rows each trial fitted on when they were sampled (None: every row).
+    trial_rows: int | None = None
 
     def replace(self, **changes: Any) -> "TuneResult":
         import dataclasses
@@ -67,7 +69,7 @@ class TuneResult:
             "trials": self.trials, "families": self.families, "workers": self.workers,
             "elapsed_s": round(self.elapsed_s, 3), "trials_per_s": round(self.trials_per_s, 3),
             "stopped_by": self.stopped_by, "failures": self.failures, "outputs": self.outputs,
-            "final": self.final,
+            "final": self.final, "trial_rows": self.trial_rows,
         }
 
 
@@ -125,7 +127,7 @@ def summarize(study: Any, problem: Problem, plan: Plan, mine: Mapping[str, Any],
         "best_trial": best.number, "defaults_value": float(defaults[0].value) if defaults else None,
         "trials": {"total": len(trials), **counts, "this_run": int(mine["ran"]) + sum(int(o.get("ran", 0)) for o in outcomes)},
         "families": rows, "workers": job.workers, "elapsed_s": time.time() - started, "stopped_by": stopped,
-        "trials_per_s": len(trials) / max(time.time() - started, 1e-9),
+        "trials_per_s": len(trials) / max(time.time() - started, 1e-9), "trial_rows": problem.sample_rows,
         "failures": [{"trial": t.number, "family": t.params.get(FAMILY_PARAM), "error": t.user_attrs.get("error", "unknown")}
                      for t in trials if t.state == TrialState.FAIL],
     }
