@@ -379,3 +379,36 @@ def test_save_model_is_the_ensemble_only_where_it_is_better_on_validation(small_
     assert not isinstance(ModelBundle.load(tmp_path / "l.mlsys").predictor, EnsemblePredictor)
     cv = tune(str(t["train"]), cv=2, target=t["target"], model="linear", trials=2, save_model=str(tmp_path / "c.mlsys"))
     assert cv.final["model"] == "single" and "cross-validation" in cv.final["reason"]
+
+
+def test_big_tables_under_a_timeout_run_trials_on_a_seeded_row_sample(tmp_path):
+    import pandas as pd
+
+    from mlsys_cli.models.families import get_family
+    from mlsys_cli.models.tuning.final import no_ensemble_reason
+    from mlsys_cli.models.tuning.job import MIN_SAMPLE, trial_rows
+    from mlsys_cli.models.tuning.kept import _not_kept_reason
+
+    rng = np.random.default_rng(0)
+    n = MIN_SAMPLE + 2_000
+    frame = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n)})
+    frame.to_parquet(tmp_path / "train.parquet", index=False)
+    frame[:500].to_parquet(tmp_path / "valid.parquet", index=False)
+    base = dict(train=str(tmp_path / "train.parquet"), valid=str(tmp_path / "valid.parquet"), target="y",
+                model_families=("linear",), refit=True, ensemble=True)
+    # No budget, or cross-validation: every row. A budget: 500 rows per second, at least MIN_SAMPLE.
+    assert trial_rows(TuneJob(**base), n) is None and trial_rows(TuneJob(**{**base, "valid": None, "budget_s": 5}), n) is None
+    assert trial_rows(TuneJob(**base, budget_s=5), n) == MIN_SAMPLE
+    assert trial_rows(TuneJob(**base, budget_s=30), n) is None  # 15,000 rows: the table is not big for 30 s
+    problem = Problem(TuneJob(**base, budget_s=5))
+    (rows, valid_rows), = problem.folds
+    assert valid_rows is None and len(rows) == MIN_SAMPLE == problem.sample_rows
+    assert (np.diff(rows) > 0).all() and rows.max() < n  # distinct rows, in table order
+    assert problem.row_factor == pytest.approx(n / MIN_SAMPLE)
+    np.testing.assert_array_equal(Problem(TuneJob(**base, budget_s=5)).folds[0][0], rows)  # seeded
+    X, y, *_ = problem.matrices(get_family("linear"), 0)
+    assert len(X) == len(y) == MIN_SAMPLE
+    # A model fitted on a sample is not kept, and the saved model is the best one refitted on every row.
+    assert "sample" in _not_kept_reason(problem, get_family("linear"), 0.1, None)
+    assert "retrained on every row" in no_ensemble_reason(None, problem)
+    assert Problem(TuneJob(**base)).sample_rows is None

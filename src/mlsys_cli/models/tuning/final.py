@@ -57,11 +57,11 @@ def no_ensemble_reason(study: Any, problem: Problem) -> str | None:
         return "cross-validation: no validation rows to decide on"
     if not job.ensemble:
         return "--no-ensemble"
-    if job.storage is None:
-        return "no storage to combine the trials from"
     if problem.sample_rows:
         return (f"trials fitted on a sample of {problem.sample_rows} of {len(problem.train_df)} training rows: "
                 "the best configuration is retrained on every row")
+    if job.storage is None:
+        return "no storage to combine the trials from"
     if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
         return "fewer than two completed trials"
     if job.deadline is not None and job.deadline - time.time() <= 0:
