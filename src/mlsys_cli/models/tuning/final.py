@@ -41,10 +41,10 @@ def final_model(study: Any, problem: Problem, doc: Mapping[str, Any]) -> tuple[A
             why = f"the ensemble's cross-fitted gain on the validation rows ({info['gain']}) is not above 0"
         except MlsysError as exc:
             why = f"ensemble step failed: {exc}"
-    from mlsys_cli.models.train import train_model
+    from mlsys_cli.models.train import TrainSpec, train_model
 
-    bundle, _ = train_model(job.train, valid=job.valid, target=problem.target, model=doc["family"],
-                            params=doc["params"], features=dict(job.features) or None, seed=int(job.seed))
+    bundle, _ = train_model(job.train, TrainSpec(family=doc["family"], target=problem.target, params=doc["params"],
+                            features=dict(job.features) or None, seed=int(job.seed)), valid=job.valid)
     return bundle, {"model": "single", "family": doc["family"], "reason": why}
 
 

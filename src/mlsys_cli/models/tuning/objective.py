@@ -106,7 +106,7 @@ def fit_fold(trial: Any, problem: Problem, family: Any, params: Mapping[str, Any
     """
     import optuna
 
-    from mlsys_cli.models.train import fit_estimator
+    from mlsys_cli.models.train import EstimatorSpec, FitData, FitRun, fit_estimator
 
     deadline, fit_deadline = deadlines
     minimize = not problem.higher
@@ -115,7 +115,7 @@ def fit_fold(trial: Any, problem: Problem, family: Any, params: Mapping[str, Any
     # Featurizing (once per family and fold) may have used up the budget.
     check_deadline(trial, deadline)
     kwargs: dict[str, Any] = {}
-    if len(problem.folds) == 1 and accepts(fit_estimator, "callback"):
+    if len(problem.folds) == 1 and accepts(FitRun, "callback"):
         def report(step: int, loss: float) -> None:
             # The pruner reads values in the study's direction; in-training losses go down.
             trial.report(loss if minimize else -loss, step)
@@ -124,9 +124,8 @@ def fit_fold(trial: Any, problem: Problem, family: Any, params: Mapping[str, Any
 
         kwargs["callback"] = report
     fit_start = time.perf_counter()
-    est = fit_estimator(family, problem.task, X, y, n_classes=problem.n_classes, params=params,
-                        seed=int(problem.job.seed), eval_set=(Xv, yv), timeout=fit_seconds(deadline, fit_deadline),
-                        **kwargs)
+    est = fit_estimator(family, EstimatorSpec(problem.task, problem.n_classes, params, int(problem.job.seed)),
+                        FitData(X, y, eval_set=(Xv, yv)), FitRun(timeout=fit_seconds(deadline, fit_deadline), **kwargs))
     fit_s = time.perf_counter() - fit_start
     scores = est.predict(Xv) if problem.task == "regression" else est.predict_proba(Xv)
     info = getattr(est, "fit_info_", None) or {}
