@@ -71,16 +71,16 @@ def no_ensemble_reason(study: Any, problem: Problem) -> str | None:
 
 def _ensemble(problem: Problem) -> tuple[Any, dict[str, Any]]:
     """The greedy-selection ensemble of the study's best trials and its summary."""
-    from mlsys_cli.models.ensemble import KeptPredictor, build_ensemble, study_members
+    from mlsys_cli.models.ensemble import EnsembleSpec, KeptPredictor, StudySource, build_ensemble, study_members
 
     job = problem.job
     deadline = job.deadline
-    members, skipped = study_members(job.storage, job.study, TOP, job.train, seed=int(job.seed),
-                                     features=dict(job.features) or None, deadline=deadline,
+    source = StudySource(job.storage, job.study, top=TOP, train=job.train, features=dict(job.features) or None)
+    members, skipped = study_members(source, seed=int(job.seed), deadline=deadline,
                                      reserve=0.0 if deadline is None else 0.3 * max(deadline - time.time(), 0.0))
     records = [{"study": job.study, "trial": name, "source": "kept" if isinstance(b.predictor, KeptPredictor) else "retrained"}
                for name, b in members]
-    bundle, result = build_ensemble(members, [job.valid], method="select", seed=int(job.seed),
+    bundle, result = build_ensemble(members, [job.valid], EnsembleSpec(method="select", seed=int(job.seed)),
                                     member_records=records, deadline=deadline)
     return bundle, {"gain": result.gain.get("value"), "metric": result.metric, "verdict": result.verdict,
                     "members": [{"model": m["model"], "weight": m.get("weight"), "source": m.get("source")}
