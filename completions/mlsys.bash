@@ -14,7 +14,7 @@ _mlsys() {
         ingest) opts="--dedupe --dedupe-on --delimiter --encoding --format --json --keep-names --memory-limit --no-header --output --quote --rejects --report --schema --sql --strict --table --threads -o --help" ;;
         split) opts="--balance --by --group --ignore --json --output --ratios --report --seed --strict --target --time -o --help" ;;
         featurize) opts="--apply --batch-rows --bins --categorical --check --connect-timeout --cross --datetime --drop --engine --hash-features --high-cardinality --id --impute --json --leakage --log --max-categories --min-frequency --model --numeric --output --preset --report --scaling --scheduler --seed --target --task -o --help" ;;
-        tune) opts="--artifacts --cv --drop --html --json --keep-models --metric --model --n-jobs --output --param --pruner --report --sampler --save-model --seed --storage --study --target --time-col --timeout --trials --trials-out --valid -o --help" ;;
+        tune) opts="--artifacts --cv --drop --ensemble --html --json --keep-models --metric --model --n-jobs --no-ensemble --output --param --pruner --report --sampler --save-model --seed --storage --study --target --time-col --timeout --trials --trials-out --valid -o --help" ;;
         train) opts="--calibrate --class-weight --connect-timeout --drop --engine --features --json --model --output --param --params --report --sample-weight --scheduler --seed --target --task --timeout --valid -o --help" ;;
         ensemble) opts="--data --folds --from-study --json --method --metric --output --report --seed --storage --study --timeout --top --train -o --help" ;;
         predict) opts="--batch-rows --connect-timeout --engine --json --keep --output --report --scheduler -o --help" ;;

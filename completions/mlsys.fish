@@ -68,12 +68,14 @@ complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l help
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l artifacts
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l cv
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l drop
+complete -c mlsys -n '__fish_seen_subcommand_from tune' -l ensemble
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l html
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l json
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l keep-models
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l metric
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l model
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l n-jobs
+complete -c mlsys -n '__fish_seen_subcommand_from tune' -l no-ensemble
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l output
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l param
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l pruner

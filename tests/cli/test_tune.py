@@ -27,6 +27,8 @@ def test_json_report_and_outputs(small_tables, tmp_path):
     assert {"study", "metric", "direction", "best", "trials", "families", "stopped_by", "outputs"} <= set(d)
     assert d["best"]["family"] == "linear" and d["trials"]["complete"] == 3
     assert set(d["outputs"]) == {"params", "trials", "html", "model"}
+    # Three linear trials: their ensemble is no better on the validation rows, the best one is saved.
+    assert d["final"]["model"] == "single" and "gain" in d["final"]["reason"]
     trials = pd.read_parquet(tmp_path / "trials.parquet")
     assert len(trials) == 3 and {"number", "state", "family", "auc", "duration_s", "params"} <= set(trials.columns)
     page = (tmp_path / "tune.html").read_text()

@@ -293,6 +293,16 @@ def test_search_holds_back_the_refit_of_the_best_trial():
         system_attrs={}, intermediate_values={}, trial_id=i) for i, (f, v, fit) in enumerate((("linear", 0.7, 0.5), ("hgb", 0.9, 4.0)))])
     # The best trial (hgb, 0.9) fitted in 4 s on features that took 2 s; loading took 1 s.
     assert search_deadline(view, problem) == pytest.approx(100.0 - 1.0 - 2.0 - 4.0 - SAVE_S)
+    # The ensemble step's share of a 50 s budget is held back too (with --valid only).
+    from mlsys_cli.models.tuning.final import ENSEMBLE_SHARE
+
+    problem.job = SimpleNamespace(deadline=100.0, refit=True, ensemble=True, budget_s=50.0, valid="v.parquet")
+    assert search_deadline(view, problem) == pytest.approx(100.0 - ENSEMBLE_SHARE * 50.0 - 1.0 - 2.0 - 4.0 - SAVE_S)
+    # Trials on a tenth of the rows: the refit costs up to ten times more, at most 30% of the budget.
+    problem.row_factor = 10.0
+    assert search_deadline(view, problem) == pytest.approx(100.0 - ENSEMBLE_SHARE * 50.0 - 1.0 - 15.0 - SAVE_S)
+    problem.row_factor = 2.0
+    assert search_deadline(view, problem) == pytest.approx(100.0 - ENSEMBLE_SHARE * 50.0 - 1.0 - 12.0 - SAVE_S)
     problem.job.refit = False
     assert search_deadline(view, problem) == 100.0
 
@@ -352,3 +362,63 @@ def test_auto_is_never_worse_than_the_best_default_it_tried(small_tables, tmp_pa
     rows = {r["family"]: r for r in d["families"]}
     assert sum(r["trials"] for r in rows.values()) == n and d["trials_per_s"] > 0
     assert all(r["trials_per_s"] > 0 for r in rows.values() if r["trials"])
+
+
+def test_save_model_is_the_ensemble_only_where_it_is_better_on_validation(small_tables, tmp_path):
+    from mlsys_cli.models.bundle import ModelBundle
+    from mlsys_cli.models.combiner import EnsemblePredictor
+
+    t = small_tables["binary"]
+    common = dict(valid=str(t["valid"]), target=t["target"], trials=4, seed=0)
+    result = tune(str(t["train"]), model="xgboost", params={"n_estimators": 30}, save_model=str(tmp_path / "m.mlsys"), **common)
+    final = result.to_dict()["final"]
+    # Chosen on the validation rows only: its cross-fitted gain over the best member is positive.
+    assert final["model"] == "ensemble" and final["gain"] > 0, final
+    assert isinstance(ModelBundle.load(tmp_path / "m.mlsys").predictor, EnsemblePredictor)
+    # Without --storage the search kept its models (the two best per family) in a private store,
+    # which is not reported (it is gone); a third member was retrained.
+    assert [m["source"] for m in final["members"]] == ["kept", "kept", "retrained"]
+    assert result.storage is None and "models" not in result.outputs
+    off = tune(str(t["train"]), model="xgboost", params={"n_estimators": 30}, save_model=str(tmp_path / "s.mlsys"),
+               ensemble=False, **common)
+    assert off.final == {"model": "single", "family": "xgboost", "reason": "--no-ensemble"}
+    assert not isinstance(ModelBundle.load(tmp_path / "s.mlsys").predictor, EnsemblePredictor)
+    # Four nearly equal linear models: the ensemble does not beat its best member, the best trial is saved.
+    linear = tune(str(t["train"]), model="linear", save_model=str(tmp_path / "l.mlsys"), **common)
+    assert linear.final["model"] == "single" and "gain" in linear.final["reason"]
+    assert not isinstance(ModelBundle.load(tmp_path / "l.mlsys").predictor, EnsemblePredictor)
+    cv = tune(str(t["train"]), cv=2, target=t["target"], model="linear", trials=2, save_model=str(tmp_path / "c.mlsys"))
+    assert cv.final["model"] == "single" and "cross-validation" in cv.final["reason"]
+
+
+def test_big_tables_under_a_timeout_run_trials_on_a_seeded_row_sample(tmp_path):
+    import pandas as pd
+
+    from mlsys_cli.models.families import get_family
+    from mlsys_cli.models.tuning.final import no_ensemble_reason
+    from mlsys_cli.models.tuning.job import MIN_SAMPLE, trial_rows
+    from mlsys_cli.models.tuning.kept import _not_kept_reason
+
+    rng = np.random.default_rng(0)
+    n = MIN_SAMPLE + 2_000
+    frame = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n)})
+    frame.to_parquet(tmp_path / "train.parquet", index=False)
+    frame[:500].to_parquet(tmp_path / "valid.parquet", index=False)
+    base = dict(train=str(tmp_path / "train.parquet"), valid=str(tmp_path / "valid.parquet"), target="y",
+                model_families=("linear",), refit=True, ensemble=True)
+    # No budget, or cross-validation: every row. A budget: 500 rows per second, at least MIN_SAMPLE.
+    assert trial_rows(TuneJob(**base), n) is None and trial_rows(TuneJob(**{**base, "valid": None, "budget_s": 5}), n) is None
+    assert trial_rows(TuneJob(**base, budget_s=5), n) == MIN_SAMPLE
+    assert trial_rows(TuneJob(**base, budget_s=30), n) is None  # 15,000 rows: the table is not big for 30 s
+    problem = Problem(TuneJob(**base, budget_s=5))
+    (rows, valid_rows), = problem.folds
+    assert valid_rows is None and len(rows) == MIN_SAMPLE == problem.sample_rows
+    assert (np.diff(rows) > 0).all() and rows.max() < n  # distinct rows, in table order
+    assert problem.row_factor == pytest.approx(n / MIN_SAMPLE)
+    np.testing.assert_array_equal(Problem(TuneJob(**base, budget_s=5)).folds[0][0], rows)  # seeded
+    X, y, *_ = problem.matrices(get_family("linear"), 0)
+    assert len(X) == len(y) == MIN_SAMPLE
+    # A model fitted on a sample is not kept, and the saved model is the best one refitted on every row.
+    assert "sample" in _not_kept_reason(problem, get_family("linear"), 0.1, None)
+    assert "retrained on every row" in no_ensemble_reason(None, problem)
+    assert Problem(TuneJob(**base)).sample_rows is None

@@ -23,6 +23,10 @@ def _human(result: Any) -> None:
         **{f"wrote {kind}": path for kind, path in d["outputs"].items()},
     })
     console.records("families", d["families"], ["family", "trials", "complete", "pruned", "best", "seconds", "trials_per_s"])
+    if d["final"]:
+        final = d["final"]
+        console.kv("saved model", {"model": final["model"], **({"ensemble gain": final["gain"], "members": len(final["members"])}
+                                                             if final["model"] == "ensemble" else {"why not an ensemble": final["reason"]})})
     if d["failures"]:
         console.records("failed trials", d["failures"], ["trial", "family", "error"])
 
@@ -51,6 +55,7 @@ def command(
     html: Annotated[Optional[Path], typer.Option("--html", parser=output_path, help="Write an HTML report: history and parameter importances.")] = None,
     keep_models: Annotated[int, typer.Option("--keep-models", click_type=integer(0, 1000), help="With --valid: keep the fitted models of the K best trials per family (0: none).")] = 2,
     artifacts: Annotated[Optional[Path], typer.Option("--artifacts", parser=output_dir, help="Where kept models go (default: beside a journal/SQLite storage).")] = None,
+    ensemble: Annotated[bool, typer.Option("--ensemble/--no-ensemble", help="With --save-model and --valid: save the best trials' ensemble when better on valid.")] = True,
     json_: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:
@@ -68,19 +73,20 @@ def command(
 
         mlsys tune train.parquet --valid valid.parquet --storage journal:study.log --study churn --n-jobs 2
     """
-    from mlsys_cli.models.tuning import tune
+    from mlsys_cli.models.tuning import TuneOutputs, TuneRequest, tune
 
     check_storage(storage)
     if valid is not None:
         require_rows(valid, "--valid")
+    request = TuneRequest(
+        target=target, valid=str(valid) if valid else None, cv=cv, time_col=time_col, model=model, metric=metric,
+        sampler=sampler, pruner=pruner, trials=trials, timeout=timeout, storage=storage, study=study, n_jobs=n_jobs,
+        params=parse_kv(param), seed=seed, keep_models=keep_models, artifacts=str(artifacts) if artifacts else None,
+        ensemble=ensemble,
+        features={"drop": [c for item in drop for c in item.split(",") if c]} if drop else None,
+    )
+    outputs = TuneOutputs(output=str(output) if output else None, save_model=str(save_model) if save_model else None,
+                          trials_out=str(trials_out) if trials_out else None, html=str(html) if html else None)
     with console.progress("tuning", total=trials) as bar:
-        result = tune(
-            str(train), target=target, valid=str(valid) if valid else None, cv=cv, time_col=time_col, model=model,
-            metric=metric, sampler=sampler, pruner=pruner, trials=trials, timeout=timeout,
-            storage=storage, study=study, n_jobs=n_jobs, params=parse_kv(param), seed=seed,
-            features={"drop": [c for item in drop for c in item.split(",") if c]} if drop else None,
-            output=str(output) if output else None, save_model=str(save_model) if save_model else None,
-            trials_out=str(trials_out) if trials_out else None, html=str(html) if html else None,
-            keep_models=keep_models, artifacts=str(artifacts) if artifacts else None, progress=bar,
-        )
+        result = tune(str(train), request, outputs, progress=bar)
     console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)

@@ -14,6 +14,7 @@ the order of floating-point sums). The global torch RNG and settings are restore
 Persistence never pickles: weights go to a safetensors member and the architecture, scalings and
 training summary to a JSON member. :meth:`MLPEstimator.to_torch_module` folds both
 standardizations into the first and last linear layers and returns a plain ``nn.Sequential``
+(after a clamp of each input to its training range: no unbounded extrapolation)
 that maps the float features to probabilities (or to the prediction): what
 :meth:`MLPEstimator.predict_proba` runs and what ``MLPFamily.to_onnx`` exports (it reads
 ``torch_output_`` to know which of the two the module returns).
@@ -82,6 +83,22 @@ def _build_net(n_in: int, n_out: int, hidden_layers: int, width: int, dropout: f
         size = width
     layers.append(torch.nn.Linear(size, n_out))
     return torch.nn.Sequential(*layers)
+
+
+def _clamp_module(lo: Any, hi: Any) -> Any:
+    """A module clamping each input feature to ``[lo, hi]`` (exports to ONNX as Max and Min)."""
+    torch = _torch()
+
+    class Clamp(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("lo", torch.from_numpy(lo.astype("float32")))
+            self.register_buffer("hi", torch.from_numpy(hi.astype("float32")))
+
+        def forward(self, x: Any) -> Any:
+            return torch.maximum(torch.minimum(x, self.hi), self.lo)
+
+    return Clamp()
 
 
 def _linear_layers(net: Any) -> list[Any]:
@@ -342,6 +359,11 @@ class MLPEstimator:
             raise InputError(f"warm start: the model has {self.n_features_} features, the data {X.shape[1]}")
         if not resume:
             self._fit_scalings(X, y)
+        elif getattr(self, "x_lo_", None) is not None:
+            import numpy as np
+
+            # New rows widen the clamp range; the standardization stays the one the weights know.
+            self.x_lo_, self.x_hi_ = np.minimum(self.x_lo_, X.min(axis=0)), np.maximum(self.x_hi_, X.max(axis=0))
         return (X, y, w), (None if Xv is None else (Xv, yv, wv)), resume
 
     def _fit_scalings(self, X: Any, y: Any) -> None:
@@ -352,6 +374,12 @@ class MLPEstimator:
         std = X.std(axis=0, dtype=np.float64)
         # Constant columns keep scale 1: dividing by ~0 would blow up unseen values at predict time.
         self.x_scale_ = np.where(std > 1e-12, std, 1.0)
+        # Inputs are clamped to the training range (validation rows during early stopping too, and
+        # every prediction), as trees do implicitly. A ReLU network extrapolates linearly and
+        # without bound: on a time-ordered validation set (dates, tenures, counts beyond anything
+        # seen) that made the default MLP score worse than chance on the churn sample.
+        self.x_lo_ = X.min(axis=0).astype(np.float64) if len(X) else np.zeros(X.shape[1])
+        self.x_hi_ = X.max(axis=0).astype(np.float64) if len(X) else np.zeros(X.shape[1])
         if self.task == "regression":
             self.y_mean_, std_y = float(y.mean()), float(y.std())
             self.y_std_ = std_y if std_y > 1e-12 else 1.0
@@ -362,6 +390,8 @@ class MLPEstimator:
         import numpy as np
 
         torch = _torch()
+        if getattr(self, "x_lo_", None) is not None:
+            X = np.clip(X, self.x_lo_, self.x_hi_)
         Xs = torch.from_numpy(((X - self.x_mean_) / self.x_scale_).astype(np.float32))
         if self.task == "regression":
             ys = torch.from_numpy(((y - self.y_mean_) / self.y_std_).astype(np.float32))
@@ -478,8 +508,9 @@ class MLPEstimator:
         """An eval-mode ``torch.nn.Sequential`` from raw float features to the outputs.
 
         The input standardization is folded into the first linear layer and the target
-        standardization into the last, so the module holds only standard layers (it exports to
-        ONNX as plain Gemm/Relu/Softmax nodes). Its output is the class probabilities
+        standardization into the last, so the module holds only standard layers after a clamp of
+        each input to its training range (it exports to ONNX as Max/Min then plain
+        Gemm/Relu/Softmax nodes). Its output is the class probabilities
         ``[N, n_classes]`` (softmax) or the prediction ``[N, 1]``.
         """
         torch = _torch()
@@ -496,6 +527,8 @@ class MLPEstimator:
                 last.weight.mul_(self.y_std_)
                 last.bias.copy_(torch.from_numpy(last.bias.double().numpy() * self.y_std_ + self.y_mean_))
         layers = list(net)
+        if getattr(self, "x_lo_", None) is not None:
+            layers.insert(0, _clamp_module(self.x_lo_, self.x_hi_))
         if self.task != "regression":
             layers.append(torch.nn.Softmax(dim=1))
         module = torch.nn.Sequential(*layers).eval()
@@ -542,6 +575,8 @@ class MLPEstimator:
             "n_features": int(self.n_features_),
             "x_mean": [float(v) for v in self.x_mean_],
             "x_scale": [float(v) for v in self.x_scale_],
+            **({"x_range": [[float(v) for v in self.x_lo_], [float(v) for v in self.x_hi_]]}
+               if getattr(self, "x_lo_", None) is not None else {}),
             "y_mean": float(self.y_mean_),
             "y_std": float(self.y_std_),
             "best_epoch": int(self.best_epoch_),
@@ -581,6 +616,11 @@ class MLPEstimator:
             est.x_scale_ = np.asarray(config["x_scale"], dtype=np.float64)
             if est.x_mean_.shape != (est.n_features_,) or est.x_scale_.shape != (est.n_features_,):
                 raise ValueError("input scaling does not match the number of features")
+            # Bundles written before inputs were clamped have no range: they predict as before.
+            lo, hi = (np.asarray(v, dtype=np.float64) for v in config.get("x_range", [None, None]))
+            est.x_lo_, est.x_hi_ = (None, None) if lo.ndim == 0 else (lo, hi)
+            if est.x_lo_ is not None and (lo.shape != (est.n_features_,) or hi.shape != (est.n_features_,)):
+                raise ValueError("input range does not match the number of features")
             est.y_mean_, est.y_std_ = float(config["y_mean"]), float(config["y_std"])
             est.best_epoch_, est.n_epochs_ = int(config["best_epoch"]), int(config["n_epochs"])
             est.best_score_, est.stop_reason_ = config["best_score"], config["stop_reason"]

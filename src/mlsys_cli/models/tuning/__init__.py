@@ -11,6 +11,7 @@ How a study runs (one module per concern):
 - :mod:`.kept`: the fitted models of each family's best trials, kept for ``ensemble --from-study``;
 - :mod:`.session`: the study created or resumed (same problem only);
 - :mod:`.workers`: the budgeted trial loop and the worker processes sharing the study;
+- :mod:`.final`: the saved model: the best trials' ensemble where it is better on valid, else the best;
 - :mod:`.report`: the result, the best parameters, trials, retrained model and HTML page;
 - :mod:`.command`: :func:`tune`, the entry point the CLI calls.
 
@@ -18,7 +19,7 @@ Storage and the artifact store are in :mod:`mlsys_cli.models.study`.
 """
 
 from mlsys_cli.models.tuning.command import run_job, tune
-from mlsys_cli.models.tuning.job import TuneJob
+from mlsys_cli.models.tuning.job import TuneJob, TuneRequest
 from mlsys_cli.models.tuning.report import TuneOutputs, TuneResult
 
-__all__ = ["TuneJob", "TuneOutputs", "TuneResult", "run_job", "tune"]
+__all__ = ["TuneJob", "TuneOutputs", "TuneRequest", "TuneResult", "run_job", "tune"]

@@ -18,6 +18,8 @@ TRIAL_SHARE = 0.5
 MIN_FIT_S = 1.0
 # Seconds held back for writing the refitted bundle (a few hundred ms measured; see search_deadline).
 SAVE_S = 0.5
+# At most this share of --timeout is held back for refitting on every row after trials on a sample.
+REFIT_SHARE = 0.3
 
 
 class Deadline(Exception):
@@ -56,6 +58,11 @@ def search_deadline(study: Any, problem: Any) -> float | None:
     deadline = problem.job.deadline
     if deadline is None or not problem.job.refit:
         return deadline
+    if getattr(problem.job, "ensemble", False) and problem.job.budget_s and problem.job.valid:
+        from mlsys_cli.models.tuning.final import ENSEMBLE_SHARE
+
+        # The ensemble step's share, on top of the refit of the best trial (its fallback).
+        deadline -= ENSEMBLE_SHARE * problem.job.budget_s
     from optuna.trial import TrialState
 
     from mlsys_cli.models.families import get_family
@@ -68,4 +75,10 @@ def search_deadline(study: Any, problem: Any) -> float | None:
     family = best.params.get(FAMILY_PARAM)
     featurize = max((s for k, s in problem.featurize_s.items() if k[0] == problem.key(get_family(family), 0)[0]), default=0.0) if family else 0.0
     cost = float(best.user_attrs.get("fit_s", best.duration.total_seconds() if best.duration else 0.0))
-    return deadline - getattr(problem, "load_s", 0.0) - featurize - cost - SAVE_S
+    refit = featurize + cost
+    factor = getattr(problem, "row_factor", 1.0)
+    if factor > 1:
+        # Trials on a row sample: the refit on every row costs up to that many times more (less:
+        # a trial's time includes fixed costs), but never more than REFIT_SHARE of the budget.
+        refit = min(factor * refit, REFIT_SHARE * (problem.job.budget_s or 0.0))
+    return deadline - getattr(problem, "load_s", 0.0) - refit - SAVE_S

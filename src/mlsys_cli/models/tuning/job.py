@@ -17,6 +17,11 @@ from mlsys_cli.errors import UsageError
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 DEFAULT_TRIALS = 30
+# Under --timeout with --valid, trials on a big table fit on a seeded sample of the training
+# rows (FLAML's cost-frugal start): this many rows per second of budget, at least MIN_SAMPLE.
+# The saved model is the best configuration retrained on every row.
+SAMPLE_ROWS_PER_S = 500
+MIN_SAMPLE = 10_000
 # With --valid, the fitted models of this many best trials per family are kept in the study's
 # artifact store, so ``ensemble --from-study`` combines them without retraining.
 KEEP_MODELS = 2
@@ -54,6 +59,11 @@ class TuneJob:
     refit : bool
         The best trial is retrained and saved after the search (``--save-model``): the search
         holds that time back from the deadline (:func:`~.budget.search_deadline`).
+    ensemble : bool
+        With ``refit`` and ``valid``: the saved model is the ensemble of the best trials when it
+        is better on the validation rows (:mod:`.final`); the search holds its share back.
+    budget_s : float, optional
+        The ``--timeout`` in seconds (the ensemble step's share is a fraction of it).
     """
 
     train: str
@@ -80,6 +90,8 @@ class TuneJob:
     artifacts: str | None = None
     private_storage: bool = False
     refit: bool = False
+    ensemble: bool = False
+    budget_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the job file of a worker process)."""
@@ -92,6 +104,84 @@ class TuneJob:
 
     def replace(self, **changes: Any) -> "TuneJob":
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class TuneRequest:
+    """What a caller asks :func:`~.command.tune` for, before defaults are filled in and checked.
+
+    Attributes
+    ----------
+    target : str, optional
+        Target column (inferred from the table's lineage when omitted).
+    valid : path, optional
+        Validation table; without it ``cv`` folds of the training table are used (5 by default).
+    cv : int, optional
+        Number of folds: stratified for classification, time-ordered with ``time_col``.
+    model : str
+        A family name or ``auto``.
+    metric : str, optional
+        Metric to optimise; the task's primary metric by default.
+    sampler, pruner : str
+        ``tpe|random|grid`` and ``median|hyperband|none``.
+    trials : int, optional
+        Total trials of the study (all workers, earlier runs included); 30 without a timeout.
+    timeout : float, optional
+        Seconds of wall time for this run, counted from the call (refit and outputs included).
+    storage, study : str, optional
+        Optuna storage (RDB URL or ``journal:PATH``) and study name, to resume or share a study.
+    n_jobs : int
+        Worker processes on this machine (a temporary journal is used without ``storage``).
+    params : dict, optional
+        Fixed parameters (``name`` or ``family.name``) that are not searched.
+    features : dict, optional
+        Featurizer options (the same recipe ``train`` uses).
+    seed : int
+    keep_models : int
+        With ``valid`` and a storage: keep the fitted models of this many best trials per family
+        in the study's artifact store (0: none), for ``ensemble --from-study``.
+    artifacts : path, optional
+        The artifact store directory (default: beside a journal file or SQLite database).
+    ensemble : bool
+        With ``--save-model`` and ``valid``: save the ensemble of the best trials when it is
+        better on the validation rows (cross-fitted), else the best trial (``--no-ensemble``: always that).
+    """
+
+    target: str | None = None
+    valid: str | None = None
+    cv: int | None = None
+    time_col: str | None = None
+    model: str = "auto"
+    metric: str | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    trials: int | None = None
+    timeout: float | None = None
+    storage: str | None = None
+    study: str | None = None
+    n_jobs: int = 1
+    params: Mapping[str, Any] | None = None
+    features: Mapping[str, Any] | None = None
+    seed: int = 0
+    keep_models: int = KEEP_MODELS
+    artifacts: str | None = None
+    ensemble: bool = True
+
+    def check(self) -> None:
+        """Refuse option combinations that cannot run (usage errors, exit 2)."""
+        check_options(self.valid, self.cv, self.time_col, self.sampler, self.pruner, self.trials, self.n_jobs)
+        if self.keep_models < 0:
+            raise UsageError(f"--keep-models {self.keep_models}: must be 0 or more")
+        if self.artifacts is not None and (self.valid is None or self.keep_models == 0):
+            raise UsageError("--artifacts keeps fitted models, which needs --valid and --keep-models 1 or more")
+
+
+def trial_rows(job: TuneJob, n: int) -> int | None:
+    """How many training rows each trial fits on (None: all ``n``)."""
+    if job.budget_s is None or job.valid is None:
+        return None
+    cap = max(MIN_SAMPLE, int(SAMPLE_ROWS_PER_S * job.budget_s))
+    return cap if n > cap else None
 
 
 def check_options(valid: Any, cv: Any, time_col: Any, sampler: str, pruner: str, trials: Any, n_jobs: int) -> None:

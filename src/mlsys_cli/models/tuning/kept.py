@@ -41,7 +41,6 @@ def keep_model(trial: Any, problem: Problem, family: Any, est: Any, value: float
     that was not kept for either reason says why in its ``model_not_kept`` user attribute.
     """
     from optuna.artifacts import upload_artifact
-    from optuna.artifacts.exceptions import ArtifactNotFound
     from optuna.trial import TrialState
 
     from mlsys_cli.bundle import skops_io
@@ -54,11 +53,9 @@ def keep_model(trial: Any, problem: Problem, family: Any, est: Any, value: float
     better = sum((t.value < value) if minimize else (t.value > value) for t in peers)
     if k < 1 or better >= k:
         return
-    if family.name in problem.refit_cheaper:
-        trial.set_user_attr("model_not_kept", "cheaper to refit than to write and load")
-        return
-    if deadline is not None and time.time() + fit_s >= deadline:
-        trial.set_user_attr("model_not_kept", "too close to the deadline to write it")
+    reason = _not_kept_reason(problem, family, fit_s, deadline)
+    if reason:
+        trial.set_user_attr("model_not_kept", reason)
         return
     store = artifact_store(problem.job.artifacts)
     # One-time costs (the reference statistics of the training rows, importing skops) stay off
@@ -83,7 +80,25 @@ def keep_model(trial: Any, problem: Problem, family: Any, est: Any, value: float
     trial.set_user_attr("model", {"artifact": artifact, "sha256": sha256_bytes(data), "bytes": len(data),
                                   "store": problem.job.artifacts})
     # This trial takes a place among the family's best: the model that falls out is deleted.
-    for t in (t for t in ranked(peers, minimize)[k - 1:] if "model" in t.user_attrs):
+    _remove_models(store, ranked(peers, minimize)[k - 1:])
+
+
+def _not_kept_reason(problem: Problem, family: Any, fit_s: float, deadline: float | None) -> str | None:
+    """Why a model among its family's best is not written (None: it is)."""
+    if problem.sample_rows:
+        return f"fitted on a sample of {problem.sample_rows} training rows"
+    if family.name in problem.refit_cheaper:
+        return "cheaper to refit than to write and load"
+    if deadline is not None and time.time() + fit_s >= deadline:
+        return "too close to the deadline to write it"
+    return None
+
+
+def _remove_models(store: Any, trials: Sequence[Any]) -> None:
+    """Delete the kept models of ``trials`` from the artifact store."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
+    for t in (t for t in trials if "model" in t.user_attrs):
         try:
             store.remove(t.user_attrs["model"]["artifact"])
         except (ArtifactNotFound, ValueError, OSError):

@@ -44,61 +44,16 @@ def objective(trial: Any, problem: Problem, families: Sequence[str], fixed: Mapp
     and scores the model it has (fewer rounds or epochs)."""
     import optuna
 
-    from mlsys_cli.models.families import get_family, resolve_params
-    from mlsys_cli.models.train import EstimatorSpec, FitData, FitRun, fit_estimator
-
-    name = trial.suggest_categorical(FAMILY_PARAM, list(families))
-    family = get_family(name)
-    if trial.user_attrs.get("defaults"):
-        params = resolve_params(family, problem.task, {**(trial.user_attrs.get("overrides") or {}), **fixed[name]})
-    else:
-        scoped = Scoped(trial, name, fixed[name])
-        params = {**dict(family.search_space(scoped, problem.task)), **fixed[name]}
-    # Thread counts are how a trial runs, not what it learns: they stay out of the recipe.
-    threads = {k: v for k, v in family.execution_params(problem.job.workers, len(problem.train_df)).items()
-               if k not in fixed[name]}
-    trial.set_user_attr("params", jsonable_params({k: v for k, v in params.items() if k not in threads}))
-    params = {**params, **threads}
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    # Build it once before its training clock starts: the first build imports the family's
-    # library (torch takes seconds on a loaded machine), which a training timeout cannot see.
-    family.make(problem.task, problem.n_classes, resolve_params(family, problem.task, params), int(problem.job.seed))
-    minimize = not problem.higher
+    family, params = trial_params(trial, problem, families, fixed)
     single = len(problem.folds) == 1
     values: list[float] = []
     rounds: list[int] = []
     fit_total = 0.0
     for fold in range(len(problem.folds)):
-        check_deadline(trial, deadline)
-        X, y, Xv, yv, labels = problem.matrices(family, fold)
-        # Featurizing (once per family and fold) may have used up the budget.
-        check_deadline(trial, deadline)
-        remaining = fit_seconds(deadline, fit_deadline)
-        kwargs: dict[str, Any] = {}
-        if single and accepts(FitRun, "callback"):
-            def report(step: int, loss: float) -> None:
-                # The pruner reads values in the study's direction; in-training losses go down.
-                trial.report(loss if minimize else -loss, step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-
-            kwargs["callback"] = report
-        fit_start = time.perf_counter()
-        est = fit_estimator(family, EstimatorSpec(problem.task, problem.n_classes, params, int(problem.job.seed)),
-                            FitData(X, y, eval_set=(Xv, yv)), FitRun(timeout=remaining, **kwargs))
-        fit_s = time.perf_counter() - fit_start
+        value, est, fit_s, fold_rounds = fit_fold(trial, problem, family, params, fold, (deadline, fit_deadline))
+        values.append(value)
+        rounds += fold_rounds
         fit_total += fit_s
-        scores = est.predict(Xv) if problem.task == "regression" else est.predict_proba(Xv)
-        values.append(problem.score(labels, scores))
-        info = getattr(est, "fit_info_", None) or {}
-        if info.get("stopped_by") == "timeout":
-            trial.set_user_attr("stopped_by", "timeout")
-        if info.get("best_iteration") is not None:
-            rounds.append(int(info["best_iteration"]) + 1)
-        elif info.get("stopped_by") == "timeout" and info.get("n_estimators"):
-            # A forest cut by the deadline was scored with the trees it had grown: the recipe
-            # says so, and a retrain (--save-model, --from-study) is that model, not a bigger one.
-            rounds.append(int(info["n_estimators"]))
         if not single:
             trial.report(sum(values) / len(values), fold)
             if fold < len(problem.folds) - 1 and trial.should_prune():
@@ -116,4 +71,71 @@ def objective(trial: Any, problem: Problem, families: Sequence[str], fixed: Mapp
     return value
 
 
-# --------------------------------------------------------------------------- kept models
+def trial_params(trial: Any, problem: Problem, families: Sequence[str],
+                 fixed: Mapping[str, Mapping[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """The trial's family and parameters (its defaults, or the sampler's proposal), thread counts
+    included; records the learned parameters and the worker in the trial's user attributes."""
+    from mlsys_cli.models.families import get_family, resolve_params
+
+    name = trial.suggest_categorical(FAMILY_PARAM, list(families))
+    family = get_family(name)
+    if trial.user_attrs.get("defaults"):
+        params = resolve_params(family, problem.task, {**(trial.user_attrs.get("overrides") or {}), **fixed[name]})
+    else:
+        scoped = Scoped(trial, name, fixed[name])
+        params = {**dict(family.search_space(scoped, problem.task)), **fixed[name]}
+    # Thread counts are how a trial runs, not what it learns: they stay out of the recipe.
+    threads = {k: v for k, v in family.execution_params(problem.job.workers, len(problem.train_df)).items()
+               if k not in fixed[name]}
+    trial.set_user_attr("params", jsonable_params({k: v for k, v in params.items() if k not in threads}))
+    params = {**params, **threads}
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    # Build it once before its training clock starts: the first build imports the family's
+    # library (torch takes seconds on a loaded machine), which a training timeout cannot see.
+    family.make(problem.task, problem.n_classes, resolve_params(family, problem.task, params), int(problem.job.seed))
+    return family, params
+
+
+def fit_fold(trial: Any, problem: Problem, family: Any, params: Mapping[str, Any], fold: int,
+             deadlines: tuple[float | None, float | None]) -> tuple[float, Any, float, list[int]]:
+    """Fit on one fold and score its validation rows.
+
+    ``deadlines`` are the study's and this trial's training deadline. With a single fold the
+    intermediate losses go to the pruner. Returns the score, the fitted estimator, the training
+    seconds and the number of rounds it kept (early stopping or the deadline; empty if neither).
+    """
+    import optuna
+
+    from mlsys_cli.models.train import EstimatorSpec, FitData, FitRun, fit_estimator
+
+    deadline, fit_deadline = deadlines
+    minimize = not problem.higher
+    check_deadline(trial, deadline)
+    X, y, Xv, yv, labels = problem.matrices(family, fold)
+    # Featurizing (once per family and fold) may have used up the budget.
+    check_deadline(trial, deadline)
+    kwargs: dict[str, Any] = {}
+    if len(problem.folds) == 1 and accepts(FitRun, "callback"):
+        def report(step: int, loss: float) -> None:
+            # The pruner reads values in the study's direction; in-training losses go down.
+            trial.report(loss if minimize else -loss, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        kwargs["callback"] = report
+    fit_start = time.perf_counter()
+    est = fit_estimator(family, EstimatorSpec(problem.task, problem.n_classes, params, int(problem.job.seed)),
+                        FitData(X, y, eval_set=(Xv, yv)), FitRun(timeout=fit_seconds(deadline, fit_deadline), **kwargs))
+    fit_s = time.perf_counter() - fit_start
+    scores = est.predict(Xv) if problem.task == "regression" else est.predict_proba(Xv)
+    info = getattr(est, "fit_info_", None) or {}
+    if info.get("stopped_by") == "timeout":
+        trial.set_user_attr("stopped_by", "timeout")
+    rounds: list[int] = []
+    if info.get("best_iteration") is not None:
+        rounds.append(int(info["best_iteration"]) + 1)
+    elif info.get("stopped_by") == "timeout" and info.get("n_estimators"):
+        # A forest cut by the deadline was scored with the trees it had grown: the recipe
+        # says so, and a retrain (--save-model, --from-study) is that model, not a bigger one.
+        rounds.append(int(info["n_estimators"]))
+    return problem.score(labels, scores), est, fit_s, rounds

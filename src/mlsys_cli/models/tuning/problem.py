@@ -12,7 +12,7 @@ from typing import Any
 
 from mlsys_cli.errors import InputError
 from mlsys_cli.models.metrics import resolve_metric
-from mlsys_cli.models.tuning.job import TuneJob
+from mlsys_cli.models.tuning.job import TuneJob, trial_rows
 
 
 class Problem:
@@ -35,6 +35,8 @@ class Problem:
             tr.check_target(self.valid_df[self.target], self.target, job.valid)
         self.task, self.classes = tr.infer_task(self.train_df[self.target])
         self.metric, self.higher = resolve_metric(self.task, job.metric)
+        # Rows each trial fits on when the table is big for the budget (None: every row).
+        self.sample_rows = trial_rows(job, len(self.train_df))
         self.folds = self._folds()
         self._cache: dict[tuple[str, int], tuple[Any, ...]] = {}
         self._featurizers: dict[tuple[str, int], Any] = {}
@@ -45,6 +47,11 @@ class Problem:
         self.featurize_s: dict[tuple[str, int], float] = {}
 
     @property
+    def row_factor(self) -> float:
+        """How much more a fit on every training row costs than a trial's fit (1 unsampled)."""
+        return len(self.train_df) / self.sample_rows if self.sample_rows else 1.0
+
+    @property
     def n_classes(self) -> int:
         return len(self.classes) if self.classes else 0
 
@@ -52,6 +59,9 @@ class Problem:
         import numpy as np
 
         n = len(self.train_df)
+        if self.valid_df is not None and self.sample_rows:
+            rng = np.random.default_rng([int(self.job.seed), n])
+            return [(np.sort(rng.choice(n, self.sample_rows, replace=False)), None)]
         if self.valid_df is not None:
             return [(np.arange(n), None)]
         k = int(self.job.cv)

@@ -50,6 +50,10 @@ class TuneResult:
     # Why each failed trial failed: ``{"trial", "family", "error"}``.
     failures: list[dict[str, Any]] = field(default_factory=list)
     trials_per_s: float = 0.0
+    # What --save-model wrote: ``{"model": "ensemble"|"single", ...}`` (:mod:`.final`).
+    final: dict[str, Any] | None = None
+    # Training rows each trial fitted on when they were sampled (None: every row).
+    trial_rows: int | None = None
 
     def replace(self, **changes: Any) -> "TuneResult":
         import dataclasses
@@ -65,6 +69,7 @@ class TuneResult:
             "trials": self.trials, "families": self.families, "workers": self.workers,
             "elapsed_s": round(self.elapsed_s, 3), "trials_per_s": round(self.trials_per_s, 3),
             "stopped_by": self.stopped_by, "failures": self.failures, "outputs": self.outputs,
+            "final": self.final, "trial_rows": self.trial_rows,
         }
 
 
@@ -122,7 +127,7 @@ def summarize(study: Any, problem: Problem, plan: Plan, mine: Mapping[str, Any],
         "best_trial": best.number, "defaults_value": float(defaults[0].value) if defaults else None,
         "trials": {"total": len(trials), **counts, "this_run": int(mine["ran"]) + sum(int(o.get("ran", 0)) for o in outcomes)},
         "families": rows, "workers": job.workers, "elapsed_s": time.time() - started, "stopped_by": stopped,
-        "trials_per_s": len(trials) / max(time.time() - started, 1e-9),
+        "trials_per_s": len(trials) / max(time.time() - started, 1e-9), "trial_rows": problem.sample_rows,
         "failures": [{"trial": t.number, "family": t.params.get(FAMILY_PARAM), "error": t.user_attrs.get("error", "unknown")}
                      for t in trials if t.state == TrialState.FAIL],
     }
@@ -172,20 +177,22 @@ def trials_frame(study: Any, metric: str) -> Any:
     return frame
 
 
-def write_outputs(result: Mapping[str, Any], study: Any, problem: Problem, outputs: TuneOutputs) -> dict[str, str]:
-    """Write the requested files (each atomically) and return their paths by kind."""
+def write_outputs(result: Mapping[str, Any], study: Any, problem: Problem,
+                  outputs: TuneOutputs) -> tuple[dict[str, str], dict[str, Any] | None]:
+    """Write the requested files (each atomically); return their paths by kind and what the
+    saved model is (None without ``--save-model``)."""
     from mlsys_cli.fsutil import atomic_write_text
 
     written: dict[str, str] = {}
     job = problem.job
     output, save_model, trials_out, html = outputs.output, outputs.save_model, outputs.trials_out, outputs.html
     doc = best_params_document(result, job)
+    final = None
     # The retrain is the step most likely to fail: do it before writing anything else.
     if save_model:
-        from mlsys_cli.models.train import TrainSpec, train_model
+        from mlsys_cli.models.tuning.final import final_model
 
-        bundle, _ = train_model(job.train, TrainSpec(family=doc["family"], target=problem.target, params=doc["params"],
-                                features=dict(job.features) or None, seed=int(job.seed)), valid=job.valid)
+        bundle, final = final_model(study, problem, doc)
         bundle.save(save_model)
         written["model"] = str(save_model)
     if output:
@@ -202,7 +209,7 @@ def write_outputs(result: Mapping[str, Any], study: Any, problem: Problem, outpu
     if html:
         html_report(study, result, problem.metric, problem.higher).write(html)
         written["html"] = str(html)
-    return written
+    return written, final
 
 
 def param_importances(study: Any, family: str) -> dict[str, float]:

@@ -23,7 +23,6 @@ EXPLORE = 0.1
 IMPROVE_TOL = 1e-4
 
 
-
 def choose_family(trials: Sequence[Any], candidates: Sequence[str], minimize: bool, rng: Any) -> str:
     """Pick the family of the next trial from the finished trials (FLAML-style ECI).
 
@@ -42,6 +41,27 @@ def choose_family(trials: Sequence[Any], candidates: Sequence[str], minimize: bo
         proportional to 1 / ECI, its estimated cost (seconds) to improve on the best family.
     """
     import numpy as np
+
+    stats, started = family_stats(trials, candidates, minimize)
+    for fam in candidates:
+        if fam not in started:
+            return fam
+    alive = [f for f in candidates if f in stats]
+    if not alive:
+        return candidates[int(rng.integers(len(candidates)))]
+    weights = 1.0 / np.asarray(estimated_costs(stats, alive))
+    # Early estimates are noisy (one trial cut by the deadline looks hopeless): a share of the
+    # budget is spread evenly over the families. Evenly in time, not in draws: a uniform draw of
+    # a family whose trials take 5 s costs a hundred draws of one whose trials take 0.05 s.
+    speed = 1.0 / np.asarray([stats[f]["time"] / stats[f]["n"] for f in alive])
+    p = (1 - EXPLORE) * weights / weights.sum() + EXPLORE * speed / speed.sum()
+    return alive[int(rng.choice(len(alive), p=p))]
+
+
+def family_stats(trials: Sequence[Any], candidates: Sequence[str], minimize: bool) -> tuple[dict[str, dict[str, float]], set[str]]:
+    """Per family with a completed trial: trials ``n``, seconds ``time``, ``first`` and ``best``
+    loss, the time ``t_best`` when the best was reached and the ``step`` that improvement took;
+    and the families that have started any trial."""
     from optuna.trial import TrialState
 
     stats: dict[str, dict[str, float]] = {}
@@ -62,12 +82,11 @@ def choose_family(trials: Sequence[Any], candidates: Sequence[str], minimize: bo
         if loss < s["best"] - IMPROVE_TOL * max(abs(s["best"]), 1e-9):
             # FLAML's ECI: the time the last improvement took is what the next one is expected to cost.
             s["best"], s["step"], s["t_best"] = loss, s["time"] - s["t_best"], s["time"]
-    for fam in candidates:
-        if fam not in started:
-            return fam
-    alive = [f for f in candidates if f in stats]
-    if not alive:
-        return candidates[int(rng.integers(len(candidates)))]
+    return stats, started
+
+
+def estimated_costs(stats: Mapping[str, Mapping[str, float]], alive: Sequence[str]) -> list[float]:
+    """Each family's estimated cost (seconds) to improve on the best family (FLAML's ECI)."""
     best = min(stats[f]["best"] for f in alive)
     eci = []
     for f in alive:
@@ -83,13 +102,7 @@ def choose_family(trials: Sequence[Any], candidates: Sequence[str], minimize: bo
         if gap > 0:
             cost = max(cost, gap / rate)
         eci.append(cost)
-    weights = 1.0 / np.asarray(eci)
-    # Early estimates are noisy (one trial cut by the deadline looks hopeless): a share of the
-    # budget is spread evenly over the families. Evenly in time, not in draws: a uniform draw of
-    # a family whose trials take 5 s costs a hundred draws of one whose trials take 0.05 s.
-    speed = 1.0 / np.asarray([stats[f]["time"] / stats[f]["n"] for f in alive])
-    p = (1 - EXPLORE) * weights / weights.sum() + EXPLORE * speed / speed.sum()
-    return alive[int(rng.choice(len(alive), p=p))]
+    return eci
 
 
 def make_sampler(kind: str, seed: int, candidates: Sequence[str], minimize: bool, grid: Mapping[str, Any] | None = None) -> Any:
