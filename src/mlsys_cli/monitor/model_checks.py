@@ -114,7 +114,7 @@ def _metric_change(manifest: Mapping[str, Any], y: Any, scores: Any, threshold: 
 
 def expected_auc(p: Any) -> float:
     """The AUC expected if each row is positive with probability ``p`` and scored by ``p``."""
-    from scipy.stats import rankdata
+    from mlsys_cli.monitor.stats import rankdata
 
     p = np.asarray(p, dtype=np.float64)
     order = np.argsort(p, kind="stable")
