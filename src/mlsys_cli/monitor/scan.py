@@ -390,9 +390,10 @@ class Source:
             reader = rel.fetch_arrow_reader(batch_rows) if hasattr(rel, "fetch_arrow_reader") else rel.record_batch(batch_rows)
             yield from reader
             return
-        dictionary = [c for c in dictionary if pa.types.is_string(self.schema.field(c).type)]
-        target = pa.schema([self.schema.field(c).with_type(pa.dictionary(pa.int32(), pa.string())) if c in dictionary
-                            else self.schema.field(c) for c in columns])
+        fields = {c: self.schema.field(c) for c in columns}
+        dictionary = [c for c in dictionary if pa.types.is_string(fields[c].type) or pa.types.is_large_string(fields[c].type)]
+        target = pa.schema([fields[c].with_type(pa.dictionary(pa.int32(), fields[c].type)) if c in dictionary
+                            else fields[c] for c in columns])
         for f in self.files:
             try:
                 # Column chunks streamed through a small buffer, not pre-loaded whole: a file of one
