@@ -333,22 +333,28 @@ def measure_speed(rows: int, tools: list[str], timeout: float) -> None:
 
 
 def speed_report() -> str:
-    """The speed table and the per-feature decisions of every tool, from the kept runs (latest per tool and size)."""
+    """The speed table and the per-feature decisions of every tool, from the kept runs (latest per tool and size).
+
+    Each peer's ratios are against the mlsys run just before it at the same size (the same
+    invocation, so the same load): on a shared machine wall time follows the load, CPU time less so.
+    """
     runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
     latest: dict[tuple[str, int], dict] = {}
+    paired: dict[tuple[str, int], dict] = {}
+    last_mlsys: dict[int, dict] = {}
     for r in runs:
+        if r["tool"] == "mlsys" and r["finished"]:
+            last_mlsys[r["rows"]] = r
         latest[(r["tool"], r["rows"])] = r
-    lines = ["| rows per side | tool | wall s | CPU s | wall vs mlsys (same size) | peak RSS MB | load (1/5/15 min) | run at |",
-             "|---:|---|---:|---:|---:|---:|---|---|"]
+        paired[(r["tool"], r["rows"])] = last_mlsys.get(r["rows"])
+    lines = ["| rows per side | tool | wall s | CPU s | wall / mlsys wall | CPU / mlsys CPU | peak RSS MB | load (1/5/15 min) | run at |",
+             "|---:|---|---:|---:|---:|---:|---:|---|---|"]
     for (tool, rows), r in sorted(latest.items(), key=lambda kv: (kv[0][1], list(LABELS).index(kv[0][0]))):
-        base = latest.get(("mlsys", rows))
-        if r["finished"]:
-            ratio = f"{r['seconds'] / base['seconds']:.1f}x" if base else "-"
-            lines.append(f"| {rows:,} | {LABELS[tool]} | {r['seconds']:.1f} | {r['cpu']:.1f} | {ratio} | {r['rss_mb']:.0f} | {r['load']} | {r['at']} |")
-        else:
-            what = f"did not finish within {r['timeout']:.0f} s" if "error" not in r else "failed"
-            lines.append(f"| {rows:,} | {LABELS[tool]} | {what} | {r['cpu']:.1f} | > {r['seconds'] / base['seconds']:.0f}x | {r['rss_mb']:.0f} | {r['load']} | {r['at']} |" if base
-                         else f"| {rows:,} | {LABELS[tool]} | {what} | | | | {r['load']} | {r['at']} |")
+        base = paired[(tool, rows)] if tool != "mlsys" else r
+        wall = f"{r['seconds']:.1f}" if r["finished"] else (f"stopped at {r['timeout']:.0f}" if "error" not in r else "failed")
+        more = "" if r["finished"] else "> "
+        ratio = (f"{more}{r['seconds'] / base['seconds']:.1f}x", f"{more}{r['cpu'] / base['cpu']:.1f}x") if base else ("-", "-")
+        lines.append(f"| {rows:,} | {LABELS[tool]} | {wall} | {r['cpu']:.1f} | {ratio[0]} | {ratio[1]} | {r['rss_mb']:.0f} | {r['load']} | {r['at']} |")
     columns = sorted({f"num{j:02d}" for j in range(N_NUM)} | {f"cat{j}" for j in range(N_CAT)})
     decided = [(k, r) for k, r in sorted(latest.items(), key=lambda kv: (kv[0][1], list(LABELS).index(kv[0][0]))) if r["finished"]]
     flagged = sorted(SHIFTED | {f for _, r in decided for f in r["drifted"]}, key=lambda c: (c not in SHIFTED, c))
