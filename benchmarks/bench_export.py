@@ -102,12 +102,12 @@ def measure(name: str, label: str, bundle_path: Path, paths: dict[str, Path], wo
 
 def run_dataset(name: str, work: Path, single: int, batch: int) -> list[list[Any]]:
     from mlsys_cli.models.ensemble import ensemble
-    from mlsys_cli.models.train import train_model
+    from mlsys_cli.models.train import TrainSpec, train_model
 
     paths, target = churn_split(work) if name == "churn" else public_split(name, work)
     rows, members = [], {}
     for family, params in FAMILIES.items():
-        bundle, _ = train_model(str(paths["train"]), target=target, model=family, valid=str(paths["valid"]), params=params)
+        bundle, _ = train_model(str(paths["train"]), TrainSpec(family=family, target=target, params=params), valid=str(paths["valid"]))
         members[family] = work / f"{name}_{family}.mlsys"
         bundle.save(members[family])
         rows.append(measure(name, family, members[family], paths, work, single, batch))

@@ -324,7 +324,7 @@ def overhead(rows: int, rounds: int, work: Path, repeat: int = 3) -> str:
     import xgboost as xgb
 
     from mlsys_cli.models.bundle import ModelBundle
-    from mlsys_cli.models.train import train_model
+    from mlsys_cli.models.train import TrainSpec, train_model
 
     big = make_big_table(work / f"big_{rows}.parquet", rows)
     model = work / f"big_{rows}.mlsys"
@@ -344,7 +344,7 @@ def overhead(rows: int, rounds: int, work: Path, repeat: int = 3) -> str:
         # 2. In one process, imports paid: mlsys's train function (reading and featurizing the raw
         #    table, training, bundle write) vs XGBoost on the encoded matrix in memory.
         start = time.perf_counter()
-        bundle, _ = train_model(str(big), target=BIG_TARGET, model="xgboost", params={"n_estimators": rounds}, seed=SEED)
+        bundle, _ = train_model(str(big), TrainSpec(family="xgboost", target=BIG_TARGET, params={"n_estimators": rounds}, seed=SEED))
         bundle.save(work / f"big_{rows}_inproc.mlsys")
         t_fn = time.perf_counter() - start
         start = time.perf_counter()

@@ -7,14 +7,14 @@ import sys
 
 import pytest
 
-from mlsys_cli.app import COMMANDS, app
+from mlsys_cli.app import COMMANDS
 from tests.conftest import ROOT, run_cli
 
 
 def _registered() -> list[str]:
-    import typer.main
+    from mlsys_cli.app import commands
 
-    return list(typer.main.get_command(app).commands)
+    return list(commands())
 
 
 REGISTERED = _registered()
@@ -52,7 +52,9 @@ def test_documented(name):
 
 
 def test_completions_current():
-    from mlsys_cli.completions import render
+    from mlsys_cli.completions import INDEX, render, render_index
+
+    assert INDEX.read_text() == render_index(), "cli/_index.py is stale: python -m mlsys_cli.completions completions"
 
     for name, text in render().items():
         path = ROOT / "completions" / name

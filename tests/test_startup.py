@@ -13,13 +13,33 @@ HEAVY = ("numpy", "pandas", "polars", "pyarrow", "duckdb", "sklearn", "xgboost",
          "onnx", "onnxruntime", "skl2onnx", "onnxmltools", "skops", "scipy", "fastapi", "uvicorn")
 
 
-def _imported(args):
+def _modules(args):
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "mlsys_cli", *args],
                           capture_output=True, text=True, check=True)
-    return {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    return {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+
+
+def _imported(args):
+    return {name.split(".")[0] for name in _modules(args)}
 
 
 @pytest.mark.parametrize("args", [["--help"]] + [[c, "--help"] for c in REGISTERED], ids=lambda a: " ".join(a))
 def test_help_imports_no_heavy_module(args):
     loaded = _imported(args)
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_root_help_imports_no_command_module():
+    """``mlsys --help`` lists commands from the generated index; a command's module loads only when it runs."""
+    loaded = {m for m in _modules(["--help"]) if m.startswith("mlsys_cli.cli.") and m != "mlsys_cli.cli._index"}
+    assert loaded <= {"mlsys_cli.cli._outputs", "mlsys_cli.cli._common", "mlsys_cli.cli._checks"}, sorted(loaded)
+    assert not {f"mlsys_cli.cli.{c}" for c in REGISTERED} & loaded
+
+
+def test_a_command_imports_only_its_own_module():
+    code = ("import sys\nfrom mlsys_cli import app\ntry:\n    app.run(['info', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(' '.join(m for m in sys.modules if m.startswith('mlsys_cli.cli.')), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(proc.stderr.split())
+    assert "mlsys_cli.cli.info" in loaded
+    assert not {f"mlsys_cli.cli.{c}" for c in REGISTERED if c != "info"} & loaded

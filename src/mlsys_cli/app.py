@@ -38,12 +38,35 @@ COMMANDS: list[str] = [
 ]
 
 class _Lifecycle(TyperGroup):
-    """The root group, its subcommands in ``COMMANDS`` order (typer adds command groups last)."""
+    """The root group: subcommands in ``COMMANDS`` order, each module imported on first use.
 
-    def __init__(self, *args, commands: dict | None = None, **kwargs):
-        rank = {name: i for i, name in enumerate(COMMANDS)}
-        ordered = dict(sorted((commands or {}).items(), key=lambda item: rank.get(item[0], len(rank))))
-        super().__init__(*args, commands=ordered, **kwargs)
+    ``mlsys --help`` lists every command from the generated index (``cli/_index.py``: name →
+    docstring summary) instead of importing fifteen command modules and their options, which
+    is most of start-up; ``mlsys train ...`` imports only ``cli/train.py``.
+    """
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        from mlsys_cli.cli._index import SUMMARIES
+
+        return [name for name in COMMANDS if name in SUMMARIES]
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        if name not in self.commands and name in self.list_commands(ctx):
+            loaded = _load(name)
+            if loaded is not None:
+                self.commands[name] = loaded
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        from typer._click.utils import make_default_short_help
+
+        from mlsys_cli.cli._index import SUMMARIES
+
+        names = self.list_commands(ctx)
+        if names:
+            limit = formatter.width - 6 - max(len(n) for n in names)
+            with formatter.section("Commands"):
+                formatter.write_dl([(n, make_default_short_help(SUMMARIES[n], limit)) for n in names])
 
 
 app = typer.Typer(
@@ -120,32 +143,45 @@ class Command(TyperCommand):
         return pieces
 
 
-def _register() -> None:
+def _load(name: str) -> Any:
+    """The click command of ``mlsys_cli.cli.<name>`` (None when the module is not in this build),
+    built by typer as it builds every command: usage lines, output guard, reference epilog."""
+    import typer.main
+
     from mlsys_cli.cli._outputs import guard
 
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"mlsys_cli.cli.{name}")
-        except ModuleNotFoundError as exc:  # a command whose module is not in this build
-            if exc.name == f"mlsys_cli.cli.{name}":
-                continue
-            raise
-        group = getattr(module, "group", None)
-        if group is not None:  # a command group (registry list|show|...): `command` is its callback
-            for info in group.registered_commands:  # the same usage lines and output guard as a command
+    try:
+        module = importlib.import_module(f"mlsys_cli.cli.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"mlsys_cli.cli.{name}":
+            return None
+        raise
+    holder = typer.Typer(rich_markup_mode=None, add_completion=False)
+    holder.callback()(lambda: None)  # a group of one, so typer does not collapse it into the command
+    group = getattr(module, "group", None)
+    if group is not None:  # a command group (registry list|show|...): `command` is its callback
+        for info in group.registered_commands:  # the same usage lines and output guard as a command
+            if not getattr(info.callback, "__wrapped__", None):
                 info.cls = Command
                 info.callback = guard(info.callback)
-            app.add_typer(group, name=name, no_args_is_help=True, epilog=f"Reference: commands/{name}.md")
-            continue
-        app.command(
+        holder.add_typer(group, name=name, no_args_is_help=True, epilog=f"Reference: commands/{name}.md")
+    else:
+        holder.command(
             name=name,
             cls=Command,
             no_args_is_help=getattr(module, "NO_ARGS_IS_HELP", True),
             epilog=f"Reference: commands/{name}.md",
         )(guard(module.command, getattr(module, "OUTPUT_FILES", ())))
+    return typer.main.get_command(holder).commands[name]
 
 
-_register()
+def commands() -> dict[str, Any]:
+    """Every subcommand as a click command, by name, in lifecycle order (completions, tests)."""
+    import typer.main
+
+    root = typer.main.get_command(app)
+    ctx = root.make_context("mlsys", [], resilient_parsing=True)
+    return {name: root.get_command(ctx, name) for name in root.list_commands(ctx)}
 
 
 def _fail(message: str, hint: str | None, code: int) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import typer.main
 
 from tests.conftest import assert_clean_error, run_cli
 
@@ -11,9 +10,9 @@ NUMERIC_CLICK_TYPES = ("IntParamType", "FloatParamType", "IntRange", "FloatRange
 
 
 def _commands():
-    from mlsys_cli.app import app
+    from mlsys_cli.app import commands
 
-    return typer.main.get_command(app).commands
+    return commands()
 
 
 def test_every_number_option_is_validated_by_the_shared_types():

@@ -10,11 +10,11 @@ from tests.conftest import assert_clean_error
 
 @pytest.fixture(scope="module")
 def model(small_tables, tmp_path_factory):
-    from mlsys_cli.models.train import train_model
+    from mlsys_cli.models.train import TrainSpec, train_model
 
     t = small_tables["binary"]
-    bundle, _ = train_model(str(t["train"]), target=t["target"], model="xgboost", valid=str(t["valid"]),
-                            params={"n_estimators": 10})
+    bundle, _ = train_model(str(t["train"]), TrainSpec(family="xgboost", target=t["target"], params={"n_estimators": 10}),
+                            valid=str(t["valid"]))
     path = tmp_path_factory.mktemp("cli_export") / "m.mlsys"
     bundle.save(path)
     return path

@@ -12,9 +12,9 @@ from mlsys_cli.models.bundle import ModelBundle
 
 
 def _train(tables: dict, model: str, params: dict, path) -> ModelBundle:
-    from mlsys_cli.models.train import train_model
+    from mlsys_cli.models.train import TrainSpec, train_model
 
-    bundle, _ = train_model(tables["train"], target=tables["target"], model=model, valid=tables["valid"], params=params)
+    bundle, _ = train_model(tables["train"], TrainSpec(family=model, target=tables["target"], params=params), valid=tables["valid"])
     bundle.save(path)
     return ModelBundle.load(path)
 

@@ -13,7 +13,7 @@ from mlsys_cli.deploy.onnx_model import HASH_KEY, MANIFEST_KEY, OnnxModel, model
 from mlsys_cli.deploy.predict import load_model
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.models.ensemble import ensemble
-from mlsys_cli.models.train import train_model
+from mlsys_cli.models.train import TrainSpec, train_model
 
 PARAMS = {"baseline": {}, "linear": {}, "forest": {"n_estimators": 15}, "xgboost": {"n_estimators": 15},
           "hgb": {"max_iter": 15}, "mlp": {"max_epochs": 3}}
@@ -29,8 +29,8 @@ def bundles(small_tables, tmp_path_factory):
         key = (task, family, calibrate, json.dumps(features, sort_keys=True))
         if key not in cache:
             t = small_tables[task]
-            bundle, _ = train_model(str(t["train"]), target=t["target"], model=family, valid=str(t["valid"]),
-                                    params=PARAMS[family], calibrate=calibrate, features=features)
+            spec = TrainSpec(family=family, target=t["target"], features=features, params=PARAMS[family], calibrate=calibrate)
+            bundle, _ = train_model(str(t["train"]), spec, valid=str(t["valid"]))
             path = root / f"{len(cache)}.mlsys"
             bundle.save(path)
             cache[key] = path

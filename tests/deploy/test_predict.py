@@ -10,7 +10,7 @@ import pytest
 from mlsys_cli.data.io import read_lineage
 from mlsys_cli.deploy.predict import load_model, predict_file
 from mlsys_cli.errors import InputError, UsageError
-from mlsys_cli.models.train import train_model
+from mlsys_cli.models.train import TrainSpec, train_model
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def models(small_tables, tmp_path_factory):
     out = {}
     for task in ("binary", "regression"):
         t = small_tables[task]
-        bundle, _ = train_model(str(t["train"]), target=t["target"], model="xgboost", params={"n_estimators": 20})
+        bundle, _ = train_model(str(t["train"]), TrainSpec(family="xgboost", target=t["target"], params={"n_estimators": 20}))
         bundle.save(root / f"{task}.mlsys")
         out[task] = root / f"{task}.mlsys"
     return out

@@ -13,7 +13,7 @@ import pytest
 from mlsys_cli.errors import InputError
 from mlsys_cli.models.bundle import ModelBundle
 from mlsys_cli.models.predictors import PREDICTORS, Calibrator, load_predictor
-from mlsys_cli.models.train import train_model
+from mlsys_cli.models.train import TrainSpec, train_model
 
 FAST = {"n_estimators": 20}
 
@@ -21,7 +21,7 @@ FAST = {"n_estimators": 20}
 @pytest.fixture(scope="module")
 def binary_bundle(small_tables, tmp_path_factory):
     t = small_tables["binary"]
-    bundle, _ = train_model(str(t["train"]), target=t["target"], valid=str(t["valid"]), model="xgboost", params=FAST)
+    bundle, _ = train_model(str(t["train"]), TrainSpec(family="xgboost", target=t["target"], params=FAST), valid=str(t["valid"]))
     path = tmp_path_factory.mktemp("bundle") / "model.mlsys"
     bundle.save(path)
     return bundle, path
@@ -57,7 +57,7 @@ def test_same_inputs_same_bytes(small_tables, tmp_path):
     t = small_tables["multiclass"]
     digests = []
     for i in range(2):
-        bundle, _ = train_model(str(t["train"]), target=t["target"], model="forest", params={"n_estimators": 10}, seed=5)
+        bundle, _ = train_model(str(t["train"]), TrainSpec(family="forest", target=t["target"], params={"n_estimators": 10}, seed=5))
         bundle.save(tmp_path / f"m{i}.mlsys")
         digests.append(hashlib.sha256((tmp_path / f"m{i}.mlsys").read_bytes()).hexdigest())
     assert digests[0] == digests[1]

@@ -13,7 +13,7 @@ from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.models.bundle import ModelBundle
 from mlsys_cli.models.combiner import METHODS, Combiner, cross_fit
 from mlsys_cli.models.ensemble import KeptPredictor, build_ensemble, ensemble, study_members
-from mlsys_cli.models.train import train_model
+from mlsys_cli.models.train import TrainSpec, train_model
 
 
 def _probs(p1):
@@ -40,8 +40,9 @@ def members(small_tables, tmp_path_factory):
     out = {}
     for name, model, params, tables in (("linear", "linear", None, t), ("xgb", "xgboost", {"n_estimators": 40, "max_depth": 3}, t),
                                         ("ridge", "linear", None, r)):
-        bundle, _ = train_model(tables["train"], valid=tables["valid"], target=tables["target"], model=model, params=params,
-                                features={"drop": ["customer_id"]} if tables is t else None, seed=0)
+        spec = TrainSpec(family=model, target=tables["target"], features={"drop": ["customer_id"]} if tables is t else None,
+                         params=params, seed=0)
+        bundle, _ = train_model(tables["train"], spec, valid=tables["valid"])
         out[name] = str(bundle.save(root / f"{name}.mlsys"))
     return out
 
@@ -336,7 +337,7 @@ def test_multiclass_average_renormalizes_in_the_bundle_and_its_onnx_graph(small_
     t = small_tables["multiclass"]
     paths = []
     for family, params in (("xgboost", {"n_estimators": 15}), ("forest", {"n_estimators": 15})):
-        bundle, _ = train_model(str(t["train"]), target=t["target"], model=family, valid=str(t["valid"]), params=params)
+        bundle, _ = train_model(str(t["train"]), TrainSpec(family=family, target=t["target"], params=params), valid=str(t["valid"]))
         paths.append(str(bundle.save(tmp_path / f"{family}.mlsys")))
     ensemble(paths, data=str(t["valid"]), method="average", output=str(tmp_path / "ens.mlsys"))
     bundle = ModelBundle.load(tmp_path / "ens.mlsys")

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from mlsys_cli.errors import InputError, UsageError
-from mlsys_cli.models.train import fit_estimator, infer_task, load_params, sample_weights, train_model
+from mlsys_cli.models.train import (EstimatorSpec, FitData, TrainSpec, fit_estimator, infer_task, load_params, sample_weights,
+                                    train_model)
 
 FAST = {"baseline": {}, "linear": {}, "forest": {"n_estimators": 20}, "xgboost": {"n_estimators": 30}}
 
@@ -41,8 +42,7 @@ def test_task_override_and_errors():
 @pytest.mark.parametrize("family", ["baseline", "linear", "forest", "xgboost"])
 def test_every_family_and_task(small_tables, family, task):
     t = small_tables[task]
-    bundle, result = train_model(str(t["train"]), target=t["target"], valid=str(t["valid"]), model=family,
-                                 params=FAST[family])
+    bundle, result = train_model(str(t["train"]), TrainSpec(family=family, target=t["target"], params=FAST[family]), valid=str(t["valid"]))
     assert result.task == task and result.evaluated_on == "valid"
     assert set(result.baselines) == {"zero_rule", "random"}
     primary = result.primary_metric
@@ -60,28 +60,28 @@ def test_every_family_and_task(small_tables, family, task):
 
 def test_no_valid_means_train_metrics_with_a_warning(small_tables):
     t = small_tables["regression"]
-    _, result = train_model(str(t["train"]), target=t["target"], model="linear")
+    _, result = train_model(str(t["train"]), TrainSpec(family="linear", target=t["target"]))
     assert result.evaluated_on == "train" and result.metrics["valid"] is None
     assert any("no --valid" in w for w in result.warnings)
 
 
 def test_calibration_is_stored_and_used(small_tables):
     t = small_tables["binary"]
-    bundle, result = train_model(str(t["train"]), target=t["target"], valid=str(t["valid"]), model="forest",
-                                 params=FAST["forest"], calibrate="isotonic")
+    bundle, result = train_model(str(t["train"]), TrainSpec(family="forest", target=t["target"], params=FAST["forest"],
+                                                            calibrate="isotonic"), valid=str(t["valid"]))
     assert bundle.predictor.calibrator is not None and result.calibrate == "isotonic"
     assert bundle.manifest["recipe"]["calibrate"] == "isotonic"
     with pytest.raises(UsageError, match="--valid"):
-        train_model(str(t["train"]), target=t["target"], model="linear", calibrate="sigmoid")
+        train_model(str(t["train"]), TrainSpec(family="linear", target=t["target"], calibrate="sigmoid"))
     with pytest.raises(UsageError, match="--calibrate"):
-        train_model(str(t["train"]), target=t["target"], valid=str(t["valid"]), calibrate="platt")
+        train_model(str(t["train"]), TrainSpec(target=t["target"], calibrate="platt"), valid=str(t["valid"]))
 
 
 def test_class_weight_balanced_raises_minority_recall(small_tables):
     t = small_tables["binary"]
-    args = dict(target=t["target"], valid=str(t["valid"]), model="linear")
-    _, plain = train_model(str(t["train"]), **args)
-    _, weighted = train_model(str(t["train"]), class_weight="balanced", **args)
+    spec = TrainSpec(family="linear", target=t["target"])
+    _, plain = train_model(str(t["train"]), spec, valid=str(t["valid"]))
+    _, weighted = train_model(str(t["train"]), spec.replace(class_weight="balanced"), valid=str(t["valid"]))
     assert weighted.metrics["valid"]["recall"] > plain.metrics["valid"]["recall"]
 
 
@@ -103,7 +103,7 @@ def test_sample_weight_column_is_not_a_feature(small_tables, tmp_path):
     t = small_tables["regression"]
     df = pd.read_parquet(t["train"]).assign(weight=lambda d: np.where(d.index % 2 == 0, 1.0, 3.0))
     df.to_parquet(tmp_path / "w.parquet", index=False)
-    bundle, _ = train_model(str(tmp_path / "w.parquet"), target="ltv", model="linear", sample_weight="weight")
+    bundle, _ = train_model(str(tmp_path / "w.parquet"), TrainSpec(family="linear", target="ltv", sample_weight="weight"))
     assert "weight" not in {c["name"] for c in bundle.input_schema}
     assert bundle.manifest["recipe"]["sample_weight"] == "weight"
 
@@ -114,10 +114,10 @@ def test_fit_estimator_on_matrices():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 3))
     y = (X[:, 0] > 0).astype(int)
-    est = fit_estimator(get_family("xgboost"), "binary", X, y, n_classes=2, params={"n_estimators": 10})
+    est = fit_estimator(get_family("xgboost"), EstimatorSpec("binary", n_classes=2, params={"n_estimators": 10}), FitData(X, y))
     assert est.predict_proba(X).shape == (200, 2) and est.fit_info_["n_estimators"] == 10
     with pytest.raises(UsageError, match="unknown parameter"):
-        fit_estimator(get_family("linear"), "binary", X, y, n_classes=2, params={"alpha": 1})
+        fit_estimator(get_family("linear"), EstimatorSpec("binary", n_classes=2, params={"alpha": 1}), FitData(X, y))
 
 
 def test_load_params(tmp_path):
@@ -147,12 +147,12 @@ def _frame(n=200, seed=0):
 def test_bad_training_input(tmp_path, mutate, message):
     mutate(_frame()).to_parquet(tmp_path / "t.parquet", index=False)
     with pytest.raises(InputError, match=message):
-        train_model(str(tmp_path / "t.parquet"), target="y", model="linear")
+        train_model(str(tmp_path / "t.parquet"), TrainSpec(family="linear", target="y"))
 
 
 def test_constant_and_empty_columns_are_left_out_with_a_warning(tmp_path):
     _frame().assign(flat=7.0, empty=np.nan).to_parquet(tmp_path / "t.parquet", index=False)
-    bundle, result = train_model(str(tmp_path / "t.parquet"), target="y", model="linear")
+    bundle, result = train_model(str(tmp_path / "t.parquet"), TrainSpec(family="linear", target="y"))
     assert any("'flat' is constant" in w for w in result.warnings), result.warnings
     assert any("'empty' is entirely missing" in w for w in result.warnings), result.warnings
     # Not learned from, so not required to predict: a table without them predicts the same.
@@ -162,7 +162,7 @@ def test_constant_and_empty_columns_are_left_out_with_a_warning(tmp_path):
 
 def test_drop_accepts_a_constant_column(tmp_path):
     _frame().assign(flat=7.0).to_parquet(tmp_path / "t.parquet", index=False)
-    bundle, _ = train_model(str(tmp_path / "t.parquet"), target="y", model="linear", features={"drop": ["flat"]})
+    bundle, _ = train_model(str(tmp_path / "t.parquet"), TrainSpec(family="linear", target="y", features={"drop": ["flat"]}))
     assert "flat" not in {c["name"] for c in bundle.input_schema}
 
 
@@ -170,7 +170,7 @@ def test_valid_with_an_unseen_class_is_refused(tmp_path):
     _frame().to_parquet(tmp_path / "t.parquet", index=False)
     _frame(seed=1).assign(y=2).to_parquet(tmp_path / "v.parquet", index=False)
     with pytest.raises(InputError, match="not a class of the training rows"):
-        train_model(str(tmp_path / "t.parquet"), target="y", valid=str(tmp_path / "v.parquet"), model="linear")
+        train_model(str(tmp_path / "t.parquet"), TrainSpec(family="linear", target="y"), valid=str(tmp_path / "v.parquet"))
 
 
 def test_features_bundle_for_another_target_is_refused(tmp_path):
@@ -184,4 +184,4 @@ def test_features_bundle_for_another_target_is_refused(tmp_path):
     fz.save(writer, prefix="features/")
     writer.write(tmp_path / "f.mlsys")
     with pytest.raises(InputError, match="fitted for target 'z'"):
-        train_model(str(tmp_path / "t.parquet"), target="y", features=str(tmp_path / "f.mlsys"))
+        train_model(str(tmp_path / "t.parquet"), TrainSpec(target="y", features=str(tmp_path / "f.mlsys")))

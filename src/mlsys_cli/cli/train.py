@@ -70,7 +70,7 @@ def command(
         mlsys train data/train.parquet --valid data/valid.parquet --params params.json --calibrate isotonic -o m.mlsys
     """
     from mlsys_cli.errors import UsageError
-    from mlsys_cli.models.train import load_params, train_model
+    from mlsys_cli.models.train import FitRun, TrainSpec, load_params, train_model
 
     chosen: dict[str, Any] = {}
     family = model
@@ -87,9 +87,10 @@ def command(
         require_rows(valid, "--valid")
     with console.progress("training", total=None) as bar:
         bundle, result = train_model(
-            [str(p) for p in train], target=target, model=family or "xgboost", valid=str(valid) if valid else None,
-            task=task, features=str(features) if features else spec, params=chosen, class_weight=class_weight,
-            sample_weight=sample_weight, calibrate=calibrate, seed=seed, timeout=timeout, progress=bar,
+            [str(p) for p in train],
+            TrainSpec(family=family or "xgboost", target=target, task=task, features=str(features) if features else spec,
+                      params=chosen, class_weight=class_weight, sample_weight=sample_weight, calibrate=calibrate, seed=seed),
+            valid=str(valid) if valid else None, run=FitRun(timeout=timeout, progress=bar),
         )
     bundle.save(output)
     console.emit(replace(result, output=str(output)), as_json=json_, report=str(report) if report else None, human=_human)

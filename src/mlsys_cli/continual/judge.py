@@ -74,7 +74,7 @@ def _scratch_features(recipe: Any, window: Any, incumbent: Any) -> Any:
 def train_on_window(recipe: Any, window: Any, *, features: Any, task: str | None, init: Any = None,
                     timeout: float | None = None, progress: Any = None) -> tuple[Any, Any]:
     """``train_model`` on the window's train part (early stopping and calibration on its valid part)."""
-    from mlsys_cli.models.train import train_model
+    from mlsys_cli.models.train import FitRun, TrainSpec, train_model
 
     with tempfile.TemporaryDirectory(prefix="mlsys-retrain-") as tmp:
         paths = {}
@@ -83,10 +83,10 @@ def train_on_window(recipe: Any, window: Any, *, features: Any, task: str | None
             if len(part):
                 paths[name] = str(Path(tmp) / f"window-{name}.parquet")
                 part.to_parquet(paths[name], index=False)
-        return train_model(paths["train"], target=recipe.target, model=recipe.family, valid=paths.get("valid"),
-                           task=task, features=features, params=recipe.params, class_weight=recipe.class_weight,
-                           sample_weight=recipe.sample_weight, calibrate=recipe.calibrate if "valid" in paths else None,
-                           seed=recipe.seed, timeout=timeout, progress=progress, init=init)
+        spec = TrainSpec.from_recipe(recipe, task=task, features=features,
+                                     calibrate=recipe.calibrate if "valid" in paths else None)
+        return train_model(paths["train"], spec, valid=paths.get("valid"), run=FitRun(timeout=timeout, progress=progress),
+                           init=init)
 
 
 @dataclass(frozen=True)

@@ -297,7 +297,7 @@ def distill(teacher: Any, task: str, n_classes: int, rows: Any, labelled: Any, t
 
     from mlsys_cli.models.predictors import SinglePredictor
     from mlsys_cli.models.families import get_family, resolve_params
-    from mlsys_cli.models.train import fit_estimator
+    from mlsys_cli.models.train import EstimatorSpec, FitData, fit_estimator
 
     scores = np.asarray(teacher.predict_scores(rows), dtype=np.float64)
     index, labels, weights = soft_targets(task, scores)
@@ -311,8 +311,7 @@ def distill(teacher: Any, task: str, n_classes: int, rows: Any, labelled: Any, t
             continue
         X = fz.transform(rows)
         resolved = resolve_params(family, task, params)
-        est = fit_estimator(family, task, X[index], labels, n_classes=n_classes, params=resolved, seed=seed,
-                            sample_weight=weights)
+        est = fit_estimator(family, EstimatorSpec(task, n_classes, resolved, seed), FitData(X[index], labels, weights))
         spec = {"task": task, "n_classes": n_classes, "params": resolved, "seed": seed, "n_features": int(X.shape[1]),
                 "fit_info": dict(getattr(est, "fit_info_", {}))}
         size = (f"{params['n_estimators']} trees of depth {params['max_depth']}" if name == "xgboost"

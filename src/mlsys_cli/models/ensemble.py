@@ -440,7 +440,7 @@ def study_members(storage: str, study: str, top: int, train: str | None, seed: i
     import optuna
     from optuna.trial import TrialState
 
-    from mlsys_cli.models.train import train_model
+    from mlsys_cli.models.train import FitRun, TrainSpec, train_model
     from mlsys_cli.models.study import FAMILY_PARAM, open_storage
 
     if top < 2:
@@ -470,9 +470,9 @@ def study_members(storage: str, study: str, top: int, train: str | None, seed: i
             raise UsageError(f"trial {t.number} has no kept model: --from-study needs --train to retrain it")
         if progress is not None:
             progress.update(completed=len(built), total=len(chosen), description=f"retraining trial {t.number}")
-        built[t.number], _ = train_model(train, target=info.get("target"), model=t.params[FAMILY_PARAM],
-                                         params=t.user_attrs["params"], features=recipe_features or None, seed=seed,
-                                         timeout=None if left is None else max(left, 1.0))
+        spec = TrainSpec(family=t.params[FAMILY_PARAM], target=info.get("target"), params=t.user_attrs["params"],
+                         features=recipe_features or None, seed=seed)
+        built[t.number], _ = train_model(train, spec, run=FitRun(timeout=None if left is None else max(left, 1.0)))
 
     for t in (t for t in chosen if t.number not in built):
         left = None if deadline is None else deadline - reserve - time.time()

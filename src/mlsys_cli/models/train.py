@@ -1,18 +1,24 @@
 """Training: from a raw table to a model bundle with its report.
 
-:func:`train_model` reads the tables, checks the target, infers the task, builds (or loads)
-the featurizer and fits it on train only, fits the family's estimator (early stopping on the
+:func:`train_model` takes the tables, a :class:`TrainSpec` (what to train: the recipe before the
+task is inferred) and a :class:`FitRun` (how the fit runs: time budget, progress, callback). It
+reads the tables, checks the target, infers the task, builds (or loads) the featurizer and fits
+it on train only (:func:`featurize_tables`), fits the family's estimator (early stopping on the
 validation table), optionally calibrates on the validation table, scores the model beside the
-zero-rule and random baselines and assembles the manifest. :func:`fit_estimator` is the
-lower-level step tune calls on matrices it featurized once.
+zero-rule and random baselines and assembles the manifest.
+
+:func:`fit_estimator` is the one place an estimator meets its featurized matrix
+(:class:`EstimatorSpec` + :class:`FitData` + :class:`FitRun`): ``train``, tune's trials and
+compress's students all fit through it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from mlsys_cli.errors import InputError, UsageError
 
@@ -58,6 +64,55 @@ class TrainResult:
             "top_features": self.top_features, "calibrate": self.calibrate, "seconds": self.seconds,
             "warnings": self.warnings,
         }
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What :func:`train_model` makes: the recipe before the task is inferred and the parameters resolved.
+
+    Parameters
+    ----------
+    family : str
+        Family name (``--model``): baseline, linear, forest, xgboost, hgb, mlp.
+    target : str, optional
+        The column to predict (default: the target recorded by ``mlsys split``).
+    task : str, optional
+        binary, multiclass or regression (inferred from the target by default).
+    features : path or mapping, optional
+        A features bundle from ``mlsys featurize`` (used as fitted) or Featurizer settings;
+        default: the family's preset.
+    params : mapping, optional
+        Family parameters over its defaults.
+    class_weight : {"balanced"}, optional
+    sample_weight : str, optional
+        A column of per-row weights (not used as a feature).
+    calibrate : {"isotonic", "sigmoid"}, optional
+        Calibrate probabilities on the validation table.
+    seed : int
+    """
+
+    family: str = "xgboost"
+    target: str | None = None
+    task: str | None = None
+    features: Any = None
+    params: Mapping[str, Any] | None = None
+    class_weight: str | None = None
+    sample_weight: str | None = None
+    calibrate: str | None = None
+    seed: int = 0
+
+    @classmethod
+    def from_recipe(cls, recipe: Any, **changes: Any) -> "TrainSpec":
+        """The spec that trains a :class:`~mlsys_cli.models.manifest.Recipe`'s model again, with ``changes``."""
+        spec = cls(family=recipe.family, target=recipe.target, task=recipe.task,
+                   features=dict(recipe.features) if recipe.features else None, params=recipe.params,
+                   class_weight=recipe.class_weight, sample_weight=recipe.sample_weight,
+                   calibrate=recipe.calibrate, seed=recipe.seed)
+        return spec.replace(**changes)
+
+    def replace(self, **changes: Any) -> "TrainSpec":
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
 
 
 # --------------------------------------------------------------------------- target and task
@@ -246,23 +301,52 @@ def load_params(path: Any) -> tuple[dict[str, Any], str | None]:
     return doc, None
 
 
-def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0, params: Mapping[str, Any] | None = None,
-                  seed: int = 0, sample_weight: Any = None, eval_set: Any = None, timeout: float | None = None,
-                  progress: Any = None, callback: Any = None, init: Any = None) -> Any:
-    """Fit one estimator of ``family`` on a featurized matrix.
+@dataclass(frozen=True)
+class EstimatorSpec:
+    """What estimator :func:`fit_estimator` builds: the task, its classes, parameters and seed.
 
     Parameters
     ----------
-    family : Family
     task : {"binary", "multiclass", "regression"}
+    n_classes : int
+        Number of classes (0 for regression).
+    params : mapping, optional
+        Family parameters over its defaults (unknown keys raise UsageError).
+    seed : int
+    """
+
+    task: str
+    n_classes: int = 0
+    params: Mapping[str, Any] | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class FitData:
+    """A featurized training matrix and what the fit weighs and stops on.
+
+    Parameters
+    ----------
     X : ndarray [N, k]
     y : ndarray [N]
         Class indices ``0..C-1`` or values.
-    n_classes : int
-    params : dict, optional
-        Family parameters (unknown keys raise UsageError).
+    sample_weight : ndarray [N], optional
     eval_set : tuple, optional
         ``(X_valid, y_valid)`` or ``(X_valid, y_valid, w_valid)`` for early stopping.
+    """
+
+    X: Any
+    y: Any
+    sample_weight: Any = None
+    eval_set: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class FitRun:
+    """How a fit runs, as opposed to what it learns: nothing here enters the recipe.
+
+    Parameters
+    ----------
     timeout : float, optional
         Seconds; iterative families stop at the next round after it.
     progress : object, optional
@@ -274,20 +358,42 @@ def fit_estimator(family: Any, task: str, X: Any, y: Any, *, n_classes: int = 0,
         A fitted estimator of the same family to continue from (``Family.warm_start``); the
         fit records what it continued from as ``warm_start_`` (None: it trained from scratch).
     """
+
+    timeout: float | None = None
+    progress: Any = None
+    callback: Callable[[int, float], Any] | None = None
+    init: Any = None
+
+
+def fit_estimator(family: Any, spec: EstimatorSpec, data: FitData, run: FitRun = FitRun()) -> Any:
+    """Fit one estimator of ``family`` on a featurized matrix.
+
+    This is the one place where an estimator meets its training matrix: ``train`` (through
+    :func:`train_model`), tune's trials and compress's students all fit here.
+
+    Parameters
+    ----------
+    family : Family
+    spec : EstimatorSpec
+    data : FitData
+    run : FitRun
+    """
     import inspect
 
     from mlsys_cli.models.families import resolve_params
 
     try:
-        est = family.make(task, n_classes, resolve_params(family, task, params), seed)
+        est = family.make(spec.task, spec.n_classes, resolve_params(family, spec.task, spec.params), spec.seed)
         continued = None
-        if init is not None:
-            est, continued = family.warm_start(est, init)
+        if run.init is not None:
+            est, continued = family.warm_start(est, run.init)
+        callback = run.callback
         extra = {"callback": callback} if callback is not None and "callback" in inspect.signature(est.fit).parameters else {}
-        est = est.fit(X, y, sample_weight=sample_weight, eval_set=eval_set, timeout=timeout, progress=progress, **extra)
+        est = est.fit(data.X, data.y, sample_weight=data.sample_weight, eval_set=data.eval_set, timeout=run.timeout,
+                      progress=run.progress, **extra)
     except Exception as exc:
         raise _parameter_error(family, exc) or exc
-    if init is not None:
+    if run.init is not None:
         est.warm_start_ = continued
     return est
 
@@ -381,41 +487,27 @@ def prediction_reference(task: str, scores: Any, classes: Sequence[Any] | None) 
     return ref
 
 
-def train_model(train: Any, *, target: str | None = None, model: str = "xgboost", valid: Any = None,
-                task: str | None = None, features: Any = None, params: Mapping[str, Any] | None = None,
-                class_weight: str | None = None, sample_weight: str | None = None, calibrate: str | None = None,
-                seed: int = 0, timeout: float | None = None, progress: Any = None,
+def train_model(train: Any, spec: TrainSpec = TrainSpec(), *, valid: Any = None, run: FitRun = FitRun(),
                 init: Any = None) -> tuple[Any, TrainResult]:
     """Train a model on a table and return the bundle and its report.
+
+    The steps: read the tables, resolve the problem (task, classes, parameters), featurize
+    (:func:`featurize_tables`), score the baselines, fit (:func:`fit_estimator`, the one place an
+    estimator meets its matrix), calibrate, measure, and assemble the manifest.
 
     Parameters
     ----------
     train, valid : path (or list of paths)
         Training table; optional validation table (early stopping, calibration, reported metrics).
-    target : str, optional
-        The column to predict (default: the target recorded by ``mlsys split``).
-    model : str
-        Family name: baseline, linear, forest, xgboost, hgb, mlp.
-    task : str, optional
-        binary, multiclass or regression (inferred from the target by default).
-    features : path or dict, optional
-        A features bundle from ``mlsys featurize`` (used as fitted) or Featurizer settings;
-        default: the family's preset.
-    params : dict, optional
-        Family parameters over its defaults.
-    class_weight : {"balanced"}, optional
-    sample_weight : str, optional
-        A column of per-row weights (not used as a feature).
-    calibrate : {"isotonic", "sigmoid"}, optional
-        Calibrate probabilities on the validation table.
-    seed : int
-    timeout : float, optional
-        Seconds for the whole step; boosting stops at the next round after it.
-    progress : object, optional
+    spec : TrainSpec
+        What to train: family, target, task, features, parameters, weights, calibration, seed.
+    run : FitRun
+        ``timeout`` (seconds for the whole step: boosting stops at the next round after it),
+        ``progress`` and ``callback`` of the fit; its ``init`` is set from ``init``.
     init : SinglePredictor, optional
         Continue from this fitted model (``retrain --stateful``): its featurizer is used as
         fitted and its estimator is continued where the family can (``Family.warm_start``);
-        ``features`` is then only recorded in the recipe.
+        ``spec.features`` is then only recorded in the recipe.
 
     Returns
     -------
@@ -423,129 +515,259 @@ def train_model(train: Any, *, target: str | None = None, model: str = "xgboost"
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    import numpy as np
-
-    from mlsys_cli.data.io import input_record, invocation, resolve_inputs
-    from mlsys_cli.data.profile import profile_frame, profile_values
+    from mlsys_cli.data.profile import profile_frame
     from mlsys_cli.features.schema import infer_schema
     from mlsys_cli.models.bundle import ModelBundle
-    from mlsys_cli.models.predictors import CALIBRATION_METHODS, Calibrator, SinglePredictor
-    from mlsys_cli.models.families import get_family, resolve_params
-    from mlsys_cli.models.manifest import Manifest, Recipe
-    from mlsys_cli.models.metrics import baseline_metrics, compute_metrics, primary_metric
+    from mlsys_cli.models.families import get_family
 
     start = time.perf_counter()
-    family = get_family(model)
-    if calibrate is not None and calibrate not in CALIBRATION_METHODS:
-        raise UsageError(f"invalid --calibrate {calibrate!r}", f"choose one of: {', '.join(CALIBRATION_METHODS)}")
-    if calibrate and valid is None:
-        raise UsageError("--calibrate needs --valid", "calibration is fitted on held-out rows")
-    train_df, valid_df, target = _read_tables(train, valid, target)
-    task, classes = infer_task(train_df[target], task)
-    if calibrate and task == "regression":
-        raise UsageError("--calibrate needs a classification task")
-    n_classes = len(classes) if classes else 0
-    resolved = resolve_params(family, task, params)
-
+    family = get_family(spec.family)
+    _check_calibrate(spec.calibrate, valid)
+    train_df, valid_df, target = _read_tables(train, valid, spec.target)
+    problem = _resolve_problem(family, spec, train_df[target], target)
     # The reference statistics of the input columns need nothing from the model: start them now on a
     # second thread (NumPy and XGBoost release the GIL), with the types the table suggests; any
     # column the fitted featurizer types differently is profiled again at the end.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlsys-profile")
-    guessed = infer_schema(train_df.drop(columns=[c for c in (target, sample_weight) if c in train_df.columns]))
+    guessed = infer_schema(train_df.drop(columns=[c for c in (target, spec.sample_weight) if c in train_df.columns]))
     reference = pool.submit(profile_frame, train_df, guessed)
+    matrices = featurize_tables(family, spec, problem, (train_df, valid_df), (train, valid), init)
+    scored = score_sample(len(matrices.train.y), spec.seed)
+    # (Not on the profiling thread: the metrics silence warnings, and warning filters are process-wide.)
+    baselines = _baselines(problem, matrices, scored)
+    pool.shutdown(wait=False)
+    remaining = None if run.timeout is None else max(0.0, run.timeout - (time.perf_counter() - start))
+    fit_run = dataclasses.replace(run, timeout=remaining, init=init.estimator if init is not None else None)
+    est, fit_info, caught = _fit(family, problem.estimator, matrices.train, fit_run)
+    predictor = _predictor(family, problem, matrices, (est, fit_info), spec.calibrate)
+    measured = _measure(predictor, problem, matrices, scored, baselines)
+    caught += _notes(spec.calibrate, matrices.valid is None, len(scored), len(matrices.train.y))
+    manifest = _manifest(spec, problem, (predictor, matrices, measured), _Sources(train, valid, train_df, reference))
+    bundle = ModelBundle(manifest, predictor)
+    return bundle, _report(spec, problem, (predictor, matrices, measured), caught, start)
 
-    y = encode_target(task, train_df[target], classes, train)
-    weights = sample_weights(train_df, sample_weight, class_weight, y, task, n_classes, train)
-    drop = [sample_weight] if sample_weight else []
+
+@dataclass(frozen=True)
+class TrainProblem:
+    """One training's resolved problem: the target, its classes and the estimator to fit."""
+
+    target: str
+    classes: list[Any] | None
+    estimator: EstimatorSpec
+
+    @property
+    def task(self) -> str:
+        return self.estimator.task
+
+    def labels(self, y: Any) -> Any:
+        """Encoded targets as the metrics take them: class labels, or the values."""
+        import numpy as np
+
+        return y if self.task == "regression" else np.asarray(self.classes, dtype=object)[y]
+
+
+@dataclass(frozen=True, eq=False)
+class Matrices:
+    """The featurized tables: the fitted featurizer, what the recipe records of it, the matrices."""
+
+    featurizer: Any
+    features: Mapping[str, Any]
+    train: FitData
+    valid: FitData | None
+
+
+@dataclass(frozen=True, eq=False)
+class _Measured:
+    """What the fitted model scored: the manifest's metrics, its scores on the scored training rows
+    (the prediction reference) and the ranked feature importance."""
+
+    metrics: dict[str, Any]
+    train_scores: Any
+    importance: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, eq=False)
+class _Sources:
+    """Where the training rows came from (the recipe's fingerprints, the reference statistics)."""
+
+    train: Any
+    valid: Any
+    train_df: Any
+    reference: Any  # the input columns' profiles, computed ahead on another thread (a Future)
+
+
+def _check_calibrate(method: str | None, valid: Any) -> None:
+    from mlsys_cli.models.predictors import CALIBRATION_METHODS
+
+    if method is not None and method not in CALIBRATION_METHODS:
+        raise UsageError(f"invalid --calibrate {method!r}", f"choose one of: {', '.join(CALIBRATION_METHODS)}")
+    if method and valid is None:
+        raise UsageError("--calibrate needs --valid", "calibration is fitted on held-out rows")
+
+
+def _resolve_problem(family: Any, spec: TrainSpec, y: Any, target: str) -> TrainProblem:
+    """The task and classes (inferred unless ``spec.task``) and the family's resolved parameters."""
+    from mlsys_cli.models.families import resolve_params
+
+    task, classes = infer_task(y, spec.task)
+    if spec.calibrate and task == "regression":
+        raise UsageError("--calibrate needs a classification task")
+    n_classes = len(classes) if classes else 0
+    return TrainProblem(target, classes, EstimatorSpec(task, n_classes, resolve_params(family, task, spec.params), spec.seed))
+
+
+def featurize_tables(family: Any, spec: TrainSpec, problem: TrainProblem, frames: tuple[Any, Any],
+                     sources: tuple[Any, Any], init: Any = None) -> Matrices:
+    """Encoded targets, weights and feature matrices of the training and validation frames.
+
+    The featurizer is fitted on the training rows (``spec.features``: settings over the family's
+    preset, or a features bundle used as fitted); with ``init``, that model's fitted featurizer
+    is used (the champion's encodings were fitted on older rows: these rows are out of sample
+    for them). ``sources`` name the tables in errors.
+    """
+    (train_df, valid_df), (train, valid) = frames, sources
+    target, task, n_classes = problem.target, problem.task, problem.estimator.n_classes
+    y = encode_target(task, train_df[target], problem.classes, train)
+    weights = sample_weights(train_df, spec.sample_weight, spec.class_weight, y, task, n_classes, train)
+    frame = train_df.drop(columns=[spec.sample_weight] if spec.sample_weight else [])
     if init is not None:
-        # The champion's encodings were fitted on older rows: these rows are out of sample for them.
-        featurizer, features_spec = init.featurizer, dict(features or {})
-        X = featurizer.transform(train_df.drop(columns=drop), dtype=family.input_dtype)
+        featurizer, features = init.featurizer, dict(spec.features or {})
+        X = featurizer.transform(frame, dtype=family.input_dtype)
     else:
-        featurizer, X, features_spec = _featurize(family, train_df.drop(columns=drop), features, (target, task, seed), train)
-    schema = list(featurizer.input_schema_)
-
-    eval_set = None
-    y_valid = w_valid = X_valid = None
+        featurizer, X, features = _featurize(family, frame, spec.features, (target, task, spec.seed), train)
+    held_out = None
     if valid_df is not None:
         check_target(valid_df[target], target, valid)
-        y_valid = encode_target(task, valid_df[target], classes, valid)
-        w_valid = sample_weights(valid_df, sample_weight, class_weight, y_valid, task, n_classes, valid)
-        X_valid = featurizer.transform(valid_df.drop(columns=drop), dtype=family.input_dtype)
-        eval_set = (X_valid, y_valid) if w_valid is None else (X_valid, y_valid, w_valid)
+        y_valid = encode_target(task, valid_df[target], problem.classes, valid)
+        w_valid = sample_weights(valid_df, spec.sample_weight, spec.class_weight, y_valid, task, n_classes, valid)
+        X_valid = featurizer.transform(valid_df.drop(columns=[spec.sample_weight] if spec.sample_weight else []),
+                                       dtype=family.input_dtype)
+        held_out = FitData(X_valid, y_valid, w_valid)
+    return Matrices(featurizer, features, FitData(X, y, weights, _eval_set(held_out)), held_out)
 
-    scored = score_sample(len(y), seed)
-    eval_y = y_valid if valid_df is not None else y[scored]
-    eval_labels = eval_y if task == "regression" else np.asarray(classes, dtype=object)[eval_y]
-    train_labels, prior_weights = baseline_inputs(task, y, classes, weights)
-    # (Not on the profiling thread: the metrics silence warnings, and warning filters are process-wide.)
-    baselines = baseline_metrics(task, train_labels, eval_labels, classes, seed=seed, sample_weight=prior_weights)
-    pool.shutdown(wait=False)
 
-    caught: list[str] = []
-    remaining = None if timeout is None else max(0.0, timeout - (time.perf_counter() - start))
+def _eval_set(valid: FitData | None) -> tuple[Any, ...] | None:
+    if valid is None:
+        return None
+    return (valid.X, valid.y) if valid.sample_weight is None else (valid.X, valid.y, valid.sample_weight)
+
+
+def _baselines(problem: TrainProblem, matrices: Matrices, scored: Any) -> dict[str, Any]:
+    """The zero-rule and random baselines, on the validation rows (else the scored training rows)."""
+    from mlsys_cli.models.metrics import baseline_metrics
+
+    data = matrices.train
+    eval_y = matrices.valid.y if matrices.valid is not None else data.y[scored]
+    train_labels, prior_weights = baseline_inputs(problem.task, data.y, problem.classes, data.sample_weight)
+    return baseline_metrics(problem.task, train_labels, problem.labels(eval_y), problem.classes,
+                            seed=problem.estimator.seed, sample_weight=prior_weights)
+
+
+def _fit(family: Any, spec: EstimatorSpec, data: FitData, run: FitRun) -> tuple[Any, dict[str, Any], list[str]]:
+    """:func:`fit_estimator` on the training matrix: the estimator, its fit record (with what it
+    continued from, when ``run.init``) and the warnings the fit raised, once each."""
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always")
-        est = fit_estimator(family, task, X, y, n_classes=n_classes, params=resolved, seed=seed,
-                            sample_weight=weights, eval_set=eval_set, timeout=remaining, progress=progress,
-                            init=init.estimator if init is not None else None)
-    caught.extend(dict.fromkeys(f"{r.category.__name__}: {str(r.message).splitlines()[0]}" for r in records))
+        est = fit_estimator(family, spec, data, run)
+    caught = list(dict.fromkeys(f"{r.category.__name__}: {str(r.message).splitlines()[0]}" for r in records))
     fit_info = dict(getattr(est, "fit_info_", {}))
-    if init is not None:
+    if run.init is not None:
         fit_info["warm_start"] = est.warm_start_
-    spec = {"task": task, "n_classes": n_classes, "params": resolved, "seed": seed,
-            "n_features": int(X.shape[1]), "fit_info": fit_info}
-    predictor = SinglePredictor(featurizer, family, est, spec)
+    return est, fit_info, caught
+
+
+def _predictor(family: Any, problem: TrainProblem, matrices: Matrices, fitted: tuple[Any, dict[str, Any]],
+               calibrate: str | None) -> Any:
+    """The SinglePredictor of the fitted estimator, its calibrator fitted on the validation rows."""
+    from mlsys_cli.models.predictors import Calibrator, SinglePredictor
+
+    est, fit_info = fitted
+    estimator = problem.estimator
+    spec = {"task": estimator.task, "n_classes": estimator.n_classes, "params": estimator.params,
+            "seed": estimator.seed, "n_features": int(matrices.train.X.shape[1]), "fit_info": fit_info}
+    predictor = SinglePredictor(matrices.featurizer, family, est, spec)
     if calibrate:
-        predictor.calibrator = Calibrator(calibrate).fit(predictor.scores_from_features(X_valid, calibrated=False),
-                                                          y_valid, sample_weight=w_valid)
-        caught.append("the validation metrics include the calibrator fitted on those rows; evaluate on a test table")
+        valid = matrices.valid
+        predictor.calibrator = Calibrator(calibrate).fit(predictor.scores_from_features(valid.X, calibrated=False),
+                                                          valid.y, sample_weight=valid.sample_weight)
+    return predictor
 
-    def score(X_: Any, y_: Any) -> tuple[Any, dict[str, Any]]:
-        s = predictor.scores_from_features(X_)
-        return s, compute_metrics(task, y_ if task == "regression" else np.asarray(classes, dtype=object)[y_], s, classes)
 
-    train_scores, train_metrics = score(X[scored], y[scored])
-    valid_metrics = score(X_valid, y_valid)[1] if valid_df is not None else None
-    evaluated_on = "valid" if valid_df is not None else "train"
-    if valid_df is None:
-        caught.append("no --valid table: metrics are on the training rows and flatter the model")
-    sample_info = {"rows": int(len(scored)), "of": int(len(y)), "seed": seed}
-    if len(scored) < len(y):
-        caught.append(f"train metrics and the prediction reference are on a seeded sample of {len(scored):,} "
-                      f"of the {len(y):,} training rows (manifest: metrics.train_scored)")
-    metric_name, higher = primary_metric(task)
+def _measure(predictor: Any, problem: TrainProblem, matrices: Matrices, scored: Any, baselines: Mapping[str, Any]) -> _Measured:
+    """Metrics on the scored training rows and the validation rows, and the feature importance."""
+    from mlsys_cli.models.metrics import compute_metrics, primary_metric
 
-    ranked = ranked_importance(family, est, list(featurizer.get_feature_names_out()))
+    def score(X: Any, y: Any) -> tuple[Any, dict[str, Any]]:
+        s = predictor.scores_from_features(X)
+        return s, compute_metrics(problem.task, problem.labels(y), s, problem.classes)
 
+    data, valid = matrices.train, matrices.valid
+    train_scores, train_metrics = score(data.X[scored], data.y[scored])
+    valid_metrics = score(valid.X, valid.y)[1] if valid is not None else None
+    metric_name, higher = primary_metric(problem.task)
+    metrics = {"evaluated_on": "valid" if valid is not None else "train",
+               "primary": {"name": metric_name, "higher_is_better": higher}, "train": train_metrics,
+               "train_scored": {"rows": int(len(scored)), "of": int(len(data.y)), "seed": problem.estimator.seed},
+               "valid": valid_metrics, "baselines": baselines}
+    names = list(matrices.featurizer.get_feature_names_out())
+    return _Measured(metrics, train_scores, ranked_importance(predictor.family, predictor.estimator, names))
+
+
+def _notes(calibrate: str | None, no_valid: bool, n_scored: int, n_rows: int) -> list[str]:
+    """The report's warnings about how the metrics were measured."""
+    notes = []
+    if calibrate:
+        notes.append("the validation metrics include the calibrator fitted on those rows; evaluate on a test table")
+    if no_valid:
+        notes.append("no --valid table: metrics are on the training rows and flatter the model")
+    if n_scored < n_rows:
+        notes.append(f"train metrics and the prediction reference are on a seeded sample of {n_scored:,} "
+                     f"of the {n_rows:,} training rows (manifest: metrics.train_scored)")
+    return notes
+
+
+def _report(spec: TrainSpec, problem: TrainProblem, model: tuple[Any, Matrices, _Measured], notes: list[str],
+            start: float) -> TrainResult:
+    """What ``mlsys train`` reports; ``start`` is when the step began (``time.perf_counter``)."""
+    predictor, matrices, measured = model
+    metrics = measured.metrics
+    rows = {"train": int(len(matrices.train.y)), "valid": int(len(matrices.valid.y)) if matrices.valid is not None else 0}
+    return TrainResult(
+        model=predictor.family.name, task=problem.task, target=problem.target, classes=problem.classes, rows=rows,
+        evaluated_on=metrics["evaluated_on"], primary_metric=metrics["primary"]["name"],
+        metrics={"train": metrics["train"], "valid": metrics["valid"]}, baselines=metrics["baselines"],
+        params=problem.estimator.params, fit=predictor.spec["fit_info"], n_features=predictor.spec["n_features"],
+        top_features=measured.importance[:TOP_FEATURES], seconds=round(time.perf_counter() - start, 3),
+        calibrate=spec.calibrate, warnings=role_warnings(matrices.featurizer) + notes,
+    )
+
+
+def _manifest(spec: TrainSpec, problem: TrainProblem, model: tuple[Any, Matrices, _Measured], sources: _Sources) -> Any:
+    """The typed manifest: the recipe, metrics, reference statistics, importance and libraries."""
+    from mlsys_cli.data.io import input_record, invocation, resolve_inputs
+    from mlsys_cli.data.profile import profile_values
+    from mlsys_cli.models.manifest import Manifest, Recipe
+
+    predictor, matrices, measured = model
+    name, estimator = predictor.family.name, problem.estimator
+    schema = list(matrices.featurizer.input_schema_)
+    valid = [input_record(p) for p in resolve_inputs(_paths(sources.valid))] if sources.valid is not None else None
     recipe = Recipe(
-        family=family.name, task=task, target=target, params=resolved, seed=seed, features=features_spec,
-        class_weight=class_weight, sample_weight=sample_weight, calibrate=calibrate, fit=spec["fit_info"],
-        command=invocation(),
-        data={"train": [input_record(p) for p in resolve_inputs(_paths(train))],
-              "valid": [input_record(p) for p in resolve_inputs(_paths(valid))] if valid is not None else None},
+        family=name, task=problem.task, target=problem.target, params=estimator.params, seed=estimator.seed,
+        features=matrices.features, class_weight=spec.class_weight, sample_weight=spec.sample_weight,
+        calibrate=spec.calibrate, fit=predictor.spec["fit_info"], command=invocation(),
+        data={"train": [input_record(p) for p in resolve_inputs(_paths(sources.train))], "valid": valid},
     )
-    metrics = {"evaluated_on": evaluated_on, "primary": {"name": metric_name, "higher_is_better": higher},
-               "train": train_metrics, "train_scored": sample_info, "valid": valid_metrics, "baselines": baselines}
-    manifest = Manifest(
-        mlsys_version=libraries(family.name)["mlsys"], task=task, target=target, classes=classes,
-        input_schema=schema, recipe=recipe, metrics=metrics,
-        reference={"features": _reference(reference, train_df, schema),
-                   "predictions": prediction_reference(task, train_scores, classes),
+    libs = libraries(name)
+    return Manifest(
+        mlsys_version=libs["mlsys"], task=problem.task, target=problem.target, classes=problem.classes,
+        input_schema=schema, recipe=recipe, metrics=measured.metrics,
+        reference={"features": _reference(sources.reference, sources.train_df, schema),
+                   "predictions": prediction_reference(problem.task, measured.train_scores, problem.classes),
                    # The training labels' distribution: drift's label shift, evaluate's zero rule.
-                   "target": profile_values(train_df[target].to_numpy())},
-        importance=ranked, libraries=libraries(family.name),
+                   "target": profile_values(sources.train_df[problem.target].to_numpy())},
+        importance=measured.importance, libraries=libs,
     )
-    bundle = ModelBundle(manifest, predictor)
-    result = TrainResult(
-        model=family.name, task=task, target=target, classes=classes,
-        rows={"train": int(len(train_df)), "valid": int(len(valid_df)) if valid_df is not None else 0},
-        evaluated_on=evaluated_on, primary_metric=metric_name,
-        metrics={"train": train_metrics, "valid": valid_metrics}, baselines=baselines, params=resolved,
-        fit=spec["fit_info"], n_features=int(X.shape[1]), top_features=ranked[:TOP_FEATURES],
-        seconds=round(time.perf_counter() - start, 3), calibrate=calibrate, warnings=role_warnings(featurizer) + caught,
-    )
-    return bundle, result
 
 
 def _read_tables(train: Any, valid: Any, target: str | None) -> tuple[Any, Any, str]:

@@ -45,7 +45,7 @@ def objective(trial: Any, problem: Problem, families: Sequence[str], fixed: Mapp
     import optuna
 
     from mlsys_cli.models.families import get_family, resolve_params
-    from mlsys_cli.models.train import fit_estimator
+    from mlsys_cli.models.train import EstimatorSpec, FitData, FitRun, fit_estimator
 
     name = trial.suggest_categorical(FAMILY_PARAM, list(families))
     family = get_family(name)
@@ -75,7 +75,7 @@ def objective(trial: Any, problem: Problem, families: Sequence[str], fixed: Mapp
         check_deadline(trial, deadline)
         remaining = fit_seconds(deadline, fit_deadline)
         kwargs: dict[str, Any] = {}
-        if single and accepts(fit_estimator, "callback"):
+        if single and accepts(FitRun, "callback"):
             def report(step: int, loss: float) -> None:
                 # The pruner reads values in the study's direction; in-training losses go down.
                 trial.report(loss if minimize else -loss, step)
@@ -84,8 +84,8 @@ def objective(trial: Any, problem: Problem, families: Sequence[str], fixed: Mapp
 
             kwargs["callback"] = report
         fit_start = time.perf_counter()
-        est = fit_estimator(family, problem.task, X, y, n_classes=problem.n_classes, params=params,
-                            seed=int(problem.job.seed), eval_set=(Xv, yv), timeout=remaining, **kwargs)
+        est = fit_estimator(family, EstimatorSpec(problem.task, problem.n_classes, params, int(problem.job.seed)),
+                            FitData(X, y, eval_set=(Xv, yv)), FitRun(timeout=remaining, **kwargs))
         fit_s = time.perf_counter() - fit_start
         fit_total += fit_s
         scores = est.predict(Xv) if problem.task == "regression" else est.predict_proba(Xv)

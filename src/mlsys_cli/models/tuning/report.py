@@ -182,10 +182,10 @@ def write_outputs(result: Mapping[str, Any], study: Any, problem: Problem, outpu
     doc = best_params_document(result, job)
     # The retrain is the step most likely to fail: do it before writing anything else.
     if save_model:
-        from mlsys_cli.models.train import train_model
+        from mlsys_cli.models.train import TrainSpec, train_model
 
-        bundle, _ = train_model(job.train, valid=job.valid, target=problem.target, model=doc["family"],
-                                params=doc["params"], features=dict(job.features) or None, seed=int(job.seed))
+        bundle, _ = train_model(job.train, TrainSpec(family=doc["family"], target=problem.target, params=doc["params"],
+                                features=dict(job.features) or None, seed=int(job.seed)), valid=job.valid)
         bundle.save(save_model)
         written["model"] = str(save_model)
     if output:
