@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mlsys_cli.monitor import reference
+from mlsys_cli.monitor import streamed as streamed_module
 from mlsys_cli.monitor.drift import DriftOptions, detect
 from mlsys_cli.monitor.scan import Source
 from tests.monitor.test_drift import population
@@ -21,7 +22,7 @@ def test_streamed_profile_counts_every_row_exactly(tmp_path, monkeypatch):
     df.to_parquet(path, index=False, row_group_size=1000)
     columns = [c for c in df.columns]
     exact = reference.from_table(path, columns, 0, 0)
-    monkeypatch.setattr(reference, "EDGE_ROWS", 500)
+    monkeypatch.setattr(streamed_module, "EDGE_ROWS", 500)
     streamed = reference.from_table(path, columns, 300, 0)
     assert streamed.rows == exact.rows == 6000 and streamed.sample.num_rows == 300
     for c in columns:
@@ -46,7 +47,7 @@ def test_streamed_reference_decides_like_the_exact_one(tmp_path, monkeypatch):
     population(4000, 1, mean=0.3, new=0.1).to_parquet(cur, index=False)
     options = DriftOptions(domain_rows=500, permutations=49)
     exact = detect(cur, reference=ref, options=options)
-    monkeypatch.setattr(reference, "EDGE_ROWS", 1000)
+    monkeypatch.setattr(streamed_module, "EDGE_ROWS", 1000)
     streamed = detect(cur, reference=ref, options=options)
     assert sorted(exact.drifted) == sorted(streamed.drifted) == ["normal", "tier"]
     assert exact.multivariate == streamed.multivariate  # the same seeded rows either way

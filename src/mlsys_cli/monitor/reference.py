@@ -22,9 +22,6 @@ from mlsys_cli.errors import InputError
 PROFILE_FORMAT = "mlsys-drift-profile"
 PROFILE_VERSION = 1
 _META_KEY = b"mlsys-drift-profile"
-# A reference of more rows than this takes its sketch's percentiles from a seeded sample of this
-# many rows (its counts stay exact); one of at most this many is profiled exactly.
-EDGE_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -76,19 +73,18 @@ def column_profile(column: Any, kind: str) -> dict[str, Any]:
 def from_table(paths: Any, columns: Sequence[str], sample_rows: int, seed: int, include_shadow: bool = False) -> Reference:
     """Profile a reference table (and sample its rows for the domain classifier).
 
-    A table of at most ``EDGE_ROWS`` rows is read once and profiled exactly (sorted). A larger one
+    A table of at most ``streamed.EDGE_ROWS`` rows is read once and profiled exactly (sorted). A larger one
     is streamed twice, never sorted: the first pass draws the seeded samples (the domain
-    classifier's and ``EDGE_ROWS`` rows whose percentiles become the sketch's edges), the second
+    classifier's and ``streamed.EDGE_ROWS`` rows whose percentiles become the sketch's edges), the second
     counts every row in those cells (see :mod:`mlsys_cli.monitor.streamed`).
     """
+    from mlsys_cli.monitor import streamed
     from mlsys_cli.monitor.scan import Source
 
     src = Source(paths, include_shadow)
     rows = src.count_rows()
-    if rows > EDGE_ROWS:
-        from mlsys_cli.monitor.streamed import profile_streamed
-
-        profiles, sample = profile_streamed(src, columns, rows, sample_rows, seed)
+    if rows > streamed.EDGE_ROWS:
+        profiles, sample = streamed.profile_streamed(src, columns, rows, sample_rows, seed)
         return Reference("table", src.name, rows, profiles, sample)
     types = src.types()
     table = src.sample(columns, rows, 0)

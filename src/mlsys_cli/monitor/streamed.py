@@ -27,12 +27,14 @@ from typing import Any, Mapping, Sequence
 
 from mlsys_cli.monitor.scan import Cells, Counts, Sampler, Source
 
+# A reference of more rows than this takes its sketch's percentiles from a seeded sample of this
+# many rows (its counts stay exact); one of at most this many is profiled exactly (sorted).
+EDGE_ROWS = 65_536
+
 
 def profile_streamed(src: Source, columns: Sequence[str], rows: int, sample_rows: int,
                      seed: int) -> tuple[dict[str, dict[str, Any]], Any]:
     """Profiles of ``columns`` of ``src`` (``rows`` rows) and the domain sample (None when 0 rows)."""
-    from mlsys_cli.monitor.reference import EDGE_ROWS
-
     types = src.types()
     numeric = [c for c in columns if types[c] != "string"]
     strings = [c for c in columns if types[c] == "string"]
@@ -58,7 +60,7 @@ def _cells(name: str, kind: str, values: Any) -> Cells:
     """The sketch's cells of one column: the percentiles of its sampled values."""
     import numpy as np
 
-    from mlsys_cli.data.profile import SKETCH_BINS, _sorted_quantiles
+    from mlsys_cli.data.profile import SKETCH_BINS
     from mlsys_cli.monitor.scan import to_float
 
     x = to_float(values, kind)
@@ -66,7 +68,7 @@ def _cells(name: str, kind: str, values: Any) -> Cells:
     if not len(ordered):
         return Cells(name, kind)
     fine = np.linspace(0, 1, SKETCH_BINS + 1)[1:-1]
-    return Cells(name, kind, edges=tuple(float(e) for e in np.unique(_sorted_quantiles(ordered, fine))))
+    return Cells(name, kind, edges=tuple(float(e) for e in np.unique(np.quantile(ordered, fine))))
 
 
 class _Numeric:
