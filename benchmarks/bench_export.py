@@ -101,7 +101,7 @@ def measure(name: str, label: str, bundle_path: Path, paths: dict[str, Path], wo
 
 
 def run_dataset(name: str, work: Path, single: int, batch: int) -> list[list[Any]]:
-    from mlsys_cli.models.ensemble import ensemble
+    from mlsys_cli.models.ensemble import EnsembleSpec, ensemble
     from mlsys_cli.models.train import TrainSpec, train_model
 
     paths, target = churn_split(work) if name == "churn" else public_split(name, work)
@@ -113,7 +113,7 @@ def run_dataset(name: str, work: Path, single: int, batch: int) -> list[list[Any
         rows.append(measure(name, family, members[family], paths, work, single, batch))
         print(rows[-1], file=sys.stderr)
     ens = work / f"{name}_stack.mlsys"
-    ensemble([members[f] for f in ENSEMBLE], data=str(paths["valid"]), method="stack", output=str(ens))
+    ensemble([members[f] for f in ENSEMBLE], str(paths["valid"]), EnsembleSpec(method="stack"), output=str(ens))
     rows.append(measure(name, "stack(" + "+".join(ENSEMBLE) + ")", ens, paths, work, single, batch))
     print(rows[-1], file=sys.stderr)
     return rows

@@ -27,6 +27,7 @@ It prints the tables and rewrites ``benchmarks/results/serve.md`` (notes below t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -145,6 +146,19 @@ class Process:
         self.err.close()
 
 
+@contextlib.contextmanager
+def mlsys_serve(onnx: Path, extra: list[str]):
+    """``mlsys serve`` with validation, metrics, the access log and the prediction log on; yields /predict's URL."""
+    port = free_port()
+    shutil.rmtree(WORK / "logs", ignore_errors=True)
+    server = Process([PY, "-m", "mlsys_cli", "serve", onnx, "--port", port, "--log-dir", WORK / "logs", *extra],
+                     f"http://127.0.0.1:{port}/v2/health/ready")
+    try:
+        yield f"http://127.0.0.1:{port}/predict"
+    finally:
+        server.stop()
+
+
 def _ms(text: str) -> float:
     match = re.match(r"([\d.]+)(us|ms|s|m|h)$", text)
     if match is None:
@@ -224,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="connections, 100-row bodies")
     ap.add_argument("--rate", type=float, default=500.0, help="fixed rate of the open-loop run (requests/s)")
     ap.add_argument("--rate-seconds", type=float, default=10.0)
+    ap.add_argument("--workers", type=int, default=2, help="also compare N workers of each (echo and mlsys serve); 1: skip")
     ap.add_argument("--skip-mlflow", action="store_true")
     args = ap.parse_args(argv)
 
@@ -246,16 +261,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         echo.stop()
     for label, extra in (("mlsys serve", []), ("mlsys serve --max-batch 0", ["--max-batch", "0"])):
-        port = free_port()
-        shutil.rmtree(WORK / "logs", ignore_errors=True)
-        server = Process([PY, "-m", "mlsys_cli", "serve", m["onnx"], "--port", port, "--log-dir", WORK / "logs", *extra],
-                         f"http://127.0.0.1:{port}/v2/health/ready")
-        try:
-            url = f"http://127.0.0.1:{port}/predict"
+        with mlsys_serve(m["onnx"], extra) as url:
             measure(label, url, bodies, args, rows)
             fixed.append({"server": label, **fixed_rate(url, bodies["one"], args.rate, args.rate_seconds)})
+    if args.workers > 1:
+        # The same comparison with N worker processes on each side (single-row bodies, several connections).
+        several = argparse.Namespace(**{**vars(args), "single": [c for c in args.single if c > 1] or args.single, "batch": []})
+        port = free_port()
+        echo = Process([PY, LOAD, "echo", port, args.workers], f"http://127.0.0.1:{port}/", timeout=60)
+        try:
+            measure(f"bare echo, {args.workers} workers", f"http://127.0.0.1:{port}/predict", bodies, several, rows)
         finally:
-            server.stop()
+            echo.stop()
+        with mlsys_serve(m["onnx"], ["--workers", str(args.workers)]) as url:
+            measure(f"mlsys serve --workers {args.workers}", url, bodies, several, rows)
     if mlflow_uri:
         port = free_port()
         env = {"MLFLOW_ALLOW_FILE_STORE": "true", "MLFLOW_TRACKING_URI": f"file://{WORK / 'mlruns'}",
@@ -282,7 +301,8 @@ def report(rows: list, fixed: list, inproc: dict, args) -> str:
     lines = ["# `serve`: latency and throughput against the floor and MLflow (issue 15)", "",
              "Reproduce: `.venv/bin/python benchmarks/bench_serve.py` "
              f"(this run: `--duration {args.duration:g} --single {' '.join(map(str, args.single))} "
-             f"--batch {' '.join(map(str, args.batch))} --rate {args.rate:g} --rate-seconds {args.rate_seconds:g}`).",
+             f"--batch {' '.join(map(str, args.batch))} --rate {args.rate:g} --rate-seconds {args.rate_seconds:g} "
+             f"--workers {args.workers}`).",
              "Loopback, one machine (2 cores, shared with other work: `load` is the 1/5/15-minute load average "
              "just before each measurement). mlsys serve ran with validation, Prometheus metrics, the access log "
              "(stderr to a file) and the prediction log (`--log-dir`) on.", "",
@@ -312,6 +332,13 @@ def report(rows: list, fixed: list, inproc: dict, args) -> str:
               f"| p99 < 3 ms at a fixed {args.rate:g} requests/s | {p99} ms | {'met' if p99 is not None and p99 < 3 else 'missed'} |",
               f"| ≥ 35% of the bare echo's throughput | {100 * serve / echo:.0f}% ({serve:,.0f} vs {echo:,.0f}/s) | "
               f"{'met' if serve >= 0.35 * echo else 'missed'} |"]
+    several = [r["server"] for r in rows if r["server"].startswith("mlsys serve --workers")]
+    if several:
+        n = several[0].rsplit(" ", 1)[1]
+        mine, floor = best(several[0], "one"), best(f"bare echo, {n} workers", "one")
+        if floor:
+            lines.append(f"| ≥ 35% of the bare echo's throughput, {n} workers each | {100 * mine / floor:.0f}% "
+                         f"({mine:,.0f} vs {floor:,.0f}/s) | {'met' if mine >= 0.35 * floor else 'missed'} |")
     if peer:
         lines.append(f"| ≥ 30× MLflow's throughput | {serve / peer:.0f}× ({serve:,.0f} vs {peer:,.0f}/s) | "
                      f"{'met' if serve >= 30 * peer else 'missed'} |")

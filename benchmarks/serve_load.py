@@ -3,7 +3,7 @@
 ``echo``: the floor, a plain ASGI callable answering the request body, run on the same uvicorn
 settings as ``mlsys serve`` (httptools, uvloop)::
 
-    python serve_load.py echo PORT
+    python serve_load.py echo PORT [WORKERS]
 
 ``rate``: wrk keeps a fixed number of connections busy (closed loop), so its latencies hide
 queueing. This client sends at a fixed rate (open loop, like wrk2): request i is due at
@@ -106,10 +106,15 @@ async def rate(url: str, body: bytes, per_second: float, seconds: float, connect
 
 if __name__ == "__main__":
     if sys.argv[1] == "echo":
+        import os
+
         import uvicorn
 
-        uvicorn.run(echo, host="127.0.0.1", port=int(sys.argv[2]), http="httptools", loop="uvloop", log_config=None,
-                    access_log=False, server_header=False, date_header=False)
+        workers = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+        # Several workers need the app by import string (uvicorn's own process manager, one shared socket).
+        uvicorn.run("serve_load:echo" if workers > 1 else echo, host="127.0.0.1", port=int(sys.argv[2]), http="httptools",
+                    loop="uvloop", log_config=None, access_log=False, server_header=False, date_header=False,
+                    workers=workers, app_dir=os.path.dirname(os.path.abspath(__file__)))
     else:
         url, body_file, per_second, seconds = sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
         conns = int(sys.argv[6]) if len(sys.argv) > 6 else 32

@@ -22,7 +22,7 @@ def _train(tables: dict, model: str, params: dict, path) -> ModelBundle:
 @pytest.fixture(scope="module")
 def models(small_tables, tmp_path_factory) -> dict:
     """Small binary models (xgboost, forest, linear) and their averaging ensemble, saved."""
-    from mlsys_cli.models.ensemble import build_ensemble
+    from mlsys_cli.models.ensemble import EnsembleSpec, build_ensemble
 
     root = tmp_path_factory.mktemp("compress_models")
     t = small_tables["binary"]
@@ -32,7 +32,7 @@ def models(small_tables, tmp_path_factory) -> dict:
     out["linear"] = _train(t, "linear", {}, root / "linear.mlsys")
     ens, _ = build_ensemble([(str(root / n), out[k]) for n, k in (("xgb.mlsys", "xgboost"), ("forest.mlsys", "forest"),
                                                                    ("linear.mlsys", "linear"))],
-                            [str(t["valid"])], method="average", folds=3)
+                            [str(t["valid"])], EnsembleSpec(method="average", folds=3))
     ens.save(root / "ens.mlsys")
     out["ens"] = ModelBundle.load(root / "ens.mlsys")
     return out

@@ -12,7 +12,7 @@ from mlsys_cli.deploy.export import SAMPLE_ROWS, TOLERANCE, check_parity, export
 from mlsys_cli.deploy.onnx_model import HASH_KEY, MANIFEST_KEY, OnnxModel, model_digest
 from mlsys_cli.deploy.predict import load_model
 from mlsys_cli.errors import InputError, UsageError
-from mlsys_cli.models.ensemble import ensemble
+from mlsys_cli.models.ensemble import EnsembleSpec, ensemble
 from mlsys_cli.models.train import TrainSpec, train_model
 
 PARAMS = {"baseline": {}, "linear": {}, "forest": {"n_estimators": 15}, "xgboost": {"n_estimators": 15},
@@ -92,7 +92,7 @@ def test_isotonic_on_boosting_is_checked_piece_by_piece(bundles, small_tables):
 def test_an_ensemble_with_a_calibrated_member_is_checked_piece_by_piece(bundles, small_tables, tmp_path):
     t = small_tables["binary"]
     members = [str(bundles("binary", "xgboost", calibrate="isotonic")), str(bundles("binary", "linear"))]
-    ensemble(members, data=str(t["valid"]), method="average", output=str(tmp_path / "ens.mlsys"))
+    ensemble(members, str(t["valid"]), EnsembleSpec(method="average"), output=str(tmp_path / "ens.mlsys"))
     parity = _parity(tmp_path / "ens.mlsys", pd.read_parquet(t["test"]))
     assert parity["ok"] and parity["uncalibrated_max_abs_diff"] <= TOLERANCE, parity
 
@@ -152,7 +152,7 @@ def test_featurize_transforms_and_unseen_categories(bundles, small_tables):
 def test_ensembles_compose_into_one_graph(bundles, small_tables, tmp_path, method):
     t = small_tables["binary"]
     members = [bundles("binary", f) for f in ("linear", "forest", "xgboost")]
-    ensemble(members, data=str(t["valid"]), method=method, output=str(tmp_path / "ens.mlsys"))
+    ensemble(members, str(t["valid"]), EnsembleSpec(method=method), output=str(tmp_path / "ens.mlsys"))
     bundle = load_model(tmp_path / "ens.mlsys")
     proto = to_onnx(bundle)
     assert [o.name for o in proto.graph.output] == ["label", "probabilities"]
@@ -165,7 +165,7 @@ def test_ensembles_compose_into_one_graph(bundles, small_tables, tmp_path, metho
 def test_stacked_ensembles_other_tasks(bundles, small_tables, tmp_path, task):
     t = small_tables[task]
     members = [bundles(task, f) for f in ("linear", "forest")]
-    ensemble(members, data=str(t["valid"]), method="stack", output=str(tmp_path / "ens.mlsys"))
+    ensemble(members, str(t["valid"]), EnsembleSpec(method="stack"), output=str(tmp_path / "ens.mlsys"))
     parity = _parity(tmp_path / "ens.mlsys", pd.read_parquet(t["test"]))
     assert parity["ok"], parity
 

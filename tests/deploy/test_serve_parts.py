@@ -1,7 +1,10 @@
-"""The pieces of serve in process: the V2 wire format and the prediction log's rotation and limits."""
+"""The pieces of serve in process: the V2 wire format, the prediction log's rotation and limits,
+micro-batching, and the uvicorn hooks the slow-client 408 relies on."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import struct
 import time
@@ -135,3 +138,59 @@ def test_log_dir_that_cannot_be_written(tmp_path):
     with pytest.raises(InputError) as info:
         PredictionLog(LogOptions(blocker / "logs"))
     assert "cannot create it" in info.value.message
+
+
+def test_queued_requests_share_one_model_run_and_get_their_own_rows():
+    from mlsys_cli.deploy.serve.batching import BatchOptions, Batcher, Pending
+
+    runs = []
+
+    class Model:
+        def predict(self, canon):
+            runs.append(len(canon["x"]))
+            return {"prediction": canon["x"] * 2.0}
+
+    batcher = Batcher(Model(), BatchOptions(max_rows=4), SimpleNamespace(observe=lambda rows: None))
+
+    async def clients():
+        Pending.count += 3  # three requests in flight: each queues instead of running alone
+        try:
+            return await asyncio.gather(*(batcher.predict({"x": np.arange(n, dtype=float) + 10 * n}, n) for n in (1, 2, 3)))
+        finally:
+            Pending.count -= 3
+
+    answers = asyncio.run(clients())
+    assert runs == [3, 3]  # 1 + 2 rows together, then 3 (over max_rows=4 with the others)
+    assert [a["prediction"].tolist() for a in answers] == [[20.0], [40.0, 42.0], [60.0, 62.0, 64.0]]
+
+
+def test_uvicorn_still_has_what_the_slow_client_408_overrides():
+    """runner._protocol subclasses uvicorn's internal HttpToolsProtocol (pinned in pyproject.toml).
+    An upgrade that renames what it overrides or reads must fail here, not silently drop the 408."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from mlsys_cli.deploy.serve.runner import _protocol
+
+    for hook in ("connection_made", "on_message_begin", "on_headers_complete", "on_response_complete", "connection_lost"):
+        assert callable(getattr(HttpToolsProtocol, hook, None)), f"uvicorn's HttpToolsProtocol has no {hook}"
+    assert "self.loop" in inspect.getsource(HttpToolsProtocol.__init__)
+    assert "self.transport" in inspect.getsource(HttpToolsProtocol.connection_made)
+    assert issubclass(_protocol(1.0), HttpToolsProtocol)
+
+
+def test_an_answer_leaves_in_one_write_and_100_continue_at_once():
+    from mlsys_cli.deploy.serve.runner import _Coalesced
+
+    writes = []
+    transport = SimpleNamespace(write=writes.append, close=lambda: writes.append("closed"), is_closing=lambda: False)
+    held = _Coalesced(transport)
+    held.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client waits for it before sending its body
+    held.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    held.write(b"{}")
+    assert writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    held.flush()  # the answer is complete
+    assert writes[1:] == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    held.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    held.close()  # what uvicorn writes before closing still goes out
+    assert writes[2:] == [b"HTTP/1.1 400 Bad Request\r\n\r\n", "closed"]
+    assert held.is_closing() is False  # everything else is the transport's

@@ -12,7 +12,7 @@ import pytest
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.models.bundle import ModelBundle
 from mlsys_cli.models.combiner import METHODS, Combiner, cross_fit
-from mlsys_cli.models.ensemble import KeptPredictor, build_ensemble, ensemble, study_members
+from mlsys_cli.models.ensemble import EnsembleSpec, KeptPredictor, StudySource, build_ensemble, ensemble, study_members
 from mlsys_cli.models.train import TrainSpec, train_model
 
 
@@ -127,7 +127,8 @@ def test_cross_fit_predicts_each_row_with_a_combiner_that_did_not_see_it(synthet
 @pytest.mark.parametrize("method", ["average", "stack"])
 def test_ensemble_bundle_predicts_the_combined_member_scores(members, small_tables, tmp_path, method):
     t = small_tables["binary"]
-    result = ensemble([members["linear"], members["xgb"]], data=t["valid"], method=method, output=str(tmp_path / "e.mlsys"))
+    result = ensemble([members["linear"], members["xgb"]], t["valid"], EnsembleSpec(method=method),
+                      output=str(tmp_path / "e.mlsys"))
     assert result.output == str(tmp_path / "e.mlsys") and result.metric == "auc" and result.rows == 250
     assert [m["model"] for m in result.members] == [members["linear"], members["xgb"]]
     assert result.gain["best_member"] in (members["linear"], members["xgb"])
@@ -150,7 +151,7 @@ def test_a_model_ensembled_with_itself_is_not_worth_it(members, small_tables, tm
 
     twin = tmp_path / "twin.mlsys"
     shutil.copy(members["xgb"], twin)
-    result = ensemble([members["xgb"], str(twin)], data=small_tables["binary"]["valid"], method="average")
+    result = ensemble([members["xgb"], str(twin)], small_tables["binary"]["valid"], EnsembleSpec(method="average"))
     assert not result.worth_it
     assert result.verdict.startswith("not worth it") and "use " in result.verdict
     assert result.gain["value"] == pytest.approx(0.0, abs=1e-9)
@@ -158,22 +159,22 @@ def test_a_model_ensembled_with_itself_is_not_worth_it(members, small_tables, tm
 
 def test_refuses_a_members_training_data(members, small_tables):
     with pytest.raises(InputError, match="training data of member"):
-        ensemble([members["linear"], members["xgb"]], data=small_tables["binary"]["train"])
+        ensemble([members["linear"], members["xgb"]], small_tables["binary"]["train"])
 
 
 def test_refuses_members_of_different_tasks_naming_them(members, small_tables):
     with pytest.raises(InputError, match="members disagree on the task") as err:
-        ensemble([members["linear"], members["ridge"]], data=small_tables["binary"]["valid"])
+        ensemble([members["linear"], members["ridge"]], small_tables["binary"]["valid"])
     assert members["ridge"] in err.value.message
 
 
 def test_refuses_a_single_member_and_data_without_the_target(members, small_tables, tmp_path):
     with pytest.raises(UsageError, match="at least two"):
-        ensemble([members["linear"]], data=small_tables["binary"]["valid"])
+        ensemble([members["linear"]], small_tables["binary"]["valid"])
     no_target = tmp_path / "nt.parquet"
     pd.read_parquet(small_tables["binary"]["valid"]).drop(columns=["churned"]).to_parquet(no_target)
     with pytest.raises(InputError, match="no target column 'churned'"):
-        ensemble([members["linear"], members["xgb"]], data=str(no_target))
+        ensemble([members["linear"], members["xgb"]], str(no_target))
 
 
 def test_refuses_a_tampered_member(members, small_tables, tmp_path):
@@ -185,7 +186,7 @@ def test_refuses_a_tampered_member(members, small_tables, tmp_path):
                 data = data[:-8] + bytes(8)
             dst.writestr(item, data)
     with pytest.raises(InputError):
-        ensemble([members["linear"], str(bad)], data=small_tables["binary"]["valid"])
+        ensemble([members["linear"], str(bad)], small_tables["binary"]["valid"])
 
 
 @pytest.mark.slow
@@ -196,15 +197,15 @@ def test_members_from_a_study_train_its_best_distinct_trials(small_tables, tmp_p
     storage = f"journal:{tmp_path}/s.log"
     tune(str(t["train"]), valid=str(t["valid"]), target="churned", model="linear", trials=4, storage=storage,
          study="s", features={"drop": ["customer_id"]})
-    named, skipped = study_members(storage, "s", 2, str(t["train"]))
+    named, skipped = study_members(StudySource(storage, "s", 2, str(t["train"])))
     assert len(named) == 2 and all("linear" in name for name, _ in named) and not skipped
     # The study's featurizer options come with its trials: customer_id is not a feature.
     for _, bundle in named:
         assert "customer_id" not in [c["name"] for c in bundle.input_schema]
-    _, result = build_ensemble(named, [str(t["valid"])], method="weighted")
+    _, result = build_ensemble(named, [str(t["valid"])], EnsembleSpec(method="weighted"))
     assert len(result.members) == 2
     with pytest.raises(InputError, match="no study"):
-        study_members(storage, "nope", 2, str(t["train"]))
+        study_members(StudySource(storage, "nope", 2, str(t["train"])))
 
 
 def test_pick_trials_takes_each_family_best_first_then_the_next_best():
@@ -267,7 +268,7 @@ def test_tune_keeps_only_the_best_models_of_each_family(kept_study):
 
 
 def test_ensemble_from_study_loads_the_kept_models_without_retraining(kept_study):
-    named, skipped = study_members(kept_study["storage"], "s", 2, None)
+    named, skipped = study_members(StudySource(kept_study["storage"], "s", 2, None))
     assert all(isinstance(b.predictor, KeptPredictor) for _, b in named) and len(named) == 2 and not skipped
     best = max((t for t in _study_trials(kept_study["storage"]) if t.value is not None), key=lambda t: (t.value, -t.number))
     assert named[0][0] == f"s#trial{best.number}(linear)"
@@ -299,11 +300,11 @@ def test_a_tampered_kept_model_is_refused_and_a_missing_one_retrained(kept_study
     try:
         victim.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
         with pytest.raises(InputError, match="does not match its sha256"):
-            study_members(kept_study["storage"], "s", 2, str(kept_study["tables"]["train"]))
+            study_members(StudySource(kept_study["storage"], "s", 2, str(kept_study["tables"]["train"])))
         victim.unlink()
         with pytest.raises(UsageError, match="needs --train"):
-            study_members(kept_study["storage"], "s", 2, None)
-        named, _ = study_members(kept_study["storage"], "s", 2, str(kept_study["tables"]["train"]))
+            study_members(StudySource(kept_study["storage"], "s", 2, None))
+        named, _ = study_members(StudySource(kept_study["storage"], "s", 2, str(kept_study["tables"]["train"])))
         by_trial = {name: isinstance(b.predictor, KeptPredictor) for name, b in named}
         assert sorted(by_trial.values()) == [False, True]
     finally:
@@ -311,12 +312,12 @@ def test_a_tampered_kept_model_is_refused_and_a_missing_one_retrained(kept_study
 
 
 def test_ensemble_timeout_keeps_two_members_and_says_so(kept_study):
-    result = ensemble([], data=[str(kept_study["tables"]["valid"])], storage=kept_study["storage"], study="s", top=3,
-                      train=str(kept_study["tables"]["train"]), method="select", timeout=1e-6)
+    source = StudySource(kept_study["storage"], "s", top=3, train=str(kept_study["tables"]["train"]))
+    result = ensemble([], [str(kept_study["tables"]["valid"])], EnsembleSpec(method="select"), study=source, timeout=1e-6)
     assert len(result.members) == 2 and result.stopped_by == "timeout"
     assert len(result.skipped) == 1 and "--timeout" in result.skipped[0]["reason"]
     with pytest.raises(UsageError, match="--timeout"):
-        ensemble([], data=[str(kept_study["tables"]["valid"])], storage=kept_study["storage"], study="s", timeout=0)
+        ensemble([], [str(kept_study["tables"]["valid"])], study=StudySource(storage=kept_study["storage"], study="s"), timeout=0)
 
 
 def test_averaged_class_probabilities_sum_to_one_exactly():
@@ -339,7 +340,7 @@ def test_multiclass_average_renormalizes_in_the_bundle_and_its_onnx_graph(small_
     for family, params in (("xgboost", {"n_estimators": 15}), ("forest", {"n_estimators": 15})):
         bundle, _ = train_model(str(t["train"]), TrainSpec(family=family, target=t["target"], params=params), valid=str(t["valid"]))
         paths.append(str(bundle.save(tmp_path / f"{family}.mlsys")))
-    ensemble(paths, data=str(t["valid"]), method="average", output=str(tmp_path / "ens.mlsys"))
+    ensemble(paths, str(t["valid"]), EnsembleSpec(method="average"), output=str(tmp_path / "ens.mlsys"))
     bundle = ModelBundle.load(tmp_path / "ens.mlsys")
     test = pd.read_parquet(t["test"])
     proba = bundle.predict(test)["probabilities"]
@@ -350,10 +351,11 @@ def test_multiclass_average_renormalizes_in_the_bundle_and_its_onnx_graph(small_
 
 def test_an_ensemble_of_kept_models_has_the_bytes_of_one_of_retrained_equal_models(kept_study, tmp_path):
     valid = [str(kept_study["tables"]["valid"])]
-    named, _ = study_members(kept_study["storage"], "s", 2, None)
+    named, _ = study_members(StudySource(kept_study["storage"], "s", 2, None))
     (name, first), rest = named[0], named[1:]
     first.save(tmp_path / "m.mlsys")
-    copied, _ = build_ensemble(named, valid, method="average")
-    rebuilt, _ = build_ensemble([(name, ModelBundle.load(tmp_path / "m.mlsys")), *rest], valid, method="average")
+    copied, _ = build_ensemble(named, valid, EnsembleSpec(method="average"))
+    rebuilt, _ = build_ensemble([(name, ModelBundle.load(tmp_path / "m.mlsys")), *rest], valid,
+                                EnsembleSpec(method="average"))
     # The kept member is copied byte for byte; a loaded-and-rewritten one serializes to the same bytes.
     assert copied.to_writer().to_bytes() == rebuilt.to_writer().to_bytes()

@@ -151,7 +151,7 @@ def test_slice_groups_numeric_quantiles_categories_and_missing():
 
 def test_bad_slice_is_flagged_and_good_slices_are_not():
     model, df = _binary()
-    result = ev.evaluate(model, df, slices=["plan"], bootstrap=100)
+    result = ev.evaluate(model, df, ev.EvaluateOptions(slices=["plan"], bootstrap=100))
     flagged = {s["slice"] for s in result.slices if s["flagged"]}
     assert flagged == {"team"}
     assert result.slices[0]["slice"] == "team"  # worst first
@@ -163,7 +163,7 @@ def test_slices_of_a_predictive_numeric_column_are_not_all_flagged():
     # the mean of the slices, so none of them stands out.
     model, df = _binary()
     df = df[df["plan"] != "team"]
-    result = ev.evaluate(model, df, slices=["a"], bootstrap=100)
+    result = ev.evaluate(model, df, ev.EvaluateOptions(slices=["a"], bootstrap=100))
     assert all(s["value"] < result.metrics["auc"] for s in result.slices)
     assert not any(s["flagged"] for s in result.slices)
 
@@ -173,7 +173,7 @@ def test_slices_of_a_predictive_numeric_column_are_not_all_flagged():
 
 def test_binary_evaluation_intervals_baseline_threshold():
     model, df = _binary()
-    result = ev.evaluate(model, df, bootstrap=200, seed=5)
+    result = ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=200, seed=5))
     d = result.to_dict()
     assert d["task"] == "binary" and d["rows"] == len(df) and d["primary_metric"] == "auc"
     for name, value in d["metrics"].items():
@@ -185,20 +185,20 @@ def test_binary_evaluation_intervals_baseline_threshold():
     assert d["best_threshold"]["f1"] >= d["metrics"]["f1"] - 1e-12
     assert sum(map(sum, d["confusion_matrix"]["matrix"])) == len(df)
     assert d["calibration"]["method"] == "positive_class" and d["calibration"]["bins"] == 15
-    assert ev.evaluate(model, df, bootstrap=200, seed=5).to_dict() == d
-    assert ev.evaluate(model, df, bootstrap=200, seed=6).to_dict()["ci"] != d["ci"]
+    assert ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=200, seed=5)).to_dict() == d
+    assert ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=200, seed=6)).to_dict()["ci"] != d["ci"]
 
 
 def test_threshold_changes_the_decision_metrics_only():
     model, df = _binary()
-    low = ev.evaluate(model, df, threshold=0.2, bootstrap=0).metrics
-    high = ev.evaluate(model, df, threshold=0.8, bootstrap=0).metrics
+    low = ev.evaluate(model, df, ev.EvaluateOptions(threshold=0.2, bootstrap=0)).metrics
+    high = ev.evaluate(model, df, ev.EvaluateOptions(threshold=0.8, bootstrap=0)).metrics
     assert low["auc"] == high["auc"] and low["recall"] > high["recall"] and low["precision"] < high["precision"]
 
 
 def test_multiclass_uses_top_label_calibration():
     model, df = _multiclass()
-    result = ev.evaluate(model, df, bootstrap=50)
+    result = ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=50))
     assert result.calibration["method"] == "top_label"
     assert set(result.metrics) == {"accuracy", "log_loss", "f1_macro", "f1_weighted", "auc_ovr", "ece"}
     assert len(result.confusion_matrix["matrix"]) == 3 and result.threshold is None
@@ -206,7 +206,7 @@ def test_multiclass_uses_top_label_calibration():
 
 def test_regression_uses_the_training_mean_from_the_manifest():
     model, df = _regression()
-    result = ev.evaluate(model, df, bootstrap=50)
+    result = ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=50))
     assert result.baseline["prior_from"] == "training data" and result.baseline["prior"] == 100.0
     assert result.calibration is None and result.metrics["r2"] > 0.9
     assert result.metrics["rmse"] < result.baseline["metrics"]["rmse"]
@@ -215,7 +215,7 @@ def test_regression_uses_the_training_mean_from_the_manifest():
 def test_rows_without_a_target_are_dropped_and_counted():
     model, df = _regression()
     df.loc[:9, "ltv"] = np.nan
-    result = ev.evaluate(model, df, bootstrap=0)
+    result = ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=0))
     assert result.dropped_missing_target == 10 and result.rows == len(df) - 10
 
 
@@ -229,14 +229,14 @@ def test_rows_without_a_target_are_dropped_and_counted():
 def test_bad_data_is_an_input_error(mutate, message):
     model, df = _binary(n=200)
     with pytest.raises(InputError, match=message) as info:
-        ev.evaluate(model, mutate(df), bootstrap=0)
+        ev.evaluate(model, mutate(df), ev.EvaluateOptions(bootstrap=0))
     assert info.value.exit_code == ExitCode.INPUT
 
 
 def test_unknown_slice_column_is_an_input_error():
     model, df = _binary(n=200)
     with pytest.raises(InputError, match="'region'"):
-        ev.evaluate(model, df, slices=["region"], bootstrap=0)
+        ev.evaluate(model, df, ev.EvaluateOptions(slices=["region"], bootstrap=0))
 
 
 # --------------------------------------------------------------------------- behavioural tests
@@ -244,7 +244,7 @@ def test_unknown_slice_column_is_an_input_error():
 
 def test_invariance_holds_for_an_unused_column_and_fails_for_a_used_one():
     model, df = _binary()
-    result = ev.evaluate(model, df, invariant=["noise", "a"], bootstrap=0)
+    result = ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=0, behaviour=ev.BehaviourSpec(invariant=["noise", "a"])))
     by_col = {b.column: b for b in result.behaviour}
     assert by_col["noise"].rate == 0 and by_col["noise"].passed
     assert by_col["a"].rate > 0.2 and not by_col["a"].passed
@@ -252,8 +252,8 @@ def test_invariance_holds_for_an_unused_column_and_fails_for_a_used_one():
 
 def test_perturbation_flips_few_predictions_for_small_noise_and_more_for_large():
     model, df = _binary()
-    small = ev.evaluate(model, df, perturb=0.01, bootstrap=0).behaviour[0]
-    large = ev.evaluate(model, df, perturb=1.0, bootstrap=0).behaviour[0]
+    small = ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=0, behaviour=ev.BehaviourSpec(perturb=0.01))).behaviour[0]
+    large = ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=0, behaviour=ev.BehaviourSpec(perturb=1.0))).behaviour[0]
     assert small.test == "perturbation" and small.column == "2 numeric inputs" and small.detail.endswith("on a, b")
     assert small.rate < 0.02 and small.passed
     assert large.rate > small.rate and not large.passed
@@ -261,14 +261,15 @@ def test_perturbation_flips_few_predictions_for_small_noise_and_more_for_large()
 
 def test_directional_expectation_detects_the_wrong_direction():
     model, df = _binary()
-    result = ev.evaluate(model, df, expect=["a:+", "b:+", "b:-"], bootstrap=0)
+    result = ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=0, behaviour=ev.BehaviourSpec(expect=["a:+", "b:+", "b:-"])))
     rates = [(b.column, b.rate, b.passed) for b in result.behaviour]
     assert rates == [("a:+", 0.0, True), ("b:+", 1.0, False), ("b:-", 0.0, True)]
 
 
 def test_directional_expectation_on_an_ignored_column_is_not_met():
     model, df = _binary()
-    (result,) = ev.evaluate(model, df, expect=["noise:+"], bootstrap=0).behaviour
+    (result,) = ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=0,
+                                                          behaviour=ev.BehaviourSpec(expect=["noise:+"]))).behaviour
     assert result.rate == 0.0 and result.mean_abs_delta == 0.0
     assert not result.passed and "ignores noise" in result.detail
 
@@ -276,8 +277,9 @@ def test_directional_expectation_on_an_ignored_column_is_not_met():
 def test_directional_expectation_needs_a_class_for_multiclass():
     model, df = _multiclass()
     with pytest.raises(UsageError, match="needs the class"):
-        ev.evaluate(model, df, expect=["a:+"], bootstrap=0)
-    result = ev.evaluate(model, df, expect=["a:+:premium", "a:-:budget"], bootstrap=0)
+        ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=0, behaviour=ev.BehaviourSpec(expect=["a:+"])))
+    result = ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=0,
+                                                       behaviour=ev.BehaviourSpec(expect=["a:+:premium", "a:-:budget"])))
     assert all(b.passed for b in result.behaviour)
 
 
@@ -310,13 +312,14 @@ def test_bad_requirement_syntax_is_a_usage_error(text):
 def test_requirement_on_an_unavailable_metric_is_a_usage_error(req, kwargs):
     model, df = _binary(n=200)
     with pytest.raises(UsageError):
-        ev.evaluate(model, df, requirements=[req], bootstrap=0, **kwargs)
+        ev.evaluate(model, df, ev.EvaluateOptions(requirements=[req], bootstrap=0, **kwargs))
 
 
 def test_gates_report_observed_values_and_pass_or_fail():
     model, df = _binary()
-    result = ev.evaluate(model, df, slices=["plan"], invariant=["noise"], bootstrap=100, requirements=[
-        "auc>=0.7", "auc>=0.99", "ci_low:auc>=0.5", "slice_min:auc>=0.7", "ece<=0.5", "invariance_flip_rate<=0.01"])
+    result = ev.evaluate(model, df, ev.EvaluateOptions(slices=["plan"], bootstrap=100, requirements=[
+        "auc>=0.7", "auc>=0.99", "ci_low:auc>=0.5", "slice_min:auc>=0.7", "ece<=0.5", "invariance_flip_rate<=0.01"],
+        behaviour=ev.BehaviourSpec(invariant=["noise"])))
     outcome = {g["requirement"]: g["passed"] for g in result.gates}
     assert outcome == {"auc>=0.7": True, "auc>=0.99": False, "ci_low:auc>=0.5": True, "slice_min:auc>=0.7": False,
                        "ece<=0.5": True, "invariance_flip_rate<=0.01": True}
@@ -338,7 +341,7 @@ def test_html_report_has_the_plots_of_its_task(make, kinds, tmp_path):
 
     model, df = make()
     slices = ["plan"] if "plan" in df else []
-    result = ev.evaluate(model, df, bootstrap=20, slices=slices, invariant=["a"])
+    result = ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=20, slices=slices, behaviour=ev.BehaviourSpec(invariant=["a"])))
     path = tmp_path / "eval.html"
     ev.write_html(result, path)
     plots = plots_in(path.read_text())

@@ -165,6 +165,15 @@ def test_unknown_family_is_a_usage_error():
     assert FAMILIES == ("baseline", "linear", "forest", "xgboost", "hgb", "mlp")
 
 
+def test_every_family_of_the_index_is_registered_under_its_name():
+    from mlsys_cli.features.pipeline import PRESETS
+    from mlsys_cli.features.presets import FAMILY_PRESETS
+
+    for name, preset in FAMILY_PRESETS.items():
+        family = get_family(name)
+        assert family.name == name and family.preset == preset and preset in PRESETS
+
+
 def test_mlp_is_registered_lazily():
     import sys
 

@@ -56,7 +56,7 @@ def command(
         mlsys ensemble --from-study --storage journal:study.log --study churn --top 5 --train train.parquet --data valid.parquet --timeout 20s -o ens.mlsys
     """
     from mlsys_cli.errors import UsageError
-    from mlsys_cli.models.ensemble import ensemble
+    from mlsys_cli.models.ensemble import EnsembleSpec, StudySource, ensemble
 
     if not data:
         raise UsageError("--data is required: held-out rows with the target")
@@ -66,9 +66,9 @@ def command(
         raise UsageError("--study is used with --from-study")
     check_storage(storage)
     with console.progress("ensembling") as bar:
+        source = StudySource(storage, study, top, str(train) if train else None) if from_study else None
         result = ensemble(
-            [str(m) for m in models or []], data=[str(d) for d in data], method=method, metric=metric, folds=folds,
-            seed=seed, output=str(output) if output else None, storage=storage, study=study if from_study else None,
-            top=top, train=str(train) if train else None, timeout=timeout, progress=bar,
+            [str(m) for m in models or []], [str(d) for d in data], EnsembleSpec(method, metric, folds, seed),
+            study=source, output=str(output) if output else None, timeout=timeout, progress=bar,
         )
     console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)

@@ -77,7 +77,8 @@ def command(
     from mlsys_cli.data.io import read_frame
     from mlsys_cli.deploy.predict import load_model
     from mlsys_cli.errors import CheckFailed
-    from mlsys_cli.models.evaluate import evaluate, parse_expectation, parse_requirement, write_html
+    from mlsys_cli.models.evaluate import (BehaviourSpec, EvaluateOptions, evaluate, parse_expectation, parse_requirement,
+                                           write_html)
 
     requirements = [parse_requirement(r) for r in require or []]
     for e in expect or []:
@@ -85,12 +86,13 @@ def command(
     loaded = load_model(model)
     frame = read_frame(data)
     with console.progress("evaluating") as progress:
-        result = evaluate(
-            loaded, frame, target=target, model_name=str(model), data_name=str(data), threshold=threshold,
-            bootstrap=bootstrap, confidence=confidence, slices=slice_ or [], slice_bins=slice_bins,
-            min_slice_rows=min_slice_rows, perturb=perturb, invariant=invariant or [], expect=expect or [],
-            requirements=requirements, seed=seed, progress=progress,
+        options = EvaluateOptions(
+            target=target, threshold=threshold, bootstrap=bootstrap, confidence=confidence, slices=slice_ or [],
+            slice_bins=slice_bins, min_slice_rows=min_slice_rows,
+            behaviour=BehaviourSpec(perturb=perturb, invariant=invariant or [], expect=expect or []),
+            requirements=requirements, seed=seed,
         )
+        result = evaluate(loaded, frame, options, model_name=str(model), data_name=str(data), progress=progress)
     if html:
         write_html(result, html)
     console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)

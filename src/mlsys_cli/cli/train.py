@@ -12,7 +12,7 @@ from mlsys_cli import console
 from mlsys_cli.cli._checks import baseline_warning, require_rows
 from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, parse_kv
 
-FAMILIES = ("baseline", "linear", "forest", "xgboost", "hgb", "mlp")
+from mlsys_cli.features.presets import FAMILIES
 
 
 def _human(result: Any) -> None:

@@ -119,13 +119,14 @@ class Judgement:
 
 def judge(incumbent: Any, challenger: Any, window: Any, requirements: Sequence[Any], opts: Any) -> Judgement:
     """Evaluate both on the held-out rows and decide (gates, zero rule, then the gain)."""
-    from mlsys_cli.models.evaluate import evaluate
+    from mlsys_cli.models.evaluate import EvaluateOptions, evaluate
     from mlsys_cli.models.metrics import primary_metric
 
-    common = {"bootstrap": opts.bootstrap, "slices": list(opts.slices), "seed": opts.seed or 0,
-              "data_name": "held-out rows"}
-    new = evaluate(challenger, window.holdout, model_name="challenger", requirements=requirements, **common)
-    old = evaluate(incumbent.bundle, window.holdout, model_name="champion", **common) if incumbent else None
+    common = EvaluateOptions(bootstrap=opts.bootstrap, slices=list(opts.slices), seed=opts.seed or 0)
+    new = evaluate(challenger, window.holdout, common.replace(requirements=requirements), model_name="challenger",
+                   data_name="held-out rows")
+    old = evaluate(incumbent.bundle, window.holdout, common, model_name="champion",
+                   data_name="held-out rows") if incumbent else None
     name, higher = primary_metric(new.task)
     zero = new.baseline["metrics"].get(name)
     value = new.metrics.get(name)

@@ -314,11 +314,11 @@ def _new_rows(champion: Version, window: Window) -> tuple[int, str]:
 
 
 def _champion_gate(incumbent: Incumbent, window: Window, condition: Any, opts: RetrainOptions) -> dict[str, Any]:
-    from mlsys_cli.models.evaluate import evaluate
+    from mlsys_cli.models.evaluate import EvaluateOptions, evaluate
 
-    result = evaluate(incumbent.bundle, window.holdout, bootstrap=opts.bootstrap if condition.scope.startswith("ci") else 0,
-                      slices=list(opts.slices) if condition.scope.startswith("slice") else [],
-                      requirements=[condition], seed=opts.seed or 0)
+    result = evaluate(incumbent.bundle, window.holdout, EvaluateOptions(
+        bootstrap=opts.bootstrap if condition.scope.startswith("ci") else 0,
+        slices=list(opts.slices) if condition.scope.startswith("slice") else [], requirements=[condition], seed=opts.seed or 0))
     return {**result.gates[0], "rows": result.rows}
 
 

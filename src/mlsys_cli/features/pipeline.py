@@ -22,6 +22,7 @@ from mlsys_cli.features import leakage as _leakage
 from mlsys_cli.features.roles import FEATURE_ROLES, category_counts, infer_roles
 from mlsys_cli.features.schema import canonical_arrays, infer_schema, nested_columns, refuse_nested, to_pandas
 from mlsys_cli.features.encoders import Target
+from mlsys_cli.features.presets import FAMILY_PRESETS
 from mlsys_cli.features.transformers import (CategoricalBlock, DatetimeBlock, NumericBlock, block_from_state, block_state,
                                              from_state, state_of)
 
@@ -33,7 +34,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     "linear": {"impute": "median", "indicators": True, "scaling": "standard", "log": False, "onehot_bins": True, "onehot_max": None},
     "mlp": {"impute": "median", "indicators": True, "scaling": "standard", "log": "auto", "onehot_bins": True, "onehot_max": None},
 }
-FAMILY_PRESET = {"baseline": "trees", "xgboost": "trees", "forest": "trees", "linear": "linear", "mlp": "mlp"}
 IMPUTE = ("auto", "median", "mean", "most_frequent", "constant", "none")
 SCALING = ("auto", "standard", "robust", "minmax", "none")
 HIGH_CARDINALITY = ("auto", "target", "hashing", "ordinal")
@@ -46,11 +46,11 @@ LEGACY_FILE = "featurizer.skops"
 def resolve_preset(preset: str, family: str | None = None) -> str:
     """The preset name for ``preset`` (``auto`` follows the model family; trees by default)."""
     if preset == "auto":
-        return FAMILY_PRESET.get(family or "xgboost", "trees")
+        return FAMILY_PRESETS.get(family or "xgboost", "trees")
     if preset in PRESETS:
         return preset
-    if preset in FAMILY_PRESET:
-        return FAMILY_PRESET[preset]
+    if preset in FAMILY_PRESETS:
+        return FAMILY_PRESETS[preset]
     raise UsageError(f"unknown preset {preset!r}", "use auto, trees, linear or mlp")
 
 

@@ -336,9 +336,22 @@ def _calendar(s: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.where(missing, np.nan, v) for k, v in out.items()}
 
 
-def _calendar_onnx(g: Any, x: str, parts: Sequence[str]) -> dict[str, str]:
-    def c(v: int) -> str:
-        return g.const(np.array(v, dtype=np.int64))
+def _calendar_onnx(g: Any, column: str) -> tuple[str, dict[tuple[str, str], int]]:
+    """Every calendar part of every datetime input, as one tensor [N, len(PARTS) * d].
+
+    Computed once per graph for all its datetime columns together (``g.datetimes``, set by
+    ``features.onnx.build``; just ``column`` otherwise): onnxruntime's cost for a row or a few
+    is per node, so one chain of integer arithmetic over [N, d] beats d chains of [N, 1] (this
+    arithmetic is ~30 nodes). The layout is part-major: ``(column, part) -> index``. Rows whose
+    value is missing hold the parts of epoch 0; the block masks them.
+    """
+    columns = tuple(g.datetimes) if column in getattr(g, "datetimes", ()) else (column,)
+    key = ("calendar", columns)
+    if key in g.shared:
+        return g.shared[key]
+
+    def c(v: Any) -> str:
+        return g.const(np.asarray(v, dtype=np.int64))
 
     def op(kind: str, a: str, b: str) -> str:
         return g.op(kind, [a, b])
@@ -346,8 +359,8 @@ def _calendar_onnx(g: Any, x: str, parts: Sequence[str]) -> dict[str, str]:
     def floordiv(a: str, b: int) -> str:
         return op("Div", op("Sub", a, op("Mod", a, c(b))), c(b))  # Mod(fmod=0) floors, like Python
 
-    missing = op("Equal", x, c(INT64_MIN))
-    s = g.where(missing, c(0), x)
+    x = g.concat(list(columns))
+    s = g.where(op("Equal", x, c(INT64_MIN)), c(0), x)
     days = floordiv(s, 86400)
     sod = op("Sub", s, op("Mul", days, c(86400)))
     z = op("Add", days, c(719468))
@@ -362,23 +375,32 @@ def _calendar_onnx(g: Any, x: str, parts: Sequence[str]) -> dict[str, str]:
     year = op("Add", op("Add", yoe, op("Mul", era, c(400))), g.cast(op("LessOrEqual", month, c(2)), "int64"))
     dow = op("Mod", op("Add", days, c(3)), c(7))
     hour = op("Div", sod, c(3600))
-    ints = {"year": year, "month": month, "day": day, "dayofweek": dow, "hour": hour}
-    out = {}
-    nan = g.const(np.float64(np.nan), "nan")
-    for part in parts:
-        if part in ints:
-            value = g.cast(ints[part], "double")
-        elif part == "days":
-            value = op("Div", g.cast(s, "double"), g.const(np.float64(86400.0)))
-        else:
-            key, fn = part.split("_")
-            base, period, offset = {"month": (month, 12.0, 1), "dow": (dow, 7.0, 0), "hour": (hour, 24.0, 0)}[key]
-            # A table of numpy's own sin/cos values: onnxruntime's Sin/Cos differ in the last bits
-            # (sin(pi) is -0.0 there, 1.2e-16 in numpy), enough to flip a tree split at zero.
-            angles = np.arange(int(period)).astype(np.float64) * (2.0 * np.pi / period)
-            value = g.op("Gather", [g.const({"sin": np.sin, "cos": np.cos}[fn](angles), "cyc"), op("Sub", base, c(offset))])
-        out[part] = g.where(missing, nan, value)
-    return out
+    ints = g.cast(g.concat([year, month, day, dow, hour]), "double")
+    # Cyclical parts from one table of numpy's own sin/cos values: onnxruntime's Sin/Cos differ
+    # in the last bits (sin(pi) is -0.0 there, 1.2e-16 in numpy), enough to flip a tree split at zero.
+    bases = {"month": (month, 12, 1), "dow": (dow, 7, 0), "hour": (hour, 24, 0)}
+    table, shifts, sources = [], [], []
+    for part in PARTS:
+        if part in CYCLICAL:
+            name, fn = part.split("_")
+            base, period, offset = bases[name]
+            angles = np.arange(period).astype(np.float64) * (2.0 * np.pi / period)
+            shifts += [len(table) - offset] * len(columns)
+            table += list({"sin": np.sin, "cos": np.cos}[fn](angles))
+            sources.append(base)
+    index = op("Add", g.concat(sources), c(np.array(shifts).reshape(1, -1)))
+    cyclical = g.op("Gather", [g.const(np.array(table, dtype=np.float64), "cyc"), index])
+    seconds = op("Div", g.cast(s, "double"), g.const(np.float64(86400.0)))
+    matrix = g.concat([ints, cyclical, seconds])  # PARTS order: the integer parts, the cyclical, days
+    layout = {(col, part): p * len(columns) + j for p, part in enumerate(PARTS) for j, col in enumerate(columns)}
+    g.shared[key] = (matrix, layout)
+    return g.shared[key]
+
+
+def _passes_through(block: "NumericBlock") -> bool:
+    """A numeric block whose ONNX twin is its input unchanged (no node)."""
+    return not (block.log_ or block.fill_ is not None or block.edges_ is not None or block.scaling_ is not None
+                or block.indicator_)
 
 
 class DatetimeBlock:
@@ -436,10 +458,19 @@ class DatetimeBlock:
     def to_onnx(self, g: Any, inputs: Mapping[str, str]) -> str:
         x = inputs[self.columns[0]]
         name = self.columns[0]
-        cal = _calendar_onnx(g, x, self.parts_)
-        parts = [b.to_onnx(g, {f"{name}__{p}": cal[p]}) for p, b in zip(self.parts_, self.blocks_)]
+        missing = g.op("Equal", [x, g.const(np.array(INT64_MIN, dtype=np.int64))])
+        parts = []
+        if self.parts_:
+            matrix, layout = _calendar_onnx(g, x)
+            index = np.array([layout[(x, p)] for p in self.parts_], dtype=np.int64)
+            values = g.where(missing, g.const(np.float64(np.nan), "nan"), g.op("Gather", [matrix, g.const(index)], axis=1))
+            if all(_passes_through(b) for b in self.blocks_):
+                parts.append(values)
+            else:
+                columns = g.split(values, len(self.parts_))
+                parts += [b.to_onnx(g, {f"{name}__{p}": v}) for p, b, v in zip(self.parts_, self.blocks_, columns)]
         if self.indicator_:
-            parts.append(g.cast(g.op("Equal", [x, g.const(np.array(INT64_MIN, dtype=np.int64))]), "double"))
+            parts.append(g.cast(missing, "double"))
         return g.concat(parts)
 
 

@@ -115,14 +115,15 @@ def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - start
 
 
-def _gain(task: str, metric: str, higher: bool, y: Any, ens: Any, best: Any, seed: int) -> dict[str, Any]:
+def _gain(scoring: _Scoring, ens: Any, best: Any) -> dict[str, Any]:
     """The ensemble's gain over the best member on the same rows, with a paired bootstrap 95% interval."""
     import numpy as np
 
     from mlsys_cli.models.evaluate import bootstrap_weights, interval, weighted_metrics
 
+    task, metric, higher, y = scoring.task, scoring.metric, scoring.higher, scoring.y
     reps = []
-    for W in bootstrap_weights(len(y), BOOTSTRAP, seed):
+    for W in bootstrap_weights(len(y), BOOTSTRAP, scoring.seed):
         diff = weighted_metrics(task, W, y, ens)[metric] - weighted_metrics(task, W, y, best)[metric]
         reps.append(diff if higher else -diff)
     lo, hi = interval(np.concatenate(reps), 0.95)
@@ -130,8 +131,71 @@ def _gain(task: str, metric: str, higher: bool, y: Any, ens: Any, best: Any, see
     return {"value": point if higher else -point, "ci95": [lo, hi]}
 
 
-def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], *, method: str = "average",
-                   metric: str | None = None, folds: int = FOLDS, seed: int = 0,
+@dataclass(frozen=True)
+class EnsembleSpec:
+    """How the members are combined.
+
+    Parameters
+    ----------
+    method : {"average", "weighted", "stack", "select"}
+    metric : str, optional
+        Metric for ``select`` and the report (the task's primary metric by default).
+    folds : int
+        Cross-fitting folds inside the held-out rows for the honest estimate.
+    seed : int
+    """
+
+    method: str = "average"
+    metric: str | None = None
+    folds: int = FOLDS
+    seed: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class _Scoring:
+    """What every score of one ensemble is measured against: the held-out rows' labels and the metric."""
+
+    task: str
+    classes: Sequence[Any] | None
+    metric: str
+    higher: bool
+    labels: Any  # the target as the table holds it (for compute_metrics)
+    y: Any  # the target encoded (class indices or values)
+    seed: int
+
+
+@dataclass(frozen=True, eq=False)
+class _Combined:
+    """The cross-fitted (out-of-fold) ensemble scores and the combiner refit on every row."""
+
+    oof: Any
+    combiner: Combiner
+    keep: list[int]  # the members the combiner uses (weight > 0; all for stacking)
+    late: bool  # selection stopped early, or the deadline passed while fitting
+
+    def member_weights(self, n: int) -> list[float | None]:
+        """The combiner's weight of each of ``n`` members (None: stacking, or a member left out)."""
+        stack = self.combiner.method == "stack"
+        return [float(self.combiner.weights_[self.keep.index(i)]) if i in self.keep and not stack else None
+                for i in range(n)]
+
+
+@dataclass(frozen=True, eq=False)
+class _Made:
+    """What :func:`build_ensemble` made, for its manifest."""
+
+    named: Sequence[tuple[str, Any]]
+    records: Sequence[Mapping[str, Any]] | None
+    combined: _Combined
+    predictor: Any
+    final: Any  # the ensemble's scores on the held-out rows
+    df: Any
+    data_records: list[dict[str, Any]]
+    member_rows: list[dict[str, Any]]
+    ens_metrics: dict[str, Any]
+
+
+def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], spec: EnsembleSpec = EnsembleSpec(), *,
                    member_records: Sequence[Mapping[str, Any]] | None = None,
                    deadline: float | None = None) -> tuple[Any, EnsembleResult]:
     """Fit an ensemble of loaded model bundles on held-out rows.
@@ -142,12 +206,8 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], *, met
         The members, with the names the report uses (their paths).
     data : paths
         Held-out rows with the target (never a member's training data).
-    method : {"average", "weighted", "stack", "select"}
-    metric : str, optional
-        Metric for ``select`` and the report (the task's primary metric by default).
-    folds : int
-        Cross-fitting folds inside ``data`` for the honest estimate.
-    seed : int
+    spec : EnsembleSpec
+        Method, metric, cross-fitting folds and seed.
     member_records : list of dict, optional
         Provenance of each member for the recipe (path and sha256 of its file).
     deadline : float, optional
@@ -160,73 +220,103 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], *, met
     """
     import numpy as np
 
-    from mlsys_cli.data.profile import profile_frame
-    from mlsys_cli.models import train as tr
     from mlsys_cli.models.bundle import ModelBundle
-    from mlsys_cli.models.manifest import Manifest, Recipe
-    from mlsys_cli.models.metrics import baseline_metrics, compute_metrics, resolve_metric
+    from mlsys_cli.models.metrics import resolve_metric
 
     start = time.perf_counter()
-    if method not in METHODS:
-        raise UsageError(f"unknown ensemble method {method!r}", f"choose one of: {', '.join(METHODS)}")
+    if spec.method not in METHODS:
+        raise UsageError(f"unknown ensemble method {spec.method!r}", f"choose one of: {', '.join(METHODS)}")
     _check_members(named)
     first = named[0][1]
-    task, target, classes = first.task, first.target, first.classes
-    metric, higher = resolve_metric(task, metric)
-    df, y, data_records = _held_out(named, data, folds)
-    labels = df[target].to_numpy()
+    metric, higher = resolve_metric(first.task, spec.metric)
+    df, y, data_records = _held_out(named, data, spec.folds)
+    scoring = _Scoring(first.task, first.classes, metric, higher, df[first.target].to_numpy(), y, spec.seed)
 
     scores, latency, skipped = _score_members(named, df, deadline)
     if skipped:
         named = named[:len(scores)]
         member_records = list(member_records)[:len(scores)] if member_records else None
     P = np.stack(scores)
-    oof = cross_fit(method, task, P, y, folds, seed, metric, deadline=deadline)
-    combiner = Combiner(method, task, metric=metric, seed=seed, deadline=deadline).fit(P, y)
-    stopped_by = "timeout" if skipped or combiner.stopped_early_ or (deadline is not None and time.time() > deadline) else None
-
-    # Members a weighted combiner gives no weight cost time at predict time for nothing: drop them.
-    keep = list(range(len(named))) if method == "stack" else [i for i, w in enumerate(combiner.weights_) if w > 0]
-    dropped = [named[i][0] for i in range(len(named)) if i not in keep]
-    combiner.weights_ = combiner.weights_[keep]
-    combiner.n_members_ = len(keep)
-    predictor = EnsemblePredictor([named[i][1].predictor for i in keep], combiner, task)
+    combined = _combine(spec, scoring, P, deadline)
+    predictor = EnsemblePredictor([named[i][1].predictor for i in combined.keep], combined.combiner, first.task)
     final, ens_secs = _timed(predictor.predict_scores, df)
-
-    weights = [float(combiner.weights_[keep.index(i)]) if i in keep and method != "stack" else None for i in range(len(named))]
-    member_rows = _member_rows(named, member_records, P, latency, weights, labels, metric)
-    ens_metrics = compute_metrics(task, labels, oof, classes)
-    values = [r[metric] for r in member_rows]
-    best_i = int(np.nanargmax(values) if higher else np.nanargmin(values))
-    gain = _gain(task, metric, higher, y, oof, P[best_i], seed)
-    ratio = ens_secs / max(latency[best_i], 1e-9)
-    gain.update(best_member=member_rows[best_i]["model"], latency_ratio=round(ratio, 2))
-    worth, verdict = _verdict(metric, higher, gain, ratio)
-
-    kept = [(named[i][0], named[i][1], dict(member_records[i]) if member_records else {}) for i in keep]
-    recipe = _recipe(kept, combiner, Recipe(family="ensemble", task=task, target=target, seed=seed, method=method,
-                                            metric=metric, folds=folds), data_records)
-    manifest = Manifest(
-        mlsys_version=first.manifest.get("mlsys_version"), task=task, target=target, classes=classes,
-        input_schema=predictor.input_schema, recipe=recipe,
-        metrics={"evaluated_on": "data (cross-fitted)", "primary": {"name": metric, "higher_is_better": higher},
-                 "valid": ens_metrics, "members": {r["model"]: r["metrics"] for r in member_rows},
-                 "baselines": baseline_metrics(task, labels, labels, classes, seed=seed)},
-        reference={"features": profile_frame(df, predictor.input_schema),
-                   "predictions": tr.prediction_reference(task, final, classes)},
-        importance=_importance(named, keep, combiner),
-        libraries={k: v for _, b, _ in kept for k, v in (b.manifest.get("libraries") or {}).items()},
-    )
+    member_rows = _member_rows(named, member_records, P, latency, combined.member_weights(len(named)), scoring)
+    ens_metrics, gain, verdict = _compare(scoring, member_rows, (combined.oof, P), (ens_secs, latency))
+    manifest = _manifest(spec, scoring, _Made(named, member_records, combined, predictor, final, df, data_records,
+                                              member_rows, ens_metrics))
     result = EnsembleResult(
-        output=None, method=method, task=task, target=target, metric=metric, higher_is_better=higher, rows=int(len(df)),
-        evaluated_on=f"{', '.join(map(str, data))} (members: as given; ensemble: {folds}-fold cross-fitted)",
+        output=None, method=spec.method, task=first.task, target=first.target, metric=metric, higher_is_better=higher,
+        rows=int(len(df)), evaluated_on=f"{', '.join(map(str, data))} (members: as given; ensemble: {spec.folds}-fold cross-fitted)",
         members=[{k: v for k, v in r.items() if k != "metrics"} for r in member_rows],
-        ensemble={metric: ens_metrics.get(metric), "metrics": ens_metrics, "members_kept": len(keep),
+        ensemble={metric: ens_metrics.get(metric), "metrics": ens_metrics, "members_kept": len(combined.keep),
                   "ms_per_1k_rows": 1000 * ens_secs / len(df) * 1000},
-        gain=gain, worth_it=bool(worth), verdict=verdict, combiner=combiner.to_dict(),
-        seconds=round(time.perf_counter() - start, 3), dropped=dropped, skipped=skipped, stopped_by=stopped_by,
+        gain=gain, worth_it=bool(verdict[0]), verdict=verdict[1], combiner=combined.combiner.to_dict(),
+        seconds=round(time.perf_counter() - start, 3), dropped=[named[i][0] for i in range(len(named)) if i not in combined.keep],
+        skipped=skipped, stopped_by="timeout" if skipped or combined.late else None,
     )
     return ModelBundle(manifest, predictor), result
+
+
+def _combine(spec: EnsembleSpec, scoring: _Scoring, P: Any, deadline: float | None) -> _Combined:
+    """Cross-fit the combiner for the honest estimate, then refit it on every row.
+
+    Members a weighted combiner gives no weight would cost time at predict time for nothing:
+    the refit combiner leaves them out.
+    """
+    oof = cross_fit(spec.method, scoring.task, P, scoring.y, spec.folds, spec.seed, scoring.metric, deadline=deadline)
+    combiner = Combiner(spec.method, scoring.task, metric=scoring.metric, seed=spec.seed, deadline=deadline).fit(P, scoring.y)
+    late = bool(combiner.stopped_early_ or (deadline is not None and time.time() > deadline))
+    keep = list(range(len(P))) if spec.method == "stack" else [i for i, w in enumerate(combiner.weights_) if w > 0]
+    combiner.weights_ = combiner.weights_[keep]
+    combiner.n_members_ = len(keep)
+    return _Combined(oof, combiner, keep, late)
+
+
+def _compare(scoring: _Scoring, member_rows: Sequence[Mapping[str, Any]], scores: tuple[Any, Any],
+             seconds: tuple[float, Sequence[float]]) -> tuple[dict[str, Any], dict[str, Any], tuple[bool, str]]:
+    """The ensemble's cross-fitted metrics, its gain over the best member and the verdict.
+
+    ``scores`` are the out-of-fold ensemble scores and the members' scores ``[M, N, ...]``;
+    ``seconds`` the ensemble's and each member's time to score the rows.
+    """
+    import numpy as np
+
+    from mlsys_cli.models.metrics import compute_metrics
+
+    oof, P = scores
+    ens_secs, latency = seconds
+    ens_metrics = compute_metrics(scoring.task, scoring.labels, oof, scoring.classes)
+    values = [r[scoring.metric] for r in member_rows]
+    best_i = int(np.nanargmax(values) if scoring.higher else np.nanargmin(values))
+    gain = _gain(scoring, oof, P[best_i])
+    ratio = ens_secs / max(latency[best_i], 1e-9)
+    gain.update(best_member=member_rows[best_i]["model"], latency_ratio=round(ratio, 2))
+    return ens_metrics, gain, _verdict(scoring.metric, scoring.higher, gain, ratio)
+
+
+def _manifest(spec: EnsembleSpec, scoring: _Scoring, made: _Made) -> Any:
+    """The ensemble's manifest: its recipe (with each kept member's), metrics, reference statistics,
+    importance and the libraries its members need."""
+    from mlsys_cli.data.profile import profile_frame
+    from mlsys_cli.models import train as tr
+    from mlsys_cli.models.manifest import Manifest, Recipe
+    from mlsys_cli.models.metrics import baseline_metrics
+
+    s, first, keep, combiner = scoring, made.named[0][1], made.combined.keep, made.combined.combiner
+    kept = [(made.named[i][0], made.named[i][1], dict(made.records[i]) if made.records else {}) for i in keep]
+    recipe = _recipe(kept, combiner, Recipe(family="ensemble", task=s.task, target=first.target, seed=spec.seed,
+                                            method=spec.method, metric=s.metric, folds=spec.folds), made.data_records)
+    return Manifest(
+        mlsys_version=first.manifest.get("mlsys_version"), task=s.task, target=first.target, classes=s.classes,
+        input_schema=made.predictor.input_schema, recipe=recipe,
+        metrics={"evaluated_on": "data (cross-fitted)", "primary": {"name": s.metric, "higher_is_better": s.higher},
+                 "valid": made.ens_metrics, "members": {r["model"]: r["metrics"] for r in made.member_rows},
+                 "baselines": baseline_metrics(s.task, s.labels, s.labels, s.classes, seed=s.seed)},
+        reference={"features": profile_frame(made.df, made.predictor.input_schema),
+                   "predictions": tr.prediction_reference(s.task, made.final, s.classes)},
+        importance=_importance(made.named, keep, combiner),
+        libraries={k: v for _, b, _ in kept for k, v in (b.manifest.get("libraries") or {}).items()},
+    )
 
 
 def _held_out(named: Sequence[tuple[str, Any]], data: Sequence[str], folds: int) -> tuple[Any, Any, list[dict[str, Any]]]:
@@ -248,17 +338,17 @@ def _held_out(named: Sequence[tuple[str, Any]], data: Sequence[str], folds: int)
 
 
 def _member_rows(named: Sequence[tuple[str, Any]], records: Sequence[Mapping[str, Any]] | None, P: Any,
-                 latency: Sequence[float], weights: Sequence[float | None], labels: Any, metric: str) -> list[dict[str, Any]]:
+                 latency: Sequence[float], weights: Sequence[float | None], scoring: _Scoring) -> list[dict[str, Any]]:
     """The report's row per member: its family, source, weight, metrics and latency on the held-out rows."""
     from mlsys_cli.models.metrics import compute_metrics
 
-    first = named[0][1]
     rows = []
     for i, (name, b) in enumerate(named):
-        m = compute_metrics(first.task, labels, P[i], first.classes)
+        m = compute_metrics(scoring.task, scoring.labels, P[i], scoring.classes)
         rows.append({"model": name, "family": (b.manifest.get("recipe") or {}).get("family"),
                      "source": (records[i].get("source", "file") if records else "file"), "weight": weights[i],
-                     metric: m.get(metric), "metrics": m, "ms_per_1k_rows": 1000 * latency[i] / len(labels) * 1000})
+                     scoring.metric: m.get(scoring.metric), "metrics": m,
+                     "ms_per_1k_rows": 1000 * latency[i] / len(scoring.labels) * 1000})
     return rows
 
 
@@ -415,15 +505,39 @@ class KeptPredictor:
         return dict(self._layout)
 
 
-def study_members(storage: str, study: str, top: int, train: str | None, seed: int = 0,
-                  features: Mapping[str, Any] | None = None, progress: Any = None,
-                  deadline: float | None = None, reserve: float = 0.0) -> tuple[list[tuple[str, Any]], list[dict[str, Any]]]:
-    """The models of the ``top`` best distinct configurations of a tuning study.
+@dataclass(frozen=True)
+class StudySource:
+    """``--from-study``: the ``top`` best trials of a tuning study as ensemble members.
+
+    Parameters
+    ----------
+    storage : str
+        The study storage (RDB URL or ``journal:PATH``).
+    study : str
+        The study name.
+    top : int
+        How many of its best distinct configurations to add (two or more).
+    train : path, optional
+        The training table to retrain the trials tune kept no model of.
+    features : mapping, optional
+        Featurizer settings of the retrains (default: the study's own).
+    """
+
+    storage: str
+    study: str
+    top: int = 5
+    train: str | None = None
+    features: Mapping[str, Any] | None = None
+
+
+def study_members(source: StudySource, seed: int = 0, *, progress: Any = None, deadline: float | None = None,
+                  reserve: float = 0.0) -> tuple[list[tuple[str, Any]], list[dict[str, Any]]]:
+    """The models of the ``source.top`` best distinct configurations of a tuning study.
 
     The best of each family first (see :func:`pick_trials`), then the next best. A trial whose
     fitted model ``tune`` kept is loaded from the study's artifact store (verified); the others
-    are trained by :func:`train.train_model` on ``train`` with the parameters the trial recorded
-    (for early-stopped boosting, the number of rounds it chose).
+    are trained by :func:`train.train_model` on ``source.train`` with the parameters the trial
+    recorded (for early-stopped boosting, the number of rounds it chose).
 
     With a ``deadline`` (epoch seconds), ``reserve`` seconds before it are kept for combining: a
     trial that has to be retrained is skipped when its tuning time does not fit before that
@@ -437,65 +551,89 @@ def study_members(storage: str, study: str, top: int, train: str | None, seed: i
         ``members``: (name, ModelBundle) best first; a kept model's predictor is a
         :class:`KeptPredictor`; ``skipped``: ``{model, reason}`` of trials left out for lack of time.
     """
-    import optuna
-    from optuna.trial import TrialState
+    from mlsys_cli.models.study import FAMILY_PARAM
 
-    from mlsys_cli.models.train import FitRun, TrainSpec, train_model
-    from mlsys_cli.models.study import FAMILY_PARAM, open_storage
-
-    if top < 2:
-        raise UsageError(f"--top {top}: an ensemble needs at least two members")
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    backend = open_storage(storage)
-    try:
-        loaded = optuna.load_study(study_name=study, storage=backend)
-    except KeyError:
-        raise InputError(f"no study {study!r} in {storage}") from None
-    info = loaded.user_attrs.get("mlsys") or {}
-    done = [t for t in loaded.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "params" in t.user_attrs]
-    if not done:
-        raise InputError(f"study {study!r} has no completed trial")
-    chosen = pick_trials(done, top, maximize=loaded.direction.name == "MAXIMIZE")
+    if source.top < 2:
+        raise UsageError(f"--top {source.top}: an ensemble needs at least two members")
+    info, chosen = _study_trials(source)
     # The trials were scored with the study's featurizer options (dropped columns...): keep them.
-    recipe_features = dict(features) if features else dict(info.get("features") or {})
-    members: list[tuple[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
+    retrain = _Retrain(source, info.get("target"), dict(source.features or info.get("features") or {}), seed)
     # Kept models first: loading costs little, and then the retrains know how much time is left.
-    kept = {t.number: load_kept(t, storage) for t in chosen}
+    kept = {t.number: load_kept(t, source.storage) for t in chosen}
     built: dict[int, Any] = {n: b for n, b in kept.items() if b is not None}
     late: list[Any] = []
 
-    def retrain(t: Any, left: float | None) -> None:
-        if train is None:
-            raise UsageError(f"trial {t.number} has no kept model: --from-study needs --train to retrain it")
-        if progress is not None:
-            progress.update(completed=len(built), total=len(chosen), description=f"retraining trial {t.number}")
-        spec = TrainSpec(family=t.params[FAMILY_PARAM], target=info.get("target"), params=t.user_attrs["params"],
-                         features=recipe_features or None, seed=seed)
-        built[t.number], _ = train_model(train, spec, run=FitRun(timeout=None if left is None else max(left, 1.0)))
+    def left() -> float | None:
+        return None if deadline is None else deadline - reserve - time.time()
 
     for t in (t for t in chosen if t.number not in built):
-        left = None if deadline is None else deadline - reserve - time.time()
-        cost = t.duration.total_seconds() if t.duration else 0.0
-        if left is not None and cost > left:
+        remaining = left()
+        if remaining is not None and _tuning_seconds(t) > remaining:
             late.append(t)  # a cheaper member further down may fit instead
             continue
-        retrain(t, left)
+        built[t.number] = retrain(t, remaining, (progress, len(built), len(chosen)))
     # Two members at least: the best of the trials that did not fit are retrained anyway.
     while len(built) < 2 and late:
-        retrain(late.pop(0), None if deadline is None else deadline - reserve - time.time())
-    for t in late:
-        cost = t.duration.total_seconds() if t.duration else 0.0
-        skipped.append({"model": f"{study}#trial{t.number}({t.params[FAMILY_PARAM]})",
-                        "reason": f"--timeout: retraining it (~{cost:.1f}s) did not fit"})
-    for t in (t for t in chosen if t.number in built):
-        members.append((f"{study}#trial{t.number}({t.params[FAMILY_PARAM]})", built[t.number]))
+        t = late.pop(0)
+        built[t.number] = retrain(t, left(), (progress, len(built), len(chosen)))
+    skipped = [{"model": f"{source.study}#trial{t.number}({t.params[FAMILY_PARAM]})",
+                "reason": f"--timeout: retraining it (~{_tuning_seconds(t):.1f}s) did not fit"} for t in late]
+    members = [(f"{source.study}#trial{t.number}({t.params[FAMILY_PARAM]})", built[t.number])
+               for t in chosen if t.number in built]
     return members, skipped
 
 
-def ensemble(models: Sequence[str], *, data: Sequence[str] | str, method: str = "average", metric: str | None = None,
-             folds: int = FOLDS, seed: int = 0, output: str | None = None, storage: str | None = None,
-             study: str | None = None, top: int = 5, train: str | None = None, timeout: float | None = None,
+def _study_trials(source: StudySource) -> tuple[dict[str, Any], list[Any]]:
+    """The study's ``mlsys`` attributes and its trials an ensemble starts from (:func:`pick_trials`)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from mlsys_cli.models.study import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    backend = open_storage(source.storage)
+    try:
+        loaded = optuna.load_study(study_name=source.study, storage=backend)
+    except KeyError:
+        raise InputError(f"no study {source.study!r} in {source.storage}") from None
+    done = [t for t in loaded.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "params" in t.user_attrs]
+    if not done:
+        raise InputError(f"study {source.study!r} has no completed trial")
+    return loaded.user_attrs.get("mlsys") or {}, pick_trials(done, source.top, maximize=loaded.direction.name == "MAXIMIZE")
+
+
+def _tuning_seconds(trial: Any) -> float:
+    return trial.duration.total_seconds() if trial.duration else 0.0
+
+
+@dataclass(frozen=True)
+class _Retrain:
+    """Retrains a study's trial on the training table with the parameters it recorded."""
+
+    source: StudySource
+    target: str | None
+    features: Mapping[str, Any]
+    seed: int
+
+    def __call__(self, trial: Any, left: float | None, progress: tuple[Any, int, int]) -> Any:
+        """The trial's model; ``left``: seconds it may take (None: no limit); ``progress``: the bar,
+        how many members are built and how many are wanted."""
+        from mlsys_cli.models.study import FAMILY_PARAM
+        from mlsys_cli.models.train import FitRun, TrainSpec, train_model
+
+        if self.source.train is None:
+            raise UsageError(f"trial {trial.number} has no kept model: --from-study needs --train to retrain it")
+        bar, done, total = progress
+        if bar is not None:
+            bar.update(completed=done, total=total, description=f"retraining trial {trial.number}")
+        spec = TrainSpec(family=trial.params[FAMILY_PARAM], target=self.target, params=trial.user_attrs["params"],
+                         features=self.features or None, seed=self.seed)
+        bundle, _ = train_model(self.source.train, spec, run=FitRun(timeout=None if left is None else max(left, 1.0)))
+        return bundle
+
+
+def ensemble(models: Sequence[str], data: Sequence[str] | str, spec: EnsembleSpec = EnsembleSpec(), *,
+             study: StudySource | None = None, output: str | None = None, timeout: float | None = None,
              progress: Any = None) -> EnsembleResult:
     """Build an ensemble from model bundles (or a tuning study's best trials) and write it.
 
@@ -503,16 +641,13 @@ def ensemble(models: Sequence[str], *, data: Sequence[str] | str, method: str = 
     ----------
     models : paths of ``.mlsys`` model bundles
     data : path(s) of held-out rows with the target
-    method : {"average", "weighted", "stack", "select"}
-    metric : str, optional
-    folds : int
-        Cross-fitting folds for the honest estimate.
-    seed : int
+    spec : EnsembleSpec
+        Method, metric, cross-fitting folds and seed.
+    study : StudySource, optional
+        ``--from-study``: add the best trials of a tuning study (the models ``tune`` kept, or
+        retrained on its ``train`` table).
     output : path, optional
         Where to write the ensemble bundle.
-    storage, study, top, train : optional
-        ``--from-study``: add the ``top`` best trials of ``study``: the models ``tune`` kept,
-        or retrained on ``train``.
     timeout : float, optional
         Seconds for the whole step: members that do not fit are left out (at least two are
         used), selection stops early, and the report says so (``stopped_by``, ``skipped``).
@@ -535,16 +670,14 @@ def ensemble(models: Sequence[str], *, data: Sequence[str] | str, method: str = 
     records: list[dict[str, Any]] = [{"path": str(p), "sha256": input_record(p, with_parent=False)["sha256"]} for p in models]
     skipped: list[dict[str, Any]] = []
     if study is not None:
-        if storage is None:
+        if not study.storage or not study.study:
             raise UsageError("--from-study needs --storage and --study")
         reserve = 0.0 if timeout is None else COMBINE_SHARE * timeout
-        from_study, skipped = study_members(storage, study, top, train, seed=seed, progress=progress,
-                                            deadline=deadline, reserve=reserve)
+        from_study, skipped = study_members(study, spec.seed, progress=progress, deadline=deadline, reserve=reserve)
         named += from_study
-        records += [{"study": study, "trial": name, "source": "kept" if isinstance(b.predictor, KeptPredictor) else "retrained"}
+        records += [{"study": study.study, "trial": name, "source": "kept" if isinstance(b.predictor, KeptPredictor) else "retrained"}
                     for name, b in from_study]
-    bundle, result = build_ensemble(named, data, method=method, metric=metric, folds=folds, seed=seed,
-                                    member_records=records, deadline=deadline)
+    bundle, result = build_ensemble(named, data, spec, member_records=records, deadline=deadline)
     if skipped:
         result = replace(result, skipped=skipped + result.skipped, stopped_by="timeout")
     if output:

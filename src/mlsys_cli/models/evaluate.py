@@ -16,6 +16,7 @@ the numbers train, tune and ensemble report.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -385,10 +386,9 @@ class BehaviourResult:
         return dict(self.__dict__)
 
 
-def behavioural_tests(model: Any, df: Any, task: str, *, threshold: float = 0.5, perturb: float | None = None,
-                      invariant: Sequence[str] = (), expect: Sequence[str] = (), seed: int = 0,
-                      target_std: float = 1.0, max_rows: int = BEHAVIOUR_MAX_ROWS, progress: Any = None) -> list[BehaviourResult]:
-    """Perturbation, invariance and directional-expectation tests (Ribeiro et al., 2020).
+@dataclass(frozen=True)
+class BehaviourSpec:
+    """The behavioural tests to run (Ribeiro et al., 2020); none by default.
 
     Parameters
     ----------
@@ -403,68 +403,130 @@ def behavioural_tests(model: Any, df: Any, task: str, *, threshold: float = 0.5,
     max_rows : int
         Tests run on a seeded sample of at most this many rows.
     """
+
+    perturb: float | None = None
+    invariant: Sequence[str] = ()
+    expect: Sequence[str] = ()
+    max_rows: int = BEHAVIOUR_MAX_ROWS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "invariant", tuple(self.invariant))
+        object.__setattr__(self, "expect", tuple(self.expect))
+
+    @property
+    def count(self) -> int:
+        """How many tests run."""
+        return (self.perturb is not None) + len(self.invariant) + len(self.expect)
+
+
+@dataclass(frozen=True, eq=False)
+class _Probe:
+    """The model and its predictions on the tests' rows, which every test compares against."""
+
+    model: Any
+    df: Any
+    base: Mapping[str, Any]  # model.predict(df)
+    threshold: float
+    target_std: float
+
+    @property
+    def task(self) -> str:
+        return self.model.task
+
+    def flips(self, changed: Any) -> tuple[Any, Any]:
+        """Per row of ``changed`` (``df`` altered): did the decision flip, and how far did the score move."""
+        task = self.task
+        return _delta(task, _score(task, self.base, self.threshold), _score(task, self.model.predict(changed), self.threshold),
+                      self.target_std)
+
+
+def behavioural_tests(model: Any, df: Any, spec: BehaviourSpec, *, threshold: float = 0.5, seed: int = 0,
+                      target_std: float = 1.0, progress: Any = None) -> list[BehaviourResult]:
+    """Perturbation, invariance and directional-expectation tests (Ribeiro et al., 2020).
+
+    Parameters
+    ----------
+    model : object
+        ``predict(df)``, ``task``, ``classes``, ``input_schema``.
+    df : pandas.DataFrame
+    spec : BehaviourSpec
+        Which tests, and on at most how many (seeded) rows.
+    threshold : float
+        Binary decision threshold.
+    seed : int
+        Seeds the row sample, the noise and the permutations.
+    target_std : float
+        The target's std (regression: a prediction flips when it moves by 0.1 of it).
+    progress : object, optional
+        ``advance()`` after each test.
+    """
     import numpy as np
 
     rng = np.random.default_rng([seed, _STREAM["behaviour"]])
-    if len(df) > max_rows:
-        df = df.iloc[np.sort(rng.choice(len(df), size=max_rows, replace=False))]
+    if len(df) > spec.max_rows:
+        df = df.iloc[np.sort(rng.choice(len(df), size=spec.max_rows, replace=False))]
     df = df.reset_index(drop=True)
-    classes = list(getattr(model, "classes", None) or [])
-    expectations = [parse_expectation(e) for e in expect]
-    for column in [*invariant, *(c for c, _, _ in expectations)]:
+    expectations = [parse_expectation(e) for e in spec.expect]
+    for column in [*spec.invariant, *(c for c, _, _ in expectations)]:
         if column not in df.columns:
             raise InputError(f"no column {column!r} in the data (named by --invariant/--expect)")
-    base_out = model.predict(df)
+    probe = _Probe(model, df, model.predict(df), threshold, target_std)
     results: list[BehaviourResult] = []
-    if perturb is not None:
-        noisy = df.copy()
-        cols = _numeric_inputs(model, df)
-        for col in cols:
-            values = noisy[col].to_numpy(dtype=float)
-            std = float(np.nanstd(values))
-            if std > 0:
-                noisy[col] = values + rng.normal(0.0, perturb * std, size=len(values))
-        flips, moved = _delta(task, _score(task, base_out, threshold), _score(task, model.predict(noisy), threshold), target_std)
-        rate = float(flips.mean()) if len(flips) else 0.0
-        results.append(BehaviourResult("perturbation", f"{len(cols)} numeric inputs", len(df), rate, float(moved.mean()),
-                                       TOLERANCE["perturbation"], rate <= TOLERANCE["perturbation"],
-                                       f"gaussian noise of {perturb:g} x std on {', '.join(cols) or 'no column'}"))
+    if spec.perturb is not None:
+        results.append(_perturbation(probe, spec.perturb, rng))
         _advance(progress)
-    for col in invariant:
-        shuffled = df.copy()
-        shuffled[col] = df[col].to_numpy()[rng.permutation(len(df))]
-        flips, moved = _delta(task, _score(task, base_out, threshold), _score(task, model.predict(shuffled), threshold), target_std)
-        rate = float(flips.mean()) if len(flips) else 0.0
-        results.append(BehaviourResult("invariance", col, len(df), rate, float(moved.mean()), TOLERANCE["invariance"],
-                                       rate <= TOLERANCE["invariance"], "values permuted across rows"))
+    for col in spec.invariant:
+        results.append(_invariance(probe, col, rng))
         _advance(progress)
-    for col, sign, cls_name in expectations:
-        results.append(_directional(model, df, task, col, sign, cls_name, classes, base_out, threshold))
+    for expectation in expectations:
+        results.append(_directional(probe, expectation))
         _advance(progress)
     return results
 
 
-def _directional(model: Any, df: Any, task: str, col: str, sign: int, cls_name: str | None, classes: list,
-                 base_out: Mapping[str, Any], threshold: float) -> BehaviourResult:
+def _perturbation(probe: _Probe, perturb: float, rng: Any) -> BehaviourResult:
+    import numpy as np
+
+    df = probe.df
+    noisy = df.copy()
+    cols = _numeric_inputs(probe.model, df)
+    for col in cols:
+        values = noisy[col].to_numpy(dtype=float)
+        std = float(np.nanstd(values))
+        if std > 0:
+            noisy[col] = values + rng.normal(0.0, perturb * std, size=len(values))
+    flips, moved = probe.flips(noisy)
+    rate = float(flips.mean()) if len(flips) else 0.0
+    return BehaviourResult("perturbation", f"{len(cols)} numeric inputs", len(df), rate, float(moved.mean()),
+                           TOLERANCE["perturbation"], rate <= TOLERANCE["perturbation"],
+                           f"gaussian noise of {perturb:g} x std on {', '.join(cols) or 'no column'}")
+
+
+def _invariance(probe: _Probe, col: str, rng: Any) -> BehaviourResult:
+    df = probe.df
+    shuffled = df.copy()
+    shuffled[col] = df[col].to_numpy()[rng.permutation(len(df))]
+    flips, moved = probe.flips(shuffled)
+    rate = float(flips.mean()) if len(flips) else 0.0
+    return BehaviourResult("invariance", col, len(df), rate, float(moved.mean()), TOLERANCE["invariance"],
+                           rate <= TOLERANCE["invariance"], "values permuted across rows")
+
+
+def _directional(probe: _Probe, expectation: tuple[str, int, str | None]) -> BehaviourResult:
     import numpy as np
     import pandas as pd
 
+    col, sign, cls_name = expectation
+    df, task = probe.df, probe.task
     if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
         raise UsageError(f"--expect {col}: column {col!r} is not numeric")
-    cls = None
-    if task == "multiclass":
-        if cls_name is None:
-            raise UsageError(f"--expect {col}: a multiclass model needs the class, e.g. --expect '{col}:+:{classes[-1]}'")
-        matches = [i for i, c in enumerate(classes) if str(c) == cls_name]
-        if not matches:
-            raise UsageError(f"--expect {col}: unknown class {cls_name!r}", f"classes: {', '.join(map(str, classes))}")
-        cls = matches[0]
+    cls = _expected_class(col, cls_name, task, list(getattr(probe.model, "classes", None) or []))
     values = df[col].to_numpy(dtype=float)
     std = float(np.nanstd(values)) or 1.0
     moved = df.copy()
     moved[col] = values + std
-    s0 = _score(task, base_out, threshold, cls)[1]
-    s1 = _score(task, model.predict(moved), threshold, cls)[1]
+    s0 = _score(task, probe.base, probe.threshold, cls)[1]
+    s1 = _score(task, probe.model.predict(moved), probe.threshold, cls)[1]
     change = (s1 - s0) * sign
     # A change smaller than this is float noise, not a violation.
     eps = 1e-6 * (float(np.nanstd(s0)) or 1.0)
@@ -478,6 +540,18 @@ def _directional(model: Any, df: Any, task: str, col: str, sign: int, cls_name: 
               else f"increasing {col} by {std:.4g} does not move the {what} at all: the model ignores {col}")
     return BehaviourResult("directional", f"{col}:{'+' if sign > 0 else '-'}", len(df), rate, moved_by,
                            TOLERANCE["directional"], responds and rate <= TOLERANCE["directional"], detail)
+
+
+def _expected_class(col: str, cls_name: str | None, task: str, classes: list) -> int | None:
+    """The index of the class whose probability ``--expect COL:+:CLASS`` watches (multiclass only)."""
+    if task != "multiclass":
+        return None
+    if cls_name is None:
+        raise UsageError(f"--expect {col}: a multiclass model needs the class, e.g. --expect '{col}:+:{classes[-1]}'")
+    matches = [i for i, c in enumerate(classes) if str(c) == cls_name]
+    if not matches:
+        raise UsageError(f"--expect {col}: unknown class {cls_name!r}", f"classes: {', '.join(map(str, classes))}")
+    return matches[0]
 
 
 def _advance(progress: Any) -> None:
@@ -620,34 +694,12 @@ def _best_f1(y: Any, p1: Any) -> dict[str, float] | None:
     return {"threshold": float(thresholds[i]), "f1": float(f1[i]), "precision": float(precision[i]), "recall": float(recall[i])}
 
 
-def evaluate(
-    model: Any,
-    df: Any,
-    *,
-    target: str | None = None,
-    model_name: str = "",
-    data_name: str = "",
-    threshold: float | None = None,
-    bootstrap: int = DEFAULT_BOOTSTRAP,
-    confidence: float = DEFAULT_CONFIDENCE,
-    slices: Sequence[str] = (),
-    slice_bins: int = SLICE_BINS,
-    min_slice_rows: int = MIN_SLICE_ROWS,
-    perturb: float | None = None,
-    invariant: Sequence[str] = (),
-    expect: Sequence[str] = (),
-    requirements: Sequence[Requirement | str] = (),
-    seed: int = 0,
-    progress: Any = None,
-) -> Evaluation:
-    """Evaluate ``model`` on the labelled table ``df``.
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """What :func:`evaluate` measures and checks (the options of ``mlsys evaluate``).
 
     Parameters
     ----------
-    model : object
-        ``predict(df)``, ``task``, ``classes``, ``input_schema``, ``target``, ``manifest``.
-    df : pandas.DataFrame
-        Inputs and the target column. Rows with a missing target are dropped and counted.
     target : str, optional
         The target column; the model's own target by default.
     threshold : float, optional
@@ -660,13 +712,80 @@ def evaluate(
     slices : column names
         Metric per group of each column (numeric columns in ``slice_bins`` quantile bins);
         a slice is flagged when it has at least ``min_slice_rows`` rows and its interval lies
-        entirely on the worse side of the overall value.
-    perturb, invariant, expect :
+        entirely on the worse side of the reference (the row-weighted mean of the column's slices).
+    slice_bins, min_slice_rows : int
+    behaviour : BehaviourSpec
         Behavioural tests, see :func:`behavioural_tests`.
     requirements : ``Requirement`` or its text
         Gates; each is reported with its observed value; ``passed`` is False when one fails.
     seed : int
         Seeds the bootstrap, the behavioural tests' noise and permutations.
+    """
+
+    target: str | None = None
+    threshold: float | None = None
+    bootstrap: int = DEFAULT_BOOTSTRAP
+    confidence: float = DEFAULT_CONFIDENCE
+    slices: Sequence[str] = ()
+    slice_bins: int = SLICE_BINS
+    min_slice_rows: int = MIN_SLICE_ROWS
+    behaviour: BehaviourSpec = BehaviourSpec()
+    requirements: Sequence[Requirement | str] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "slices", tuple(self.slices))
+        object.__setattr__(self, "requirements", tuple(self.requirements))
+
+    def replace(self, **changes: Any) -> "EvaluateOptions":
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, eq=False)
+class _Scored:
+    """The model's outputs on the labelled rows, with what every metric of them needs."""
+
+    task: str
+    classes: list[Any]
+    y: Any  # class indices or values
+    output: Mapping[str, Any]  # model.predict(df)
+    threshold: float
+
+    @property
+    def scored(self) -> Any:
+        """Predictions [N] (regression) or probabilities [N, C]."""
+        import numpy as np
+
+        if self.task == "regression":
+            return np.asarray(self.output["prediction"], dtype=float).ravel()
+        return np.asarray(self.output["probabilities"], dtype=float)
+
+    def metrics(self, mask: Any = None) -> dict[str, Any]:
+        """``compute_metrics`` on every row, or on the rows of ``mask``."""
+        import numpy as np
+
+        y, output = self.y, self.output
+        if mask is not None:
+            y, output = y[mask], {k: np.asarray(v)[mask] for k, v in output.items()}
+        return compute_metrics(self.task, _raw_labels(y, self.classes, self.task), output, self.classes or None,
+                               threshold=self.threshold)
+
+
+def evaluate(model: Any, df: Any, options: EvaluateOptions = EvaluateOptions(), *, model_name: str = "",
+             data_name: str = "", progress: Any = None) -> Evaluation:
+    """Evaluate ``model`` on the labelled table ``df``.
+
+    Parameters
+    ----------
+    model : object
+        ``predict(df)``, ``task``, ``classes``, ``input_schema``, ``target``, ``manifest``.
+    df : pandas.DataFrame
+        Inputs and the target column. Rows with a missing target are dropped and counted.
+    options : EvaluateOptions
+        Target, threshold, bootstrap, slices, behavioural tests, gates and seed.
+    model_name, data_name : str
+        How the report names the model and the data.
     progress : object, optional
         ``update(total=...)`` and ``advance()``.
 
@@ -676,91 +795,103 @@ def evaluate(
     """
     import numpy as np
 
-    task = model.task
-    classes = list(getattr(model, "classes", None) or [])
-    target = target or getattr(model, "target", None) or (getattr(model, "manifest", None) or {}).get("target")
-    if not target:
-        raise UsageError("the model does not name its target; give --target")
-    if threshold is None:  # the model's own: a bundle has .threshold, an ONNX model only its manifest
-        threshold = getattr(model, "threshold", None) or (getattr(model, "manifest", None) or {}).get("threshold", 0.5)
-    threshold = float(threshold)
-    reqs = [r if isinstance(r, Requirement) else parse_requirement(r) for r in requirements]
-    check_requirements(task, reqs, {"perturbation": perturb is not None, "invariance": bool(invariant),
-                                    "directional": bool(expect), "slices": bool(slices)})
-    if not 0 < threshold < 1 and task == "binary":
-        raise UsageError(f"--threshold {threshold:g} must lie between 0 and 1")
-    if bootstrap < 0:
-        raise UsageError("--bootstrap must be 0 or more")
-    if not 0 < confidence < 1:
-        raise UsageError("--confidence must lie between 0 and 1")
-    for col in slices:
-        if col not in df.columns:
-            raise InputError(f"no column {col!r} to slice by", f"columns: {', '.join(map(str, list(df.columns)[:20]))}")
-    for e in expect:
-        parse_expectation(e)
+    target, threshold, reqs = _check_options(model, df, options)
     if progress is not None:
-        progress.update(total=3 + (perturb is not None) + len(invariant) + len(expect), description="predicting")
-
+        progress.update(total=3 + options.behaviour.count, description="predicting")
     df, dropped = _labelled_rows(df, target)
-    y = _truth(task, df[target].to_numpy(), classes, target)
-    output = model.predict(df)
+    classes = list(getattr(model, "classes", None) or [])
+    y = _truth(model.task, df[target].to_numpy(), classes, target)
+    s = _Scored(model.task, classes, y, model.predict(df), threshold)
     _advance(progress)
-    pred = np.asarray(output["prediction"], dtype=float).ravel() if task == "regression" else None
-    proba = None if task == "regression" else np.asarray(output["probabilities"], dtype=float)
-    scored = pred if task == "regression" else proba
-    metrics = compute_metrics(task, _raw_labels(y, classes, task), output, classes or None, threshold=threshold)
-    conf_hit = None
-    if task != "regression":
-        conf, hit, method = _calibration_inputs(task, y, proba)
-        conf_hit = (conf, hit, method)
-        metrics["ece"] = float(weighted_ece(np.ones((1, len(y))), conf, hit)[0])
+    metrics = s.metrics()
+    conf_hit = None if s.task == "regression" else _calibration_inputs(s.task, y, s.scored)
+    if conf_hit is not None:
+        metrics["ece"] = float(weighted_ece(np.ones((1, len(y))), conf_hit[0], conf_hit[1])[0])
 
-    groups = [(col, label, mask) for col in slices for label, mask in slice_groups(df, col, slice_bins)]
-    reps = _bootstrap(task, y, scored, threshold, conf_hit, groups, bootstrap, seed, progress)
-    ci = {name: list(interval(reps["overall"][name], confidence)) if bootstrap else [None, None] for name in metrics}
-
-    name, higher = primary_metric(task)
-    slice_rows = _slice_rows(task, y, output, classes, threshold, groups, reps, name, higher, confidence,
-                             min_slice_rows, bootstrap)
+    groups = [(col, label, mask) for col in options.slices for label, mask in slice_groups(df, col, options.slice_bins)]
+    reps = _bootstrap(s, conf_hit, groups, options.bootstrap, options.seed)
+    ci = {name: list(interval(reps["overall"][name], options.confidence)) if options.bootstrap else [None, None]
+          for name in metrics}
+    slice_rows = _slice_rows(s, groups, reps, options)
     _advance(progress)
-    target_std = float(np.std(y)) if task == "regression" else 1.0
-    behaviour = behavioural_tests(model, df, task, threshold=threshold, perturb=perturb, invariant=invariant,
-                                  expect=expect, seed=seed, target_std=target_std or 1.0, progress=progress) \
-        if (perturb is not None or invariant or expect) else []
-
+    behaviour = behavioural_tests(model, df, options.behaviour, threshold=threshold, seed=options.seed,
+                                  target_std=(float(np.std(y)) if s.task == "regression" else 1.0) or 1.0,
+                                  progress=progress) if options.behaviour.count else []
     gates = [_gate(r, metrics, ci, slice_rows, behaviour) for r in reqs]
-    result = Evaluation(
-        model=model_name, data=data_name, task=task, target=target, rows=int(len(y)), dropped_missing_target=dropped,
-        primary_metric=name, threshold=threshold if task == "binary" else None, metrics=metrics, ci=ci,
-        bootstrap={"replicates": bootstrap, "confidence": confidence, "seed": seed, "method": "percentile"},
-        baseline=_baseline(model, task, y, classes, threshold),
-        best_threshold=_best_f1(y, proba[:, 1]) if task == "binary" else None,
-        confusion_matrix=_confusion(task, y, proba, classes, threshold),
-        calibration=_calibration(conf_hit, metrics.get("ece"), ci.get("ece")),
-        slices=slice_rows, slicing={"columns": list(slices), "bins": slice_bins, "min_rows": min_slice_rows,
-                                    "metric": name, "reference": "row-weighted mean of the column's slices"} if slices else None,
-        behaviour=behaviour, gates=gates, passed=all(g["passed"] for g in gates),
-        curves=_curves(task, y, scored),
-    )
+    result = _evaluation(s, (metrics, ci, conf_hit), (slice_rows, behaviour, gates), options,
+                         {"model": model_name, "data": data_name, "target": target, "dropped_missing_target": dropped,
+                          "baseline": _baseline(model, s.task, y, classes, threshold)})
     _advance(progress)
     return result
 
 
-def _bootstrap(task: str, y: Any, scored: Any, threshold: float, conf_hit: Any, groups: list, replicates: int,
-               seed: int, progress: Any) -> dict[str, Any]:
+def _check_options(model: Any, df: Any, options: EvaluateOptions) -> tuple[str, float, list[Requirement]]:
+    """The target, the threshold and the parsed gates; a bad option is a usage error (exit 2)."""
+    task = model.task
+    target = options.target or getattr(model, "target", None) or (getattr(model, "manifest", None) or {}).get("target")
+    if not target:
+        raise UsageError("the model does not name its target; give --target")
+    threshold = options.threshold
+    if threshold is None:  # the model's own: a bundle has .threshold, an ONNX model only its manifest
+        threshold = getattr(model, "threshold", None) or (getattr(model, "manifest", None) or {}).get("threshold", 0.5)
+    threshold = float(threshold)
+    reqs = [r if isinstance(r, Requirement) else parse_requirement(r) for r in options.requirements]
+    tests = options.behaviour
+    check_requirements(task, reqs, {"perturbation": tests.perturb is not None, "invariance": bool(tests.invariant),
+                                    "directional": bool(tests.expect), "slices": bool(options.slices)})
+    if not 0 < threshold < 1 and task == "binary":
+        raise UsageError(f"--threshold {threshold:g} must lie between 0 and 1")
+    if options.bootstrap < 0:
+        raise UsageError("--bootstrap must be 0 or more")
+    if not 0 < options.confidence < 1:
+        raise UsageError("--confidence must lie between 0 and 1")
+    for col in options.slices:
+        if col not in df.columns:
+            raise InputError(f"no column {col!r} to slice by", f"columns: {', '.join(map(str, list(df.columns)[:20]))}")
+    for e in tests.expect:
+        parse_expectation(e)
+    return target, threshold, reqs
+
+
+def _evaluation(s: _Scored, measured: tuple[dict[str, Any], dict[str, Any], Any], checked: tuple[list, list, list],
+                options: EvaluateOptions, about: Mapping[str, Any]) -> Evaluation:
+    """The report: ``measured`` = (metrics, intervals, calibration inputs), ``checked`` = (slice rows,
+    behavioural results, gates), ``about`` = model and data names, target, dropped rows, baseline."""
+    metrics, ci, conf_hit = measured
+    slice_rows, behaviour, gates = checked
+    name, _ = primary_metric(s.task)
+    proba = None if s.task == "regression" else s.scored
+    slicing = {"columns": list(options.slices), "bins": options.slice_bins, "min_rows": options.min_slice_rows,
+               "metric": name, "reference": "row-weighted mean of the column's slices"} if options.slices else None
+    return Evaluation(
+        model=about["model"], data=about["data"], task=s.task, target=about["target"], rows=int(len(s.y)),
+        dropped_missing_target=about["dropped_missing_target"], primary_metric=name,
+        threshold=s.threshold if s.task == "binary" else None, metrics=metrics, ci=ci,
+        bootstrap={"replicates": options.bootstrap, "confidence": options.confidence, "seed": options.seed,
+                   "method": "percentile"},
+        baseline=about["baseline"], best_threshold=_best_f1(s.y, proba[:, 1]) if s.task == "binary" else None,
+        confusion_matrix=_confusion(s.task, s.y, proba, s.classes, s.threshold),
+        calibration=_calibration(conf_hit, metrics.get("ece"), ci.get("ece")),
+        slices=slice_rows, slicing=slicing, behaviour=behaviour, gates=gates, passed=all(g["passed"] for g in gates),
+        curves=_curves(s.task, s.y, s.scored),
+    )
+
+
+def _bootstrap(s: _Scored, conf_hit: Any, groups: list, replicates: int, seed: int) -> dict[str, Any]:
     """Bootstrap replicates of every metric, overall and per slice, from one set of resamples."""
     overall: dict[str, list] = {}
     per_group: list[dict[str, list]] = [{} for _ in groups]
     if replicates == 0:
         return {"overall": overall, "groups": per_group}
-    for W in bootstrap_weights(len(y), replicates, seed):
-        values = weighted_metrics(task, W, y, scored, threshold)
+    scored = s.scored
+    for W in bootstrap_weights(len(s.y), replicates, seed):
+        values = weighted_metrics(s.task, W, s.y, scored, s.threshold)
         if conf_hit is not None:
             values["ece"] = weighted_ece(W, conf_hit[0], conf_hit[1])
         for k, v in values.items():
             overall.setdefault(k, []).append(v)
         for g, (_, _, mask) in enumerate(groups):
-            for k, v in weighted_metrics(task, W[:, mask], y[mask], scored[mask], threshold).items():
+            for k, v in weighted_metrics(s.task, W[:, mask], s.y[mask], scored[mask], s.threshold).items():
                 per_group[g].setdefault(k, []).append(v)
     return {"overall": _concat(overall), "groups": [_concat(d) for d in per_group]}
 
@@ -771,9 +902,7 @@ def _concat(chunks: Mapping[str, list]) -> dict[str, Any]:
     return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
-def _slice_rows(task: str, y: Any, output: Mapping[str, Any], classes: Sequence[Any], threshold: float, groups: list,
-                reps: Mapping[str, Any], name: str, higher: bool, confidence: float, min_rows: int,
-                bootstrap: int) -> list[dict[str, Any]]:
+def _slice_rows(s: _Scored, groups: list, reps: Mapping[str, Any], options: EvaluateOptions) -> list[dict[str, Any]]:
     """Metrics per slice, each column's slices compared with their row-weighted mean.
 
     The reference is the row-weighted mean of the column's slice values, not the overall
@@ -781,14 +910,12 @@ def _slice_rows(task: str, y: Any, output: Mapping[str, Any], classes: Sequence[
     such as AUC is lower inside every slice of a predictive column (the slice spans a narrower
     range of scores), so comparing with the overall AUC would flag every slice.
     """
-    import numpy as np
-
+    name, higher = primary_metric(s.task)
     rows = []
-    n = len(y)
+    n = len(s.y)
     for g, (col, label, mask) in enumerate(groups):
-        sub = {k: np.asarray(v)[mask] for k, v in output.items()}
-        values = compute_metrics(task, _raw_labels(y[mask], classes, task), sub, classes or None, threshold=threshold)
-        lo, hi = interval(reps["groups"][g].get(name, []), confidence) if bootstrap else (None, None)
+        values = s.metrics(mask)
+        lo, hi = interval(reps["groups"][g].get(name, []), options.confidence) if options.bootstrap else (None, None)
         count = int(mask.sum())
         rows.append({"column": col, "slice": label, "rows": count, "share": count / n, "metric": name,
                      "value": values.get(name), "ci_low": lo, "ci_high": hi, "metrics": values})
@@ -800,7 +927,7 @@ def _slice_rows(task: str, y: Any, output: Mapping[str, Any], classes: Sequence[
             worse = reference is not None and ((r["ci_high"] is not None and r["ci_high"] < reference) if higher
                                                else (r["ci_low"] is not None and r["ci_low"] > reference))
             r["reference"] = reference
-            r["flagged"] = bool(worse and r["rows"] >= min_rows)
+            r["flagged"] = bool(worse and r["rows"] >= options.min_slice_rows)
     # Worst first within each column, so the table reads top-down by concern.
     sign = 1 if higher else -1
     return sorted(rows, key=lambda r: (r["column"], math.inf if r["value"] is None else sign * r["value"]))

@@ -14,9 +14,8 @@ from typing import Any, Callable, Mapping
 
 from mlsys_cli import bundle
 from mlsys_cli.errors import InputError, UsageError
+from mlsys_cli.features.presets import FAMILIES  # the index of the families registered here
 from mlsys_cli.models.family import Budget, Family, SklearnModel, resolve_params, threads  # noqa: F401 (resolve_params, SklearnModel: importable from here too)
-
-FAMILIES = ("baseline", "linear", "forest", "xgboost", "hgb", "mlp")
 
 _TREE_TYPES = ("sklearn.tree._tree.Tree",)
 bundle.trust(
@@ -131,7 +130,6 @@ class BaselineFamily(LibraryFamily):
     """The class prior (classification) or the mean (regression): the floor to beat."""
 
     name = "baseline"
-    preset = "trees"
 
     def default_params(self, task: str) -> dict[str, Any]:
         return {"strategy": "mean" if task == "regression" else "prior"}
@@ -152,7 +150,6 @@ class LinearFamily(LibraryFamily):
     """Logistic regression (classification) or ridge regression, on scaled, one-hot features."""
 
     name = "linear"
-    preset = "linear"
 
     def default_params(self, task: str) -> dict[str, Any]:
         if task == "regression":
@@ -194,7 +191,6 @@ class ForestFamily(LibraryFamily):
     """Bagged trees: random forest (``kind=rf``) or extremely randomized trees (``kind=extra``)."""
 
     name = "forest"
-    preset = "trees"
     thread_param = "n_jobs"
     serial_rows = None  # trees grow independently: threads pay off on small tables too
 
@@ -236,7 +232,6 @@ class XGBoostFamily(LibraryFamily):
     """Gradient boosting with XGBoost (histogram trees, early stopping on ``--valid``)."""
 
     name = "xgboost"
-    preset = "trees"
     # XGBoost compares float32 values: a float32 matrix gives the same trees and predictions
     # without a float64 copy of the matrix and XGBoost's own conversion of it.
     input_dtype = "float32"
@@ -366,7 +361,6 @@ class HistGBFamily(LibraryFamily):
     """scikit-learn's histogram gradient boosting: a strong default on small tables, exported to ONNX."""
 
     name = "hgb"
-    preset = "trees"
     rounds_param = "max_iter"
     thread_param = "n_threads"
 
@@ -418,8 +412,7 @@ class HistGBFamily(LibraryFamily):
 
 
 _BUILTIN: dict[str, Callable[[], Family]] = {
-    "baseline": BaselineFamily, "linear": LinearFamily, "forest": ForestFamily, "xgboost": XGBoostFamily,
-    "hgb": HistGBFamily,
+    cls.name: cls for cls in (BaselineFamily, LinearFamily, ForestFamily, XGBoostFamily, HistGBFamily)
 }
 
 

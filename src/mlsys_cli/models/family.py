@@ -17,6 +17,7 @@ import time
 from typing import Any, Mapping
 
 from mlsys_cli.errors import UsageError
+from mlsys_cli.features.presets import FAMILY_PRESETS
 
 # Fits on fewer rows than this run single-threaded (see Family.execution_params). On the
 # loaded 2-core machine (load 7) two OpenMP threads made 16,776 x 50 fits 8 times slower than
@@ -131,8 +132,9 @@ class SklearnModel:
 class Family(abc.ABC):
     """A model family: everything mlsys knows about one kind of estimator, in one object.
 
-    Subclasses set ``name`` (the ``--model`` value), ``preset`` (the featurizer preset it
-    needs), ``input_dtype`` and ``libraries`` (what a bundle of the family records), and
+    Subclasses set ``name`` (the ``--model`` value, listed in ``features.presets``, which also
+    gives its featurizer :attr:`preset`), ``input_dtype`` and ``libraries`` (what a bundle of
+    the family records), and
     implement :meth:`default_params`, :meth:`make`, :meth:`search_space` and :meth:`to_onnx`;
     :meth:`execution_params` (thread settings, never part of the recipe), :meth:`save` /
     :meth:`load` (no pickle) and :meth:`importances` have defaults. Adding a family means
@@ -140,7 +142,6 @@ class Family(abc.ABC):
     """
 
     name = ""
-    preset = "trees"
     # The feature matrix type the estimator computes in (features are float32-representable either way).
     input_dtype = "float64"
     # Libraries whose versions a model bundle of this family records (mlsys is always added).
@@ -179,6 +180,11 @@ class Family(abc.ABC):
         InputError
             When the fitted estimator has no ONNX form (the message names its type).
         """
+
+    @property
+    def preset(self) -> str:
+        """The featurizer preset the family needs (its entry in the family index, ``features.presets``)."""
+        return FAMILY_PRESETS[self.name]
 
     def library_versions(self) -> dict[str, str]:
         """The installed versions of :attr:`libraries` and of mlsys (for the manifest)."""

@@ -115,50 +115,68 @@ def compute_metrics(task: str, y_true: Any, output: Any, classes: Sequence[Any] 
         log_loss, f1_macro, f1_weighted, auc_ovr; regression: rmse, mae, r2. ``None`` where a
         metric is undefined on this data.
     """
-    import numpy as np
-    from sklearn import metrics as skm
-
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}")
     if task == "regression":
-        pred = np.asarray(output["prediction"] if isinstance(output, Mapping) else output, dtype=float).ravel()
-        y = np.asarray(y_true, dtype=float)
-        if len(y) == 0:
-            return {"rmse": None, "mae": None, "r2": None}
-        return {
-            "rmse": _safe(lambda: np.sqrt(skm.mean_squared_error(y, pred, sample_weight=sample_weight))),
-            "mae": _safe(skm.mean_absolute_error, y, pred, sample_weight=sample_weight),
-            "r2": _safe(skm.r2_score, y, pred, sample_weight=sample_weight) if len(y) > 1 else None,
-        }
+        return _regression_metrics(y_true, output, sample_weight)
     if classes is None:
         raise ValueError("classes are required to score a classifier")
-    n_classes = len(classes)
-    proba = _probabilities(output, n_classes)
+    proba = _probabilities(output, len(classes))
     y = encode_labels(list(y_true), classes)
     if (y < 0).any():
         unknown = [v for v, i in zip(y_true, y) if i < 0][0]
         raise ValueError(f"label {unknown!r} is not one of the model's classes")
-    labels = list(range(n_classes))
-    if len(y) == 0:
-        keys = ("auc", "log_loss", "accuracy", "f1", "precision", "recall", "brier") if task == "binary" \
-            else ("accuracy", "log_loss", "f1_macro", "f1_weighted", "auc_ovr")
-        return dict.fromkeys(keys)
-    two_classes_seen = len(np.unique(y)) > 1
     if task == "binary":
-        p1 = proba[:, 1]
-        pred = (p1 >= threshold).astype(int)
-        return {
-            "auc": _safe(skm.roc_auc_score, y, p1, sample_weight=sample_weight) if two_classes_seen else None,
-            "log_loss": _safe(skm.log_loss, y, proba, labels=labels, sample_weight=sample_weight),
-            "accuracy": _safe(skm.accuracy_score, y, pred, sample_weight=sample_weight),
-            "f1": _safe(skm.f1_score, y, pred, zero_division=0, sample_weight=sample_weight),
-            "precision": _safe(skm.precision_score, y, pred, zero_division=0, sample_weight=sample_weight),
-            "recall": _safe(skm.recall_score, y, pred, zero_division=0, sample_weight=sample_weight),
-            "brier": _safe(skm.brier_score_loss, y, p1, sample_weight=sample_weight),
-        }
+        return _binary_metrics(y, proba, threshold, sample_weight)
+    return _multiclass_metrics(y, proba, sample_weight)
+
+
+def _regression_metrics(y_true: Any, output: Any, sample_weight: Any) -> dict[str, float | None]:
+    import numpy as np
+    from sklearn import metrics as skm
+
+    pred = np.asarray(output["prediction"] if isinstance(output, Mapping) else output, dtype=float).ravel()
+    y = np.asarray(y_true, dtype=float)
+    if len(y) == 0:
+        return {"rmse": None, "mae": None, "r2": None}
+    return {
+        "rmse": _safe(lambda: np.sqrt(skm.mean_squared_error(y, pred, sample_weight=sample_weight))),
+        "mae": _safe(skm.mean_absolute_error, y, pred, sample_weight=sample_weight),
+        "r2": _safe(skm.r2_score, y, pred, sample_weight=sample_weight) if len(y) > 1 else None,
+    }
+
+
+def _binary_metrics(y: Any, proba: Any, threshold: float, sample_weight: Any) -> dict[str, float | None]:
+    """Binary metrics of class indices ``y`` against probabilities ``[N, 2]``."""
+    import numpy as np
+    from sklearn import metrics as skm
+
+    if len(y) == 0:
+        return dict.fromkeys(("auc", "log_loss", "accuracy", "f1", "precision", "recall", "brier"))
+    p1 = proba[:, 1]
+    pred = (p1 >= threshold).astype(int)
+    return {
+        "auc": _safe(skm.roc_auc_score, y, p1, sample_weight=sample_weight) if len(np.unique(y)) > 1 else None,
+        "log_loss": _safe(skm.log_loss, y, proba, labels=list(range(proba.shape[1])), sample_weight=sample_weight),
+        "accuracy": _safe(skm.accuracy_score, y, pred, sample_weight=sample_weight),
+        "f1": _safe(skm.f1_score, y, pred, zero_division=0, sample_weight=sample_weight),
+        "precision": _safe(skm.precision_score, y, pred, zero_division=0, sample_weight=sample_weight),
+        "recall": _safe(skm.recall_score, y, pred, zero_division=0, sample_weight=sample_weight),
+        "brier": _safe(skm.brier_score_loss, y, p1, sample_weight=sample_weight),
+    }
+
+
+def _multiclass_metrics(y: Any, proba: Any, sample_weight: Any) -> dict[str, float | None]:
+    """Multiclass metrics of class indices ``y`` against probabilities ``[N, C]``."""
+    import numpy as np
+    from sklearn import metrics as skm
+
+    if len(y) == 0:
+        return dict.fromkeys(("accuracy", "log_loss", "f1_macro", "f1_weighted", "auc_ovr"))
+    labels = list(range(proba.shape[1]))
     pred = proba.argmax(axis=1)
     # One-vs-rest AUC needs every class present in y_true (sklearn refuses otherwise).
-    auc_defined = len(np.unique(y)) == n_classes
+    auc_defined = len(np.unique(y)) == len(labels)
     return {
         "accuracy": _safe(skm.accuracy_score, y, pred, sample_weight=sample_weight),
         "log_loss": _safe(skm.log_loss, y, proba, labels=labels, sample_weight=sample_weight),

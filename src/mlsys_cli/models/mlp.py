@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from mlsys_cli.errors import InputError, UsageError
@@ -86,6 +87,25 @@ def _build_net(n_in: int, n_out: int, hidden_layers: int, width: int, dropout: f
 def _linear_layers(net: Any) -> list[Any]:
     torch = _torch()
     return [m for m in net if isinstance(m, torch.nn.Linear)]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How one fit runs: its deadline (``time.monotonic``), progress bar and per-epoch callback."""
+
+    deadline: float | None
+    progress: Any
+    callback: Callable[[int, float], None] | None
+
+    def report(self, record: Mapping[str, Any], max_epochs: int) -> None:
+        """Show an epoch's record, and hand its validation loss to the callback (tune's pruning)."""
+        epoch, valid = record["epoch"], record["valid_loss"] is not None
+        if self.progress is not None:
+            shown = record["valid_loss"] if valid else record["train_loss"]
+            self.progress.update(completed=epoch, total=max_epochs,
+                                 description=f"mlp: epoch {epoch}, {'valid' if valid else 'train'} loss {shown:.4g}")
+        if self.callback is not None and valid:
+            self.callback(epoch, record["valid_loss"])
 
 
 class MLPEstimator:
@@ -283,23 +303,11 @@ class MLPEstimator:
         -------
         self
         """
-        import numpy as np
-
         torch = _torch()
         self._check_params()
         started = time.monotonic()
-        deadline = None if timeout is None else started + float(timeout)
-        X = self._features(X, fitted=False)
-        y = self._target(y, len(X))
-        if len(X) == 0:
-            raise InputError("no training rows")
-        w = self._weights(y, sample_weight)
-        X, y, w, Xv, yv, wv = self._split(X, y, w, eval_set)
-        resume = self.warm_start and hasattr(self, "net_")
-        if resume and X.shape[1] != self.n_features_:
-            raise InputError(f"warm start: the model has {self.n_features_} features, the data {X.shape[1]}")
-        if not resume:
-            self._fit_scalings(X, y)
+        run = _Run(None if timeout is None else started + float(timeout), progress, callback)
+        train, valid, resume = self._prepare(X, y, sample_weight, eval_set)
         self._inference = None
 
         prev_threads = torch.get_num_threads()
@@ -311,13 +319,30 @@ class MLPEstimator:
             try:
                 if not resume:
                     n_out = 1 if self.task == "regression" else self.n_classes
-                    self.net_ = _build_net(X.shape[1], n_out, self.hidden_layers, self.width, self.dropout)
-                self._train(X, y, w, Xv, yv, wv, deadline, progress, callback)
+                    self.net_ = _build_net(train[0].shape[1], n_out, self.hidden_layers, self.width, self.dropout)
+                self._train(train, valid, run)
             finally:
                 torch.set_num_threads(prev_threads)
                 torch.use_deterministic_algorithms(prev_deterministic)
         self.fit_seconds_ = time.monotonic() - started
         return self
+
+    def _prepare(self, X: Any, y: Any, sample_weight: Any, eval_set: Any) -> tuple[tuple[Any, ...], tuple[Any, ...] | None, bool]:
+        """The checked training and validation arrays ``(X, y, w)`` (validation None: none held out)
+        and whether the fit continues the fitted network (``warm_start``); the input and target
+        scalings are fitted on the training rows unless it does."""
+        X = self._features(X, fitted=False)
+        y = self._target(y, len(X))
+        if len(X) == 0:
+            raise InputError("no training rows")
+        w = self._weights(y, sample_weight)
+        X, y, w, Xv, yv, wv = self._split(X, y, w, eval_set)
+        resume = self.warm_start and hasattr(self, "net_")
+        if resume and X.shape[1] != self.n_features_:
+            raise InputError(f"warm start: the model has {self.n_features_} features, the data {X.shape[1]}")
+        if not resume:
+            self._fit_scalings(X, y)
+        return (X, y, w), (None if Xv is None else (Xv, yv, wv)), resume
 
     def _fit_scalings(self, X: Any, y: Any) -> None:
         import numpy as np
@@ -362,70 +387,73 @@ class MLPEstimator:
         # Report the metric in the user's units: RMSE of the target, log loss of the classes.
         return math.sqrt(loss) * self.y_std_ if self.task == "regression" else loss
 
-    def _train(self, X: Any, y: Any, w: Any, Xv: Any, yv: Any, wv: Any, deadline: float | None,
-               progress: Any, callback: Callable[[int, float], None] | None) -> None:
+    def _train(self, train: tuple[Any, ...], valid: tuple[Any, ...] | None, run: "_Run") -> None:
+        """Epochs of mini-batch AdamW on ``train`` ``(X, y, w)``, early-stopped on ``valid``; keeps the
+        best weights and records ``history_``, ``stop_reason_``, ``n_epochs_``, ``best_epoch_``."""
         torch = _torch()
-        Xt, yt, wt = self._tensors(X, y, w)
-        valid = None if Xv is None else self._tensors(Xv, yv, wv)
+        data = self._tensors(*train)
+        held_out = None if valid is None else self._tensors(*valid)
         optimizer = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         order = torch.Generator().manual_seed(self.seed)
-        batch = min(self.batch_size, len(Xt))
         best_state, best_loss, best_epoch, waited = None, math.inf, 0, 0
         self.history_: list[dict[str, Any]] = []
         self.stop_reason_ = "max_epochs"
-        if progress is not None:
-            progress.update(completed=0, total=self.max_epochs, description="mlp: training")
+        if run.progress is not None:
+            run.progress.update(completed=0, total=self.max_epochs, description="mlp: training")
         epoch = 0
         for epoch in range(1, self.max_epochs + 1):
-            self.net_.train()
-            perm = torch.randperm(len(Xt), generator=order)
-            seen, total, timed_out = 0.0, 0.0, False
-            for start in range(0, len(Xt), batch):
-                idx = perm[start:start + batch]
-                # A last batch of one row would make the gradient noisy for nothing: fold it in.
-                if len(Xt) - start - batch == 1:
-                    idx = perm[start:]
-                elif start and len(idx) == 1:
-                    break
-                wb = wt[idx]
-                loss = (self._losses(self.net_(Xt[idx]), yt[idx]) * wb).sum() / wb.sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                seen += float(wb.sum())
-                total += float(loss.detach()) * float(wb.sum())
-                if deadline is not None and time.monotonic() >= deadline:
-                    timed_out = True
-                    break
-            record: dict[str, Any] = {"epoch": epoch, "train_loss": total / max(seen, 1e-12), "valid_loss": None}
-            if valid is not None:
-                record["valid_loss"] = self._valid_loss(*valid)
+            train_loss, timed_out = self._epoch(data, optimizer, order, run.deadline)
+            record: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "valid_loss": None}
+            if held_out is not None:
+                record["valid_loss"] = self._valid_loss(*held_out)
                 if record["valid_loss"] < best_loss:
                     best_loss, best_epoch, waited = record["valid_loss"], epoch, 0
                     best_state = copy.deepcopy(self.net_.state_dict())
                 else:
                     waited += 1
             self.history_.append(record)
-            if progress is not None:
-                shown = record["valid_loss"] if valid is not None else record["train_loss"]
-                progress.update(completed=epoch, total=self.max_epochs,
-                                description=f"mlp: epoch {epoch}, {'valid' if valid is not None else 'train'} loss {shown:.4g}")
-            if callback is not None and valid is not None:
-                callback(epoch, record["valid_loss"])
+            run.report(record, self.max_epochs)
             if timed_out:
                 self.stop_reason_ = "timeout"
                 break
-            if valid is not None and waited >= self.patience:
+            if held_out is not None and waited >= self.patience:
                 self.stop_reason_ = "early_stopping"
                 break
         self.n_epochs_ = epoch
         if best_state is not None:
             self.net_.load_state_dict(best_state)
-        elif valid is not None:  # the loss was never finite: keep the last weights, say so
+        elif held_out is not None:  # the loss was never finite: keep the last weights, say so
             self.stop_reason_ = "no_improvement"
         self.best_epoch_ = best_epoch if best_state is not None else epoch
         self.best_score_ = best_loss if best_state is not None else None
         self.net_.eval()
+
+    def _epoch(self, data: tuple[Any, Any, Any], optimizer: Any, order: Any, deadline: float | None) -> tuple[float, bool]:
+        """One pass over the shuffled training tensors: the weighted mean training loss, and whether
+        the deadline stopped it (checked after every batch)."""
+        torch = _torch()
+        Xt, yt, wt = data
+        batch = min(self.batch_size, len(Xt))
+        self.net_.train()
+        perm = torch.randperm(len(Xt), generator=order)
+        seen, total = 0.0, 0.0
+        for start in range(0, len(Xt), batch):
+            idx = perm[start:start + batch]
+            # A last batch of one row would make the gradient noisy for nothing: fold it in.
+            if len(Xt) - start - batch == 1:
+                idx = perm[start:]
+            elif start and len(idx) == 1:
+                break
+            wb = wt[idx]
+            loss = (self._losses(self.net_(Xt[idx]), yt[idx]) * wb).sum() / wb.sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += float(wb.sum())
+            total += float(loss.detach()) * float(wb.sum())
+            if deadline is not None and time.monotonic() >= deadline:
+                return total / max(seen, 1e-12), True
+        return total / max(seen, 1e-12), False
 
     # -- inference --------------------------------------------------------------------------
 
@@ -568,7 +596,6 @@ class MLPFamily(Family):
     """The ``mlp`` entry of the family registry (see ARCHITECTURE.md, "Model families")."""
 
     name = NAME
-    preset = "mlp"
     libraries = (*Family.libraries, "torch")
     thread_param = "n_threads"
 

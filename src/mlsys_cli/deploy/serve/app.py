@@ -27,6 +27,7 @@ import orjson
 from mlsys_cli.deploy.serve import v2
 from mlsys_cli.deploy.serve.batching import Batcher
 from mlsys_cli.deploy.serve.models import ServedModel, Slot, describe_error
+from mlsys_cli.deploy.serve.predlog import Entry
 from mlsys_cli.errors import InputError
 
 JSON = b"application/json"
@@ -338,8 +339,6 @@ class ServeApp:
             self.metrics.predicted(model.role, model.task, outputs, req.rows)
             log = self.state.log
             if log is not None:
-                from mlsys_cli.deploy.serve.predlog import Entry
-
                 log.append(Entry(arrival, req.request_id, model, seconds * 1000.0, canon, outputs, req.rows))
             if "shadow" in self.slots:
                 self._shadow(req, arrival, raw)
@@ -358,8 +357,6 @@ class ServeApp:
             return
         self.metrics.predicted("shadow", shadow.task, outputs, req.rows)
         if self.state.log is not None:
-            from mlsys_cli.deploy.serve.predlog import Entry
-
             self.state.log.append(Entry(arrival, req.request_id, shadow, (time.perf_counter() - start) * 1000.0,
                                         canon, outputs, req.rows))
 
@@ -368,9 +365,13 @@ class ServeApp:
     def _attach(self, model: ServedModel) -> None:
         model.batcher = Batcher(model, self.state.batching, self.metrics.batch.labels(model.role))
 
-    async def reload(self, force: bool = False) -> None:
-        """Load every slot whose source changed (``force``: SIGHUP, reload regardless) and swap it in."""
+    async def reload(self, force: bool = False) -> int:
+        """Load every slot whose source changed (``force``: SIGHUP, reload regardless) and swap it in.
+
+        Returns how many models were swapped in.
+        """
         loop = asyncio.get_running_loop()
+        swapped = 0
         for slot in self.slots.values():
             if not force and not await loop.run_in_executor(None, slot.changed):
                 continue
@@ -391,6 +392,8 @@ class ServeApp:
             self.state.event({"event": "reload", "role": slot.role, "ok": True, "version": model.version,
                               "previous": old.version})
             old.batcher.close()
+            swapped += 1
+        return swapped
 
 
 def _method(method: str, allowed: str) -> None:
@@ -407,8 +410,15 @@ def _records_out(model: ServedModel, outputs: dict[str, Any]) -> list[dict[str, 
 
 
 def write_line(record: dict[str, Any]) -> None:
-    """One JSON line on stderr (access log, events)."""
+    """One JSON line on stderr (events)."""
+    write_bytes(orjson.dumps(record) + b"\n")
+
+
+def write_bytes(data: bytes) -> None:
+    """Lines on stderr, whole (access log, events)."""
     try:
-        os.write(sys.stderr.fileno(), orjson.dumps(record) + b"\n")
-    except OSError:
+        fd = sys.stderr.fileno()
+        while data:
+            data = data[os.write(fd, data):]
+    except (OSError, ValueError):
         pass  # a closed stderr must not fail requests
