@@ -263,62 +263,109 @@ def peer_python(name: str) -> str:
     return str(venv / "bin" / "python")
 
 
-MEASURE = r'''
+MEASURE = r"""
 import json, os, resource, subprocess, sys, time
+timeout = float(sys.argv[1])
 t = time.perf_counter()
-proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+try:
+    proc = subprocess.run(sys.argv[2:], capture_output=True, text=True, timeout=timeout)
+    code, out, err = proc.returncode, proc.stdout, proc.stderr[-2000:]
+except subprocess.TimeoutExpired:
+    code, out, err = "timeout", "", ""
 wall = time.perf_counter() - t
-print(json.dumps({"code": proc.returncode, "seconds": wall, "stdout": proc.stdout, "stderr": proc.stderr[-2000:],
-                  "rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
-'''
+use = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"code": code, "seconds": wall, "cpu": use.ru_utime + use.ru_stime, "stdout": out, "stderr": err,
+                  "rss_mb": use.ru_maxrss / 1024}))
+"""
+RUNS = DATA / "speed_runs.json"  # every measured run of this machine, rendered together
+SHIFTED = {"num00", "num01", "cat0", "cat1", "num03"}
+LABELS = {"mlsys": "mlsys drift (defaults)", "mlsys-nodomain": "mlsys drift --no-domain",
+          "scipy": "SciPy ks_2samp / chi2_contingency + BH", "evidently": "Evidently 0.7.23 DataDriftPreset",
+          "alibi": "alibi-detect 0.13 TabularDrift (FDR)"}
 
 
-def run_measured(cmd: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, check=True)
+def run_measured(cmd: list[str], timeout: float) -> dict:
+    """Wall and CPU seconds and peak RSS of ``cmd`` in a child process (killed after ``timeout`` s)."""
+    proc = subprocess.run([sys.executable, "-c", MEASURE, str(timeout), *cmd], capture_output=True, text=True, check=True)
     return json.loads(proc.stdout)
 
 
-def speed(rows: int, peers: list[str]) -> str:
-    ref = DATA / f"speed_ref_{rows}.parquet"
-    cur = DATA / f"speed_cur_{rows}.parquet"
+def speed_files(rows: int) -> tuple[Path, Path]:
+    ref, cur = DATA / f"speed_ref_{rows}.parquet", DATA / f"speed_cur_{rows}.parquet"
     if not ref.exists():
         write(make_table(rows, 1), ref)
         write(make_table(rows, 2, {"mean": 0.25, "scale": 1.25, "mix": 0.25, "new": 0.05, "missing": 0.10}), cur)
-    shifted = {"num00", "num01", "cat0", "cat1", "num03"}
-    out = DATA / "speed_results.parquet"
-    contenders = {"mlsys drift (defaults)": [sys.executable, "-m", "mlsys_cli", "drift", str(cur), "--reference", str(ref), "-o", str(out), "--json"],
-                  "mlsys drift --no-domain": [sys.executable, "-m", "mlsys_cli", "drift", str(cur), "--reference", str(ref), "--no-domain", "--json"]}
-    scripts = {"scipy": SCIPY_PEER, "evidently": EVIDENTLY_PEER, "alibi": ALIBI_PEER}
-    for name in peers:
-        script = DATA / f"peer_{name}.py"
-        script.write_text(scripts[name])
-        python = sys.executable if name == "scipy" else peer_python(name)
-        label = {"scipy": "SciPy ks_2samp / chi2_contingency + BH", "evidently": "Evidently 0.7.23 DataDriftPreset",
-                 "alibi": "alibi-detect 0.13 TabularDrift (FDR)"}[name]
-        contenders[label] = [python, str(script), str(ref), str(cur)]
-    results, decisions = {}, {}
-    for label, cmd in contenders.items():
+    return ref, cur
+
+
+def contender(name: str, ref: Path, cur: Path) -> list[str]:
+    if name.startswith("mlsys"):
+        extra = ["--no-domain"] if name == "mlsys-nodomain" else []
+        return [sys.executable, "-m", "mlsys_cli", "drift", str(cur), "--reference", str(ref), "--json", *extra]
+    script = DATA / f"peer_{name}.py"
+    script.write_text({"scipy": SCIPY_PEER, "evidently": EVIDENTLY_PEER, "alibi": ALIBI_PEER}[name])
+    python = sys.executable if name == "scipy" else peer_python(name)
+    return [python, str(script), str(ref), str(cur)]
+
+
+def measure_speed(rows: int, tools: list[str], timeout: float) -> None:
+    """Run each tool on the ``rows`` files (mlsys first, beside the peers), and keep the runs in RUNS."""
+    ref, cur = speed_files(rows)
+    runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
+    for name in tools:
         load = uptime().split("load average: ")[1]
-        r = run_measured(cmd)
-        if r["code"] not in (0, 4):
-            print(f"{label} failed: {r['stderr']}", flush=True)
-            continue
-        results[label] = {**r, "load": load}
-        doc = json.loads(r["stdout"])
-        decisions[label] = set(doc["drifted"]) if "drifted" in doc else {k for k, v in doc.items() if v}
-        print(f"{label}: {r['seconds']:.1f} s, {r['rss_mb']:.0f} MB (load {load})", flush=True)
-    base = results.get("mlsys drift (defaults)", {}).get("seconds")
-    lines = [f"{rows:,} rows x {N_NUM + N_CAT} columns ({N_NUM} numeric, {N_CAT} categorical) per side, Parquet; "
-             f"current has 5 shifted columns ({', '.join(sorted(shifted))}).", "",
-             "| tool | wall s | vs mlsys | peak RSS MB | load (1/5/15 min) |", "|---|---:|---:|---:|---|"]
-    for label, r in results.items():
-        lines.append(f"| {label} | {r['seconds']:.2f} | {r['seconds'] / base:.1f}x | {r['rss_mb']:.0f} | {r['load']} |")
-    lines += ["", "Per-feature decisions (drifted columns; the 5 shifted ones first, then false alarms):", "",
-              "| tool | shifted found | false alarms |", "|---|---|---|"]
-    for label, flagged in decisions.items():
-        flagged = {f for f in flagged if not f.startswith("prediction:")}
-        lines.append(f"| {label} | {', '.join(sorted(flagged & shifted)) or '-'} ({len(flagged & shifted)}/5) | "
-                     f"{', '.join(sorted(flagged - shifted)) or 'none'} |")
+        r = run_measured(contender(name, ref, cur), timeout)
+        entry = {"tool": name, "rows": rows, "seconds": r["seconds"], "cpu": r["cpu"], "rss_mb": r["rss_mb"],
+                 "load": load, "finished": r["code"] in (0, 4), "timeout": timeout,
+                 "at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+        if entry["finished"]:
+            doc = json.loads(r["stdout"])
+            flagged = set(doc["drifted"]) if "drifted" in doc else {k for k, v in doc.items() if v}
+            entry["drifted"] = sorted(f for f in flagged if not f.startswith("prediction:"))
+            if name == "mlsys":
+                entry["domain"] = {k: doc["multivariate"].get(k) for k in ("auc", "p_value", "drifted")}
+        elif r["code"] != "timeout":
+            entry["error"] = r["stderr"][-500:]
+        runs.append(entry)
+        RUNS.write_text(json.dumps(runs, indent=1))
+        print(f"{LABELS[name]} at {rows:,}: {'%.1f s wall, %.1f s CPU' % (r['seconds'], r['cpu']) if entry['finished'] else r['code']} "
+              f"(load {load})", flush=True)
+
+
+def speed_report() -> str:
+    """The speed table and the per-feature decisions of every tool, from the kept runs (latest per tool and size).
+
+    Each peer's ratios are against the mlsys run just before it at the same size (the same
+    invocation, so the same load): on a shared machine wall time follows the load, CPU time less so.
+    """
+    runs = json.loads(RUNS.read_text()) if RUNS.exists() else []
+    latest: dict[tuple[str, int], dict] = {}
+    paired: dict[tuple[str, int], dict] = {}
+    last_mlsys: dict[int, dict] = {}
+    for r in runs:
+        if r["tool"] == "mlsys" and r["finished"]:
+            last_mlsys[r["rows"]] = r
+        latest[(r["tool"], r["rows"])] = r
+        paired[(r["tool"], r["rows"])] = last_mlsys.get(r["rows"])
+    lines = ["| rows per side | tool | wall s | CPU s | wall / mlsys wall | CPU / mlsys CPU | peak RSS MB | load (1/5/15 min) | run at |",
+             "|---:|---|---:|---:|---:|---:|---:|---|---|"]
+    for (tool, rows), r in sorted(latest.items(), key=lambda kv: (kv[0][1], list(LABELS).index(kv[0][0]))):
+        base = paired[(tool, rows)] if tool != "mlsys" else r
+        wall = f"{r['seconds']:.1f}" if r["finished"] else (f"stopped at {r['timeout']:.0f}" if "error" not in r else "failed")
+        more = "" if r["finished"] else "> "
+        ratio = (f"{more}{r['seconds'] / base['seconds']:.1f}x", f"{more}{r['cpu'] / base['cpu']:.1f}x") if base else ("-", "-")
+        lines.append(f"| {rows:,} | {LABELS[tool]} | {wall} | {r['cpu']:.1f} | {ratio[0]} | {ratio[1]} | {r['rss_mb']:.0f} | {r['load']} | {r['at']} |")
+    columns = sorted({f"num{j:02d}" for j in range(N_NUM)} | {f"cat{j}" for j in range(N_CAT)})
+    decided = [(k, r) for k, r in sorted(latest.items(), key=lambda kv: (kv[0][1], list(LABELS).index(kv[0][0]))) if r["finished"]]
+    flagged = sorted(SHIFTED | {f for _, r in decided for f in r["drifted"]}, key=lambda c: (c not in SHIFTED, c))
+    lines += ["", "Per-feature decisions (the 5 shifted columns, then every column any tool flagged; the other "
+              f"{len(columns) - len(flagged)} columns were flagged by none): **yes** = drift reported.", "",
+              "| rows | tool | " + " | ".join(flagged) + " | shifted found | false alarms |",
+              "|---:|---|" + "---|" * len(flagged) + "---:|---:|"]
+    for (tool, rows), r in decided:
+        got = set(r["drifted"])
+        cells = " | ".join("**yes**" if c in got else "no" for c in flagged)
+        lines.append(f"| {rows:,} | {LABELS[tool]} | {cells} | {len(got & SHIFTED)}/5 | {len(got - SHIFTED)} |")
     return "\n".join(lines)
 
 
@@ -368,36 +415,57 @@ def kernels(rows: int) -> str:
     return "\n".join(lines)
 
 
+def keep(name: str, command: str, lines: list[str]) -> None:
+    """Keep one section's text (benchmarks/data/drift/section_NAME.md): the page joins the latest of each."""
+    text = "\n".join([lines[0], "", f"Measured by `.venv/bin/python benchmarks/bench_drift.py {command}` "
+                      f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).", *lines[1:]])
+    (DATA / f"section_{name}.md").write_text(text + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sections", default="calibration,detection,speed,kernels")
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows per side for speed and kernels")
     ap.add_argument("--trials", type=int, default=0, help="trials per size (0: 100/100/30/10 for 1k/10k/100k/1M)")
     ap.add_argument("--sizes", default="1000,10000,100000,1000000")
-    ap.add_argument("--peers", default="scipy,evidently,alibi")
+    ap.add_argument("--tools", default="mlsys,mlsys-nodomain,scipy,evidently,alibi",
+                    help="speed: tools to run now (their runs are kept in benchmarks/data/drift/speed_runs.json)")
+    ap.add_argument("--timeout", type=float, default=600, help="speed: seconds before a tool's run is stopped")
+    ap.add_argument("--speed-sizes", default="", help="speed: rows per side, comma-separated (default: --rows)")
     args = ap.parse_args()
     DATA.mkdir(parents=True, exist_ok=True)
     sections = args.sections.split(",")
     default_trials = {1000: 100, 10_000: 100, 100_000: 30, 1_000_000: 10}
-    parts = ["# drift", "", f"Reproduce: `.venv/bin/python benchmarks/bench_drift.py --sections {args.sections} --rows {args.rows}"
-             f"{f' --trials {args.trials}' if args.trials else ''}` (2-core shared VM; load per row).", ""]
+    command = " ".join(sys.argv[1:])
     if "calibration" in sections:
         sizes = [int(s) for s in args.sizes.split(",")]
-        parts += ["## False alarms with no shift", "",
-                  "Two disjoint random halves of one seeded table (40 numeric, 10 categorical columns), defaults "
-                  "(FDR 0.05, effect thresholds, domain classifier on 2,000 rows per side). A trial is a false alarm "
-                  "when `drift_detected` is true.", "",
-                  calibration({n: args.trials or default_trials.get(n, 20) for n in sizes}), ""]
+        keep("calibration", command, ["## False alarms with no shift", "",
+              "Two disjoint random halves of one seeded table (40 numeric, 10 categorical columns), defaults "
+              "(FDR 0.05, effect thresholds, domain classifier on 2,000 rows per side). A trial is a false alarm "
+              "when `drift_detected` is true.", "",
+              calibration({n: args.trials or default_trials.get(n, 20) for n in sizes})])
     if "detection" in sections:
-        parts += ["## Detection of injected shifts", "",
-                  "One column shifted per row of the table; per-feature verdicts with defaults, domain classifier off.", "",
-                  detection(args.trials or 20, 10_000), "", "## The sample data's documented drift", "",
-                  "`sample_data/churn.parquet`, reference January-September vs current October-December (`drift.json`).", "",
-                  sample_drift(), ""]
+        keep("detection", command, ["## Detection of injected shifts", "",
+              "One column shifted per row of the table; per-feature verdicts with defaults, domain classifier off.", "",
+              detection(args.trials or 20, 10_000), "", "## The sample data's documented drift", "",
+              "`sample_data/churn.parquet`, reference January-September vs current October-December (`drift.json`).", "",
+              sample_drift()])
     if "speed" in sections:
-        parts += ["## Speed: 1M x 50 from Parquet, each tool in its own process", "", speed(args.rows, args.peers.split(",")), ""]
+        for rows in [int(v) for v in (args.speed_sizes or str(args.rows)).split(",")]:
+            measure_speed(rows, [t for t in args.tools.split(",") if t], args.timeout)
+        keep("speed", command, ["## Speed: 1M x 50 from Parquet, each tool in its own process", "",
+              "40 numeric and 10 categorical columns per side, Parquet (zstd, one row group); the current side has 5 "
+              f"shifted columns ({', '.join(sorted(SHIFTED))}). Wall and CPU (user + system) seconds and peak RSS of "
+              "the whole process, end to end from the files; a run is stopped at its timeout. Runs are kept in "
+              "`benchmarks/data/drift/speed_runs.json`; each row is the latest run of that tool and size.", "",
+              speed_report()])
     if "kernels" in sections:
-        parts += ["## Counting kernel", "", kernels(args.rows), ""]
+        keep("kernels", command, ["## Counting kernel", "", kernels(args.rows)])
+    parts = ["# drift", "", "Each section says the command that measured it (2-core shared VM; load per row).", ""]
+    for name in ("calibration", "detection", "speed", "kernels"):
+        kept = DATA / f"section_{name}.md"
+        if kept.exists():
+            parts += [kept.read_text(), ""]
     path = write_results("drift", "\n".join(parts))
     print(f"wrote {path}")
 

@@ -154,13 +154,20 @@ def test_a_changed_schema_is_refused(registry, churn, tmp_path):
 
 def test_the_drift_trigger_calls_mlsys_drift(registry, churn):
     """Champion trained on January-June; the newest 100 days hold the documented drift of Q4."""
-    result = retrain(registry, churn["all"], "--data-window", "100d", "--trigger", "drift", "--json")
+    # The default weighs the drift by the model's importance (and by its estimated loss, when calibrated).
+    weighed = retrain(registry, churn["all"], "--data-window", "100d", "--trigger", "drift", "--json")
+    (verdict,) = weighed.json["triggers"]
+    share = verdict["detail"]["importance_share"]
+    assert verdict["detail"]["drift_detected"] and 0 < share < 1 and verdict["detail"]["estimate"]["metric"] == "auc"
+    assert f"carry {share:.0%} of the model's importance" in verdict["reason"]
+    assert verdict["fired"] is (share >= 0.5) and verdict["fired"] is not (weighed.code == 10)
+    result = retrain(registry, churn["all"], "--data-window", "100d", "--trigger", "drift:any", "--json")
     assert result.code in (0, 11), result.stderr
     (verdict,) = result.json["triggers"]
     assert verdict["fired"] is True and verdict["detail"]["drift_detected"] is True
     assert {"device", "support_calls"} & set(verdict["detail"]["drifted"])
     assert verdict["reason"].startswith("drift in ") and "newest rows vs the champion's training reference" in verdict["reason"]
-    excluded = retrain(registry, churn["all"], "--data-window", "100d", "--trigger", "drift", "--drift-exclude", "device",
+    excluded = retrain(registry, churn["all"], "--data-window", "100d", "--trigger", "drift:any", "--drift-exclude", "device",
                        "--drift-exclude", "support_calls", "--json")
     assert excluded.code in (0, 10, 11), excluded.stderr
     assert not {"device", "support_calls"} & set(excluded.json["triggers"][0]["detail"]["drifted"])

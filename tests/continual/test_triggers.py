@@ -59,3 +59,36 @@ def test_periods():
     assert parse_period("90s") == timedelta(seconds=90)
     assert parse_period("2w") == timedelta(days=14)
     assert parse_period("1.5h") == timedelta(minutes=90)
+
+
+def _drift_evidence(share, estimated=None, validation=0.80, reliable=True):
+    found = {"drift_detected": True, "drifted": ["a"], "importance_share": share, "summary": "drift in 1 feature(s): a",
+             "estimate": None if estimated is None else {"metric": "auc", "estimated": estimated, "validation": validation,
+                                                         "reliable": reliable, "calibration": "poorly calibrated"}}
+    return Evidence(now=NOW, last_trained=NOW, new_rows=lambda: (0, ""), champion_metric=lambda c: {}, drift=lambda: found)
+
+
+@pytest.mark.parametrize("text,share,estimated,reliable,fired", [
+    ("drift", 0.7, None, True, True),          # important drift, no estimate: the importance decides
+    ("drift", 0.3, None, True, False),         # drift in features the model hardly uses
+    ("drift", 0.7, 0.77, True, True),          # important and the estimated AUC fell 0.03
+    ("drift", 0.7, 0.79, True, False),         # important, but the estimate holds (a drop of 0.01)
+    ("drift", 0.3, 0.70, True, False),         # an estimated loss without important drift
+    ("drift", 0.7, 0.79, False, True),         # an unreliable estimate is not weighed
+    ("drift:share=0.2", 0.3, None, True, True),
+    ("drift:any", 0.01, 0.85, True, True),     # any drift fires
+])
+def test_drift_fires_on_drift_that_costs_accuracy(text, share, estimated, reliable, fired):
+    (verdict,) = decide([parse_trigger(text)], _drift_evidence(share, estimated, reliable=reliable))
+    assert verdict.fired is fired, verdict.reason
+    assert verdict.reason.startswith("drift in 1 feature(s)")
+    if text != "drift:any":
+        assert "of the model's importance" in verdict.reason
+    if estimated is not None and text == "drift" and not reliable:
+        assert "not weighed: poorly calibrated" in verdict.reason
+
+
+@pytest.mark.parametrize("text", ["drift:share=0", "drift:share=1.5", "drift:share=x", "drift:all", "drift:0.3"])
+def test_bad_drift_triggers(text):
+    with pytest.raises(UsageError, match="invalid --trigger"):
+        parse_trigger(text)

@@ -34,7 +34,7 @@ def _human(result: Any) -> None:
 def command(
     registry: Annotated[Path, typer.Option("--registry", envvar="MLSYS_REGISTRY", help="The registry directory (created when missing).")],
     data: Annotated[list[str], typer.Option("--data", help="New labelled data: Parquet file, directory or glob, CSV (repeatable).")],
-    trigger: Annotated[Optional[list[str]], typer.Option("--trigger", help="always | schedule:7d | drift | performance:'auc<0.80' | volume:N (repeatable: any fires).")] = None,
+    trigger: Annotated[Optional[list[str]], typer.Option("--trigger", help="always | schedule:7d | drift[:any|:share=X] | performance:'auc<0.80' | volume:N (repeatable: any fires).")] = None,
     drift_exclude: Annotated[Optional[list[str]], typer.Option("--drift-exclude", help="Column the drift trigger leaves out, e.g. one that grows with time (repeatable).")] = None,
     time_col: Annotated[Optional[str], typer.Option("--time-col", help="Orders the rows; the newest are held out.")] = None,
     data_window: Annotated[Optional[str], typer.Option("--data-window", help="Only the newest span of --time-col, e.g. 90d.")] = None,

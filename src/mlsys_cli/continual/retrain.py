@@ -343,5 +343,21 @@ def drift_evidence(incumbent: Incumbent, window: Window, exclude: tuple[str, ...
     drifted = list(report.drifted)
     summary = (f"drift in {len(drifted)} feature(s) or output(s): {', '.join(drifted[:5])}" if drifted else
                "drift detected" if report.drift_detected else "no drift")
+    share = report.importance_share()
+    if share is None:  # a model without importances: every compared feature weighs the same
+        inputs = [f for f in report.features if not f.name.startswith(("prediction:", "label:"))]
+        share = sum(f.drifted for f in inputs) / len(inputs) if inputs else None
     return {"drift_detected": bool(report.drift_detected), "drifted": drifted, "rows": int(len(rows)),
+            "importance_share": share, "estimate": _estimate(report.model),
             "summary": f"{summary} ({len(rows):,} newest rows vs the champion's training reference)"}
+
+
+def _estimate(model: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The champion's confidence-based estimate of its primary metric, beside its validation value."""
+    est = (model or {}).get("estimate") or {}
+    values = est.get("estimated") or {}
+    metric = "auc" if "auc" in values else "accuracy" if "accuracy" in values else None
+    if metric is None:
+        return None
+    return {"metric": metric, "estimated": values[metric], "validation": (est.get("validation") or {}).get(metric),
+            "reliable": bool(est.get("reliable")), "calibration": est.get("calibration")}

@@ -5,7 +5,12 @@
 ``schedule:7d``        the newest version (promoted or rejected) is at least this old
                        (units ``s m h d w``)
 ``drift``              ``mlsys drift`` finds drift between the champion's training data (the
-                       reference statistics in its bundle) and the window's newest rows
+                       reference statistics in its bundle) and the window's newest rows *that
+                       costs accuracy*: the drifted features carry at least half of the model's
+                       importance and the model's confidence-based estimate of its metric is
+                       0.02 under its validation metric (see below)
+``drift:any``          any drift ``mlsys drift`` reports (its own rule: significant and large)
+``drift:share=0.3``    the impact rule with another importance share
 ``performance:COND``   the champion's metric on the newest held-out rows meets ``COND``
                        (``auc<0.80``, ``rmse>1200``: the syntax of ``evaluate --require``)
 ``volume:50000``       at least this many new rows since the champion's data: rows newer than
@@ -14,6 +19,22 @@
 
 Several ``--trigger`` options retrain when any fires; each one's verdict and reason are reported
 and logged. A registry without a champion always trains its first model.
+
+Why ``drift`` weighs the drift: covariates move all the time (customers age, the weather follows
+the season) without hurting the model; with "any drift" the trigger fired at every period of both
+replays of ``benchmarks/bench_continual.py``, costing what retraining every period costs. So the
+default fires on drift that costs accuracy, when both hold:
+
+- **importance**: the share of the model's importance (stored by ``train``; the sum over the
+  model features an input became) carried by the drifted input features is at least
+  ``DRIFT_SHARE`` (0.5; ``drift:share=X`` sets it). A model without importances weighs every
+  feature the same. Prediction drift alone does not count: it follows the inputs;
+- **estimated loss**: the champion's confidence-based estimate of its primary metric on the
+  newest rows (AUC for binary models, accuracy otherwise: ``mlsys drift``'s model checks, which
+  need no labels) is at least ``ESTIMATE_DROP`` (0.02) under the value it had on its validation
+  rows. This is weighed only when the estimate is reliable (the bundle's probabilities pass the
+  calibration check, and it was validated on held-out rows); otherwise the importance decides alone,
+  and the reason says so.
 """
 
 from __future__ import annotations
@@ -26,6 +47,8 @@ from typing import Any, Callable
 from mlsys_cli.errors import UsageError
 
 KINDS = ("always", "schedule", "drift", "performance", "volume")
+DRIFT_SHARE = 0.5
+ESTIMATE_DROP = 0.02
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _PERIOD = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 
@@ -47,6 +70,7 @@ class Trigger:
     period: timedelta | None = None
     condition: Any = None  # models.evaluate.Requirement for ``performance``
     rows: int | None = None
+    share: float | None = None  # ``drift``: importance share that fires; None = any drift (``drift:any``)
 
     def to_dict(self) -> dict[str, Any]:
         return {"trigger": self.text, "kind": self.kind}
@@ -57,7 +81,9 @@ def parse_trigger(text: str) -> Trigger:
     kind, _, arg = (text or "").strip().partition(":")
     if kind not in KINDS:
         raise UsageError(f"invalid --trigger {text!r}", "use one of: always, schedule:7d, drift, performance:'auc<0.80', volume:50000")
-    if kind in ("always", "drift"):
+    if kind == "drift":
+        return Trigger(text, kind, share=_drift_share(text, arg))
+    if kind == "always":
         if arg:
             raise UsageError(f"invalid --trigger {text!r}: {kind} takes no argument")
         return Trigger(text, kind)
@@ -76,6 +102,22 @@ def parse_trigger(text: str) -> Trigger:
     if rows < 1:
         raise UsageError(f"invalid --trigger {text!r}: volume needs a positive row count", "e.g. --trigger volume:50000")
     return Trigger(text, kind, rows=rows)
+
+
+def _drift_share(text: str, arg: str) -> float | None:
+    """``drift`` -> DRIFT_SHARE, ``drift:any`` -> None, ``drift:share=0.3`` -> 0.3."""
+    if not arg:
+        return DRIFT_SHARE
+    if arg == "any":
+        return None
+    key, _, value = arg.partition("=")
+    try:
+        share = float(value) if key == "share" else -1.0
+    except ValueError:
+        share = -1.0
+    if not 0 < share <= 1:
+        raise UsageError(f"invalid --trigger {text!r}", "use drift, drift:any or drift:share=0.3 (a share in (0, 1])")
+    return share
 
 
 _EXAMPLE = {"schedule": "schedule:7d", "performance": "'performance:auc<0.80'", "volume": "volume:50000"}
@@ -166,7 +208,26 @@ def _performance(t: Trigger, ev: Evidence) -> Verdict:
 
 def _drift(t: Trigger, ev: Evidence) -> Verdict:
     found = ev.drift()
-    return Verdict(t.text, bool(found["drift_detected"]), found["summary"], found)
+    detected = bool(found["drift_detected"])
+    share = found.get("importance_share")
+    if t.share is None or not detected or share is None:
+        # drift:any, no drift at all, or evidence without the model's weights: any drift fires.
+        return Verdict(t.text, detected, found["summary"], found)
+    important = share >= t.share
+    why = [f"the drifted features carry {share:.0%} of the model's importance ({'>=' if important else '<'} {t.share:.0%})"]
+    fired = important
+    estimate = found.get("estimate") or {}
+    if estimate.get("estimated") is not None and estimate.get("validation") is not None:
+        drop = estimate["validation"] - estimate["estimated"]
+        words = f"estimated {estimate['metric']} {estimate['estimated']:.3f} vs {estimate['validation']:.3f} on the validation rows"
+        if estimate.get("reliable"):
+            hurt = drop >= ESTIMATE_DROP
+            fired = important and hurt
+            why.append(f"{words} ({'a drop of' if drop > 0 else 'a change of'} {abs(drop):.3f}, "
+                       f"{'>=' if hurt else '<'} {ESTIMATE_DROP})")
+        else:
+            why.append(f"{words} (not weighed: {estimate.get('calibration') or 'not reliable'})")
+    return Verdict(t.text, fired, f"{found['summary']}; " + "; ".join(why), found)
 
 
 _JUDGES = {"always": _always, "schedule": _schedule, "volume": _volume, "performance": _performance, "drift": _drift}

@@ -114,7 +114,7 @@ def _metric_change(manifest: Mapping[str, Any], y: Any, scores: Any, threshold: 
 
 def expected_auc(p: Any) -> float:
     """The AUC expected if each row is positive with probability ``p`` and scored by ``p``."""
-    from scipy.stats import rankdata
+    from mlsys_cli.monitor.stats import rankdata
 
     p = np.asarray(p, dtype=np.float64)
     order = np.argsort(p, kind="stable")
@@ -138,7 +138,13 @@ def estimate_performance(proba: Any, manifest: Mapping[str, Any], threshold: flo
     else:
         est = {"accuracy": float(np.mean(proba.max(axis=1)))}
     ok, why = _calibration(manifest, threshold)
-    return {"method": "confidence-based (CBPE)", "estimated": est, "reliable": ok, "calibration": why}
+    # Beside the estimate, the same metrics measured on the bundle's validation rows (when it had
+    # some): the drop between the two is what ``retrain --trigger drift`` weighs.
+    metrics = manifest.get("metrics") or {}
+    valid = metrics.get("valid") if metrics.get("evaluated_on") == "valid" else None
+    validation = {k: float(valid[k]) for k in est if isinstance((valid or {}).get(k), (int, float))} if valid else {}
+    return {"method": "confidence-based (CBPE)", "estimated": est, "validation": validation, "reliable": ok,
+            "calibration": why}
 
 
 def _calibration(manifest: Mapping[str, Any], threshold: float) -> tuple[bool, str]:

@@ -14,8 +14,6 @@ key-value metadata ``mlsys-drift-profile`` holds the JSON profile::
 from __future__ import annotations
 
 import json
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -72,24 +70,34 @@ def column_profile(column: Any, kind: str) -> dict[str, Any]:
     return {"type": kind, **categories_profile(counts, len(s), int(s.null_count))}
 
 
-def profile_source(source: Any, columns: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Profiles of ``columns`` of a :class:`~mlsys_cli.monitor.scan.Source`, one column per thread."""
-    types = source.types()
-
-    def one(name: str) -> dict[str, Any]:
-        return column_profile(source.column(name), types[name])
-
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        return dict(zip(columns, pool.map(one, columns)))
-
-
 def from_table(paths: Any, columns: Sequence[str], sample_rows: int, seed: int, include_shadow: bool = False) -> Reference:
-    """Profile a reference table (and sample its rows for the domain classifier)."""
+    """Profile a reference table (and sample its rows for the domain classifier).
+
+    A table of at most ``streamed.EDGE_ROWS`` rows is read once and profiled exactly (sorted). A larger one
+    is streamed twice, never sorted: the first pass draws the seeded samples (the domain
+    classifier's and ``streamed.EDGE_ROWS`` rows whose percentiles become the sketch's edges), the second
+    counts every row in those cells (see :mod:`mlsys_cli.monitor.streamed`).
+    """
+    from mlsys_cli.monitor import streamed
     from mlsys_cli.monitor.scan import Source
 
     src = Source(paths, include_shadow)
-    sample = src.sample(columns, sample_rows, seed) if sample_rows else None
-    return Reference("table", src.name, src.count_rows(), profile_source(src, columns), sample)
+    rows = src.count_rows()
+    if rows > streamed.EDGE_ROWS:
+        profiles, sample = streamed.profile_streamed(src, columns, rows, sample_rows, seed)
+        return Reference("table", src.name, rows, profiles, sample)
+    types = src.types()
+    table = src.sample(columns, rows, 0)
+    sample = None
+    if sample_rows:
+        from mlsys_cli.monitor.scan import Sampler
+
+        # The same seeded rows a separate pass would draw (positions depend on rows, n and seed only).
+        sampler = Sampler(rows, sample_rows, seed)
+        for batch in table.to_batches():
+            sampler.take(batch)
+        sample = sampler.table([src.schema.field(c) for c in columns])
+    return Reference("table", src.name, rows, {c: column_profile(table.column(c), types[c]) for c in columns}, sample)
 
 
 def table_columns(paths: Any, include_shadow: bool = False) -> dict[str, str | None]:

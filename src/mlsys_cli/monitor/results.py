@@ -167,6 +167,18 @@ class DriftReport:
         """Names of the drifted features and outputs, most important first."""
         return [f.name for f in self.features if f.drifted]
 
+    def importance_share(self) -> float | None:
+        """Share of the model's importance carried by the drifted input features.
+
+        Over the features compared (model outputs and the label left out); None when the model
+        gave no importances (or no model was given).
+        """
+        inputs = [f for f in self.features if not f.name.startswith(("prediction:", "label:"))]
+        total = sum(f.importance or 0.0 for f in inputs)
+        if total <= 0:
+            return None
+        return sum(f.importance or 0.0 for f in inputs if f.drifted) / total
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "drift_detected": self.drift_detected, "drifted": self.drifted,

@@ -1,0 +1,50 @@
+"""monitor.scan: the binning kernel equals searchsorted exactly; dictionary batches count like strings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from mlsys_cli.monitor.scan import Binner, Cells, Counts
+
+
+def _percentile_edges(values):
+    return np.unique(np.quantile(values, np.linspace(0, 1, 101)[1:-1]))
+
+
+@pytest.mark.parametrize("kind", ["normal", "lognormal", "poisson", "uniform", "far mode"])
+def test_binner_is_searchsorted_exactly(kind):
+    rng = np.random.default_rng(len(kind))
+    draw = {"normal": lambda n: rng.normal(size=n), "lognormal": lambda n: rng.lognormal(size=n),
+            "poisson": lambda n: rng.poisson(3, n).astype(float), "uniform": lambda n: rng.uniform(size=n),
+            "far mode": lambda n: np.r_[rng.normal(size=n - n // 50), rng.normal(1e6, 1, n // 50)]}[kind]
+    edges = _percentile_edges(draw(5000))
+    binner = Binner(edges)
+    # Values on, just above and just below every edge, far outside, infinite and missing.
+    x = np.r_[draw(20_000) * rng.choice([1.0, 3.0], 20_000), edges, np.nextafter(edges, np.inf),
+              np.nextafter(edges, -np.inf), [np.inf, -np.inf, 1e300, -1e300, np.nan]]
+    want = np.searchsorted(edges, x, side="right")
+    got = binner.codes(x)
+    present = ~np.isnan(x)
+    assert np.array_equal(got[present], want[present])
+    # Percentile edges of a smooth distribution take the grid; a far second mode crowds the bulk's
+    # edges into one grid cell, and the exact fallback (searchsorted) takes over.
+    assert (binner.steps > 0) == (kind != "far mode"), binner.steps
+
+
+def test_binner_falls_back_when_edges_crowd_the_grid():
+    edges = np.r_[np.linspace(0, 1e-9, 50), 1.0]  # 50 edges within one grid cell
+    binner = Binner(edges)
+    x = np.r_[np.linspace(-1, 2, 1001), edges]
+    assert binner.steps == 0 and np.array_equal(binner.codes(x), np.searchsorted(edges, x, side="right"))
+
+
+def test_dictionary_batches_count_like_plain_strings():
+    cells = Cells("c", "string", categories=("a", "b"))
+    values = ["a", "b", None, "", "z", "a", "z", "y"]
+    plain, encoded = Counts(cells), Counts(cells)
+    plain.add(pa.array(values, pa.string()), None)
+    encoded.add(pa.array(values, pa.string()).dictionary_encode(), None)
+    assert plain.total.tolist() == encoded.total.tolist() == [2, 1, 3, 2]  # a, b, unseen, missing ("" too)
+    assert plain.unseen == encoded.unseen == {"z": 2, "y": 1}
