@@ -23,12 +23,6 @@ EXEMPT = {
     # only stores it (get_params/set_params/clone rely on that convention): grouping them in an
     # object would break the estimator API.
     "mlp.py::MLPEstimator.__init__",
-    # models/tuning/ is being restructured by the tune work of this session (issue 14): these go
-    # as soon as it lands its split of them.
-    "tuning/command.py::tune",
-    "tuning/kept.py::keep_model",
-    "tuning/objective.py::objective",
-    "tuning/scheduler.py::choose_family",
 }
 
 
