@@ -15,7 +15,8 @@ import pytest
 
 from tests.conftest import SAMPLE, assert_clean_error, run_proc
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs the module: its fixtures train a whole lifecycle per task, once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("lifecycle")]
 
 # Loose floors: they prove the gate is evaluated on a sensible model, not a tuned score.
 CASES = {

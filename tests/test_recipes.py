@@ -22,6 +22,9 @@ import pytest
 
 from tests.conftest import ROOT, SAMPLE
 
+# One xdist worker runs the module: its lifecycle fixture builds every recipe step once.
+pytestmark = pytest.mark.xdist_group("recipes")
+
 RECIPES = ROOT / "recipes"
 LIFECYCLE = RECIPES / "lifecycle.mk"
 NIGHTLY = RECIPES / "nightly-retrain.sh"
