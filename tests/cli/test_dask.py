@@ -98,3 +98,7 @@ def test_a_cluster_started_with_the_dask_command_line(small_tables, tmp_path):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+# One xdist worker runs every Dask test: they share one LocalCluster (tests/dask_cluster.py).
+pytestmark = pytest.mark.xdist_group("dask")

@@ -145,3 +145,7 @@ def test_a_worker_killed_mid_job_fails_cleanly_and_writes_nothing(setup, tmp_pat
     assert "error" in outcome, outcome
     assert "worker was lost" in outcome["error"].message
     assert not out.exists() and os.listdir(out.parent) == []
+
+
+# One xdist worker runs every Dask test: they share one LocalCluster (tests/dask_cluster.py).
+pytestmark = pytest.mark.xdist_group("dask")

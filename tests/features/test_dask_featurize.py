@@ -52,3 +52,7 @@ def test_apply_refuses_partitions_missing_a_fitted_column(parts, dask_cluster, t
     with pytest.raises(InputError, match=r"part-001\.parquet has no column 'tenure_months'"):
         apply_dask(tmp_path / "f.mlsys", [odd], tmp_path / "x.parquet", engine=Engine("dask", dask_cluster.scheduler_address))
     assert not (tmp_path / "x.parquet").exists()
+
+
+# One xdist worker runs every Dask test: they share one LocalCluster (tests/dask_cluster.py).
+pytestmark = pytest.mark.xdist_group("dask")

@@ -88,3 +88,7 @@ def test_what_dask_cannot_train_is_a_usage_error(dask_cluster, tmp_path, args, m
     assert message in result.stderr
     assert "xgboost" in result.stderr or "--calibrate" in message
     assert not (tmp_path / "m.mlsys").exists()
+
+
+# One xdist worker runs every Dask test: they share one LocalCluster (tests/dask_cluster.py).
+pytestmark = pytest.mark.xdist_group("dask")
