@@ -291,6 +291,11 @@ def _on_signal(signum: int, frame: Any) -> None:
         import threading
 
         threading.Thread(target=_repeat, args=(signum,), daemon=True, name="mlsys-signal").start()
+    elif isinstance(sys.exc_info()[1], KeyboardInterrupt):
+        # The repeat is for a library that swallowed the first one. Code already handling it (a
+        # command's cleanup in except/finally/__exit__, the status being decided) must not be cut
+        # short: a second KeyboardInterrupt escaping main() ends the process by SIGINT, not 130.
+        return
     raise KeyboardInterrupt
 
 
