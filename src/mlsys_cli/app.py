@@ -181,7 +181,8 @@ def commands() -> dict[str, Any]:
 
     root = typer.main.get_command(app)
     ctx = root.make_context("mlsys", [], resilient_parsing=True)
-    return {name: root.get_command(ctx, name) for name in root.list_commands(ctx)}
+    found = {name: root.get_command(ctx, name) for name in root.list_commands(ctx)}
+    return {name: cmd for name, cmd in found.items() if cmd is not None}  # modules not in this build
 
 
 def _fail(message: str, hint: str | None, code: int) -> int:

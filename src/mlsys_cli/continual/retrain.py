@@ -346,7 +346,8 @@ def drift_evidence(incumbent: Incumbent, window: Window, exclude: tuple[str, ...
     share = report.importance_share()
     if share is None:  # a model without importances: every compared feature weighs the same
         inputs = [f for f in report.features if not f.name.startswith(("prediction:", "label:"))]
-        share = sum(f.drifted for f in inputs) / len(inputs) if inputs else None
+        # No input compared: output-only drift does not count as drift in the inputs.
+        share = sum(f.drifted for f in inputs) / len(inputs) if inputs else 0.0
     return {"drift_detected": bool(report.drift_detected), "drifted": drifted, "rows": int(len(rows)),
             "importance_share": share, "estimate": _estimate(report.model),
             "summary": f"{summary} ({len(rows):,} newest rows vs the champion's training reference)"}

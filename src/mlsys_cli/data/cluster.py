@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -123,6 +124,7 @@ def _client(address: str, timeout: float) -> Any:
 
 
 _CACHE: dict[tuple[str, str], Any] = {}
+_CACHE_LOCK = threading.Lock()
 CACHED = 4  # artifacts kept per worker process (models, featurizers)
 
 
@@ -135,18 +137,19 @@ def cached_artifact(path: str, sha256: str, load: Callable[[str], Any]) -> Any:
     from mlsys_cli.fsutil import sha256_file
 
     key = (os.path.abspath(path), sha256)
-    if key in _CACHE:
-        _CACHE[key] = _CACHE.pop(key)  # most recently used last
-        return _CACHE[key]
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: no such file on a Dask worker", "workers read it by path: use a shared file system")
-    if sha256_file(path) != sha256:
-        raise InputError(f"{path}: the file on a Dask worker differs from the client's (sha256)",
-                         "every host must see the same file: use a shared file system")
-    _CACHE[key] = load(path)
-    while len(_CACHE) > CACHED:
-        del _CACHE[next(iter(_CACHE))]
-    return _CACHE[key]
+    with _CACHE_LOCK:  # `dask worker` runs several task threads per process by default
+        if key in _CACHE:
+            _CACHE[key] = _CACHE.pop(key)  # most recently used last
+            return _CACHE[key]
+        if not os.path.isfile(path):
+            raise InputError(f"{path}: no such file on a Dask worker", "workers read it by path: use a shared file system")
+        if sha256_file(path) != sha256:
+            raise InputError(f"{path}: the file on a Dask worker differs from the client's (sha256)",
+                             "every host must see the same file: use a shared file system")
+        artifact = _CACHE[key] = load(path)
+        while len(_CACHE) > CACHED:
+            del _CACHE[next(iter(_CACHE))]
+        return artifact
 
 
 def worker_failure(exc: BaseException) -> InputError | None:

@@ -123,7 +123,11 @@ def dask_frame(parts: Partitions, columns: Sequence[str] | None = None) -> Any:
     schema = parts.require(columns)
     names = list(schema.names)
     meta = schema.empty_table().to_pandas()
-    return dd.from_map(read_partition, [str(Path(f).resolve()) for f in parts.files], columns=names, meta=meta,
+    import functools
+
+    # The column list is bound here: from_map passes `columns` on only to functions that
+    # implement Dask's projection interface, and without it every column would be decoded.
+    return dd.from_map(functools.partial(read_partition, columns=names), [str(Path(f).resolve()) for f in parts.files], meta=meta,
                        divisions=[None] * (len(parts.files) + 1), enforce_metadata=False)
 
 

@@ -108,6 +108,7 @@ def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     if batch_rows < 1:
         raise UsageError("batch size must be at least 1")
     require_dask()
+    digest = sha256_file(model_path)  # before loading: the client's checks and the workers' file are one version
     model = load_model(model_path)
     paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     keep = list(dict.fromkeys(keep))
@@ -117,7 +118,7 @@ def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     if progress is not None:
         progress.update(total=parts.total_rows)
     with connect(engine) as client, temp_dir(output) as scratch:
-        job = PartitionJob(model=str(Path(model_path).resolve()), sha256=sha256_file(model_path), columns=tuple(columns),
+        job = PartitionJob(model=str(Path(model_path).resolve()), sha256=digest, columns=tuple(columns),
                            keep=tuple(keep), batch_rows=batch_rows, scratch=str(Path(scratch).resolve()))
         results = run_partitions(client, predict_partition, job, parts.files, progress)
         lineage = prediction_lineage(model, model_path, list(parts.files), keep)

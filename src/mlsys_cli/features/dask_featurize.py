@@ -105,6 +105,7 @@ def apply_dask(bundle: str | os.PathLike, data: Sequence[str | os.PathLike], out
 
         raise UsageError("batch size must be at least 1")
     require_dask()
+    digest = sha256_file(bundle)  # before loading: the client's checks and the workers' file are one version
     fz, manifest = load_features_bundle(bundle, target)
     parts = partitions(data)
     select, keep_target = apply_columns(fz, manifest, parts.names)
@@ -112,7 +113,7 @@ def apply_dask(bundle: str | os.PathLike, data: Sequence[str | os.PathLike], out
     if progress:
         progress.update(total=parts.total_rows, description="featurizing")
     with connect(engine) as client, temp_dir(output) as scratch:
-        job = ApplyJob(bundle=str(Path(bundle).resolve()), sha256=sha256_file(bundle), target=target, columns=tuple(select),
+        job = ApplyJob(bundle=str(Path(bundle).resolve()), sha256=digest, target=target, columns=tuple(select),
                        keep_target=keep_target, batch_rows=batch_rows, scratch=str(Path(scratch).resolve()))
         results = run_partitions(client, transform_partition, job, parts.files, progress)
         lineage = apply_lineage(bundle, manifest, list(parts.files), parts.total_rows, keep_target)

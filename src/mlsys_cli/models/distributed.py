@@ -176,9 +176,12 @@ def _fit(client: Any, family: Any, spec: dict[str, Any], data: tuple[Any, Any, A
         est.estimator.load_model(Path(tmp) / "model.ubj")
     trees = est.estimator.get_booster().num_boosted_rounds()
     rounds = int(spec["params"]["n_estimators"])
+    # Rounds run (save_best keeps only up to the best one): stopped early only when fewer ran.
+    history = dask_est.evals_result() if X_valid is not None else {}
+    ran = max((len(v) for d in (history or {}).values() for v in d.values()), default=trees)
     est.n_features_ = len(features)
     est.fit_info_ = {"n_estimators": trees, "best_iteration": trees - 1,
-                     "stopped_by": "early_stopping" if X_valid is not None and trees < rounds else None,
+                     "stopped_by": "early_stopping" if X_valid is not None and ran < rounds else None,
                      "engine": "dask", "workers": len(client.scheduler_info(n_workers=-1)["workers"])}
     return est
 

@@ -351,7 +351,7 @@ def run(current: Any, *, reference: Any, model: Any, profile: Any, options: Drif
         drift_detected=detected, reference=ref.describe(), current={"source": source.name, "rows": rows},
         features=features, multivariate=multivariate, model=model_part, windows=windows,
         schema_changes=plan.schema_changes, skipped=plan.skipped, options=options,
-        seconds=round(time.perf_counter() - start, 3))
+        seconds=round(time.perf_counter() - start, 3), importance_total=sum(importance.values()) or None)
 
 
 def _prefetch(modules: Sequence[str]) -> None:
@@ -367,8 +367,13 @@ def _prefetch(modules: Sequence[str]) -> None:
     import threading
 
     def load() -> None:
+        # A warm-up only: whatever goes wrong here (an import racing the main thread's import of
+        # a module it depends on) is left for the main thread's own import to meet and report.
         for module in modules:
-            importlib.import_module(module)
+            try:
+                importlib.import_module(module)
+            except Exception:  # noqa: BLE001, S112 - see above
+                continue
 
     threading.Thread(target=load, name="mlsys drift imports", daemon=True).start()
 

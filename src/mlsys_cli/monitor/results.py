@@ -161,6 +161,9 @@ class DriftReport:
     skipped: tuple[dict[str, Any], ...]
     options: DriftOptions
     seconds: float
+    #: The model's importance summed over all its input columns, compared or not (excluded
+    #: columns count as not drifted); None without a model or importances.
+    importance_total: float | None = None
 
     @property
     def drifted(self) -> list[str]:
@@ -170,11 +173,12 @@ class DriftReport:
     def importance_share(self) -> float | None:
         """Share of the model's importance carried by the drifted input features.
 
-        Over the features compared (model outputs and the label left out); None when the model
-        gave no importances (or no model was given).
+        Over all the model's input columns (model outputs and the label left out; a column not
+        compared, such as one excluded, counts as not drifted); None when the model gave no
+        importances (or no model was given).
         """
         inputs = [f for f in self.features if not f.name.startswith(("prediction:", "label:"))]
-        total = sum(f.importance or 0.0 for f in inputs)
+        total = self.importance_total or sum(f.importance or 0.0 for f in inputs)
         if total <= 0:
             return None
         return sum(f.importance or 0.0 for f in inputs if f.drifted) / total

@@ -208,7 +208,7 @@ class Cells:
             idx = arr.indices.fill_null(len(words)).to_numpy(zero_copy_only=False)
             codes = table[idx]
             new = codes == k
-            unseen = words.take(pa.array(idx[new])) if new.any() else pa.array([], pa.string())
+            unseen = words.take(int_array(idx[new])) if new.any() else pa.array([], pa.string())
             return codes, unseen
         s = to_strings(arr)
         codes = self._category_codes(s)

@@ -58,7 +58,8 @@ def search_deadline(study: Any, problem: Any) -> float | None:
     deadline = problem.job.deadline
     if deadline is None or not problem.job.refit:
         return deadline
-    if getattr(problem.job, "ensemble", False) and problem.job.budget_s and problem.job.valid:
+    if (getattr(problem.job, "ensemble", False) and problem.job.budget_s and problem.job.valid
+            and not getattr(problem, "sample_rows", None)):  # trials on a row sample are never ensembled
         from mlsys_cli.models.tuning.final import ENSEMBLE_SHARE
 
         # The ensemble step's share, on top of the refit of the best trial (its fallback).

@@ -41,10 +41,13 @@ def final_model(study: Any, problem: Problem, doc: Mapping[str, Any]) -> tuple[A
             why = f"the ensemble's cross-fitted gain on the validation rows ({info['gain']}) is not above 0"
         except MlsysError as exc:
             why = f"ensemble step failed: {exc}"
-    from mlsys_cli.models.train import TrainSpec, train_model
+    from mlsys_cli.models.train import FitRun, TrainSpec, train_model
+    from mlsys_cli.models.tuning.budget import SAVE_S
 
+    # The refit is inside the budget: iterative families stop at the round the deadline falls on.
+    run = FitRun(timeout=max(job.deadline - time.time() - SAVE_S, 1.0)) if job.deadline is not None else FitRun()
     bundle, _ = train_model(job.train, TrainSpec(family=doc["family"], target=problem.target, params=doc["params"],
-                            features=dict(job.features) or None, seed=int(job.seed)), valid=job.valid)
+                            features=dict(job.features) or None, seed=int(job.seed)), valid=job.valid, run=run)
     return bundle, {"model": "single", "family": doc["family"], "reason": why}
 
 

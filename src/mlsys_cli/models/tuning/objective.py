@@ -18,16 +18,6 @@ from mlsys_cli.models.tuning.kept import keep_model
 from mlsys_cli.models.tuning.problem import Problem
 from mlsys_cli.models.tuning.space import Scoped
 
-def accepts(fn: Any, name: str) -> bool:
-    """Whether callable ``fn`` takes a parameter called ``name``."""
-    import inspect
-
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def jsonable_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """Parameters with NumPy scalars as Python numbers (for the trial's user attributes)."""
     out: dict[str, Any] = {}
@@ -58,10 +48,11 @@ def objective(trial: Any, problem: Problem, families: Sequence[str], fixed: Mapp
             trial.report(sum(values) / len(values), fold)
             if fold < len(problem.folds) - 1 and trial.should_prune():
                 raise optuna.TrialPruned()
-    if rounds and family.rounds_param in params:
+    if rounds and family.rounds_param in params and not problem.sample_rows:
         # Early stopping (or the deadline) chose the number of rounds: record it, so the recipe
         # retrains without a validation table (train --params, ensemble --from-study) to the
-        # same model size.
+        # same model size. Not on a row sample: the refit on every row supports more rounds, and
+        # its early stopping on the validation rows decides them.
         trial.set_user_attr("params", {**trial.user_attrs["params"], family.rounds_param: int(round(sum(rounds) / len(rounds)))})
     value = sum(values) / len(values)
     # Training seconds of one fit on a fold: what a refit of this configuration costs (budget).
@@ -115,7 +106,7 @@ def fit_fold(trial: Any, problem: Problem, family: Any, params: Mapping[str, Any
     # Featurizing (once per family and fold) may have used up the budget.
     check_deadline(trial, deadline)
     kwargs: dict[str, Any] = {}
-    if len(problem.folds) == 1 and accepts(FitRun, "callback"):
+    if len(problem.folds) == 1:
         def report(step: int, loss: float) -> None:
             # The pruner reads values in the study's direction; in-training losses go down.
             trial.report(loss if minimize else -loss, step)
