@@ -294,7 +294,7 @@ def test_search_holds_back_the_refit_of_the_best_trial():
     # The best trial (hgb, 0.9) fitted in 4 s on features that took 2 s; loading took 1 s.
     assert search_deadline(view, problem) == pytest.approx(100.0 - 1.0 - 2.0 - 4.0 - SAVE_S)
     # The ensemble step's share of a 50 s budget is held back too (with --valid only).
-    from mlsys_cli.models.tuning.final import ENSEMBLE_SHARE
+    from mlsys_cli.models.tuning.budget import ENSEMBLE_SHARE
 
     problem.job = SimpleNamespace(deadline=100.0, refit=True, ensemble=True, budget_s=50.0, valid="v.parquet")
     assert search_deadline(view, problem) == pytest.approx(100.0 - ENSEMBLE_SHARE * 50.0 - 1.0 - 2.0 - 4.0 - SAVE_S)

@@ -20,6 +20,9 @@ MIN_FIT_S = 1.0
 SAVE_S = 0.5
 # At most this share of --timeout is held back for refitting on every row after trials on a sample.
 REFIT_SHARE = 0.3
+# Share of a --timeout the search leaves to the ensemble step (loading the kept models, scoring
+# them on the validation rows, cross-fitting the selection, writing the bundle: tuning/final).
+ENSEMBLE_SHARE = 0.12
 
 
 class Deadline(Exception):
@@ -60,8 +63,6 @@ def search_deadline(study: Any, problem: Any) -> float | None:
         return deadline
     if (getattr(problem.job, "ensemble", False) and problem.job.budget_s and problem.job.valid
             and not getattr(problem, "sample_rows", None)):  # trials on a row sample are never ensembled
-        from mlsys_cli.models.tuning.final import ENSEMBLE_SHARE
-
         # The ensemble step's share, on top of the refit of the best trial (its fallback).
         deadline -= ENSEMBLE_SHARE * problem.job.budget_s
     from optuna.trial import TrialState

@@ -18,12 +18,10 @@ import time
 from typing import Any, Mapping
 
 from mlsys_cli.errors import MlsysError
+from mlsys_cli.models.tuning.budget import SAVE_S
 from mlsys_cli.models.tuning.problem import Problem
 
 TOP = 3
-# Share of a --timeout the search leaves to the ensemble step (loading the kept models, scoring
-# them on the validation rows, cross-fitting the selection, writing the bundle).
-ENSEMBLE_SHARE = 0.12
 
 
 def final_model(study: Any, problem: Problem, doc: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -42,7 +40,6 @@ def final_model(study: Any, problem: Problem, doc: Mapping[str, Any]) -> tuple[A
         except MlsysError as exc:
             why = f"ensemble step failed: {exc}"
     from mlsys_cli.models.train import FitRun, TrainSpec, train_model
-    from mlsys_cli.models.tuning.budget import SAVE_S
 
     # The refit is inside the budget: iterative families stop at the round the deadline falls on.
     run = FitRun(timeout=max(job.deadline - time.time() - SAVE_S, 1.0)) if job.deadline is not None else FitRun()
