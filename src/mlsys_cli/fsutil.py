@@ -27,14 +27,16 @@ _STALE = re.compile(re.escape(TEMP_MARK) + r"(?P<host>[A-Za-z0-9_]{0,16})-(?P<pi
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, suffix: str = "", *, create_parent: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target``.
 
     The caller writes the file at the yielded path by any means (pyarrow, duckdb, zipfile).
     On an exception or interrupt the temporary file is removed and ``target`` is untouched.
+    ``create_parent=False``: the directory must exist (a job's scratch directory, which a task
+    still running after its job failed must not bring back once the job removed it).
     """
     target = Path(target)
-    parent = make_parent(target)
+    parent = make_parent(target) if create_parent else (target.parent if str(target.parent) else Path("."))
     import tempfile  # here, not at import time: fsutil is on the start-up path (cli/_outputs)
 
     try:

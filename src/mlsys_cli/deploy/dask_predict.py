@@ -65,7 +65,7 @@ def _predict_partition(job: PartitionJob, index: int, path: str) -> dict[str, An
     rows = batches = 0
     source = pq.ParquetFile(path)
     # atomic even in the scratch directory: a task retried after its worker died replaces the half part.
-    with atomic_path(part, suffix=".parquet") as tmp:
+    with atomic_path(part, suffix=".parquet", create_parent=False) as tmp:
         writer = None
         try:
             for batch in source.iter_batches(batch_size=job.batch_rows, columns=list(job.columns)):

@@ -73,7 +73,7 @@ def _transform_partition(job: ApplyJob, index: int, path: str) -> dict[str, Any]
     schema = feature_schema(fz, source.schema_arrow, job.keep_target)
     part = Path(job.scratch) / f"part-{index:06d}.parquet"
     rows = batches = 0
-    with atomic_path(part, suffix=".parquet") as tmp:
+    with atomic_path(part, suffix=".parquet", create_parent=False) as tmp:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for batch in source.iter_batches(batch_size=job.batch_rows, columns=list(job.columns)):
                 writer.write_table(feature_batch(fz, batch, schema, job.keep_target))
