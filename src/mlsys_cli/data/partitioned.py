@@ -13,10 +13,11 @@ as the local engine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from mlsys_cli.data.io import LINEAGE_KEY, check_parquet, detect_format, lineage_metadata, refuse_repeated, resolve_inputs
 from mlsys_cli.errors import InputError
@@ -136,6 +137,31 @@ def task_error(path: str | os.PathLike, exc: Any) -> dict[str, Any]:
     return {"error": f"{path}: {exc.message}", "hint": exc.hint, "exit_code": int(exc.exit_code)}
 
 
+def _reported(task: Callable[..., dict[str, Any]], job: Any, index: int, path: str) -> dict[str, Any]:
+    """Run ``task`` on a worker; an ``MlsysError`` it raises comes back as a value (:func:`task_error`)."""
+    from mlsys_cli.errors import MlsysError
+
+    try:
+        return task(job, index, path)
+    except MlsysError as exc:
+        return task_error(path, exc)
+
+
+@contextlib.contextmanager
+def part_file(scratch: str, index: int) -> Iterator[tuple[Path, Path]]:
+    """``(part, tmp)``: partition ``index``'s output in a job's scratch directory, written at ``tmp``.
+
+    Atomic even there (a task retried after its worker died replaces the half part), and the
+    directory is never created: a task still running after its job failed must not bring back
+    the scratch directory the client removed.
+    """
+    from mlsys_cli.fsutil import atomic_path
+
+    part = Path(scratch) / f"part-{index:06d}.parquet"
+    with atomic_path(part, suffix=".parquet", create_parent=False) as tmp:
+        yield part, tmp
+
+
 def _error(result: dict[str, Any]) -> Exception:
     """The error a task reported (:func:`task_error`), as its own class."""
     from mlsys_cli.errors import BusyError, CheckFailed, MlsysError, UsageError
@@ -148,7 +174,7 @@ def run_partitions(client: Any, task: Callable[..., dict[str, Any]], job: Any, f
                    progress: Any = None) -> list[dict[str, Any]]:
     """Run ``task(job, index, path)`` once per file on the cluster; the results in file order.
 
-    A task reports an error the user can act on as a value (``error``, ``hint``, ``exit_code``:
+    An ``MlsysError`` a task raises comes back as a value (``error``, ``hint``, ``exit_code``:
     see :func:`task_error`), raised here as that error; a task result's ``rows`` advance
     ``progress``. A worker lost beyond Dask's retries is a clean InputError (exit 3).
     """
@@ -158,7 +184,10 @@ def run_partitions(client: Any, task: Callable[..., dict[str, Any]], job: Any, f
     from mlsys_cli.errors import MlsysError
 
     # Absolute paths: a worker's working directory is not the client's.
-    futures = client.map(task, [job] * len(files), range(len(files)), [str(Path(f).resolve()) for f in files], pure=False)
+    import functools
+
+    futures = client.map(functools.partial(_reported, task), [job] * len(files), range(len(files)),
+                         [str(Path(f).resolve()) for f in files], pure=False)
     try:
         for future in as_completed(futures, loop=client.loop):
             result = future.result()

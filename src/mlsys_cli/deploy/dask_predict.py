@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from mlsys_cli.errors import InputError, MlsysError, UsageError
+from mlsys_cli.errors import InputError, UsageError
 
 
 @dataclass(frozen=True)
@@ -45,27 +45,16 @@ def worker_model(path: str, sha256: str) -> Any:
 
 def predict_partition(job: PartitionJob, index: int, path: str) -> dict[str, Any]:
     """Predict one partition into ``scratch/part-<index>.parquet`` (runs on a worker)."""
-    from mlsys_cli.data.partitioned import task_error
-
-    try:
-        return _predict_partition(job, index, path)
-    except MlsysError as exc:
-        return task_error(path, exc)
-
-
-def _predict_partition(job: PartitionJob, index: int, path: str) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
+    from mlsys_cli.data.partitioned import part_file
     from mlsys_cli.deploy.predict import empty_schema, prediction_table, summary_update
-    from mlsys_cli.fsutil import atomic_path
 
     model = worker_model(job.model, job.sha256)
-    part = Path(job.scratch) / f"part-{index:06d}.parquet"
     acc: dict[str, Any] = {}
     rows = batches = 0
     source = pq.ParquetFile(path)
-    # atomic even in the scratch directory: a task retried after its worker died replaces the half part.
-    with atomic_path(part, suffix=".parquet", create_parent=False) as tmp:
+    with part_file(job.scratch, index) as (part, tmp):
         writer = None
         try:
             for batch in source.iter_batches(batch_size=job.batch_rows, columns=list(job.columns)):

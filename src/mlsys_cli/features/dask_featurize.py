@@ -53,27 +53,16 @@ def _worker_featurizer(bundle: str, sha256: str, target: str | None) -> Any:
 
 def transform_partition(job: ApplyJob, index: int, path: str) -> dict[str, Any]:
     """Featurize one partition into ``scratch/part-<index>.parquet`` (runs on a worker)."""
-    from mlsys_cli.data.partitioned import task_error
-    from mlsys_cli.errors import MlsysError
-
-    try:
-        return _transform_partition(job, index, path)
-    except MlsysError as exc:
-        return task_error(path, exc)
-
-
-def _transform_partition(job: ApplyJob, index: int, path: str) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
+    from mlsys_cli.data.partitioned import part_file
     from mlsys_cli.features.featurize import feature_batch, feature_schema
-    from mlsys_cli.fsutil import atomic_path
 
     fz = _worker_featurizer(job.bundle, job.sha256, job.target)
     source = pq.ParquetFile(path)
     schema = feature_schema(fz, source.schema_arrow, job.keep_target)
-    part = Path(job.scratch) / f"part-{index:06d}.parquet"
     rows = batches = 0
-    with atomic_path(part, suffix=".parquet", create_parent=False) as tmp:
+    with part_file(job.scratch, index) as (part, tmp):
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
             for batch in source.iter_batches(batch_size=job.batch_rows, columns=list(job.columns)):
                 writer.write_table(feature_batch(fz, batch, schema, job.keep_target))
