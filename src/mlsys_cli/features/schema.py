@@ -532,9 +532,12 @@ class RecordReader:
                                   for v in values], dtype=np.float32).astype(np.float64)
             elif kind == "string":
                 block = _object_array([v if type(v) is str else _string_value(v, strict) for v in values])
+            elif kind == "bool":
+                block = np.array([(1.0 if v else 0.0) if type(v) is bool else _bool_value(v, strict) for v in values],
+                                 dtype=np.float64)
             else:
-                convert, dtype = _VALUE[kind][:2]
-                block = np.array([convert(v, strict) for v in values], dtype=dtype)
+                block = np.array([_datetime_text(v) if type(v) is str and v and not v[0].isspace() else _datetime_value(v, strict)
+                                  for v in values], dtype=np.int64)
             out.update(zip(names, block.reshape(len(names), n)))
         return {name: out[name] for name in self._order}
 

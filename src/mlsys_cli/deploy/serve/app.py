@@ -138,7 +138,7 @@ class ServeApp:
         headers = [(b"content-type", headers.pop(0)[1] if headers and headers[0][0] == b"content-type" else JSON),
                    (b"content-length", str(len(body)).encode()), (b"x-request-id", req.request_id.encode()), *headers]
         if req.model is not None:
-            headers.append((b"x-mlsys-model", f"{req.model.name}/{req.model.version}".encode()))
+            headers.append((b"x-mlsys-model", req.model.header))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         seconds = time.perf_counter() - start

@@ -74,6 +74,7 @@ class ServedModel:
         self.classes: list[Any] = list(manifest.get("classes") or [])
         self.input_schema: list[dict[str, Any]] = list(manifest["input_schema"])
         self.kind = "onnx" if hasattr(engine, "session") else "bundle"
+        self.header = f"{name}/{version}".encode()  # the x-mlsys-model header of its answers
         self.fingerprint: tuple | None = None  # the source's state it was loaded from (Slot)
         self.batcher: Any = None  # set by the app: how requests reach predict()
         from mlsys_cli.features.schema import RecordReader
