@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_generator()
     m = models()
     mlflow_uri = None if args.skip_mlflow else ensure_mlflow()
+    args.uptime = [sh("uptime").stdout.strip()]
     print(f"load before: {load()}", flush=True)
     inproc = in_process(m["onnx"], m["test"])
     print(f"  in process: {inproc}", flush=True)
@@ -303,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     for f in fixed:
         print(f"  fixed {f['server']:28s} {f}", flush=True)
+    args.uptime.append(sh("uptime").stdout.strip())
     path = write_results("serve", report(rows, fixed, inproc, args))
     print(f"wrote {path}")
     return 0
@@ -320,6 +322,7 @@ def report(rows: list, fixed: list, inproc: dict, args) -> str:
              "Loopback, one machine (2 cores, shared with other work: `load` is the 1/5/15-minute load average "
              "just before each measurement). mlsys serve ran with validation, Prometheus metrics, the access log "
              "(stderr to a file) and the prediction log (`--log-dir`) on.", "",
+             f"`uptime` at the start: `{args.uptime[0]}`; at the end: `{args.uptime[-1]}`.", "",
              "## In process (no HTTP)", "",
              "| body | onnxruntime `session.run` | mlsys serve's path: validate + run + outputs | the bundle's `predict` on a frame |",
              "|---|---:|---:|---:|"]
