@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from mlsys_cli.errors import InputError
 
@@ -78,14 +78,30 @@ def from_table(paths: Any, columns: Sequence[str], sample_rows: int, seed: int, 
     classifier's and ``streamed.EDGE_ROWS`` rows whose percentiles become the sketch's edges), the second
     counts every row in those cells (see :mod:`mlsys_cli.monitor.streamed`).
     """
+    partial, finish = open_table(paths, columns, sample_rows, seed, include_shadow)
+    return finish() if finish is not None else partial
+
+
+def open_table(paths: Any, columns: Sequence[str], sample_rows: int, seed: int,
+               include_shadow: bool = False) -> tuple[Reference, Callable[[], Reference] | None]:
+    """:func:`from_table` in two steps: a reference whose profiles define every column's cells, and
+    the function that finishes it (None when it is finished already).
+
+    The cells (numbers: the sketch's edges and the extremes; strings: the categories) are what
+    the current data is counted in, so its count can run while ``finish`` counts the reference
+    (the second pass over a large table).
+    """
+    from dataclasses import replace
+
     from mlsys_cli.monitor import streamed
     from mlsys_cli.monitor.scan import Source
 
     src = Source(paths, include_shadow)
     rows = src.count_rows()
     if rows > streamed.EDGE_ROWS:
-        profiles, sample = streamed.profile_streamed(src, columns, rows, sample_rows, seed)
-        return Reference("table", src.name, rows, profiles, sample)
+        first = streamed.first_pass(src, columns, rows, sample_rows, seed)
+        partial = Reference("table", src.name, rows, first.cells_profiles(), first.sample)
+        return partial, lambda: replace(partial, profiles=first.second_pass())
     types = src.types()
     table = src.sample(columns, rows, 0)
     sample = None
@@ -97,7 +113,7 @@ def from_table(paths: Any, columns: Sequence[str], sample_rows: int, seed: int, 
         for batch in table.to_batches():
             sampler.take(batch)
         sample = sampler.table([src.schema.field(c) for c in columns])
-    return Reference("table", src.name, rows, {c: column_profile(table.column(c), types[c]) for c in columns}, sample)
+    return Reference("table", src.name, rows, {c: column_profile(table.column(c), types[c]) for c in columns}, sample), None
 
 
 def table_columns(paths: Any, include_shadow: bool = False) -> dict[str, str | None]:
@@ -154,7 +170,10 @@ def write_profile(paths: Any, out: Any, options: Any) -> ProfileSummary:
     columns = [c for c in wanted if c not in skip and not c.startswith(META_PREFIX) and types[c] is not None]
     if not columns:
         raise InputError(f"{paths}: no column to profile")
-    ref = from_table(paths, columns, options.domain_rows, options.seed, options.include_shadow)
+    from mlsys_cli.monitor.scan import batch_memory
+
+    with batch_memory():
+        ref = from_table(paths, columns, options.domain_rows, options.seed, options.include_shadow)
     doc = {"format": PROFILE_FORMAT, "version": PROFILE_VERSION, "mlsys_version": __version__,
            "source": ref.name, "rows": ref.rows, "columns": ref.profiles}
     import pyarrow as pa
