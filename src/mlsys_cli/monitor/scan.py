@@ -79,9 +79,10 @@ def to_float(arr: Any, kind: str) -> Any:
             return np.where(ints == _INT64_MIN, np.nan, ints / unit)
     if pa.types.is_boolean(arr.type):
         arr = arr.cast(pa.int8())
-    x = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
-    x = np.asarray(x, dtype=np.float64)
-    return np.where(np.isfinite(x), x, np.nan)
+    x = np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    finite = np.isfinite(x)
+    # Most batches have no missing or infinite value: no copy then (the array may be read-only).
+    return x if finite.all() else np.where(finite, x, np.nan)
 
 
 def to_strings(arr: Any) -> Any:
@@ -220,6 +221,12 @@ class Cells:
     def _binner(self) -> "Binner":
         return Binner(self.edges)
 
+    @cached_property
+    def _category_array(self) -> Any:
+        import pyarrow as pa
+
+        return pa.array(list(self.categories), pa.string())
+
     def _category_codes(self, s: Any) -> Any:
         """Codes of a string array: its category, ``K`` for another value, ``K + 1`` for missing."""
         import numpy as np
@@ -227,7 +234,7 @@ class Cells:
         import pyarrow.compute as pc
 
         k = len(self.categories)
-        idx = pc.index_in(s, value_set=pa.array(list(self.categories), pa.string()))
+        idx = pc.index_in(s, value_set=self._category_array)
         codes = idx.fill_null(k).to_numpy(zero_copy_only=False).astype(np.int64)
         codes[s.is_null().to_numpy(zero_copy_only=False)] = k + 1
         return codes
