@@ -275,46 +275,22 @@ def _windows(counts: Mapping[str, Counts], refs: Mapping[str, tuple], ref: Refer
 
 
 def _load_reference(reference: Any, profile: Any, manifest: Mapping[str, Any] | None, model: Any,
-                    cur_types: Mapping[str, str | None], options: DriftOptions,
-                    target: str | None) -> tuple[Reference, Any]:
-    """The reference, and a future of its finished form when a second pass over a table still runs.
-
-    The first reference's profiles already define every column's cells (see
-    :func:`mlsys_cli.monitor.reference.open_table`); its counts may come with the future.
-    """
+                    cur_types: Mapping[str, str | None], options: DriftOptions, target: str | None) -> Reference:
     from mlsys_cli.monitor import reference as refmod
 
     if profile is not None:
-        return refmod.read_profile(profile), None
+        return refmod.read_profile(profile)
     if reference is None:
-        return refmod.from_model(manifest, str(model)), None
+        return refmod.from_model(manifest, str(model))
     ref_types = refmod.table_columns(reference)
     wanted = [c for c in (options.columns or ref_types) if c in ref_types and ref_types[c] is not None
               and c in cur_types and not c.startswith(META_PREFIX) and c != options.time_col]
     if target and target in ref_types and target not in wanted:
         wanted.append(target)
     if not wanted:
-        return Reference("table", str(reference), 0, {c: {"type": t} for c, t in ref_types.items()}), None
+        return Reference("table", str(reference), 0, {c: {"type": t} for c, t in ref_types.items()})
     sample = options.domain_rows if options.domain_classifier else 0
-    partial, finish = refmod.open_table(reference, wanted, sample, options.seed)
-    return partial, (_in_background(finish) if finish is not None else None)
-
-
-def _in_background(work: Any) -> Any:
-    """A future of ``work()`` run in a daemon thread (an error is raised by ``result()``)."""
-    import threading
-    from concurrent.futures import Future
-
-    future: Future = Future()
-
-    def run_it() -> None:
-        try:
-            future.set_result(work())
-        except BaseException as exc:  # noqa: BLE001 - raised again by future.result() in the caller
-            future.set_exception(exc)
-
-    threading.Thread(target=run_it, name="mlsys drift reference", daemon=True).start()
-    return future
+    return refmod.from_table(reference, wanted, sample, options.seed)
 
 
 def _ref_types(ref: Reference, reference: Any) -> dict[str, str | None]:
@@ -342,24 +318,20 @@ def _run(current: Any, *, reference: Any, model: Any, profile: Any, options: Dri
     target = options.target or (manifest or {}).get("target")
     source = Source(current, options.include_shadow)
     cur_types = source.types()
-    ref, finishing = _load_reference(reference, profile, manifest, model, cur_types, options, target)
+    ref = _load_reference(reference, profile, manifest, model, cur_types, options, target)
     plan = _plan(_ref_types(ref, reference), cur_types, options, target, ref)
     if ref.rows < options.min_rows:
         raise InputError(f"the reference has {ref.rows} rows: too few to decide (at least --min-rows {options.min_rows})",
                          "give a larger reference, or lower --min-rows knowingly")
+    refs = {n: reference_cells(n, ref.profiles[n])[1:] for n in plan.features}
     cells = [reference_cells(n, ref.profiles[n])[0] for n in plan.features]
     label_ref = _label_reference(plan.label, ref, manifest)
     if label_ref is not None:
         cells.append(label_ref[0])
     wanted = _sample_columns(ref, plan, options)
-    # The current data is counted while the reference's second pass (if any) runs in its thread.
     counts, rows, cur_sample = _count(source, cells, options, (wanted, options.domain_rows) if wanted else None)
-    if finishing is not None:
-        ref = finishing.result()
-        label_ref = _label_reference(plan.label, ref, manifest)
     if rows == 0:
         raise InputError(f"{source.name}: no rows to compare" + (" (all rows are shadow traffic)" if source.count_rows() < _all_rows(source) else ""))
-    refs = {n: reference_cells(n, ref.profiles[n])[1:] for n in plan.features}
     importance = _importance(manifest, [*plan.features])
     tests = [_judge(n, counts[n].cells, refs[n][0], counts[n].total, refs[n][1], ref.profiles[n],
                     counts[n].tail_means(), options, counts[n].unseen) for n in plan.features]

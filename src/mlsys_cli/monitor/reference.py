@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from mlsys_cli.errors import InputError
 
@@ -75,33 +75,18 @@ def from_table(paths: Any, columns: Sequence[str], sample_rows: int, seed: int, 
 
     A table of at most ``streamed.EDGE_ROWS`` rows is read once and profiled exactly (sorted). A larger one
     is streamed twice, never sorted: the first pass draws the seeded samples (the domain
-    classifier's and ``streamed.EDGE_ROWS`` rows whose percentiles become the sketch's edges), the second
-    counts every row in those cells (see :mod:`mlsys_cli.monitor.streamed`).
+    classifier's and ``streamed.EDGE_ROWS`` rows whose percentiles become the sketch's edges) and
+    counts the categories, the second counts every number in those cells (see
+    :mod:`mlsys_cli.monitor.streamed`).
     """
-    partial, finish = open_table(paths, columns, sample_rows, seed, include_shadow)
-    return finish() if finish is not None else partial
-
-
-def open_table(paths: Any, columns: Sequence[str], sample_rows: int, seed: int,
-               include_shadow: bool = False) -> tuple[Reference, Callable[[], Reference] | None]:
-    """:func:`from_table` in two steps: a reference whose profiles define every column's cells, and
-    the function that finishes it (None when it is finished already).
-
-    The cells (numbers: the sketch's edges and the extremes; strings: the categories) are what
-    the current data is counted in, so its count can run while ``finish`` counts the reference
-    (the second pass over a large table).
-    """
-    from dataclasses import replace
-
     from mlsys_cli.monitor import streamed
     from mlsys_cli.monitor.scan import Source
 
     src = Source(paths, include_shadow)
     rows = src.count_rows()
     if rows > streamed.EDGE_ROWS:
-        first = streamed.first_pass(src, columns, rows, sample_rows, seed)
-        partial = Reference("table", src.name, rows, first.cells_profiles(), first.sample)
-        return partial, lambda: replace(partial, profiles=first.second_pass())
+        profiles, sample = streamed.profile_streamed(src, columns, rows, sample_rows, seed)
+        return Reference("table", src.name, rows, profiles, sample)
     types = src.types()
     table = src.sample(columns, rows, 0)
     sample = None
@@ -113,7 +98,7 @@ def open_table(paths: Any, columns: Sequence[str], sample_rows: int, seed: int,
         for batch in table.to_batches():
             sampler.take(batch)
         sample = sampler.table([src.schema.field(c) for c in columns])
-    return Reference("table", src.name, rows, {c: column_profile(table.column(c), types[c]) for c in columns}, sample), None
+    return Reference("table", src.name, rows, {c: column_profile(table.column(c), types[c]) for c in columns}, sample)
 
 
 def table_columns(paths: Any, include_shadow: bool = False) -> dict[str, str | None]:

@@ -9,14 +9,15 @@ exact counts in the same cells, so the tests stay valid with edges taken from a 
 1. :func:`first_pass` reads every column once and draws a seeded sample of ``EDGE_ROWS`` rows
    whose percentiles become the edges (each cell then holds 1% of the reference give or take 0.2
    points, the standard error of a percentile of 65,536 rows), the exact minimum and maximum of
-   each number (the outer cells), the domain classifier's sample, and the complete category
-   counts (string columns read as Parquet dictionaries: the codes of a batch come from its
-   dictionary, the strings are never decoded row by row). After it, the cells every side is
-   counted in are known (:meth:`FirstPass.cells_profiles`);
+   each number (the outer cells; Arrow's ``min_max``), the domain classifier's sample, and the
+   complete category counts (string columns read as Parquet dictionaries: the codes of a batch
+   come from its dictionary, the strings are never decoded row by row), so strings are read once;
 2. :meth:`FirstPass.second_pass` reads the numeric columns again and counts every row in those
-   cells (with the per-cell sums the Wasserstein tails need) and the moments. ``mlsys drift``
-   runs it in a thread beside the count of the current data, which needs only the cells: on two
-   cores the two passes share the machine instead of following each other.
+   cells (with the per-cell sums the Wasserstein tails need) and the moments.
+
+Running the second pass in a thread beside the count of the current data (it needs only the
+cells) was measured and dropped: both passes are CPU-bound on two cores, and together they took
+more CPU and about 60% more memory for no shorter wall time (``benchmarks/results/drift.md``).
 
 Memory holds the samples and one batch per pass. The profile has the keys of
 :func:`mlsys_cli.data.profile.numeric_profile` and ``categories_profile``; its ``quantiles``
@@ -55,20 +56,6 @@ class FirstPass:
     extremes: Mapping[str, tuple[float, float]]
     categories: Mapping[str, dict[str, Any]]
     sample: Any
-
-    def cells_profiles(self) -> dict[str, dict[str, Any]]:
-        """Profiles that define each column's cells as the finished ones will (no counts yet).
-
-        Numbers: the sketch's edges and the exact extremes (``reference_cells`` adds the outer
-        cells from them); strings: their finished profiles.
-        """
-        out: dict[str, dict[str, Any]] = dict(self.categories)
-        for name, cells in self.cells.items():
-            lo, hi = self.extremes[name]
-            out[name] = {"type": cells.kind, "kind": "numeric", "count": self.rows,
-                         "min": lo if lo <= hi else None, "max": hi if lo <= hi else None,
-                         "sketch": {"edges": list(cells.edges), "counts": [0] * (len(cells.edges) + 1)}}
-        return out
 
     def second_pass(self) -> dict[str, dict[str, Any]]:
         """Every profile: the numeric columns counted in their cells (one more pass over them)."""
