@@ -89,3 +89,32 @@ def test_killed_at_every_registry_write(seeded_registry, churn, tmp_path):
         assert r.Registry(reg).history().partial_bytes == 0
     # The kills landed before the version existed, between the version and the pointer, and after.
     assert {("v0001", ("v0001",)), ("v0001", ("v0001", "v0002")), ("v0002", ("v0001", "v0002"))} <= seen_states
+
+
+
+@pytest.mark.slow
+def test_a_first_run_killed_before_its_marker_leaves_a_registry_the_next_run_starts(tmp_path):
+    """Until ``registry.json`` is in place a new registry holds only a first writer's leftovers
+    (the lock file, the marker's temporary); the next writer must take them for a new registry,
+    not refuse the directory as something else. The run fails on its missing data right after
+    the registry is set up, so every kill point before and around the marker is quick to reach."""
+    count_file = tmp_path / "count"
+
+    def run(k, reg):
+        args = ["retrain", "--registry", str(reg), "--data", str(tmp_path / "missing.parquet"), "--target", "churned"]
+        return subprocess.run([sys.executable, "-m", "tests.continual.killer", str(k), str(reg), str(count_file), *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    done = run(0, tmp_path / "full")
+    assert done.returncode == 3 and "missing.parquet" in done.stderr, done.stderr
+    ops = json.loads(count_file.read_text())
+    marker = ops.index("replace") + 1  # the first replace puts registry.json in place
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        codes = list(pool.map(lambda k: run(k, tmp_path / f"k{k}").returncode, range(1, marker + 2)))
+    assert codes == [-9] * (marker + 1)
+    for k in range(1, marker + 2):
+        reg = tmp_path / f"k{k}"
+        with r.Registry(reg).writer(create=True) as writer:  # what the next retrain does first
+            assert writer.registry.versions() == []
+        assert {p.name for p in reg.iterdir()} <= {".lock", "registry.json", "versions", "history.jsonl"}, k
+        assert (reg / "registry.json").is_file() and r.list_versions(reg).champion is None, k

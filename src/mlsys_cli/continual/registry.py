@@ -266,7 +266,7 @@ class Registry:
         try:
             doc = json.loads(marker.read_text())
         except FileNotFoundError:
-            if missing_ok and not [p for p in self.root.iterdir() if p.name != LOCK]:
+            if missing_ok and self._only_a_first_writers_leftovers():
                 return False
             raise InputError(f"{self.root}: not an mlsys registry (no {MARKER})",
                              "give an empty or new directory to start a registry") from None
@@ -277,6 +277,18 @@ class Registry:
         if doc.get("version") != FORMAT["version"]:
             raise InputError(f"{self.root}: registry format version {doc.get('version')!r} is not supported "
                              f"(this mlsys reads version {FORMAT['version']})", "upgrade mlsys")
+        return True
+
+    def _only_a_first_writers_leftovers(self) -> bool:
+        """Whether the directory holds nothing, or only what a first writer killed before its
+        marker was in place can have left: the lock file, its temporary marker, an empty
+        ``versions/`` (older mlsys created it before the marker)."""
+        for path in self.root.iterdir():
+            if path.name == LOCK or (path.name.startswith(f".{MARKER}.") and path.name.endswith(".tmp")):
+                continue
+            if path.name == VERSIONS and path.is_dir() and not any(path.iterdir()):
+                continue
+            return False
         return True
 
     def versions(self) -> list[Version]:
@@ -377,7 +389,8 @@ class Writer:
     def start(self, create: bool) -> None:
         try:
             if not self.registry.check_marker(missing_ok=create):
-                (self.root / VERSIONS).mkdir(exist_ok=True)
+                # The marker first: until it is in place the directory holds nothing a next
+                # writer would not recognise as a first writer's leftovers.
                 atomic_write_text(self.root / MARKER, json.dumps(FORMAT) + "\n")
             (self.root / VERSIONS).mkdir(exist_ok=True)
             self.recover()
