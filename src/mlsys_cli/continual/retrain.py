@@ -11,7 +11,7 @@
 3. the triggers (:mod:`mlsys_cli.continual.triggers`): when none fires, the decision
    ``not_needed`` is logged and nothing is trained;
 4. the challenger, trained from scratch on the window (stateless) or warm-started from the
-   champion (``stateful``: see :mod:`mlsys_cli.continual.warm`);
+   champion (``stateful``: see :mod:`mlsys_cli.continual.judge`);
 5. champion and challenger evaluated on the held-out rows (``evaluate``: metrics with
    intervals, the zero-rule baseline, slices, the ``--require`` gates). The challenger is
    promoted when it passes the gates, beats the zero rule and gains at least ``min_gain`` on
