@@ -421,12 +421,23 @@ class Writer:
                 pointer = self.registry.champion()
                 detail += "; its promotion is completed"
             self._log_repair({"repair": "version", "version": version.version, "detail": detail})
+        self._log_unlogged_removals(history, logged)
         current = pointer.version if pointer else None
         if current != self.registry.history().last_champion():
             self._log_repair({"repair": "champion", "detail": f"the champion is {current}; the history's last event "
                                                               f"said {history.last_champion()}"})
         if self.stale and not self.recovered:
             self._log_repair({"repair": "lock", "detail": "a writer was killed while holding the lock; nothing to repair"})
+
+    def _log_unlogged_removals(self, history: History, logged: set[str]) -> None:
+        """A prune logs its removals after making them: one killed in between leaves versions the
+        history knows but the disk no longer has."""
+        on_disk = {v.version for v in self.registry.versions()}
+        removed = {v for e in history.events for v in e.get("removed") or []}
+        gone = sorted((v for v in logged - on_disk - removed if _VERSION.match(v)), key=version_number)
+        if gone:
+            self._log_repair({"repair": "prune", "removed": gone, "detail": f"{', '.join(gone)} removed without "
+                              "a history event (a prune was killed before logging it)"})
 
     def _remove_temporaries(self) -> None:
         for path in [*self.root.glob(".*.tmp"), *(self.root / VERSIONS).glob(".*")]:
