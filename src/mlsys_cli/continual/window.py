@@ -104,7 +104,11 @@ def load_window(data: Sequence[str], columns: Columns, *, span: timedelta | None
     if task is None and len(df):  # a first champion from train's flags: train's own guess
         from mlsys_cli.models.train import infer_task
 
-        task = infer_task(df[columns.target])[0]
+        try:
+            task = infer_task(df[columns.target])[0]
+        except InputError as exc:  # one class in the whole window: say so as _check_parts does
+            raise InputError(f"{source}: the window holds one class only ({exc.message})",
+                             "a classifier needs both classes to learn and to be judged; give a longer window") from None
     _check_parts(parts, columns.target, task, source)
     info.update(rows=int(len(df)), **_span(df, columns.time_col),
                 parts={name: {"rows": int(len(p)), **_span(p, columns.time_col)} for name, p in parts.items()})
