@@ -66,8 +66,10 @@ complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l task
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -s o
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l help
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l artifacts
+complete -c mlsys -n '__fish_seen_subcommand_from tune' -l connect-timeout
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l cv
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l drop
+complete -c mlsys -n '__fish_seen_subcommand_from tune' -l engine
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l ensemble
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l html
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l json
@@ -82,6 +84,7 @@ complete -c mlsys -n '__fish_seen_subcommand_from tune' -l pruner
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l report
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l sampler
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l save-model
+complete -c mlsys -n '__fish_seen_subcommand_from tune' -l scheduler
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l seed
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l storage
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l study

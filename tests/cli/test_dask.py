@@ -61,6 +61,24 @@ def test_bad_engine_options_are_usage_errors(small_tables, tmp_path, args, messa
     assert message in result.stderr
 
 
+@pytest.mark.parametrize("args,code,message", [
+    (["--model", "linear"], 2, "--model linear has no distributed trainer for --engine dask"),
+    (["--model", "auto"], 2, "--model auto has no distributed trainer for --engine dask"),
+    (["--model", "xgboost", "--n-jobs", "2"], 2, "--n-jobs with --engine dask needs --scheduler"),
+    (["--model", "xgboost", "--scheduler", "tcp://127.0.0.1:{port}", "--connect-timeout", "1s"], 3,
+     "cannot reach the Dask scheduler at tcp://127.0.0.1:"),
+])
+def test_tune_on_dask_refuses_what_it_cannot_run(small_tables, tmp_path, args, code, message):
+    t = small_tables["binary"]
+    args = [a.format(port=free_port()) for a in args]
+    result = run_cli("tune", t["train"], "--valid", t["valid"], "--target", "churned", "--trials", "2",
+                     "-o", tmp_path / "p.json", "--engine", "dask", *args)
+    assert_clean_error(result, code)
+    assert message in result.stderr
+    assert code == 3 or "xgboost" in result.stderr or "--scheduler" in message
+    assert not (tmp_path / "p.json").exists()
+
+
 @pytest.mark.slow
 def test_a_cluster_started_with_the_dask_command_line(small_tables, tmp_path):
     """`dask scheduler` and `dask worker` as separate processes on loopback, the way users deploy them."""
