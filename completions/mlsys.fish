@@ -209,8 +209,10 @@ complete -c mlsys -n '__fish_seen_subcommand_from serve' -l help
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l alpha
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l backend
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l column
+complete -c mlsys -n '__fish_seen_subcommand_from drift' -l connect-timeout
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l domain
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l domain-rows
+complete -c mlsys -n '__fish_seen_subcommand_from drift' -l engine
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l exclude
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l fail-on-drift
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l html
@@ -228,6 +230,7 @@ complete -c mlsys -n '__fish_seen_subcommand_from drift' -l psi
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l reference
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l report
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l save-profile
+complete -c mlsys -n '__fish_seen_subcommand_from drift' -l scheduler
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l seed
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l target
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l time-col
