@@ -15,12 +15,17 @@ from tests.dask_cluster import free_port, partition
 DASK = str(Path(sys.executable).parent / "dask")
 
 
-def test_without_the_extra_dask_is_a_usage_error_naming_the_install(small_tables, tmp_path):
+@pytest.mark.parametrize("args", [
+    ["featurize", "{train}", "--target", "churned", "-o", "f.mlsys"],
+    ["tune", "{train}", "--valid", "{valid}", "--target", "churned", "--model", "xgboost", "-o", "f.mlsys"],
+    ["drift", "{valid}", "--reference", "{train}", "-o", "f.mlsys"],
+])
+def test_without_the_extra_dask_is_a_usage_error_naming_the_install(small_tables, tmp_path, args):
     t = small_tables["binary"]
+    argv = ["mlsys", *[a.format(train=t["train"], valid=t["valid"]) for a in args], "--engine", "dask"]
     # The real process, with dask made unimportable as on an install without the extra.
     code = ("import sys; sys.modules['dask'] = sys.modules['distributed'] = None; from mlsys_cli.app import main; "
-            f"sys.argv = ['mlsys', 'featurize', {str(t['train'])!r}, '--target', 'churned', '-o', 'f.mlsys', "
-            "'--engine', 'dask']; main()")
+            f"sys.argv = {argv!r}; main()")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "error: --engine dask needs the dask extra" in proc.stderr

@@ -82,7 +82,7 @@ def test_the_counts_are_the_local_ones_bit_for_bit(tables, dask_cluster):
 
 def test_a_partition_missing_a_column_is_named(tables, dask_cluster, tmp_path):
     ref, parts = tables
-    odd = partition(pd.read_parquet(parts / "part-100.parquet"), tmp_path / "odd", 2)
+    odd = partition(pd.read_parquet(parts / "part-1000.parquet"), tmp_path / "odd", 2)
     pd.read_parquet(odd / "part-001.parquet").drop(columns="normal").to_parquet(odd / "part-001.parquet", index=False)
     with pytest.raises(InputError, match=r"part-001\.parquet: no column 'normal'"):
         detect(odd, reference=ref, options=DriftOptions(domain_classifier=False),
@@ -105,7 +105,7 @@ def test_drift_on_dask_bad_input(tables, tmp_path, args, code, message):
 
 def test_current_data_that_is_not_parquet_is_refused(tables, dask_cluster, tmp_path):
     ref, parts = tables
-    pd.read_parquet(parts / "part-100.parquet").to_csv(tmp_path / "cur.csv", index=False)
+    pd.read_parquet(parts / "part-1000.parquet").to_csv(tmp_path / "cur.csv", index=False)
     result = run_cli("drift", tmp_path / "cur.csv", "--reference", ref, "--engine", "dask",
                      "--scheduler", dask_cluster.scheduler_address)
     assert_clean_error(result, 3)
