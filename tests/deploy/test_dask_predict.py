@@ -143,7 +143,7 @@ def test_a_directory_output_needs_the_dask_engine(setup, tmp_path):
 
     result = run_cli("predict", setup["binary"]["model"], setup["binary"]["parts"], "-o", f"{tmp_path}/preds/")
     assert_clean_error(result, 2)
-    assert "a partitioned output directory needs --engine dask" in result.stderr
+    assert "names a directory; give a file name" in result.stderr and "or --engine dask for one part" in result.stderr
     assert not (tmp_path / "preds").exists()
 
 

@@ -62,13 +62,17 @@ def command(
     """
     from mlsys_cli.data.cluster import Engine
     from mlsys_cli.deploy.predict import predict_file
-    from mlsys_cli.errors import UsageError
+    from mlsys_cli.errors import MlsysError
 
     columns = [c for item in keep or [] for c in item.split(",") if c]
     where = Engine.from_options(engine, scheduler, connect_timeout)
     run = predict_file
     if not where.is_dask and (output.endswith(("/", os.sep)) or Path(output).is_dir()):
-        raise UsageError(f"-o {output}: a partitioned output directory needs --engine dask", "give a file name, e.g. preds.parquet")
+        try:
+            output_path(output)  # refused as every -o FILE refuses a directory
+        except MlsysError as exc:
+            hint = "; ".join(h for h in (exc.hint, "or --engine dask for one part per input file") if h)
+            raise type(exc)(exc.message, hint) from None
     if where.is_dask:  # the same arguments and result, on a Dask cluster
         from mlsys_cli.deploy.dask_predict import predict_dask
 
