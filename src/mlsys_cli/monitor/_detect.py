@@ -308,10 +308,11 @@ def run(current: Any, *, reference: Any, model: Any, profile: Any, options: Drif
 
     _prefetch(["pandas", "scipy.special"])
     with batch_memory():
-        return _run(current, reference=reference, model=model, profile=profile, options=options)
+        return _run(current, reference=reference, model=model, profile=profile, options=options, engine=engine)
 
 
-def _run(current: Any, *, reference: Any, model: Any, profile: Any, options: DriftOptions) -> DriftReport:
+def _run(current: Any, *, reference: Any, model: Any, profile: Any, options: DriftOptions,
+         engine: Any = None) -> DriftReport:
     from mlsys_cli.monitor.reference import reference_cells
 
     start = time.perf_counter()
