@@ -301,16 +301,18 @@ def _ref_types(ref: Reference, reference: Any) -> dict[str, str | None]:
     return {c: p.get("type") or ("string" if p.get("kind") == "categorical" else "float") for c, p in ref.profiles.items()}
 
 
-def run(current: Any, *, reference: Any, model: Any, profile: Any, options: DriftOptions) -> DriftReport:
+def run(current: Any, *, reference: Any, model: Any, profile: Any, options: DriftOptions,
+        engine: Any = None) -> DriftReport:
     """See :func:`mlsys_cli.monitor.drift.detect`."""
     from mlsys_cli.monitor.scan import batch_memory
 
     _prefetch(["pandas", "scipy.special"])
     with batch_memory():
-        return _run(current, reference=reference, model=model, profile=profile, options=options)
+        return _run(current, reference=reference, model=model, profile=profile, options=options, engine=engine)
 
 
-def _run(current: Any, *, reference: Any, model: Any, profile: Any, options: DriftOptions) -> DriftReport:
+def _run(current: Any, *, reference: Any, model: Any, profile: Any, options: DriftOptions,
+         engine: Any = None) -> DriftReport:
     from mlsys_cli.monitor.reference import reference_cells
 
     start = time.perf_counter()
@@ -329,7 +331,9 @@ def _run(current: Any, *, reference: Any, model: Any, profile: Any, options: Dri
     if label_ref is not None:
         cells.append(label_ref[0])
     wanted = _sample_columns(ref, plan, options)
-    counts, rows, cur_sample = _count(source, cells, options, (wanted, options.domain_rows) if wanted else None)
+    from mlsys_cli.monitor.dask_scan import counter
+
+    counts, rows, cur_sample = counter(engine, _count)(source, cells, options, (wanted, options.domain_rows) if wanted else None)
     if rows == 0:
         raise InputError(f"{source.name}: no rows to compare" + (" (all rows are shadow traffic)" if source.count_rows() < _all_rows(source) else ""))
     importance = _importance(manifest, [*plan.features])
