@@ -272,7 +272,8 @@ def test_a_trial_running_at_the_deadline_is_stopped_and_scored(small_tables, tmp
 
 
 def test_search_holds_back_the_refit_of_the_best_trial():
-    """With --save-model the search ends early enough to load, featurize, fit and save the best again."""
+    """With --save-model the search ends early enough to load, featurize, fit and save the best again
+    (trials on a sample or folds), or only to save the best trial's model held in memory."""
     from types import SimpleNamespace
 
     import optuna
@@ -283,7 +284,7 @@ def test_search_holds_back_the_refit_of_the_best_trial():
     problem = SimpleNamespace(job=SimpleNamespace(deadline=100.0, refit=True), load_s=1.0,
                               featurize_s={("hgb-features", 0): 2.0, ("linear-features", 0): 7.0},
                               key=lambda family, fold: (f"{family.name}-features", fold))
-    assert search_deadline(optuna.create_study(), problem) == 100.0  # nothing to refit yet
+    assert search_deadline(optuna.create_study(), problem) == 100.0 - SAVE_S  # nothing to refit yet
     start = dt.datetime(2024, 1, 1)
     view = optuna.create_study(direction="maximize")
     view.add_trials([optuna.trial.FrozenTrial(
@@ -303,6 +304,9 @@ def test_search_holds_back_the_refit_of_the_best_trial():
     assert search_deadline(view, problem) == pytest.approx(100.0 - ENSEMBLE_SHARE * 50.0 - 1.0 - 15.0 - SAVE_S)
     problem.row_factor = 2.0
     assert search_deadline(view, problem) == pytest.approx(100.0 - ENSEMBLE_SHARE * 50.0 - 1.0 - 12.0 - SAVE_S)
+    # The best trial's fitted model is held in memory: nothing is refitted, only the final step's share and saving.
+    problem.row_factor, problem.holds_models = 1.0, True
+    assert search_deadline(view, problem) == pytest.approx(100.0 - ENSEMBLE_SHARE * 50.0 - SAVE_S)
     problem.job.refit = False
     assert search_deadline(view, problem) == 100.0
 
@@ -337,7 +341,9 @@ def test_auto_starts_from_each_default_then_the_library_like_extras(small_tables
     assert list(extras["family"]) == [f for f, _ in AUTO_EXTRA_DEFAULTS]
     # The overrides are what ran (and what a retrain gets); the family's own defaults stay the baseline.
     params = [json.loads(p) if isinstance(p, str) else p for p in extras["params"]]
-    assert params[0]["kind"] == "extra" and params[1]["learning_rate"] == 0.3
+    # scikit-learn's HistGradientBoosting exactly as its defaults fit it (no early stopping, 100 iterations).
+    assert params[0]["early_stopping"] is False and params[0]["max_iter"] == 100
+    assert params[1]["kind"] == "extra" and params[2]["learning_rate"] == 0.3
     assert result.to_dict()["best"]["defaults_value"] is not None
 
 
@@ -375,13 +381,13 @@ def test_save_model_is_the_ensemble_only_where_it_is_better_on_validation(small_
     # Chosen on the validation rows only: its cross-fitted gain over the best member is positive.
     assert final["model"] == "ensemble" and final["gain"] > 0, final
     assert isinstance(ModelBundle.load(tmp_path / "m.mlsys").predictor, EnsemblePredictor)
-    # Without --storage the search kept its models (the two best per family) in a private store,
-    # which is not reported (it is gone); a third member was retrained.
-    assert [m["source"] for m in final["members"]] == ["kept", "kept", "retrained"]
+    # Without --storage the search held the fitted models of the two best trials per family in
+    # memory: the ensemble combines them as they are (nothing stored, nothing retrained).
+    assert [m["source"] for m in final["members"]] == ["held", "held"]
     assert result.storage is None and "models" not in result.outputs
     off = tune(str(t["train"]), model="xgboost", params={"n_estimators": 30}, save_model=str(tmp_path / "s.mlsys"),
                ensemble=False, **common)
-    assert off.final == {"model": "single", "family": "xgboost", "reason": "--no-ensemble"}
+    assert off.final == {"model": "single", "family": "xgboost", "reason": "--no-ensemble", "source": "held"}
     assert not isinstance(ModelBundle.load(tmp_path / "s.mlsys").predictor, EnsemblePredictor)
     # Four nearly equal linear models: the ensemble does not beat its best member, the best trial is saved.
     linear = tune(str(t["train"]), model="linear", save_model=str(tmp_path / "l.mlsys"), **common)
@@ -396,11 +402,11 @@ def test_big_tables_under_a_timeout_run_trials_on_a_seeded_row_sample(tmp_path):
 
     from mlsys_cli.models.families import get_family
     from mlsys_cli.models.tuning.final import no_ensemble_reason
-    from mlsys_cli.models.tuning.job import MIN_SAMPLE, trial_rows
+    from mlsys_cli.models.tuning.job import MIN_SAMPLE, SAMPLE_FACTOR, trial_rows
     from mlsys_cli.models.tuning.kept import _not_kept_reason
 
     rng = np.random.default_rng(0)
-    n = MIN_SAMPLE + 2_000
+    n = SAMPLE_FACTOR * MIN_SAMPLE + 2_000
     frame = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n)})
     frame.to_parquet(tmp_path / "train.parquet", index=False)
     frame[:500].to_parquet(tmp_path / "valid.parquet", index=False)
@@ -410,6 +416,8 @@ def test_big_tables_under_a_timeout_run_trials_on_a_seeded_row_sample(tmp_path):
     assert trial_rows(TuneJob(**base), n) is None and trial_rows(TuneJob(**{**base, "valid": None, "budget_s": 5}), n) is None
     assert trial_rows(TuneJob(**base, budget_s=5), n) == MIN_SAMPLE
     assert trial_rows(TuneJob(**base, budget_s=30), n) is None  # 15,000 rows: the table is not big for 30 s
+    # A table less than SAMPLE_FACTOR times the sample is not sampled (the trials would hardly be cheaper).
+    assert trial_rows(TuneJob(**base, budget_s=5), SAMPLE_FACTOR * MIN_SAMPLE) is None
     problem = Problem(TuneJob(**base, budget_s=5))
     (rows, valid_rows), = problem.folds
     assert valid_rows is None and len(rows) == MIN_SAMPLE == problem.sample_rows
@@ -421,4 +429,8 @@ def test_big_tables_under_a_timeout_run_trials_on_a_seeded_row_sample(tmp_path):
     # A model fitted on a sample is not kept, and the saved model is the best one refitted on every row.
     assert "sample" in _not_kept_reason(problem, get_family("linear"), 0.1, None)
     assert "retrained on every row" in no_ensemble_reason(None, problem)
+    # Nor is a model fitted on the sample held for the final model.
+    assert not problem.holds_models
+    problem.hold(0, "linear", object(), 0.5)
+    assert problem.held == {}
     assert Problem(TuneJob(**base)).sample_rows is None
