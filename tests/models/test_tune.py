@@ -434,3 +434,68 @@ def test_big_tables_under_a_timeout_run_trials_on_a_seeded_row_sample(tmp_path):
     problem.hold(0, "linear", object(), 0.5)
     assert problem.held == {}
     assert Problem(TuneJob(**base)).sample_rows is None
+
+
+# --------------------------------------------------------------------------- the budget, end to end
+
+
+def test_the_budget_counts_from_the_given_start_and_reserves_the_exit(small_tables, tmp_path):
+    """A run started 3 s before the call (the CLI: its process start) keeps a deadline 3 s earlier
+    than one counted from the call; the accounting says where the budget went."""
+    import time
+
+    from mlsys_cli.models.tuning.budget import EXIT_S, process_started
+
+    own = process_started()
+    assert own is not None and time.time() - 600 < own <= time.time()
+    t = small_tables["binary"]
+    progress = _ThreadCheck()
+    result = tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="hgb", timeout=30, trials=2,
+                  started=time.time() - 3.0, params={"max_iter": 20}, save_model=str(tmp_path / "m.mlsys"), progress=progress)
+    b = result.budget
+    assert b["timeout_s"] == 30 and b["startup_s"] >= 3.0 and b["deadline_s"] == pytest.approx(30 - EXIT_S)
+    # The search stopped by its own deadline, before the final model was made and written.
+    assert b["search_deadline_s"] <= b["deadline_s"] and b["search_end_s"] <= b["outputs_end_s"]
+    assert result.elapsed_s >= b["outputs_end_s"] >= 3.0
+    # Every trial ran with OpenMP limited to one thread on this small table (fits and predictions).
+    assert progress.threads and set(progress.threads) == {1}
+    # The saved model is the best trial's own fitted model (or the held models' ensemble): no refit.
+    assert result.final["model"] == "ensemble" or result.final["source"] == "held"
+
+
+class _ThreadCheck:
+    """A progress object recording the OpenMP thread limits in force while the trials run."""
+
+    def __init__(self):
+        self.threads = []
+
+    def update(self, **_):
+        from threadpoolctl import threadpool_info
+
+        self.threads += [i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"]
+
+
+def test_held_models_are_each_familys_best_and_the_final_step_skips_what_cannot_fit(small_tables):
+    import time
+
+    from mlsys_cli.models.tuning.final import ENSEMBLE_COST, _no_time_reason
+    from mlsys_cli.models.tuning.problem import HELD
+
+    t = small_tables["binary"]
+    job = TuneJob(train=str(t["train"]), valid=str(t["valid"]), target=t["target"], model_families=("linear",),
+                  refit=True, ensemble=True)
+    problem = Problem(job)
+    assert problem.holds_models
+    for number, value in enumerate((0.70, 0.80, 0.75, 0.60)):
+        problem.hold(number, "linear", f"model{number}", value)  # AUC: higher is better
+    assert [n for _, n, _ in problem.held["linear"]] == [1, 2][:HELD]
+    assert problem.held_model(1) == "model1" and problem.held_model(3) is None
+    # Building the members' bundles took 1 s: the ensemble step needs about ENSEMBLE_COST times that.
+    members = [("a", None), ("b", None)]
+    soon = job.replace(deadline=time.time() + ENSEMBLE_COST / 2)
+    problem.job = soon
+    assert "no time left for the ensemble step" in _no_time_reason(problem, members, 1.0)
+    problem.job = job.replace(deadline=time.time() + 10 * ENSEMBLE_COST)
+    assert _no_time_reason(problem, members, 1.0) is None
+    problem.job = job  # no deadline, or a single member: nothing to skip for time
+    assert _no_time_reason(problem, members, 100.0) is None and _no_time_reason(problem, members[:1], 1.0) is None
