@@ -97,9 +97,11 @@ def run_job(job: TuneJob, outputs: TuneOutputs, timeout: float | None = None, pr
     tmpdir = tempfile.mkdtemp(prefix="mlsys-tune-")
     try:
         if job.storage is None and job.workers > 1:
-            # Processes share a study only through a storage: a private journal serves. (One
-            # process keeps its best models in memory for the final model: nothing to store.)
-            job = job.replace(storage=f"journal:{os.path.join(tmpdir, 'study.journal')}", private_storage=True)
+            # Processes share a study only through a storage: a private journal serves, and the
+            # ensemble step combines the workers' models kept in its artifact store. (One process
+            # holds its best models in memory for the final model: nothing to store.)
+            job = job.replace(storage=f"journal:{os.path.join(tmpdir, 'study.journal')}", private_storage=True,
+                              artifacts=os.path.join(tmpdir, "models") if job.ensemble and job.keep_models else job.artifacts)
         problem, plan, opened = load_session(job)
         with _threads(problem):
             result, written, final = _search_and_save(job, (problem, plan, opened), outputs, (timeout, progress, tmpdir), started)
