@@ -7,7 +7,7 @@ is given to four contenders, one after the other (never in parallel, so they get
 
 - **mlsys**: the real CLI under one total budget (wall time, process start-up, data loading and
   writing included): ``mlsys tune --model auto --valid VALID --timeout T --save-model FINAL``
-  with ``T = budget - TUNE_START_S``. The saved model is the ensemble of the three best
+  with ``T = budget`` (tune counts its ``--timeout`` from the process start). The saved model is the ensemble of the three best
   distinct trials where its cross-fitted score on the validation rows beats its best member,
   else the best trial: decided on validation rows only.
 - **FLAML**: ``flaml.AutoML().fit(time_budget=budget)`` in its own venv (made by this script
@@ -44,8 +44,6 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.datasets import DATASETS, TUNE_SET, split  # noqa: E402
 
-# Process start-up and imports before tune's own --timeout clock starts.
-TUNE_START_S = 2.0
 # FLAML's venv: FLAML with its AutoML learners (LightGBM, XGBoost, scikit-learn) and Parquet.
 FLAML_PACKAGES = ("flaml[automl]>=2.3", "pyarrow")
 METRIC = {"binary": ("auc", "roc_auc"), "multiclass": ("log_loss", "log_loss"), "regression": ("rmse", "rmse")}
@@ -84,7 +82,7 @@ def run_mlsys(name: str, parts: dict[str, Path], test: Any, budget: float, seed:
     spec = DATASETS[name]
     start = time.perf_counter()
     tuned = mlsys("tune", parts["train"], "--valid", parts["valid"], "--target", spec.target, "--model", "auto",
-                  "--seed", seed, "--timeout", f"{budget - TUNE_START_S:.1f}s", "--save-model", work / "final.mlsys")
+                  "--seed", seed, "--timeout", f"{budget:g}s", "--save-model", work / "final.mlsys")
     seconds = time.perf_counter() - start
     bundle = ModelBundle.load(work / "final.mlsys")
     final = tuned["final"]
@@ -93,7 +91,7 @@ def run_mlsys(name: str, parts: dict[str, Path], test: Any, budget: float, seed:
         "seconds": seconds, "best_family": tuned["best"]["family"], "trials": tuned["trials"]["complete"],
         "trials_per_s": tuned["trials"]["complete"] / seconds,
         "families": {f["family"]: f["trials"] for f in tuned["families"]},
-        "ensemble": final["model"] == "ensemble", "final": final,
+        "ensemble": final["model"] == "ensemble", "final": final, "budget": tuned.get("budget"),
     }
 
 
@@ -219,7 +217,7 @@ def render(rows: list[dict[str, Any]], budget: float, load: str, command: str) -
         f"Reproduce: `{command}`. Loads (1, 5, 15 min) at the start: {load}; per dataset in the last column.",
         "",
         "| dataset | task | rows | metric | mlsys | FLAML | HGB defaults | XGBoost defaults | mlsys s | FLAML s (fit) "
-        "| mlsys trials/s | FLAML trials/s | mlsys best (trials per family) | mlsys ensemble | FLAML best | load |",
+        "| mlsys trials/s | FLAML trials/s | mlsys best (trials per family) | mlsys ensemble | FLAML best | load start / end |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -267,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.md"),
                         help="markdown file; the section of this budget is replaced, the others kept")
+    parser.add_argument("--merge", default=None,
+                        help="JSON-lines file of rows from earlier runs of this budget: this run's rows are added (a "
+                             "dataset run again replaces its row) and the section shows them all, so the datasets can "
+                             "run one per invocation (each under its own benchmark lock)")
     args = parser.parse_args(argv)
     from benchmarks.datasets import load as load_frame
 
@@ -295,12 +297,31 @@ def main(argv: list[str] | None = None) -> int:
                 except Failed as exc:
                     result[tool] = failed(spec, frames, exc, time.perf_counter() - start)
         y_test = test[spec.target]
+        result["load"] += f" / {os.getloadavg()[0]:.1f}"  # 1-min load average at the start / at the end
         result["loss"] = {k: loss(spec.task, result[k]["test"], y_test) for k in TOOLS}
         rows.append(result)
         print(json.dumps(result, default=str), flush=True)
+        if args.merge:
+            rows = merge_rows(Path(args.merge), args.budget, [result])
+            command = f"benchmarks/bench_quality.py --budget {args.budget:g} --datasets NAME --merge ROWS.jsonl (one dataset per run)"
+            load = "see each dataset"
         write_section(Path(args.out), args.budget, render(rows, args.budget, load, command))
     print(render(rows, args.budget, load, command))
     return 0
+
+
+def merge_rows(path: Path, budget: float, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add ``new`` rows to the JSON-lines file of this budget's rows (a dataset's newer row
+    replaces its older one); return every row, in :data:`TUNE_SET` order."""
+    old = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = {r["name"]: r for r in old if r.get("budget") == budget}
+    rows.update({r["name"]: json.loads(json.dumps({**r, "budget": budget}, default=str)) for r in new})
+    keep = [r for r in old if r.get("budget") != budget] + list(rows.values())
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    os.replace(tmp, path)
+    order = {name: i for i, name in enumerate(TUNE_SET)}
+    return sorted(rows.values(), key=lambda r: order.get(r["name"], len(order)))
 
 
 def write_section(path: Path, budget: float, text: str) -> None:

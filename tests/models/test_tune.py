@@ -272,7 +272,8 @@ def test_a_trial_running_at_the_deadline_is_stopped_and_scored(small_tables, tmp
 
 
 def test_search_holds_back_the_refit_of_the_best_trial():
-    """With --save-model the search ends early enough to load, featurize, fit and save the best again."""
+    """With --save-model the search ends early enough to load, featurize, fit and save the best again
+    (trials on a sample or folds), or only to save the best trial's model held in memory."""
     from types import SimpleNamespace
 
     import optuna
@@ -283,7 +284,7 @@ def test_search_holds_back_the_refit_of_the_best_trial():
     problem = SimpleNamespace(job=SimpleNamespace(deadline=100.0, refit=True), load_s=1.0,
                               featurize_s={("hgb-features", 0): 2.0, ("linear-features", 0): 7.0},
                               key=lambda family, fold: (f"{family.name}-features", fold))
-    assert search_deadline(optuna.create_study(), problem) == 100.0  # nothing to refit yet
+    assert search_deadline(optuna.create_study(), problem) == 100.0 - SAVE_S  # nothing to refit yet
     start = dt.datetime(2024, 1, 1)
     view = optuna.create_study(direction="maximize")
     view.add_trials([optuna.trial.FrozenTrial(
@@ -294,15 +295,20 @@ def test_search_holds_back_the_refit_of_the_best_trial():
     # The best trial (hgb, 0.9) fitted in 4 s on features that took 2 s; loading took 1 s.
     assert search_deadline(view, problem) == pytest.approx(100.0 - 1.0 - 2.0 - 4.0 - SAVE_S)
     # The ensemble step's share of a 50 s budget is held back too (with --valid only).
-    from mlsys_cli.models.tuning.budget import ENSEMBLE_SHARE
+    from mlsys_cli.models.tuning.budget import ENSEMBLE_MIN_S, ensemble_reserve
+
+    assert ensemble_reserve(50.0) == pytest.approx(2.5) and ensemble_reserve(10.0) == ENSEMBLE_MIN_S
 
     problem.job = SimpleNamespace(deadline=100.0, refit=True, ensemble=True, budget_s=50.0, valid="v.parquet")
-    assert search_deadline(view, problem) == pytest.approx(100.0 - ENSEMBLE_SHARE * 50.0 - 1.0 - 2.0 - 4.0 - SAVE_S)
+    assert search_deadline(view, problem) == pytest.approx(100.0 - ensemble_reserve(50.0) - 1.0 - 2.0 - 4.0 - SAVE_S)
     # Trials on a tenth of the rows: the refit costs up to ten times more, at most 30% of the budget.
     problem.row_factor = 10.0
-    assert search_deadline(view, problem) == pytest.approx(100.0 - ENSEMBLE_SHARE * 50.0 - 1.0 - 15.0 - SAVE_S)
+    assert search_deadline(view, problem) == pytest.approx(100.0 - ensemble_reserve(50.0) - 1.0 - 15.0 - SAVE_S)
     problem.row_factor = 2.0
-    assert search_deadline(view, problem) == pytest.approx(100.0 - ENSEMBLE_SHARE * 50.0 - 1.0 - 12.0 - SAVE_S)
+    assert search_deadline(view, problem) == pytest.approx(100.0 - ensemble_reserve(50.0) - 1.0 - 12.0 - SAVE_S)
+    # The best trial's fitted model is held in memory: nothing is refitted, only the final step's share and saving.
+    problem.row_factor, problem.holds_models = 1.0, True
+    assert search_deadline(view, problem) == pytest.approx(100.0 - ensemble_reserve(50.0) - SAVE_S)
     problem.job.refit = False
     assert search_deadline(view, problem) == 100.0
 
@@ -337,7 +343,9 @@ def test_auto_starts_from_each_default_then_the_library_like_extras(small_tables
     assert list(extras["family"]) == [f for f, _ in AUTO_EXTRA_DEFAULTS]
     # The overrides are what ran (and what a retrain gets); the family's own defaults stay the baseline.
     params = [json.loads(p) if isinstance(p, str) else p for p in extras["params"]]
-    assert params[0]["kind"] == "extra" and params[1]["learning_rate"] == 0.3
+    # scikit-learn's HistGradientBoosting exactly as its defaults fit it (no early stopping, 100 iterations).
+    assert params[0]["early_stopping"] is False and params[0]["max_iter"] == 100
+    assert params[1]["kind"] == "extra" and params[2]["learning_rate"] == 0.3
     assert result.to_dict()["best"]["defaults_value"] is not None
 
 
@@ -375,13 +383,13 @@ def test_save_model_is_the_ensemble_only_where_it_is_better_on_validation(small_
     # Chosen on the validation rows only: its cross-fitted gain over the best member is positive.
     assert final["model"] == "ensemble" and final["gain"] > 0, final
     assert isinstance(ModelBundle.load(tmp_path / "m.mlsys").predictor, EnsemblePredictor)
-    # Without --storage the search kept its models (the two best per family) in a private store,
-    # which is not reported (it is gone); a third member was retrained.
-    assert [m["source"] for m in final["members"]] == ["kept", "kept", "retrained"]
+    # Without --storage the search held the fitted models of the two best trials per family in
+    # memory: the ensemble combines them as they are (nothing stored, nothing retrained).
+    assert [m["source"] for m in final["members"]] == ["held", "held"]
     assert result.storage is None and "models" not in result.outputs
     off = tune(str(t["train"]), model="xgboost", params={"n_estimators": 30}, save_model=str(tmp_path / "s.mlsys"),
                ensemble=False, **common)
-    assert off.final == {"model": "single", "family": "xgboost", "reason": "--no-ensemble"}
+    assert off.final == {"model": "single", "family": "xgboost", "reason": "--no-ensemble", "source": "held"}
     assert not isinstance(ModelBundle.load(tmp_path / "s.mlsys").predictor, EnsemblePredictor)
     # Four nearly equal linear models: the ensemble does not beat its best member, the best trial is saved.
     linear = tune(str(t["train"]), model="linear", save_model=str(tmp_path / "l.mlsys"), **common)
@@ -396,11 +404,11 @@ def test_big_tables_under_a_timeout_run_trials_on_a_seeded_row_sample(tmp_path):
 
     from mlsys_cli.models.families import get_family
     from mlsys_cli.models.tuning.final import no_ensemble_reason
-    from mlsys_cli.models.tuning.job import MIN_SAMPLE, trial_rows
+    from mlsys_cli.models.tuning.job import MIN_SAMPLE, SAMPLE_FACTOR, trial_rows
     from mlsys_cli.models.tuning.kept import _not_kept_reason
 
     rng = np.random.default_rng(0)
-    n = MIN_SAMPLE + 2_000
+    n = SAMPLE_FACTOR * MIN_SAMPLE + 2_000
     frame = pd.DataFrame({"x": rng.normal(size=n), "y": rng.normal(size=n)})
     frame.to_parquet(tmp_path / "train.parquet", index=False)
     frame[:500].to_parquet(tmp_path / "valid.parquet", index=False)
@@ -410,6 +418,8 @@ def test_big_tables_under_a_timeout_run_trials_on_a_seeded_row_sample(tmp_path):
     assert trial_rows(TuneJob(**base), n) is None and trial_rows(TuneJob(**{**base, "valid": None, "budget_s": 5}), n) is None
     assert trial_rows(TuneJob(**base, budget_s=5), n) == MIN_SAMPLE
     assert trial_rows(TuneJob(**base, budget_s=30), n) is None  # 15,000 rows: the table is not big for 30 s
+    # A table less than SAMPLE_FACTOR times the sample is not sampled (the trials would hardly be cheaper).
+    assert trial_rows(TuneJob(**base, budget_s=5), SAMPLE_FACTOR * MIN_SAMPLE) is None
     problem = Problem(TuneJob(**base, budget_s=5))
     (rows, valid_rows), = problem.folds
     assert valid_rows is None and len(rows) == MIN_SAMPLE == problem.sample_rows
@@ -421,4 +431,73 @@ def test_big_tables_under_a_timeout_run_trials_on_a_seeded_row_sample(tmp_path):
     # A model fitted on a sample is not kept, and the saved model is the best one refitted on every row.
     assert "sample" in _not_kept_reason(problem, get_family("linear"), 0.1, None)
     assert "retrained on every row" in no_ensemble_reason(None, problem)
+    # Nor is a model fitted on the sample held for the final model.
+    assert not problem.holds_models
+    problem.hold(0, "linear", object(), 0.5)
+    assert problem.held == {}
     assert Problem(TuneJob(**base)).sample_rows is None
+
+
+# --------------------------------------------------------------------------- the budget, end to end
+
+
+def test_the_budget_counts_from_the_given_start_and_reserves_the_exit(small_tables, tmp_path):
+    """A run started 3 s before the call (the CLI: its process start) keeps a deadline 3 s earlier
+    than one counted from the call; the accounting says where the budget went."""
+    import time
+
+    from mlsys_cli.models.tuning.budget import EXIT_S, process_started
+
+    own = process_started()
+    assert own is not None and time.time() - 600 < own <= time.time()
+    t = small_tables["binary"]
+    progress = _ThreadCheck()
+    result = tune(str(t["train"]), valid=str(t["valid"]), target=t["target"], model="hgb", timeout=30, trials=2,
+                  started=time.time() - 3.0, params={"max_iter": 20}, save_model=str(tmp_path / "m.mlsys"), progress=progress)
+    b = result.budget
+    assert b["timeout_s"] == 30 and b["startup_s"] >= 3.0 and b["deadline_s"] == pytest.approx(30 - EXIT_S)
+    # The search stopped by its own deadline, before the final model was made and written.
+    assert b["search_deadline_s"] <= b["deadline_s"] and b["search_end_s"] <= b["outputs_end_s"]
+    assert result.elapsed_s >= b["outputs_end_s"] >= 3.0
+    # Every trial ran with OpenMP limited to one thread on this small table (fits and predictions).
+    assert progress.threads and set(progress.threads) == {1}
+    # The saved model is the best trial's own fitted model (or the held models' ensemble): no refit.
+    assert result.final["model"] == "ensemble" or result.final["source"] == "held"
+
+
+class _ThreadCheck:
+    """A progress object recording the OpenMP thread limits in force while the trials run."""
+
+    def __init__(self):
+        self.threads = []
+
+    def update(self, **_):
+        from threadpoolctl import threadpool_info
+
+        self.threads += [i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"]
+
+
+def test_held_models_are_each_familys_best_and_the_final_step_skips_what_cannot_fit(small_tables):
+    import time
+
+    from mlsys_cli.models.tuning.final import ENSEMBLE_COST, _no_time_reason
+    from mlsys_cli.models.tuning.problem import HELD
+
+    t = small_tables["binary"]
+    job = TuneJob(train=str(t["train"]), valid=str(t["valid"]), target=t["target"], model_families=("linear",),
+                  refit=True, ensemble=True)
+    problem = Problem(job)
+    assert problem.holds_models
+    for number, value in enumerate((0.70, 0.80, 0.75, 0.60)):
+        problem.hold(number, "linear", f"model{number}", value)  # AUC: higher is better
+    assert [n for _, n, _ in problem.held["linear"]] == [1, 2][:HELD]
+    assert problem.held_model(1) == "model1" and problem.held_model(3) is None
+    # Building the members' bundles took 1 s: the ensemble step needs about ENSEMBLE_COST times that.
+    members = [("a", None), ("b", None)]
+    soon = job.replace(deadline=time.time() + ENSEMBLE_COST / 2)
+    problem.job = soon
+    assert "no time left for the ensemble step" in _no_time_reason(problem, members, 1.0)
+    problem.job = job.replace(deadline=time.time() + 10 * ENSEMBLE_COST)
+    assert _no_time_reason(problem, members, 1.0) is None
+    problem.job = job  # no deadline, or a single member: nothing to skip for time
+    assert _no_time_reason(problem, members, 100.0) is None and _no_time_reason(problem, members[:1], 1.0) is None

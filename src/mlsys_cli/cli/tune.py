@@ -81,6 +81,7 @@ def command(
     """
     from mlsys_cli.data.cluster import Engine
     from mlsys_cli.models.tuning import TuneOutputs, TuneRequest, tune
+    from mlsys_cli.models.tuning.budget import process_started
 
     check_storage(storage)
     if valid is not None:
@@ -95,5 +96,6 @@ def command(
     outputs = TuneOutputs(output=str(output) if output else None, save_model=str(save_model) if save_model else None,
                           trials_out=str(trials_out) if trials_out else None, html=str(html) if html else None)
     with console.progress("tuning", total=trials) as bar:
-        result = tune(str(train), request, outputs, progress=bar)
+        # --timeout counts from the process start: start-up and imports are in the user's wall time.
+        result = tune(str(train), request, outputs, progress=bar, started=process_started())
     console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)

@@ -1,15 +1,18 @@
 """The final model of a run (``--save-model``): the ensemble of the best trials where it is
-better on the validation rows, else the best trial retrained.
+better on the validation rows, else the best trial.
 
 With ``--valid`` and the ensemble step on (the default), the :data:`TOP` best distinct
 configurations of the study (the best of each family first) are combined by greedy selection
-(:func:`mlsys_cli.models.ensemble.build_ensemble`, ``method="select"``), from the fitted models the
-search kept (:mod:`.kept`) or retrained when a model was not kept. The ensemble is the final model
-when its cross-fitted score on the validation rows beats its best member (a gain above zero):
-decided on validation data only, like every choice of the search. It is still one bundle, which
-``predict``, ``export`` and ``serve`` take like any model. Otherwise, and without ``--valid``
-(cross-validation has no one fitted model per trial to combine), the best trial is retrained on
-the training rows as ``train`` would.
+(:func:`mlsys_cli.models.ensemble.build_ensemble`, ``method="select"``): the fitted models this
+process holds in memory (:meth:`.problem.Problem.hold`) when the best trial's is among them,
+else the models the search kept in the study's artifact store (:mod:`.kept`), retrained when a
+model was not kept. The ensemble is the final model when its cross-fitted score on the
+validation rows beats its best member (a gain above zero): decided on validation data only,
+like every choice of the search. It is still one bundle, which ``predict``, ``export`` and
+``serve`` take like any model. Otherwise the best trial's held model is saved as it is (a refit
+would fit the same model again); without one (trials on a row sample, cross-validation, the
+best trial run by another worker) the best configuration is retrained on the training rows as
+``train`` would.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from mlsys_cli.models.tuning.budget import SAVE_S
 from mlsys_cli.models.tuning.problem import Problem
 
 TOP = 3
+# The ensemble step costs about this many times building its members' bundles (see _no_time_reason).
+ENSEMBLE_COST = 3.0
 
 
 def final_model(study: Any, problem: Problem, doc: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -29,23 +34,70 @@ def final_model(study: Any, problem: Problem, doc: Mapping[str, Any]) -> tuple[A
 
     ``doc`` is the best-parameters document (family and parameters of the best trial).
     """
-    job = problem.job
+    start = time.time()
     why = no_ensemble_reason(study, problem)
+    held = _held_members(study, problem, TOP if why is None else 1)
+    why = why or _no_time_reason(problem, held, time.time() - start)
     if why is None:
         try:
-            bundle, info = _ensemble(problem)
+            bundle, info = _ensemble(study, problem, held)
             if info["gain"] is not None and info["gain"] > 0:
                 return bundle, {"model": "ensemble", **info}
             why = f"the ensemble's cross-fitted gain on the validation rows ({info['gain']}) is not above 0"
         except MlsysError as exc:
             why = f"ensemble step failed: {exc}"
+    if held:
+        # The best trial's own fitted model: what a refit would fit again, already in memory.
+        return held[0][1], {"model": "single", "family": doc["family"], "reason": why, "source": "held"}
+    return _refit(problem, doc), {"model": "single", "family": doc["family"], "reason": why, "source": "retrained"}
+
+
+def _no_time_reason(problem: Problem, held: list[tuple[str, Any]], built_s: float) -> str | None:
+    """Why the ensemble step is skipped for lack of time (None: it runs). Combining held models
+    scores each on the validation rows again, cross-fits the selection and writes every member:
+    about :data:`ENSEMBLE_COST` times what building their bundles took (measured ~1.5x)."""
+    deadline = problem.job.deadline
+    if deadline is None or len(held) < 2:
+        return None
+    need = ENSEMBLE_COST * built_s + SAVE_S
+    if deadline - time.time() < need:
+        return f"no time left for the ensemble step (~{need:.1f}s needed)"
+    return None
+
+
+def _refit(problem: Problem, doc: Mapping[str, Any]) -> Any:
+    """The best configuration retrained on every training row, as ``train`` would."""
     from mlsys_cli.models.train import FitRun, TrainSpec, train_model
 
+    job = problem.job
     # The refit is inside the budget: iterative families stop at the round the deadline falls on.
     run = FitRun(timeout=max(job.deadline - time.time() - SAVE_S, 1.0)) if job.deadline is not None else FitRun()
     bundle, _ = train_model(job.train, TrainSpec(family=doc["family"], target=problem.target, params=doc["params"],
                             features=dict(job.features) or None, seed=int(job.seed)), valid=job.valid, run=run)
-    return bundle, {"model": "single", "family": doc["family"], "reason": why}
+    return bundle
+
+
+def _held_members(study: Any, problem: Problem, top: int) -> list[tuple[str, Any]]:
+    """Bundles of the ``top`` trials an ensemble starts from (:func:`~mlsys_cli.models.ensemble.pick_trials`)
+    among those whose fitted models are held in memory, best first; empty when the study's best
+    trial is not held (run by another worker, or trials on a row sample)."""
+    from optuna.trial import TrialState
+
+    from mlsys_cli.models.ensemble import pick_trials
+    from mlsys_cli.models.families import get_family
+    from mlsys_cli.models.tuning.kept import trial_bundle
+    from mlsys_cli.models.study import FAMILY_PARAM
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    held = [t for t in done if problem.held_model(t.number) is not None]
+    best = (max if problem.higher else min)(done, key=lambda t: t.value) if done else None
+    if best is None or best.number not in {t.number for t in held}:
+        return []
+    picked = pick_trials(held, top, problem.higher)
+    picked.sort(key=lambda t: (-t.value if problem.higher else t.value, t.number))
+    return [(f"{problem.job.study}#trial{t.number}({t.params[FAMILY_PARAM]})",
+             trial_bundle(t, problem, get_family(t.params[FAMILY_PARAM]), problem.held_model(t.number), t.value))
+            for t in picked]
 
 
 def no_ensemble_reason(study: Any, problem: Problem) -> str | None:
@@ -60,7 +112,7 @@ def no_ensemble_reason(study: Any, problem: Problem) -> str | None:
     if problem.sample_rows:
         return (f"trials fitted on a sample of {problem.sample_rows} of {len(problem.train_df)} training rows: "
                 "the best configuration is retrained on every row")
-    if job.storage is None:
+    if job.storage is None and not problem.holds_models:
         return "no storage to combine the trials from"
     if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
         return "fewer than two completed trials"
@@ -69,17 +121,24 @@ def no_ensemble_reason(study: Any, problem: Problem) -> str | None:
     return None
 
 
-def _ensemble(problem: Problem) -> tuple[Any, dict[str, Any]]:
-    """The greedy-selection ensemble of the study's best trials and its summary."""
+def _ensemble(study: Any, problem: Problem, held: list[tuple[str, Any]]) -> tuple[Any, dict[str, Any]]:
+    """The greedy-selection ensemble of the study's best trials and its summary: from the models
+    held in memory when the best trial's is, else from the study's kept models (retraining those
+    not kept)."""
     from mlsys_cli.models.ensemble import EnsembleSpec, KeptPredictor, StudySource, build_ensemble, study_members
 
     job = problem.job
     deadline = job.deadline
-    source = StudySource(job.storage, job.study, top=TOP, train=job.train, features=dict(job.features) or None)
-    members, skipped = study_members(source, seed=int(job.seed), deadline=deadline,
-                                     reserve=0.0 if deadline is None else 0.3 * max(deadline - time.time(), 0.0))
-    records = [{"study": job.study, "trial": name, "source": "kept" if isinstance(b.predictor, KeptPredictor) else "retrained"}
-               for name, b in members]
+    members, skipped = held, []
+    sources = ["held"] * len(members)
+    if len(members) < 2 and job.storage is not None:
+        source = StudySource(job.storage, job.study, top=TOP, train=job.train, features=dict(job.features) or None)
+        members, skipped = study_members(source, seed=int(job.seed), deadline=deadline,
+                                         reserve=0.0 if deadline is None else 0.3 * max(deadline - time.time(), 0.0))
+        sources = ["kept" if isinstance(b.predictor, KeptPredictor) else "retrained" for _, b in members]
+    if len(members) < 2:
+        raise MlsysError("fewer than two fitted models to combine")
+    records = [{"study": job.study, "trial": name, "source": src} for (name, _), src in zip(members, sources)]
     bundle, result = build_ensemble(members, [job.valid], EnsembleSpec(method="select", seed=int(job.seed)),
                                     member_records=records, deadline=deadline)
     return bundle, {"gain": result.gain.get("value"), "metric": result.metric, "verdict": result.verdict,

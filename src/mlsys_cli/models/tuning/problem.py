@@ -15,6 +15,10 @@ from mlsys_cli.models.metrics import resolve_metric
 from mlsys_cli.models.tuning.job import TuneJob, trial_rows
 
 
+# Fitted models held in memory per family (the ensemble takes the best of each family first).
+HELD = 2
+
+
 class Problem:
     """The data of one study, featurized lazily once per (featurizer recipe, fold) and cached."""
 
@@ -45,6 +49,29 @@ class Problem:
         # Families whose fitted models are cheaper to refit than to write and load (keep_model).
         self.refit_cheaper: set[str] = set()
         self.featurize_s: dict[tuple[str, int], float] = {}
+        # The fitted models of each family's best trials, in memory: {family: [(loss, number, est)]}
+        # (:meth:`hold`); ``--save-model`` saves or combines them instead of refitting.
+        self.held: dict[str, list[tuple[float, int, Any]]] = {}
+
+    @property
+    def holds_models(self) -> bool:
+        """Whether trials' fitted models are the final model's candidates (:meth:`hold`): with
+        ``--save-model`` and ``--valid`` each trial fits on every training row exactly as
+        ``train`` would (early stopping on the validation rows), so refitting the winner would
+        only repeat that fit, and cost the budget it would need again."""
+        return bool(self.job.refit and self.valid_df is not None and not self.sample_rows)
+
+    def hold(self, number: int, family: str, est: Any, value: float) -> None:
+        """Keep a trial's fitted model when it is among the :data:`HELD` best of its family."""
+        if not self.holds_models:
+            return
+        loss = -value if self.higher else value
+        best = sorted(self.held.get(family, []) + [(loss, number, est)], key=lambda h: (h[0], h[1]))
+        self.held[family] = best[:HELD]
+
+    def held_model(self, number: int) -> Any:
+        """The fitted model of trial ``number`` if it is held (None otherwise)."""
+        return next((est for kept in self.held.values() for _, n, est in kept if n == number), None)
 
     @property
     def row_factor(self) -> float:

@@ -54,6 +54,8 @@ class TuneResult:
     final: dict[str, Any] | None = None
     # Training rows each trial fitted on when they were sampled (None: every row).
     trial_rows: int | None = None
+    # Where the time budget went (seconds from its start; :func:`~.command.budget_record`).
+    budget: dict[str, Any] = field(default_factory=dict)
 
     def replace(self, **changes: Any) -> "TuneResult":
         import dataclasses
@@ -69,7 +71,7 @@ class TuneResult:
             "trials": self.trials, "families": self.families, "workers": self.workers,
             "elapsed_s": round(self.elapsed_s, 3), "trials_per_s": round(self.trials_per_s, 3),
             "stopped_by": self.stopped_by, "failures": self.failures, "outputs": self.outputs,
-            "final": self.final, "trial_rows": self.trial_rows,
+            "final": self.final, "trial_rows": self.trial_rows, "budget": self.budget,
         }
 
 

@@ -21,6 +21,9 @@ AUTO_FAMILIES = ("linear", "hgb", "xgboost", "forest", "mlp")
 # library defaults (0.3 learning rate, 100 rounds) and extremely randomized trees, which win on
 # many small tables (FLAML's extra_tree) for the cost of a forest.
 AUTO_EXTRA_DEFAULTS = (
+    # scikit-learn's HistGradientBoosting exactly as a user fits it by default on up to 10,000
+    # rows: 100 iterations, no early stopping (the family's defaults trial stops on --valid).
+    ("hgb", {"early_stopping": False}),
     ("forest", {"kind": "extra"}),
     ("xgboost", {"learning_rate": 0.3, "n_estimators": 100}),
     # A slower, shallower, subsampled booster: what tuned XGBoost converges to on small noisy

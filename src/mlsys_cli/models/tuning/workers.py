@@ -43,7 +43,8 @@ class Failed(Exception):
 def run_trials(study: Any, problem: Problem, plan: Plan, progress: Any = None) -> dict[str, Any]:
     """Run trials until the study has ``trials`` trials, the grid is done or the deadline passes.
 
-    Returns what this worker did: ``{"ran": n, "stopped_by": "trials"|"timeout"|"grid"}``.
+    Returns what this worker did: ``{"ran": n, "stopped_by": "trials"|"timeout"|"grid",
+    "search_deadline": epoch seconds}`` (the search deadline of the last check; None without one).
     """
     import optuna
     from optuna.trial import TrialState
@@ -70,7 +71,7 @@ def run_trials(study: Any, problem: Problem, plan: Plan, progress: Any = None) -
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
             raise Failed() from exc
 
-    failures = 0
+    failures, end = 0, None
     while True:
         end = search_deadline(study, problem)
         if end is not None and time.time() + start_cost(study, problem, families) >= end:
@@ -98,7 +99,7 @@ def run_trials(study: Any, problem: Problem, plan: Plan, progress: Any = None) -
             raise InputError(f"the first trials all failed; the last error: {last.user_attrs['error']}")
         if progress is not None:
             show_progress(progress, study, problem, n_trials)
-    return {"ran": ran, "stopped_by": stopped_by}
+    return {"ran": ran, "stopped_by": stopped_by, "search_deadline": end}
 
 
 def start_cost(study: Any, problem: Problem, families: Any) -> float:
