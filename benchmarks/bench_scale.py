@@ -1,16 +1,19 @@
 """Local vs Dask (2 workers on this machine) on a table larger than the memory given to one process.
 
-    flock /work/wt/bench.lock python benchmarks/bench_scale.py [--rows 1500000] [--limit-mb 700]
+    flock -x /work/wt/bench.lock python benchmarks/bench_scale.py [--rows 1500000] [--limit-mb 700] [--steps ...]
 
 A seeded table (``--rows`` x 20 float features, binary target) is written as 30 Parquet files.
 The features are fitted with ``mlsys featurize`` on one file (a sample), then:
 
-- local: ``mlsys train`` and ``mlsys predict`` in one process (no limit; its peak RSS is measured);
+- local: ``mlsys train``, ``mlsys predict`` and ``mlsys drift`` (the table against its first file)
+  in one process each (no limit; its peak RSS is measured);
 - dask: ``dask scheduler`` and ``dask worker --nworkers 2 --nthreads 1 --memory-limit LIMIT``
-  started from the command line on loopback, then the same commands with ``--engine dask``; the
-  nanny restarts a worker whose RSS passes 95 % of LIMIT, so a job that finishes stayed under it.
+  started from the command line on loopback, then the same commands with ``--engine dask``
+  (``predict-dir``: ``predict -o DIR/``, one part per file); the nanny restarts a worker whose
+  RSS passes 95 % of LIMIT, so a job that finishes stayed under it.
 
-Results: ``benchmarks/results/scale.md`` (wall time, peak RSS of the mlsys process, exit code).
+Results: ``benchmarks/results/scale.md`` for every step, ``scale-<steps>.md`` for ``--steps``
+(wall time, peak RSS of the mlsys process, exit code).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from _results import MEASURE, write_results  # noqa: E402
 
 MLSYS = [sys.executable, "-m", "mlsys_cli"]
 DASK = str(Path(sys.executable).parent / "dask")
+STEPS = ("train", "predict", "predict-dir", "drift")
 
 
 def make_table(directory: Path, rows: int, files: int, seed: int = 0) -> int:
@@ -81,7 +85,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_500_000)
     parser.add_argument("--limit-mb", type=int, default=700)
     parser.add_argument("--work", default="/tmp/mlsys-bench-scale")
+    parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated subset of: " + ", ".join(STEPS))
     args = parser.parse_args()
+    steps = [s for s in STEPS if s in args.steps.split(",")]
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     data = work / "parts"
@@ -90,38 +96,49 @@ def main() -> None:
     subprocess.run([*MLSYS, "featurize", data / "part-000.parquet", "--target", "y", "-o", work / "f.mlsys"],
                    check=True, capture_output=True)
     train = ["train", str(data), "--target", "y", "--features", str(work / "f.mlsys"), "--param", "n_estimators=50"]
+    subprocess.run([*MLSYS, *train, "--param", "n_estimators=5", "-o", str(work / "small.mlsys")], check=True, capture_output=True)
+    commands = {
+        "train": lambda side: [*train, "-o", str(work / f"{side}.mlsys")],
+        "predict": lambda side: ["predict", str(work / "small.mlsys"), str(data), "-o", str(work / f"p{side}.parquet")],
+        "predict-dir": lambda side: ["predict", str(work / "small.mlsys"), str(data), "-o", str(work / f"p{side}") + "/"],
+        "drift": lambda side: ["drift", str(data), "--reference", str(data / "part-000.parquet"), "--no-domain"],
+    }
     results = {"local": {}, "dask": {}}
-    results["local"]["train"] = run([*MLSYS, *train, "-o", str(work / "local.mlsys")])
-    results["local"]["predict"] = run([*MLSYS, "predict", str(work / "local.mlsys"), str(data), "-o", str(work / "pl.parquet")])
+    for step in steps:
+        if step != "predict-dir":  # a partitioned output needs the Dask engine
+            results["local"][step] = run([*MLSYS, *commands[step]("local")])
     address, procs = cluster(args.limit_mb)
     try:
         on = ["--engine", "dask", "--scheduler", address]
-        results["dask"]["train"] = run([*MLSYS, *train, "-o", str(work / "dask.mlsys"), *on])
-        results["dask"]["predict"] = run([*MLSYS, "predict", str(work / "local.mlsys"), str(data), "-o",
-                                          str(work / "pd.parquet"), *on])
+        for step in steps:
+            results["dask"][step] = run([*MLSYS, *commands[step]("dask"), *on])
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(timeout=60)
-    write_results("scale", page(args, size, load, results))
+    name = "scale" if steps == list(STEPS) else "scale-" + "-".join(steps)
+    write_results(name, page(args, size, load, results, steps))
     print(json.dumps(results, indent=1))
 
 
-def page(args: argparse.Namespace, size: int, load: tuple, results: dict) -> str:
+def page(args: argparse.Namespace, size: int, load: tuple, results: dict, steps: list[str]) -> str:
     rows = []
-    for step in ("train", "predict"):
-        local, dask = results["local"][step], results["dask"][step]
-        rows.append(f"| {step} | {local['seconds']:.1f} s | {local['rss_mb']:.0f} MB | exit {local['code']} | "
-                    f"{dask['seconds']:.1f} s | {dask['rss_mb']:.0f} MB | exit {dask['code']} | "
-                    f"{dask['seconds'] / local['seconds']:.2f} |")
+    for step in steps:
+        dask = results["dask"][step]
+        local = results["local"].get(step) or results["local"].get("predict")  # predict-dir: vs the one-file local predict
+        here = (f"{local['seconds']:.1f} s | {local['rss_mb']:.0f} MB | exit {local['code']}" if local else " | | ")
+        ratio = f"{dask['seconds'] / local['seconds']:.2f}" if local else ""
+        rows.append(f"| {step} | {here} | {dask['seconds']:.1f} s | {dask['rss_mb']:.0f} MB | exit {dask['code']} | {ratio} |")
     return f"""# Scale: local vs Dask (2 workers) on this machine
 
-`flock /work/wt/bench.lock python benchmarks/bench_scale.py --rows {args.rows} --limit-mb {args.limit_mb}`
+`flock -x /work/wt/bench.lock python benchmarks/bench_scale.py --rows {args.rows} --limit-mb {args.limit_mb} --steps {",".join(steps)}`
 
 Table: {args.rows:,} rows x 20 float features + a boolean target, seeded, in 30 Parquet files
 ({size / 2**20:.0f} MiB as float64 in memory). Features fitted with `mlsys featurize` on one file;
-`train` is xgboost with 50 rounds; `predict` uses the local model. Dask: `dask scheduler` and
+`train` is xgboost with 50 rounds; `predict` uses a local 5-round model (`predict-dir`: `-o DIR/`, one
+part per file, compared with the local one-file `predict`); `drift` compares the table with its first
+file (`--no-domain`). Dask: `dask scheduler` and
 `dask worker --nworkers 2 --nthreads 1 --memory-limit {args.limit_mb}MiB` on loopback. Load
 average when it started: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} (2 cores shared with other agents).
 

@@ -13,8 +13,10 @@ One run, loopback only, every measurement bounded in time, on the sample churn d
 
 Closed loop with ``wrk`` (Debian's package; installed here when missing and root): single-row
 and 100-row bodies at several concurrencies, p50/p99 and requests/s. Open loop at a fixed
-500 requests/s with ``serve_load.py rate`` (wrk cannot hold a rate; latency counts from when a
-request was due). The load average is recorded beside each measurement: the machine is shared.
+500 requests/s with ``fixed_rate.c`` (wrk cannot hold a rate, and Debian has no wrk2; compiled
+here with the system's C compiler): latency counts from when a request was due, and the
+generator's own send lag is reported beside it. The load average is recorded beside each
+measurement: the machine is shared.
 
 Run::
 
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -182,9 +185,19 @@ def wrk(url: str, body: Path, connections: int, seconds: float) -> dict:
             "socket_errors": errors.group(1) if errors else "", "load": before}
 
 
+def ensure_generator() -> Path:
+    """``fixed_rate.c`` compiled into the work directory (again when the source is newer)."""
+    source, binary = ROOT / "benchmarks" / "fixed_rate.c", WORK / "fixed_rate"
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+        WORK.mkdir(parents=True, exist_ok=True)
+        sh(os.environ.get("CC", "cc"), "-O2", "-o", binary, source)
+    return binary
+
+
 def fixed_rate(url: str, body: Path, rate: float, seconds: float) -> dict:
+    parts = urlsplit(url)
     before = load()
-    out = sh(PY, LOAD, "rate", url, body, rate, seconds, 32).stdout
+    out = sh(ensure_generator(), parts.hostname, parts.port, parts.path, body, rate, seconds, 32).stdout
     return {**json.loads(out), "load": before}
 
 
@@ -243,8 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     ensure_wrk()
+    ensure_generator()
     m = models()
     mlflow_uri = None if args.skip_mlflow else ensure_mlflow()
+    args.uptime = [sh("uptime").stdout.strip()]
     print(f"load before: {load()}", flush=True)
     inproc = in_process(m["onnx"], m["test"])
     print(f"  in process: {inproc}", flush=True)
@@ -289,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     for f in fixed:
         print(f"  fixed {f['server']:28s} {f}", flush=True)
+    args.uptime.append(sh("uptime").stdout.strip())
     path = write_results("serve", report(rows, fixed, inproc, args))
     print(f"wrote {path}")
     return 0
@@ -306,6 +322,7 @@ def report(rows: list, fixed: list, inproc: dict, args) -> str:
              "Loopback, one machine (2 cores, shared with other work: `load` is the 1/5/15-minute load average "
              "just before each measurement). mlsys serve ran with validation, Prometheus metrics, the access log "
              "(stderr to a file) and the prediction log (`--log-dir`) on.", "",
+             f"`uptime` at the start: `{args.uptime[0]}`; at the end: `{args.uptime[-1]}`.", "",
              "## In process (no HTTP)", "",
              "| body | onnxruntime `session.run` | mlsys serve's path: validate + run + outputs | the bundle's `predict` on a frame |",
              "|---|---:|---:|---:|"]
@@ -318,13 +335,14 @@ def report(rows: list, fixed: list, inproc: dict, args) -> str:
         lines.append(f"| {r['server']} | {'1 row' if r['body'] == 'one' else '100 rows'} | {r['connections']} | {r['rps']:,.0f} | "
                      f"{r['p50']:.2f} | {r['p99']:.2f} | {r['non2xx']} | {r['load']} |")
     lines += ["", f"## Open loop at a fixed {args.rate:g} requests/s, single row ({args.rate_seconds:g} s)", "",
-              "Latency counts from when each request was due (no coordinated omission); a server that falls "
-              "behind gets as long again to catch up, and what it has not answered by then is `unfinished`.", "",
-              "| server | achieved/s | p50 ms | p90 ms | p99 ms | max ms | unfinished | errors | load |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "`benchmarks/fixed_rate.c` (like wrk2): latency counts from when each request was due (no coordinated "
+              "omission); a server that falls behind gets as long again to catch up, and what it has not answered by "
+              "then is `unfinished`. `send lag p99` is the generator's own: how late it sent (included in the latencies).", "",
+              "| server | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | send lag p99 ms | unfinished | errors | load |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for f in fixed:
-        lines.append(f"| {f['server']} | {f['achieved_rate']} | {f['p50_ms']} | {f['p90_ms']} | {f['p99_ms']} | {f['max_ms']} | "
-                     f"{f['unfinished']} | {f['errors']} | {f['load']} |")
+        lines.append(f"| {f['server']} | {f['achieved_rate']} | {f['p50_ms']} | {f['p90_ms']} | {f['p99_ms']} | {f['p999_ms']} | "
+                     f"{f['max_ms']} | {f['send_lag_p99_ms']} | {f['unfinished']} | {f['errors']} | {f['load']} |")
     serve, echo, peer = best("mlsys serve", "one"), best("bare echo (same stack)", "one"), best("mlflow models serve", "one")
     p99 = next((f["p99_ms"] for f in fixed if f["server"] == "mlsys serve"), None)
     lines += ["", "## Goals (single row)", "",

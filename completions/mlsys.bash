@@ -14,7 +14,7 @@ _mlsys() {
         ingest) opts="--dedupe --dedupe-on --delimiter --encoding --format --json --keep-names --memory-limit --no-header --output --quote --rejects --report --schema --sql --strict --table --threads -o --help" ;;
         split) opts="--balance --by --group --ignore --json --output --ratios --report --seed --strict --target --time -o --help" ;;
         featurize) opts="--apply --batch-rows --bins --categorical --check --connect-timeout --cross --datetime --drop --engine --hash-features --high-cardinality --id --impute --json --leakage --log --max-categories --min-frequency --model --numeric --output --preset --report --scaling --scheduler --seed --target --task -o --help" ;;
-        tune) opts="--artifacts --cv --drop --ensemble --html --json --keep-models --metric --model --n-jobs --no-ensemble --output --param --pruner --report --sampler --save-model --seed --storage --study --target --time-col --timeout --trials --trials-out --valid -o --help" ;;
+        tune) opts="--artifacts --connect-timeout --cv --drop --engine --ensemble --html --json --keep-models --metric --model --n-jobs --no-ensemble --output --param --pruner --report --sampler --save-model --scheduler --seed --storage --study --target --time-col --timeout --trials --trials-out --valid -o --help" ;;
         train) opts="--calibrate --class-weight --connect-timeout --drop --engine --features --json --model --output --param --params --report --sample-weight --scheduler --seed --target --task --timeout --valid -o --help" ;;
         ensemble) opts="--data --folds --from-study --json --method --metric --output --report --seed --storage --study --timeout --top --train -o --help" ;;
         predict) opts="--batch-rows --connect-timeout --engine --json --keep --output --report --scheduler -o --help" ;;
@@ -22,7 +22,7 @@ _mlsys() {
         compress) opts="--augment --batch-rows --data --html --json --max-metric-drop --measure-fraction --output --prefer --repeats --report --require-gain --seed --technique --transfer -o --help" ;;
         export) opts="--data --json --output --report --rows --seed --threads -o --help" ;;
         serve) opts="--access-log --api-key-env --canary --host --json --log-dir --log-max-mb --log-rotate --max-batch --max-body-mb --max-rows --max-wait-ms --name --no-access-log --poll --port --registry --request-timeout --shadow --workers --help" ;;
-        drift) opts="--alpha --backend --column --domain --domain-rows --exclude --fail-on-drift --html --include-shadow --js --json --min-rows --missing-rate --model --no-domain --output --permutations --profile --psi --reference --report --save-profile --seed --target --time-col --unseen-share --wasserstein --window -o --help" ;;
+        drift) opts="--alpha --backend --column --connect-timeout --domain --domain-rows --engine --exclude --fail-on-drift --html --include-shadow --js --json --min-rows --missing-rate --model --no-domain --output --permutations --profile --psi --reference --report --save-profile --scheduler --seed --target --time-col --unseen-share --wasserstein --window -o --help" ;;
         retrain) opts="--bootstrap --data --data-window --drift-exclude --json --min-gain --model --param --ratios --recipe --registry --report --require --seed --slice --stateful --target --time-col --timeout --trigger --wait --help" ;;
         registry) opts="--dry-run --json --keep --reason --report --to --wait --help" words="list show promote rollback prune" ;;
         info) opts="--json --report --help" ;;

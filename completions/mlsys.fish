@@ -66,8 +66,10 @@ complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l task
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -s o
 complete -c mlsys -n '__fish_seen_subcommand_from featurize' -l help
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l artifacts
+complete -c mlsys -n '__fish_seen_subcommand_from tune' -l connect-timeout
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l cv
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l drop
+complete -c mlsys -n '__fish_seen_subcommand_from tune' -l engine
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l ensemble
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l html
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l json
@@ -82,6 +84,7 @@ complete -c mlsys -n '__fish_seen_subcommand_from tune' -l pruner
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l report
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l sampler
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l save-model
+complete -c mlsys -n '__fish_seen_subcommand_from tune' -l scheduler
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l seed
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l storage
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l study
@@ -206,8 +209,10 @@ complete -c mlsys -n '__fish_seen_subcommand_from serve' -l help
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l alpha
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l backend
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l column
+complete -c mlsys -n '__fish_seen_subcommand_from drift' -l connect-timeout
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l domain
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l domain-rows
+complete -c mlsys -n '__fish_seen_subcommand_from drift' -l engine
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l exclude
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l fail-on-drift
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l html
@@ -225,6 +230,7 @@ complete -c mlsys -n '__fish_seen_subcommand_from drift' -l psi
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l reference
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l report
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l save-profile
+complete -c mlsys -n '__fish_seen_subcommand_from drift' -l scheduler
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l seed
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l target
 complete -c mlsys -n '__fish_seen_subcommand_from drift' -l time-col

@@ -23,6 +23,9 @@ def dask_cluster() -> Iterator[object]:
     with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=logging.ERROR) as cluster:
         yield cluster
+        from mlsys_cli.data.cluster import close_shared
+
+        close_shared()  # tune's trials keep a client to the cluster for the process
 
 
 def partition(frame, directory: Path, parts: int) -> Path:

@@ -210,7 +210,7 @@ def hoist_global_flags(argv: list[str]) -> list[str]:
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit status (DESIGN.md section 3)."""
-    from mlsys_cli.data.io import set_invocation
+    from mlsys_cli import set_invocation
 
     argv = list(sys.argv[1:] if argv is None else argv)
     set_invocation(argv)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from rich.console import Console
-from rich.table import Table
 
 
 @dataclass
@@ -153,6 +152,8 @@ def _fmt(value: Any) -> str:
 def kv(title: str | None, mapping: Mapping[str, Any]) -> None:
     """Print a mapping: a two-column table on a TTY, ``key: value`` lines otherwise."""
     if is_tty():
+        from rich.table import Table
+
         table = Table(title=title, show_header=False, title_justify="left")
         table.add_column(style="bold")
         table.add_column()
@@ -170,6 +171,8 @@ def records(title: str | None, rows: Sequence[Mapping[str, Any]], columns: Itera
     rows = list(rows)
     cols = list(columns) if columns is not None else (list(rows[0].keys()) if rows else [])
     if is_tty():
+        from rich.table import Table
+
         table = Table(title=title, title_justify="left")
         for c in cols:
             table.add_column(c)

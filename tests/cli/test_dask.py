@@ -15,12 +15,17 @@ from tests.dask_cluster import free_port, partition
 DASK = str(Path(sys.executable).parent / "dask")
 
 
-def test_without_the_extra_dask_is_a_usage_error_naming_the_install(small_tables, tmp_path):
+@pytest.mark.parametrize("args", [
+    ["featurize", "{train}", "--target", "churned", "-o", "f.mlsys"],
+    ["tune", "{train}", "--valid", "{valid}", "--target", "churned", "--model", "xgboost", "-o", "f.mlsys"],
+    ["drift", "{valid}", "--reference", "{train}", "-o", "f.mlsys"],
+])
+def test_without_the_extra_dask_is_a_usage_error_naming_the_install(small_tables, tmp_path, args):
     t = small_tables["binary"]
+    argv = ["mlsys", *[a.format(train=t["train"], valid=t["valid"]) for a in args], "--engine", "dask"]
     # The real process, with dask made unimportable as on an install without the extra.
     code = ("import sys; sys.modules['dask'] = sys.modules['distributed'] = None; from mlsys_cli.app import main; "
-            f"sys.argv = ['mlsys', 'featurize', {str(t['train'])!r}, '--target', 'churned', '-o', 'f.mlsys', "
-            "'--engine', 'dask']; main()")
+            f"sys.argv = {argv!r}; main()")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "error: --engine dask needs the dask extra" in proc.stderr
@@ -59,6 +64,24 @@ def test_bad_engine_options_are_usage_errors(small_tables, tmp_path, args, messa
     result = run_cli("featurize", small_tables["binary"]["train"], "--target", "churned", "-o", tmp_path / "f.mlsys", *args)
     assert_clean_error(result, 2)
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["--model", "linear"], 2, "--model linear has no distributed trainer for --engine dask"),
+    (["--model", "auto"], 2, "--model auto has no distributed trainer for --engine dask"),
+    (["--model", "xgboost", "--n-jobs", "2"], 2, "--n-jobs with --engine dask needs --scheduler"),
+    (["--model", "xgboost", "--scheduler", "tcp://127.0.0.1:{port}", "--connect-timeout", "1s"], 3,
+     "cannot reach the Dask scheduler at tcp://127.0.0.1:"),
+])
+def test_tune_on_dask_refuses_what_it_cannot_run(small_tables, tmp_path, args, code, message):
+    t = small_tables["binary"]
+    args = [a.format(port=free_port()) for a in args]
+    result = run_cli("tune", t["train"], "--valid", t["valid"], "--target", "churned", "--trials", "2",
+                     "-o", tmp_path / "p.json", "--engine", "dask", *args)
+    assert_clean_error(result, code)
+    assert message in result.stderr
+    assert code == 3 or "xgboost" in result.stderr or "--scheduler" in message
+    assert not (tmp_path / "p.json").exists()
 
 
 @pytest.mark.slow

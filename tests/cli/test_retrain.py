@@ -119,6 +119,10 @@ def test_recipe_from_a_bundle_or_from_tune(churn, tmp_path):
     (("--target", "churned", "--data-window", "90d"), 2, "--data-window needs --time-col"),
     (("--target", "churned", "--trigger", "sometimes"), 2, "invalid --trigger"),
     (("--recipe", "missing.mlsys"), 3, "no such file"),
+    (("--target", "churned", "--trigger", "schedule:99999999999d"), 2, "invalid period '99999999999d'"),
+    (("--target", "churned", "--time-col", "snapshot_date", "--data-window", "99999999999d"), 2, "invalid period"),
+    (("--target", "churned", "--trigger", "performance:auc<"), 2, "invalid --trigger 'performance:auc<'"),
+    (("--target", "churned", "--trigger", "performance:rmse>10"), 2, "--trigger performance:rmse>10: unknown metric"),
 ])
 def test_bad_input_on_an_empty_registry(churn, tmp_path, args, code, message):
     result = run_cli("retrain", "--registry", tmp_path / "reg", "--data", churn["h1"], *args)
@@ -171,3 +175,27 @@ def test_the_drift_trigger_calls_mlsys_drift(registry, churn):
                        "--drift-exclude", "support_calls", "--json")
     assert excluded.code in (0, 10, 11), excluded.stderr
     assert not {"device", "support_calls"} & set(excluded.json["triggers"][0]["detail"]["drifted"])
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (("--require", "foo>=1"), 2, "--require foo>=1: unknown metric 'foo'"),
+    (("--trigger", "performance:slice_min:auc<0.7"), 2, "--trigger performance:slice_min:auc<0.7 needs --slice"),
+    (("--slice", "nope"), 3, "--slice nope: no such column"),
+    (("--model", "xgboost"), 2, "--model xgboost (the champion is linear)"),
+    (("--target", "plan"), 2, "--target plan (the champion predicts churned)"),
+    (("--param", "C=2"), 2, "--param: train's flags only set the recipe of an empty registry's first champion"),
+])
+def test_bad_gates_and_first_champion_flags_are_refused_before_training(registry, churn, args, code, message):
+    """Refused whether or not a trigger fires (a typo in a nightly job must not hide behind
+    'not needed'), and before a challenger is trained: nothing written."""
+    history = (registry / "history.jsonl").read_bytes()
+    for trigger in ("always", "volume:100000000"):
+        result = retrain(registry, churn["q3"], "--trigger", trigger, *args)
+        assert_clean_error(result, code)
+        assert message in result.stderr
+    assert (registry / "history.jsonl").read_bytes() == history and len(r.Registry(registry).versions()) == 1
+
+
+def test_train_flags_that_match_the_champion_are_accepted(registry, churn):
+    result = retrain(registry, churn["q3"], "--target", "churned", "--model", "linear", "--trigger", "volume:100000000")
+    assert result.code == 10, result.stderr

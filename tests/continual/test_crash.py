@@ -89,3 +89,73 @@ def test_killed_at_every_registry_write(seeded_registry, churn, tmp_path):
         assert r.Registry(reg).history().partial_bytes == 0
     # The kills landed before the version existed, between the version and the pointer, and after.
     assert {("v0001", ("v0001",)), ("v0001", ("v0001", "v0002")), ("v0002", ("v0001", "v0002"))} <= seen_states
+
+
+
+@pytest.mark.slow
+def test_a_first_run_killed_before_its_marker_leaves_a_registry_the_next_run_starts(tmp_path):
+    """Until ``registry.json`` is in place a new registry holds only a first writer's leftovers
+    (the lock file, the marker's temporary); the next writer must take them for a new registry,
+    not refuse the directory as something else. The run fails on its missing data right after
+    the registry is set up, so every kill point before and around the marker is quick to reach."""
+    count_file = tmp_path / "count"
+
+    def run(k, reg):
+        args = ["retrain", "--registry", str(reg), "--data", str(tmp_path / "missing.parquet"), "--target", "churned"]
+        return subprocess.run([sys.executable, "-m", "tests.continual.killer", str(k), str(reg), str(count_file), *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    done = run(0, tmp_path / "full")
+    assert done.returncode == 3 and "missing.parquet" in done.stderr, done.stderr
+    ops = json.loads(count_file.read_text())
+    marker = ops.index("replace") + 1  # the first replace puts registry.json in place
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        codes = list(pool.map(lambda k: run(k, tmp_path / f"k{k}").returncode, range(1, marker + 2)))
+    assert codes == [-9] * (marker + 1)
+    for k in range(1, marker + 2):
+        reg = tmp_path / f"k{k}"
+        with r.Registry(reg).writer(create=True) as writer:  # what the next retrain does first
+            assert writer.registry.versions() == []
+        assert {p.name for p in reg.iterdir()} <= {".lock", "registry.json", "versions", "history.jsonl"}, k
+        assert (reg / "registry.json").is_file() and r.list_versions(reg).champion is None, k
+
+
+def _small_registry(reg):
+    """v0001 promoted, v0002 and v0003 rejected, v0004 promoted: no training needed."""
+    for status in ("promoted", "rejected", "rejected", "promoted"):
+        with r.Registry(reg).writer(create=True) as w:
+            version = w.add_version(lambda path: path.write_bytes(status.encode()), {"status": status, "reason": "test"})
+            if status == "promoted":
+                w.promote(version)
+            w.append({"event": "retrain", "decision": status, "version": version.version,
+                      "champion": r.Registry(reg).champion().version})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [("prune", "--keep", "1"), ("rollback",), ("promote", "v0002")])
+def test_registry_writers_killed_at_every_point(args, tmp_path):
+    template = tmp_path / "template"
+    _small_registry(template)
+    count_file = tmp_path / "count"
+
+    def run(k, reg):
+        shutil.copytree(template, reg)
+        return subprocess.run([sys.executable, "-m", "tests.continual.killer", str(k), str(reg), str(count_file),
+                               "registry", *args[:1], str(reg), *args[1:]], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300)
+
+    assert run(0, tmp_path / "full").returncode == 0
+    ops = json.loads(count_file.read_text())
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        codes = list(pool.map(lambda k: run(k, tmp_path / f"k{k}").returncode, range(1, len(ops) + 1)))
+    assert codes == [-9] * len(ops)
+    for k in range(1, len(ops) + 1):
+        reg = tmp_path / f"k{k}"
+        whole(reg)
+        r.prune(reg, keep=100)  # the next writer recovers
+        after = whole(reg)
+        assert not [p for p in reg.rglob("*") if p.name.startswith(".") and p.name != ".lock"], k
+        assert after["events"][-1]["champion"] == after["champion"], k
+        logged = {e["version"] for e in after["events"] if e["event"] in ("retrain", "recover") and e.get("version")}
+        removed = {v for e in after["events"] for v in e.get("removed") or []}
+        assert logged - removed == set(after["versions"]), k

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import threading
 
 import pytest
@@ -222,3 +223,16 @@ def test_show_lists_the_events_of_a_version(tmp_path):
     shown = r.show_version(reg)
     assert shown.champion and shown.version["version"] == "v0001"
     assert [e["event"] for e in r.show_version(reg, "v0002").events] == ["retrain"]
+
+
+def test_removals_of_a_prune_killed_before_logging_them_are_logged(tmp_path):
+    reg = tmp_path / "reg"
+    for status in ("promoted", "rejected", "rejected", "promoted"):
+        _add(reg, status)
+    shutil.rmtree(reg / "versions/v0002")  # what a prune killed before its history line leaves
+    with r.Registry(reg).writer() as w:
+        assert [x["repair"] for x in w.recovered] == ["prune"] and w.recovered[0]["removed"] == ["v0002"]
+    assert r.prune(reg, keep=1).removed == ["v0003"]
+    with r.Registry(reg).writer() as w:
+        assert w.recovered == []  # logged once; a logged prune is no repair
+    assert r.show_version(reg, "v0001").version["version"] == "v0001"

@@ -49,10 +49,17 @@ def test_only_the_evidence_asked_for_is_computed():
 
 
 @pytest.mark.parametrize("text", ["sometimes", "schedule", "schedule:7", "schedule:-1d", "drift:0.1", "volume:0",
-                                  "volume:lots", "performance:auc", "performance:auc=0.8", "always:1", ""])
+                                  "volume:lots", "performance:auc", "performance:auc=0.8", "always:1", "",
+                                  "schedule:0d", "schedule:99999999999d", "schedule:1e400d", "volume:-1",
+                                  "performance:auc<", "performance:"])
 def test_bad_triggers_are_usage_errors(text):
     with pytest.raises(UsageError):
         parse_trigger(text)
+
+
+def test_a_bad_performance_condition_names_the_trigger():
+    with pytest.raises(UsageError, match=r"invalid --trigger 'performance:auc<'"):
+        parse_trigger("performance:auc<")
 
 
 def test_periods():

@@ -60,6 +60,8 @@ def test_too_few_rows_or_one_class(churn, tmp_path):
     df[~df["churned"]].to_parquet(tmp_path / "one.parquet", index=False)
     with pytest.raises(InputError, match="one class only"):
         load_window([str(tmp_path / "one.parquet")], Columns("churned", "snapshot_date"), task="binary")
+    with pytest.raises(InputError, match="one class only"):  # no task yet (train's flags): guessed as train does
+        load_window([str(tmp_path / "one.parquet")], Columns("churned", "snapshot_date"))
     df.assign(snapshot_date=df["snapshot_date"].iloc[0]).to_parquet(tmp_path / "same.parquet", index=False)
     with pytest.raises(InputError, match="same time"):
         load_window([str(tmp_path / "same.parquet")], Columns("churned", "snapshot_date"), task="binary")
@@ -76,3 +78,13 @@ def test_bad_columns_and_ratios(churn):
     for bad in ("0.7,0.3", "0.5,0.5,0.5", "1,0,0", "a,b,c"):
         with pytest.raises(UsageError):
             parse_ratios(bad)
+
+
+def test_a_window_longer_than_the_data_keeps_every_row(churn, tmp_path):
+    """A span beyond what nanosecond times can hold is not subtracted from them (it overflowed)."""
+    df = pd.read_parquet(churn["h1"])
+    df["snapshot_date"] = pd.to_datetime(df["snapshot_date"]).astype("datetime64[ns]")
+    df.to_parquet(tmp_path / "ns.parquet", index=False)
+    w = load_window([str(tmp_path / "ns.parquet")], Columns("churned", "snapshot_date"), span=timedelta(days=365_000),
+                    task="binary")
+    assert w.info["rows"] == len(df)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import threading
@@ -109,6 +110,41 @@ def test_a_bad_value_in_one_partition_fails_the_job_cleanly(setup, dask_cluster,
         predict_dask(setup["binary"]["model"], parts, tmp_path / "p.parquet", engine=_engine(dask_cluster))
     assert (tmp_path / "p.parquet").read_bytes() == b"previous"
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+def test_a_directory_output_has_one_part_per_input_partition(setup, dask_cluster, tmp_path):
+    s = setup["binary"]
+    local = predict_file(s["model"], s["parts"], tmp_path / "local.parquet", keep=["customer_id"])
+    out = tmp_path / "preds"
+    for run in range(2):  # the second run replaces the first output's parts
+        result = predict_dask(s["model"], s["parts"], f"{out}/", keep=["customer_id"], engine=_engine(dask_cluster))
+    names = sorted(os.listdir(out))
+    assert names == [f"part-{i:06d}.parquet" for i in range(7)] and result.rows == local.rows
+    pd.testing.assert_frame_equal(pd.concat([pd.read_parquet(out / n) for n in names], ignore_index=True),
+                                  pd.read_parquet(tmp_path / "local.parquet"))
+    for i, name in enumerate(names):  # each part's lineage names its own input file and its rows
+        lineage = json.loads(pq.read_schema(out / name).metadata[b"mlsys"])
+        assert [r["path"] for r in lineage["inputs"]][1:] == [str(s["parts"] / f"part-{i:03d}.parquet")]
+        assert lineage["rows"] == pq.ParquetFile(out / name).metadata.num_rows
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no scratch or old parts left
+
+
+def test_a_directory_holding_other_files_is_not_replaced(setup, dask_cluster, tmp_path):
+    out = tmp_path / "preds"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"holds other files than part-\*\.parquet \(notes\.txt\)"):
+        predict_dask(setup["binary"]["model"], setup["binary"]["parts"], out, engine=_engine(dask_cluster))
+    assert os.listdir(out) == ["notes.txt"] and not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+def test_a_directory_output_needs_the_dask_engine(setup, tmp_path):
+    from tests.conftest import assert_clean_error
+
+    result = run_cli("predict", setup["binary"]["model"], setup["binary"]["parts"], "-o", f"{tmp_path}/preds/")
+    assert_clean_error(result, 2)
+    assert "names a directory; give a file name" in result.stderr and "or --engine dask for one part" in result.stderr
+    assert not (tmp_path / "preds").exists()
 
 
 @pytest.mark.slow

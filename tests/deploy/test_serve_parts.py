@@ -194,3 +194,22 @@ def test_an_answer_leaves_in_one_write_and_100_continue_at_once():
     held.close()  # what uvicorn writes before closing still goes out
     assert writes[2:] == [b"HTTP/1.1 400 Bad Request\r\n\r\n", "closed"]
     assert held.is_closing() is False  # everything else is the transport's
+
+
+def test_deadlines_fire_once_when_due_and_never_once_discarded():
+    from mlsys_cli.deploy.serve.deadlines import Deadlines
+
+    fired = []
+
+    async def scenario():
+        limits = Deadlines(tick=0.01)
+        limits.add("slow", 0.03, lambda: fired.append("slow"))
+        limits.add("done", 0.03, lambda: fired.append("done"))
+        limits.add("again", 5.0, lambda: fired.append("again"))
+        limits.add("again", 0.02, lambda: fired.append("again"))  # a new deadline replaces the old one
+        limits.discard("done")
+        await asyncio.sleep(0.2)
+        return limits._handle
+
+    assert asyncio.run(scenario()) is None  # nothing left in flight: the periodic check stopped
+    assert sorted(fired) == ["again", "slow"]

@@ -112,6 +112,28 @@ def test_records_give_the_frame_path_values():
         np.testing.assert_array_equal(strict[name], frame[name], err_msg=name)
 
 
+@pytest.mark.parametrize("strict", [False, True])
+def test_record_reader_common_path_gives_the_general_paths_values(strict):
+    """RecordReader's common path (one pass per type) and its general path (per column) agree value
+    for value, on JSON rows and on the value forms the common path converts with a call."""
+    from mlsys_cli.features.schema import RecordReader
+    from tests.features.frames import unseen_frame
+
+    df = unseen_frame(60).drop(columns=["y"])
+    df.loc[20:22, ["num", "skewed"]] = np.nan  # JSON has no inf; strict mode refuses beyond-float32 numbers
+    schema = infer_schema(df)
+    records = _json_records(df)
+    records[1].update(num=7, flag="yes", cat=3.0, when=86400.7)  # an int, a bool as text, a number as category, epoch seconds
+    records[2].update(num="12.5", flag=0, cat=True, when=" ")  # a number as text, 0/1, a bool as category, a blank date
+    reader = RecordReader(schema, strict)
+    common, general = reader._common(records), reader._general(records)
+    assert list(common) == list(general) == [c["name"] for c in schema]
+    for name in general:
+        assert common[name].dtype == general[name].dtype, name
+        np.testing.assert_array_equal(common[name], general[name], err_msg=name)
+    assert reader(records[:1])["num"].shape == (1,)
+
+
 def test_records_value_forms():
     from mlsys_cli.features.schema import canonical_records
 

@@ -185,3 +185,12 @@ def test_features_bundle_for_another_target_is_refused(tmp_path):
     writer.write(tmp_path / "f.mlsys")
     with pytest.raises(InputError, match="fitted for target 'z'"):
         train_model(str(tmp_path / "t.parquet"), TrainSpec(target="y", features=str(tmp_path / "f.mlsys")))
+
+
+def test_an_estimator_in_fitrun_init_is_refused_not_dropped(small_tables):
+    # train_model continues from a whole model (featurizer + estimator) given as init=; an estimator
+    # alone in FitRun(init=) would otherwise be replaced without a word.
+    from mlsys_cli.models.train import FitRun
+    with pytest.raises(TypeError, match="init="):
+        t = small_tables["binary"]
+        train_model(t["train"], TrainSpec(family="linear", target=t["target"]), run=FitRun(init=object()))

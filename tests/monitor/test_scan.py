@@ -48,3 +48,39 @@ def test_dictionary_batches_count_like_plain_strings():
     encoded.add(pa.array(values, pa.string()).dictionary_encode(), None)
     assert plain.total.tolist() == encoded.total.tolist() == [2, 1, 3, 2]  # a, b, unseen, missing ("" too)
     assert plain.unseen == encoded.unseen == {"z": 2, "y": 1}
+
+
+def test_read_ahead_yields_in_order_raises_the_readers_error_and_stops_early():
+    import threading
+
+    from mlsys_cli.errors import InputError
+    from mlsys_cli.monitor.scan import read_ahead
+
+    assert list(read_ahead(iter(range(100)))) == list(range(100))
+
+    def failing():
+        yield 1
+        raise InputError("broken file")
+
+    got = []
+    with pytest.raises(InputError, match="broken file"):
+        for item in read_ahead(failing()):
+            got.append(item)
+    assert got == [1]
+
+    produced = []
+    stopped = threading.Event()
+
+    def endless():
+        try:
+            for i in range(10_000):
+                produced.append(i)
+                yield i
+        finally:
+            stopped.set()
+
+    for item in read_ahead(endless(), depth=2):
+        if item == 3:
+            break
+    # The reader stops within a few items of the consumer, not after 10,000.
+    assert stopped.wait(5) and len(produced) < 10

@@ -18,6 +18,8 @@ from tests.monitor.test_drift import population
 def test_streamed_profile_counts_every_row_exactly(tmp_path, monkeypatch):
     df = population(6000, 0)
     df.loc[::7, "color"] = ""  # empty strings are missing, as in the exact profile
+    df.loc[::11, "uniform"] = np.inf  # infinite values are missing too (not the maximum)
+    df.loc[5::13, "uniform"] = -np.inf
     path = tmp_path / "ref.parquet"
     df.to_parquet(path, index=False, row_group_size=1000)
     columns = [c for c in df.columns]

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from mlsys_cli import console
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, integer, number, output_path
+from mlsys_cli.cli._common import ConnectTimeoutOpt, EngineOpt, JsonOpt, ReportOpt, SchedulerOpt, SeedOpt, TargetOpt, integer, number, output_path
 
 _COLUMNS = ["feature", "drifted", "test", "statistic", "q_value", "effect", "missing", "importance", "why"]
 
@@ -76,6 +76,9 @@ def command(
     html: Annotated[Optional[Path], typer.Option("--html", parser=output_path, help="Write a self-contained HTML report.")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", parser=output_path, help="Write the per-feature results as Parquet.")] = None,
     seed: SeedOpt = 0,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
     json_: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:
@@ -85,7 +88,8 @@ def command(
     Benjamini-Hochberg, AND an effect size over its threshold
     (Wasserstein, Jensen-Shannon, PSI, unseen categories, missing
     rate). Jointly: a domain classifier. With --model: prediction
-    drift, label shift, metric change or its estimate.
+    drift, label shift, metric change or its estimate. --engine dask
+    counts the current Parquet files on a Dask cluster.
 
     Examples:
 
@@ -96,8 +100,11 @@ def command(
         mlsys drift --save-profile ref.profile train.parquet
 
         mlsys drift 'new/*.parquet' --profile ref.profile --html drift.html -o drift.parquet
+
+        mlsys drift 'events/*.parquet' --profile ref.profile --engine dask --scheduler tcp://10.0.0.5:8786
     """
-    from mlsys_cli.errors import CheckFailed
+    from mlsys_cli.data.cluster import Engine
+    from mlsys_cli.errors import CheckFailed, UsageError
     from mlsys_cli.monitor._detect import check_backend
     from mlsys_cli.monitor.drift import DriftOptions, detect
     from mlsys_cli.monitor.drift import save_profile as write_profile
@@ -108,13 +115,17 @@ def command(
         unseen_share=unseen_share, min_rows=min_rows, domain_classifier=domain, domain_rows=domain_rows,
         permutations=permutations, time_col=time_col, window=window, columns=tuple(column) if column else None,
         exclude=tuple(exclude or ()), target=target, include_shadow=include_shadow, backend=backend, seed=seed)
+    where = Engine.from_options(engine, scheduler, connect_timeout)
     if save_profile is not None:
+        if where.is_dask:
+            raise UsageError("--save-profile profiles on this machine: leave out --engine dask",
+                             "the profile is streamed in bounded memory; --engine dask counts the current data of a comparison")
         console.emit(write_profile(current, save_profile, options=options), as_json=json_,
                      report=str(report) if report else None, human=_human)
         return
     check_backend(options)
     with console.progress("measuring drift"):
-        result = detect(current, reference=reference, model=model, profile=profile, options=options)
+        result = detect(current, reference=reference, model=model, profile=profile, options=options, engine=where)
     if html:
         write_html(result, html)
     if output:

@@ -9,7 +9,7 @@ import typer
 
 from mlsys_cli import console
 from mlsys_cli.cli._checks import check_storage, require_rows
-from mlsys_cli.cli._common import JsonOpt, ReportOpt, SeedOpt, TargetOpt, TimeoutOpt, integer, output_dir, output_path, parse_kv
+from mlsys_cli.cli._common import ConnectTimeoutOpt, EngineOpt, JsonOpt, ReportOpt, SchedulerOpt, SeedOpt, TargetOpt, TimeoutOpt, integer, output_dir, output_path, parse_kv
 
 
 def _human(result: Any) -> None:
@@ -56,6 +56,9 @@ def command(
     keep_models: Annotated[int, typer.Option("--keep-models", click_type=integer(0, 1000), help="With --valid: keep the fitted models of the K best trials per family (0: none).")] = 2,
     artifacts: Annotated[Optional[Path], typer.Option("--artifacts", parser=output_dir, help="Where kept models go (default: beside a journal/SQLite storage).")] = None,
     ensemble: Annotated[bool, typer.Option("--ensemble/--no-ensemble", help="With --save-model and --valid: save the best trials' ensemble when better on valid.")] = True,
+    engine: EngineOpt = "local",
+    scheduler: SchedulerOpt = None,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
     json_: JsonOpt = False,
     report: ReportOpt = None,
 ) -> None:
@@ -64,6 +67,7 @@ def command(
     TPE (or random, grid) with pruning of hopeless trials; --model auto
     spreads the budget over the families where it pays. --storage and
     --study resume a study or share it between processes and machines.
+    --engine dask fits each xgboost trial on a Dask cluster.
 
     Examples:
 
@@ -72,7 +76,10 @@ def command(
         mlsys tune train.parquet --cv 5 --model auto --trials 60 --save-model best.mlsys
 
         mlsys tune train.parquet --valid valid.parquet --storage journal:study.log --study churn --n-jobs 2
+
+        mlsys tune train.parquet --valid valid.parquet --model xgboost --storage postgresql://db/tune --engine dask --scheduler tcp://10.0.0.5:8786
     """
+    from mlsys_cli.data.cluster import Engine
     from mlsys_cli.models.tuning import TuneOutputs, TuneRequest, tune
 
     check_storage(storage)
@@ -82,7 +89,7 @@ def command(
         target=target, valid=str(valid) if valid else None, cv=cv, time_col=time_col, model=model, metric=metric,
         sampler=sampler, pruner=pruner, trials=trials, timeout=timeout, storage=storage, study=study, n_jobs=n_jobs,
         params=parse_kv(param), seed=seed, keep_models=keep_models, artifacts=str(artifacts) if artifacts else None,
-        ensemble=ensemble,
+        ensemble=ensemble, engine=Engine.from_options(engine, scheduler, connect_timeout),
         features={"drop": [c for item in drop for c in item.split(",") if c]} if drop else None,
     )
     outputs = TuneOutputs(output=str(output) if output else None, save_model=str(save_model) if save_model else None,

@@ -15,8 +15,8 @@ continues the champion's estimator where the family can (``Family.warm_start``):
   on the window's valid rows;
 - ``mlp``: the champion's network fine-tuned (same scalings), early-stopped likewise;
 - ``linear`` (logistic regression): the solver starts from the champion's coefficients;
-- ``linear`` (ridge), ``forest``, ``baseline``: nothing to continue; refitted on the champion's
-  features (the report says so).
+- ``linear`` (ridge), ``forest``, ``hgb`` (it bins its inputs anew on every fit), ``baseline``:
+  nothing to continue; refitted on the champion's features (the report says so).
 
 Categories that appear only in the new rows are treated as the champion's featurizer treats any
 unseen category, the price of keeping its feature space.

@@ -266,7 +266,7 @@ class Registry:
         try:
             doc = json.loads(marker.read_text())
         except FileNotFoundError:
-            if missing_ok and not [p for p in self.root.iterdir() if p.name != LOCK]:
+            if missing_ok and self._only_a_first_writers_leftovers():
                 return False
             raise InputError(f"{self.root}: not an mlsys registry (no {MARKER})",
                              "give an empty or new directory to start a registry") from None
@@ -277,6 +277,18 @@ class Registry:
         if doc.get("version") != FORMAT["version"]:
             raise InputError(f"{self.root}: registry format version {doc.get('version')!r} is not supported "
                              f"(this mlsys reads version {FORMAT['version']})", "upgrade mlsys")
+        return True
+
+    def _only_a_first_writers_leftovers(self) -> bool:
+        """Whether the directory holds nothing, or only what a first writer killed before its
+        marker was in place can have left: the lock file, its temporary marker, an empty
+        ``versions/`` (older mlsys created it before the marker)."""
+        for path in self.root.iterdir():
+            if path.name == LOCK or (path.name.startswith(f".{MARKER}.") and path.name.endswith(".tmp")):
+                continue
+            if path.name == VERSIONS and path.is_dir() and not any(path.iterdir()):
+                continue
+            return False
         return True
 
     def versions(self) -> list[Version]:
@@ -377,7 +389,8 @@ class Writer:
     def start(self, create: bool) -> None:
         try:
             if not self.registry.check_marker(missing_ok=create):
-                (self.root / VERSIONS).mkdir(exist_ok=True)
+                # The marker first: until it is in place the directory holds nothing a next
+                # writer would not recognise as a first writer's leftovers.
                 atomic_write_text(self.root / MARKER, json.dumps(FORMAT) + "\n")
             (self.root / VERSIONS).mkdir(exist_ok=True)
             self.recover()
@@ -408,12 +421,23 @@ class Writer:
                 pointer = self.registry.champion()
                 detail += "; its promotion is completed"
             self._log_repair({"repair": "version", "version": version.version, "detail": detail})
+        self._log_unlogged_removals(history, logged)
         current = pointer.version if pointer else None
         if current != self.registry.history().last_champion():
             self._log_repair({"repair": "champion", "detail": f"the champion is {current}; the history's last event "
                                                               f"said {history.last_champion()}"})
         if self.stale and not self.recovered:
             self._log_repair({"repair": "lock", "detail": "a writer was killed while holding the lock; nothing to repair"})
+
+    def _log_unlogged_removals(self, history: History, logged: set[str]) -> None:
+        """A prune logs its removals after making them: one killed in between leaves versions the
+        history knows but the disk no longer has."""
+        on_disk = {v.version for v in self.registry.versions()}
+        removed = {v for e in history.events for v in e.get("removed") or []}
+        gone = sorted((v for v in logged - on_disk - removed if _VERSION.match(v)), key=version_number)
+        if gone:
+            self._log_repair({"repair": "prune", "removed": gone, "detail": f"{', '.join(gone)} removed without "
+                              "a history event (a prune was killed before logging it)"})
 
     def _remove_temporaries(self) -> None:
         for path in [*self.root.glob(".*.tmp"), *(self.root / VERSIONS).glob(".*")]:

@@ -11,7 +11,7 @@
 3. the triggers (:mod:`mlsys_cli.continual.triggers`): when none fires, the decision
    ``not_needed`` is logged and nothing is trained;
 4. the challenger, trained from scratch on the window (stateless) or warm-started from the
-   champion (``stateful``: see :mod:`mlsys_cli.continual.warm`);
+   champion (``stateful``: see :mod:`mlsys_cli.continual.judge`);
 5. champion and challenger evaluated on the held-out rows (``evaluate``: metrics with
    intervals, the zero-rule baseline, slices, the ``--require`` gates). The challenger is
    promoted when it passes the gates, beats the zero rule and gains at least ``min_gain`` on
@@ -219,10 +219,13 @@ def retrain(registry: str | Path, opts: RetrainOptions, *, now: datetime | None 
             schema = incumbent.bundle.input_schema
             if recipe.target != incumbent.bundle.target:
                 raise UsageError(f"--recipe predicts {recipe.target!r}, the champion {incumbent.bundle.target!r}")
+            if not opts.recipe:
+                _check_first_flags(opts.first, incumbent, recipe)
         if opts.seed is not None:
             recipe = replace(recipe, seed=opts.seed)
         window = load_window(opts.data, Columns(recipe.target, opts.time_col, schema, _named_columns(recipe)),
                              span=span, ratios=opts.ratios, task=recipe.task or _task_of(incumbent))
+        _check_gates(window, requirements, triggers, opts.slices)
         verdicts = _verdicts(triggers, reg, incumbent, window, opts, now)
         base = {"registry": str(reg.root), "triggers": [v.to_dict() for v in verdicts], "data": _data(window),
                 "recovered": writer.recovered, "min_gain": opts.min_gain}
@@ -259,6 +262,42 @@ def _requirements(texts: tuple[str, ...]) -> list[Any]:
     from mlsys_cli.models.evaluate import parse_requirement
 
     return [parse_requirement(t) for t in texts]
+
+
+def _check_first_flags(first: FirstModel, incumbent: Incumbent, recipe: Any) -> None:
+    """Refuse train's flags that disagree with the champion's recipe instead of ignoring them."""
+    differ = ([f"--target {first.target} (the champion predicts {recipe.target})"]
+              if first.target and first.target != recipe.target else []) + \
+        ([f"--model {first.model} (the champion is {recipe.family})"] if first.model and first.model != recipe.family
+         else []) + (["--param"] if first.params else [])
+    if differ:
+        raise UsageError(f"{', '.join(differ)}: train's flags only set the recipe of an empty registry's first "
+                         f"champion; this registry's champion {incumbent.version.version} brings its own",
+                         "drop them, or give the new recipe as --recipe FILE (a model bundle or tune's params.json)")
+
+
+def _check_gates(window: Window, requirements: list[Any], triggers: list[Any], slices: tuple[str, ...]) -> None:
+    """Refuse a gate or a trigger's condition on a metric the task lacks, or a --slice column the
+    window lacks, before anything is trained (and on nights when no trigger fires)."""
+    from mlsys_cli.models.evaluate import check_requirements
+
+    requested = {"slices": bool(slices)}
+    check_requirements(window.task, requirements, requested)
+    for trigger in triggers:
+        if trigger.condition is not None:
+            try:
+                check_requirements(window.task, [trigger.condition], requested)
+            except UsageError as exc:
+                raise UsageError(exc.message.replace(f"--require {trigger.condition.text}", f"--trigger {trigger.text}"),
+                                 exc.hint) from None
+    for column in slices:
+        if column in window.info.get("ignored_columns", []):
+            # Kept out of the window so that the challenger takes exactly the champion's inputs.
+            raise UsageError(f"--slice {column}: not one of the champion's inputs, so not in the window",
+                             "slice by an input column (mlsys info on the champion's bundle lists them)")
+        if column not in window.frame.columns:
+            raise InputError(f"--slice {column}: no such column in the data",
+                             f"columns: {', '.join(map(str, window.frame.columns[:20]))}")
 
 
 def _named_columns(recipe: Any) -> tuple[str, ...]:

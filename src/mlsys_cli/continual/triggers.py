@@ -51,14 +51,19 @@ DRIFT_SHARE = 0.5
 ESTIMATE_DROP = 0.02
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _PERIOD = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+# timedelta and pandas' Timestamp arithmetic overflow long before a float does: anything longer
+# than this is a typo, not a window.
+_MAX_PERIOD = timedelta(days=365_250)
 
 
 def parse_period(text: str, what: str = "--trigger schedule") -> timedelta:
     """``90s``, ``12h``, ``7d``, ``2w`` -> timedelta (bad syntax: exit 2)."""
     m = _PERIOD.match(text or "")
-    if not m or float(m.group(1)) <= 0:
-        raise UsageError(f"invalid period {text!r} for {what}", "use a number and a unit: 90s, 12h, 7d, 2w")
-    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    seconds = float(m.group(1)) * _UNITS[m.group(2)] if m else 0.0
+    if not 0 < seconds <= _MAX_PERIOD.total_seconds():
+        raise UsageError(f"invalid period {text!r} for {what}",
+                         "use a positive number and a unit, at most 1000 years: 90s, 12h, 7d, 2w")
+    return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,11 @@ def parse_trigger(text: str) -> Trigger:
     if kind == "performance":
         from mlsys_cli.models.evaluate import parse_requirement
 
-        return Trigger(text, kind, condition=parse_requirement(arg))
+        try:
+            return Trigger(text, kind, condition=parse_requirement(arg))
+        except UsageError:
+            raise UsageError(f"invalid --trigger {text!r}: the condition is not METRIC OP NUMBER",
+                             "e.g. --trigger 'performance:auc<0.80' or 'performance:rmse>1200'") from None
     try:
         rows = int(arg.replace("_", ""))
     except ValueError:

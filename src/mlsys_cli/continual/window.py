@@ -45,7 +45,8 @@ class Columns:
 
 @dataclass(frozen=True)
 class Window:
-    """The labelled rows of the window and its three parts (pandas frames, oldest first)."""
+    """The labelled rows of the window and its three parts (pandas frames, oldest first), and
+    the task: the recipe's or the champion's, else guessed from the target as ``train`` does."""
 
     frame: Any
     train: Any
@@ -53,6 +54,7 @@ class Window:
     holdout: Any
     files: list[dict[str, Any]]
     info: dict[str, Any] = field(default_factory=dict)
+    task: str | None = None
 
     def newer(self, since: Any) -> Any:
         """The rows with a time after ``since`` (all rows without a time column or ``since``)."""
@@ -99,10 +101,18 @@ def load_window(data: Sequence[str], columns: Columns, *, span: timedelta | None
     df = df.loc[labelled].reset_index(drop=True)
     train, valid, holdout = _cut(df, columns.time_col, ratios, source)
     parts = {"train": train, "valid": valid, "holdout": holdout}
+    if task is None and len(df):  # a first champion from train's flags: train's own guess
+        from mlsys_cli.models.train import infer_task
+
+        try:
+            task = infer_task(df[columns.target])[0]
+        except InputError as exc:  # one class in the whole window: say so as _check_parts does
+            raise InputError(f"{source}: the window holds one class only ({exc.message})",
+                             "a classifier needs both classes to learn and to be judged; give a longer window") from None
     _check_parts(parts, columns.target, task, source)
     info.update(rows=int(len(df)), **_span(df, columns.time_col),
                 parts={name: {"rows": int(len(p)), **_span(p, columns.time_col)} for name, p in parts.items()})
-    return Window(df, train, valid, holdout, [input_record(f, with_parent=False) for f in files], info)
+    return Window(df, train, valid, holdout, [input_record(f, with_parent=False) for f in files], info, task)
 
 
 def read_columns(df: Any) -> list[str]:
@@ -151,7 +161,9 @@ def _by_time(df: Any, time_col: str, span: timedelta | None, source: str) -> Any
     order = times.argsort(kind="stable").to_numpy()
     df = df.iloc[order].reset_index(drop=True)
     times = times.iloc[order].reset_index(drop=True)
-    if span is not None:
+    if span is not None and len(df) and span <= times.iloc[-1] - times.iloc[0]:
+        # Only a span shorter than the data is subtracted: a long one would overflow the
+        # nanosecond times of a datetime64[ns] column, and keeps every row anyway.
         keep = (times > times.iloc[-1] - span).to_numpy()
         df = df.loc[keep].reset_index(drop=True)
     return df

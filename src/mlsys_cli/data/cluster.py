@@ -111,6 +111,37 @@ def connect(engine: Engine) -> Iterator[Any]:
             yield client
 
 
+_SHARED: dict[Engine, tuple[Any, contextlib.ExitStack]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_client(engine: Engine) -> Any:
+    """The process's client for ``engine``, connected on first use and kept until :func:`close_shared`.
+
+    For work that submits many small jobs (tune's trials): one connection (or one LocalCluster)
+    per process instead of one per job; closed when the process exits. Raises as :func:`connect`.
+    """
+    with _SHARED_LOCK:
+        if engine not in _SHARED:
+            stack = contextlib.ExitStack()
+            client = stack.enter_context(connect(engine))
+            if not _SHARED:
+                import atexit
+
+                atexit.register(close_shared)
+            _SHARED[engine] = (client, stack)
+        return _SHARED[engine][0]
+
+
+def close_shared() -> None:
+    """Close the clients :func:`shared_client` opened (and stop their LocalClusters)."""
+    with _SHARED_LOCK:
+        stacks = [stack for _, stack in _SHARED.values()]
+        _SHARED.clear()
+    for stack in stacks:
+        stack.close()
+
+
 def _client(address: str, timeout: float) -> Any:
     from distributed import Client
 

@@ -14,12 +14,11 @@ import glob as _glob
 import json
 import os
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from mlsys_cli import __version__
+from mlsys_cli import __version__, invocation, set_invocation  # noqa: F401 - re-exported
 from mlsys_cli.errors import InputError
 from mlsys_cli.fsutil import atomic_path, sha256_file
 
@@ -35,7 +34,6 @@ FORMATS = {
 _PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 METADATA_PREFIX = "_mlsys_"
 
-_invocation: list[str] = []
 
 
 def is_metadata_column(name: str) -> bool:
@@ -55,16 +53,6 @@ def _without_index(table: Any) -> Any:
     """Drop the pandas index columns a table was written with (``df.to_parquet()`` keeps the index)."""
     index = [n for n in table.column_names if _PANDAS_INDEX.fullmatch(n)]
     return table.drop_columns(index) if index else table
-
-
-def set_invocation(argv: Sequence[str]) -> None:
-    """Remember the command line, so that lineage records how a file was made."""
-    _invocation[:] = list(argv)
-
-
-def invocation() -> list[str]:
-    """The command line of this run (``sys.argv[1:]`` when not set)."""
-    return list(_invocation) if _invocation else list(sys.argv[1:])
 
 
 @dataclass(frozen=True)

@@ -253,3 +253,38 @@ def gather_frame(client: Any, parts: Partitions, columns: Sequence[str] | None =
         raise clean from None
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
     return table.replace_schema_metadata(None).to_pandas()
+
+
+def is_directory_output(output: str | os.PathLike) -> bool:
+    """``-o DIR/`` (a trailing slash) or an existing directory: one output part per input partition."""
+    return str(output).endswith(("/", os.sep)) or Path(output).is_dir()
+
+
+def publish_directory(scratch: str | os.PathLike, output: str | os.PathLike) -> None:
+    """Make the finished ``scratch`` directory the output directory ``output``, all parts at once.
+
+    A new directory is renamed into place (atomic). An existing one is replaced only when it
+    holds nothing but ``part-*.parquet`` files (a previous output): it is renamed aside, the new
+    one renamed in, the old one removed; a reader sees the old parts or the new ones, never a mix.
+
+    Raises
+    ------
+    InputError
+        ``output`` holds other files (exit 3; nothing is changed).
+    """
+    import shutil
+
+    from mlsys_cli.fsutil import temp_prefix
+
+    target = Path(str(output).rstrip("/" + os.sep) or os.sep)
+    if not target.exists():
+        os.replace(scratch, target)
+        return
+    other = sorted(e.name for e in os.scandir(target) if not (e.name.startswith("part-") and e.name.endswith(".parquet")))
+    if other:
+        raise InputError(f"{target}: the directory holds other files than part-*.parquet ({', '.join(other[:3])})",
+                         "give a new or empty directory for the partitioned output")
+    aside = target.with_name(temp_prefix(target) + "old")
+    os.replace(target, aside)
+    os.replace(scratch, target)
+    shutil.rmtree(aside, ignore_errors=True)

@@ -8,7 +8,10 @@ refuses it; loading verifies the bundle's hashes as the local engine does). A ta
 predicts its partition in batches with the local engine's own :func:`prediction_table` and
 writes a part file into a scratch directory beside the output; the client then streams the parts,
 in input order, into the one output file (atomic). The output therefore holds exactly what
-local ``predict`` writes for the same rows. A job that fails (a bad partition, a worker lost
+local ``predict`` writes for the same rows. With ``-o DIR/`` (a trailing slash, or an existing
+directory) the parts themselves are the output: one Parquet file per input partition, in input
+order (``part-000000.parquet``, ...), each stamped with its own lineage (the model and its input
+file), and the scratch directory is renamed into place once every part is written. A job that fails (a bad partition, a worker lost
 beyond Dask's retries) leaves the previous output or nothing: the scratch directory is removed.
 """
 
@@ -33,6 +36,7 @@ class PartitionJob:
     keep: tuple[str, ...]
     batch_rows: int
     scratch: str
+    stamps: tuple[bytes, ...] = ()
 
 
 def worker_model(path: str, sha256: str) -> Any:
@@ -63,17 +67,34 @@ def predict_partition(job: PartitionJob, index: int, path: str) -> dict[str, Any
                 except InputError as exc:
                     raise InputError(f"{exc.message} in rows {rows}..{rows + batch.num_rows - 1}", exc.hint) from None
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                    writer = pq.ParquetWriter(tmp, _stamped(job, index, table.schema), compression="zstd")
                 writer.write_table(table)
                 summary_update(acc, out, model.task)
                 rows += batch.num_rows
                 batches += 1
             if writer is None:
-                writer = pq.ParquetWriter(tmp, empty_schema(model, source.schema_arrow, job.keep), compression="zstd")
+                writer = pq.ParquetWriter(tmp, _stamped(job, index, empty_schema(model, source.schema_arrow, job.keep)),
+                                          compression="zstd")
         finally:
             if writer is not None:
                 writer.close()
     return {"part": str(part), "rows": rows, "batches": batches, "summary": acc}
+
+
+def _stamped(job: PartitionJob, index: int, schema: Any) -> Any:
+    """The part's schema, with its lineage when the parts are the output."""
+    from mlsys_cli.data.io import LINEAGE_KEY
+
+    return schema.with_metadata({LINEAGE_KEY: job.stamps[index]}) if job.stamps else schema
+
+
+def _part_stamps(model: Any, model_path: Any, parts: Any, keep: Sequence[str]) -> tuple[bytes, ...]:
+    """Each part's lineage: the model and the one input file it predicts."""
+    from mlsys_cli.data.io import lineage_metadata
+    from mlsys_cli.deploy.predict import prediction_lineage
+
+    return tuple(lineage_metadata(prediction_lineage(model, model_path, [f], keep), rows).encode()
+                 for f, rows in zip(parts.files, parts.rows))
 
 
 def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.PathLike, output: str | os.PathLike,
@@ -89,7 +110,7 @@ def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
         scheduler, a worker lost beyond Dask's retries (exit 3; nothing written).
     """
     from mlsys_cli.data.cluster import connect, require_dask
-    from mlsys_cli.data.partitioned import concatenate, partitions, run_partitions
+    from mlsys_cli.data.partitioned import concatenate, is_directory_output, partitions, publish_directory, run_partitions
     from mlsys_cli.deploy.predict import PredictResult, load_model, output_columns, prediction_lineage, read_columns
     from mlsys_cli.fsutil import sha256_file, temp_dir
 
@@ -106,12 +127,17 @@ def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     parts.require(columns)
     if progress is not None:
         progress.update(total=parts.total_rows)
-    with connect(engine) as client, temp_dir(output) as scratch:
+    directory = is_directory_output(output)
+    stamps = _part_stamps(model, model_path, parts, keep) if directory else ()
+    with connect(engine) as client, temp_dir(str(output).rstrip("/" + os.sep) or output) as scratch:
         job = PartitionJob(model=str(Path(model_path).resolve()), sha256=digest, columns=tuple(columns),
-                           keep=tuple(keep), batch_rows=batch_rows, scratch=str(Path(scratch).resolve()))
+                           keep=tuple(keep), batch_rows=batch_rows, scratch=str(Path(scratch).resolve()), stamps=stamps)
         results = run_partitions(client, predict_partition, job, parts.files, progress)
-        lineage = prediction_lineage(model, model_path, list(parts.files), keep)
-        concatenate([r["part"] for r in results], output, lineage, parts.total_rows)
+        if directory:
+            publish_directory(scratch, output)
+        else:
+            lineage = prediction_lineage(model, model_path, list(parts.files), keep)
+            concatenate([r["part"] for r in results], output, lineage, parts.total_rows)
     acc: dict[str, Any] = {}
     for r in results:
         _merge(acc, r["summary"], model.task)

@@ -507,21 +507,79 @@ def canonical_records(records: Sequence[Any], input_schema: Sequence[dict[str, A
 
     A key absent from a record is a missing value, as in a frame built from the records; with
     ``strict`` every record must name every column (null for a missing value). Extra keys are
-    ignored. See :func:`canonical_columns` for ``strict`` and the errors.
+    ignored. See :func:`canonical_columns` for ``strict`` and the errors, and
+    :class:`RecordReader` for the same conversion compiled once for a schema (the online path).
     """
-    for row, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise InputError(f"record {row} is not an object (found {type(record).__name__})",
-                             'send {"column": value, ...} or a list of them')
-    columns: dict[str, list[Any]] = {}
-    for c in input_schema:
-        name = c["name"]
-        values = [r.get(name, _ABSENT) for r in records]
-        if _ABSENT in values:
-            row = next(i for i, v in enumerate(values) if v is _ABSENT)
-            if strict or all(v is _ABSENT for v in values):
-                raise InputError(f"column {name!r} is missing from the input" + (f" (record {row})" if strict else ""),
-                                 "the model reads: " + ", ".join(c["name"] for c in input_schema))
-            values = [None if v is _ABSENT else v for v in values]
-        columns[name] = values
-    return canonical_columns(columns, input_schema, strict=strict)
+    return RecordReader(input_schema, strict)(records)
+
+
+class RecordReader:
+    """:func:`canonical_records` for one input schema, compiled once (``serve``, ``predict`` on records).
+
+    The schema's columns are grouped by type when the reader is built, so reading records is
+    one pass per type over the values (a list comprehension whose common case is a type check,
+    no call) and one NumPy array per type whose rows are its columns: for one record, about a
+    tenth of the general path's cost, which builds a list, an array and a cast per column.
+    Whatever the common case does not cover (a key absent, a record that is not an object, a
+    value its column's type refuses) goes to the general path (:func:`canonical_columns`), which
+    fills or names the problem; both use the same value conversions, so they agree by construction.
+
+    Parameters
+    ----------
+    input_schema : list of dict
+        ``[{"name", "type"}, ...]``.
+    strict : bool
+        As in :func:`canonical_columns`.
+    """
+
+    def __init__(self, input_schema: Sequence[dict[str, Any]], strict: bool = False):
+        self.input_schema = list(input_schema)
+        self.strict = strict
+        groups: dict[str, list[str]] = {}
+        for c in self.input_schema:
+            groups.setdefault(c["type"], []).append(c["name"])
+        self._groups = [(kind, tuple(names)) for kind, names in groups.items()]
+        self._order = tuple(c["name"] for c in self.input_schema)
+
+    def __call__(self, records: Sequence[Any]) -> dict[str, np.ndarray]:
+        try:
+            return self._common(records)
+        except (KeyError, TypeError, _Bad):
+            return self._general(records)
+
+    def _common(self, records: Sequence[Any]) -> dict[str, np.ndarray]:
+        n, strict, out = len(records), self.strict, {}
+        for kind, names in self._groups:
+            values = [r[name] for name in names for r in records]  # KeyError, TypeError: the general path
+            if kind == "float":
+                block = np.array([v if type(v) is float and -FLOAT32_MAX <= v <= FLOAT32_MAX else _float_value(v, strict)
+                                  for v in values], dtype=np.float32).astype(np.float64)
+            elif kind == "string":
+                block = _object_array([v if type(v) is str else _string_value(v, strict) for v in values])
+            elif kind == "bool":
+                block = np.array([(1.0 if v else 0.0) if type(v) is bool else _bool_value(v, strict) for v in values],
+                                 dtype=np.float64)
+            else:
+                block = np.array([_datetime_text(v) if type(v) is str and v and not v[0].isspace() else _datetime_value(v, strict)
+                                  for v in values], dtype=np.int64)
+            out.update(zip(names, block.reshape(len(names), n)))
+        return {name: out[name] for name in self._order}
+
+    def _general(self, records: Sequence[Any]) -> dict[str, np.ndarray]:
+        input_schema, strict = self.input_schema, self.strict
+        for row, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise InputError(f"record {row} is not an object (found {type(record).__name__})",
+                                 'send {"column": value, ...} or a list of them')
+        columns: dict[str, list[Any]] = {}
+        for c in input_schema:
+            name = c["name"]
+            values = [r.get(name, _ABSENT) for r in records]
+            if _ABSENT in values:
+                row = next(i for i, v in enumerate(values) if v is _ABSENT)
+                if strict or all(v is _ABSENT for v in values):
+                    raise InputError(f"column {name!r} is missing from the input" + (f" (record {row})" if strict else ""),
+                                     "the model reads: " + ", ".join(c["name"] for c in input_schema))
+                values = [None if v is _ABSENT else v for v in values]
+            columns[name] = values
+        return canonical_columns(columns, input_schema, strict=strict)

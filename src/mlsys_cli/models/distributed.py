@@ -139,7 +139,32 @@ def _featurizer(client: Any, parts: Any, train_spec: Any, family: Any, problem: 
     return featurizer, spec
 
 
-def _dask_estimator(est: Any, task: str, rounds: int | None) -> Any:
+class DeadlineStop:
+    """An XGBoost callback that ends training at the first round after ``stop_at`` (``time.time()``).
+
+    It runs on every worker of an ``xgboost.dask`` fit, and the workers must stop at the same
+    round (a worker that stops while the others wait in the next round's allreduce hangs the
+    job): the first worker's clock decides, broadcast to all of them every round.
+    """
+
+    def __init__(self, stop_at: float):
+        self.stop_at = stop_at
+
+    def callback(self) -> Any:
+        import xgboost as xgb
+
+        stop_at = self.stop_at
+
+        class _Stop(xgb.callback.TrainingCallback):
+            def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+                from xgboost import collective
+
+                return bool(collective.broadcast(time.time() >= stop_at, 0))
+
+        return _Stop()
+
+
+def _dask_estimator(est: Any, task: str, rounds: int | None, stop_at: float | None = None) -> Any:
     """The xgboost.dask twin of the local family's estimator: the same parameters, early stopping.
 
     ``n_jobs`` is left to xgboost.dask: each worker trains with its own thread count.
@@ -148,42 +173,84 @@ def _dask_estimator(est: Any, task: str, rounds: int | None) -> Any:
     from xgboost import dask as dxgb
 
     params = {k: v for k, v in est.estimator.get_params().items() if k not in ("n_jobs", "callbacks")}
+    callbacks = []
     if rounds is not None:  # as the local fit: keep the trees up to the best validation round
-        params["callbacks"] = [xgb.callback.EarlyStopping(rounds=rounds, save_best=True)]
+        callbacks.append(xgb.callback.EarlyStopping(rounds=rounds, save_best=True))
+    if stop_at is not None:
+        callbacks.append(DeadlineStop(stop_at).callback())
+    if callbacks:
+        params["callbacks"] = callbacks
     return (dxgb.DaskXGBRegressor if task == "regression" else dxgb.DaskXGBClassifier)(**params)
 
 
-def _fit(client: Any, family: Any, spec: dict[str, Any], data: tuple[Any, Any, Any]) -> Any:
-    """Fit with xgboost.dask; the booster loaded into the local family's estimator (its wrapper)."""
+def fit_on_cluster(client: Any, est: Any, train: tuple[Any, Any], eval_set: tuple[Any, Any] | None = None,
+                   stop_at: float | None = None) -> tuple[Any, list[float]]:
+    """Fit the local family's estimator ``est`` with xgboost.dask on dask collections; its booster loaded back.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    est : XGBoostModel
+        Made by the family (``family.make``): its parameters are the fit's, and it receives the
+        trained booster, so it predicts, saves and exports as a locally trained one.
+    train, eval_set : (X, y) dask arrays
+        The training rows and, optionally, the early-stopping rows.
+    stop_at : float, optional
+        Wall-clock time (``time.time()``) after which no new round starts.
+
+    Returns
+    -------
+    est, and the validation loss after each round (empty without ``eval_set``).
+    """
     import tempfile
 
-    import dask.array as da
-
-    train, X_valid, y_valid = data
-    est = family.make(spec["task"], spec["n_classes"], spec["params"], spec["seed"])
-    dask_est = _dask_estimator(est, spec["task"], est.early_stopping_rounds if X_valid is not None else None)
+    task = est.task
+    dask_est = _dask_estimator(est, task, est.early_stopping_rounds if eval_set is not None else None, stop_at)
     dask_est.client = client
-    features = [c for c in train.columns if c != LABEL]
-    X, y = train[features].to_dask_array(lengths=True), train[LABEL].to_dask_array(lengths=True)
     kwargs: dict[str, Any] = {"verbose": False}
-    if X_valid is not None:
-        kwargs["eval_set"] = [(da.from_array(X_valid, chunks=(max(1, len(X_valid)), X_valid.shape[1])),
-                               da.from_array(y_valid, chunks=max(1, len(y_valid))))]
-    with client.as_current():  # xgboost.dask looks the client up as the current one, even when given
-        dask_est.fit(X, y, **kwargs)
+    if eval_set is not None:
+        kwargs["eval_set"] = [eval_set]
+    try:
+        with client.as_current():  # xgboost.dask looks the client up as the current one, even when given
+            dask_est.fit(*train, **kwargs)
+    except Exception as exc:
+        from mlsys_cli.data.cluster import worker_failure
+
+        clean = worker_failure(exc)
+        if clean is None:
+            raise
+        raise clean from None
     with tempfile.TemporaryDirectory() as tmp:
         dask_est.save_model(Path(tmp) / "model.ubj")
         est.estimator.load_model(Path(tmp) / "model.ubj")
     trees = est.estimator.get_booster().num_boosted_rounds()
-    rounds = int(spec["params"]["n_estimators"])
+    rounds = int(est.estimator.get_params()["n_estimators"])
+    history = dask_est.evals_result() if eval_set is not None else {}
+    losses = [float(v) for v in next(iter(next(iter(history.values())).values()))] if history else []
     # Rounds run (save_best keeps only up to the best one): stopped early only when fewer ran.
-    history = dask_est.evals_result() if X_valid is not None else {}
-    ran = max((len(v) for d in (history or {}).values() for v in d.values()), default=trees)
-    est.n_features_ = len(features)
-    est.fit_info_ = {"n_estimators": trees, "best_iteration": trees - 1,
-                     "stopped_by": "early_stopping" if X_valid is not None and ran < rounds else None,
+    ran = len(losses) or trees
+    stopped = None
+    if ran < rounds:
+        stopped = "timeout" if stop_at is not None and time.time() >= stop_at else "early_stopping"
+    est.n_features_ = int(train[0].shape[1])
+    est.fit_info_ = {"n_estimators": trees, "best_iteration": trees - 1, "stopped_by": stopped,
                      "engine": "dask", "workers": len(client.scheduler_info(n_workers=-1)["workers"])}
-    return est
+    return est, losses
+
+
+def _fit(client: Any, family: Any, spec: dict[str, Any], data: tuple[Any, Any, Any]) -> Any:
+    """Fit with xgboost.dask on the partitioned matrix; the booster loaded into the local family's estimator."""
+    import dask.array as da
+
+    train, X_valid, y_valid = data
+    est = family.make(spec["task"], spec["n_classes"], spec["params"], spec["seed"])
+    features = [c for c in train.columns if c != LABEL]
+    X, y = train[features].to_dask_array(lengths=True), train[LABEL].to_dask_array(lengths=True)
+    held_out = None
+    if X_valid is not None:
+        held_out = (da.from_array(X_valid, chunks=(max(1, len(X_valid)), X_valid.shape[1])),
+                    da.from_array(y_valid, chunks=max(1, len(y_valid))))
+    return fit_on_cluster(client, est, (X, y), held_out)[0]
 
 
 def train_dask(train: Sequence[Any], spec: Any, *, valid: str | None = None, run: Any = None,

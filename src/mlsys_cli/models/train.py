@@ -502,7 +502,7 @@ def train_model(train: Any, spec: TrainSpec = TrainSpec(), *, valid: Any = None,
         What to train: family, target, task, features, parameters, weights, calibration, seed.
     run : FitRun
         ``timeout`` (seconds for the whole step: boosting stops at the next round after it),
-        ``progress`` and ``callback`` of the fit; its ``init`` is set from ``init``.
+        ``progress`` and ``callback`` of the fit; its ``init`` must be None (set from ``init``).
     init : SinglePredictor, optional
         Continue from this fitted model (``retrain --stateful``): its featurizer is used as
         fitted and its estimator is continued where the family can (``Family.warm_start``);
@@ -519,6 +519,8 @@ def train_model(train: Any, spec: TrainSpec = TrainSpec(), *, valid: Any = None,
     from mlsys_cli.models.bundle import ModelBundle
     from mlsys_cli.models.families import get_family
 
+    if run.init is not None:  # only ``init`` carries the featurizer: never drop an estimator silently
+        raise TypeError("train_model: pass the model to continue from as init=, not FitRun(init=...)")
     start = time.perf_counter()
     family = get_family(spec.family)
     _check_calibrate(spec.calibrate, valid)

@@ -301,13 +301,21 @@ def _ref_types(ref: Reference, reference: Any) -> dict[str, str | None]:
     return {c: p.get("type") or ("string" if p.get("kind") == "categorical" else "float") for c, p in ref.profiles.items()}
 
 
-def run(current: Any, *, reference: Any, model: Any, profile: Any, options: DriftOptions) -> DriftReport:
+def run(current: Any, *, reference: Any, model: Any, profile: Any, options: DriftOptions,
+        engine: Any = None) -> DriftReport:
     """See :func:`mlsys_cli.monitor.drift.detect`."""
+    from mlsys_cli.monitor.scan import batch_memory
+
+    _prefetch(["pandas", "scipy.special"])
+    with batch_memory():
+        return _run(current, reference=reference, model=model, profile=profile, options=options, engine=engine)
+
+
+def _run(current: Any, *, reference: Any, model: Any, profile: Any, options: DriftOptions,
+         engine: Any = None) -> DriftReport:
     from mlsys_cli.monitor.reference import reference_cells
 
     start = time.perf_counter()
-    classifier = options.domain_classifier and options.backend == "native" and (reference is not None or profile is not None)
-    _prefetch(["pandas", "scipy.special", *(["sklearn.ensemble"] if classifier else [])])
     manifest = read_manifest(model) if model is not None else None
     target = options.target or (manifest or {}).get("target")
     source = Source(current, options.include_shadow)
@@ -323,7 +331,9 @@ def run(current: Any, *, reference: Any, model: Any, profile: Any, options: Drif
     if label_ref is not None:
         cells.append(label_ref[0])
     wanted = _sample_columns(ref, plan, options)
-    counts, rows, cur_sample = _count(source, cells, options, (wanted, options.domain_rows) if wanted else None)
+    from mlsys_cli.monitor.dask_scan import counter
+
+    counts, rows, cur_sample = counter(engine, _count)(source, cells, options, (wanted, options.domain_rows) if wanted else None)
     if rows == 0:
         raise InputError(f"{source.name}: no rows to compare" + (" (all rows are shadow traffic)" if source.count_rows() < _all_rows(source) else ""))
     importance = _importance(manifest, [*plan.features])
@@ -358,10 +368,10 @@ def _prefetch(modules: Sequence[str]) -> None:
     """Import ``modules`` in a daemon thread while the data is read.
 
     Their imports are CPU the run needs later: pandas (pyarrow imports it on the first
-    ``pyarrow.array``, 0.8 s), scipy.special (0.5 s) and scikit-learn for the domain classifier
-    (2 s, scipy.stats with it), a third of a 1M-row run. The reading and counting release the
+    ``pyarrow.array``, 0.8 s) and scipy.special (0.5 s). The reading and counting release the
     GIL, so on two cores these run beside them; a later ``import`` of one of them waits for this
-    one to finish (Python's per-module import lock).
+    one to finish (Python's per-module import lock). The domain classifier imports nothing more
+    (:mod:`mlsys_cli.monitor.boost`).
     """
     import importlib
     import threading

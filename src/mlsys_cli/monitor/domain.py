@@ -1,7 +1,8 @@
 """The multivariate drift test: can a classifier tell reference rows from current rows?
 
-A gradient-boosted classifier (scikit-learn's histogram GBM: missing values handled natively,
-categories as their frequency-rank codes) is cross-fitted on two folds of the pooled sample to predict "is this row current?".
+A gradient-boosted tree classifier (:mod:`mlsys_cli.monitor.boost`: columns binned on the pooled
+sample's quantiles, missing values a bin of their own, categories as their frequency-rank codes)
+is cross-fitted on two folds of the pooled sample to predict "is this row current?".
 Its out-of-fold AUC is 0.5 when the two samples come from one distribution. The p-value comes
 from a permutation test: the out-of-fold scores stay fixed and the labels are permuted within
 each fold (under no drift the labels are exchangeable given the held-out scores), so it needs no
@@ -10,8 +11,8 @@ when one column is shuffled) names the columns that separate the samples.
 
 Cost and power: the test runs on a seeded sample of ``domain_rows`` rows per side (2,000 by
 default) whatever the size of the data, so its cost does not grow with N (two fits of 30 trees on
-2,000 rows, 200 permutations of fixed scores, importance on 1,000 rows: about 1 s of CPU, at 1M
-rows as at 10k). Its power holds at that size because the decision needs an AUC of at least
+2,000 rows, 200 permutations of fixed scores, importance on 1,000 rows: a few tenths of a second
+of CPU, at 1M rows as at 10k). Its power holds at that size because the decision needs an AUC of at least
 ``domain_auc`` (0.55) besides a significant p-value: under no drift the out-of-fold AUC of
 2 x 2,000 rows has a standard deviation of ``sqrt((n0 + n1 + 1) / (12 n0 n1))`` = 0.009, so a
 shift the classifier separates at AUC 0.55 lies 5 standard deviations above the null and is found
@@ -60,20 +61,12 @@ def design_matrix(ref: Any, cur: Any, types: Mapping[str, str | None]) -> tuple[
 
 def domain_classifier(ref: Any, cur: Any, types: Mapping[str, str | None], options: Any) -> dict[str, Any]:
     """The domain-classifier test on two samples (Arrow tables with the same columns)."""
-    import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime, so that the limit below applies to it)
-    from threadpoolctl import threadpool_limits
-
-    # One OpenMP thread: on a few thousand rows the GBM's threads mostly wait for each other; on the
-    # loaded 2-core machine one thread fitted 2,000 rows in 0.38 s and two in 3.4 s. threadpoolctl
-    # only limits runtimes already loaded: imported inside the block, scikit-learn ran unlimited.
-    with threadpool_limits(1):
-        return _domain_classifier(ref, cur, types, options)
-
-
-def _domain_classifier(ref: Any, cur: Any, types: Mapping[str, str | None], options: Any) -> dict[str, Any]:
     import numpy as np
 
+    from mlsys_cli.monitor import boost
+
     X, names, _ = design_matrix(ref, cur, types)
+    codes = boost.bin_columns(X)
     y = np.r_[np.zeros(ref.num_rows, dtype=bool), np.ones(cur.num_rows, dtype=bool)]
     rng = np.random.default_rng(options.seed)
     fold = np.empty(len(y), dtype=np.int64)
@@ -83,8 +76,8 @@ def _domain_classifier(ref: Any, cur: Any, types: Mapping[str, str | None], opti
     scores = np.empty(len(y))
     models = []
     for k in (0, 1):
-        model = _classifier(options.seed).fit(X[fold != k], y[fold != k])
-        scores[fold == k] = model.predict_proba(X[fold == k])[:, 1]
+        model = boost.fit(codes[fold != k], y[fold != k])
+        scores[fold == k] = model.decision(codes[fold == k])
         models.append(model)
     auc = auc_from_scores(scores, y)
     null = _null_aucs(scores, y, fold, options.permutations, rng)
@@ -94,59 +87,45 @@ def _domain_classifier(ref: Any, cur: Any, types: Mapping[str, str | None], opti
            "rows_reference": int(ref.num_rows), "rows_current": int(cur.num_rows), "threshold_auc": options.domain_auc,
            "drifted": bool(drifted), "separating_features": []}
     if drifted:
-        out["separating_features"] = _importance(models, X, y, fold, names, rng)
+        out["separating_features"] = _importance(models, codes, y, fold, names, rng)
     return out
 
 
-def _classifier(seed: int) -> Any:
-    """The GBM, with category codes as ordered numbers (their frequency ranks).
-
-    Declared as categorical, scikit-learn re-encodes them at every prediction: that took three
-    quarters of the permutation importance's time (50 predictions). Two splits isolate any one
-    code, and the per-column chi-square tests see every category change anyway.
-    """
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    return HistGradientBoostingClassifier(max_iter=30, learning_rate=0.2, max_leaf_nodes=15, early_stopping=False,
-                                          random_state=seed)
-
-
 def _null_aucs(scores: Any, y: Any, fold: Any, permutations: int, rng: Any) -> Any:
-    """AUCs of the fixed scores under labels permuted within each fold."""
+    """AUCs of the fixed scores under labels permuted within each fold (all permutations at once)."""
     import numpy as np
+
     from mlsys_cli.monitor.stats import rankdata
 
     ranks = rankdata(scores)
     n1, n0 = int(y.sum()), int((~y).sum())
-    out = np.empty(permutations)
-    parts = [np.flatnonzero(fold == k) for k in (0, 1)]
-    for i in range(permutations):
-        perm = y.copy()
-        for idx in parts:
-            perm[idx] = rng.permutation(y[idx])
-        out[i] = (ranks[perm].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)
-    return out
+    total = np.zeros(permutations)
+    for k in (0, 1):
+        idx = np.flatnonzero(fold == k)
+        labels = rng.permuted(np.broadcast_to(y[idx], (permutations, len(idx))), axis=1)
+        # einsum, not a matrix product: BLAS threads cost more than this small sum.
+        total += np.einsum("pi,i->p", labels.astype(np.float64), ranks[idx])
+    return (total - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
-def _importance(models: list[Any], X: Any, y: Any, fold: Any, names: list[str], rng: Any) -> list[dict[str, Any]]:
+def _importance(models: list[Any], codes: Any, y: Any, fold: Any, names: list[str], rng: Any) -> list[dict[str, Any]]:
     """Drop of held-out AUC when each column is shuffled, largest first (top TOP_FEATURES).
 
     Measured with the first fold's model on at most IMPORTANCE_ROWS of its held-out rows: naming
     the separating columns needs their order, not precise values, and one prediction per column
-    is the cost (50 columns x 2,000 rows took 0.8 s of CPU; 1,000 rows half that). The drop is
-    paired (same rows, same model), so its noise is far below the AUC's own.
+    is the cost. The drop is paired (same rows, same model), so its noise is far below the AUC's own.
     """
     import numpy as np
 
     rows = np.flatnonzero(fold == 0)
     if len(rows) > IMPORTANCE_ROWS:
         rows = np.sort(rng.choice(rows, IMPORTANCE_ROWS, replace=False))
-    X0, y0 = X[rows], y[rows]
-    base = auc_from_scores(models[0].predict_proba(X0)[:, 1], y0)
+    X0, y0 = codes[rows], y[rows]
+    base = auc_from_scores(models[0].decision(X0), y0)
     drops = np.zeros(len(names))
     for j in range(len(names)):
         Xk = X0.copy()
         Xk[:, j] = rng.permutation(Xk[:, j])
-        drops[j] = base - auc_from_scores(models[0].predict_proba(Xk)[:, 1], y0)
+        drops[j] = base - auc_from_scores(models[0].decision(Xk), y0)
     order = np.argsort(-drops, kind="stable")[:TOP_FEATURES]
     return [{"feature": names[i], "auc_drop": float(drops[i])} for i in order if drops[i] > 0]

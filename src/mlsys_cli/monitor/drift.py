@@ -56,7 +56,7 @@ PathLike = str | os.PathLike
 
 def detect(current: PathLike | Sequence[PathLike], *, reference: PathLike | Sequence[PathLike] | None = None,
            model: PathLike | None = None, profile: PathLike | None = None,
-           options: DriftOptions = DriftOptions()) -> DriftReport:
+           options: DriftOptions = DriftOptions(), engine: Any = None) -> DriftReport:
     """Compare ``current`` data with a reference; see the module docstring.
 
     Parameters
@@ -71,6 +71,9 @@ def detect(current: PathLike | Sequence[PathLike], *, reference: PathLike | Sequ
     profile : path, optional
         A reference profile written by :func:`save_profile`.
     options : DriftOptions
+    engine : Engine, optional
+        ``--engine dask``: the current data's Parquet files are counted on a Dask cluster
+        (:mod:`mlsys_cli.monitor.dask_scan`); the report is the local one.
 
     Returns
     -------
@@ -82,7 +85,7 @@ def detect(current: PathLike | Sequence[PathLike], *, reference: PathLike | Sequ
         raise UsageError("give one reference: a table or a profile, not both")
     if reference is None and profile is None and model is None:
         raise UsageError("no reference", "give --reference TABLE, --profile FILE or --model BUNDLE")
-    return run(current, reference=reference, model=model, profile=profile, options=options)
+    return run(current, reference=reference, model=model, profile=profile, options=options, engine=engine)
 
 
 def save_profile(table: PathLike | Sequence[PathLike], path: PathLike, *,

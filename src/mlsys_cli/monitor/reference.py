@@ -75,8 +75,9 @@ def from_table(paths: Any, columns: Sequence[str], sample_rows: int, seed: int, 
 
     A table of at most ``streamed.EDGE_ROWS`` rows is read once and profiled exactly (sorted). A larger one
     is streamed twice, never sorted: the first pass draws the seeded samples (the domain
-    classifier's and ``streamed.EDGE_ROWS`` rows whose percentiles become the sketch's edges), the second
-    counts every row in those cells (see :mod:`mlsys_cli.monitor.streamed`).
+    classifier's and ``streamed.EDGE_ROWS`` rows whose percentiles become the sketch's edges) and
+    counts the categories, the second counts every number in those cells (see
+    :mod:`mlsys_cli.monitor.streamed`).
     """
     from mlsys_cli.monitor import streamed
     from mlsys_cli.monitor.scan import Source
@@ -154,7 +155,10 @@ def write_profile(paths: Any, out: Any, options: Any) -> ProfileSummary:
     columns = [c for c in wanted if c not in skip and not c.startswith(META_PREFIX) and types[c] is not None]
     if not columns:
         raise InputError(f"{paths}: no column to profile")
-    ref = from_table(paths, columns, options.domain_rows, options.seed, options.include_shadow)
+    from mlsys_cli.monitor.scan import batch_memory
+
+    with batch_memory():
+        ref = from_table(paths, columns, options.domain_rows, options.seed, options.include_shadow)
     doc = {"format": PROFILE_FORMAT, "version": PROFILE_VERSION, "mlsys_version": __version__,
            "source": ref.name, "rows": ref.rows, "columns": ref.profiles}
     import pyarrow as pa

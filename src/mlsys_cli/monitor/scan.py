@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Iterator, Sequence
@@ -78,9 +79,10 @@ def to_float(arr: Any, kind: str) -> Any:
             return np.where(ints == _INT64_MIN, np.nan, ints / unit)
     if pa.types.is_boolean(arr.type):
         arr = arr.cast(pa.int8())
-    x = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
-    x = np.asarray(x, dtype=np.float64)
-    return np.where(np.isfinite(x), x, np.nan)
+    x = np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    finite = np.isfinite(x)
+    # Most batches have no missing or infinite value: no copy then (the array may be read-only).
+    return x if finite.all() else np.where(finite, x, np.nan)
 
 
 def to_strings(arr: Any) -> Any:
@@ -219,6 +221,12 @@ class Cells:
     def _binner(self) -> "Binner":
         return Binner(self.edges)
 
+    @cached_property
+    def _category_array(self) -> Any:
+        import pyarrow as pa
+
+        return pa.array(list(self.categories), pa.string())
+
     def _category_codes(self, s: Any) -> Any:
         """Codes of a string array: its category, ``K`` for another value, ``K + 1`` for missing."""
         import numpy as np
@@ -226,7 +234,7 @@ class Cells:
         import pyarrow.compute as pc
 
         k = len(self.categories)
-        idx = pc.index_in(s, value_set=pa.array(list(self.categories), pa.string()))
+        idx = pc.index_in(s, value_set=self._category_array)
         codes = idx.fill_null(k).to_numpy(zero_copy_only=False).astype(np.int64)
         codes[s.is_null().to_numpy(zero_copy_only=False)] = k + 1
         return codes
@@ -377,7 +385,8 @@ class Source:
 
         columns = list(dict.fromkeys(columns))
         read = columns + (["_mlsys_role"] if self._shadow and "_mlsys_role" not in columns else [])
-        for batch in self._raw_batches(read, batch_rows, [c for c in dictionary if c in columns]):
+        raw = self._raw_batches(read, batch_rows, [c for c in dictionary if c in columns])
+        for batch in read_ahead(raw):
             if self._shadow:
                 role = batch.column("_mlsys_role")
                 batch = batch.filter(pc.or_kleene(pc.not_equal(role, "shadow"), pc.is_null(role))).select(columns)
@@ -426,6 +435,100 @@ class Source:
         for batch in self.batches(columns):
             sampler.take(batch)
         return sampler.table([self.schema.field(c) for c in columns])
+
+
+def read_ahead(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """The items of ``batches``, produced by a thread up to ``depth`` ahead of the consumer.
+
+    Reading a Parquet batch (decompression, decoding) and counting it take about the same time;
+    a generator does one, then the other, leaving one of the two cores idle half the time. Here
+    the next batches are decoded while the current one is counted (Arrow releases the GIL while
+    it reads). An exception of the reader is raised in the consumer; a consumer that stops early
+    stops the reader at its next batch.
+    """
+    import queue
+    import threading
+
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            put(exc)
+            return
+        finally:
+            # A generator left behind holds its open file until it is collected.
+            getattr(batches, "close", lambda: None)()
+        put(end)
+
+    threading.Thread(target=produce, name="mlsys drift reader", daemon=True).start()
+    try:
+        while (item := ahead.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+@contextmanager
+def batch_memory() -> Iterator[None]:
+    """Memory settings for streaming batches, restored on exit: Arrow's jemalloc pool, no huge pages.
+
+    Each batch allocates fresh buffers (Arrow) and arrays (NumPy) of about the same sizes as the
+    last one. With Arrow's default pool (mimalloc) and transparent huge pages set to ``always``
+    (this machine), freed memory went back to the kernel and came back as new 2 MB pages that the
+    kernel zeroes: a profile of a 1M-row run (``perf``) spent a third of its samples in
+    ``clear_page``, 2-4 s of system time. jemalloc keeps and reuses the buffers, and with huge
+    pages off for the process (``prctl``, Linux) a fresh page costs 4 KB of zeroing, not 2 MB
+    (``benchmarks/results/drift.md``).
+    """
+    import pyarrow as pa
+
+    previous = pa.default_memory_pool()
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # a pyarrow built without jemalloc keeps its pool
+        pass
+    huge = _huge_pages(disable=True)
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
+        if huge is not None:
+            _huge_pages(disable=huge)
+
+
+def _huge_pages(disable: bool) -> bool | None:
+    """Set this process's transparent-huge-page opt-out (``PR_SET_THP_DISABLE``); returns the previous
+    setting, or None where prctl is missing (not Linux) or refuses."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    previous = prctl(42, 0, 0, 0, 0)  # PR_GET_THP_DISABLE
+    if previous < 0 or prctl(41, int(disable), 0, 0, 0) != 0:  # PR_SET_THP_DISABLE
+        return None
+    return bool(previous)
 
 
 def int_array(values: Any) -> Any:

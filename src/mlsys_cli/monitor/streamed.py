@@ -6,15 +6,20 @@ The sketch does not need exact percentiles: its edges only define the cells both
 in, and every statistic (Kolmogorov–Smirnov, PSI, Wasserstein) is computed from the two sides'
 exact counts in the same cells, so the tests stay valid with edges taken from a sample. So:
 
-1. the first pass reads the numeric columns only and draws a seeded sample of ``EDGE_ROWS`` rows
+1. :func:`first_pass` reads every column once and draws a seeded sample of ``EDGE_ROWS`` rows
    whose percentiles become the edges (each cell then holds 1% of the reference give or take 0.2
-   points, the standard error of a percentile of 65,536 rows);
-2. the second pass draws the domain classifier's sample and counts every row in those cells (with the per-cell sums the Wasserstein tails
-   need), the exact minimum, maximum, mean and standard deviation, and the category counts
-   (string columns read as Parquet dictionaries: the codes of a batch come from its dictionary,
-   the strings are never decoded row by row).
+   points, the standard error of a percentile of 65,536 rows), the exact minimum and maximum of
+   each number (the outer cells; Arrow's ``min_max``), the domain classifier's sample, and the
+   complete category counts (string columns read as Parquet dictionaries: the codes of a batch
+   come from its dictionary, the strings are never decoded row by row), so strings are read once;
+2. :meth:`FirstPass.second_pass` reads the numeric columns again and counts every row in those
+   cells (with the per-cell sums the Wasserstein tails need) and the moments.
 
-Memory holds the samples and one batch. The profile has the keys of
+Running the second pass in a thread beside the count of the current data (it needs only the
+cells) was measured and dropped: both passes are CPU-bound on two cores, and together they took
+more CPU and about 60% more memory for no shorter wall time (``benchmarks/results/drift.md``).
+
+Memory holds the samples and one batch per pass. The profile has the keys of
 :func:`mlsys_cli.data.profile.numeric_profile` and ``categories_profile``; its ``quantiles``
 (inner levels) come from the sample, and its ``histogram`` is the sketch's cells merged ten by ten.
 """
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from mlsys_cli.monitor.scan import Cells, Counts, Sampler, Source
@@ -35,25 +41,85 @@ EDGE_ROWS = 65_536
 def profile_streamed(src: Source, columns: Sequence[str], rows: int, sample_rows: int,
                      seed: int) -> tuple[dict[str, dict[str, Any]], Any]:
     """Profiles of ``columns`` of ``src`` (``rows`` rows) and the domain sample (None when 0 rows)."""
+    first = first_pass(src, columns, rows, sample_rows, seed)
+    return first.second_pass(), first.sample
+
+
+@dataclass(frozen=True)
+class FirstPass:
+    """What the first pass over a reference table learnt: enough to count any data in its cells."""
+
+    src: Source
+    rows: int
+    columns: tuple[str, ...]
+    cells: Mapping[str, Cells]
+    extremes: Mapping[str, tuple[float, float]]
+    categories: Mapping[str, dict[str, Any]]
+    sample: Any
+
+    def second_pass(self) -> dict[str, dict[str, Any]]:
+        """Every profile: the numeric columns counted in their cells (one more pass over them)."""
+        numeric = list(self.cells)
+        accs = {c: _Numeric(self.cells[c], self.extremes[c]) for c in numeric}
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for batch in (self.src.batches(numeric) if numeric else ()):
+                list(pool.map(lambda c: accs[c].add(batch.column(c)), numeric))
+        profiles = {c: accs[c].profile(self.cells[c].kind, self.rows) for c in numeric}
+        return {c: profiles[c] if c in profiles else self.categories[c] for c in self.columns}
+
+
+def first_pass(src: Source, columns: Sequence[str], rows: int, sample_rows: int, seed: int) -> FirstPass:
+    """One pass over every column of ``columns``: edges, extremes, categories and the domain sample."""
     types = src.types()
     numeric = [c for c in columns if types[c] != "string"]
     strings = [c for c in columns if types[c] == "string"]
     # Another seed than the domain sample's: the two samples are drawn independently.
     edges = Sampler(rows, EDGE_ROWS, seed + 104_729)
-    for batch in (src.batches(numeric) if numeric else ()):
-        edges.take(batch)
-    drawn = edges.table([src.schema.field(c) for c in numeric])
-    accs: dict[str, Any] = {c: _Numeric(_cells(c, types[c], drawn.column(c))) for c in numeric}
-    accs.update({c: _Categories() for c in strings})
     domain = Sampler(rows, sample_rows, seed) if sample_rows else None
+    extremes = {c: _Extremes(types[c]) for c in numeric}
+    cats = {c: _Categories() for c in strings}
+    accs: dict[str, Any] = {**extremes, **cats}
     with ThreadPoolExecutor(max_workers=2) as pool:
         for batch in src.batches(columns, dictionary=strings):
             list(pool.map(lambda c: accs[c].add(batch.column(c)), columns))
+            edges.take(batch, numeric)
             if domain is not None:
                 domain.take(batch)
-    profiles = {c: accs[c].profile(types[c], rows) for c in columns}
+    drawn = edges.table([src.schema.field(c) for c in numeric])
     sample = domain.table([src.schema.field(c) for c in columns]) if domain is not None else None
-    return profiles, sample
+    return FirstPass(src, rows, tuple(columns), {c: _cells(c, types[c], drawn.column(c)) for c in numeric},
+                     {c: (e.lo, e.hi) for c, e in extremes.items()},
+                     {c: cats[c].profile(types[c], rows) for c in strings}, sample)
+
+
+class _Extremes:
+    """The exact minimum and maximum of a numeric column (missing and infinite values left out)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.lo, self.hi = math.inf, -math.inf
+
+    def add(self, arr: Any) -> None:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from mlsys_cli.monitor.scan import to_float
+
+        if self.kind == "float" and not pa.types.is_dictionary(arr.type):
+            # Arrow's min_max skips nulls and NaN in one pass; an infinite extreme (missing here,
+            # as in to_float) or an all-NaN batch takes the NumPy way below.
+            found = pc.min_max(arr)
+            lo, hi = found["min"].as_py(), found["max"].as_py()
+            if lo is None:
+                return
+            if math.isfinite(float(lo)) and math.isfinite(float(hi)):
+                self.lo, self.hi = min(self.lo, float(lo)), max(self.hi, float(hi))
+                return
+        x = to_float(arr, self.kind)
+        if len(x) and not np.isnan(x).all():
+            self.lo = min(self.lo, float(np.fmin.reduce(x)))
+            self.hi = max(self.hi, float(np.fmax.reduce(x)))
 
 
 def _cells(name: str, kind: str, values: Any) -> Cells:
@@ -72,11 +138,11 @@ def _cells(name: str, kind: str, values: Any) -> Cells:
 
 
 class _Numeric:
-    """Counts and per-cell sums in the sketch's cells, exact extremes and moments of one column."""
+    """Counts and per-cell sums in the sketch's cells, and the moments, of one column (extremes known)."""
 
-    def __init__(self, cells: Cells):
+    def __init__(self, cells: Cells, extremes: tuple[float, float]):
         self.counts = Counts(cells)
-        self.lo, self.hi = math.inf, -math.inf
+        self.lo, self.hi = extremes
         self.pivot: float | None = None
         self.squares = 0.0
 
@@ -87,8 +153,6 @@ class _Numeric:
         present = ~np.isnan(x)
         if not present.any():
             return
-        self.lo = min(self.lo, float(np.fmin.reduce(x)))
-        self.hi = max(self.hi, float(np.fmax.reduce(x)))
         if self.pivot is None:
             self.pivot = float(x[np.argmax(present)])
         # Squares about a pivot (the first value seen): the variance without the cancellation of

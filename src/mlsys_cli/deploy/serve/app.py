@@ -43,23 +43,7 @@ class HttpError(Exception):
         self.headers = headers or []
 
 
-class _Deadline:
-    """Cancel the current task after ``seconds`` (a slow client's body, a stuck prediction)."""
-
-    def __init__(self, seconds: float):
-        self.fired = False
-        task = asyncio.current_task()
-        self._handle = asyncio.get_running_loop().call_later(seconds, self._fire, task)
-
-    def _fire(self, task: Any) -> None:
-        self.fired = True
-        task.cancel()
-
-    def cancel(self) -> None:
-        self._handle.cancel()
-
-
-@dataclass
+@dataclass(eq=False)  # hashed by identity: a key of the deadlines
 class Request:
     """What the handlers need from the ASGI scope, read in one pass over the headers."""
 
@@ -74,6 +58,12 @@ class Request:
     route: str = "other"
     rows: int = 0
     model: ServedModel | None = None
+    task: Any = None  # the task answering it, cancelled when its time is up (a slow body, a stuck prediction)
+    timed_out: bool = False
+
+    def expire(self) -> None:
+        self.timed_out = True
+        self.task.cancel()
 
 
 class ServeApp:
@@ -131,22 +121,24 @@ class ServeApp:
         arrival = time.time()
         req = self._request(scope)
         after = None
-        deadline = _Deadline(self.state.limits.request_timeout)
+        req.task = asyncio.current_task()
+        deadlines = self.state.deadlines
+        deadlines.add(req, self.state.limits.request_timeout, req.expire)
         try:
             status, body, headers, after = await self._route(req, receive)
         except HttpError as exc:
             status, body, headers = exc.status, orjson.dumps({"error": exc.reason}), exc.headers
         except asyncio.CancelledError:
-            if not deadline.fired:
+            if not req.timed_out:
                 raise  # the server is going away
             status, headers = 408, [(b"connection", b"close")]
             body = orjson.dumps({"error": f"the request did not complete within {self.state.limits.request_timeout:g} s"})
         finally:
-            deadline.cancel()
+            deadlines.discard(req)
         headers = [(b"content-type", headers.pop(0)[1] if headers and headers[0][0] == b"content-type" else JSON),
                    (b"content-length", str(len(body)).encode()), (b"x-request-id", req.request_id.encode()), *headers]
         if req.model is not None:
-            headers.append((b"x-mlsys-model", f"{req.model.name}/{req.model.version}".encode()))
+            headers.append((b"x-mlsys-model", req.model.header))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         seconds = time.perf_counter() - start

@@ -74,14 +74,16 @@ class ServedModel:
         self.classes: list[Any] = list(manifest.get("classes") or [])
         self.input_schema: list[dict[str, Any]] = list(manifest["input_schema"])
         self.kind = "onnx" if hasattr(engine, "session") else "bundle"
+        self.header = f"{name}/{version}".encode()  # the x-mlsys-model header of its answers
         self.fingerprint: tuple | None = None  # the source's state it was loaded from (Slot)
         self.batcher: Any = None  # set by the app: how requests reach predict()
+        from mlsys_cli.features.schema import RecordReader
+
+        self._reader = RecordReader(self.input_schema, strict=True)
 
     def canonical(self, records: list[Any]) -> dict[str, Any]:
         """Validated canonical arrays of the model's input columns (InputError names the problem)."""
-        from mlsys_cli.features.schema import canonical_records
-
-        return canonical_records(records, self.input_schema, strict=True)
+        return self._reader(records)
 
     def canonical_columns(self, columns: dict[str, list[Any]]) -> dict[str, Any]:
         from mlsys_cli.features.schema import canonical_columns

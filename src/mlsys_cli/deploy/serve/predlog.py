@@ -92,6 +92,14 @@ def _input_array(kind: str, values: Any) -> Any:
     return pa.array(np.where(missing, 0, values) * 1_000_000, type=pa.int64(), mask=missing).cast(pa.timestamp("us", tz="UTC"))
 
 
+def _object_array(values: list[Any]) -> Any:
+    import numpy as np
+
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
 def entries_table(entries: list[Entry]) -> Any:
     """The Arrow table of a list of entries answered by models of one schema."""
     import numpy as np
@@ -104,7 +112,14 @@ def entries_table(entries: list[Entry]) -> Any:
     canons, outputs = list(map(attrgetter("canon"), entries)), list(map(attrgetter("outputs"), entries))
 
     def column(dicts: list[dict[str, Any]], key: str) -> Any:
-        return np.concatenate(list(map(itemgetter(key), dicts)))
+        arrays = list(map(itemgetter(key), dicts))
+        if single and arrays[0].ndim == 1:
+            # One value each: taken as Python values and made one array. np.concatenate costs
+            # ~1.5 µs per input array, and this runs once per column per row: measured 18 µs of
+            # the writer's time per logged row (with the GIL held), against ~2 µs this way.
+            values = list(map(itemgetter(0), arrays))
+            return _object_array(values) if arrays[0].dtype == object else np.array(values, dtype=arrays[0].dtype)
+        return np.concatenate(arrays)
 
     def per_request(values: Any, dtype: Any = object) -> Any:
         values = np.fromiter(values, dtype=dtype, count=len(entries)) if dtype is not object else np.array(list(values), dtype=object)

@@ -18,11 +18,13 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from mlsys_cli.deploy.serve.batching import BatchOptions
+from mlsys_cli.deploy.serve.deadlines import Deadlines
 from mlsys_cli.deploy.serve.models import Slot, Source, describe_error
 from mlsys_cli.deploy.serve.predlog import LogOptions
 from mlsys_cli.errors import InputError, UsageError
@@ -84,6 +86,7 @@ class Runtime:
     metrics: Any
     log: Any
     on_ready: Callable[[], None] | None = None
+    deadlines: Deadlines = field(default_factory=Deadlines)  # the headers' and the requests' time limits
     _poller: Any = None
     _lines: list = field(default_factory=list)  # access-log lines not written yet
     _flush: Any = None  # the timer that writes them
@@ -157,6 +160,10 @@ class Runtime:
         loop = asyncio.get_running_loop()
         if self.log is not None:
             self.log.start()
+            # The log's writer thread converts rows to Arrow holding Python's lock; a request that
+            # arrives meanwhile waits for the interpreter's switch interval (5 ms by default), which
+            # was the tail at a steady 500 requests/s. Ask for the lock back sooner.
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         settle()
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload(app, True)))
         self._poller = loop.create_task(self._poll(app))
@@ -188,6 +195,7 @@ class Runtime:
 
 
 ACCESS_FLUSH_SECONDS = 0.2
+SWITCH_INTERVAL_S = 0.0005  # sys.setswitchinterval while the prediction log's thread runs
 ACCESS_FLUSH_LINES = 256
 
 
@@ -264,32 +272,31 @@ class _Coalesced:
         return getattr(self._transport, name)
 
 
-def _protocol(header_timeout: float) -> type:
+def _protocol(header_timeout: float, deadlines: Deadlines | None = None) -> type:
     """uvicorn's httptools protocol, answering 408 to a client that sends its headers too slowly."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     from mlsys_cli.deploy.serve.batching import Pending
 
+    limits = deadlines or Deadlines()
+
     class Protocol(HttpToolsProtocol):
         """Also counts requests between their headers and their answer (adaptive batching), and
         sends each answer in one write (:class:`_Coalesced`)."""
 
-        _timer: Any = None
         _counted = False
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self.transport = _Coalesced(transport)
-            self._arm()
+            limits.add(self, header_timeout, self._slow)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._arm()
+            limits.add(self, header_timeout, self._slow)
 
         def on_headers_complete(self) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            limits.discard(self)
             if not self._counted:
                 self._counted = True
                 Pending.count += 1
@@ -301,8 +308,7 @@ def _protocol(header_timeout: float) -> type:
             super().on_response_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
+            limits.discard(self)
             self._uncount()
             super().connection_lost(exc)
 
@@ -311,12 +317,7 @@ def _protocol(header_timeout: float) -> type:
                 self._counted = False
                 Pending.count -= 1
 
-        def _arm(self) -> None:
-            if self._timer is None:
-                self._timer = self.loop.call_later(header_timeout, self._slow)
-
         def _slow(self) -> None:
-            self._timer = None
             if self.transport.is_closing():
                 return
             body = b'{"error":"the request headers did not arrive within %g s"}' % header_timeout
@@ -349,7 +350,8 @@ def run_worker(specs: list[ModelSpec], options: ServeOptions, sock: socket.socke
     runtime = Runtime(options, metrics, log, on_ready)
     app = ServeApp(slots, runtime)
     timeout = options.limits.request_timeout
-    config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, http=_protocol(timeout), loop="uvloop", ws="none",
+    config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, http=_protocol(timeout, runtime.deadlines),
+                            loop="uvloop", ws="none",
                             limit_concurrency=options.max_connections, timeout_keep_alive=5,
                             timeout_graceful_shutdown=int(timeout) + 5, server_header=False, date_header=False)
     previous = signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn re-raises it after the graceful stop

@@ -14,6 +14,7 @@ import time
 from typing import Any, Mapping
 
 from mlsys_cli.errors import MlsysError
+from mlsys_cli.models.dask_trials import job_engine
 from mlsys_cli.models.tuning.job import DEFAULT_TRIALS, TuneJob, TuneRequest, artifacts_for, fingerprint
 from mlsys_cli.models.tuning.report import TuneOutputs, TuneResult, raise_no_trial, summarize, write_outputs
 from mlsys_cli.models.tuning.session import load_session
@@ -70,6 +71,7 @@ def make_job(train: str, request: TuneRequest, started: float, refit: bool) -> T
         train_sha256=fingerprint([train]), keep_models=request.keep_models,
         artifacts=artifacts_for(valid, request.keep_models, request.artifacts, request.storage), refit=refit,
         ensemble=request.ensemble and refit and valid is not None, budget_s=request.timeout,
+        engine=job_engine(request.engine, resolve_families(request.model), request.n_jobs),
     )
 
 

@@ -64,6 +64,8 @@ class TuneJob:
         is better on the validation rows (:mod:`.final`); the search holds its share back.
     budget_s : float, optional
         The ``--timeout`` in seconds (the ensemble step's share is a fraction of it).
+    engine : mapping, optional
+        Where trials fit: None here, or the Dask engine (:mod:`mlsys_cli.models.dask_trials`).
     """
 
     train: str
@@ -92,6 +94,7 @@ class TuneJob:
     refit: bool = False
     ensemble: bool = False
     budget_s: float | None = None
+    engine: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the job file of a worker process)."""
@@ -145,6 +148,8 @@ class TuneRequest:
     ensemble : bool
         With ``--save-model`` and ``valid``: save the ensemble of the best trials when it is
         better on the validation rows (cross-fitted), else the best trial (``--no-ensemble``: always that).
+    engine : Engine, optional
+        ``--engine dask``: each trial fits on a Dask cluster (:mod:`mlsys_cli.models.dask_trials`).
     """
 
     target: str | None = None
@@ -166,6 +171,7 @@ class TuneRequest:
     keep_models: int = KEEP_MODELS
     artifacts: str | None = None
     ensemble: bool = True
+    engine: Any = None
 
     def check(self) -> None:
         """Refuse option combinations that cannot run (usage errors, exit 2)."""

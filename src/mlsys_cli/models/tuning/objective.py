@@ -97,7 +97,8 @@ def fit_fold(trial: Any, problem: Problem, family: Any, params: Mapping[str, Any
     """
     import optuna
 
-    from mlsys_cli.models.train import EstimatorSpec, FitData, FitRun, fit_estimator
+    from mlsys_cli.models.dask_trials import trial_fitter
+    from mlsys_cli.models.train import EstimatorSpec, FitData, FitRun
 
     deadline, fit_deadline = deadlines
     minimize = not problem.higher
@@ -115,7 +116,7 @@ def fit_fold(trial: Any, problem: Problem, family: Any, params: Mapping[str, Any
 
         kwargs["callback"] = report
     fit_start = time.perf_counter()
-    est = fit_estimator(family, EstimatorSpec(problem.task, problem.n_classes, params, int(problem.job.seed)),
+    est = trial_fitter(problem.job.engine)(family, EstimatorSpec(problem.task, problem.n_classes, params, int(problem.job.seed)),
                         FitData(X, y, eval_set=(Xv, yv)), FitRun(timeout=fit_seconds(deadline, fit_deadline), **kwargs))
     fit_s = time.perf_counter() - fit_start
     scores = est.predict(Xv) if problem.task == "regression" else est.predict_proba(Xv)
