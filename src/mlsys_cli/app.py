@@ -328,9 +328,22 @@ def install_signal_policy() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
 
 
+def _warning_line(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    """A library's warning as one ``warning:`` line on stderr (``warnings.showwarning``).
+
+    Python's default shows the library's file, line number and source line, which reads like a
+    piece of a traceback; the message is what the user can act on.
+    """
+    text = str(message).strip().splitlines()
+    console.warn(f"{category.__name__}: {text[0] if text else ''}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    import warnings
+
     install_signal_policy()
+    warnings.showwarning = _warning_line
     try:
         try:
             code = run(argv)

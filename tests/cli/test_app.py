@@ -63,6 +63,16 @@ def test_broken_pipe_is_silent(tmp_path):
     assert proc.returncode == 141
 
 
+def test_a_library_warning_is_one_warning_line_without_source_location():
+    # What a third-party warning looks like from the real entry point (main installs the format).
+    code = ("import sys, warnings; from mlsys_cli import app; "
+            "app.run = lambda argv=None: warnings.warn('The least populated class\\nhas 2 members', UserWarning) or 0; "
+            "app.main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == ["warning: UserWarning: The least populated class"]
+
+
 def test_real_process_error_has_no_traceback(tmp_path):
     result = run_proc("info", tmp_path / "nope.parquet")
     assert_clean_error(result, 3)

@@ -108,6 +108,18 @@ def test_bad_data_is_exit_3_naming_the_problem(churn, tmp_path, change, needle):
     assert not (tmp_path / "r.html").exists()
 
 
+@pytest.mark.parametrize("value, needle", [(float("inf"), "infinite or too large"), (1e308, "infinite or too large"),
+                                           ("lots", "not numeric")])
+def test_unusable_regression_target_is_exit_3(ltv, tmp_path, value, needle):
+    df = pd.read_parquet(ltv / "test.parquet")
+    df["ltv"] = df["ltv"].astype(type(value))
+    df.loc[3, "ltv"] = value
+    bad = _write(df, tmp_path / "bad.parquet")
+    result = run_cli("evaluate", ltv / "model.mlsys", bad, "--bootstrap", "0")
+    assert_clean_error(result, 3)
+    assert needle in result.stderr, result.stderr
+
+
 def test_missing_files_and_unknown_slice_are_exit_3(churn, tmp_path):
     assert_clean_error(run_cli("evaluate", tmp_path / "none.mlsys", churn / "test.parquet"), 3)
     assert_clean_error(run_cli("evaluate", churn / "model.mlsys", tmp_path / "none.parquet"), 3)

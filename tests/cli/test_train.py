@@ -113,6 +113,8 @@ def _one_class(d):
     (_one_class, "one class"),
     (lambda d: d.assign(y=d["y"].astype(float).where(d.index != 4)), "missing or infinite"),
     (lambda d: d.assign(y=np.where(d.index == 4, np.inf, d["x"])), "missing or infinite"),
+    (lambda d: d.assign(y=np.where(d.index == 4, 1e308, d["x"])), "too large"),
+    (lambda d: d.assign(y=np.where(d.index == 4, -1e39, d["x"])), "too large"),
     (lambda d: d.iloc[:0], "no rows"),
 ])
 def test_bad_training_table_is_exit_3_and_writes_nothing(tmp_path, mutate, needle):

@@ -346,3 +346,15 @@ def test_too_few_rows_to_cross_fit_is_an_input_error():
     df = pd.DataFrame({"x": [1.0, 2.0], "c": ["a", "b"], "y": [0, 1]})  # a 2-row table reached the CV splitter
     with pytest.raises(InputError, match="2 training rows are too few"):
         Featurizer(target="y").fit_transform(df)
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 0, 1, 1], [0, 0, 1, 1], [0, 1, 2, 0, 1]])
+def test_classes_rarer_than_the_folds_are_cross_fitted_without_error_or_library_warning(labels):
+    import warnings
+
+    n = len(labels)
+    df = pd.DataFrame({"x": np.linspace(0, 1, n), "c": list("abacb")[:n], "y": labels})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn's "least populated class" warning would fail the fit
+        X = Featurizer(target="y").fit_transform(df)  # the leakage check cross-fits the strings in 3 folds
+    assert X.shape[0] == n and np.isfinite(X).all()

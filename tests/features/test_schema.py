@@ -10,8 +10,17 @@ import pyarrow as pa
 import pytest
 
 from mlsys_cli.errors import InputError
-from mlsys_cli.features.schema import INT64_MIN, canonicalize, infer_schema, out_of_range
+from mlsys_cli.features.schema import INT64_MIN, canonicalize, infer_schema, out_of_range, regression_values
 from tests.features.frames import raw_frame
+
+
+def test_regression_values_refuse_what_float32_models_cannot_fit():
+    y = regression_values(pd.Series([1, 2.5, -3.4e38], dtype="Float64"), "target 'y'")
+    assert y.dtype == np.float64 and y.tolist() == [1.0, 2.5, -3.4e38]
+    for bad, needle in [([1.0, 1e308], r"first 1e\+308 at row 1"), ([np.inf, 0.0], "at row 0"), ([0.0, -1e39], "too large"),
+                        (["a", "b"], "not numeric")]:
+        with pytest.raises(InputError, match=needle):
+            regression_values(np.asarray(bad, dtype=object), "target 'y'")
 
 
 def test_infer_schema_types_from_pandas_and_arrow_agree():

@@ -18,6 +18,7 @@ Python and the ONNX graph both look values up in this table.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -149,7 +150,8 @@ class Target:
         return (self.values[:, None] == np.arange(len(self.classes or []))[None, :]).astype(np.float64)
 
     def folds(self, k: int = 5) -> np.ndarray:
-        """Fold number of each row: ``KFold``/``StratifiedKFold(k, shuffle=True, random_state=seed)``."""
+        """Fold number of each row: ``StratifiedKFold(k, shuffle=True, random_state=seed)`` for classes
+        (``KFold`` for values, or when no class has ``k`` rows)."""
         if k not in self._folds:
             from sklearn.model_selection import KFold, StratifiedKFold
 
@@ -159,10 +161,16 @@ class Target:
                 raise InputError(f"{len(self)} training rows are too few: cross-fitting needs at least {k}",
                                  "train on more rows")
 
-            splitter = (KFold if self.kind == "continuous" else StratifiedKFold)(k, shuffle=True, random_state=self.seed)
+            # Stratified when some class fills every fold; with every class rarer than k rows
+            # (a tiny table) sklearn refuses to stratify at all, and plain folds are the best split.
+            stratify = self.kind != "continuous" and int(np.bincount(self.values).max()) >= k
+            splitter = (StratifiedKFold if stratify else KFold)(k, shuffle=True, random_state=self.seed)
             fold = np.empty(len(self), dtype=np.int64)
-            for i, (_, held) in enumerate(splitter.split(np.zeros((len(self), 1)), self.values)):
-                fold[held] = i
+            with warnings.catch_warnings():
+                # A class rarer than k rows cannot be in every fold; its rows are still spread out.
+                warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+                for i, (_, held) in enumerate(splitter.split(np.zeros((len(self), 1)), self.values)):
+                    fold[held] = i
             self._folds[k] = fold
         return self._folds[k]
 

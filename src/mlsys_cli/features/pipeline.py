@@ -20,7 +20,7 @@ import numpy as np
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.features import leakage as _leakage
 from mlsys_cli.features.roles import FEATURE_ROLES, category_counts, infer_roles
-from mlsys_cli.features.schema import canonical_arrays, infer_schema, nested_columns, refuse_nested, to_pandas
+from mlsys_cli.features.schema import canonical_arrays, infer_schema, nested_columns, refuse_nested, regression_values, to_pandas
 from mlsys_cli.features.encoders import Target
 from mlsys_cli.features.presets import FAMILY_PRESETS
 from mlsys_cli.features.transformers import (CategoricalBlock, DatetimeBlock, NumericBlock, block_from_state, block_state,
@@ -403,13 +403,7 @@ class Featurizer:
             raise UsageError(f"invalid task {self.task_!r}", "use binary, multiclass or regression")
         name = self.target or "target"
         if self.task_ == "regression":
-            try:
-                values = target.astype("float64").to_numpy()
-            except (TypeError, ValueError):
-                raise InputError(f"target {name!r} is not numeric; regression needs numbers") from None
-            if not np.isfinite(values).all():
-                raise InputError(f"target {name!r} holds inf values")
-            return Target(values, "continuous", seed=self.seed)
+            return Target(regression_values(target, f"target {name!r}"), "continuous", seed=self.seed)
         import pandas as pd
 
         distinct = pd.unique(target.to_numpy(dtype=object)).tolist()

@@ -47,6 +47,30 @@ def to_pandas(data: Any) -> Any:
     raise InputError(f"cannot read a table from a {type(data).__name__}")
 
 
+def regression_values(values: Any, what: str) -> np.ndarray:
+    """A regression target as float64, refusing what no model can learn from (exit 3).
+
+    Text, ``inf`` and values beyond float32 range (``|y| > 3.4e38``, e.g. ``1e308``) are refused
+    rather than fitted: the families and the ONNX output compute in float32, and squared errors
+    of such values overflow, so they could only give inf metrics or a crash. ``values``: a pandas
+    Series or array-like; ``what`` names the target in the message (``"target 'price'"``).
+    Missing values are the caller's to drop first.
+    """
+    try:
+        y = (values.to_numpy(dtype=np.float64, na_value=np.nan) if hasattr(values, "to_numpy")
+             else np.asarray(values, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise InputError(f"{what} is not numeric; regression needs numbers") from None
+    with np.errstate(invalid="ignore"):
+        bad = np.isinf(y) | (np.abs(y) > FLOAT32_MAX)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{what} holds {int(bad.sum())} infinite or too large value(s) (first {float(y[row])!r} at row {row}); "
+                         f"regression targets must lie within +/-{FLOAT32_MAX:.3g}",
+                         "filter or rescale those rows first")
+    return y
+
+
 def _first_values(series: Any, n: int = 50) -> list[Any]:
     return series.dropna().head(n).tolist()
 

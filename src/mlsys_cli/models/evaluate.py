@@ -625,16 +625,10 @@ def _labelled_rows(df: Any, target: str) -> tuple[Any, int]:
 
 
 def _truth(task: str, y_raw: Any, classes: Sequence[Any], target: str) -> Any:
-    import numpy as np
-
     if task == "regression":
-        try:
-            y = np.asarray(y_raw, dtype=float)
-        except (TypeError, ValueError):
-            raise InputError(f"target {target!r} is not numeric; the model is a regressor") from None
-        if not np.isfinite(y).all():
-            raise InputError(f"target {target!r} holds infinite values")
-        return y
+        from mlsys_cli.features.schema import regression_values
+
+        return regression_values(y_raw, f"target {target!r}")
     y = encode_labels(list(y_raw), classes)
     if (y < 0).any():
         unknown = sorted({str(v) for v, i in zip(y_raw, y) if i < 0})

@@ -429,10 +429,9 @@ def encode_target(task: str, y: Any, classes: Sequence[Any] | None, source: Any)
     from mlsys_cli.models.metrics import encode_labels
 
     if task == "regression":
-        try:
-            return np.asarray(y, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{_name(source)}: target is not numeric") from None
+        from mlsys_cli.features.schema import regression_values
+
+        return regression_values(y, f"{_name(source)}: target")
     values = y.to_numpy() if hasattr(y, "to_numpy") else np.asarray(y, dtype=object)
     codes = encode_labels(values, classes)  # per distinct value, indexed back
     if (codes < 0).any():
