@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as _dt
 import math
 import time
@@ -328,6 +330,10 @@ def _run(current: Any, *, reference: Any, model: Any, profile: Any, options: Dri
     refs = {n: reference_cells(n, ref.profiles[n])[1:] for n in plan.features}
     cells = [reference_cells(n, ref.profiles[n])[0] for n in plan.features]
     label_ref = _label_reference(plan.label, ref, manifest)
+    if label_ref is not None and label_ref[0].numeric and _FAMILY.get(cur_types.get(plan.label)) != "number":
+        # Labels of another kind than the model's (strings for a bool target): a schema change, not a shift.
+        change = {"column": plan.label, "change": "type changed", "reference": "number", "current": cur_types.get(plan.label)}
+        plan, label_ref = dataclasses.replace(plan, label=None, schema_changes=(*plan.schema_changes, change)), None
     if label_ref is not None:
         cells.append(label_ref[0])
     wanted = _sample_columns(ref, plan, options)

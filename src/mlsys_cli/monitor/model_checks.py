@@ -102,6 +102,12 @@ def _metric_change(manifest: Mapping[str, Any], y: Any, scores: Any, threshold: 
     keep = np.array([v is not None and not (isinstance(v, float) and np.isnan(v)) for v in y])
     if not keep.any():
         return {"note": "the label column holds no values"}
+    if task != "regression":
+        from mlsys_cli.models.metrics import encode_labels
+
+        unknown = sorted({str(v) for v, i in zip(y[keep], encode_labels(list(y[keep]), classes)) if i < 0})
+        if unknown:  # labels the model cannot have predicted: no metric to compare, said instead of a crash
+            return {"note": f"labels not among the model's classes {list(classes)}: {', '.join(unknown[:5])}"}
     current = compute_metrics(task, y[keep], scores[keep], classes, threshold=threshold)
     stored = manifest.get("metrics") or {}
     on = stored.get("evaluated_on") or "train"
