@@ -347,6 +347,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         try:
             code = run(argv)
+            # The status is decided and its outputs are in place: a signal from now on must not
+            # kill the process by the signal (interpreter shutdown restores the default handlers)
+            # and leave a non-zero death beside complete outputs. Ignored handlers survive shutdown.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         except KeyboardInterrupt:  # a signal in the instant before the status was decided
             code = _fail("interrupted", None, 128 + (_signalled or signal.SIGINT))
         sys.stdout.flush()

@@ -79,7 +79,9 @@ def _remove(path: Path) -> None:
 
 
 def _is_output(param: Any) -> bool:
-    return getattr(param.type, "func", None) in (output_path, output_dir)
+    # A command's own -o parser (predict's FILE or DIR/) declares itself with ``mlsys_output``.
+    func = getattr(param.type, "func", None)
+    return func in (output_path, output_dir) or getattr(func, "mlsys_output", False)
 
 
 def _values(value: Any) -> Iterable[str]:

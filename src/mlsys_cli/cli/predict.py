@@ -29,6 +29,9 @@ def _output(value: str) -> str:
     return str(output_path(value))
 
 
+_output.mlsys_output = True  # an output the guard checks against the inputs and removes on failure
+
+
 def command(
     model: Annotated[Path, typer.Argument(help="A model: .mlsys bundle (mlsys train/ensemble) or .onnx (mlsys export).")],
     data: Annotated[list[Path], typer.Argument(help="Rows to predict: Parquet file(s), a directory or glob, CSV/JSON.")],
