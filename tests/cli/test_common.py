@@ -27,12 +27,13 @@ def test_every_number_option_is_validated_by_the_shared_types():
 
 
 def test_every_output_option_is_an_output_path():
-    """-o/--report/--html/... are parsed by output_path/output_dir, so the output guard sees them."""
-    from mlsys_cli.cli._common import output_dir, output_path
+    """-o/--report/--html/... are parsed by output_path/output_dir (or a parser declared an output),
+    so the output guard sees them."""
+    from mlsys_cli.cli._outputs import _is_output
 
     names = {"output", "report", "html", "rejects", "save_model", "trials_out", "artifacts"}
     loose = [f"{name} {p.name}" for name, cmd in _commands().items() for p in cmd.params
-             if p.name in names and getattr(p.type, "func", None) not in (output_path, output_dir)]
+             if p.name in names and not _is_output(p)]
     assert loose == []
 
 
