@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from mlsys_cli import __version__, invocation, set_invocation  # noqa: F401 - re-exported
+from mlsys_cli import __version__, invocation  # noqa: F401 - invocation re-exported for lineage callers
 from mlsys_cli.errors import InputError
 from mlsys_cli.fsutil import atomic_path, sha256_file
 
