@@ -91,3 +91,21 @@ def test_load_model_refuses_what_is_not_a_model(tmp_path):
         load_model(tmp_path / "x.mlsys")
     with pytest.raises(InputError, match="no such file"):
         load_model(tmp_path / "missing.mlsys")
+
+
+def test_probabilities_sum_to_one_on_every_path(small_tables, tmp_path):
+    # Predictors and graphs compute in float32 (rows summed to 1 only within ~1e-7): the bundle's
+    # and the ONNX file's outputs are renormalised in float64, the same way, on every path.
+    from mlsys_cli.deploy.export import export_model
+
+    t = small_tables["multiclass"]
+    bundle, _ = train_model(str(t["train"]), TrainSpec(family="xgboost", target=t["target"], params={"n_estimators": 20}))
+    bundle.save(tmp_path / "m.mlsys")
+    export_model(tmp_path / "m.mlsys", tmp_path / "m.onnx", data=[str(t["test"])])
+    test = pd.read_parquet(t["test"])
+    for path in ("m.mlsys", "m.onnx"):
+        proba = load_model(tmp_path / path).predict(test)["probabilities"]
+        assert proba.shape[0] == 250 and proba.shape[1] >= 3 and np.abs(proba.sum(axis=1) - 1).max() <= 1e-12
+        predict_file(tmp_path / path, t["test"], tmp_path / "p.parquet")
+        written = pd.read_parquet(tmp_path / "p.parquet").filter(like="proba_").to_numpy()
+        np.testing.assert_array_equal(written, proba)

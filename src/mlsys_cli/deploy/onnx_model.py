@@ -259,6 +259,8 @@ class OnnxModel:
         """``predict``'s dict from the graph's raw outputs (``run``)."""
         import numpy as np
 
+        from mlsys_cli.models.bundle import as_probabilities
+
         if self.task == "regression":
             return {"prediction": np.asarray(out["prediction"], dtype=np.float64).reshape(-1)}
         labels = np.asarray(out["label"]).reshape(-1)
@@ -274,7 +276,7 @@ class OnnxModel:
             label = mapped[index.reshape(-1)]
         if dtype is not None:
             label = label.astype(dtype)
-        return {"label": label, "probabilities": np.asarray(out["probabilities"], dtype=np.float64)}
+        return {"label": label, "probabilities": as_probabilities(out["probabilities"])}
 
     def _label_lookup(self) -> tuple[dict[str, Any], Any]:
         """str(label) -> the manifest's class value, and the NumPy dtype of the labels (None: object)."""

@@ -18,6 +18,23 @@ from mlsys_cli import bundle as _bundle
 from mlsys_cli.errors import InputError
 from mlsys_cli.models.predictors import load_predictor
 
+def as_probabilities(scores: Any) -> Any:
+    """Class probabilities ``[N, C]`` as float64 rows that sum to 1 (to float64 precision).
+
+    Predictors and ONNX graphs compute in float32, so their rows sum to 1 only within ~1e-7;
+    every output path (``predict``, ``serve``, ``evaluate``, from a bundle or an ONNX file)
+    goes through this one function, so they all print the same, exactly normalised values.
+    A row summing to 0 (or not finite) is left as it is rather than divided into NaN.
+    """
+    import numpy as np
+
+    proba = np.array(scores, dtype=np.float64, copy=True)
+    total = proba.sum(axis=1, keepdims=True)
+    good = np.isfinite(total) & (total > 0)
+    np.divide(proba, total, out=proba, where=good)
+    return proba
+
+
 class ModelBundle:
     """A trained model with its manifest: what ``train`` writes and ``predict`` reads.
 
@@ -63,7 +80,7 @@ class ModelBundle:
 
         if self.task == "regression":
             return {"prediction": np.asarray(scores, dtype=np.float64).ravel()}
-        proba = np.asarray(scores, dtype=np.float64)
+        proba = as_probabilities(scores)
         if self.task == "binary":
             index = (proba[:, 1] >= self.threshold).astype(np.int64)
         else:
