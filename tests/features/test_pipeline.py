@@ -304,18 +304,49 @@ def test_constant_and_empty_columns_are_left_out_with_a_warning_never_refused():
     assert {c["name"] for c in fz.input_schema_} == {"x"}
 
 
-def test_list_and_struct_columns_are_refused_by_name_unless_dropped():
+def test_list_and_struct_columns_are_left_out_with_a_warning_naming_each():
     import pandas as pd
 
-    from mlsys_cli.errors import InputError
     from mlsys_cli.features import Featurizer
 
     df = pd.DataFrame({"x": [float(i % 9) for i in range(40)], "tags": [[1, 2]] * 40, "meta": [{"k": 1}] * 40,
                        "y": [0, 1] * 20})
-    with pytest.raises(InputError, match="'tags', 'meta' hold lists or structs"):
-        Featurizer(target="y").fit(df)
-    fz = Featurizer(target="y", drop=["tags", "meta"]).fit(df)
+    fz = Featurizer(target="y").fit(df)
     assert [c["name"] for c in fz.input_schema_] == ["x"]
+    assert list(fz.roles_) == ["x", "tags", "meta"] and fz.roles_["tags"]["role"] == fz.roles_["meta"]["role"] == "nested"
+    assert [w for w in fz.report_["warnings"] if "lists or structs" in w] == [
+        "column 'tags' holds lists or structs: left out of the features",
+        "column 'meta' holds lists or structs: left out of the features"]
+    assert fz.transform(df.drop(columns=["tags", "meta"])).shape == (40, fz.n_features_out_)
+    fz = Featurizer(target="y", drop=["tags", "meta"]).fit(df)
+    assert [c["name"] for c in fz.input_schema_] == ["x"] and fz.roles_["tags"]["role"] == "dropped"
+    assert not any("lists or structs" in w for w in fz.report_["warnings"])
+
+
+def test_numbers_float32_cannot_hold_are_named_for_what_they_are():
+    # Canonical numbers are float32: a column of values beyond its range is not "entirely missing",
+    # and distinct int64 values beyond 2^24 (here beyond 2^53 too) that round to one float32 value
+    # are not "constant": each is left out with the reason, and never silently collapsed.
+    import pandas as pd
+
+    from mlsys_cli.features import Featurizer
+
+    n = 40
+    big = 2 ** 60 + np.arange(n, dtype=np.int64)
+    df = pd.DataFrame({"x": [float(i % 9) for i in range(n)], "huge": np.full(n, 1e300), "ids": big,
+                       "codes": 2 ** 60 + np.arange(n, dtype=np.int64) % 4, "wide": 2 ** 25 + 3 * np.arange(n, dtype=np.int64),
+                       "y": [0, 1] * (n // 2)})
+    fz = Featurizer(target="y").fit(df)
+    roles = {name: (r["role"], r["reason"]) for name, r in fz.roles_.items()}
+    assert roles["huge"] == ("unrepresentable", "every value is infinite or beyond float32 range, |x| > 3.4e+38")
+    assert roles["ids"][0] == "id" and "40 distinct integers beyond float32 precision" in roles["ids"][1]
+    assert roles["codes"] == ("unrepresentable", "4 distinct integers beyond 2^24 round to one float32 value")
+    merged = len(np.unique(df["wide"].to_numpy().astype(np.float32)))
+    assert 1 < merged < n and roles["wide"] == ("numeric", f"numbers; {n} distinct integers beyond 2^24 round to {merged} float32 values")
+    assert "column 'huge' holds numbers float32 cannot hold (every value is infinite or beyond float32 range, |x| > 3.4e+38): " \
+           "left out of the features" in fz.report_["warnings"]
+    assert any(w.startswith("column 'codes' holds numbers float32 cannot hold") for w in fz.report_["warnings"])
+    assert not any("entirely missing" in w or "is constant" in w for w in fz.report_["warnings"])
 
 
 def test_a_table_of_only_the_target_is_refused():

@@ -85,9 +85,11 @@ def numeric_profile(values: Any, bins: int = BINS) -> dict[str, Any]:
     fine = np.linspace(0, 1, SKETCH_BINS + 1)[1:-1]
     edges = np.unique(_sorted_quantiles(ordered, levels))
     sketch_edges = np.unique(_sorted_quantiles(ordered, fine))
+    with np.errstate(over="ignore", invalid="ignore"):  # values near 1e308 overflow: no mean/std (None), no warning
+        mean, std = present.mean(), present.std()
     return {
         **out,
-        "mean": _num(present.mean()), "std": _num(present.std()),
+        "mean": _num(mean), "std": _num(std),
         "min": _num(ordered[0]), "max": _num(ordered[-1]),
         "quantiles": {"levels": list(QUANTILES), "values": [_num(v) for v in _sorted_quantiles(ordered, QUANTILES)]},
         "histogram": {"edges": [_num(e) for e in edges], "counts": _sorted_counts(ordered, edges)},

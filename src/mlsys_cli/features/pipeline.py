@@ -19,8 +19,8 @@ import numpy as np
 
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.features import leakage as _leakage
-from mlsys_cli.features.roles import FEATURE_ROLES, category_counts, infer_roles
-from mlsys_cli.features.schema import canonical_arrays, infer_schema, nested_columns, refuse_nested, regression_values, to_pandas
+from mlsys_cli.features.roles import FEATURE_ROLES, category_counts, infer_roles, raw_numbers
+from mlsys_cli.features.schema import canonical_arrays, infer_schema, nested_columns, regression_values, to_pandas
 from mlsys_cli.features.encoders import Target
 from mlsys_cli.features.presets import FAMILY_PRESETS
 from mlsys_cli.features.transformers import (CategoricalBlock, DatetimeBlock, NumericBlock, block_from_state, block_state,
@@ -77,13 +77,36 @@ def _names(values: Any) -> list[str]:
     return out
 
 
-_UNUSABLE = {"constant": "is constant (one value in train)", "empty": "is entirely missing in train"}
+_UNUSABLE = {"constant": "is constant (one value in train)", "empty": "is entirely missing in train",
+             "unrepresentable": "holds numbers float32 cannot hold", "nested": "holds lists or structs"}
 
 
 def unusable_columns(roles: dict[str, dict[str, Any]]) -> list[str]:
     """One warning per column left out because train holds nothing to learn from it (never a refusal)."""
-    return [f"column {name!r} {_UNUSABLE[r['role']]}: left out of the features"
+    return [f"column {name!r} {_UNUSABLE[r['role']]}"
+            + (f" ({r['reason']})" if r["role"] == "unrepresentable" else "") + ": left out of the features"
             for name, r in roles.items() if r["role"] in _UNUSABLE]
+
+
+def _nested_roles(features: Any, roles: dict[str, dict[str, Any]], drop: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``roles`` with the list and struct columns of ``features`` in their column order.
+
+    Such columns are not features: like constant or empty ones, they are left out with a warning
+    (``unusable_columns``), never a refusal, so a new nested field in an extract does not stop a
+    nightly retrain. ``--drop`` names them as dropped instead.
+    """
+    nested = set(nested_columns(features))
+    if not nested:
+        return roles
+    out = {}
+    for name in map(str, features.columns):
+        if name in nested:
+            miss = float(features[name].isna().mean()) if len(features) else 0.0
+            role, reason = ("dropped", "--drop") if name in drop else ("nested", "lists or structs (not features)")
+            out[name] = {"type": "nested", "role": role, "reason": reason, "missing": round(miss, 6)}
+        elif name in roles:
+            out[name] = roles[name]
+    return out
 
 
 class Featurizer:
@@ -347,15 +370,14 @@ class Featurizer:
         features = df.drop(columns=[self.target]) if self.target in df.columns else df
         if len(features) == 0:
             raise InputError("the table has no rows")
-        refuse_nested(features, allowed=overrides["drop"])
-        features = features.drop(columns=nested_columns(features))  # all of them --drop'ped
         types = {n: t for key, t in (("numeric", "float"), ("categorical", "string"), ("datetime", "datetime"))
                  for n in overrides[key]}
-        schema = infer_schema(features, types)
+        schema = infer_schema(features, types)  # leaves the nested columns out
         data = canonical_arrays(features, schema)
-        self.roles_ = infer_roles(data, schema, max_categories=self.max_categories, numeric=overrides["numeric"],
-                                  categorical=overrides["categorical"], datetime=overrides["datetime"],
-                                  drop=overrides["drop"], ids=overrides["ids"])
+        roles = infer_roles(data, schema, max_categories=self.max_categories, numeric=overrides["numeric"],
+                            categorical=overrides["categorical"], datetime=overrides["datetime"],
+                            drop=overrides["drop"], ids=overrides["ids"], raw=raw_numbers(features, schema))
+        self.roles_ = _nested_roles(features, roles, overrides["drop"])
         if not any(r["role"] in FEATURE_ROLES for r in self.roles_.values()):
             shown = ", ".join(f"{n} ({r['role']})" for n, r in self.roles_.items()) or "none"
             raise InputError(f"no column to learn from besides the target {self.target!r}; columns: {shown}",

@@ -12,6 +12,10 @@ id                  an identifier (name like ``*_id`` with many values, or      
                     every value distinct)
 constant            one distinct value in train                                 no
 empty               every value missing in train                                no
+unrepresentable     numbers float32 cannot hold: every value infinite or beyond no
+                    +/-3.4e38, or distinct integers beyond 2^24 that all round
+                    to one float32
+nested              lists or structs                                            no
 text                free text (long strings with spaces, mostly distinct)       no
 dropped             ``--drop``                                                  no
 =================== =========================================================== ==========
@@ -25,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 FEATURE_ROLES = ("numeric", "boolean", "categorical", "categorical_high", "datetime")
+FLOAT32_EXACT = 2 ** 24  # every integer up to this is a float32; beyond it, neighbours round together
 _ID_NAME = re.compile(r"(^|[_\-\s.])(id|uuid|guid|key)$|^(id|uuid|guid)[_\-]|[a-z]Id$", re.IGNORECASE)
 
 
@@ -97,6 +102,52 @@ def _role(name: str, values: np.ndarray, kind: str, max_categories: int) -> tupl
     return "categorical_high", f"{n_unique} categories"
 
 
+def raw_numbers(df: Any, schema: Sequence[dict[str, Any]]) -> dict[str, tuple[int, int, int]]:
+    """What the float32 cast hides about each raw numeric column: ``(present, distinct, merged)``.
+
+    Canonical values are float32 (:mod:`.schema`), so values beyond float32 range become missing
+    and distinct integers beyond 2^24 can round to one value. Counted on the raw column, the role
+    can say so instead of calling the column "entirely missing" or "constant". ``present``: raw
+    values not missing (inf and beyond-range included); ``distinct``: distinct raw values of an
+    integer column whose values exceed 2^24 (else 0); ``merged``: how many distinct float32 values
+    they become (0 when not counted).
+    """
+    from pandas.api import types as pdt
+
+    out = {}
+    for col in schema:
+        if col["type"] != "float" or col["name"] not in df.columns:
+            continue
+        series = df[col["name"]]
+        if not pdt.is_numeric_dtype(series.dtype) or pdt.is_bool_dtype(series.dtype):
+            continue
+        present = int(series.notna().sum())
+        distinct = merged = 0
+        if pdt.is_integer_dtype(series.dtype) and present:
+            values = series.dropna().to_numpy()
+            if max(abs(int(values.min())), abs(int(values.max()))) > FLOAT32_EXACT:
+                distinct = int(len(np.unique(values)))
+                merged = int(len(np.unique(values.astype(np.float32))))
+        out[col["name"]] = (present, distinct, merged)
+    return out
+
+
+def _float32_role(role: tuple[str, str], raw: tuple[int, int, int], n: int) -> tuple[str, str]:
+    """The role of a float column, corrected for what its float32 cast lost (see :func:`raw_numbers`)."""
+    from mlsys_cli.features.schema import FLOAT32_MAX
+
+    present, distinct, merged = raw
+    if role[0] == "empty" and present:
+        return "unrepresentable", f"every value is infinite or beyond float32 range, |x| > {FLOAT32_MAX:.3g}"
+    if distinct > merged:
+        if role[0] == "constant":
+            if distinct == present == n and n >= 20:
+                return "id", f"{distinct} distinct integers beyond float32 precision (2^24): an identifier"
+            return "unrepresentable", f"{distinct} distinct integers beyond 2^24 round to one float32 value"
+        return role[0], f"{role[1]}; {distinct} distinct integers beyond 2^24 round to {merged} float32 values"
+    return role
+
+
 def infer_roles(
     canon: Any,
     schema: Sequence[dict[str, Any]],
@@ -107,6 +158,7 @@ def infer_roles(
     datetime: Sequence[str] = (),
     drop: Sequence[str] = (),
     ids: Sequence[str] = (),
+    raw: dict[str, tuple[int, int, int]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Infer the role of every column of a canonical train frame.
 
@@ -120,6 +172,9 @@ def infer_roles(
         Strings with more distinct values than this are ``categorical_high``.
     numeric, categorical, datetime, drop, ids : sequence of str
         Overrides. A forced type still becomes ``empty`` or ``constant`` when its train values are.
+    raw : dict, optional
+        :func:`raw_numbers` of the raw frame: float columns whose values float32 cannot hold
+        become ``unrepresentable`` (or ``id``) instead of ``empty`` or ``constant``.
 
     Returns
     -------
@@ -137,7 +192,9 @@ def infer_roles(
             role, reason = "id", "--id"
         else:
             role, reason = _role(name, values, kind, max_categories)
-            if role not in ("empty", "constant"):
+            if raw and name in raw:
+                role, reason = _float32_role((role, reason), raw[name], len(values))
+            if role not in ("empty", "constant", "unrepresentable"):
                 if name in numeric:
                     role, reason = "numeric", "--numeric"
                 elif name in categorical:

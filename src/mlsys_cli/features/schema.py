@@ -99,15 +99,6 @@ def logical_type(series: Any) -> str:
     return "string"
 
 
-def refuse_nested(df: Any, allowed: Sequence[str] = ()) -> None:
-    """List and struct columns are not features: refuse them by name unless ``allowed`` (dropped)."""
-    nested = [c for c in nested_columns(df) if c not in allowed]
-    if nested:
-        raise InputError(f"column{'s' if len(nested) > 1 else ''} {', '.join(map(repr, nested))} hold lists or "
-                         "structs, which are not features", f"leave them out (--drop {','.join(nested)}) or flatten "
-                         "them first, e.g. mlsys ingest T --sql \"SELECT * EXCLUDE (col), col.x AS col_x FROM input\"")
-
-
 def nested_columns(df: Any) -> list[str]:
     """The columns of a pandas frame holding lists, arrays or structs."""
     return [str(c) for c in df.columns if _is_nested(df[c])]
@@ -133,7 +124,7 @@ def infer_schema(df: Any, types: dict[str, str] | None = None) -> list[dict[str,
     df = to_pandas(df)
     refuse_repeated([str(c) for c in df.columns])
     types = types or {}
-    nested = set(nested_columns(df))  # refused by the featurizer's fit unless dropped (refuse_nested)
+    nested = set(nested_columns(df))  # left out by the featurizer's fit with a warning (role nested)
     schema = []
     for name in df.columns:
         if is_metadata_column(str(name)) or str(name) in nested:  # a pandas index or mlsys metadata: never a feature

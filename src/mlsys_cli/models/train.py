@@ -238,7 +238,7 @@ def load_features(path: Any, target: str) -> Any:
 
 
 def role_warnings(featurizer: Any) -> list[str]:
-    """Name the input columns the model learns nothing from (every value missing, or one value).
+    """Name the input columns the model learns nothing from (missing, one value, unrepresentable, nested).
 
     The featurizer sets them aside, so training goes on without them (a broken extract must not
     stop a nightly retrain); the warning names each one so it is noticed, and ``--drop COL``
@@ -250,6 +250,10 @@ def role_warnings(featurizer: Any) -> list[str]:
             out.append(f"column {name!r} is entirely missing: left out (--drop {name} to silence)")
         elif role.get("role") == "constant":
             out.append(f"column {name!r} is constant (one value in every training row): left out (--drop {name} to silence)")
+        elif role.get("role") == "unrepresentable":
+            out.append(f"column {name!r} holds numbers float32 cannot hold ({role['reason']}): left out (--drop {name} to silence)")
+        elif role.get("role") == "nested":
+            out.append(f"column {name!r} holds lists or structs: left out (--drop {name} to silence)")
     return out
 
 
