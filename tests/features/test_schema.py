@@ -172,3 +172,20 @@ def test_records_strict_errors_name_the_problem(rows, needle):
     with pytest.raises(InputError) as info:
         canonical_records(rows, schema, strict=True)
     assert needle in info.value.message
+
+
+def test_decimal_columns_are_numbers_not_categories():
+    # Parquet decimal128 / PostgreSQL NUMERIC arrive in pandas as Decimal objects: a price column
+    # must be a number (as drift reads it), not one category per distinct amount.
+    import decimal
+
+    import pyarrow as pa
+
+    from mlsys_cli.features.schema import canonical_records, canonicalize, infer_schema
+
+    amounts = [decimal.Decimal("1.25"), None, decimal.Decimal("3.50"), decimal.Decimal("-7")]
+    df = pa.table({"price": pa.array(amounts, type=pa.decimal128(10, 2))}).to_pandas()
+    schema = infer_schema(df)
+    assert schema == [{"name": "price", "type": "float"}]
+    np.testing.assert_array_equal(canonicalize(df, schema)["price"].to_numpy(), [1.25, np.nan, 3.5, -7.0])
+    np.testing.assert_array_equal(canonical_records([{"price": a} for a in amounts], schema)["price"], [1.25, np.nan, 3.5, -7.0])

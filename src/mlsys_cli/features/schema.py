@@ -20,6 +20,7 @@ into ``inf`` would poison scaling and sums. The count is reported by :func:`out_
 from __future__ import annotations
 
 import datetime as _dt
+import decimal
 import functools
 from typing import Any, Sequence
 
@@ -94,7 +95,9 @@ def logical_type(series: Any) -> str:
         return "bool"
     if values and all(isinstance(v, (_dt.date, np.datetime64)) for v in values):
         return "datetime"
-    if values and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values):
+    # Decimal: a DECIMAL/NUMERIC column (Parquet decimal128, PostgreSQL NUMERIC) arrives as Python
+    # Decimal objects; it is a number, not a category per distinct amount.
+    if values and all(isinstance(v, (int, float, np.number, decimal.Decimal)) and not isinstance(v, bool) for v in values):
         return "float"
     return "string"
 
@@ -333,7 +336,7 @@ def _float_value(v: Any, strict: bool) -> float:
             v = float(text)
         except ValueError:
             raise _Bad() from None
-    elif isinstance(v, (bool, int, float, np.number)):
+    elif isinstance(v, (bool, int, float, np.number, decimal.Decimal)):
         v = float(v)
     else:
         raise _Bad()
