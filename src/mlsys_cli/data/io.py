@@ -43,7 +43,10 @@ def is_metadata_column(name: str) -> bool:
 
 def refuse_repeated(names: Sequence[str], where: str = "the input") -> None:
     """Two columns with one name make every later step ambiguous: refuse them by name (exit 3)."""
-    repeated = sorted({n for n in names if list(names).count(n) > 1})
+    from collections import Counter
+
+    # Counted once (a count per name was quadratic in the number of columns).
+    repeated = sorted(n for n, k in Counter(names).items() if k > 1)
     if repeated:
         raise InputError(f"{where}: repeated column name{'s' if len(repeated) > 1 else ''} {', '.join(map(repr, repeated))}",
                          "make the names unique first: mlsys ingest FILE -o OUT.parquet numbers repeats")

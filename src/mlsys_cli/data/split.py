@@ -302,12 +302,7 @@ def _refuse_repeated_names(files: Sequence[Path]) -> None:
     for path in files:
         if io.detect_format(Path(path)) != "parquet":
             continue
-        names = pq.read_schema(path).names
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise InputError(f"{path}: repeated column name{'s' if len(repeated) > 1 else ''} "
-                             f"{', '.join(map(repr, repeated))}",
-                             "make the names unique first: mlsys ingest FILE -o OUT.parquet numbers repeats")
+        io.refuse_repeated(pq.read_schema(path).names, str(path))
 
 
 def _part_expr(key: str, cuts: list[Any], names: Sequence[str]) -> str:

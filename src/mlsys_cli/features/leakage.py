@@ -44,42 +44,71 @@ def _as_number(values: np.ndarray, kind: str) -> np.ndarray:
     return np.where(np.isnan(x), low, x)
 
 
-def _out_of_fold(model: Any, X: np.ndarray, y: np.ndarray, folds: Any, proba: bool) -> np.ndarray:
-    # A plain fold loop: cross_val_predict's dispatch costs more than these tiny trees.
-    out = np.zeros((len(y), len(np.unique(y))) if proba else len(y))
-    for fit_rows, held_rows in folds.split(X, y):
-        model.fit(X[fit_rows], y[fit_rows])
+def auc(y: Any, score: Any) -> float:
+    """ROC AUC of binary labels ``y`` (0/1) by the rank-sum (Mann-Whitney) formula, ties counted
+    half: what ``roc_auc_score`` gives, without its input validation, which dominates the cost
+    of many small scorings (a column each here; hundreds in greedy ensemble selection)."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y) == 1
+    pos = int(y.sum())
+    neg = len(y) - pos
+    ranks = rankdata(score)
+    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def _out_of_fold(model: Any, X: np.ndarray, y: np.ndarray, folds: list, proba: bool) -> np.ndarray:
+    # A plain fold loop: cross_val_predict's dispatch costs more than these tiny trees. X is
+    # already what a tree fits on (float32, C order, no NaN), so the trees skip their input
+    # validation (check_input=False), which cost more than the fits on a wide table.
+    classes = np.unique(y)
+    out = np.zeros((len(y), len(classes)) if proba else len(y))
+    check = not np.isfinite(X).all()  # NaN: the trees' own missing-value handling, which needs their check
+    for fit_rows, held_rows in folds:
+        model.fit(X[fit_rows], y[fit_rows], check_input=check)
         if proba:
-            out[np.ix_(held_rows, np.searchsorted(np.unique(y), model.classes_))] = model.predict_proba(X[held_rows])
+            out[np.ix_(held_rows, np.searchsorted(classes, model.classes_))] = model.predict_proba(X[held_rows], check_input=check)
         else:
-            out[held_rows] = model.predict(X[held_rows])
+            out[held_rows] = model.predict(X[held_rows], check_input=check)
     return out
 
 
-def _score(x: np.ndarray, y: np.ndarray, task: str, seed: int) -> float:
-    from sklearn.metrics import r2_score, roc_auc_score
+def _folds(y: np.ndarray, task: str, seed: int) -> list:
+    """The 3 cross-validation folds of the target (no folds: a class too rare to score).
+
+    The splits depend only on the labels and the row count, so they are made once per fit
+    rather than once per column (a wide table has thousands of columns).
+    """
     from sklearn.model_selection import KFold, StratifiedKFold
+
+    rows = np.zeros((len(y), 1))
+    if task == "regression":
+        return list(KFold(3, shuffle=True, random_state=seed).split(rows, y))
+    k = int(min(3, np.unique(y, return_counts=True)[1].min()))
+    return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(rows, y)) if k >= 2 else []
+
+
+def _score(x: np.ndarray, y: np.ndarray, task: str, seed: int, folds: list) -> float:
+    from sklearn.metrics import r2_score, roc_auc_score
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-    X = x.reshape(len(x), -1)
+    # float32 is what a tree fits on anyway (it casts its input): the same splits, cast once here.
+    X = np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32)
     if task == "regression":
-        pred = _out_of_fold(DecisionTreeRegressor(max_depth=4, random_state=seed), X, y,
-                            KFold(3, shuffle=True, random_state=seed), proba=False)
+        pred = _out_of_fold(DecisionTreeRegressor(max_depth=4, random_state=seed), X, y, folds, proba=False)
         score = r2_score(y, pred)
-        if X.shape[1] == 1 and np.ptp(X[:, 0]) > 0:
+        if X.shape[1] == 1 and np.ptp(x) > 0:
             from scipy.stats import spearmanr
 
-            rho = spearmanr(X[:, 0], y).statistic
+            rho = spearmanr(x.reshape(-1), y).statistic
             score = max(score, float(rho) ** 2 if np.isfinite(rho) else 0.0)
         return float(score)
-    classes, counts = np.unique(y, return_counts=True)
-    folds = int(min(3, counts.min()))
-    if folds < 2:
+    if not folds:
         return 0.0
-    proba = _out_of_fold(DecisionTreeClassifier(max_depth=4, random_state=seed), X, y,
-                         StratifiedKFold(folds, shuffle=True, random_state=seed), proba=True)
+    classes = np.unique(y)
+    proba = _out_of_fold(DecisionTreeClassifier(max_depth=4, random_state=seed), X, y, folds, proba=True)
     if len(classes) == 2:
-        return float(roc_auc_score(y == classes[1], proba[:, 1]))
+        return auc(y == classes[1], proba[:, 1])
     proba = proba / np.clip(proba.sum(axis=1, keepdims=True), 1e-12, None)
     return float(roc_auc_score(y, proba, multi_class="ovr", labels=classes))
 
@@ -118,6 +147,7 @@ def single_feature_findings(
     target = y.take(rows)
     y = target.values
     metric = "r2" if task == "regression" else "auc"
+    folds = _folds(y, task, seed)
     findings = []
     for col in schema:
         name, kind = col["name"], col["type"]
@@ -129,14 +159,14 @@ def single_feature_findings(
             x = encoders.target_cross_fit(codes, len(keys), target, k=3)
         else:
             x = _as_number(values, kind)
-        score = _score(x, y, task, seed)
+        score = _score(x, y, task, seed, folds)
         if score >= threshold:
             findings.append({"column": name, "check": "near_perfect_predictor", "score": round(score, 6), "metric": metric,
                              "message": f"{name!r} alone predicts the target ({metric} {score:.4f} on train): likely leakage"})
             continue
         missing = missing_mask(values, kind)
         if missing.any() and not missing.all():
-            miss_score = _score(missing.astype(np.float64), y, task, seed)
+            miss_score = _score(missing.astype(np.float64), y, task, seed, folds)
             if miss_score >= threshold:
                 findings.append({"column": name, "check": "missing_pattern", "score": round(miss_score, 6), "metric": metric,
                                  "message": f"whether {name!r} is missing predicts the target ({metric} {miss_score:.4f}): "

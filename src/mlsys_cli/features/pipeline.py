@@ -404,7 +404,8 @@ class Featurizer:
         chosen = [i for i, b in enumerate(candidates) if (type(b).__name__, b.columns) in kept]
         self.blocks_ = [candidates[i] for i in chosen]
         outputs = [fitted[i] for i in chosen]
-        used = sorted({c for b in self.blocks_ for c in b.columns}, key=[c["name"] for c in schema].index)
+        position = {c["name"]: i for i, c in enumerate(schema)}  # not list.index: quadratic in the columns
+        used = sorted({c for b in self.blocks_ for c in b.columns}, key=position.__getitem__)
         self.input_schema_ = [self._schema_entry(name, types_of[name], data[name]) for name in used]
         self.report_ = {
             "leakage": findings,

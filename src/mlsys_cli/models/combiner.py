@@ -49,6 +49,7 @@ def score(task: str, metric: str, y: Any, out: Any) -> float:
     """
     import numpy as np
 
+    from mlsys_cli.features.leakage import auc
     from mlsys_cli.models.metrics import compute_metrics
 
     if metric == "rmse":
@@ -61,20 +62,6 @@ def score(task: str, metric: str, y: Any, out: Any) -> float:
     classes = None if task == "regression" else list(range(out.shape[1]))
     value = compute_metrics(task, y, out, classes).get(metric)
     return float("nan") if value is None else float(value)
-
-
-def auc(y: Any, score: Any) -> float:
-    """ROC AUC of binary labels ``y`` (0/1) by the rank-sum (Mann-Whitney) formula, ties counted
-    half: what ``roc_auc_score`` gives, without its input validation, which dominates the cost
-    of greedy selection (hundreds of scorings of a few thousand rows)."""
-    import numpy as np
-    from scipy.stats import rankdata
-
-    y = np.asarray(y) == 1
-    pos = int(y.sum())
-    neg = len(y) - pos
-    ranks = rankdata(score)
-    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 class Combiner:
