@@ -189,3 +189,21 @@ def test_decimal_columns_are_numbers_not_categories():
     assert schema == [{"name": "price", "type": "float"}]
     np.testing.assert_array_equal(canonicalize(df, schema)["price"].to_numpy(), [1.25, np.nan, 3.5, -7.0])
     np.testing.assert_array_equal(canonical_records([{"price": a} for a in amounts], schema)["price"], [1.25, np.nan, 3.5, -7.0])
+
+
+def test_durations_are_seconds_on_every_path():
+    # An Arrow duration column (session length, time to ship) is a number of seconds for the
+    # features, the reference profile and drift alike: not one category (or an "id") per length.
+    from mlsys_cli.data.profile import profile_frame
+    from mlsys_cli.monitor.scan import logical_type as arrow_kind
+    from mlsys_cli.monitor.scan import to_float
+
+    arr = pa.array([1500, None, 3000, 60_000], type=pa.duration("ms"))
+    df = pa.table({"wait": arr}).to_pandas()
+    schema = infer_schema(df)
+    assert schema == [{"name": "wait", "type": "float"}]
+    seconds = [1.5, np.nan, 3.0, 60.0]
+    np.testing.assert_array_equal(canonicalize(df, schema)["wait"].to_numpy(), seconds)
+    assert profile_frame(df, schema)["wait"]["max"] == 60.0
+    assert arrow_kind(arr.type) == "float"
+    np.testing.assert_array_equal(to_float(arr, "float"), seconds)

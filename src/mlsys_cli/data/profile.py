@@ -54,7 +54,9 @@ def _numeric_values(series: Any, kind: str) -> Any:
         ts = pd.to_datetime(series, errors="coerce", utc=True)
         seconds = ts.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype("datetime64[s]").astype(np.int64)
         return np.where(ts.isna().to_numpy(), np.nan, seconds.astype(np.float64))
-    if pdt.is_bool_dtype(series.dtype) or pdt.is_numeric_dtype(series.dtype):
+    if series.dtype.kind == "m":  # durations in seconds, as the features read them
+        x = series.dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan)
+    elif pdt.is_bool_dtype(series.dtype) or pdt.is_numeric_dtype(series.dtype):
         x = series.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
     elif kind == "bool":
         lowered = series.astype("string").str.strip().str.lower()

@@ -7,6 +7,7 @@ Every path into a fitted pipeline first maps raw columns to one canonical form
 type       canonical NumPy value                          ONNX graph input
 ========== ============================================== ==================
 float      float32-rounded, stored as float64; NaN        tensor(float)
+           (durations: seconds)
 bool       0.0 / 1.0; missing = NaN                       tensor(float)
 string     Python str; missing = ""                       tensor(string)
 datetime   int64 epoch seconds (UTC); missing = INT64_MIN tensor(int64)
@@ -84,7 +85,7 @@ def logical_type(series: Any) -> str:
     dtype = series.dtype
     if pdt.is_bool_dtype(dtype):
         return "bool"
-    if pdt.is_numeric_dtype(dtype):
+    if pdt.is_numeric_dtype(dtype) or _is_duration(dtype):
         return "float"
     if pdt.is_datetime64_any_dtype(dtype):
         return "datetime"
@@ -147,11 +148,18 @@ def _bad_value(name: str, kind: str, values: Any, mask: np.ndarray) -> InputErro
     )
 
 
+def _is_duration(dtype: Any) -> bool:
+    """A timedelta column (Arrow ``duration``): a number of seconds, not one category per length."""
+    return getattr(dtype, "kind", "") == "m" or "duration" in str(dtype)
+
+
 def _as_float(name: str, series: Any) -> np.ndarray:
     import pandas as pd
     from pandas.api import types as pdt
 
-    if pdt.is_bool_dtype(series.dtype) or pdt.is_numeric_dtype(series.dtype):
+    if _is_duration(series.dtype):
+        x = pd.to_timedelta(series).dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan)
+    elif pdt.is_bool_dtype(series.dtype) or pdt.is_numeric_dtype(series.dtype):
         x = series.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
     else:
         raw = series.astype(object).to_numpy()

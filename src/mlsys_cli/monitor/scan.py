@@ -45,7 +45,7 @@ def logical_type(arrow_type: Any) -> str | None:
         t = t.value_type
     if pa.types.is_boolean(t):
         return "bool"
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_duration(t):
         return "float"
     if pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t):
         return "string"
@@ -79,6 +79,11 @@ def to_float(arr: Any, kind: str) -> Any:
             return np.where(ints == _INT64_MIN, np.nan, ints / unit)
     if pa.types.is_boolean(arr.type):
         arr = arr.cast(pa.int8())
+    if pa.types.is_duration(arr.type):  # seconds, as the features read them
+        unit = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[arr.type.unit]
+        return arr.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64) / unit if arr.null_count == 0 else \
+            np.where(arr.is_null().to_numpy(zero_copy_only=False), np.nan,
+                     arr.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False) / unit)
     x = np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
     finite = np.isfinite(x)
     # Most batches have no missing or infinite value: no copy then (the array may be read-only).
