@@ -389,3 +389,18 @@ def test_classes_rarer_than_the_folds_are_cross_fitted_without_error_or_library_
         warnings.simplefilter("error")  # sklearn's "least populated class" warning would fail the fit
         X = Featurizer(target="y").fit_transform(df)  # the leakage check cross-fits the strings in 3 folds
     assert X.shape[0] == n and np.isfinite(X).all()
+
+
+def test_columns_with_empty_or_blank_names_are_left_out_with_a_warning():
+    # No ONNX graph input can be named "": such a column fitted as a feature made export fail.
+    import pandas as pd
+
+    from mlsys_cli.features import Featurizer
+
+    df = pd.DataFrame({"x": [float(i % 9) for i in range(40)], "": np.arange(40) % 3, "  ": np.arange(40) % 5,
+                       "y": [0, 1] * 20})
+    fz = Featurizer(target="y").fit(df)
+    assert [c["name"] for c in fz.input_schema_] == ["x"]
+    assert fz.roles_[""]["role"] == fz.roles_["  "]["role"] == "unnamed"
+    assert "column '' has an empty or blank name: left out of the features" in fz.report_["warnings"]
+    assert [i.name for i in fz.to_onnx().graph.input] == ["x"]

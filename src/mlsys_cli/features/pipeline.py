@@ -78,7 +78,8 @@ def _names(values: Any) -> list[str]:
 
 
 _UNUSABLE = {"constant": "is constant (one value in train)", "empty": "is entirely missing in train",
-             "unrepresentable": "holds numbers float32 cannot hold", "nested": "holds lists or structs"}
+             "unrepresentable": "holds numbers float32 cannot hold", "nested": "holds lists or structs",
+             "unnamed": "has an empty or blank name"}
 
 
 def unusable_columns(roles: dict[str, dict[str, Any]]) -> list[str]:
@@ -88,22 +89,28 @@ def unusable_columns(roles: dict[str, dict[str, Any]]) -> list[str]:
             for name, r in roles.items() if r["role"] in _UNUSABLE]
 
 
-def _nested_roles(features: Any, roles: dict[str, dict[str, Any]], drop: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``roles`` with the list and struct columns of ``features`` in their column order.
+def _unusable_roles(features: Any, roles: dict[str, dict[str, Any]], drop: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``roles`` with the columns of ``features`` that cannot be features, in their column order.
 
-    Such columns are not features: like constant or empty ones, they are left out with a warning
-    (``unusable_columns``), never a refusal, so a new nested field in an extract does not stop a
-    nightly retrain. ``--drop`` names them as dropped instead.
+    List and struct columns, and a column whose name is empty (no ONNX graph input can carry
+    it), are left out with a warning (``unusable_columns``) like constant or empty ones, never a
+    refusal, so a new nested field in an extract does not stop a nightly retrain. ``--drop``
+    names them as dropped instead.
     """
     nested = set(nested_columns(features))
-    if not nested:
+    unnamed = {str(c) for c in features.columns if not str(c).strip()}
+    if not nested and not unnamed:
         return roles
     out = {}
     for name in map(str, features.columns):
-        if name in nested:
+        if name in nested or name in unnamed:
             miss = float(features[name].isna().mean()) if len(features) else 0.0
-            role, reason = ("dropped", "--drop") if name in drop else ("nested", "lists or structs (not features)")
-            out[name] = {"type": "nested", "role": role, "reason": reason, "missing": round(miss, 6)}
+            role, reason = (("nested", "lists or structs (not features)") if name in nested
+                            else ("unnamed", "an empty or blank column name (not features)"))
+            if name in drop:
+                role, reason = "dropped", "--drop"
+            out[name] = {"type": "nested" if name in nested else "unnamed", "role": role, "reason": reason,
+                         "missing": round(miss, 6)}
         elif name in roles:
             out[name] = roles[name]
     return out
@@ -377,7 +384,7 @@ class Featurizer:
         roles = infer_roles(data, schema, max_categories=self.max_categories, numeric=overrides["numeric"],
                             categorical=overrides["categorical"], datetime=overrides["datetime"],
                             drop=overrides["drop"], ids=overrides["ids"], raw=raw_numbers(features, schema))
-        self.roles_ = _nested_roles(features, roles, overrides["drop"])
+        self.roles_ = _unusable_roles(features, roles, overrides["drop"])
         if not any(r["role"] in FEATURE_ROLES for r in self.roles_.values()):
             shown = ", ".join(f"{n} ({r['role']})" for n, r in self.roles_.items()) or "none"
             raise InputError(f"no column to learn from besides the target {self.target!r}; columns: {shown}",

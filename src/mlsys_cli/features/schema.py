@@ -134,7 +134,8 @@ def infer_schema(df: Any, types: dict[str, str] | None = None) -> list[dict[str,
     nested = set(nested_columns(df))  # left out by the featurizer's fit with a warning (role nested)
     schema = []
     for name in df.columns:
-        if is_metadata_column(str(name)) or str(name) in nested:  # a pandas index or mlsys metadata: never a feature
+        # A pandas index, mlsys metadata, an empty name (no graph input can carry it): never a feature.
+        if is_metadata_column(str(name)) or str(name) in nested or not str(name).strip():
             continue
         kind = types.get(str(name)) or logical_type(df[name])
         if kind not in TYPES:

@@ -254,6 +254,8 @@ def role_warnings(featurizer: Any) -> list[str]:
             out.append(f"column {name!r} holds numbers float32 cannot hold ({role['reason']}): left out (--drop {name} to silence)")
         elif role.get("role") == "nested":
             out.append(f"column {name!r} holds lists or structs: left out (--drop {name} to silence)")
+        elif role.get("role") == "unnamed":
+            out.append(f"column {name!r} has an empty or blank name: left out (rename it to use it)")
     return out
 
 
