@@ -58,3 +58,23 @@ def test_a_directory_that_cannot_be_written_is_an_input_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(InputError, match="cannot write"):
         atomic_write_text(blocker / "sub" / "out.json", "{}")
+
+
+def test_an_output_that_is_a_device_or_fifo_or_a_link_to_one_is_refused_and_left_as_it_was(tmp_path):
+    # The atomic rename replaced the node itself: run as root, -o /dev/full became a Parquet file.
+    import stat
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "stdout"
+    link.symlink_to(fifo)
+    for target in (fifo, link):
+        with pytest.raises(InputError, match="is not a regular file"):
+            atomic_write_text(target, "x")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and os.path.islink(link)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe", "stdout"]
+    regular = tmp_path / "file.txt"
+    regular.write_text("old")
+    (tmp_path / "to_file").symlink_to(regular)
+    atomic_write_text(tmp_path / "to_file", "new")  # a link to a file: replaced, the file kept
+    assert regular.read_text() == "old" and (tmp_path / "to_file").read_text() == "new"

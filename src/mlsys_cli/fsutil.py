@@ -36,6 +36,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "", *, create_parent: b
     still running after its job failed must not bring back once the job removed it).
     """
     target = Path(target)
+    refuse_special(target)
     parent = make_parent(target) if create_parent else (target.parent if str(target.parent) else Path("."))
     import tempfile  # here, not at import time: fsutil is on the start-up path (cli/_outputs)
 
@@ -59,6 +60,26 @@ def atomic_path(target: str | os.PathLike, suffix: str = "", *, create_parent: b
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRORS:
             raise _write_error(target, exc) from None
         raise
+
+
+def refuse_special(target: Path) -> None:
+    """Refuse an output that exists but is not a regular file (a device, FIFO, socket, or a link to one).
+
+    The atomic rename would replace the node itself: ``-o /dev/null`` or ``-o /dev/stdout`` run
+    as root swapped the device (or the link) for a Parquet file, breaking every later user of it.
+    A link to a regular file is replaced as before (the file it pointed to is left as it was).
+    """
+    import stat
+
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return  # absent, or a dangling link: a new file
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a directory fails as before (EISDIR), with its message
+        from mlsys_cli.errors import InputError
+
+        raise InputError(f"{target}: is not a regular file (a device, FIFO or socket); the output would replace it",
+                         "write to a file path (results can be read back with mlsys info FILE)")
 
 
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG,
