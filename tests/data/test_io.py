@@ -43,3 +43,32 @@ def test_a_corrupt_parquet_file_is_an_input_error(tmp_path):
     bad.write_bytes(data[:4] + b"\x00" * 200 + data[-60:])
     with pytest.raises(InputError, match="bad.parquet"):
         read_table(bad)
+
+
+@pytest.mark.parametrize("name", ["pipe", "pipe.csv", "pipe.parquet"])
+def test_a_fifo_input_is_refused_at_once_not_read(tmp_path, name):
+    # Sniffing a FIFO's format blocked until a writer came (predict hung forever on "mkfifo t"),
+    # and with a writer (<(zcat t.csv)) it ate the first bytes the reader then missed.
+    import os
+    import threading
+
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    outcome: list = []
+    reader = threading.Thread(target=lambda: outcome.append(_error_of(read_table, fifo)), daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    if reader.is_alive():  # unblock the old code's read so the test ends: it failed by blocking
+        with open(fifo, "wb"):
+            pass
+        reader.join(timeout=30)
+        pytest.fail("reading a FIFO blocked")
+    assert "not a regular file" in outcome[0]
+
+
+def _error_of(func, *args):
+    try:
+        func(*args)
+    except InputError as exc:
+        return exc.message
+    return "no error"

@@ -109,8 +109,13 @@ def resolve_inputs(paths: Iterable[str | os.PathLike], allow_stdin: bool = False
             if not found:
                 raise InputError(f"{text}: directory holds no Parquet files")
             files.extend(found)
-        elif path.exists():
+        elif path.is_file():
             files.append(path)
+        elif path.exists():
+            # A FIFO (or <(process substitution)), socket or device: sniffing its format would
+            # block until a writer comes, or eat the first bytes the reader then misses.
+            raise InputError(f"{text}: not a regular file (a pipe, socket or device)",
+                             "save it to a file first, or pipe it to standard input: ... | mlsys ingest - -o t.parquet")
         else:
             raise InputError(f"{text}: no such file or directory")
     if not files:
