@@ -78,10 +78,9 @@ def test_v2_outputs_binary_on_request():
 
 
 def _entry(rows, role="primary"):
-    canon = {"x": np.full(rows, 1.5), "s": np.array(["a"] * (rows - 1) + [""], dtype=object),
-             "b": np.array([1.0] * (rows - 1) + [np.nan]), "t": np.array([86400] * rows, dtype=np.int64)}
+    records = [{"x": 1.5, "s": "a", "b": True, "t": 86400}] * (rows - 1) + [{"x": 1.5, "s": None, "b": None, "t": 86400}]
     out = {"label": np.array([True] * rows, dtype=object), "probabilities": np.tile([0.2, 0.8], (rows, 1))}
-    return Entry(time.time(), "id", _model(role), 1.0, canon, out, rows)
+    return Entry(time.time(), "id", _model(role), 1.0, ("records", json.dumps(records).encode()), out, rows)
 
 
 def _until(condition):

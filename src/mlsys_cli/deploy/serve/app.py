@@ -20,7 +20,7 @@ import sys
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import orjson
 
@@ -64,6 +64,21 @@ class Request:
     def expire(self) -> None:
         self.timed_out = True
         self.task.cancel()
+
+
+class Inputs(NamedTuple):
+    """A request's inputs: parsed (for the shadow) and as JSON (for the prediction log).
+
+    ``records``: ``body`` is the ``/predict`` body as it arrived (no second encoding);
+    ``columns`` (V2): encoded on demand, only when the log is on.
+    """
+
+    kind: str
+    parsed: Any
+    body: bytes | None = None
+
+    def json(self) -> tuple[str, bytes]:
+        return self.kind, self.body if self.body is not None else orjson.dumps(self.parsed)
 
 
 class ServeApp:
@@ -294,8 +309,8 @@ class ServeApp:
         outputs = await self._run(model, canon, req.rows)
         answer = {"model": model.name, "version": model.version, "role": model.role, "request_id": req.request_id,
                   "predictions": _records_out(model, outputs)}
-        return 200, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), [], self._after(req, model, canon, outputs,
-                                                                                              ("records", records))
+        return 200, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), [], self._after(req, model, outputs,
+                                                                                              Inputs("records", records, body))
 
     async def _infer(self, req: Request, receive: Callable) -> tuple[int, bytes, list, Any]:
         body = await self._body(req, receive, json_only=False)
@@ -322,27 +337,27 @@ class ServeApp:
         if header_length is not None:
             headers = [(b"content-type", b"application/octet-stream"),
                        (b"inference-header-content-length", str(header_length).encode())]
-        return 200, payload, headers, self._after(req, model, canon, outputs, ("columns", columns))
+        return 200, payload, headers, self._after(req, model, outputs, Inputs("columns", columns))
 
-    def _after(self, req: Request, model: ServedModel, canon: dict, outputs: dict, raw: tuple[str, Any]) -> Callable:
+    def _after(self, req: Request, model: ServedModel, outputs: dict, inputs: Inputs) -> Callable:
         """What happens once the answer is sent: metrics, log, shadow."""
 
         def after(arrival: float, seconds: float) -> None:
             self.metrics.predicted(model.role, model.task, outputs, req.rows)
             log = self.state.log
             if log is not None:
-                log.append(Entry(arrival, req.request_id, model, seconds * 1000.0, canon, outputs, req.rows))
+                log.append(Entry(arrival, req.request_id, model, seconds * 1000.0, inputs.json(), outputs, req.rows))
             if "shadow" in self.slots:
-                self._shadow(req, arrival, raw)
+                self._shadow(req, arrival, inputs)
 
         return after
 
-    def _shadow(self, req: Request, arrival: float, raw: tuple[str, Any]) -> None:
+    def _shadow(self, req: Request, arrival: float, inputs: Inputs) -> None:
         """The shadow predicts the same rows; only logged and counted, never answered."""
         shadow = self.slots["shadow"].current
         start = time.perf_counter()
         try:
-            canon = shadow.canonical(raw[1]) if raw[0] == "records" else shadow.canonical_columns(raw[1])
+            canon = shadow.canonical(inputs.parsed) if inputs.kind == "records" else shadow.canonical_columns(inputs.parsed)
             outputs = shadow.predict(canon)
         except Exception:  # a challenger's failure must never touch the answer; it is counted
             self.metrics.errors.labels("shadow").inc()
@@ -350,7 +365,7 @@ class ServeApp:
         self.metrics.predicted("shadow", shadow.task, outputs, req.rows)
         if self.state.log is not None:
             self.state.log.append(Entry(arrival, req.request_id, shadow, (time.perf_counter() - start) * 1000.0,
-                                        canon, outputs, req.rows))
+                                        inputs.json(), outputs, req.rows))
 
     # ------------------------------------------------------------------ reload
 
