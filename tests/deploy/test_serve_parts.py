@@ -212,3 +212,65 @@ def test_deadlines_fire_once_when_due_and_never_once_discarded():
 
     assert asyncio.run(scenario()) is None  # nothing left in flight: the periodic check stopped
     assert sorted(fired) == ["again", "slow"]
+
+
+def _frames(*messages):
+    return b"".join(len(m).to_bytes(4, "little") + m for m in map(lambda m: json.dumps(m).encode(), messages))
+
+
+def _writer(tmp_path, reports):
+    from mlsys_cli.deploy.serve.predlog_writer import Writer
+
+    options = {"directory": str(tmp_path), "rotate_seconds": 3600, "rotate_bytes": 1 << 30, "flush_rows": 4096,
+               "flush_seconds": 0.05, "pid": 1}
+    return Writer(options, reports.append)
+
+
+MODEL_FRAME = {"model": 0, "name": "m", "version": "v1", "role": "primary", "task": "binary", "classes": ["False", "True"],
+               "input_schema": SCHEMA}
+
+
+def test_log_writer_reads_v2_columns_and_drops_only_the_row_it_cannot_hold(tmp_path):
+    import os
+
+    from mlsys_cli.deploy.serve.predlog_writer import read_frames
+
+    out = {"label": [True], "probabilities": [[0.2, 0.8]]}
+    good = [0, 1.0, "a", 1.0, 1, "columns", {"x": [2.5], "s": ["é"], "b": [False], "t": ["1970-01-02T00:00:00Z"]}, out]
+    bad = [0, 1.0, "b", 1.0, 1, "columns", {"x": [2.5], "s": ["a"], "b": [False]}, out]  # no 't': cannot be read
+    records = [0, 2.0, "c", 1.0, 2, "records", [{"x": 1, "s": "z", "b": True, "t": 0}] * 2,
+               {"label": [True, False], "probabilities": [[0.2, 0.8], [0.6, 0.4]]}]
+    data = _frames(MODEL_FRAME, good, bad, good, records)
+    read, write = os.pipe()
+    os.write(write, data + data[:7])  # ...and a frame cut short by the server's death
+    os.close(write)
+    reports = []
+    read_frames(read, _writer(tmp_path, reports))
+    os.close(read)
+    files = sorted(tmp_path.glob("predictions-*-1-0001.parquet"))
+    assert len(files) == 1 and not list(tmp_path.glob(".*"))
+    t = pq.read_table(files[0]).to_pydict()
+    assert t["_mlsys_request_id"] == ["a", "a", "c", "c"] and t["s"] == ["é", "é", "z", "z"]
+    assert t["x"] == [2.5, 2.5, 1.0, 1.0] and t["b"] == [False, False, True, True] and t["t"][0].day == 2
+    assert t["_mlsys_label"] == ["True", "True", "True", "False"] and t["_mlsys_proba_True"] == [0.8, 0.8, 0.8, 0.4]
+    dropped = [r for r in reports if r.get("dropped")]
+    assert len(dropped) == 1 and dropped[0]["dropped"] == 1 and "'t'" in dropped[0]["error"]
+    assert sum(r.get("written", 0) for r in reports) == 4
+
+
+def test_log_writer_process_is_out_of_the_terminals_reach_and_ends_with_its_pipe(tmp_path):
+    import os
+    import signal
+
+    written = []
+    log = PredictionLog(LogOptions(tmp_path, flush_seconds=0.01), lambda w, d: written.append(w))
+    log.start()
+    assert os.getsid(log._proc.pid) != os.getsid(0)  # Ctrl-C at a terminal goes to the server's group only
+    log.append(_entry(3))
+    _until(lambda: sum(written) == 3)  # the writer is running and has the rows
+    log._proc.send_signal(signal.SIGINT)
+    log._proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    assert log._proc.poll() is None
+    log.close()
+    assert [pq.read_metadata(f).num_rows for f in log.written] == [3] and log.error is None

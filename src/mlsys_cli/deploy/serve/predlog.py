@@ -107,9 +107,10 @@ class PredictionLog:
         settings = {"directory": str(o.directory.resolve()), "rotate_seconds": o.rotate_seconds, "rotate_bytes": o.rotate_bytes,
                     "flush_rows": o.flush_rows, "flush_seconds": o.flush_seconds, "pid": os.getpid()}
         # The pipes are close-on-exec and the server forks no other child after this, so the
-        # writer's stdin closes when the server exits, however it exits.
+        # writer's stdin closes when the server exits, however it exits. Its own session: the
+        # terminal's Ctrl-C and hang-up go to the server's process group, and the server decides.
         self._proc = subprocess.Popen([sys.executable, "-m", "mlsys_cli.deploy.serve.predlog_writer", orjson.dumps(settings).decode()],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, start_new_session=True)
         self._threads = [threading.Thread(target=self._send, name="mlsys-predlog-send", daemon=True),
                          threading.Thread(target=self._listen, name="mlsys-predlog-listen", daemon=True)]
         for t in self._threads:

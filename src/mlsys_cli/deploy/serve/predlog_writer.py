@@ -15,8 +15,9 @@ to ``predictions-<UTC yyyymmddTHHMMSS>-<server pid>-<seq>.parquet`` when they re
 closes the log (SIGTERM) and also when the server dies, even by SIGKILL, since no other process
 holds its write end: the writer then writes what it received whole (a frame cut off by the
 death is not written), renames its files and exits, so no process outlives the server and no
-half file is left. The terminal's signals (Ctrl-C reaches the whole process group) are ignored:
-the end of the pipe is the only way to stop, so the rows queued before it are never lost.
+half file is left. The writer runs in its own session (the terminal's Ctrl-C reaches the server's
+process group, not it) and ignores SIGINT, SIGTERM and SIGHUP: the end of the pipe is the only
+way to stop it, so the rows handed over before it are never lost.
 
 What the server learns back, one JSON line each on stdout: ``{"written": n}``, ``{"dropped": n,
 "error": ...}`` (rows the log could not hold, or a disk that failed) and ``{"file": path}``.
