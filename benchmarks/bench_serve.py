@@ -223,7 +223,7 @@ def in_process(onnx: Path, test, repeat: int = 3000) -> dict:
             model.run(feeds)
             times.append(time.perf_counter() - t)
             t = time.perf_counter()
-            served.predict(served.canonical(rows))
+            served.predict(served.read("records", rows))
             path.append(time.perf_counter() - t)
         frame, direct = pd.DataFrame(rows), []
         for _ in range(100):

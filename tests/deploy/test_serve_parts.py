@@ -142,9 +142,13 @@ def test_log_dir_that_cannot_be_written(tmp_path):
 def test_queued_requests_share_one_model_run_and_get_their_own_rows():
     from mlsys_cli.deploy.serve.batching import BatchOptions, Batcher, Pending
 
-    runs = []
+    runs, reads = [], []
 
     class Model:
+        def read(self, kind, records):
+            reads.append(len(records))
+            return {"x": np.array([r["x"] for r in records])}
+
         def predict(self, canon):
             runs.append(len(canon["x"]))
             return {"prediction": canon["x"] * 2.0}
@@ -154,12 +158,13 @@ def test_queued_requests_share_one_model_run_and_get_their_own_rows():
     async def clients():
         Pending.count += 3  # three requests in flight: each queues instead of running alone
         try:
-            return await asyncio.gather(*(batcher.predict({"x": np.arange(n, dtype=float) + 10 * n}, n) for n in (1, 2, 3)))
+            return await asyncio.gather(*(batcher.predict("records", [{"x": 10.0 * n + i} for i in range(n)], n) for n in (1, 2, 3)))
         finally:
             Pending.count -= 3
 
     answers = asyncio.run(clients())
     assert runs == [3, 3]  # 1 + 2 rows together, then 3 (over max_rows=4 with the others)
+    assert reads == [3, 3]  # the records of a batch are read in one call
     assert [a["prediction"].tolist() for a in answers] == [[20.0], [40.0, 42.0], [60.0, 62.0, 64.0]]
 
 
@@ -274,3 +279,37 @@ def test_log_writer_process_is_out_of_the_terminals_reach_and_ends_with_its_pipe
     assert log._proc.poll() is None
     log.close()
     assert [pq.read_metadata(f).num_rows for f in log.written] == [3] and log.error is None
+
+
+def test_a_refused_request_in_a_batch_gets_its_422_and_the_others_their_rows():
+    from mlsys_cli.deploy.serve.batching import BatchOptions, Batcher, Pending
+    from mlsys_cli.deploy.serve.models import ServedModel
+
+    class Engine:
+        session = None  # served as ONNX: predict goes through outputs(run(feeds))
+
+        def feeds_from_canonical(self, canon):
+            return canon
+
+        def run(self, feeds):
+            return feeds
+
+        def outputs(self, feeds):
+            return {"prediction": feeds["x"] * 2.0}
+
+    manifest = {"task": "regression", "input_schema": [{"name": "x", "type": "float"}]}
+    model = ServedModel(Engine(), "m", "v1", "primary", manifest, None)
+    batcher = Batcher(model, BatchOptions(max_rows=64), SimpleNamespace(observe=lambda rows: None))
+    bodies = [[{"x": 1.0}], [{"x": "not a number"}], [{"x": 3.0}, {"x": 4.0}], [{"y": 1.0}]]
+
+    async def clients():
+        Pending.count += len(bodies)
+        try:
+            return await asyncio.gather(*(batcher.predict("records", b, len(b)) for b in bodies), return_exceptions=True)
+        finally:
+            Pending.count -= len(bodies)
+
+    first, bad, third, missing = asyncio.run(clients())
+    assert first["prediction"].tolist() == [2.0] and third["prediction"].tolist() == [6.0, 8.0]
+    assert isinstance(bad, InputError) and "'x'" in bad.message
+    assert isinstance(missing, InputError) and "missing" in missing.message

@@ -283,9 +283,10 @@ class ServeApp:
             draw = (zlib.crc32(req.request_id.encode()) & 0xFFFFFFFF) / 4294967296.0
         return canary.current if draw < share else self.slots["primary"].current
 
-    async def _run(self, model: ServedModel, canon: dict[str, Any], rows: int) -> dict[str, Any]:
+    async def _run(self, model: ServedModel, inputs: Inputs, rows: int) -> dict[str, Any]:
+        """Validate and predict (read together with the other queued requests' inputs when batching)."""
         try:
-            return await model.batcher.predict(canon, rows)
+            return await model.batcher.predict(inputs.kind, inputs.parsed, rows)
         except InputError as exc:
             raise HttpError(422, exc.message) from None
 
@@ -301,16 +302,12 @@ class ServeApp:
         if len(records) > self.state.limits.max_rows:
             raise HttpError(413, f"{len(records)} records is over the limit of {self.state.limits.max_rows} per request")
         model = req.model = self._choose(req)
-        try:
-            canon = model.canonical(records)
-        except InputError as exc:
-            raise HttpError(422, exc.message) from None
         req.rows = len(records)
-        outputs = await self._run(model, canon, req.rows)
+        inputs = Inputs("records", records, body)
+        outputs = await self._run(model, inputs, req.rows)
         answer = {"model": model.name, "version": model.version, "role": model.role, "request_id": req.request_id,
                   "predictions": _records_out(model, outputs)}
-        return 200, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), [], self._after(req, model, outputs,
-                                                                                              Inputs("records", records, body))
+        return 200, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), [], self._after(req, model, outputs, inputs)
 
     async def _infer(self, req: Request, receive: Callable) -> tuple[int, bytes, list, Any]:
         body = await self._body(req, receive, json_only=False)
@@ -323,12 +320,9 @@ class ServeApp:
         if rows == 0:
             raise HttpError(422, "the inputs hold no rows")
         model = req.model = self._choose(req)
-        try:
-            canon = model.canonical_columns(columns)
-        except InputError as exc:
-            raise HttpError(422, exc.message) from None
         req.rows = rows
-        outputs = await self._run(model, canon, rows)
+        inputs = Inputs("columns", columns)
+        outputs = await self._run(model, inputs, rows)
         try:
             payload, header_length = v2.encode_response(request, model, outputs)
         except InputError as exc:
@@ -337,7 +331,7 @@ class ServeApp:
         if header_length is not None:
             headers = [(b"content-type", b"application/octet-stream"),
                        (b"inference-header-content-length", str(header_length).encode())]
-        return 200, payload, headers, self._after(req, model, outputs, Inputs("columns", columns))
+        return 200, payload, headers, self._after(req, model, outputs, inputs)
 
     def _after(self, req: Request, model: ServedModel, outputs: dict, inputs: Inputs) -> Callable:
         """What happens once the answer is sent: metrics, log, shadow."""
@@ -357,8 +351,7 @@ class ServeApp:
         shadow = self.slots["shadow"].current
         start = time.perf_counter()
         try:
-            canon = shadow.canonical(inputs.parsed) if inputs.kind == "records" else shadow.canonical_columns(inputs.parsed)
-            outputs = shadow.predict(canon)
+            outputs = shadow.predict(shadow.read(inputs.kind, inputs.parsed))
         except Exception:  # a challenger's failure must never touch the answer; it is counted
             self.metrics.errors.labels("shadow").inc()
             return
