@@ -315,3 +315,15 @@ def test_a_refused_request_in_a_batch_gets_its_422_and_the_others_their_rows():
     assert first["prediction"].tolist() == [2.0] and third["prediction"].tolist() == [6.0, 8.0]
     assert isinstance(bad, InputError) and "'x'" in bad.message
     assert isinstance(missing, InputError) and "missing" in missing.message
+
+
+def test_a_row_the_log_cannot_encode_is_counted_not_raised(tmp_path):
+    counts = []
+    log = PredictionLog(LogOptions(tmp_path), lambda written, dropped: counts.append((written, dropped)))
+    entry = _entry(2)
+    log.append(entry._replace(outputs={"label": object()}))  # no .tolist(): the answer was sent, the log counts it
+    assert counts == [(0, 2)] and "AttributeError" in log.error
+    log.start()
+    log.append(entry)
+    log.close()
+    assert counts[1:] == [(2, 0)]

@@ -125,9 +125,14 @@ class PredictionLog:
         index = self._models.get((model.role, model.name, model.version))
         if index is None:
             index = self._define(model)
-        outputs = {k: v.tolist() for k, v in entry.outputs.items()}
-        frame = orjson.dumps([index, entry.time, entry.request_id, entry.latency_ms, entry.rows, entry.inputs[0],
-                              orjson.Fragment(entry.inputs[1]), outputs])
+        try:
+            outputs = {k: v.tolist() for k, v in entry.outputs.items()}
+            frame = orjson.dumps([index, entry.time, entry.request_id, entry.latency_ms, entry.rows, entry.inputs[0],
+                                  orjson.Fragment(entry.inputs[1]), outputs])
+        except Exception as exc:  # a row the log cannot hold must not touch the answer (already sent): counted
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._on_write(0, entry.rows)
+            return
         self._queued += entry.rows
         self._queue.append((frame, entry.rows))
 
