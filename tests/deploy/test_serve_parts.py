@@ -327,3 +327,25 @@ def test_a_row_the_log_cannot_encode_is_counted_not_raised(tmp_path):
     log.append(entry)
     log.close()
     assert counts[1:] == [(2, 0)]
+
+
+def test_metrics_counted_locally_read_as_prometheus_client_would_write_them():
+    """The per-request series counted in dicts and exposed at scrape time give the very samples
+    prometheus-client's own Counter/Histogram give (workers use those)."""
+    from mlsys_cli.deploy.serve.metrics import Metrics
+
+    local, direct = Metrics(local=True), Metrics(local=False)
+    outputs = {"label": np.array([True, False, True]), "probabilities": np.zeros((3, 2))}
+    for m in (local, direct):
+        for route, status, seconds in [("predict", 200, 0.0004), ("predict", 200, 0.002), ("predict", 422, 0.0011),
+                                       ("v2_infer", 200, 3.0), ("predict", 200, 0.001)]:
+            m.request(route, status, seconds)
+        m.predicted("primary", "binary", outputs, 3)
+        m.predicted("shadow", "binary", {"label": np.array([False])}, 1)
+
+    def samples(m):
+        return sorted(line for line in m.exposition()[0].decode().splitlines() if not line.startswith("#"))
+
+    assert samples(local) == samples(direct)
+    assert 'mlsys_request_duration_seconds_bucket{le="0.001",route="predict"} 2.0' in samples(local)
+    assert 'mlsys_predictions_total{label="True",role="primary"} 2.0' in samples(local)
