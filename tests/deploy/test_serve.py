@@ -121,6 +121,13 @@ def _bad(models):
          f"column {numeric!r}: expected numeric values"),
         ("string for a number", "/predict", json.dumps({**good, numeric: "lots"}).encode(), json_headers, 422,
          f"column {numeric!r}: expected numeric values, found 'lots' (row 0)"),
+        ("'NaN' as a string", "/predict", json.dumps({**good, numeric: "NaN"}).encode(), json_headers, 422,
+         f"column {numeric!r}: expected numeric values, found 'NaN'"),
+        ("a boolean for a number", "/predict", json.dumps({**good, numeric: True}).encode(), json_headers, 422,
+         f"column {numeric!r}: expected numeric values, found True"),
+        *[(f"a date beyond range ({value})", "/predict", json.dumps({**good, when: value}).encode(), json_headers, 422,
+           f"column {when!r}: {value!r} (row 0) is beyond the datetimes")
+          for when in [k for k, kind in models["schema"].items() if kind == "datetime"][:1] for value in (1e20, "9999-12-31")],
         ("missing column", "/predict", json.dumps({k: v for k, v in good.items() if k != column}).encode(), json_headers,
          422, f"column {column!r} is missing"),
         ("unknown model", "/v2/models/nope/infer", b"{}", json_headers, 404, "unknown model 'nope'"),

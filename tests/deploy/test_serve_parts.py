@@ -349,3 +349,25 @@ def test_metrics_counted_locally_read_as_prometheus_client_would_write_them():
     assert samples(local) == samples(direct)
     assert 'mlsys_request_duration_seconds_bucket{le="0.001",route="predict"} 2.0' in samples(local)
     assert 'mlsys_predictions_total{label="True",role="primary"} 2.0' in samples(local)
+
+
+def test_a_swapped_out_model_stops_counting_as_serving_with_workers(tmp_path):
+    """With --workers the gauge lives in prometheus-client's multiprocess files (set up at import,
+    hence a fresh interpreter): the old version must read 0 after a swap, not stay at 1."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+from types import SimpleNamespace as M
+from mlsys_cli.deploy.serve.metrics import Metrics
+m = Metrics()
+m.serving("primary", None, M(name="models", version="v0001"))
+m.serving("primary", M(name="models", version="v0001"), M(name="models", version="v0002"))
+print(m.exposition()[0].decode())
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    info = {line.split("version=")[1].split('"')[1]: float(line.rsplit(" ", 1)[1])
+            for line in out.splitlines() if line.startswith("mlsys_model_info{")}
+    assert info == {"v0001": 0.0, "v0002": 1.0}
