@@ -242,6 +242,34 @@ def test_token_log_shadow_canary_and_graceful_stop(models, tmp_path):
     assert {"_mlsys_request_id", "_mlsys_version", "_mlsys_latency_ms", "_mlsys_label", "_mlsys_proba_True"} <= set(schema.names)
 
 
+def test_log_survives_a_killed_server_whole_and_leaves_no_process(models, tmp_path):
+    """SIGKILL gives the server no chance to flush: the log's writer process sees its pipe close,
+    writes every row it was handed, renames its file into place and exits."""
+    logs = tmp_path / "logs"
+    with Server(models["onnx"], "--log-dir", logs, "--no-access-log", cwd=tmp_path) as s:
+        for i in range(12):
+            assert s.predict(models["records"][i:i + 2])[0] == 200
+        deadline = time.monotonic() + 60
+        while metric(s.metrics(), "mlsys_log_rows_total", result="written") < 24:  # in the writer's hands
+            assert time.monotonic() < deadline, "the log writer never got the rows"
+            time.sleep(0.05)
+        writers = _children(s.proc.pid)
+        assert len(writers) == 1
+        s.proc.kill()
+        s.proc.wait()
+        deadline = time.monotonic() + 60
+        while any(_alive(pid) for pid in writers):
+            assert time.monotonic() < deadline, "the log writer outlived the server"
+            time.sleep(0.05)
+    files = sorted(logs.glob("predictions-*.parquet"))
+    assert files and not list(logs.glob(".*"))
+    table = pd.concat([pq.read_table(f).to_pandas() for f in files])
+    assert len(table) == 24 and set(table["_mlsys_role"]) == {"primary"}
+    sent = pd.DataFrame([r for i in range(12) for r in models["records"][i:i + 2]])
+    floats = [name for name, kind in models["schema"].items() if kind == "float"]
+    np.testing.assert_allclose(table[floats].to_numpy(float), sent[floats].to_numpy(float), rtol=1e-6)  # float32, as the model saw them
+
+
 def _load(server, stop, results, records):
     import http.client
 
