@@ -88,7 +88,8 @@ def search_deadline(study: Any, problem: Any) -> float | None:
 
     With ``--save-model`` the search holds back the final step: the ensemble step's share
     (:func:`ensemble_reserve`) where an ensemble may be saved, and then either writing the best
-    trial's model, held in memory (:attr:`Problem.holds_models`; :data:`SAVE_S`), or, for trials
+    trial's model, held in memory (:attr:`Problem.holds_models`; :data:`SAVE_S`, plus refitting the
+    best held models on train + valid: :func:`.refit.reserve`), or, for trials
     on a row sample or cross-validation, its refit: the measured cost of loading the data
     (``problem.load_s``), featurizing for the best family and fitting the best configuration
     (the best trial's ``fit_s``, scaled by the rows on a sample), plus :data:`SAVE_S`.
@@ -101,7 +102,10 @@ def search_deadline(study: Any, problem: Any) -> float | None:
         # The ensemble step's share, on top of saving the best trial (its fallback).
         deadline -= ensemble_reserve(problem.job.budget_s)
     if getattr(problem, "holds_models", False):
-        return deadline - SAVE_S
+        from mlsys_cli.models.tuning.refit import reserve
+
+        # The refit of the best held models on train + valid (measured trial costs; 0 when off).
+        return deadline - reserve(problem) - SAVE_S
     return deadline - refit_cost(study, problem) - SAVE_S
 
 
