@@ -295,9 +295,10 @@ def test_search_holds_back_the_refit_of_the_best_trial():
     # The best trial (hgb, 0.9) fitted in 4 s on features that took 2 s; loading took 1 s.
     assert search_deadline(view, problem) == pytest.approx(100.0 - 1.0 - 2.0 - 4.0 - SAVE_S)
     # The ensemble step's share of a 50 s budget is held back too (with --valid only).
-    from mlsys_cli.models.tuning.budget import ENSEMBLE_MIN_S, ensemble_reserve
+    from mlsys_cli.models.tuning.budget import ENSEMBLE_MAX_S, ENSEMBLE_MIN_S, ensemble_reserve
 
     assert ensemble_reserve(50.0) == pytest.approx(2.5) and ensemble_reserve(10.0) == ENSEMBLE_MIN_S
+    assert ensemble_reserve(300.0) == ENSEMBLE_MAX_S
 
     problem.job = SimpleNamespace(deadline=100.0, refit=True, ensemble=True, budget_s=50.0, valid="v.parquet")
     assert search_deadline(view, problem) == pytest.approx(100.0 - ensemble_reserve(50.0) - 1.0 - 2.0 - 4.0 - SAVE_S)

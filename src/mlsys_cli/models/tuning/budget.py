@@ -27,11 +27,14 @@ REFIT_SHARE = 0.3
 # tables (12% of 60 s left the budget 5-6 s short); the step is skipped when it cannot fit.
 ENSEMBLE_SHARE = 0.05
 ENSEMBLE_MIN_S = 2.0
+# ... and at most this much: the step's cost grows with the members and the validation rows, not
+# with the budget (5% of 300 s held back 15 s for a step of 1-2 s).
+ENSEMBLE_MAX_S = 6.0
 
 
 def ensemble_reserve(budget_s: float) -> float:
     """Seconds of a ``budget_s`` budget held back for the ensemble step."""
-    return max(ENSEMBLE_MIN_S, ENSEMBLE_SHARE * budget_s)
+    return min(max(ENSEMBLE_MIN_S, ENSEMBLE_SHARE * budget_s), ENSEMBLE_MAX_S)
 
 
 # The interpreter's teardown after the report is printed (threads joined, native libraries
