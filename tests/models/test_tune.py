@@ -297,7 +297,7 @@ def test_search_holds_back_the_refit_of_the_best_trial():
     # The ensemble step's share of a 50 s budget is held back too (with --valid only).
     from mlsys_cli.models.tuning.budget import ENSEMBLE_MAX_S, ENSEMBLE_MIN_S, ensemble_reserve
 
-    assert ensemble_reserve(50.0) == pytest.approx(2.5) and ensemble_reserve(10.0) == ENSEMBLE_MIN_S
+    assert ensemble_reserve(100.0) == pytest.approx(3.5) and ensemble_reserve(10.0) == ENSEMBLE_MIN_S
     assert ensemble_reserve(300.0) == ENSEMBLE_MAX_S
 
     problem.job = SimpleNamespace(deadline=100.0, refit=True, ensemble=True, budget_s=50.0, valid="v.parquet")

@@ -25,8 +25,6 @@ from mlsys_cli.models.tuning.problem import Problem
 SHARE = 0.15
 # Per model: reading the tables, reference statistics and train metrics (measured 0.1-0.3 s).
 OVERHEAD_S = 0.4
-# Refitted models (the ensemble step starts from this many: tuning.final.TOP).
-TOP = 3
 
 
 def enabled(problem: Problem) -> bool:
@@ -63,11 +61,13 @@ def kept_share(est: Any) -> float:
 
 
 def reserve(problem: Problem) -> float:
-    """Seconds the search holds back for the refit: the cost of refitting the :data:`TOP` best
-    held models, or 0 when that exceeds :data:`SHARE` of the budget (no refit is planned)."""
+    """Seconds the search holds back for the refit: the cost of refitting the best held model,
+    or 0 when that exceeds :data:`SHARE` of the budget (no refit is planned). An ensemble's
+    other members are refitted in the time the ensemble step's share leaves (most runs' final
+    model is one trial: holding back three members' refits left 5-8 s of 60 unused)."""
     if not enabled(problem) or not problem.job.budget_s:
         return 0.0
-    held = sorted((h[0], h[1]) for kept in problem.held.values() for h in kept)[:TOP]
+    held = sorted((h[0], h[1]) for kept in problem.held.values() for h in kept)[:1]
     need = cost(problem, [number for _, number in held])
     return need if need <= SHARE * problem.job.budget_s else 0.0
 
