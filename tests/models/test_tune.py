@@ -575,3 +575,27 @@ def test_refit_params_fix_the_rounds_and_its_cost_is_reserved_only_when_it_fits(
     assert reserve(problem) == 0.0
     job.budget_s, job.refit_valid = 60.0, False
     assert reserve(problem) == 0.0
+
+
+def test_writing_a_forest_is_counted_before_the_ensemble_step_and_in_the_search_deadline():
+    """A forest's trees grow with the rows and skops writes them node by node: a 32k-row forest
+    member made a 60 s run's ensemble step take 30 s. Its writing time is counted."""
+    import time
+    from types import SimpleNamespace
+
+    from mlsys_cli.models.tuning.budget import SAVE_S, search_deadline
+    from mlsys_cli.models.tuning.final import WRITE_NODES_PER_S, _no_time_reason, write_seconds
+
+    trees = [SimpleNamespace(tree_=SimpleNamespace(node_count=50_000)) for _ in range(4)]
+    forest = SimpleNamespace(estimator=SimpleNamespace(estimators_=trees))
+    assert write_seconds(forest) == pytest.approx(200_000 / WRITE_NODES_PER_S)
+    assert write_seconds(SimpleNamespace(estimator=object())) == 0.0 and write_seconds(None) == 0.0
+    member = SimpleNamespace(predictor=SimpleNamespace(estimator=forest))
+    job = SimpleNamespace(deadline=time.time() + write_seconds(forest) + SAVE_S + 0.5)
+    problem = SimpleNamespace(job=job)
+    assert "no time left for the ensemble step" in _no_time_reason(problem, [("a", member), ("b", member)], 0.0)
+    assert _no_time_reason(problem, [("a", None), ("b", None)], 0.0) is None
+    # The best held model is the forest: the search stops early enough to write it.
+    held = SimpleNamespace(job=SimpleNamespace(deadline=100.0, refit=True, refit_valid=False), holds_models=True,
+                           held={"forest": [(0.1, 3, forest)], "linear": [(0.2, 1, None)]})
+    assert search_deadline(None, held) == pytest.approx(100.0 - SAVE_S - write_seconds(forest))

@@ -105,10 +105,13 @@ def search_deadline(study: Any, problem: Any) -> float | None:
         # The ensemble step's share, on top of saving the best trial (its fallback).
         deadline -= ensemble_reserve(problem.job.budget_s)
     if getattr(problem, "holds_models", False):
+        from mlsys_cli.models.tuning.final import write_seconds
         from mlsys_cli.models.tuning.refit import reserve
 
-        # The refit of the best held models on train + valid (measured trial costs; 0 when off).
-        return deadline - reserve(problem) - SAVE_S
+        # The refit of the best held model on train + valid (measured trial costs; 0 when off),
+        # and writing it when it is a forest (its nodes grow with the rows).
+        held = sorted((h for kept in getattr(problem, "held", {}).values() for h in kept), key=lambda h: (h[0], h[1]))
+        return deadline - reserve(problem) - SAVE_S - (write_seconds(held[0][2]) if held else 0.0)
     return deadline - refit_cost(study, problem) - SAVE_S
 
 
