@@ -177,8 +177,10 @@ def wrk(url: str, body: Path, connections: int, seconds: float) -> dict:
     before = load()
     out = sh("wrk", "-t1", f"-c{connections}", f"-d{int(round(seconds))}s", "--latency", "-s", script, url).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
+    # The distribution's lines only ("  50%  1.15ms"): a Stdev column such as "72.50%" above them
+    # also ends in "50%", and an unanchored search read the next word ("Req/Sec") as the p50.
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p50": p50, "p99": p99, "non2xx": int(bad.group(1)) if bad else 0,
@@ -223,7 +225,7 @@ def in_process(onnx: Path, test, repeat: int = 3000) -> dict:
             model.run(feeds)
             times.append(time.perf_counter() - t)
             t = time.perf_counter()
-            served.predict(served.canonical(rows))
+            served.predict(served.read("records", rows))
             path.append(time.perf_counter() - t)
         frame, direct = pd.DataFrame(rows), []
         for _ in range(100):

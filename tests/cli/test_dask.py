@@ -44,6 +44,42 @@ def test_an_unreachable_scheduler_is_exit_3_after_the_timeout(small_tables, tmp_
     assert not (tmp_path / "x.parquet").exists()
 
 
+@pytest.mark.parametrize("answer", [None, b"HTTP/1.0 400 Bad Request\r\n\r\n" + b"\xff" * 64], ids=["silent", "garbage"])
+def test_an_address_that_is_not_a_dask_scheduler_is_exit_3_not_a_hang(small_tables, tmp_path, answer):
+    """Something accepts the connection but never speaks Dask (silent, or an HTTP server's bytes):
+    the handshake waited for ever, or decoded garbage into a 3 EiB allocation (exit 1)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if answer:
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    t = small_tables["binary"]
+    try:
+        result = run_proc("drift", t["valid"], "--reference", t["train"], "--engine", "dask", "--scheduler", address,
+                          "--connect-timeout", "1s", cwd=tmp_path, timeout=120)
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+    assert_clean_error(result, 3)
+    assert f"Dask scheduler at {address}" in result.stderr
+
+
 def test_the_scheduler_from_the_environment_is_used_by_dask_only(small_tables, tmp_path):
     t = small_tables["binary"]
     assert run_cli("featurize", t["train"], "--target", "churned", "-o", tmp_path / "f.mlsys").code == 0

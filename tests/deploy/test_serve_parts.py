@@ -78,10 +78,9 @@ def test_v2_outputs_binary_on_request():
 
 
 def _entry(rows, role="primary"):
-    canon = {"x": np.full(rows, 1.5), "s": np.array(["a"] * (rows - 1) + [""], dtype=object),
-             "b": np.array([1.0] * (rows - 1) + [np.nan]), "t": np.array([86400] * rows, dtype=np.int64)}
+    records = [{"x": 1.5, "s": "a", "b": True, "t": 86400}] * (rows - 1) + [{"x": 1.5, "s": None, "b": None, "t": 86400}]
     out = {"label": np.array([True] * rows, dtype=object), "probabilities": np.tile([0.2, 0.8], (rows, 1))}
-    return Entry(time.time(), "id", _model(role), 1.0, canon, out, rows)
+    return Entry(time.time(), "id", _model(role), 1.0, ("records", json.dumps(records).encode()), out, rows)
 
 
 def _until(condition):
@@ -143,9 +142,13 @@ def test_log_dir_that_cannot_be_written(tmp_path):
 def test_queued_requests_share_one_model_run_and_get_their_own_rows():
     from mlsys_cli.deploy.serve.batching import BatchOptions, Batcher, Pending
 
-    runs = []
+    runs, reads = [], []
 
     class Model:
+        def read(self, kind, records):
+            reads.append(len(records))
+            return {"x": np.array([r["x"] for r in records])}
+
         def predict(self, canon):
             runs.append(len(canon["x"]))
             return {"prediction": canon["x"] * 2.0}
@@ -155,12 +158,13 @@ def test_queued_requests_share_one_model_run_and_get_their_own_rows():
     async def clients():
         Pending.count += 3  # three requests in flight: each queues instead of running alone
         try:
-            return await asyncio.gather(*(batcher.predict({"x": np.arange(n, dtype=float) + 10 * n}, n) for n in (1, 2, 3)))
+            return await asyncio.gather(*(batcher.predict("records", [{"x": 10.0 * n + i} for i in range(n)], n) for n in (1, 2, 3)))
         finally:
             Pending.count -= 3
 
     answers = asyncio.run(clients())
     assert runs == [3, 3]  # 1 + 2 rows together, then 3 (over max_rows=4 with the others)
+    assert reads == [3, 3]  # the records of a batch are read in one call
     assert [a["prediction"].tolist() for a in answers] == [[20.0], [40.0, 42.0], [60.0, 62.0, 64.0]]
 
 
@@ -213,3 +217,157 @@ def test_deadlines_fire_once_when_due_and_never_once_discarded():
 
     assert asyncio.run(scenario()) is None  # nothing left in flight: the periodic check stopped
     assert sorted(fired) == ["again", "slow"]
+
+
+def _frames(*messages):
+    return b"".join(len(m).to_bytes(4, "little") + m for m in map(lambda m: json.dumps(m).encode(), messages))
+
+
+def _writer(tmp_path, reports):
+    from mlsys_cli.deploy.serve.predlog_writer import Writer
+
+    options = {"directory": str(tmp_path), "rotate_seconds": 3600, "rotate_bytes": 1 << 30, "flush_rows": 4096,
+               "flush_seconds": 0.05, "pid": 1}
+    return Writer(options, reports.append)
+
+
+MODEL_FRAME = {"model": 0, "name": "m", "version": "v1", "role": "primary", "task": "binary", "classes": ["False", "True"],
+               "input_schema": SCHEMA}
+
+
+def test_log_writer_reads_v2_columns_and_drops_only_the_row_it_cannot_hold(tmp_path):
+    import os
+
+    from mlsys_cli.deploy.serve.predlog_writer import read_frames
+
+    out = {"label": [True], "probabilities": [[0.2, 0.8]]}
+    good = [0, 1.0, "a", 1.0, 1, "columns", {"x": [2.5], "s": ["é"], "b": [False], "t": ["1970-01-02T00:00:00Z"]}, out]
+    bad = [0, 1.0, "b", 1.0, 1, "columns", {"x": [2.5], "s": ["a"], "b": [False]}, out]  # no 't': cannot be read
+    records = [0, 2.0, "c", 1.0, 2, "records", [{"x": 1, "s": "z", "b": True, "t": 0}] * 2,
+               {"label": [True, False], "probabilities": [[0.2, 0.8], [0.6, 0.4]]}]
+    data = _frames(MODEL_FRAME, good, bad, good, records)
+    read, write = os.pipe()
+    os.write(write, data + data[:7])  # ...and a frame cut short by the server's death
+    os.close(write)
+    reports = []
+    read_frames(read, _writer(tmp_path, reports))
+    os.close(read)
+    files = sorted(tmp_path.glob("predictions-*-1-0001.parquet"))
+    assert len(files) == 1 and not list(tmp_path.glob(".*"))
+    t = pq.read_table(files[0]).to_pydict()
+    assert t["_mlsys_request_id"] == ["a", "a", "c", "c"] and t["s"] == ["é", "é", "z", "z"]
+    assert t["x"] == [2.5, 2.5, 1.0, 1.0] and t["b"] == [False, False, True, True] and t["t"][0].day == 2
+    assert t["_mlsys_label"] == ["True", "True", "True", "False"] and t["_mlsys_proba_True"] == [0.8, 0.8, 0.8, 0.4]
+    dropped = [r for r in reports if r.get("dropped")]
+    assert len(dropped) == 1 and dropped[0]["dropped"] == 1 and "'t'" in dropped[0]["error"]
+    assert sum(r.get("written", 0) for r in reports) == 4
+
+
+def test_log_writer_process_is_out_of_the_terminals_reach_and_ends_with_its_pipe(tmp_path):
+    import os
+    import signal
+
+    written = []
+    log = PredictionLog(LogOptions(tmp_path, flush_seconds=0.01), lambda w, d: written.append(w))
+    log.start()
+    assert os.getsid(log._proc.pid) != os.getsid(0)  # Ctrl-C at a terminal goes to the server's group only
+    log.append(_entry(3))
+    _until(lambda: sum(written) == 3)  # the writer is running and has the rows
+    nice = int(open(f"/proc/{log._proc.pid}/stat").read().rsplit(")", 1)[1].split()[16])
+    assert nice == os.nice(0) + 10 or nice == 19  # background work: the server's requests go first
+    log._proc.send_signal(signal.SIGINT)
+    log._proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    assert log._proc.poll() is None
+    log.close()
+    assert [pq.read_metadata(f).num_rows for f in log.written] == [3] and log.error is None
+
+
+def test_a_refused_request_in_a_batch_gets_its_422_and_the_others_their_rows():
+    from mlsys_cli.deploy.serve.batching import BatchOptions, Batcher, Pending
+    from mlsys_cli.deploy.serve.models import ServedModel
+
+    class Engine:
+        session = None  # served as ONNX: predict goes through outputs(run(feeds))
+
+        def feeds_from_canonical(self, canon):
+            return canon
+
+        def run(self, feeds):
+            return feeds
+
+        def outputs(self, feeds):
+            return {"prediction": feeds["x"] * 2.0}
+
+    manifest = {"task": "regression", "input_schema": [{"name": "x", "type": "float"}]}
+    model = ServedModel(Engine(), "m", "v1", "primary", manifest, None)
+    batcher = Batcher(model, BatchOptions(max_rows=64), SimpleNamespace(observe=lambda rows: None))
+    bodies = [[{"x": 1.0}], [{"x": "not a number"}], [{"x": 3.0}, {"x": 4.0}], [{"y": 1.0}]]
+
+    async def clients():
+        Pending.count += len(bodies)
+        try:
+            return await asyncio.gather(*(batcher.predict("records", b, len(b)) for b in bodies), return_exceptions=True)
+        finally:
+            Pending.count -= len(bodies)
+
+    first, bad, third, missing = asyncio.run(clients())
+    assert first["prediction"].tolist() == [2.0] and third["prediction"].tolist() == [6.0, 8.0]
+    assert isinstance(bad, InputError) and "'x'" in bad.message
+    assert isinstance(missing, InputError) and "missing" in missing.message
+
+
+def test_a_row_the_log_cannot_encode_is_counted_not_raised(tmp_path):
+    counts = []
+    log = PredictionLog(LogOptions(tmp_path), lambda written, dropped: counts.append((written, dropped)))
+    entry = _entry(2)
+    log.append(entry._replace(outputs={"label": object()}))  # no .tolist(): the answer was sent, the log counts it
+    assert counts == [(0, 2)] and "AttributeError" in log.error
+    log.start()
+    log.append(entry)
+    log.close()
+    assert counts[1:] == [(2, 0)]
+
+
+def test_metrics_counted_locally_read_as_prometheus_client_would_write_them():
+    """The per-request series counted in dicts and exposed at scrape time give the very samples
+    prometheus-client's own Counter/Histogram give (workers use those)."""
+    from mlsys_cli.deploy.serve.metrics import Metrics
+
+    local, direct = Metrics(local=True), Metrics(local=False)
+    outputs = {"label": np.array([True, False, True]), "probabilities": np.zeros((3, 2))}
+    for m in (local, direct):
+        for route, status, seconds in [("predict", 200, 0.0004), ("predict", 200, 0.002), ("predict", 422, 0.0011),
+                                       ("v2_infer", 200, 3.0), ("predict", 200, 0.001)]:
+            m.request(route, status, seconds)
+        m.predicted("primary", "binary", outputs, 3)
+        m.predicted("shadow", "binary", {"label": np.array([False])}, 1)
+
+    def samples(m):
+        return sorted(line for line in m.exposition()[0].decode().splitlines() if not line.startswith("#"))
+
+    assert samples(local) == samples(direct)
+    assert 'mlsys_request_duration_seconds_bucket{le="0.001",route="predict"} 2.0' in samples(local)
+    assert 'mlsys_predictions_total{label="True",role="primary"} 2.0' in samples(local)
+
+
+def test_a_swapped_out_model_stops_counting_as_serving_with_workers(tmp_path):
+    """With --workers the gauge lives in prometheus-client's multiprocess files (set up at import,
+    hence a fresh interpreter): the old version must read 0 after a swap, not stay at 1."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+from types import SimpleNamespace as M
+from mlsys_cli.deploy.serve.metrics import Metrics
+m = Metrics()
+m.serving("primary", None, M(name="models", version="v0001"))
+m.serving("primary", M(name="models", version="v0001"), M(name="models", version="v0002"))
+print(m.exposition()[0].decode())
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    info = {line.split("version=")[1].split('"')[1]: float(line.rsplit(" ", 1)[1])
+            for line in out.splitlines() if line.startswith("mlsys_model_info{")}
+    assert info == {"v0001": 0.0, "v0002": 1.0}

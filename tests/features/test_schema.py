@@ -165,6 +165,9 @@ def test_records_value_forms():
     ([{"s": "a"}], "column 'x' is missing from the input (record 0)"),
     ([{"x": 1, "s": "a"}, {"s": "b"}], "column 'x' is missing from the input (record 1)"),
     (["not a record"], "record 0 is not an object"),
+    ([{"x": "NaN", "s": "a"}], "column 'x': expected numeric values, found 'NaN' (row 0)"),  # null is the missing value
+    ([{"x": 1.0, "s": "a"}, {"x": True, "s": "a"}], "column 'x': expected numeric values, found True (row 1)"),
+    ([{"x": float("nan"), "s": "a"}], "column 'x': expected numeric values, found nan (row 0)"),
 ])
 def test_records_strict_errors_name_the_problem(rows, needle):
     from mlsys_cli.features.schema import canonical_records

@@ -143,15 +143,58 @@ def close_shared() -> None:
 
 
 def _client(address: str, timeout: float) -> Any:
+    """Connect within ``timeout`` seconds, whatever listens at ``address``.
+
+    ``Client(timeout=)`` bounds the TCP connect only: a server that accepts the connection but
+    does not speak Dask's protocol (an HTTP server, a proxy) left the handshake waiting for ever,
+    or fed its frame decoder garbage (a 3 EiB allocation). So the connect runs in a daemon thread
+    that is abandoned at the deadline, and any failure of it is the address's fault (exit 3).
+    """
     from distributed import Client
 
-    try:
-        return Client(address, timeout=timeout, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"cannot reach the Dask scheduler at {address}: {reason}",
-                         "start one with `dask scheduler` and workers with `dask worker ADDRESS`, "
-                         f"or check --scheduler / {SCHEDULER_ENV}") from None
+    box: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            box["client"] = Client(address, timeout=timeout, set_as_default=False)
+        except BaseException as exc:  # noqa: BLE001 - reported below, whatever it is
+            _abandon(exc)
+            box["error"] = exc
+
+    thread = threading.Thread(target=attempt, name="mlsys-dask-connect", daemon=True)
+    thread.start()
+    thread.join(timeout + 2.0)
+    hint = (f"start one with `dask scheduler` and workers with `dask worker ADDRESS`, or check --scheduler / "
+            f"{SCHEDULER_ENV}")
+    if thread.is_alive():
+        raise InputError(f"the Dask scheduler at {address} did not answer within {timeout:g} s "
+                         "(something listens there, but it does not speak Dask's protocol)", hint)
+    exc = box.get("error")
+    if exc is None:
+        return box["client"]
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        raise exc
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if not isinstance(exc, (OSError, TimeoutError, ValueError)):
+        reason = f"it does not answer as a Dask scheduler ({type(exc).__name__})"
+    raise InputError(f"cannot reach the Dask scheduler at {address}: {reason}", hint)
+
+
+def _abandon(exc: BaseException) -> None:
+    """Close the Client a failed constructor left half-made, quietly: its ``__del__`` would try
+    again at exit, time out and print a traceback. (It is the ``self`` of a frame of the error.)"""
+    from distributed import Client
+
+    tb = exc.__traceback__
+    while tb is not None:
+        half = tb.tb_frame.f_locals.get("self")
+        if isinstance(half, Client):
+            with contextlib.suppress(BaseException):
+                half.close(timeout=1)
+            half.status = "closed"  # distributed's own marker: __del__ and close() then do nothing
+            with contextlib.suppress(BaseException):
+                half._loop_runner.stop()
+        tb = tb.tb_next
 
 
 _CACHE: dict[tuple[str, str], Any] = {}

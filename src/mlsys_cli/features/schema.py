@@ -354,18 +354,20 @@ def _float_value(v: Any, strict: bool) -> float:
         return np.nan
     if isinstance(v, str):
         text = v.strip()
-        if text == "" or text.lower() == "nan":
+        if text == "" or (text.lower() == "nan" and not strict):  # strict (serve): null is the missing value
             return np.nan
         try:
             v = float(text)
         except ValueError:
             raise _Bad() from None
+    elif isinstance(v, (bool, np.bool_)) and strict:  # JSON true where a number belongs: a wrong type
+        raise _Bad()
     elif isinstance(v, (bool, int, float, np.number)):
         v = float(v)
     else:
         raise _Bad()
     if v != v or abs(v) > FLOAT32_MAX:  # NaN, inf, beyond float32: missing (strict: refused)
-        if strict and v == v:
+        if strict:
             raise _Bad()
         return np.nan
     return v

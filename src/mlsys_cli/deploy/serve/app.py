@@ -20,7 +20,7 @@ import sys
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import orjson
 
@@ -64,6 +64,21 @@ class Request:
     def expire(self) -> None:
         self.timed_out = True
         self.task.cancel()
+
+
+class Inputs(NamedTuple):
+    """A request's inputs: parsed (for the shadow) and as JSON (for the prediction log).
+
+    ``records``: ``body`` is the ``/predict`` body as it arrived (no second encoding);
+    ``columns`` (V2): encoded on demand, only when the log is on.
+    """
+
+    kind: str
+    parsed: Any
+    body: bytes | None = None
+
+    def json(self) -> tuple[str, bytes]:
+        return self.kind, self.body if self.body is not None else orjson.dumps(self.parsed)
 
 
 class ServeApp:
@@ -133,6 +148,13 @@ class ServeApp:
                 raise  # the server is going away
             status, headers = 408, [(b"connection", b"close")]
             body = orjson.dumps({"error": f"the request did not complete within {self.state.limits.request_timeout:g} s"})
+        except Exception as exc:  # a defect of ours: still a JSON answer, counted in /metrics and logged
+            status, headers = 500, []
+            body = orjson.dumps({"error": f"internal error ({exc.__class__.__name__}); the server's log has the details"})
+            import traceback
+
+            self.state.event({"event": "error", "request_id": req.request_id, "path": req.path,
+                              "error": describe_error(exc), "traceback": "".join(traceback.format_exception(exc))[-4000:]})
         finally:
             deadlines.discard(req)
         headers = [(b"content-type", headers.pop(0)[1] if headers and headers[0][0] == b"content-type" else JSON),
@@ -179,7 +201,8 @@ class ServeApp:
         if token is None:
             return
         given = req.authorization
-        if not given.startswith(b"Bearer ") or not hmac.compare_digest(given[7:], token):
+        # The scheme is case-insensitive (RFC 9110 section 11.1); proxies and clients may change its case.
+        if given[:7].lower() != b"bearer " or not hmac.compare_digest(given[7:].strip(), token):
             reason = "missing bearer token" if not given else "wrong bearer token"
             raise HttpError(401, reason, [(b"www-authenticate", b"Bearer")])
 
@@ -268,9 +291,10 @@ class ServeApp:
             draw = (zlib.crc32(req.request_id.encode()) & 0xFFFFFFFF) / 4294967296.0
         return canary.current if draw < share else self.slots["primary"].current
 
-    async def _run(self, model: ServedModel, canon: dict[str, Any], rows: int) -> dict[str, Any]:
+    async def _run(self, model: ServedModel, inputs: Inputs, rows: int) -> dict[str, Any]:
+        """Validate and predict (read together with the other queued requests' inputs when batching)."""
         try:
-            return await model.batcher.predict(canon, rows)
+            return await model.batcher.predict(inputs.kind, inputs.parsed, rows)
         except InputError as exc:
             raise HttpError(422, exc.message) from None
 
@@ -286,16 +310,12 @@ class ServeApp:
         if len(records) > self.state.limits.max_rows:
             raise HttpError(413, f"{len(records)} records is over the limit of {self.state.limits.max_rows} per request")
         model = req.model = self._choose(req)
-        try:
-            canon = model.canonical(records)
-        except InputError as exc:
-            raise HttpError(422, exc.message) from None
         req.rows = len(records)
-        outputs = await self._run(model, canon, req.rows)
+        inputs = Inputs("records", records, body)
+        outputs = await self._run(model, inputs, req.rows)
         answer = {"model": model.name, "version": model.version, "role": model.role, "request_id": req.request_id,
                   "predictions": _records_out(model, outputs)}
-        return 200, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), [], self._after(req, model, canon, outputs,
-                                                                                              ("records", records))
+        return 200, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), [], self._after(req, model, outputs, inputs)
 
     async def _infer(self, req: Request, receive: Callable) -> tuple[int, bytes, list, Any]:
         body = await self._body(req, receive, json_only=False)
@@ -308,12 +328,9 @@ class ServeApp:
         if rows == 0:
             raise HttpError(422, "the inputs hold no rows")
         model = req.model = self._choose(req)
-        try:
-            canon = model.canonical_columns(columns)
-        except InputError as exc:
-            raise HttpError(422, exc.message) from None
         req.rows = rows
-        outputs = await self._run(model, canon, rows)
+        inputs = Inputs("columns", columns)
+        outputs = await self._run(model, inputs, rows)
         try:
             payload, header_length = v2.encode_response(request, model, outputs)
         except InputError as exc:
@@ -322,35 +339,34 @@ class ServeApp:
         if header_length is not None:
             headers = [(b"content-type", b"application/octet-stream"),
                        (b"inference-header-content-length", str(header_length).encode())]
-        return 200, payload, headers, self._after(req, model, canon, outputs, ("columns", columns))
+        return 200, payload, headers, self._after(req, model, outputs, inputs)
 
-    def _after(self, req: Request, model: ServedModel, canon: dict, outputs: dict, raw: tuple[str, Any]) -> Callable:
+    def _after(self, req: Request, model: ServedModel, outputs: dict, inputs: Inputs) -> Callable:
         """What happens once the answer is sent: metrics, log, shadow."""
 
         def after(arrival: float, seconds: float) -> None:
             self.metrics.predicted(model.role, model.task, outputs, req.rows)
             log = self.state.log
             if log is not None:
-                log.append(Entry(arrival, req.request_id, model, seconds * 1000.0, canon, outputs, req.rows))
+                log.append(Entry(arrival, req.request_id, model, seconds * 1000.0, inputs.json(), outputs, req.rows))
             if "shadow" in self.slots:
-                self._shadow(req, arrival, raw)
+                self._shadow(req, arrival, inputs)
 
         return after
 
-    def _shadow(self, req: Request, arrival: float, raw: tuple[str, Any]) -> None:
+    def _shadow(self, req: Request, arrival: float, inputs: Inputs) -> None:
         """The shadow predicts the same rows; only logged and counted, never answered."""
         shadow = self.slots["shadow"].current
         start = time.perf_counter()
         try:
-            canon = shadow.canonical(raw[1]) if raw[0] == "records" else shadow.canonical_columns(raw[1])
-            outputs = shadow.predict(canon)
+            outputs = shadow.predict(shadow.read(inputs.kind, inputs.parsed))
         except Exception:  # a challenger's failure must never touch the answer; it is counted
             self.metrics.errors.labels("shadow").inc()
             return
         self.metrics.predicted("shadow", shadow.task, outputs, req.rows)
         if self.state.log is not None:
             self.state.log.append(Entry(arrival, req.request_id, shadow, (time.perf_counter() - start) * 1000.0,
-                                        canon, outputs, req.rows))
+                                        inputs.json(), outputs, req.rows))
 
     # ------------------------------------------------------------------ reload
 

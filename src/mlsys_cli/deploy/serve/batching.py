@@ -14,6 +14,13 @@ the batch inline, and since the load generator holds the other core, the thread 
 core to overlap with. Nothing waits when the server is quiet: a batch is whatever queued while
 the loop was busy, plus at most ``max_wait_ms`` when that is set. ``max_rows`` <= 1 turns
 batching off.
+
+A request hands over its inputs as they arrived (``records`` from ``/predict``, ``columns``
+from V2), not yet read into arrays: the drain reads the records of every queued request in one
+call of the model's record reader. Reading one record costs ~20 µs, thirty-two at once ~2.5 µs
+each (the churn model's 16 columns), and the merged arrays need no concatenation. When one
+request's inputs are refused, the batch is read again request by request, so each gets its own
+answer (its 422, or its prediction).
 """
 
 from __future__ import annotations
@@ -51,27 +58,29 @@ class Batcher:
         self._queue: list[tuple[dict[str, Any], int, asyncio.Future]] = []
         self._scheduled = False
 
-    async def predict(self, canon: dict[str, Any], rows: int) -> dict[str, Any]:
+    async def predict(self, kind: str, data: Any, rows: int) -> dict[str, Any]:
+        """Outputs for one request's inputs (``kind`` is ``records`` or ``columns``: ``ServedModel.read``)."""
         if not self.options.enabled or (Pending.count <= 1 and not self._queue):
+            canon = self.model.read(kind, data)
             self.histogram.observe(rows)
             return self.model.predict(canon)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.append((canon, rows, future))
+        self._queue.append((kind, data, rows, future))
         if not self._scheduled:
             self._scheduled = True
             if self.options.max_wait_ms > 0:
                 loop.call_later(self.options.max_wait_ms / 1000.0, self._drain)
             else:
-                loop.call_soon(self._drain)  # after the requests already ready have queued their rows
+                loop.call_soon(self._drain)  # after the requests already ready have queued their inputs
         return await future
 
-    def _take(self) -> list[tuple[dict[str, Any], int, asyncio.Future]]:
+    def _take(self) -> list[tuple[str, Any, int, asyncio.Future]]:
         taken, rows = [], 0
-        while self._queue and (not taken or rows + self._queue[0][1] <= self.options.max_rows):
+        while self._queue and (not taken or rows + self._queue[0][2] <= self.options.max_rows):
             item = self._queue.pop(0)
             taken.append(item)
-            rows += item[1]
+            rows += item[2]
         return taken
 
     def _drain(self) -> None:
@@ -79,20 +88,41 @@ class Batcher:
         while self._queue:
             self._run(self._take())
 
-    def _run(self, batch: list[tuple[dict[str, Any], int, asyncio.Future]]) -> None:
+    def _read(self, batch: list[tuple[str, Any, int, asyncio.Future]]) -> tuple[dict[str, Any] | None, list]:
+        """The batch's inputs as one set of arrays, and the requests in it (a refused one is answered here)."""
         import numpy as np
 
-        merged = {k: np.concatenate([c[k] for c, _, _ in batch]) if len(batch) > 1 else batch[0][0][k] for k in batch[0][0]}
-        self.histogram.observe(sum(n for _, n, _ in batch))
+        if len(batch) > 1 and all(item[0] == "records" for item in batch):
+            try:
+                return self.model.read("records", [r for item in batch for r in item[1]]), batch
+            except Exception:  # someone's inputs are refused: read them one by one to answer each its own
+                pass
+        kept, canons = [], []
+        for item in batch:
+            try:
+                canons.append(self.model.read(item[0], item[1]))
+                kept.append(item)
+            except Exception as exc:
+                if not item[3].done():
+                    item[3].set_exception(exc)
+        if len(canons) <= 1:
+            return (canons[0] if canons else None), kept
+        return {k: np.concatenate([c[k] for c in canons]) for k in canons[0]}, kept
+
+    def _run(self, batch: list[tuple[str, Any, int, asyncio.Future]]) -> None:
+        merged, batch = self._read(batch)
+        if not batch:
+            return
+        self.histogram.observe(sum(item[2] for item in batch))
         try:
             out = self.model.predict(merged)
         except Exception as exc:  # every waiting request gets the model's error
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            for item in batch:
+                if not item[3].done():
+                    item[3].set_exception(exc)
             return
         start = 0
-        for _, n, future in batch:
+        for _, _, n, future in batch:
             if not future.done():  # a request whose deadline passed is no longer waiting
                 future.set_result({k: v[start:start + n] for k, v in out.items()})
             start += n

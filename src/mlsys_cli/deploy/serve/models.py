@@ -81,14 +81,14 @@ class ServedModel:
 
         self._reader = RecordReader(self.input_schema, strict=True)
 
-    def canonical(self, records: list[Any]) -> dict[str, Any]:
-        """Validated canonical arrays of the model's input columns (InputError names the problem)."""
-        return self._reader(records)
-
-    def canonical_columns(self, columns: dict[str, list[Any]]) -> dict[str, Any]:
+    def read(self, kind: str, data: Any) -> dict[str, Any]:
+        """Validated canonical arrays of ``records`` (a list of objects) or ``columns`` (V2: column ->
+        values); InputError names the problem."""
+        if kind == "records":
+            return self._reader(data)
         from mlsys_cli.features.schema import canonical_columns
 
-        return canonical_columns(columns, self.input_schema, strict=True)
+        return canonical_columns(data, self.input_schema, strict=True)
 
     def predict(self, canon: dict[str, Any]) -> dict[str, Any]:
         """Outputs (``ModelBundle.predict``'s dict) for canonical arrays."""

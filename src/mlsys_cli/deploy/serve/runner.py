@@ -18,7 +18,6 @@ import asyncio
 import os
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -160,10 +159,6 @@ class Runtime:
         loop = asyncio.get_running_loop()
         if self.log is not None:
             self.log.start()
-            # The log's writer thread converts rows to Arrow holding Python's lock; a request that
-            # arrives meanwhile waits for the interpreter's switch interval (5 ms by default), which
-            # was the tail at a steady 500 requests/s. Ask for the lock back sooner.
-            sys.setswitchinterval(SWITCH_INTERVAL_S)
         settle()
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload(app, True)))
         self._poller = loop.create_task(self._poll(app))
@@ -195,7 +190,6 @@ class Runtime:
 
 
 ACCESS_FLUSH_SECONDS = 0.2
-SWITCH_INTERVAL_S = 0.0005  # sys.setswitchinterval while the prediction log's thread runs
 ACCESS_FLUSH_LINES = 256
 
 
