@@ -105,9 +105,6 @@ def search_deadline(study: Any, problem: Any) -> float | None:
         # The ensemble step's share, on top of saving the best trial (its fallback).
         deadline -= ensemble_reserve(problem.job.budget_s)
     if getattr(problem, "holds_models", False):
-        from mlsys_cli.models.tuning.final import write_seconds
-        from mlsys_cli.models.tuning.refit import reserve
-
         # The refit of the best held model on train + valid (measured trial costs; 0 when off),
         # and writing it when it is a forest (its nodes grow with the rows).
         held = sorted((h for kept in getattr(problem, "held", {}).values() for h in kept), key=lambda h: (h[0], h[1]))
@@ -136,3 +133,67 @@ def refit_cost(study: Any, problem: Any) -> float:
         # a trial's time includes fixed costs), but never more than REFIT_SHARE of the budget.
         refit = min(factor * refit, REFIT_SHARE * (problem.job.budget_s or 0.0))
     return getattr(problem, "load_s", 0.0) + refit
+
+
+# Tree nodes a forest member is written at per second (skops and deflate; see write_seconds):
+# 20 trees on diamonds' 32k rows, 725k nodes, 9 MB, in 7.2 s at load 2.3.
+WRITE_NODES_PER_S = 100_000.0
+
+
+def write_seconds(est: Any) -> float:
+    """Seconds writing a fitted model costs beyond :data:`SAVE_S`: a forest's trees, whose nodes
+    grow with the rows (skops, then deflate: :data:`WRITE_NODES_PER_S`); 0 for other models."""
+    inner = getattr(est, "estimator", None)
+    nodes = sum(getattr(getattr(t, "tree_", None), "node_count", 0) for t in getattr(inner, "estimators_", None) or [])
+    return nodes / WRITE_NODES_PER_S
+
+
+# At most this share of --timeout is held back for the refit; a costlier refit is not done.
+SHARE = 0.15
+# Per model: reading the tables, reference statistics and train metrics (measured 0.1-0.3 s).
+OVERHEAD_S = 0.4
+
+
+def enabled(problem: Any) -> bool:
+    """Whether the final model is refitted on train + valid: models held from the trials."""
+    return bool(getattr(problem.job, "refit_valid", False) and problem.holds_models)
+
+
+def cost(problem: Any, numbers: Sequence[int]) -> float:
+    """Seconds to fit trials ``numbers`` again on train + valid (their training seconds for the
+    rounds they kept and featurizing seconds, scaled by the rows, plus :data:`OVERHEAD_S` each)."""
+    from mlsys_cli.models.families import get_family
+
+    n_train = len(problem.train_df)
+    factor = (n_train + len(problem.valid_df)) / max(n_train, 1)
+    total = 0.0
+    for number in numbers:
+        family = problem.held_family(number)
+        featurize = problem.featurize_s.get(problem.key(get_family(family), 0), 0.0) if family else 0.0
+        fit = problem.fit_s.get(number, 0.0) * kept_share(problem.held_model(number))
+        total += factor * (fit + featurize) + OVERHEAD_S
+    return total
+
+
+def kept_share(est: Any) -> float:
+    """The share of a trial's rounds or epochs its model kept: early stopping trained past the
+    best one (XGBoost 50 rounds, the MLP its patience), which the refit does not repeat."""
+    info = getattr(est, "fit_info_", None) or {}
+    done, kept = info.get("n_epochs") or info.get("n_estimators"), info.get("best_epoch")
+    if kept is None and info.get("best_iteration") is not None:
+        kept = int(info["best_iteration"]) + 1
+    if not done or kept is None:
+        return 1.0
+    return min(max(float(kept) / float(done), 0.1), 1.0)
+
+
+def reserve(problem: Any) -> float:
+    """Seconds the search holds back for the refit: the cost of refitting the best held model,
+    or 0 when that exceeds :data:`SHARE` of the budget (no refit is planned). An ensemble's
+    other members are refitted in the time the ensemble step's share leaves (most runs' final
+    model is one trial: holding back three members' refits left 5-8 s of 60 unused)."""
+    if not enabled(problem) or not problem.job.budget_s:
+        return 0.0
+    held = sorted((h[0], h[1]) for kept in problem.held.values() for h in kept)[:1]
+    need = cost(problem, [number for _, number in held])
+    return need if need <= SHARE * problem.job.budget_s else 0.0

@@ -21,15 +21,12 @@ import time
 from typing import Any, Mapping
 
 from mlsys_cli.errors import MlsysError
-from mlsys_cli.models.tuning.budget import SAVE_S
+from mlsys_cli.models.tuning.budget import SAVE_S, WRITE_NODES_PER_S, write_seconds  # noqa: F401
 from mlsys_cli.models.tuning.problem import Problem
 
 TOP = 3
 # The ensemble step costs about this many times building its members' bundles (see _no_time_reason).
 ENSEMBLE_COST = 3.0
-# Tree nodes a forest member is written at per second (skops and deflate; see write_seconds):
-# 20 trees on diamonds' 32k rows, 725k nodes, 9 MB, in 7.2 s at load 2.3.
-WRITE_NODES_PER_S = 100_000.0
 
 
 def final_model(study: Any, problem: Problem, doc: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -70,14 +67,6 @@ def _with_valid_rows(study: Any, problem: Problem, bundle: Any, held: list[tuple
             return bundle, {**info, "refit": {"rows": None, "reason": "ensemble members not held in memory"}}
     bundle, done = refit_final(study, problem, bundle, members)
     return bundle, {**info, "refit": done}
-
-
-def write_seconds(est: Any) -> float:
-    """Seconds writing a fitted model costs beyond :data:`SAVE_S`: a forest's trees, whose nodes
-    grow with the rows (skops, then deflate: :data:`WRITE_NODES_PER_S`); 0 for other models."""
-    inner = getattr(est, "estimator", None)
-    nodes = sum(getattr(getattr(t, "tree_", None), "node_count", 0) for t in getattr(inner, "estimators_", None) or [])
-    return nodes / WRITE_NODES_PER_S
 
 
 def _no_time_reason(problem: Problem, held: list[tuple[str, Any]], built_s: float) -> str | None:

@@ -18,58 +18,9 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping, Sequence
 
-from mlsys_cli.models.tuning.budget import SAVE_S
+# The refit's costs live beside the other budget estimates (search_deadline holds them back).
+from mlsys_cli.models.tuning.budget import OVERHEAD_S, SAVE_S, SHARE, cost, enabled, kept_share, reserve  # noqa: F401
 from mlsys_cli.models.tuning.problem import Problem
-
-# At most this share of --timeout is held back for the refit; a costlier refit is not done.
-SHARE = 0.15
-# Per model: reading the tables, reference statistics and train metrics (measured 0.1-0.3 s).
-OVERHEAD_S = 0.4
-
-
-def enabled(problem: Problem) -> bool:
-    """Whether the final model is refitted on train + valid: models held from the trials."""
-    return bool(getattr(problem.job, "refit_valid", False) and problem.holds_models)
-
-
-def cost(problem: Problem, numbers: Sequence[int]) -> float:
-    """Seconds to fit trials ``numbers`` again on train + valid (their training seconds for the
-    rounds they kept and featurizing seconds, scaled by the rows, plus :data:`OVERHEAD_S` each)."""
-    from mlsys_cli.models.families import get_family
-
-    n_train = len(problem.train_df)
-    factor = (n_train + len(problem.valid_df)) / max(n_train, 1)
-    total = 0.0
-    for number in numbers:
-        family = problem.held_family(number)
-        featurize = problem.featurize_s.get(problem.key(get_family(family), 0), 0.0) if family else 0.0
-        fit = problem.fit_s.get(number, 0.0) * kept_share(problem.held_model(number))
-        total += factor * (fit + featurize) + OVERHEAD_S
-    return total
-
-
-def kept_share(est: Any) -> float:
-    """The share of a trial's rounds or epochs its model kept: early stopping trained past the
-    best one (XGBoost 50 rounds, the MLP its patience), which the refit does not repeat."""
-    info = getattr(est, "fit_info_", None) or {}
-    done, kept = info.get("n_epochs") or info.get("n_estimators"), info.get("best_epoch")
-    if kept is None and info.get("best_iteration") is not None:
-        kept = int(info["best_iteration"]) + 1
-    if not done or kept is None:
-        return 1.0
-    return min(max(float(kept) / float(done), 0.1), 1.0)
-
-
-def reserve(problem: Problem) -> float:
-    """Seconds the search holds back for the refit: the cost of refitting the best held model,
-    or 0 when that exceeds :data:`SHARE` of the budget (no refit is planned). An ensemble's
-    other members are refitted in the time the ensemble step's share leaves (most runs' final
-    model is one trial: holding back three members' refits left 5-8 s of 60 unused)."""
-    if not enabled(problem) or not problem.job.budget_s:
-        return 0.0
-    held = sorted((h[0], h[1]) for kept in problem.held.values() for h in kept)[:1]
-    need = cost(problem, [number for _, number in held])
-    return need if need <= SHARE * problem.job.budget_s else 0.0
 
 
 def refit_final(study: Any, problem: Problem, bundle: Any, members: Sequence[tuple[int, Any]]) -> tuple[Any, dict[str, Any]]:
