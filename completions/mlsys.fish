@@ -78,9 +78,11 @@ complete -c mlsys -n '__fish_seen_subcommand_from tune' -l metric
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l model
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l n-jobs
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l no-ensemble
+complete -c mlsys -n '__fish_seen_subcommand_from tune' -l no-refit-valid
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l output
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l param
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l pruner
+complete -c mlsys -n '__fish_seen_subcommand_from tune' -l refit-valid
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l report
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l sampler
 complete -c mlsys -n '__fish_seen_subcommand_from tune' -l save-model

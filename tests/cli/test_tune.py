@@ -43,6 +43,19 @@ def test_json_report_and_outputs(small_tables, tmp_path):
     assert info.code == 0 and info.json["task"] == "binary"
 
 
+def test_saved_model_refitted_on_train_and_valid_exports_with_parity(small_tables, tmp_path):
+    t = small_tables["binary"]
+    args = [*_base(t), "--model", "xgboost", "--param", "n_estimators=30", "--trials", "4", "--json"]
+    result = run_cli("tune", *args, "--save-model", tmp_path / "m.mlsys")
+    assert result.code == 0, result.stderr
+    assert result.json["final"]["refit"]["rows"] == 750, result.json["final"]
+    # export checks the ONNX graph against the bundle on the rows given and refuses a mismatch.
+    exported = run_cli("export", tmp_path / "m.mlsys", "-o", tmp_path / "m.onnx", "--data", t["test"], "--json")
+    assert exported.code == 0, exported.stderr
+    off = run_cli("tune", *args, "--save-model", tmp_path / "s.mlsys", "--no-refit-valid")
+    assert off.code == 0 and off.json["final"]["refit"] == {"rows": None, "reason": "off (--no-refit-valid)"}
+
+
 def test_human_output(small_tables):
     result = run_cli("tune", *_base(small_tables["regression"])[:-2], "--model", "linear", "--trials", "2")
     assert result.code == 0, result.stderr

@@ -295,9 +295,10 @@ def test_search_holds_back_the_refit_of_the_best_trial():
     # The best trial (hgb, 0.9) fitted in 4 s on features that took 2 s; loading took 1 s.
     assert search_deadline(view, problem) == pytest.approx(100.0 - 1.0 - 2.0 - 4.0 - SAVE_S)
     # The ensemble step's share of a 50 s budget is held back too (with --valid only).
-    from mlsys_cli.models.tuning.budget import ENSEMBLE_MIN_S, ensemble_reserve
+    from mlsys_cli.models.tuning.budget import ENSEMBLE_MAX_S, ENSEMBLE_MIN_S, ensemble_reserve
 
-    assert ensemble_reserve(50.0) == pytest.approx(2.5) and ensemble_reserve(10.0) == ENSEMBLE_MIN_S
+    assert ensemble_reserve(100.0) == pytest.approx(3.5) and ensemble_reserve(10.0) == ENSEMBLE_MIN_S
+    assert ensemble_reserve(300.0) == ENSEMBLE_MAX_S
 
     problem.job = SimpleNamespace(deadline=100.0, refit=True, ensemble=True, budget_s=50.0, valid="v.parquet")
     assert search_deadline(view, problem) == pytest.approx(100.0 - ensemble_reserve(50.0) - 1.0 - 2.0 - 4.0 - SAVE_S)
@@ -389,7 +390,9 @@ def test_save_model_is_the_ensemble_only_where_it_is_better_on_validation(small_
     assert result.storage is None and "models" not in result.outputs
     off = tune(str(t["train"]), model="xgboost", params={"n_estimators": 30}, save_model=str(tmp_path / "s.mlsys"),
                ensemble=False, **common)
-    assert off.final == {"model": "single", "family": "xgboost", "reason": "--no-ensemble", "source": "held"}
+    assert off.final == {"model": "single", "family": "xgboost", "reason": "--no-ensemble", "source": "held",
+                         "refit": {"rows": 750, "seconds": off.final["refit"]["seconds"],
+                                   "estimated_s": off.final["refit"]["estimated_s"]}}
     assert not isinstance(ModelBundle.load(tmp_path / "s.mlsys").predictor, EnsemblePredictor)
     # Four nearly equal linear models: the ensemble does not beat its best member, the best trial is saved.
     linear = tune(str(t["train"]), model="linear", save_model=str(tmp_path / "l.mlsys"), **common)
@@ -501,3 +504,98 @@ def test_held_models_are_each_familys_best_and_the_final_step_skips_what_cannot_
     assert _no_time_reason(problem, members, 1.0) is None
     problem.job = job  # no deadline, or a single member: nothing to skip for time
     assert _no_time_reason(problem, members, 100.0) is None and _no_time_reason(problem, members[:1], 1.0) is None
+
+
+@pytest.mark.slow
+def test_save_model_is_refitted_on_train_and_valid_with_the_rounds_early_stopping_chose(small_tables, tmp_path):
+    """Once chosen on the validation rows, the saved model (each ensemble member) is fitted again
+    on train + valid with the rounds it kept, the ensemble's weights unchanged; deterministic."""
+    import pandas as pd
+
+    from mlsys_cli.models.bundle import ModelBundle
+    from mlsys_cli.models.combiner import EnsemblePredictor
+
+    t = small_tables["regression"]
+    test = pd.read_parquet(t["test"])
+    common = dict(valid=str(t["valid"]), target=t["target"], model="hgb", trials=3, seed=0, ensemble=False)
+    on = tune(str(t["train"]), save_model=str(tmp_path / "on.mlsys"), **common)
+    assert on.final["refit"]["rows"] == 500 + 250 and on.final["source"] == "held"
+    bundle = ModelBundle.load(tmp_path / "on.mlsys")
+    recipe = bundle.manifest["recipe"]
+    assert len(recipe["data"]["train"]) == 2 and recipe["data"]["valid"] is None
+    # The rounds early stopping chose on the validation rows, no early stopping on the refit.
+    assert recipe["params"]["max_iter"] == on.best_params["max_iter"] == recipe["fit"]["n_estimators"]
+    assert recipe["params"]["early_stopping"] is False
+    off = tune(str(t["train"]), save_model=str(tmp_path / "off.mlsys"), refit_valid=False, **common)
+    assert off.final["refit"] == {"rows": None, "reason": "off (--no-refit-valid)"}
+    assert (off.best_trial, off.best_params) == (on.best_trial, on.best_params)  # the same search; only the final fit differs
+    scores = bundle.predictor.predict_scores(test)
+    assert not np.allclose(scores, ModelBundle.load(tmp_path / "off.mlsys").predictor.predict_scores(test))
+    again = tune(str(t["train"]), save_model=str(tmp_path / "again.mlsys"), **common)
+    assert np.array_equal(scores, ModelBundle.load(tmp_path / "again.mlsys").predictor.predict_scores(test))
+
+    b = small_tables["binary"]
+    ens = tune(str(b["train"]), valid=str(b["valid"]), target=b["target"], model="xgboost", params={"n_estimators": 30},
+               trials=4, seed=0, save_model=str(tmp_path / "ens.mlsys"))
+    assert ens.final["model"] == "ensemble" and ens.final["refit"]["rows"] == 750, ens.final
+    saved = ModelBundle.load(tmp_path / "ens.mlsys")
+    assert isinstance(saved.predictor, EnsemblePredictor)
+    # Every member was refitted on both tables, and the weights are those learned on valid.
+    members = saved.manifest["recipe"]["members"]
+    assert {m["source"] for m in members} == {"refitted on train + valid"}
+    assert all(len(m["recipe"]["data"]["train"]) == 2 and m["recipe"]["data"]["valid"] is None for m in members)
+    assert len(saved.manifest["recipe"]["data"]["train"]) == 2
+    assert sorted(w for w in saved.predictor.combiner.to_dict()["weights"] if w) == pytest.approx(
+        sorted(m["weight"] for m in ens.final["members"] if m["weight"]))
+
+
+def test_refit_params_fix_the_rounds_and_its_cost_is_reserved_only_when_it_fits():
+    from types import SimpleNamespace
+
+    from mlsys_cli.models.tuning.refit import SHARE, all_rows_params, cost, kept_share, reserve
+
+    # HistGradientBoosting keeps its trial's rounds (no 10% holdout above 10k rows); the MLP trains
+    # its best epoch count on every row, without a holdout; the others as they were.
+    assert all_rows_params("hgb", {"max_iter": 37}, None) == {"max_iter": 37, "early_stopping": False}
+    mlp = SimpleNamespace(fit_info_={"n_epochs": 40, "best_epoch": 28})
+    assert all_rows_params("mlp", {"width": 64, "max_epochs": 200}, mlp) == {"width": 64, "max_epochs": 28, "valid_fraction": 0.0}
+    assert all_rows_params("linear", {"C": 1.0}, None) == {"C": 1.0}
+    assert kept_share(mlp) == pytest.approx(0.7) and kept_share(None) == 1.0
+    # A trial that fitted in 2 s (the MLP kept 70% of its epochs) on 500 rows, refitted on 750.
+    job = SimpleNamespace(refit_valid=True, budget_s=60.0)
+    problem = SimpleNamespace(job=job, holds_models=True, train_df=[0] * 500, valid_df=[0] * 250,
+                              held={"mlp": [(0.3, 4, mlp)]}, fit_s={4: 2.0}, featurize_s={("mlp-f", 0): 0.5},
+                              key=lambda family, fold: (f"{family.name}-f", fold), held_family=lambda n: "mlp",
+                              held_model=lambda n: mlp)
+    from mlsys_cli.models.tuning.refit import OVERHEAD_S
+
+    assert cost(problem, [4]) == pytest.approx(1.5 * (2.0 * 0.7 + 0.5) + OVERHEAD_S)
+    assert reserve(problem) == pytest.approx(cost(problem, [4]))
+    job.budget_s = cost(problem, [4]) / SHARE / 2  # costlier than its share of the budget: not planned
+    assert reserve(problem) == 0.0
+    job.budget_s, job.refit_valid = 60.0, False
+    assert reserve(problem) == 0.0
+
+
+def test_writing_a_forest_is_counted_before_the_ensemble_step_and_in_the_search_deadline():
+    """A forest's trees grow with the rows and skops writes them node by node: a 32k-row forest
+    member made a 60 s run's ensemble step take 30 s. Its writing time is counted."""
+    import time
+    from types import SimpleNamespace
+
+    from mlsys_cli.models.tuning.budget import SAVE_S, search_deadline
+    from mlsys_cli.models.tuning.final import WRITE_NODES_PER_S, _no_time_reason, write_seconds
+
+    trees = [SimpleNamespace(tree_=SimpleNamespace(node_count=50_000)) for _ in range(4)]
+    forest = SimpleNamespace(estimator=SimpleNamespace(estimators_=trees))
+    assert write_seconds(forest) == pytest.approx(200_000 / WRITE_NODES_PER_S)
+    assert write_seconds(SimpleNamespace(estimator=object())) == 0.0 and write_seconds(None) == 0.0
+    member = SimpleNamespace(predictor=SimpleNamespace(estimator=forest))
+    job = SimpleNamespace(deadline=time.time() + write_seconds(forest) + SAVE_S + 0.5)
+    problem = SimpleNamespace(job=job)
+    assert "no time left for the ensemble step" in _no_time_reason(problem, [("a", member), ("b", member)], 0.0)
+    assert _no_time_reason(problem, [("a", None), ("b", None)], 0.0) is None
+    # The best held model is the forest: the search stops early enough to write it.
+    held = SimpleNamespace(job=SimpleNamespace(deadline=100.0, refit=True, refit_valid=False), holds_models=True,
+                           held={"forest": [(0.1, 3, forest)], "linear": [(0.2, 1, None)]})
+    assert search_deadline(None, held) == pytest.approx(100.0 - SAVE_S - write_seconds(forest))

@@ -56,6 +56,7 @@ def command(
     keep_models: Annotated[int, typer.Option("--keep-models", click_type=integer(0, 1000), help="With --valid: keep the fitted models of the K best trials per family (0: none).")] = 2,
     artifacts: Annotated[Optional[Path], typer.Option("--artifacts", parser=output_dir, help="Where kept models go (default: beside a journal/SQLite storage).")] = None,
     ensemble: Annotated[bool, typer.Option("--ensemble/--no-ensemble", help="With --save-model and --valid: save the best trials' ensemble when better on valid.")] = True,
+    refit_valid: Annotated[bool, typer.Option("--refit-valid/--no-refit-valid", help="With --save-model and --valid: refit the chosen model on train + valid.")] = True,
     engine: EngineOpt = "local",
     scheduler: SchedulerOpt = None,
     connect_timeout: ConnectTimeoutOpt = 10.0,
@@ -90,7 +91,7 @@ def command(
         target=target, valid=str(valid) if valid else None, cv=cv, time_col=time_col, model=model, metric=metric,
         sampler=sampler, pruner=pruner, trials=trials, timeout=timeout, storage=storage, study=study, n_jobs=n_jobs,
         params=parse_kv(param), seed=seed, keep_models=keep_models, artifacts=str(artifacts) if artifacts else None,
-        ensemble=ensemble, engine=Engine.from_options(engine, scheduler, connect_timeout),
+        ensemble=ensemble, refit_valid=refit_valid, engine=Engine.from_options(engine, scheduler, connect_timeout),
         features={"drop": [c for item in drop for c in item.split(",") if c]} if drop else None,
     )
     outputs = TuneOutputs(output=str(output) if output else None, save_model=str(save_model) if save_model else None,

@@ -24,14 +24,17 @@ REFIT_SHARE = 0.3
 # Share of a --timeout the search leaves to the final step's ensemble (scoring the held models on
 # the validation rows, cross-fitting the selection, writing the bundle: tuning/final), at least
 # ENSEMBLE_MIN_S. With the trials' models held in memory this took 1-2 s on the benchmark's
-# tables (12% of 60 s left the budget 5-6 s short); the step is skipped when it cannot fit.
-ENSEMBLE_SHARE = 0.05
+# tables (12% of 60 s left the budget 5-6 s short, 5% still 1-2 s); the step is skipped when it cannot fit.
+ENSEMBLE_SHARE = 0.035
 ENSEMBLE_MIN_S = 2.0
+# ... and at most this much: the step's cost grows with the members and the validation rows, not
+# with the budget (5% of 300 s held back 15 s for a step of 1-2 s).
+ENSEMBLE_MAX_S = 6.0
 
 
 def ensemble_reserve(budget_s: float) -> float:
     """Seconds of a ``budget_s`` budget held back for the ensemble step."""
-    return max(ENSEMBLE_MIN_S, ENSEMBLE_SHARE * budget_s)
+    return min(max(ENSEMBLE_MIN_S, ENSEMBLE_SHARE * budget_s), ENSEMBLE_MAX_S)
 
 
 # The interpreter's teardown after the report is printed (threads joined, native libraries
@@ -88,7 +91,8 @@ def search_deadline(study: Any, problem: Any) -> float | None:
 
     With ``--save-model`` the search holds back the final step: the ensemble step's share
     (:func:`ensemble_reserve`) where an ensemble may be saved, and then either writing the best
-    trial's model, held in memory (:attr:`Problem.holds_models`; :data:`SAVE_S`), or, for trials
+    trial's model, held in memory (:attr:`Problem.holds_models`; :data:`SAVE_S`, plus refitting the
+    best held models on train + valid: :func:`.refit.reserve`), or, for trials
     on a row sample or cross-validation, its refit: the measured cost of loading the data
     (``problem.load_s``), featurizing for the best family and fitting the best configuration
     (the best trial's ``fit_s``, scaled by the rows on a sample), plus :data:`SAVE_S`.
@@ -101,7 +105,10 @@ def search_deadline(study: Any, problem: Any) -> float | None:
         # The ensemble step's share, on top of saving the best trial (its fallback).
         deadline -= ensemble_reserve(problem.job.budget_s)
     if getattr(problem, "holds_models", False):
-        return deadline - SAVE_S
+        # The refit of the best held model on train + valid (measured trial costs; 0 when off),
+        # and writing it when it is a forest (its nodes grow with the rows).
+        held = sorted((h for kept in getattr(problem, "held", {}).values() for h in kept), key=lambda h: (h[0], h[1]))
+        return deadline - reserve(problem) - SAVE_S - (write_seconds(held[0][2]) if held else 0.0)
     return deadline - refit_cost(study, problem) - SAVE_S
 
 
@@ -126,3 +133,67 @@ def refit_cost(study: Any, problem: Any) -> float:
         # a trial's time includes fixed costs), but never more than REFIT_SHARE of the budget.
         refit = min(factor * refit, REFIT_SHARE * (problem.job.budget_s or 0.0))
     return getattr(problem, "load_s", 0.0) + refit
+
+
+# Tree nodes a forest member is written at per second (skops and deflate; see write_seconds):
+# 20 trees on diamonds' 32k rows, 725k nodes, 9 MB, in 7.2 s at load 2.3.
+WRITE_NODES_PER_S = 100_000.0
+
+
+def write_seconds(est: Any) -> float:
+    """Seconds writing a fitted model costs beyond :data:`SAVE_S`: a forest's trees, whose nodes
+    grow with the rows (skops, then deflate: :data:`WRITE_NODES_PER_S`); 0 for other models."""
+    inner = getattr(est, "estimator", None)
+    nodes = sum(getattr(getattr(t, "tree_", None), "node_count", 0) for t in getattr(inner, "estimators_", None) or [])
+    return nodes / WRITE_NODES_PER_S
+
+
+# At most this share of --timeout is held back for the refit; a costlier refit is not done.
+SHARE = 0.15
+# Per model: reading the tables, reference statistics and train metrics (measured 0.1-0.3 s).
+OVERHEAD_S = 0.4
+
+
+def enabled(problem: Any) -> bool:
+    """Whether the final model is refitted on train + valid: models held from the trials."""
+    return bool(getattr(problem.job, "refit_valid", False) and problem.holds_models)
+
+
+def cost(problem: Any, numbers: Sequence[int]) -> float:
+    """Seconds to fit trials ``numbers`` again on train + valid (their training seconds for the
+    rounds they kept and featurizing seconds, scaled by the rows, plus :data:`OVERHEAD_S` each)."""
+    from mlsys_cli.models.families import get_family
+
+    n_train = len(problem.train_df)
+    factor = (n_train + len(problem.valid_df)) / max(n_train, 1)
+    total = 0.0
+    for number in numbers:
+        family = problem.held_family(number)
+        featurize = problem.featurize_s.get(problem.key(get_family(family), 0), 0.0) if family else 0.0
+        fit = problem.fit_s.get(number, 0.0) * kept_share(problem.held_model(number))
+        total += factor * (fit + featurize) + OVERHEAD_S
+    return total
+
+
+def kept_share(est: Any) -> float:
+    """The share of a trial's rounds or epochs its model kept: early stopping trained past the
+    best one (XGBoost 50 rounds, the MLP its patience), which the refit does not repeat."""
+    info = getattr(est, "fit_info_", None) or {}
+    done, kept = info.get("n_epochs") or info.get("n_estimators"), info.get("best_epoch")
+    if kept is None and info.get("best_iteration") is not None:
+        kept = int(info["best_iteration"]) + 1
+    if not done or kept is None:
+        return 1.0
+    return min(max(float(kept) / float(done), 0.1), 1.0)
+
+
+def reserve(problem: Any) -> float:
+    """Seconds the search holds back for the refit: the cost of refitting the best held model,
+    or 0 when that exceeds :data:`SHARE` of the budget (no refit is planned). An ensemble's
+    other members are refitted in the time the ensemble step's share leaves (most runs' final
+    model is one trial: holding back three members' refits left 5-8 s of 60 unused)."""
+    if not enabled(problem) or not problem.job.budget_s:
+        return 0.0
+    held = sorted((h[0], h[1]) for kept in problem.held.values() for h in kept)[:1]
+    need = cost(problem, [number for _, number in held])
+    return need if need <= SHARE * problem.job.budget_s else 0.0

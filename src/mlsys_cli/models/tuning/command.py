@@ -75,7 +75,8 @@ def make_job(train: str, request: TuneRequest, started: float, refit: bool) -> T
         validation=f"valid:{fingerprint([valid])}" if valid else f"cv:{cv}" + (f":{time_col}" if time_col else ""),
         train_sha256=fingerprint([train]), keep_models=request.keep_models,
         artifacts=artifacts_for(valid, request.keep_models, request.artifacts, request.storage), refit=refit,
-        ensemble=request.ensemble and refit and valid is not None, budget_s=request.timeout, started=started,
+        ensemble=request.ensemble and refit and valid is not None,
+        refit_valid=request.refit_valid and refit and valid is not None, budget_s=request.timeout, started=started,
         engine=job_engine(request.engine, resolve_families(request.model), request.n_jobs),
     )
 

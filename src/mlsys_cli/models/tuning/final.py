@@ -21,7 +21,7 @@ import time
 from typing import Any, Mapping
 
 from mlsys_cli.errors import MlsysError
-from mlsys_cli.models.tuning.budget import SAVE_S
+from mlsys_cli.models.tuning.budget import SAVE_S, WRITE_NODES_PER_S, write_seconds  # noqa: F401
 from mlsys_cli.models.tuning.problem import Problem
 
 TOP = 3
@@ -42,24 +42,42 @@ def final_model(study: Any, problem: Problem, doc: Mapping[str, Any]) -> tuple[A
         try:
             bundle, info = _ensemble(study, problem, held)
             if info["gain"] is not None and info["gain"] > 0:
-                return bundle, {"model": "ensemble", **info}
+                return _with_valid_rows(study, problem, bundle, held, {"model": "ensemble", **info})
             why = f"the ensemble's cross-fitted gain on the validation rows ({info['gain']}) is not above 0"
         except MlsysError as exc:
             why = f"ensemble step failed: {exc}"
     if held:
-        # The best trial's own fitted model: what a refit would fit again, already in memory.
-        return held[0][1], {"model": "single", "family": doc["family"], "reason": why, "source": "held"}
+        # The best trial's own fitted model, already in memory (refitted on train + valid).
+        return _with_valid_rows(study, problem, held[0][1], held[:1],
+                                {"model": "single", "family": doc["family"], "reason": why, "source": "held"})
     return _refit(problem, doc), {"model": "single", "family": doc["family"], "reason": why, "source": "retrained"}
+
+
+def _with_valid_rows(study: Any, problem: Problem, bundle: Any, held: list[tuple[str, Any]],
+                     info: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``bundle`` (built from ``held`` models) refitted on train + valid where it can be
+    (:func:`.refit.refit_final`); ``info`` gains ``refit``, saying what was done or why not."""
+    from mlsys_cli.models.tuning.refit import refit_final
+
+    members = [(int(b.manifest["recipe"]["study"]["trial"]), b.predictor) for _, b in held]
+    if info["model"] == "ensemble":
+        kept = {id(p) for p in bundle.predictor.members}
+        members = [(n, p) for n, p in members if id(p) in kept]
+        if len(members) != len(kept):
+            return bundle, {**info, "refit": {"rows": None, "reason": "ensemble members not held in memory"}}
+    bundle, done = refit_final(study, problem, bundle, members)
+    return bundle, {**info, "refit": done}
 
 
 def _no_time_reason(problem: Problem, held: list[tuple[str, Any]], built_s: float) -> str | None:
     """Why the ensemble step is skipped for lack of time (None: it runs). Combining held models
     scores each on the validation rows again, cross-fits the selection and writes every member:
-    about :data:`ENSEMBLE_COST` times what building their bundles took (measured ~1.5x)."""
+    about :data:`ENSEMBLE_COST` times what building their bundles took (measured ~1.5x), plus
+    writing their forests (:func:`write_seconds`: a 32k-row forest member took 30 s)."""
     deadline = problem.job.deadline
     if deadline is None or len(held) < 2:
         return None
-    need = ENSEMBLE_COST * built_s + SAVE_S
+    need = ENSEMBLE_COST * built_s + SAVE_S + sum(write_seconds(getattr(getattr(b, "predictor", None), "estimator", None)) for _, b in held)
     if deadline - time.time() < need:
         return f"no time left for the ensemble step (~{need:.1f}s needed)"
     return None

@@ -63,6 +63,9 @@ class TuneJob:
     ensemble : bool
         With ``refit`` and ``valid``: the saved model is the ensemble of the best trials when it
         is better on the validation rows (:mod:`.final`); the search holds its share back.
+    refit_valid : bool
+        With ``refit`` and ``valid``: the saved model (each ensemble member) is fitted again on
+        train + valid once chosen (:mod:`.refit`); the search holds its measured cost back.
     budget_s : float, optional
         The ``--timeout`` in seconds (the ensemble step's share is a fraction of it).
     engine : mapping, optional
@@ -96,6 +99,7 @@ class TuneJob:
     private_storage: bool = False
     refit: bool = False
     ensemble: bool = False
+    refit_valid: bool = False
     budget_s: float | None = None
     engine: Mapping[str, Any] | None = None
     started: float | None = None
@@ -152,6 +156,9 @@ class TuneRequest:
     ensemble : bool
         With ``--save-model`` and ``valid``: save the ensemble of the best trials when it is
         better on the validation rows (cross-fitted), else the best trial (``--no-ensemble``: always that).
+    refit_valid : bool
+        With ``--save-model`` and ``valid``: fit the chosen model again on train + valid
+        (``--no-refit-valid``: the model fitted on the training rows, as scored on valid).
     engine : Engine, optional
         ``--engine dask``: each trial fits on a Dask cluster (:mod:`mlsys_cli.models.dask_trials`).
     """
@@ -175,6 +182,7 @@ class TuneRequest:
     keep_models: int = KEEP_MODELS
     artifacts: str | None = None
     ensemble: bool = True
+    refit_valid: bool = True
     engine: Any = None
 
     def check(self) -> None:

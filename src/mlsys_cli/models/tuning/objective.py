@@ -58,7 +58,7 @@ def objective(trial: Any, problem: Problem, families: Sequence[str], fixed: Mapp
     # Training seconds of one fit on a fold: what a refit of this configuration costs (budget).
     trial.set_user_attr("fit_s", fit_total / len(values))
     if single:
-        problem.hold(trial.number, family.name, est, value)
+        problem.hold(trial.number, family.name, est, value, fit_total / len(values))
     if single and problem.job.artifacts:
         keep_model(trial, problem, family, est, value, fit_s, deadline)
     return value

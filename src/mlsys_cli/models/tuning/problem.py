@@ -52,6 +52,8 @@ class Problem:
         # The fitted models of each family's best trials, in memory: {family: [(loss, number, est)]}
         # (:meth:`hold`); ``--save-model`` saves or combines them instead of refitting.
         self.held: dict[str, list[tuple[float, int, Any]]] = {}
+        # Training seconds of each held trial's fit (what refitting it costs: :mod:`.refit`).
+        self.fit_s: dict[int, float] = {}
 
     @property
     def holds_models(self) -> bool:
@@ -61,13 +63,19 @@ class Problem:
         only repeat that fit, and cost the budget it would need again."""
         return bool(self.job.refit and self.valid_df is not None and not self.sample_rows)
 
-    def hold(self, number: int, family: str, est: Any, value: float) -> None:
-        """Keep a trial's fitted model when it is among the :data:`HELD` best of its family."""
+    def hold(self, number: int, family: str, est: Any, value: float, fit_s: float = 0.0) -> None:
+        """Keep a trial's fitted model (and its training seconds ``fit_s``) when it is among the
+        :data:`HELD` best of its family."""
         if not self.holds_models:
             return
         loss = -value if self.higher else value
         best = sorted(self.held.get(family, []) + [(loss, number, est)], key=lambda h: (h[0], h[1]))
         self.held[family] = best[:HELD]
+        self.fit_s[number] = fit_s
+
+    def held_family(self, number: int) -> str | None:
+        """The family of held trial ``number`` (None if it is not held)."""
+        return next((fam for fam, kept in self.held.items() for _, n, _ in kept if n == number), None)
 
     def held_model(self, number: int) -> Any:
         """The fitted model of trial ``number`` if it is held (None otherwise)."""
