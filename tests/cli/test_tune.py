@@ -62,6 +62,22 @@ def test_human_output(small_tables):
     assert "best of study" in result.stdout and "family\ttrials" in result.stdout
 
 
+def test_columns_left_out_are_named_as_train_names_them(small_tables, tmp_path):
+    t = small_tables["regression"]
+    for part in ("train", "valid"):
+        df = pd.read_parquet(t[part])
+        df["year"] = 2025
+        df["empty"] = float("nan")
+        df.to_parquet(tmp_path / f"{part}.parquet", index=False)
+    args = [tmp_path / "train.parquet", "--valid", tmp_path / "valid.parquet", "--target", t["target"], "--model", "linear",
+            "--trials", "1"]
+    result = run_cli("tune", *args)
+    assert result.code == 0, result.stderr
+    assert "column 'year' is constant" in result.stderr and "column 'empty' is entirely missing" in result.stderr
+    doc = run_cli("tune", *args, "--json").json
+    assert sorted(w.split("'")[1] for w in doc["warnings"]) == ["empty", "year"]
+
+
 @pytest.mark.parametrize("args, code, text", [
     (["--model", "nonsense"], 2, "unknown model family"),
     (["--model", "linear", "--param", "C=1.0"], 2, "nothing to search"),

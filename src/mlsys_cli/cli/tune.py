@@ -27,6 +27,8 @@ def _human(result: Any) -> None:
         final = d["final"]
         console.kv("saved model", {"model": final["model"], **({"ensemble gain": final["gain"], "members": len(final["members"])}
                                                              if final["model"] == "ensemble" else {"why not an ensemble": final["reason"]})})
+    for line in d["warnings"]:
+        console.warn(line)
     if d["failures"]:
         console.records("failed trials", d["failures"], ["trial", "family", "error"])
 

@@ -137,6 +137,14 @@ class Problem:
         self.matrices(family, fold)
         return self._featurizers[self.key(family, fold)]
 
+    def column_warnings(self) -> list[str]:
+        """The columns left out (empty, constant, nested...), named as ``train`` names them: from
+        a featurizer already fitted here (every preset sees the same columns), else none."""
+        from mlsys_cli.models.train import role_warnings
+
+        fitted = next(iter(self._featurizers.values()), None)
+        return role_warnings(fitted) if fitted is not None else []
+
     def reference(self, featurizer: Any) -> Any:
         """Reference statistics of the training rows for a featurizer's input schema (cached)."""
         from mlsys_cli.data.profile import profile_frame

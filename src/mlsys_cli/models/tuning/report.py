@@ -56,6 +56,8 @@ class TuneResult:
     trial_rows: int | None = None
     # Where the time budget went (seconds from its start; :func:`~.command.budget_record`).
     budget: dict[str, Any] = field(default_factory=dict)
+    # Columns the featurizer left out (all missing, constant, nested...), one line each.
+    warnings: list[str] = field(default_factory=list)
 
     def replace(self, **changes: Any) -> "TuneResult":
         import dataclasses
@@ -71,7 +73,7 @@ class TuneResult:
             "trials": self.trials, "families": self.families, "workers": self.workers,
             "elapsed_s": round(self.elapsed_s, 3), "trials_per_s": round(self.trials_per_s, 3),
             "stopped_by": self.stopped_by, "failures": self.failures, "outputs": self.outputs,
-            "final": self.final, "trial_rows": self.trial_rows, "budget": self.budget,
+            "final": self.final, "trial_rows": self.trial_rows, "budget": self.budget, "warnings": self.warnings,
         }
 
 
@@ -132,6 +134,7 @@ def summarize(study: Any, problem: Problem, plan: Plan, mine: Mapping[str, Any],
         "trials_per_s": len(trials) / max(time.time() - started, 1e-9), "trial_rows": problem.sample_rows,
         "failures": [{"trial": t.number, "family": t.params.get(FAMILY_PARAM), "error": t.user_attrs.get("error", "unknown")}
                      for t in trials if t.state == TrialState.FAIL],
+        "warnings": problem.column_warnings(),
     }
 
 
