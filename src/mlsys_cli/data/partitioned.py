@@ -232,27 +232,19 @@ def read_arrow(path: str, columns: Sequence[str] | None = None) -> Any:
     return table.drop_columns(index) if index else table
 
 
-def gather_frame(client: Any, parts: Partitions, columns: Sequence[str] | None = None) -> Any:
-    """The whole table as one pandas frame, each file read on a worker (``read_frame``'s result).
-
-    The frame is in this process's memory: for the steps that need every row at once (the
-    featurizer's fit), with the reading and decoding of the files spread over the cluster.
-    """
-    import pyarrow as pa
-
+def gathered(client: Any, futures: Sequence[Any]) -> list[Any]:
+    """``client.gather(futures)``; a worker lost beyond Dask's retries is a clean InputError (exit 3)."""
     from mlsys_cli.data.cluster import worker_failure
 
-    schema = parts.require(columns)
-    futures = client.map(read_arrow, [str(Path(f).resolve()) for f in parts.files], columns=list(schema.names), pure=False)
     try:
-        tables = client.gather(futures)
+        return client.gather(futures)
     except Exception as exc:
         clean = worker_failure(exc)
         if clean is None:
             raise
         raise clean from None
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    return table.replace_schema_metadata(None).to_pandas()
+    finally:
+        client.cancel(futures)
 
 
 def is_directory_output(output: str | os.PathLike) -> bool:

@@ -124,9 +124,9 @@ def _take(path: str, rows: Any) -> Any:
 
 
 def _featurizer(client: Any, parts: Any, train_spec: Any, family: Any, problem: tuple[str, str]) -> tuple[Any, Any]:
-    """The fitted featurizer and the settings the recipe records (a bundle, or fitted on the gathered table)."""
+    """The fitted featurizer and the settings the recipe records (a bundle, or fitted column by column)."""
     from mlsys_cli.data.io import input_record
-    from mlsys_cli.data.partitioned import gather_frame
+    from mlsys_cli.features.dask_featurize import column_table
     from mlsys_cli.models.train import load_features, make_featurizer
 
     target, task = problem
@@ -135,7 +135,7 @@ def _featurizer(client: Any, parts: Any, train_spec: Any, family: Any, problem: 
         return load_features(features, target), {"bundle": input_record(features)}
     spec = {"preset": family.preset, "family": family.name, "task": task, **dict(features or {})}
     featurizer = make_featurizer(target, family.preset, spec, train_spec.seed)
-    featurizer.fit(gather_frame(client, parts))
+    featurizer.fit(column_table(client, parts))  # column by column: the table is never here whole
     return featurizer, spec
 
 
