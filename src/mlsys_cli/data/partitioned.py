@@ -162,6 +162,32 @@ def part_file(scratch: str, index: int) -> Iterator[tuple[Path, Path]]:
         yield part, tmp
 
 
+@contextlib.contextmanager
+def job_scratch(output: str | os.PathLike) -> Iterator[str]:
+    """A job's scratch directory beside ``output``, removed on exit even while tasks still write.
+
+    A failed job's other tasks keep running on their workers (cancelling a future does not stop
+    a running task), and one may create a part in the scratch directory while it is being
+    removed: a plain ``rmtree`` then fails on the directory it no longer finds empty, leaving
+    it behind (or raising instead of the job's own error). So the directory is first renamed:
+    every task names it by its old path, so nothing can create an entry in the renamed one,
+    which is then removed. A directory published as the output (renamed away) is left alone.
+    """
+    import shutil
+
+    from mlsys_cli.fsutil import temp_dir
+
+    holder = temp_dir(output)
+    try:
+        yield holder.name
+    finally:
+        aside = holder.name + "-removed"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(holder.name, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        holder.cleanup()  # its own name is gone: this only detaches its finalizer
+
+
 def _error(result: dict[str, Any]) -> Exception:
     """The error a task reported (:func:`task_error`), as its own class."""
     from mlsys_cli.errors import BusyError, CheckFailed, MlsysError, UsageError

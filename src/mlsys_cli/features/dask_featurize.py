@@ -140,10 +140,10 @@ def apply_dask(bundle: str | os.PathLike, data: Sequence[str | os.PathLike], out
         scheduler, a worker lost beyond Dask's retries (exit 3; nothing written).
     """
     from mlsys_cli.data.cluster import connect, require_dask
-    from mlsys_cli.data.partitioned import concatenate, partitions, run_partitions
+    from mlsys_cli.data.partitioned import concatenate, job_scratch, partitions, run_partitions
     from mlsys_cli.features.bundle import load_features_bundle
     from mlsys_cli.features.featurize import ApplyResult, apply_columns, apply_lineage
-    from mlsys_cli.fsutil import sha256_file, temp_dir
+    from mlsys_cli.fsutil import sha256_file
 
     if batch_rows < 1:
         from mlsys_cli.errors import UsageError
@@ -157,7 +157,7 @@ def apply_dask(bundle: str | os.PathLike, data: Sequence[str | os.PathLike], out
     parts.require(select)
     if progress:
         progress.update(total=parts.total_rows, description="featurizing")
-    with connect(engine) as client, temp_dir(output) as scratch:
+    with connect(engine) as client, job_scratch(output) as scratch:
         job = ApplyJob(bundle=str(Path(bundle).resolve()), sha256=digest, target=target, columns=tuple(select),
                        keep_target=keep_target, batch_rows=batch_rows, scratch=str(Path(scratch).resolve()))
         results = run_partitions(client, transform_partition, job, parts.files, progress)
