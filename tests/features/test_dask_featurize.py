@@ -54,8 +54,6 @@ def test_apply_refuses_partitions_missing_a_fitted_column(parts, dask_cluster, t
     assert not (tmp_path / "x.parquet").exists()
 
 
-# One xdist worker runs every Dask test: they share one LocalCluster (tests/dask_cluster.py).
-pytestmark = pytest.mark.xdist_group("dask")
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +97,35 @@ def test_the_column_by_column_fit_on_many_odd_partitions_equals_the_local_one(od
     assert dist.manifest["out_of_range"] == {"skewed": 1}
     for key in ("reference", "out_of_range", "input_schema", "roles", "report"):
         assert dist.manifest.get(key) == local.manifest.get(key), key
+
+
+@pytest.mark.slow
+def test_a_worker_killed_during_the_fit_and_the_apply_is_retried(odd_parts, loss_cluster, tmp_path, monkeypatch):
+    """Dask reruns the lost worker's reads and transforms elsewhere: the same bundle and table as local."""
+    import glob
+    import threading
+
+    from mlsys_cli.features import dask_featurize
+    from tests.dask_cluster import kill_a_worker_during
+
+    engine = Engine("dask", loss_cluster.scheduler_address)
+    read = threading.Event()
+    gather = dask_featurize.gather_column
+    monkeypatch.setattr(dask_featurize, "gather_column", lambda *a: (read.set(), gather(*a))[1])
+    featurize([odd_parts], tmp_path / "local.mlsys", target="y", preset="linear")
+    outcome = kill_a_worker_during(loss_cluster, lambda: featurize(
+        [odd_parts], tmp_path / "dask.mlsys", target="y", preset="linear", read=partial(read_train, engine=engine)), read.is_set)
+    assert "result" in outcome, outcome
+    local, dist = BundleReader(tmp_path / "local.mlsys"), BundleReader(tmp_path / "dask.mlsys")
+    assert dist.json("features/featurizer.json") == local.json("features/featurizer.json")
+    apply(tmp_path / "local.mlsys", [odd_parts], tmp_path / "local.parquet", batch_rows=10)
+    outcome = kill_a_worker_during(
+        loss_cluster, lambda: apply_dask(tmp_path / "local.mlsys", [odd_parts], tmp_path / "dask.parquet", batch_rows=10,
+                                         engine=engine),
+        lambda: bool(glob.glob(str(tmp_path / ".dask.parquet*" / "part-*.parquet"))))
+    assert "result" in outcome, outcome
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "dask.parquet"), pd.read_parquet(tmp_path / "local.parquet"))
+
+
+# One xdist worker runs every Dask test: they share one LocalCluster (tests/dask_cluster.py).
+pytestmark = pytest.mark.xdist_group("dask")

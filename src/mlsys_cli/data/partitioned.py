@@ -281,7 +281,8 @@ def is_directory_output(output: str | os.PathLike) -> bool:
 def publish_directory(scratch: str | os.PathLike, output: str | os.PathLike) -> None:
     """Make the finished ``scratch`` directory the output directory ``output``, all parts at once.
 
-    A new directory is renamed into place (atomic). An existing one is replaced only when it
+    Anything in ``scratch`` but the parts (the temporary file of a task whose worker died) is
+    removed first. A new directory is renamed into place (atomic). An existing one is replaced only when it
     holds nothing but ``part-*.parquet`` files (a previous output): it is renamed aside, the new
     one renamed in, the old one removed; a reader sees the old parts or the new ones, never a mix.
 
@@ -295,6 +296,9 @@ def publish_directory(scratch: str | os.PathLike, output: str | os.PathLike) -> 
     from mlsys_cli.fsutil import temp_prefix
 
     target = Path(str(output).rstrip("/" + os.sep) or os.sep)
+    for entry in os.scandir(scratch):  # a temporary part of a task whose worker was killed (retried elsewhere)
+        if not (entry.name.startswith("part-") and entry.name.endswith(".parquet")):
+            os.unlink(entry.path)
     if not target.exists():
         os.replace(scratch, target)
         return
