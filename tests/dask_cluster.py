@@ -27,7 +27,7 @@ import pytest
 def dask_cluster() -> Iterator[object]:
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=logging.ERROR) as cluster:
         yield cluster
         from mlsys_cli.data.cluster import close_shared
@@ -39,7 +39,7 @@ def dask_cluster() -> Iterator[object]:
 def loss_cluster() -> Iterator[object]:
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=logging.CRITICAL) as cluster:
         yield cluster
 

@@ -158,7 +158,7 @@ def test_a_worker_killed_mid_job_fails_cleanly_and_writes_nothing(setup, tmp_pat
     parts = partition(pd.concat([pd.read_parquet(setup["binary"]["test"])] * 8), tmp_path / "parts", 40)
     out = tmp_path / "out" / "p.parquet"
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                           silence_logs=logging.CRITICAL) as cluster:
             with Client(cluster, set_as_default=False) as client:
                 pids = list(client.run(os.getpid).values())
