@@ -184,10 +184,14 @@ def cached_artifact(path: str, sha256: str, load: Callable[[str], Any]) -> Any:
         return artifact
 
 
-def worker_failure(exc: BaseException) -> InputError | None:
+class WorkerLost(InputError):
+    """A Dask job failed because a worker died (beyond Dask's retries) or the cluster went away."""
+
+
+def worker_failure(exc: BaseException) -> WorkerLost | None:
     """The clean error for a job whose worker died or whose cluster went away (None: not one)."""
     names = {type(exc).__name__}
     if names & {"KilledWorker", "CommClosedError", "FutureCancelledError", "CancelledError"}:
-        return InputError(f"the Dask job failed: a worker was lost ({exc})",
+        return WorkerLost(f"the Dask job failed: a worker was lost ({exc})",
                           "nothing was written; check the workers' memory limits and logs, then rerun")
     return None
