@@ -189,7 +189,7 @@ def test_a_worker_killed_mid_job_is_retried_and_the_directory_output_is_complete
     from tests.dask_cluster import kill_a_worker_during
 
     parts = partition(pd.concat([pd.read_parquet(setup["binary"]["test"])] * 8), tmp_path / "parts", 40)
-    local = predict_file(setup["binary"]["model"], parts, tmp_path / "local.parquet")
+    predict_file(setup["binary"]["model"], parts, tmp_path / "local.parquet")
     out = tmp_path / "preds"
     outcome = kill_a_worker_during(
         loss_cluster, lambda: predict_dask(setup["binary"]["model"], parts, f"{out}/", batch_rows=8, engine=_engine(loss_cluster)),

@@ -312,12 +312,16 @@ def train_dask(train: Sequence[Any], spec: Any, *, valid: str | None = None, run
         held_out = _valid(valid, featurizer, family, (target, task, classes))
         if progress is not None:
             progress.update(description="training on the Dask cluster")
-        timeout = getattr(run, "timeout", None)
-        est = _fit(client, family, estimator, (matrix, held_out[1], held_out[2]),
-                   time.time() + timeout if timeout is not None else None)
+        est = _fit(client, family, estimator, (matrix, held_out[1], held_out[2]), _stop_at(run))
         sample = _rows(client, parts, score_sample(parts.total_rows, spec.seed))
     fitted = Fitted(family, est, estimator, featurizer, features_spec, target, classes)
     return _assemble(fitted, (parts, sample, held_out), (train, valid, spec.seed), start)
+
+
+def _stop_at(run: Any) -> float | None:
+    """The ``time.time()`` after which no round starts (``run.timeout`` from now), or None."""
+    timeout = getattr(run, "timeout", None)
+    return time.time() + timeout if timeout is not None else None
 
 
 def _prepare(train: Sequence[Any], spec: Any, run: Any) -> tuple[Any, Any, str]:
