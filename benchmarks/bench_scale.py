@@ -137,6 +137,8 @@ def main() -> None:
     for step in steps:
         if step != "predict-dir":  # a partitioned output needs the Dask engine
             results["local"][step] = run([*MLSYS, *commands[step]("local")], args.client_limit_mb)
+            if args.client_limit_mb and results["local"][step]["code"] == KILLED:  # what it needs without the limit
+                results.setdefault("unlimited", {})[step] = run([*MLSYS, *commands[step]("local")])
     address, procs = cluster(args.limit_mb)
     try:
         on = ["--engine", "dask", "--scheduler", address]
@@ -165,6 +167,9 @@ def page(args: argparse.Namespace, size: int, load: str, results: dict, steps: l
         here = (f"{local['seconds']:.1f} s | {local['rss_mb']:.0f} MB | {_outcome(local, limit)}" if local else " | | ")
         ratio = f"{dask['seconds'] / local['seconds']:.2f}" if local and local["code"] == 0 and dask["code"] == 0 else ""
         rows.append(f"| {step} | {here} | {dask['seconds']:.1f} s | {dask['rss_mb']:.0f} MB | {_outcome(dask, limit)} | {ratio} |")
+    free = results.get("unlimited", {})
+    unlimited = "".join(f"\nWithout the limit, local `{step}` took {r['seconds']:.1f} s at a peak RSS of {r['rss_mb']:.0f} MB "
+                        f"(exit {r['code']})." for step, r in free.items())
     bound = (f"Every `mlsys` process (local, and the Dask client) ran under a {limit} MB limit: a watchdog sampling its RSS\n"
              "every 10 ms killed it past the limit (as a nanny kills a worker). " if limit else "")
     return f"""# Scale: local vs Dask (2 workers) on this machine
@@ -178,7 +183,7 @@ part per file, compared with the local one-file `predict`); `drift` compares the
 file (`--no-domain`). Dask: `dask scheduler` and
 `dask worker --nworkers 2 --nthreads 1 --memory-limit {args.limit_mb}MiB` on loopback.
 `uptime` when it started (2 cores shared with other agents, under the exclusive bench lock): `{load}`.
-{bound}
+{bound}{unlimited}
 
 | step | local wall | local peak RSS | local | dask wall | client peak RSS | dask | dask / local time |
 |---|---|---|---|---|---|---|---|
