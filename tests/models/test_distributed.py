@@ -126,7 +126,7 @@ def test_a_worker_killed_during_training_fails_cleanly_or_is_retried(loss_cluste
         assert "a worker was lost" in outcome["error"].message
     else:
         bundle, _ = outcome["result"]
-        assert bundle.manifest["predictor"]["estimator"]["fit_info"]["engine"] == "dask"
+        assert bundle.manifest["recipe"]["fit"]["engine"] == "dask"
     assert sorted(os.listdir(tmp_path)) == ["parts"]
 
 
@@ -141,7 +141,7 @@ def test_a_dask_tunes_refit_trains_on_the_cluster(dask_cluster, tmp_path):
     engine = {"name": "dask", "scheduler": dask_cluster.scheduler_address, "connect_timeout": 10.0}
     spec = TrainSpec(family="xgboost", target="y", params={"n_estimators": 10}, seed=0)
     bundle = refit_on_cluster(SimpleNamespace(engine=engine, train=str(parts), valid=None), spec, FitRun())
-    assert bundle.manifest["predictor"]["estimator"]["fit_info"]["engine"] == "dask"
+    assert bundle.manifest["recipe"]["fit"]["engine"] == "dask"
     for job, family in ((SimpleNamespace(engine=None, train=str(parts), valid=None), "xgboost"),
                         (SimpleNamespace(engine=engine, train=str(parts), valid=None), "linear"),
                         (SimpleNamespace(engine=engine, train=str(tmp_path / "train.csv"), valid=None), "xgboost")):
