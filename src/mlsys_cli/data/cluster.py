@@ -191,7 +191,8 @@ class WorkerLost(InputError):
 def worker_failure(exc: BaseException) -> WorkerLost | None:
     """The clean error for a job whose worker died or whose cluster went away (None: not one)."""
     names = {type(exc).__name__}
-    if names & {"KilledWorker", "CommClosedError", "FutureCancelledError", "CancelledError"}:
+    # FuturesCancelledError: a result's inputs were lost with a worker ("lost dependencies").
+    if names & {"KilledWorker", "CommClosedError", "FutureCancelledError", "FuturesCancelledError", "CancelledError"}:
         return WorkerLost(f"the Dask job failed: a worker was lost ({exc})",
                           "nothing was written; check the workers' memory limits and logs, then rerun")
     return None
