@@ -297,6 +297,29 @@ def _log_range(values: Iterable[float], given: tuple[float, float] | None) -> tu
     return (lo / 1.5, hi * 1.5) if hi > lo else (lo / 10, hi * 10)
 
 
+def _xy_axes(series: Sequence[Series], x_range: tuple[float, float] | None, y_range: tuple[float, float] | None,
+             log_x: bool, hline: float | None) -> tuple[_Axes, list[list[tuple[int, float, float]]]]:
+    """Axes fitted to the finite points of every series (and the reference line); the points."""
+    pts = [_finite_pairs(s.x, s.y, log_x) for s in series]
+    xs = [p[1] for ps in pts for p in ps]
+    ys = [p[2] for ps in pts for p in ps] + ([_num(hline)] if hline is not None else [])
+    return _Axes(_log_range(xs, x_range) if log_x else _range(xs, x_range), _range(ys, y_range), log_x=log_x), pts
+
+
+def _reference_lines(ax: _Axes, diagonal: bool, hline: float | None) -> list[str]:
+    """The dashed ``y = x`` line and a dashed horizontal line, as asked."""
+    parts = []
+    if diagonal:
+        lo = max(ax.x_range[0], ax.y_range[0])
+        hi = min(ax.x_range[1], ax.y_range[1])
+        parts.append(f'<line class="ref" x1="{_c(ax.sx(lo))}" y1="{_c(ax.sy(lo))}" x2="{_c(ax.sx(hi))}" y2="{_c(ax.sy(hi))}" '
+                     f'stroke="{GREY}" stroke-dasharray="4 4"/>')
+    if hline is not None and math.isfinite(_num(hline)):
+        y = ax.sy(_num(hline))
+        parts.append(f'<line class="ref" x1="{_c(ax.left)}" x2="{_c(ax.right)}" y1="{_c(y)}" y2="{_c(y)}" stroke="{GREY}" stroke-dasharray="4 4"/>')
+    return parts
+
+
 # --------------------------------------------------------------------------- plots
 
 
@@ -334,19 +357,8 @@ def line_plot(
     kind : str
         The ``data-kind`` of the rendered ``<svg>`` (``roc``, ``pr``, ``history``...).
     """
-    pts = [_finite_pairs(s.x, s.y, log_x) for s in series]
-    xs = [p[1] for ps in pts for p in ps]
-    ys = [p[2] for ps in pts for p in ps] + ([_num(hline)] if hline is not None else [])
-    ax = _Axes(_log_range(xs, x_range) if log_x else _range(xs, x_range), _range(ys, y_range), log_x=log_x)
-    parts = ax.frame(title, x_label, y_label)
-    if diagonal:
-        lo = max(ax.x_range[0], ax.y_range[0])
-        hi = min(ax.x_range[1], ax.y_range[1])
-        parts.append(f'<line class="ref" x1="{_c(ax.sx(lo))}" y1="{_c(ax.sy(lo))}" x2="{_c(ax.sx(hi))}" y2="{_c(ax.sy(hi))}" '
-                     f'stroke="{GREY}" stroke-dasharray="4 4"/>')
-    if hline is not None and math.isfinite(_num(hline)):
-        y = ax.sy(_num(hline))
-        parts.append(f'<line class="ref" x1="{_c(ax.left)}" x2="{_c(ax.right)}" y1="{_c(y)}" y2="{_c(y)}" stroke="{GREY}" stroke-dasharray="4 4"/>')
+    ax, pts = _xy_axes(series, x_range, y_range, log_x, hline)
+    parts = ax.frame(title, x_label, y_label) + _reference_lines(ax, diagonal, hline)
     drawn = 0
     for i, (s, ps) in enumerate(zip(series, pts)):
         colour = PALETTE[i % len(PALETTE)]
@@ -409,19 +421,8 @@ def scatter_plot(
     hline, diagonal, log_x, x_range, y_range, kind :
         As in :func:`line_plot` (``hline=0`` for a residual plot).
     """
-    pts = [_finite_pairs(s.x, s.y, log_x) for s in series]
-    xs = [p[1] for ps in pts for p in ps]
-    ys = [p[2] for ps in pts for p in ps] + ([_num(hline)] if hline is not None else [])
-    ax = _Axes(_log_range(xs, x_range) if log_x else _range(xs, x_range), _range(ys, y_range), log_x=log_x)
-    parts = ax.frame(title, x_label, y_label)
-    if hline is not None and math.isfinite(_num(hline)):
-        y = ax.sy(_num(hline))
-        parts.append(f'<line class="ref" x1="{_c(ax.left)}" x2="{_c(ax.right)}" y1="{_c(y)}" y2="{_c(y)}" stroke="{GREY}" stroke-dasharray="4 4"/>')
-    if diagonal:
-        lo = max(ax.x_range[0], ax.y_range[0])
-        hi = min(ax.x_range[1], ax.y_range[1])
-        parts.append(f'<line class="ref" x1="{_c(ax.sx(lo))}" y1="{_c(ax.sy(lo))}" x2="{_c(ax.sx(hi))}" y2="{_c(ax.sy(hi))}" '
-                     f'stroke="{GREY}" stroke-dasharray="4 4"/>')
+    ax, pts = _xy_axes(series, x_range, y_range, log_x, hline)
+    parts = ax.frame(title, x_label, y_label) + _reference_lines(ax, diagonal, hline)
     drawn = 0
     for i, (s, ps) in enumerate(zip(series, pts)):
         colour = PALETTE[i % len(PALETTE)]
@@ -498,18 +499,29 @@ def bar_chart(
                      f"<title>{_e(tip)}</title></rect>")
         drawn += 1
         if errors and i < len(lo_e) and math.isfinite(lo_e[i]) and math.isfinite(hi_e[i]):
-            cy = y + bar_h / 2
-            a, b = ax.sx(lo_e[i]), ax.sx(hi_e[i])
-            parts.append(f'<path class="err" d="M{_c(a)} {_c(cy)}H{_c(b)}M{_c(a)} {_c(cy - 4)}V{_c(cy + 4)}M{_c(b)} {_c(cy - 4)}V{_c(cy + 4)}" stroke="#333" fill="none"/>')
-    if reference is not None and math.isfinite(_num(reference)):
-        x = ax.sx(_num(reference))
-        parts.append(f'<line class="ref" x1="{_c(x)}" x2="{_c(x)}" y1="{_c(ax.top)}" y2="{_c(ax.bottom)}" stroke="#333" stroke-dasharray="4 3">'
-                     f"<title>{_e(reference_label or 'reference')}: {_e(format_value(_num(reference)))}</title></line>")
-        if reference_label:
-            anchor = "end" if x > (ax.left + ax.right) / 2 else "start"
-            parts.append(f'<text x="{_c(x + (-3 if anchor == "end" else 3))}" y="{_c(ax.top - 4)}" text-anchor="{anchor}" '
-                         f'class="legend">{_e(reference_label)}</text>')
+            parts.append(_whisker(ax, lo_e[i], hi_e[i], y + bar_h / 2))
+    parts.extend(_vertical_reference(ax, reference, reference_label))
     return _svg(kind, parts, drawn, width=ax.width, height=height, title=title)
+
+
+def _whisker(ax: _Axes, lo: float, hi: float, cy: float) -> str:
+    a, b = ax.sx(lo), ax.sx(hi)
+    return (f'<path class="err" d="M{_c(a)} {_c(cy)}H{_c(b)}M{_c(a)} {_c(cy - 4)}V{_c(cy + 4)}M{_c(b)} {_c(cy - 4)}V{_c(cy + 4)}" '
+            'stroke="#333" fill="none"/>')
+
+
+def _vertical_reference(ax: _Axes, reference: float | None, label: str) -> list[str]:
+    """A dashed vertical line at ``reference`` (the overall metric), labelled under the title."""
+    if reference is None or not math.isfinite(_num(reference)):
+        return []
+    x = ax.sx(_num(reference))
+    parts = [f'<line class="ref" x1="{_c(x)}" x2="{_c(x)}" y1="{_c(ax.top)}" y2="{_c(ax.bottom)}" stroke="#333" stroke-dasharray="4 3">'
+             f"<title>{_e(label or 'reference')}: {_e(format_value(_num(reference)))}</title></line>"]
+    if label:
+        anchor = "end" if x > (ax.left + ax.right) / 2 else "start"
+        parts.append(f'<text x="{_c(x + (-3 if anchor == "end" else 3))}" y="{_c(ax.top - 4)}" text-anchor="{anchor}" '
+                     f'class="legend">{_e(label)}</text>')
+    return parts
 
 
 def heatmap(

@@ -156,6 +156,23 @@ def test_a_changed_schema_is_refused(registry, churn, tmp_path):
     assert "missing column(s) plan, age" in result.stderr
 
 
+@pytest.mark.parametrize("change", ["words", "many_classes"])
+def test_a_target_that_changed_kind_is_refused_before_anything_trains(registry, churn, tmp_path, change):
+    import numpy as np
+    import pandas as pd
+
+    df = pd.read_parquet(churn["q3"])
+    if change == "words":  # 0/1 became no/yes: the champion's classes appear nowhere
+        df["churned"] = np.where(df["churned"].astype(int) == 1, "yes", "no")
+    else:  # a binary target became a score
+        df["churned"] = np.arange(len(df)) % 7
+    df.to_parquet(tmp_path / "new.parquet", index=False)
+    result = retrain(registry, tmp_path / "new.parquet", "--trigger", "always")
+    assert_clean_error(result, 3)
+    assert "'churned'" in result.stderr and "new registry" in result.stderr
+    assert len(r.Registry(registry).versions()) == 1 and "training" not in result.stderr
+
+
 def test_the_drift_trigger_calls_mlsys_drift(registry, churn):
     """Champion trained on January-June; the newest 100 days hold the documented drift of Q4."""
     # The default weighs the drift by the model's importance (and by its estimated loss, when calibrated).

@@ -236,3 +236,29 @@ def test_removals_of_a_prune_killed_before_logging_them_are_logged(tmp_path):
     with r.Registry(reg).writer() as w:
         assert w.recovered == []  # logged once; a logged prune is no repair
     assert r.show_version(reg, "v0001").version["version"] == "v0001"
+
+
+@pytest.mark.parametrize("garbage", [b"{", b"", b'{"version": 1}', b"\xff\xfe"])
+def test_an_unreadable_champion_pointer_is_restored_from_the_history(tmp_path, garbage):
+    reg = tmp_path / "reg"
+    _add(reg)
+    _add(reg)
+    (reg / "champion.json").write_bytes(garbage)
+    with pytest.raises(InputError, match="unreadable champion pointer") as info:
+        r.list_versions(reg)  # readers never write: they say who repairs it
+    assert "restores it" in info.value.hint
+    assert r.promote(reg, "v0001").previous == "v0002"  # a writer repairs first, then promotes
+    repair = [e for e in _events(reg) if e["event"] == "recover"]
+    assert repair[0]["repair"] == "pointer" and "v0002" in repair[0]["detail"]
+    assert r.read_champion(reg).version == "v0001"
+
+
+def test_an_unreadable_pointer_without_a_valid_champion_is_set_aside(tmp_path):
+    reg = tmp_path / "reg"
+    _add(reg)
+    _add(reg)
+    (reg / "versions/v0002/model.mlsys").write_bytes(b"changed")  # the history's last champion fails its check
+    (reg / "champion.json").write_text("{")
+    assert r.promote(reg, "v0001").previous is None
+    assert [p.name.startswith("champion.json.unreadable-") for p in reg.iterdir() if "unreadable" in p.name] == [True]
+    assert r.read_champion(reg).version == "v0001"

@@ -121,6 +121,13 @@ def _bad(models):
          f"column {numeric!r}: expected numeric values"),
         ("string for a number", "/predict", json.dumps({**good, numeric: "lots"}).encode(), json_headers, 422,
          f"column {numeric!r}: expected numeric values, found 'lots' (row 0)"),
+        ("'NaN' as a string", "/predict", json.dumps({**good, numeric: "NaN"}).encode(), json_headers, 422,
+         f"column {numeric!r}: expected numeric values, found 'NaN'"),
+        ("a boolean for a number", "/predict", json.dumps({**good, numeric: True}).encode(), json_headers, 422,
+         f"column {numeric!r}: expected numeric values, found True"),
+        *[(f"a date beyond range ({value})", "/predict", json.dumps({**good, when: value}).encode(), json_headers, 422,
+           f"column {when!r}: {value!r} (row 0) is beyond the datetimes")
+          for when in [k for k, kind in models["schema"].items() if kind == "datetime"][:1] for value in (1e20, "9999-12-31")],
         ("missing column", "/predict", json.dumps({k: v for k, v in good.items() if k != column}).encode(), json_headers,
          422, f"column {column!r} is missing"),
         ("unknown model", "/v2/models/nope/infer", b"{}", json_headers, 404, "unknown model 'nope'"),
@@ -191,6 +198,8 @@ def test_token_log_shadow_canary_and_graceful_stop(models, tmp_path):
         assert s.predict(models["records"][0])[0] == 401
         status, answer = s.predict(models["records"][0], {"Authorization": "Bearer wrong"})
         assert status == 401 and answer["error"] == "wrong bearer token"
+        assert s.request("GET", "/v2/models/model", None, {})[0] == 401
+        assert s.request("GET", "/v2/models/model", None, {"Authorization": "bearer s3cret"})[0] == 200  # any case
         assert s.request("GET", "/v2/health/live")[0] == 200  # probes need no token
         roles = []
         for i in range(40):
@@ -369,3 +378,40 @@ def test_micro_batching_answers_each_request_its_rows(models, tmp_path):
         text = s.metrics()
         assert metric(text, "mlsys_batch_rows_count") >= 1
         assert s.stop() == 0
+
+
+def test_a_defect_of_ours_is_a_json_500_counted_and_logged(models, capfd):
+    """No request should get a 500; if a defect ever causes one, the client gets JSON, /metrics
+    counts it (an alert can fire) and stderr has the reason (uvicorn's bare 500 had none of these)."""
+    import asyncio
+
+    from mlsys_cli.deploy.serve.app import ServeApp
+    from mlsys_cli.deploy.serve.metrics import Metrics
+    from mlsys_cli.deploy.serve.models import file_source
+    from mlsys_cli.deploy.serve.runner import ModelSpec, Runtime, ServeOptions, load_slots
+
+    slots = load_slots([ModelSpec("primary", "model", file_source(models["onnx"]))])
+    served = slots["primary"].current
+
+    def broken(canon):
+        raise RuntimeError("a defect")
+
+    served.predict = broken
+    metrics = Metrics()
+    app = ServeApp(slots, Runtime(ServeOptions(), metrics, None))
+    body = json.dumps(models["records"][0]).encode()
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-type", b"application/json")],
+             "client": ("127.0.0.1", 1)}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 500
+    assert "internal error (RuntimeError)" in json.loads(sent[1]["body"])["error"]
+    assert metric(metrics.exposition()[0].decode(), "mlsys_requests_total", status="500") == 1
+    assert '"event": "error"' in capfd.readouterr().err.replace('":"', '": "')

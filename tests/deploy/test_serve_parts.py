@@ -213,3 +213,25 @@ def test_deadlines_fire_once_when_due_and_never_once_discarded():
 
     assert asyncio.run(scenario()) is None  # nothing left in flight: the periodic check stopped
     assert sorted(fired) == ["again", "slow"]
+
+
+def test_a_swapped_out_model_stops_counting_as_serving_with_workers(tmp_path):
+    """With --workers the gauge lives in prometheus-client's multiprocess files (set up at import,
+    hence a fresh interpreter): the old version must read 0 after a swap, not stay at 1."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+from types import SimpleNamespace as M
+from mlsys_cli.deploy.serve.metrics import Metrics
+m = Metrics()
+m.serving("primary", None, M(name="models", version="v0001"))
+m.serving("primary", M(name="models", version="v0001"), M(name="models", version="v0002"))
+print(m.exposition()[0].decode())
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    info = {line.split("version=")[1].split('"')[1]: float(line.rsplit(" ", 1)[1])
+            for line in out.splitlines() if line.startswith("mlsys_model_info{")}
+    assert info == {"v0001": 0.0, "v0002": 1.0}

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from mlsys_cli.errors import InputError
-from mlsys_cli.features.schema import INT64_MIN, canonicalize, infer_schema, out_of_range, regression_values
+from mlsys_cli.features.schema import (INT64_MIN, RecordReader, canonical_arrays, canonicalize, infer_schema, out_of_range,
+                                       regression_values)
 from tests.features.frames import raw_frame
 
 
@@ -164,6 +165,9 @@ def test_records_value_forms():
     ([{"s": "a"}], "column 'x' is missing from the input (record 0)"),
     ([{"x": 1, "s": "a"}, {"s": "b"}], "column 'x' is missing from the input (record 1)"),
     (["not a record"], "record 0 is not an object"),
+    ([{"x": "NaN", "s": "a"}], "column 'x': expected numeric values, found 'NaN' (row 0)"),  # null is the missing value
+    ([{"x": 1.0, "s": "a"}, {"x": True, "s": "a"}], "column 'x': expected numeric values, found True (row 1)"),
+    ([{"x": float("nan"), "s": "a"}], "column 'x': expected numeric values, found nan (row 0)"),
 ])
 def test_records_strict_errors_name_the_problem(rows, needle):
     from mlsys_cli.features.schema import canonical_records
@@ -172,3 +176,25 @@ def test_records_strict_errors_name_the_problem(rows, needle):
     with pytest.raises(InputError) as info:
         canonical_records(rows, schema, strict=True)
     assert needle in info.value.message
+
+
+@pytest.mark.parametrize("value", [1e20, -1e20, 9.3e18, 1e12, "9999-12-31", "1500-01-01T00:00:00"])
+def test_datetimes_beyond_what_every_path_holds_are_refused_by_name_in_both_paths(value):
+    """A number of epoch seconds or a date outside pandas' range was a crash (OverflowError) in
+    the record path (a 500 in serve) and a silent missing value or a wrapped date in the frame path."""
+    schema = [{"name": "when", "type": "datetime"}, {"name": "x", "type": "float"}]
+    with pytest.raises(InputError, match=r"column 'when': .* \(row 1\) is beyond the datetimes"):
+        RecordReader(schema)([{"when": 1.7e9, "x": 1.0}, {"when": value, "x": 2.0}])
+    with pytest.raises(InputError, match=r"column 'when': .* \(row 1\) is beyond the datetimes"):
+        canonicalize(pd.DataFrame({"when": [1.7e9 if isinstance(value, float) else "2020-01-01", value], "x": [1.0, 2.0]}),
+                     schema)
+
+
+def test_a_timestamp_column_in_seconds_beyond_nanoseconds_is_refused_not_wrapped():
+    schema = [{"name": "when", "type": "datetime"}]
+    far = pd.DataFrame({"when": pd.Series([np.datetime64("2020-01-01", "s"), np.datetime64("9999-12-31", "s")],
+                                          dtype="datetime64[s]")})
+    with pytest.raises(InputError, match=r"\(row 1\) is beyond the datetimes mlsys can hold"):
+        canonicalize(far, schema)  # was 1816-03-30 through datetime64[ns]
+    near = far.iloc[:1]
+    assert canonical_arrays(near, schema)["when"].tolist() == [1577836800]

@@ -96,7 +96,9 @@ def read_champion(registry: str | Path) -> Champion:
         raise InputError(f"{root}: the registry has no champion yet",
                          "train one with 'mlsys retrain --registry DIR --recipe FILE --data ...'") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"{pointer}: unreadable champion pointer ({exc.__class__.__name__})") from None
+        raise InputError(f"{pointer}: unreadable champion pointer ({exc.__class__.__name__})",
+                         "the next writer restores it from the history (mlsys registry promote DIR VERSION, "
+                         "rollback or retrain)") from None
     return Champion(version=version, bundle=bundle, sha256=data.get("sha256"))
 
 
@@ -402,6 +404,7 @@ class Writer:
     def recover(self) -> None:
         """Undo or finish what a killed writer left; log each repair in the history."""
         self._remove_temporaries()
+        self._repair_pointer()
         history = self.registry.history()
         if history.partial_bytes:
             path = self.root / HISTORY
@@ -428,6 +431,33 @@ class Writer:
                                                               f"said {history.last_champion()}"})
         if self.stale and not self.recovered:
             self._log_repair({"repair": "lock", "detail": "a writer was killed while holding the lock; nothing to repair"})
+
+    def _repair_pointer(self) -> None:
+        """A ``champion.json`` that no longer parses (edited by hand, a disk fault) would make every
+        command refuse the registry for ever: point it again at the champion the history last
+        recorded when that version verifies, else set the broken file aside (no champion)."""
+        path = self.root / CHAMPION
+        try:
+            self.registry.champion()
+            return
+        except InputError:
+            pass
+        last = self.registry.history().last_champion()
+        try:
+            version = self.registry.get(last) if last else None
+            if version is not None:
+                self.registry.verify(version)
+        except (InputError, UsageError):
+            version = None
+        if version is not None:
+            self._point(version)
+            self._log_repair({"repair": "pointer", "detail": f"champion.json was unreadable; pointed again at "
+                                                             f"{version.version}, the history's last champion"})
+            return
+        aside = path.with_name(f"{CHAMPION}.unreadable-{now_utc():%Y%m%dT%H%M%SZ}")
+        os.replace(path, aside)
+        self._log_repair({"repair": "pointer", "detail": f"champion.json was unreadable and the history names no "
+                                                         f"valid champion; set aside as {aside.name}"})
 
     def _log_unlogged_removals(self, history: History, logged: set[str]) -> None:
         """A prune logs its removals after making them: one killed in between leaves versions the

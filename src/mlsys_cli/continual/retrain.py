@@ -225,6 +225,8 @@ def retrain(registry: str | Path, opts: RetrainOptions, *, now: datetime | None 
             recipe = replace(recipe, seed=opts.seed)
         window = load_window(opts.data, Columns(recipe.target, opts.time_col, schema, _named_columns(recipe)),
                              span=span, ratios=opts.ratios, task=recipe.task or _task_of(incumbent))
+        if incumbent is not None:
+            _check_labels(incumbent.bundle, window, recipe.target)
         _check_gates(window, requirements, triggers, opts.slices)
         verdicts = _verdicts(triggers, reg, incumbent, window, opts, now)
         base = {"registry": str(reg.root), "triggers": [v.to_dict() for v in verdicts], "data": _data(window),
@@ -305,6 +307,19 @@ def _named_columns(recipe: Any) -> tuple[str, ...]:
     features = recipe.features or {}
     named = [recipe.sample_weight, *(features.get("ids") or []), *(features.get("drop") or [])]
     return tuple(dict.fromkeys(c for c in named if c))
+
+
+def _check_labels(champion: Any, window: Window, target: str) -> None:
+    """Labels sharing no class with the champion's: the target changed meaning (0/1 became
+    no/yes), so the champion cannot be judged. Refused before a challenger trains."""
+    if champion.classes is None:
+        return
+    seen = sorted({str(v) for v in window.frame[target].drop_duplicates()})
+    known = sorted(str(c) for c in champion.classes)
+    if set(seen).isdisjoint(known):
+        raise InputError(f"{target!r} shares no class with the champion's (champion: {', '.join(known[:5])}; "
+                         f"window: {', '.join(seen[:5])})",
+                         "a changed target needs a new model: retrain --recipe FILE into a new registry")
 
 
 def _task_of(incumbent: Incumbent | None) -> str | None:

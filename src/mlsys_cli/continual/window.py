@@ -101,12 +101,15 @@ def load_window(data: Sequence[str], columns: Columns, *, span: timedelta | None
     df = df.loc[labelled].reset_index(drop=True)
     train, valid, holdout = _cut(df, columns.time_col, ratios, source)
     parts = {"train": train, "valid": valid, "holdout": holdout}
-    if task is None and len(df):  # a first champion from train's flags: train's own guess
+    if len(df):  # a first champion from train's flags: train's own guess; else the champion's task, checked
         from mlsys_cli.models.train import infer_task
 
         try:
-            task = infer_task(df[columns.target])[0]
-        except InputError as exc:  # one class in the whole window: say so as _check_parts does
+            task = infer_task(df[columns.target], task)[0]
+        except InputError as exc:
+            if "class" not in exc.message or "--task" in (exc.hint or ""):  # the target changed kind since the champion
+                raise InputError(f"{source}: {columns.target!r} no longer fits the champion's {task} task ({exc.message})",
+                                 "a changed target needs a new model: retrain --recipe FILE into a new registry") from None
             raise InputError(f"{source}: the window holds one class only ({exc.message})",
                              "a classifier needs both classes to learn and to be judged; give a longer window") from None
     _check_parts(parts, columns.target, task, source)

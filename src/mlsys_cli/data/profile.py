@@ -52,7 +52,8 @@ def _numeric_values(series: Any, kind: str) -> Any:
             x = series.to_numpy(dtype=np.float64, na_value=np.nan)
             return np.where(series.to_numpy(dtype=np.int64, na_value=_INT64_MIN) == _INT64_MIN, np.nan, x)
         ts = pd.to_datetime(series, errors="coerce", utc=True)
-        seconds = ts.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype("datetime64[s]").astype(np.int64)
+        # From the column's own unit: through datetime64[ns] a year-9999 timestamp wraps round silently.
+        seconds = ts.dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64)
         return np.where(ts.isna().to_numpy(), np.nan, seconds.astype(np.float64))
     if pdt.is_bool_dtype(series.dtype) or pdt.is_numeric_dtype(series.dtype):
         x = series.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)

@@ -31,6 +31,9 @@ from mlsys_cli.features.columns import ColumnTable
 TYPES = ("float", "bool", "string", "datetime")
 INT64_MIN = int(np.iinfo(np.int64).min)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The datetimes every path can hold: pandas' nanosecond range (years 1677-2262) in whole epoch
+# seconds. Beyond it a number or a date is refused by name, never a crash or a silent missing value.
+DATETIME_MIN_S, DATETIME_MAX_S = -9_223_372_036, 9_223_372_036
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
@@ -156,6 +159,12 @@ def _bad_value(name: str, kind: str, values: Any, mask: np.ndarray) -> InputErro
     )
 
 
+def _beyond_dates(name: str, values: Any, mask: np.ndarray) -> InputError:
+    row = int(np.flatnonzero(mask)[0])
+    return InputError(f"column {name!r}: {values[row]!r} (row {row}) is beyond the datetimes mlsys can hold "
+                      "(years 1677 to 2262)", "replace far-past or far-future sentinels with a missing value")
+
+
 def _as_float(name: str, series: Any) -> np.ndarray:
     import pandas as pd
     from pandas.api import types as pdt
@@ -227,6 +236,10 @@ def _as_datetime(name: str, series: Any) -> np.ndarray:
 
     if pdt.is_numeric_dtype(series.dtype) and not pdt.is_bool_dtype(series.dtype):
         x = series.astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            beyond = np.isfinite(x) & ((x < DATETIME_MIN_S) | (x > DATETIME_MAX_S))
+        if beyond.any():  # the int64 cast would make them garbage or "missing"
+            raise _beyond_dates(name, series.to_numpy(dtype=object), beyond)
         return np.where(np.isfinite(x), np.floor(np.nan_to_num(x)), INT64_MIN).astype(np.int64)
     if not pdt.is_datetime64_any_dtype(series.dtype):
         raw = series.astype(object).to_numpy()
@@ -242,7 +255,12 @@ def _as_datetime(name: str, series: Any) -> np.ndarray:
     if getattr(series.dt, "tz", None) is not None:
         series = series.dt.tz_convert("UTC").dt.tz_localize(None)
     missing = series.isna().to_numpy()
-    seconds = series.to_numpy(dtype="datetime64[ns]").astype("datetime64[s]").astype(np.int64)
+    # From the column's own unit: a datetime64[s] or [us] column (Parquet) beyond the nanosecond
+    # range would wrap round silently through datetime64[ns] (9999-12-31 became 1816).
+    seconds = series.to_numpy().astype("datetime64[s]").astype(np.int64)
+    beyond = ~missing & ((seconds < DATETIME_MIN_S) | (seconds > DATETIME_MAX_S))
+    if beyond.any():
+        raise _beyond_dates(name, series.to_numpy(dtype=object), beyond)
     return np.where(missing, INT64_MIN, seconds).astype(np.int64)
 
 
@@ -341,18 +359,20 @@ def _float_value(v: Any, strict: bool) -> float:
         return np.nan
     if isinstance(v, str):
         text = v.strip()
-        if text == "" or text.lower() == "nan":
+        if text == "" or (text.lower() == "nan" and not strict):  # strict (serve): null is the missing value
             return np.nan
         try:
             v = float(text)
         except ValueError:
             raise _Bad() from None
+    elif isinstance(v, (bool, np.bool_)) and strict:  # JSON true where a number belongs: a wrong type
+        raise _Bad()
     elif isinstance(v, (bool, int, float, np.number)):
         v = float(v)
     else:
         raise _Bad()
     if v != v or abs(v) > FLOAT32_MAX:  # NaN, inf, beyond float32: missing (strict: refused)
-        if strict and v == v:
+        if strict:
             raise _Bad()
         return np.nan
     return v
@@ -394,7 +414,11 @@ def _datetime_value(v: Any, strict: bool) -> int:
     if v is None or (isinstance(v, str) and v.strip() == ""):
         return INT64_MIN
     if isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)):
-        return int(np.floor(v)) if np.isfinite(v) else INT64_MIN
+        if not np.isfinite(v):
+            return INT64_MIN
+        if not DATETIME_MIN_S <= v <= DATETIME_MAX_S:
+            raise _Bad()
+        return int(np.floor(v))
     if not isinstance(v, str):
         raise _Bad()
     return _datetime_text(v)
@@ -410,7 +434,10 @@ def _datetime_text(v: str) -> int:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=_dt.timezone.utc)
     # Whole seconds, rounded down like the datetime64[s] cast of the frame path.
-    return int(np.floor(parsed.timestamp())) if parsed.microsecond else int(parsed.timestamp())
+    seconds = int(np.floor(parsed.timestamp())) if parsed.microsecond else int(parsed.timestamp())
+    if not DATETIME_MIN_S <= seconds <= DATETIME_MAX_S:  # the frame path's parser refuses it too
+        raise _Bad()
+    return seconds
 
 
 def _datetime_pandas(v: str) -> int:
@@ -423,7 +450,10 @@ def _datetime_pandas(v: str) -> int:
         raise _Bad() from None
     if parsed.isna().iloc[0]:
         raise _Bad()
-    return int(parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").astype("datetime64[s]").astype(np.int64)[0])
+    seconds = int(parsed.dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64)[0])
+    if not DATETIME_MIN_S <= seconds <= DATETIME_MAX_S:
+        raise _Bad()
+    return seconds
 
 
 _VALUE = {"float": (_float_value, np.float64, "numeric"), "bool": (_bool_value, np.float64, "boolean"),
@@ -495,9 +525,22 @@ def _named(name: str, kind: str, values: Sequence[Any], convert: Any, strict: bo
         try:
             convert(v, strict)
         except _Bad:
+            if kind == "datetime" and _is_date_like(v):
+                return _beyond_dates(name, values, np.arange(len(values)) == row)
             return InputError(f"column {name!r}: expected {_VALUE[kind][2]} values, found {v!r} (row {row})",
                               "send a value of the column's type, or null for a missing value")
     return InputError(f"column {name!r}: a value of the wrong type")
+
+
+def _is_date_like(v: Any) -> bool:
+    """A number, or a date ``fromisoformat`` reads: refused for its range, not its type."""
+    if isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)):
+        return True
+    try:
+        _dt.datetime.fromisoformat(str(v).strip())
+    except ValueError:
+        return False
+    return True
 
 
 def _object_array(values: list[str]) -> np.ndarray:

@@ -133,6 +133,13 @@ class ServeApp:
                 raise  # the server is going away
             status, headers = 408, [(b"connection", b"close")]
             body = orjson.dumps({"error": f"the request did not complete within {self.state.limits.request_timeout:g} s"})
+        except Exception as exc:  # a defect of ours: still a JSON answer, counted in /metrics and logged
+            status, headers = 500, []
+            body = orjson.dumps({"error": f"internal error ({exc.__class__.__name__}); the server's log has the details"})
+            import traceback
+
+            self.state.event({"event": "error", "request_id": req.request_id, "path": req.path,
+                              "error": describe_error(exc), "traceback": "".join(traceback.format_exception(exc))[-4000:]})
         finally:
             deadlines.discard(req)
         headers = [(b"content-type", headers.pop(0)[1] if headers and headers[0][0] == b"content-type" else JSON),
@@ -179,7 +186,8 @@ class ServeApp:
         if token is None:
             return
         given = req.authorization
-        if not given.startswith(b"Bearer ") or not hmac.compare_digest(given[7:], token):
+        # The scheme is case-insensitive (RFC 9110 section 11.1); proxies and clients may change its case.
+        if given[:7].lower() != b"bearer " or not hmac.compare_digest(given[7:].strip(), token):
             reason = "missing bearer token" if not given else "wrong bearer token"
             raise HttpError(401, reason, [(b"www-authenticate", b"Bearer")])
 

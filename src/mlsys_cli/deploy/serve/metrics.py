@@ -37,7 +37,7 @@ class Metrics:
         self.rows = Counter("mlsys_predicted_rows", "Rows predicted, by model role.", ["role"], registry=reg)
         self.labels = Counter("mlsys_predictions", "Predicted labels by role (classification).", ["role", "label"], registry=reg)
         self.values = Histogram("mlsys_prediction_value", "Predicted values by role (regression).", ["role"], registry=reg)
-        self.model = Gauge("mlsys_model_info", "The model answering in each role (value 1).", ["role", "name", "version"],
+        self.model = Gauge("mlsys_model_info", "The model answering in each role (1; 0 once swapped out with --workers).", ["role", "name", "version"],
                            registry=reg, **gauge_mode)
         self.reloads = Counter("mlsys_reloads", "Model reloads by role and result (ok, failed).", ["role", "result"], registry=reg)
         self.log_rows = Counter("mlsys_log_rows", "Prediction-log rows by result (written, dropped).", ["result"], registry=reg)
@@ -77,7 +77,10 @@ class Metrics:
 
     def serving(self, role: str, old: Any, new: Any) -> None:
         """The model answering in ``role`` changed from ``old`` to ``new`` (either may be None)."""
-        if old is not None:
+        if old is not None and (old.name, old.version) != (getattr(new, "name", None), getattr(new, "version", None)):
+            # 0 first: with --workers the value lives in prometheus-client's multiprocess files,
+            # which remove() does not touch (the swapped-out version stayed at 1 for ever).
+            self.model.labels(role, old.name, old.version).set(0)
             try:
                 self.model.remove(role, old.name, old.version)
             except KeyError:
