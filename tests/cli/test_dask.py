@@ -92,6 +92,15 @@ def test_the_scheduler_from_the_environment_is_used_by_dask_only(small_tables, t
     assert env["MLSYS_DASK_SCHEDULER"] in dask.stderr
 
 
+def test_the_commands_own_cluster_serves_http_on_a_free_port_not_8787():
+    """With dashboard_address=None the scheduler still binds 8787 (and warns when it is taken)."""
+    from mlsys_cli.data.cluster import Engine, connect
+
+    with connect(Engine("dask")) as client:
+        services = client.scheduler_info()["services"]
+    assert services and 8787 not in services.values()
+
+
 @pytest.mark.parametrize("args,message", [
     (["--engine", "spark"], "unknown engine 'spark'"),
     (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler needs --engine dask"),
@@ -129,7 +138,8 @@ def test_a_cluster_started_with_the_dask_command_line(small_tables, tmp_path):
     parts = partition(pd.concat([pd.read_parquet(t["train"]), pd.read_parquet(t["test"])]), tmp_path / "parts", 12)
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+    scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+                                  "--dashboard-address", ":0"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     worker = subprocess.Popen([DASK, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard",
                                "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -158,7 +158,7 @@ def test_a_worker_killed_mid_job_fails_cleanly_and_writes_nothing(setup, tmp_pat
     parts = partition(pd.concat([pd.read_parquet(setup["binary"]["test"])] * 8), tmp_path / "parts", 40)
     out = tmp_path / "out" / "p.parquet"
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                           silence_logs=logging.CRITICAL) as cluster:
             with Client(cluster, set_as_default=False) as client:
                 pids = list(client.run(os.getpid).values())
@@ -181,6 +181,25 @@ def test_a_worker_killed_mid_job_fails_cleanly_and_writes_nothing(setup, tmp_pat
     assert "error" in outcome, outcome
     assert "worker was lost" in outcome["error"].message
     assert not out.exists() and os.listdir(out.parent) == []
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_job_is_retried_and_the_directory_output_is_complete(setup, loss_cluster, tmp_path):
+    """With Dask's retries (the default), the killed worker's partitions run again elsewhere: every part, once."""
+    from tests.dask_cluster import kill_a_worker_during
+
+    parts = partition(pd.concat([pd.read_parquet(setup["binary"]["test"])] * 8), tmp_path / "parts", 40)
+    predict_file(setup["binary"]["model"], parts, tmp_path / "local.parquet")
+    out = tmp_path / "preds"
+    outcome = kill_a_worker_during(
+        loss_cluster, lambda: predict_dask(setup["binary"]["model"], parts, f"{out}/", batch_rows=8, engine=_engine(loss_cluster)),
+        lambda: bool(glob.glob(str(tmp_path / ".preds*" / "part-*.parquet"))))
+    assert "result" in outcome, outcome
+    names = sorted(os.listdir(out))
+    assert names == [f"part-{i:06d}.parquet" for i in range(40)]
+    pd.testing.assert_frame_equal(pd.concat([pd.read_parquet(out / n) for n in names], ignore_index=True),
+                                  pd.read_parquet(tmp_path / "local.parquet"))
+    assert sorted(os.listdir(tmp_path)) == ["local.parquet", "parts", "preds"]
 
 
 # One xdist worker runs every Dask test: they share one LocalCluster (tests/dask_cluster.py).

@@ -74,5 +74,24 @@ def test_two_tune_processes_share_a_postgres_study_each_training_on_dask(dask_cl
     assert {e["pid"] for e in events} == {p.pid for p in procs} and 6 <= len(events) <= 7
 
 
+@pytest.mark.slow
+def test_a_trial_whose_worker_is_killed_is_fitted_again(loss_cluster, tmp_path):
+    """The matrices scattered to the killed worker are lost with it: the trial sends them again and refits."""
+    from tests.dask_cluster import kill_a_worker_during
+
+    train, valid = _tables(tmp_path)
+    address = loss_cluster.scheduler_address
+    request = TuneRequest(valid=str(valid), target="y", model="xgboost", trials=4, params={"n_estimators": 150},
+                          seed=0, pruner="none", storage=f"journal:{tmp_path}/s.log", study="s",
+                          engine=Engine("dask", address))
+    before = len(_events(address, {os.getpid()}))
+    outcome = kill_a_worker_during(loss_cluster, lambda: tune(str(train), request),
+                                   lambda: len(_events(address, {os.getpid()})) > before)
+    assert "result" in outcome, outcome
+    trials = _values(f"journal:{tmp_path}/s.log", "s")
+    assert [state for state, _, _ in trials] == ["COMPLETE"] * 4
+    assert len(_events(address, {os.getpid()})) - before == 4
+
+
 # One xdist worker runs every Dask test: they share one LocalCluster (tests/dask_cluster.py).
 pytestmark = pytest.mark.xdist_group("dask")

@@ -10,6 +10,8 @@ the model's quality must agree (held-out AUC within 0.02).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -88,6 +90,62 @@ def test_what_dask_cannot_train_is_a_usage_error(dask_cluster, tmp_path, args, m
     assert message in result.stderr
     assert "xgboost" in result.stderr or "--calibrate" in message
     assert not (tmp_path / "m.mlsys").exists()
+
+
+def test_timeout_stops_training_on_every_worker_at_one_round(dask_cluster, tmp_path):
+    parts = partition(_table(1200, rounded=True, seed=6).drop(columns="amount"), tmp_path / "parts", 3)
+    report = _train(dask_cluster, parts, tmp_path / "d.mlsys", "--target", "y", "--param", "n_estimators=100000",
+                    "--timeout", "2s")
+    assert report["fit"]["stopped_by"] == "timeout" and report["fit"]["n_estimators"] < 100000
+
+
+@pytest.mark.slow
+def test_a_worker_killed_during_training_fails_cleanly_or_is_retried(loss_cluster, tmp_path):
+    from mlsys_cli.data.cluster import Engine
+    from mlsys_cli.errors import InputError
+    from mlsys_cli.models.distributed import train_dask
+    from mlsys_cli.models.train import TrainSpec
+    from tests.dask_cluster import kill_a_worker_during
+
+    parts = partition(_table(20000, rounded=False, seed=7).drop(columns="amount"), tmp_path / "parts", 8)
+    events = []
+    spec = TrainSpec(family="xgboost", target="y", params={"n_estimators": 3000, "max_depth": 8}, seed=0)
+    engine = Engine("dask", loss_cluster.scheduler_address)
+
+    class Progress:  # the trainer says when it starts training on the cluster
+        def update(self, description=None, **_):
+            events.append(description)
+
+    from mlsys_cli.models.train import FitRun
+
+    outcome = kill_a_worker_during(loss_cluster, lambda: train_dask([parts], spec, run=FitRun(progress=Progress()),
+                                                                    engine=engine),
+                                   lambda: "training on the Dask cluster" in events)
+    if "error" in outcome:
+        assert isinstance(outcome["error"], InputError), outcome
+        assert "a worker was lost" in outcome["error"].message
+    else:
+        bundle, _ = outcome["result"]
+        assert bundle.manifest["recipe"]["fit"]["engine"] == "dask"
+    assert sorted(os.listdir(tmp_path)) == ["parts"]
+
+
+def test_a_dask_tunes_refit_trains_on_the_cluster(dask_cluster, tmp_path):
+    from types import SimpleNamespace
+
+    from mlsys_cli.models.dask_trials import refit_on_cluster
+    from mlsys_cli.models.train import FitRun, TrainSpec
+
+    parts = partition(_table(900, rounded=True, seed=8).drop(columns="amount"), tmp_path / "parts", 3)
+    pd.read_parquet(parts).to_csv(tmp_path / "train.csv", index=False)
+    engine = {"name": "dask", "scheduler": dask_cluster.scheduler_address, "connect_timeout": 10.0}
+    spec = TrainSpec(family="xgboost", target="y", params={"n_estimators": 10}, seed=0)
+    bundle = refit_on_cluster(SimpleNamespace(engine=engine, train=str(parts), valid=None), spec, FitRun())
+    assert bundle.manifest["recipe"]["fit"]["engine"] == "dask"
+    for job, family in ((SimpleNamespace(engine=None, train=str(parts), valid=None), "xgboost"),
+                        (SimpleNamespace(engine=engine, train=str(parts), valid=None), "linear"),
+                        (SimpleNamespace(engine=engine, train=str(tmp_path / "train.csv"), valid=None), "xgboost")):
+        assert refit_on_cluster(job, TrainSpec(family=family, target="y", seed=0), FitRun()) is None  # refit locally
 
 
 # One xdist worker runs every Dask test: they share one LocalCluster (tests/dask_cluster.py).

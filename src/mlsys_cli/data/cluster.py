@@ -3,7 +3,8 @@
 ``--scheduler ADDRESS`` (or ``MLSYS_DASK_SCHEDULER``) names a running ``dask scheduler``
 (``tcp://host:8786``); the command connects to it as a client, submits its tasks and leaves the
 cluster running. Without an address the command starts a ``LocalCluster`` on this machine (one
-worker process per core, one thread each, memory split evenly, no dashboard) and stops it at the
+worker process per core, one thread each, memory split evenly, the scheduler's HTTP endpoint on
+a free port: ``dashboard_address=None`` still binds 8787, and warns when another cluster has it) and stops it at the
 end: what a user trying ``--engine dask`` on a laptop expects, and the same code path as a cluster.
 
 Workers run mlsys's own functions, so every worker needs the same mlsys version and the ``dask``
@@ -106,7 +107,7 @@ def connect(engine: Engine) -> Iterator[Any]:
     # Worker processes, not threads: featurizing and predicting hold the GIL in places, and a
     # worker process is what a real cluster has, so the local run tests the same code path.
     with LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
         with Client(cluster, set_as_default=False) as client:
             yield client
 
@@ -226,10 +227,15 @@ def cached_artifact(path: str, sha256: str, load: Callable[[str], Any]) -> Any:
         return artifact
 
 
-def worker_failure(exc: BaseException) -> InputError | None:
+class WorkerLost(InputError):
+    """A Dask job failed because a worker died (beyond Dask's retries) or the cluster went away."""
+
+
+def worker_failure(exc: BaseException) -> WorkerLost | None:
     """The clean error for a job whose worker died or whose cluster went away (None: not one)."""
     names = {type(exc).__name__}
-    if names & {"KilledWorker", "CommClosedError", "FutureCancelledError", "CancelledError"}:
-        return InputError(f"the Dask job failed: a worker was lost ({exc})",
+    # FuturesCancelledError: a result's inputs were lost with a worker ("lost dependencies").
+    if names & {"KilledWorker", "CommClosedError", "FutureCancelledError", "FuturesCancelledError", "CancelledError"}:
+        return WorkerLost(f"the Dask job failed: a worker was lost ({exc})",
                           "nothing was written; check the workers' memory limits and logs, then rerun")
     return None

@@ -162,6 +162,32 @@ def part_file(scratch: str, index: int) -> Iterator[tuple[Path, Path]]:
         yield part, tmp
 
 
+@contextlib.contextmanager
+def job_scratch(output: str | os.PathLike) -> Iterator[str]:
+    """A job's scratch directory beside ``output``, removed on exit even while tasks still write.
+
+    A failed job's other tasks keep running on their workers (cancelling a future does not stop
+    a running task), and one may create a part in the scratch directory while it is being
+    removed: a plain ``rmtree`` then fails on the directory it no longer finds empty, leaving
+    it behind (or raising instead of the job's own error). So the directory is first renamed:
+    every task names it by its old path, so nothing can create an entry in the renamed one,
+    which is then removed. A directory published as the output (renamed away) is left alone.
+    """
+    import shutil
+
+    from mlsys_cli.fsutil import temp_dir
+
+    holder = temp_dir(output)
+    try:
+        yield holder.name
+    finally:
+        aside = holder.name + "-removed"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(holder.name, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        holder.cleanup()  # its own name is gone: this only detaches its finalizer
+
+
 def _error(result: dict[str, Any]) -> Exception:
     """The error a task reported (:func:`task_error`), as its own class."""
     from mlsys_cli.errors import BusyError, CheckFailed, MlsysError, UsageError
@@ -232,27 +258,19 @@ def read_arrow(path: str, columns: Sequence[str] | None = None) -> Any:
     return table.drop_columns(index) if index else table
 
 
-def gather_frame(client: Any, parts: Partitions, columns: Sequence[str] | None = None) -> Any:
-    """The whole table as one pandas frame, each file read on a worker (``read_frame``'s result).
-
-    The frame is in this process's memory: for the steps that need every row at once (the
-    featurizer's fit), with the reading and decoding of the files spread over the cluster.
-    """
-    import pyarrow as pa
-
+def gathered(client: Any, futures: Sequence[Any]) -> list[Any]:
+    """``client.gather(futures)``; a worker lost beyond Dask's retries is a clean InputError (exit 3)."""
     from mlsys_cli.data.cluster import worker_failure
 
-    schema = parts.require(columns)
-    futures = client.map(read_arrow, [str(Path(f).resolve()) for f in parts.files], columns=list(schema.names), pure=False)
     try:
-        tables = client.gather(futures)
+        return client.gather(futures)
     except Exception as exc:
         clean = worker_failure(exc)
         if clean is None:
             raise
         raise clean from None
-    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-    return table.replace_schema_metadata(None).to_pandas()
+    finally:
+        client.cancel(futures)
 
 
 def is_directory_output(output: str | os.PathLike) -> bool:
@@ -263,7 +281,8 @@ def is_directory_output(output: str | os.PathLike) -> bool:
 def publish_directory(scratch: str | os.PathLike, output: str | os.PathLike) -> None:
     """Make the finished ``scratch`` directory the output directory ``output``, all parts at once.
 
-    A new directory is renamed into place (atomic). An existing one is replaced only when it
+    Anything in ``scratch`` but the parts (the temporary file of a task whose worker died) is
+    removed first. A new directory is renamed into place (atomic). An existing one is replaced only when it
     holds nothing but ``part-*.parquet`` files (a previous output): it is renamed aside, the new
     one renamed in, the old one removed; a reader sees the old parts or the new ones, never a mix.
 
@@ -277,6 +296,9 @@ def publish_directory(scratch: str | os.PathLike, output: str | os.PathLike) -> 
     from mlsys_cli.fsutil import temp_prefix
 
     target = Path(str(output).rstrip("/" + os.sep) or os.sep)
+    for entry in os.scandir(scratch):  # a temporary part of a task whose worker was killed (retried elsewhere)
+        if not (entry.name.startswith("part-") and entry.name.endswith(".parquet")):
+            os.unlink(entry.path)
     if not target.exists():
         os.replace(scratch, target)
         return

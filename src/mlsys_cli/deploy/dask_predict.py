@@ -110,9 +110,10 @@ def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
         scheduler, a worker lost beyond Dask's retries (exit 3; nothing written).
     """
     from mlsys_cli.data.cluster import connect, require_dask
-    from mlsys_cli.data.partitioned import concatenate, is_directory_output, partitions, publish_directory, run_partitions
+    from mlsys_cli.data.partitioned import (concatenate, is_directory_output, job_scratch, partitions, publish_directory,
+                                            run_partitions)
     from mlsys_cli.deploy.predict import PredictResult, load_model, output_columns, prediction_lineage, read_columns
-    from mlsys_cli.fsutil import sha256_file, temp_dir
+    from mlsys_cli.fsutil import sha256_file
 
     start = time.perf_counter()
     if batch_rows < 1:
@@ -129,7 +130,7 @@ def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
         progress.update(total=parts.total_rows)
     directory = is_directory_output(output)
     stamps = _part_stamps(model, model_path, parts, keep) if directory else ()
-    with connect(engine) as client, temp_dir(str(output).rstrip("/" + os.sep) or output) as scratch:
+    with connect(engine) as client, job_scratch(str(output).rstrip("/" + os.sep) or output) as scratch:
         job = PartitionJob(model=str(Path(model_path).resolve()), sha256=digest, columns=tuple(columns),
                            keep=tuple(keep), batch_rows=batch_rows, scratch=str(Path(scratch).resolve()), stamps=stamps)
         results = run_partitions(client, predict_partition, job, parts.files, progress)

@@ -1,10 +1,13 @@
 """``featurize --engine dask``: the train table read on Dask workers, features applied per partition.
 
-Fitting: each Parquet file of the train table is read on a worker and the client fits the
-Featurizer on the gathered table with the local code, so the fitted featurizer is the local one
-(same JSON state, same ONNX graph). Its statistics (medians, quantile bins, category
-frequencies, cross-fitted target encodings, the leakage check's trees) need every train row
-of the fitted columns in one place; this process must hold them.
+Fitting: the client never holds the train table. :func:`read_train` gives the fit a
+:class:`~mlsys_cli.features.columns.ColumnTable`: every column the fit reads is read from each
+Parquet file on a worker and only that column comes back (the target stays; a column is
+dropped once the fit moved on to others). The fit is the local code on the same values, so the
+fitted featurizer is the local one (same JSON state, same ONNX graph), while this process holds
+a few columns' rows instead of the whole table: a table too large for one process fits when its
+columns do. The columns' types are decided on the workers from each file (the first file where
+a column has a value decides, as the first values decide locally).
 
 Applying (``--apply``): one task per partition; each worker loads the features bundle once
 (by path and sha256, verified like a local load), transforms its partition in batches with
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,14 +38,66 @@ class ApplyJob:
 
 
 def read_train(files: Sequence[Path], *, engine: Any) -> Any:
-    """The train table as one pandas frame, its files read on the cluster (``read_frame``'s result)."""
-    from mlsys_cli.data.cluster import connect
-    from mlsys_cli.data.partitioned import gather_frame, partitions
+    """The train table as a ColumnTable whose columns are read on the cluster, one at a time.
+
+    The connection is the process's shared client (:func:`mlsys_cli.data.cluster.shared_client`):
+    the fit reads columns until it returns.
+
+    Raises
+    ------
+    InputError
+        Partitions with inconsistent schemas, an unreachable scheduler, a worker lost (exit 3).
+    """
+    from mlsys_cli.data.cluster import shared_client
+    from mlsys_cli.data.partitioned import partitions
 
     parts = partitions(files)
     parts.require()
-    with connect(engine) as client:
-        return gather_frame(client, parts)
+    return column_table(shared_client(engine), parts)
+
+
+def column_table(client: Any, parts: Any) -> Any:
+    """The partitioned table ``parts`` as a ColumnTable read through ``client`` (kept open by the caller)."""
+    from mlsys_cli.features.columns import ColumnTable
+
+    paths = [str(Path(f).resolve()) for f in parts.files]
+    types = _column_types(client, paths, parts.names)
+    return ColumnTable(parts.names, parts.total_rows, partial(gather_column, client, paths), types)
+
+
+def partition_types(path: str, names: Sequence[str]) -> dict[str, tuple[int, str, bool]]:
+    """name -> (values present, logical type, nested) of one partition's columns (runs on a worker)."""
+    from mlsys_cli.data.partitioned import read_partition
+    from mlsys_cli.features.schema import _is_nested, logical_type
+
+    frame = read_partition(path, names)
+    return {n: (int(frame[n].notna().sum()), logical_type(frame[n]), bool(_is_nested(frame[n]))) for n in names}
+
+
+def _column_types(client: Any, paths: Sequence[str], names: Sequence[str]) -> Any:
+    """Each column's type as the first file holding a value of it says (the first file's when none do)."""
+    from mlsys_cli.data.partitioned import gathered
+    from mlsys_cli.features.columns import ColumnTypes
+
+    per_file = gathered(client, client.map(partition_types, paths, names=list(names), pure=False))
+    types, nested = {}, set()
+    for name in names:
+        present, kind, is_nested = next((p[name] for p in per_file if p[name][0]), per_file[0][name])
+        types[name] = kind
+        if is_nested:
+            nested.add(name)
+    return ColumnTypes(types=types, nested=frozenset(nested))
+
+
+def gather_column(client: Any, paths: Sequence[str], name: str) -> Any:
+    """One column of every file, read on the workers, as the pandas Series ``read_frame`` gives."""
+    import pyarrow as pa
+
+    from mlsys_cli.data.partitioned import gathered, read_arrow
+
+    tables = gathered(client, client.map(read_arrow, paths, columns=[name], pure=False))
+    table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+    return table.replace_schema_metadata(None).to_pandas()[name]
 
 
 def _worker_featurizer(bundle: str, sha256: str, target: str | None) -> Any:
@@ -84,10 +140,10 @@ def apply_dask(bundle: str | os.PathLike, data: Sequence[str | os.PathLike], out
         scheduler, a worker lost beyond Dask's retries (exit 3; nothing written).
     """
     from mlsys_cli.data.cluster import connect, require_dask
-    from mlsys_cli.data.partitioned import concatenate, partitions, run_partitions
+    from mlsys_cli.data.partitioned import concatenate, job_scratch, partitions, run_partitions
     from mlsys_cli.features.bundle import load_features_bundle
     from mlsys_cli.features.featurize import ApplyResult, apply_columns, apply_lineage
-    from mlsys_cli.fsutil import sha256_file, temp_dir
+    from mlsys_cli.fsutil import sha256_file
 
     if batch_rows < 1:
         from mlsys_cli.errors import UsageError
@@ -101,7 +157,7 @@ def apply_dask(bundle: str | os.PathLike, data: Sequence[str | os.PathLike], out
     parts.require(select)
     if progress:
         progress.update(total=parts.total_rows, description="featurizing")
-    with connect(engine) as client, temp_dir(output) as scratch:
+    with connect(engine) as client, job_scratch(output) as scratch:
         job = ApplyJob(bundle=str(Path(bundle).resolve()), sha256=digest, target=target, columns=tuple(select),
                        keep_target=keep_target, batch_rows=batch_rows, scratch=str(Path(scratch).resolve()))
         results = run_partitions(client, transform_partition, job, parts.files, progress)

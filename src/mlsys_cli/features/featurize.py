@@ -101,7 +101,7 @@ def featurize(
     progress : optional
         ``update(description=)``.
     read : callable, optional
-        ``read(files) -> pandas frame`` instead of ``read_frame`` (``dask_featurize.read_train``:
+        ``read(files) -> table`` instead of ``read_frame`` (``dask_featurize.read_train``: a ColumnTable,
         the files read on a Dask cluster; the fit, and so the featurizer, is the local one).
     **params
         Featurizer parameters.

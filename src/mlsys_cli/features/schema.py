@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mlsys_cli.errors import InputError
+from mlsys_cli.features.columns import ColumnTable
 
 TYPES = ("float", "bool", "string", "datetime")
 INT64_MIN = int(np.iinfo(np.int64).min)
@@ -43,7 +44,7 @@ def to_pandas(data: Any) -> Any:
     """A pandas DataFrame from pandas, pyarrow or polars input (no copy when already pandas)."""
     import pandas as pd
 
-    if isinstance(data, pd.DataFrame):
+    if isinstance(data, (pd.DataFrame, ColumnTable)):  # a ColumnTable loads its columns on use
         return data
     if hasattr(data, "to_pandas"):
         return data.to_pandas()
@@ -107,7 +108,9 @@ def logical_type(series: Any) -> str:
 
 
 def nested_columns(df: Any) -> list[str]:
-    """The columns of a pandas frame holding lists, arrays or structs."""
+    """The columns of a pandas frame (or ColumnTable) holding lists, arrays or structs."""
+    if isinstance(df, ColumnTable):
+        return df.nested_columns()
     return [str(c) for c in df.columns if _is_nested(df[c])]
 
 
@@ -137,7 +140,7 @@ def infer_schema(df: Any, types: dict[str, str] | None = None) -> list[dict[str,
         # A pandas index, mlsys metadata, an empty name (no graph input can carry it): never a feature.
         if is_metadata_column(str(name)) or str(name) in nested or not str(name).strip():
             continue
-        kind = types.get(str(name)) or logical_type(df[name])
+        kind = types.get(str(name)) or (df.logical_type(name) if isinstance(df, ColumnTable) else logical_type(df[name]))
         if kind not in TYPES:
             raise ValueError(f"unknown logical type {kind!r}")
         schema.append({"name": str(name), "type": kind})
@@ -311,6 +314,8 @@ def canonical_arrays(df: Any, input_schema: Sequence[dict[str, Any]]) -> dict[st
     if isinstance(df, list):
         return canonical_records(df, input_schema)
     df = to_pandas(df)
+    if isinstance(df, ColumnTable):  # a ColumnTable: each column converted when the fit first reads it
+        return df.canonical(input_schema)
     columns = {str(c): c for c in df.columns}
     missing = [c["name"] for c in input_schema if c["name"] not in columns]
     if missing:

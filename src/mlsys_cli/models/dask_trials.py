@@ -77,29 +77,70 @@ def trial_fitter(engine: Mapping[str, Any] | None) -> Callable[..., Any]:
     return lambda family, spec, data, run: fit_trial(family, spec, data, run, where)
 
 
+def refit_on_cluster(job: Any, spec: Any, run: Any) -> Any | None:
+    """The final refit of a ``tune --engine dask`` run, as ``train --engine dask`` trains it.
+
+    None (the refit is local) for a local run, a family without a distributed trainer, or a
+    train table that is not Parquet (the Dask trainer reads Parquet partitions).
+    """
+    if not job.engine:
+        return None
+    from mlsys_cli.data.cluster import Engine
+    from mlsys_cli.data.io import detect_format, resolve_inputs
+    from mlsys_cli.models.distributed import DASK_FAMILIES, train_dask
+
+    files = resolve_inputs([job.train])
+    if spec.family not in DASK_FAMILIES or any(detect_format(f) != "parquet" for f in files):
+        return None
+    where = Engine(job.engine["name"], job.engine.get("scheduler"), job.engine.get("connect_timeout") or 10.0)
+    bundle, _ = train_dask([job.train], spec, valid=job.valid, run=run, engine=where)
+    return bundle
+
+
 def fit_trial(family: Any, spec: Any, data: Any, run: Any, engine: Any) -> Any:
     """Fit one trial's estimator on the cluster (``fit_estimator``'s arguments, and the engine).
 
     ``run.timeout`` stops training at the next round on every worker; ``run.callback`` (the
     pruner) is given each round's validation loss after the fit, in order, and may raise.
     """
-    from mlsys_cli.data.cluster import shared_client
-    from mlsys_cli.models.distributed import check_family, fit_on_cluster
-    from mlsys_cli.models.families import resolve_params
+    from mlsys_cli.data.cluster import WorkerLost, shared_client
+    from mlsys_cli.models.distributed import check_family
 
     check_family(family.name)
     client = shared_client(engine)
-    est = family.make(spec.task, spec.n_classes, resolve_params(family, spec.task, spec.params), spec.seed)
-    train = _on_cluster(client, data.X, data.y)
-    held_out = _on_cluster(client, *data.eval_set[:2]) if data.eval_set is not None else None
     stop_at = time.time() + run.timeout if run.timeout is not None else None
-    est, losses = fit_on_cluster(client, est, train, held_out, stop_at)
+    try:
+        est, losses = _fit_once(client, family, spec, data, stop_at)
+    except WorkerLost:
+        # The fold's matrices were scattered to the workers, and a block held by the lost one
+        # is gone with it (scattered data cannot be recomputed): send them again to the workers
+        # there are now and fit the trial once more; a second loss fails the trial's job.
+        _forget(client)
+        est, losses = _fit_once(client, family, spec, data, stop_at)
     client.log_event(EVENT_TOPIC, {"host": socket.gethostname(), "pid": os.getpid(), "rows": int(len(data.y)),
                                    "rounds": len(losses) or est.fit_info_["n_estimators"]})
     if run.callback is not None:
         for step, loss in enumerate(losses):
             run.callback(step, loss)
     return est
+
+
+def _fit_once(client: Any, family: Any, spec: Any, data: Any, stop_at: float | None) -> tuple[Any, list[float]]:
+    """One fit of a trial on the cluster: the estimator and its per-round validation losses."""
+    from mlsys_cli.models.distributed import fit_on_cluster
+    from mlsys_cli.models.families import resolve_params
+
+    est = family.make(spec.task, spec.n_classes, resolve_params(family, spec.task, spec.params), spec.seed)
+    train = _on_cluster(client, data.X, data.y)
+    held_out = _on_cluster(client, *data.eval_set[:2]) if data.eval_set is not None else None
+    return fit_on_cluster(client, est, train, held_out, stop_at)
+
+
+def _forget(client: Any) -> None:
+    """Drop every matrix :func:`_on_cluster` sent through ``client`` (the next trial sends them again)."""
+    with _ON_CLUSTER_LOCK:
+        for key in [k for k, (held, _, _) in _ON_CLUSTER.items() if held is client]:
+            del _ON_CLUSTER[key]
 
 
 def _on_cluster(client: Any, X: Any, y: Any) -> tuple[Any, Any]:

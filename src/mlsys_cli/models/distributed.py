@@ -124,9 +124,9 @@ def _take(path: str, rows: Any) -> Any:
 
 
 def _featurizer(client: Any, parts: Any, train_spec: Any, family: Any, problem: tuple[str, str]) -> tuple[Any, Any]:
-    """The fitted featurizer and the settings the recipe records (a bundle, or fitted on the gathered table)."""
+    """The fitted featurizer and the settings the recipe records (a bundle, or fitted column by column)."""
     from mlsys_cli.data.io import input_record
-    from mlsys_cli.data.partitioned import gather_frame
+    from mlsys_cli.features.dask_featurize import column_table
     from mlsys_cli.models.train import load_features, make_featurizer
 
     target, task = problem
@@ -135,7 +135,7 @@ def _featurizer(client: Any, parts: Any, train_spec: Any, family: Any, problem: 
         return load_features(features, target), {"bundle": input_record(features)}
     spec = {"preset": family.preset, "family": family.name, "task": task, **dict(features or {})}
     featurizer = make_featurizer(target, family.preset, spec, train_spec.seed)
-    featurizer.fit(gather_frame(client, parts))
+    featurizer.fit(column_table(client, parts))  # column by column: the table is never here whole
     return featurizer, spec
 
 
@@ -238,8 +238,11 @@ def fit_on_cluster(client: Any, est: Any, train: tuple[Any, Any], eval_set: tupl
     return est, losses
 
 
-def _fit(client: Any, family: Any, spec: dict[str, Any], data: tuple[Any, Any, Any]) -> Any:
-    """Fit with xgboost.dask on the partitioned matrix; the booster loaded into the local family's estimator."""
+def _fit(client: Any, family: Any, spec: dict[str, Any], data: tuple[Any, Any, Any], stop_at: float | None = None) -> Any:
+    """Fit with xgboost.dask on the partitioned matrix; the booster loaded into the local family's estimator.
+
+    ``stop_at`` (``time.time()``, from ``--timeout``) ends training at the first round after it.
+    """
     import dask.array as da
 
     train, X_valid, y_valid = data
@@ -250,7 +253,7 @@ def _fit(client: Any, family: Any, spec: dict[str, Any], data: tuple[Any, Any, A
     if X_valid is not None:
         held_out = (da.from_array(X_valid, chunks=(max(1, len(X_valid)), X_valid.shape[1])),
                     da.from_array(y_valid, chunks=max(1, len(y_valid))))
-    return fit_on_cluster(client, est, (X, y), held_out)[0]
+    return fit_on_cluster(client, est, (X, y), held_out, stop_at)[0]
 
 
 def train_dask(train: Sequence[Any], spec: Any, *, valid: str | None = None, run: Any = None,
@@ -266,7 +269,8 @@ def train_dask(train: Sequence[Any], spec: Any, *, valid: str | None = None, run
     valid : path, optional
         The validation table (read in this process): early stopping and reported metrics.
     run : FitRun, optional
-        Its ``progress`` is used; ``timeout``, ``callback`` and ``init`` are local only.
+        Its ``progress`` and ``timeout`` (training stops at the first round after it, on every
+        worker at once) are used; ``callback`` and ``init`` are local only.
     engine : Engine
 
     Raises
@@ -308,10 +312,16 @@ def train_dask(train: Sequence[Any], spec: Any, *, valid: str | None = None, run
         held_out = _valid(valid, featurizer, family, (target, task, classes))
         if progress is not None:
             progress.update(description="training on the Dask cluster")
-        est = _fit(client, family, estimator, (matrix, held_out[1], held_out[2]))
+        est = _fit(client, family, estimator, (matrix, held_out[1], held_out[2]), _stop_at(run))
         sample = _rows(client, parts, score_sample(parts.total_rows, spec.seed))
     fitted = Fitted(family, est, estimator, featurizer, features_spec, target, classes)
     return _assemble(fitted, (parts, sample, held_out), (train, valid, spec.seed), start)
+
+
+def _stop_at(run: Any) -> float | None:
+    """The ``time.time()`` after which no round starts (``run.timeout`` from now), or None."""
+    timeout = getattr(run, "timeout", None)
+    return time.time() + timeout if timeout is not None else None
 
 
 def _prepare(train: Sequence[Any], spec: Any, run: Any) -> tuple[Any, Any, str]:
@@ -337,8 +347,7 @@ def _prepare(train: Sequence[Any], spec: Any, run: Any) -> tuple[Any, Any, str]:
 def _refuse_local_only(spec: Any, run: Any) -> None:
     """Options of local train that the Dask trainer does not have: a usage error naming the first."""
     chosen = (("--class-weight", spec.class_weight), ("--sample-weight", spec.sample_weight),
-              ("--calibrate", spec.calibrate), ("--timeout", getattr(run, "timeout", None)),
-              ("a warm start", getattr(run, "init", None)))
+              ("--calibrate", spec.calibrate), ("a warm start", getattr(run, "init", None)))
     unsupported = [name for name, value in chosen if value]
     if unsupported:
         raise UsageError(f"{unsupported[0]} is not supported with --engine dask", "leave it out, or use --engine local")

@@ -90,8 +90,13 @@ def _refit(problem: Problem, doc: Mapping[str, Any]) -> Any:
     job = problem.job
     # The refit is inside the budget: iterative families stop at the round the deadline falls on.
     run = FitRun(timeout=max(job.deadline - time.time() - SAVE_S, 1.0)) if job.deadline is not None else FitRun()
-    bundle, _ = train_model(job.train, TrainSpec(family=doc["family"], target=problem.target, params=doc["params"],
-                            features=dict(job.features) or None, seed=int(job.seed)), valid=job.valid, run=run)
+    spec = TrainSpec(family=doc["family"], target=problem.target, params=doc["params"],
+                     features=dict(job.features) or None, seed=int(job.seed))
+    from mlsys_cli.models.dask_trials import refit_on_cluster
+
+    bundle = refit_on_cluster(job, spec, run)  # where the trials trained, when the family can
+    if bundle is None:
+        bundle, _ = train_model(job.train, spec, valid=job.valid, run=run)
     return bundle
 
 
