@@ -84,3 +84,19 @@ def test_read_ahead_yields_in_order_raises_the_readers_error_and_stops_early():
             break
     # The reader stops within a few items of the consumer, not after 10,000.
     assert stopped.wait(5) and len(produced) < 10
+
+
+def test_files_that_type_a_column_differently_are_named(tmp_path):
+    """Arrow names only the column; the error names the odd file and both types (local and Dask drift)."""
+    import pyarrow.parquet as pq
+
+    from mlsys_cli.errors import InputError
+    from mlsys_cli.monitor.scan import Source
+
+    pq.write_table(pa.table({"age": [1.0, 2.0], "x": [1, 2]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"age": [1.5, 2.5]}), tmp_path / "b.parquet")  # a missing column is no problem
+    pq.write_table(pa.table({"age": ["old", "young"], "x": [3, 4]}), tmp_path / "c.parquet")
+    with pytest.raises(InputError) as info:
+        Source([str(tmp_path / "*.parquet")])
+    assert f"{tmp_path / 'c.parquet'}: column 'age' is string, {tmp_path / 'a.parquet'} has double" in info.value.message
+    assert "b.parquet" not in info.value.message

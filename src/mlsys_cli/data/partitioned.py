@@ -54,7 +54,7 @@ class Partitions:
         import pyarrow as pa
 
         wanted = list(columns) if columns is not None else self.names
-        problems = _disagreements(self.files, self.schemas, wanted)
+        problems = disagreements(self.files, self.schemas, wanted)
         if problems:
             more = f" (and {len(problems) - SHOWN} more)" if len(problems) > SHOWN else ""
             raise InputError("partitions do not share one schema: " + "; ".join(problems[:SHOWN]) + more,
@@ -90,7 +90,7 @@ def partitions(paths: Sequence[str | os.PathLike]) -> Partitions:
     return Partitions(files=tuple(files), schemas=tuple(schemas), rows=tuple(rows))
 
 
-def _disagreements(files: Sequence[Path], schemas: Sequence[Any], columns: Sequence[str]) -> list[str]:
+def disagreements(files: Sequence[Path], schemas: Sequence[Any], columns: Sequence[str]) -> list[str]:
     """One line per (file, column) that lacks a column or types it differently from the first file having it."""
     problems = []
     for column in columns:
