@@ -114,3 +114,30 @@ def test_current_data_that_is_not_parquet_is_refused(tables, dask_cluster, tmp_p
 
 # One xdist worker runs every Dask test: they share one LocalCluster (tests/dask_cluster.py).
 pytestmark = pytest.mark.xdist_group("dask")
+
+
+def test_the_model_checks_run_on_the_workers_and_equal_the_local_ones(dask_cluster, tmp_path):
+    """drift --model: each file predicted on a worker (model loaded there once), the outputs and
+    labels joined in file order: the report's model part equals the local one."""
+    from mlsys_cli.models.train import TrainSpec, train_model
+
+    rng = np.random.default_rng(3)
+    df = pd.DataFrame({"a": rng.normal(size=3000), "b": rng.normal(size=3000), "c": rng.choice(["x", "y", "z"], 3000)})
+    df["y"] = df["a"] + rng.normal(size=3000) > 0
+    df.iloc[:1500].to_parquet(tmp_path / "ref.parquet", index=False)
+    train_model(str(tmp_path / "ref.parquet"), TrainSpec(family="linear", target="y"))[0].save(tmp_path / "m.mlsys")
+    cur = df.iloc[1500:].reset_index(drop=True)
+    cur["a"] += 0.5
+    partition(cur, tmp_path / "cur", 5)
+    options = DriftOptions(domain_classifier=False)
+    local = detect(str(tmp_path / "cur"), reference=tmp_path / "ref.parquet", model=str(tmp_path / "m.mlsys"),
+                   options=options).to_dict()
+    dist = detect(str(tmp_path / "cur" / "*.parquet"), reference=tmp_path / "ref.parquet", model=str(tmp_path / "m.mlsys"),
+                  options=options, engine=Engine("dask", dask_cluster.scheduler_address)).to_dict()
+    assert dist["model"]["outputs"] == "predicted by the model (on the Dask workers)"
+    for d in (local, dist):
+        d.pop("seconds")
+        d["current"].pop("source")
+        d["model"].pop("outputs")
+    assert dist == local
+    assert local["model"]["rows"] == 1500 and local["model"]["metrics"]["current"]["auc"] > 0.5

@@ -352,7 +352,7 @@ def _run(current: Any, *, reference: Any, model: Any, profile: Any, options: Dri
     if manifest is not None:
         from mlsys_cli.monitor.model_checks import model_checks
 
-        model_part, output_tests = model_checks(model, manifest, source, plan.label, options, _judge)
+        model_part, output_tests = model_checks(model, manifest, source, plan.label, options, _judge, engine)
         tests.extend(output_tests)
     samples = (ref.sample.select(wanted), cur_sample) if wanted else None
     if options.backend == "alibi":

@@ -13,7 +13,9 @@ row sample is drawn at the same global row positions (the seeded positions split
 What the client holds: per batch of :data:`~mlsys_cli.monitor.scan.BATCH_ROWS` rows and numeric
 column, its cell sums (about 0.8 KB for a 100-cell sketch), the unseen strings (at most 10,000
 per column, as locally), and the row sample: not the table. The model checks of ``--model``
-(predictions, labels) still read the current data here.
+run there too: each worker loads the model once (checked against the client's sha256), predicts
+its file batch by batch as the local scan does, and returns the outputs and labels (a few numbers
+a row), joined here in file order.
 """
 
 from __future__ import annotations
@@ -184,3 +186,53 @@ def _drawn(source: Source, sample: tuple[Sequence[str], int] | None, results: Se
     sampler = _sampler(None)
     sampler.parts = [part for r in results for part in r["sample"]]
     return sampler.table([source.schema.field(c) for c in sample[0]])
+
+
+@dataclass(frozen=True)
+class OutputJob:
+    """What every prediction task of ``drift --model`` needs besides its file (sent to the workers)."""
+
+    plan: Any
+    model: str
+    sha256: str
+    schema: Any
+    include_shadow: bool
+
+
+def outputs_dask(plan: Any, model_path: Any, source: Source, engine: Any,
+                 include_shadow: bool) -> tuple[dict[str, Any], Any]:
+    """The model checks' outputs and labels, each file predicted on a worker (see the module docstring)."""
+    import numpy as np
+
+    from mlsys_cli.data.cluster import connect, require_dask
+    from mlsys_cli.data.partitioned import run_partitions
+    from mlsys_cli.fsutil import sha256_file
+
+    require_dask()
+    if not source.parquet:
+        raise InputError(f"{source.name}: --engine dask reads Parquet files (a directory or glob of them)",
+                         "convert it first: mlsys ingest FILE -o table.parquet")
+    model = str(model_path) if model_path is not None else ""
+    job = OutputJob(plan, model, sha256_file(model) if model and not plan.logged else "", source.schema, include_shadow)
+    with connect(engine) as client:
+        results = run_partitions(client, output_partition, job, source.files)
+    outputs = {n: np.concatenate([r["outputs"][n] for r in results]) for n in plan.names}
+    ys = [r["y"] for r in results if r["y"] is not None]
+    return outputs, (np.concatenate(ys) if ys else None)
+
+
+def output_partition(job: OutputJob, index: int, path: str) -> dict[str, Any]:
+    """One file's model outputs (runs on a worker): the local batches, the model loaded once per worker."""
+    from mlsys_cli.data.cluster import cached_artifact
+    from mlsys_cli.monitor.model_checks import batch_outputs
+
+    src = Source([path], job.include_shadow)
+    src.schema = job.schema
+    predictor = None
+    if not job.plan.logged:
+        from mlsys_cli.deploy.predict import load_model
+
+        predictor = cached_artifact(job.model, job.sha256, load_model)
+    outputs, y = batch_outputs(job.plan, src, predictor)
+    return {"rows": len(next(iter(outputs.values()))) if outputs else 0, "outputs": outputs, "y": y}
+

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -25,44 +26,75 @@ from mlsys_cli.errors import InputError
 CALIBRATION_GAP = 0.03
 
 
-def _outputs(model_path: Any, manifest: Mapping[str, Any], source: Any, label: str | None) -> tuple[dict[str, Any], Any, str]:
-    """Model outputs over the current rows (logged, or predicted in batches), and the labels if any."""
-    task, classes = manifest["task"], manifest.get("classes") or []
-    names = ["prediction"] if task == "regression" else ["label"] + [f"proba_{c}" for c in classes]
+@dataclass(frozen=True)
+class OutputPlan:
+    """Which outputs the checks need and where they come from: the serve log's columns, or the
+    model predicting its input columns (shared by the local scan and the Dask workers)."""
+
+    task: str
+    classes: tuple[Any, ...]
+    names: tuple[str, ...]
+    inputs: tuple[str, ...]
+    columns: tuple[str, ...]
+    label: str | None
+    logged: bool
+
+
+def plan_outputs(manifest: Mapping[str, Any], source: Any, label: str | None) -> OutputPlan:
+    """The :class:`OutputPlan` for ``source`` (a missing input column: exit 3)."""
+    task, classes = manifest["task"], tuple(manifest.get("classes") or [])
+    names = ("prediction",) if task == "regression" else ("label", *(f"proba_{c}" for c in classes))
     logged = all(f"_mlsys_{n}" in source.columns for n in names)
-    inputs = [c["name"] for c in manifest.get("input_schema") or []]
-    columns = [f"_mlsys_{n}" for n in names] if logged else inputs
+    inputs = tuple(c["name"] for c in manifest.get("input_schema") or [])
+    columns = tuple(f"_mlsys_{n}" for n in names) if logged else inputs
     missing = [c for c in columns if c not in source.columns]
     if missing:
         raise InputError(f"{source.name}: no column {missing[0]!r}, which the model needs to predict",
                          "give data with the model's input columns, or serve logs")
-    predictor = None
-    if not logged:
-        from mlsys_cli.deploy.predict import load_model
+    return OutputPlan(task, classes, names, inputs, columns, label, logged)
 
-        predictor = load_model(model_path)
-    parts: dict[str, list[Any]] = {n: [] for n in names}
+
+def batch_outputs(plan: OutputPlan, source: Any, predictor: Any) -> tuple[dict[str, Any], Any]:
+    """The outputs (and labels) of every batch of ``source``, joined (runs here or on a worker)."""
+    parts: dict[str, list[Any]] = {n: [] for n in plan.names}
     ys: list[Any] = []
-    for batch in source.batches(list(dict.fromkeys(columns + ([label] if label else [])))):
-        if logged:
-            for n in names:
+    for batch in source.batches(list(dict.fromkeys(plan.columns + ((plan.label,) if plan.label else ())))):
+        if plan.logged:
+            for n in plan.names:
                 parts[n].append(batch.column(f"_mlsys_{n}").to_numpy(zero_copy_only=False))
         else:
-            out = predictor.predict(batch.select(inputs).to_pandas())
-            if task == "regression":
+            out = predictor.predict(batch.select(list(plan.inputs)).to_pandas())
+            if plan.task == "regression":
                 parts["prediction"].append(out["prediction"])
             else:
                 parts["label"].append(np.asarray(out["label"]))
-                for i, c in enumerate(classes):
+                for i, c in enumerate(plan.classes):
                     parts[f"proba_{c}"].append(out["probabilities"][:, i])
-        if label:
-            ys.append(batch.column(label).to_numpy(zero_copy_only=False))
+        if plan.label:
+            ys.append(batch.column(plan.label).to_numpy(zero_copy_only=False))
     joined = {n: np.concatenate(v) if v else np.array([]) for n, v in parts.items()}
-    return joined, (np.concatenate(ys) if ys else None), "logged outputs" if logged else "predicted by the model"
+    return joined, (np.concatenate(ys) if ys else None)
+
+
+def _outputs(model_path: Any, manifest: Mapping[str, Any], source: Any, label: str | None,
+             engine: Any = None, include_shadow: bool = False) -> tuple[dict[str, Any], Any, str]:
+    """Model outputs over the current rows (logged, or predicted in batches), and the labels if any."""
+    plan = plan_outputs(manifest, source, label)
+    origin = "logged outputs" if plan.logged else "predicted by the model"
+    if engine is not None and engine.is_dask:
+        from mlsys_cli.monitor.dask_scan import outputs_dask
+
+        return (*outputs_dask(plan, model_path, source, engine, include_shadow), origin + " (on the Dask workers)")
+    predictor = None
+    if not plan.logged:
+        from mlsys_cli.deploy.predict import load_model
+
+        predictor = load_model(model_path)
+    return (*batch_outputs(plan, source, predictor), origin)
 
 
 def model_checks(model_path: Any, manifest: Mapping[str, Any], source: Any, label: str | None, options: Any,
-                 judge: Callable[..., Any]) -> tuple[dict[str, Any], list[Any]]:
+                 judge: Callable[..., Any], engine: Any = None) -> tuple[dict[str, Any], list[Any]]:
     """Prediction drift tests (judged like features) and the model section of the report."""
     import pyarrow as pa
 
@@ -70,7 +102,7 @@ def model_checks(model_path: Any, manifest: Mapping[str, Any], source: Any, labe
     from mlsys_cli.monitor.scan import Counts
 
     task, classes = manifest["task"], manifest.get("classes") or []
-    outputs, y, origin = _outputs(model_path, manifest, source, label)
+    outputs, y, origin = _outputs(model_path, manifest, source, label, engine, getattr(options, "include_shadow", False))
     refs = (manifest.get("reference") or {}).get("predictions") or {}
     tests = []
     for name, values in outputs.items():
