@@ -184,6 +184,7 @@ def test_a_worker_killed_mid_job_fails_cleanly_and_writes_nothing(setup, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dask-loss")  # mostly waiting for Dask to notice the death: beside the other group
 def test_a_worker_killed_mid_job_is_retried_and_the_directory_output_is_complete(setup, loss_cluster, tmp_path):
     """With Dask's retries (the default), the killed worker's partitions run again elsewhere: every part, once."""
     from tests.dask_cluster import kill_a_worker_during

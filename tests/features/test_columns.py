@@ -7,7 +7,7 @@ import pytest
 
 from mlsys_cli.features import Featurizer
 from mlsys_cli.features.columns import KEEP, ColumnTable, ColumnTypes
-from mlsys_cli.features.schema import logical_type, nested_columns
+from mlsys_cli.features.schema import canonical_column, logical_type, nested_columns
 from tests.features.frames import raw_frame
 
 
@@ -42,7 +42,7 @@ def test_only_a_few_converted_columns_are_kept():
     frame = raw_frame(200)
     loads: list[str] = []
     table = column_table(frame, loads)
-    data = table.canonical([{"name": n, "type": table.logical_type(n)} for n in ("num", "cat", "city", "when")])
+    data = table.canonical([{"name": n, "type": table.logical_type(n)} for n in ("num", "cat", "city", "when")], canonical_column)
     for name in ("num", "cat", "city", "when", "when"):
         data[name]
     assert loads == ["num", "cat", "city", "when"] and len(data._cache) == KEEP

@@ -100,6 +100,7 @@ def test_the_column_by_column_fit_on_many_odd_partitions_equals_the_local_one(od
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dask-loss")  # mostly waiting for Dask to notice the death: beside the other group
 def test_a_worker_killed_during_the_fit_and_the_apply_is_retried(odd_parts, loss_cluster, tmp_path, monkeypatch):
     """Dask reruns the lost worker's reads and transforms elsewhere: the same bundle and table as local."""
     import glob

@@ -75,6 +75,7 @@ def test_two_tune_processes_share_a_postgres_study_each_training_on_dask(dask_cl
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dask-loss")  # mostly waiting for Dask to notice the death: beside the other group
 def test_a_trial_whose_worker_is_killed_is_fitted_again(loss_cluster, tmp_path):
     """The matrices scattered to the killed worker are lost with it: the trial sends them again and refits."""
     from tests.dask_cluster import kill_a_worker_during

@@ -100,6 +100,7 @@ def test_timeout_stops_training_on_every_worker_at_one_round(dask_cluster, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dask-loss")  # mostly waiting for Dask to notice the death: beside the other group
 def test_a_worker_killed_during_training_fails_cleanly_or_is_retried(loss_cluster, tmp_path):
     from mlsys_cli.data.cluster import Engine
     from mlsys_cli.errors import InputError

@@ -84,9 +84,10 @@ class ColumnTable:
     def nested_columns(self) -> list[str]:
         return [c for c in self.columns if c in self.types.nested]
 
-    def canonical(self, schema: Sequence[dict[str, Any]]) -> "CanonicalColumns":
-        """``schema.canonical_arrays`` of this view, each column converted when first used."""
-        return CanonicalColumns(self, schema)
+    def canonical(self, schema: Sequence[dict[str, Any]], convert: Callable[[str, Any, str], np.ndarray]) -> "CanonicalColumns":
+        """``schema.canonical_arrays`` of this view, each column converted by ``convert`` (its
+        ``canonical_column``, passed in: this module sits below ``schema``) when first used."""
+        return CanonicalColumns(self, schema, convert)
 
 
 class CanonicalColumns(Mapping):
@@ -95,20 +96,19 @@ class CanonicalColumns(Mapping):
     Thread-safe: the featurizer's leakage check reads columns on a second thread.
     """
 
-    def __init__(self, table: ColumnTable, schema: Sequence[dict[str, Any]]):
+    def __init__(self, table: ColumnTable, schema: Sequence[dict[str, Any]], convert: Callable[[str, Any, str], np.ndarray]):
         self.table = table
+        self.convert = convert
         self.kinds = {c["name"]: c["type"] for c in schema}
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
     def __getitem__(self, name: str) -> np.ndarray:
-        from mlsys_cli.features.schema import canonical_column
-
         with self._lock:
             if name in self._cache:
                 self._cache.move_to_end(name)
                 return self._cache[name]
-            values = canonical_column(name, self.table[name], self.kinds[name])
+            values = self.convert(name, self.table[name], self.kinds[name])
             self._cache[name] = values
             while len(self._cache) > KEEP:
                 self._cache.popitem(last=False)

@@ -68,10 +68,10 @@ def column_table(client: Any, parts: Any) -> Any:
 def partition_types(path: str, names: Sequence[str]) -> dict[str, tuple[int, str, bool]]:
     """name -> (values present, logical type, nested) of one partition's columns (runs on a worker)."""
     from mlsys_cli.data.partitioned import read_partition
-    from mlsys_cli.features.schema import _is_nested, logical_type
+    from mlsys_cli.features.schema import is_nested, logical_type
 
     frame = read_partition(path, names)
-    return {n: (int(frame[n].notna().sum()), logical_type(frame[n]), bool(_is_nested(frame[n]))) for n in names}
+    return {n: (int(frame[n].notna().sum()), logical_type(frame[n]), bool(is_nested(frame[n]))) for n in names}
 
 
 def _column_types(client: Any, paths: Sequence[str], names: Sequence[str]) -> Any:

@@ -111,10 +111,10 @@ def nested_columns(df: Any) -> list[str]:
     """The columns of a pandas frame (or ColumnTable) holding lists, arrays or structs."""
     if isinstance(df, ColumnTable):
         return df.nested_columns()
-    return [str(c) for c in df.columns if _is_nested(df[c])]
+    return [str(c) for c in df.columns if is_nested(df[c])]
 
 
-def _is_nested(series: Any) -> bool:
+def is_nested(series: Any) -> bool:
     if series.dtype != object and "[" not in str(series.dtype) and "struct" not in str(series.dtype):
         return False
     return any(isinstance(v, (list, tuple, dict, np.ndarray)) for v in _first_values(series))
@@ -315,7 +315,7 @@ def canonical_arrays(df: Any, input_schema: Sequence[dict[str, Any]]) -> dict[st
         return canonical_records(df, input_schema)
     df = to_pandas(df)
     if isinstance(df, ColumnTable):  # a ColumnTable: each column converted when the fit first reads it
-        return df.canonical(input_schema)
+        return df.canonical(input_schema, canonical_column)
     columns = {str(c): c for c in df.columns}
     missing = [c["name"] for c in input_schema if c["name"] not in columns]
     if missing:

@@ -82,8 +82,6 @@ def _outputs(model_path: Any, manifest: Mapping[str, Any], source: Any, label: s
     plan = plan_outputs(manifest, source, label)
     origin = "logged outputs" if plan.logged else "predicted by the model"
     if engine is not None and engine.is_dask:
-        from mlsys_cli.monitor.dask_scan import outputs_dask
-
         return (*outputs_dask(plan, model_path, source, engine, include_shadow), origin + " (on the Dask workers)")
     predictor = None
     if not plan.logged:
@@ -212,3 +210,53 @@ def _calibration(manifest: Mapping[str, Any], threshold: float) -> tuple[bool, s
     if gap > CALIBRATION_GAP:
         return False, f"poorly calibrated: expected accuracy {expected:.3f} vs measured {measured:.3f} on {where} rows"
     return True, f"expected accuracy {expected:.3f} vs measured {measured:.3f} on {where} rows"
+
+
+@dataclass(frozen=True)
+class OutputJob:
+    """What every prediction task of ``drift --model`` needs besides its file (sent to the workers)."""
+
+    plan: Any
+    model: str
+    sha256: str
+    schema: Any
+    include_shadow: bool
+
+
+def outputs_dask(plan: Any, model_path: Any, source: Any, engine: Any,
+                 include_shadow: bool) -> tuple[dict[str, Any], Any]:
+    """The model checks' outputs and labels, each file predicted on a worker (see the module docstring)."""
+    import numpy as np
+
+    from mlsys_cli.data.cluster import connect, require_dask
+    from mlsys_cli.data.partitioned import run_partitions
+    from mlsys_cli.fsutil import sha256_file
+
+    require_dask()
+    if not source.parquet:
+        raise InputError(f"{source.name}: --engine dask reads Parquet files (a directory or glob of them)",
+                         "convert it first: mlsys ingest FILE -o table.parquet")
+    model = str(model_path) if model_path is not None else ""
+    job = OutputJob(plan, model, sha256_file(model) if model and not plan.logged else "", source.schema, include_shadow)
+    with connect(engine) as client:
+        results = run_partitions(client, output_partition, job, source.files)
+    outputs = {n: np.concatenate([r["outputs"][n] for r in results]) for n in plan.names}
+    ys = [r["y"] for r in results if r["y"] is not None]
+    return outputs, (np.concatenate(ys) if ys else None)
+
+
+def output_partition(job: OutputJob, index: int, path: str) -> dict[str, Any]:
+    """One file's model outputs (runs on a worker): the local batches, the model loaded once per worker."""
+    from mlsys_cli.data.cluster import cached_artifact
+
+    from mlsys_cli.monitor.scan import Source
+
+    src = Source([path], job.include_shadow)
+    src.schema = job.schema
+    predictor = None
+    if not job.plan.logged:
+        from mlsys_cli.deploy.predict import load_model
+
+        predictor = cached_artifact(job.model, job.sha256, load_model)
+    outputs, y = batch_outputs(job.plan, src, predictor)
+    return {"rows": len(next(iter(outputs.values()))) if outputs else 0, "outputs": outputs, "y": y}
