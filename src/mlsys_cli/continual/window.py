@@ -104,14 +104,15 @@ def load_window(data: Sequence[str], columns: Columns, *, span: timedelta | None
     if len(df):  # a first champion from train's flags: train's own guess; else the champion's task, checked
         from mlsys_cli.models.train import infer_task
 
+        values = df[columns.target].drop_duplicates()
+        if task != "regression" and len(values) < 2:
+            raise InputError(f"{source}: the window holds one class only ({values.iloc[0]!r})",
+                             "a classifier needs both classes to learn and to be judged; give a longer window")
         try:
             task = infer_task(df[columns.target], task)[0]
-        except InputError as exc:
-            if "class" not in exc.message or "--task" in (exc.hint or ""):  # the target changed kind since the champion
-                raise InputError(f"{source}: {columns.target!r} no longer fits the champion's {task} task ({exc.message})",
-                                 "a changed target needs a new model: retrain --recipe FILE into a new registry") from None
-            raise InputError(f"{source}: the window holds one class only ({exc.message})",
-                             "a classifier needs both classes to learn and to be judged; give a longer window") from None
+        except InputError as exc:  # the target changed kind since the champion (the first champion's guess cannot fail here)
+            raise InputError(f"{source}: {columns.target!r} no longer fits the champion's {task} task ({exc.message})",
+                             "a changed target needs a new model: retrain --recipe FILE into a new registry") from None
     _check_parts(parts, columns.target, task, source)
     info.update(rows=int(len(df)), **_span(df, columns.time_col),
                 parts={name: {"rows": int(len(p)), **_span(p, columns.time_col)} for name, p in parts.items()})
