@@ -18,7 +18,7 @@ from mlsys_cli.monitor.reference import Reference
 from mlsys_cli.monitor.scan import META_PREFIX, Cells, Counts, Source
 
 # Types that compare with each other (a bool column is numeric 0/1 on both sides).
-_FAMILY = {"float": "number", "bool": "number", "datetime": "datetime", "string": "string"}
+_FAMILY = {"float": "number", "bool": "number", "datetime": "datetime", "string": "string", "time": "time"}
 # A string column with at least this share of distinct values (and 100 of them) is an identifier.
 _ID_SHARE = 0.5
 PLOT_BINS = 20

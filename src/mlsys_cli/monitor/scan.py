@@ -37,7 +37,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def logical_type(arrow_type: Any) -> str | None:
-    """The profile type of an Arrow column: float | bool | string | datetime, None if unsupported."""
+    """The profile type of an Arrow column: float | bool | string | datetime | time, None if unsupported."""
     import pyarrow as pa
 
     t = arrow_type
@@ -51,6 +51,8 @@ def logical_type(arrow_type: Any) -> str | None:
         return "string"
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         return "datetime"
+    if pa.types.is_time(t):
+        return "time"
     return None
 
 
@@ -79,11 +81,11 @@ def to_float(arr: Any, kind: str) -> Any:
             return np.where(ints == _INT64_MIN, np.nan, ints / unit)
     if pa.types.is_boolean(arr.type):
         arr = arr.cast(pa.int8())
-    if pa.types.is_duration(arr.type):  # seconds, as the features read them
+    if pa.types.is_duration(arr.type) or pa.types.is_time(arr.type):  # seconds (since midnight), as the features read them
         unit = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[arr.type.unit]
-        return arr.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64) / unit if arr.null_count == 0 else \
-            np.where(arr.is_null().to_numpy(zero_copy_only=False), np.nan,
-                     arr.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False) / unit)
+        ints = arr.cast(pa.int32() if pa.types.is_time32(arr.type) else pa.int64())  # time32 casts only to int32
+        return ints.to_numpy(zero_copy_only=False).astype(np.float64) / unit if arr.null_count == 0 else \
+            np.where(arr.is_null().to_numpy(zero_copy_only=False), np.nan, ints.fill_null(0).to_numpy(zero_copy_only=False) / unit)
     x = np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
     finite = np.isfinite(x)
     # Most batches have no missing or infinite value: no copy then (the array may be read-only).
