@@ -134,3 +134,16 @@ def test_serve_logs_with_logged_outputs(files, tmp_path):
     assert "prediction:proba_yes" in d["drifted"] and "x" in d["drifted"]
     assert not any(f["name"].startswith("_mlsys_") for f in d["features"])
     assert [w["rows"] for w in d["windows"]] == [300, 300, 300]  # 5h windows aligned to the epoch
+
+
+def test_model_reference_names_only_changes_to_the_columns_the_model_reads(files, tmp_path):
+    # A column the model does not read (one it was trained without, one added since) is no schema
+    # change of the model's input (each was listed as "new in current", one warning per column).
+    df = pd.read_parquet(files / "moved.parquet").assign(note="n", customer_id=range(1500))
+    df.to_parquet(tmp_path / "cur.parquet", index=False)
+    r = run_cli("drift", tmp_path / "cur.parquet", "--model", files / "m.mlsys", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["schema_changes"] == [] and "new in current" not in r.stderr
+    # Against a reference table, a column it lacks is still new.
+    r = run_cli("drift", tmp_path / "cur.parquet", "--reference", files / "ref.parquet", "--json")
+    assert {c["column"] for c in r.json["schema_changes"] if c["change"] == "new in current"} == {"note", "customer_id"}
