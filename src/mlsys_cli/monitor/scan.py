@@ -418,10 +418,12 @@ class Source:
             try:
                 # Column chunks streamed through a small buffer, not pre-loaded whole: a file of one
                 # huge row group would otherwise sit in memory compressed, all columns at once.
-                pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20, read_dictionary=dictionary or None)
-                missing = [c for c in columns if c not in pf.schema_arrow.names]
+                # Checked before opening: read_dictionary naming a column the file lacks is a KeyError.
+                missing = [c for c in columns if c not in pq.read_schema(f).names]
                 if missing:
-                    raise InputError(f"{f}: no column {missing[0]!r}")
+                    raise InputError(f"{f}: no column {missing[0]!r}",
+                                     "the files do not share one schema: leave the odd files out of the glob")
+                pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20, read_dictionary=dictionary or None)
                 for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True):
                     yield batch if batch.schema.equals(target) else batch.cast(target)
             except (pa.ArrowInvalid, OSError) as exc:
