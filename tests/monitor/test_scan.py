@@ -114,3 +114,16 @@ def test_a_compared_column_missing_from_one_file_is_named_not_an_internal_error(
     source = Source([str(tmp_path / "*.parquet")])
     with pytest.raises(InputError, match=r"b\.parquet: no column 'city'"):
         list(source.batches(["age", "city"], dictionary=["city"]))
+
+
+def test_categories_in_one_file_and_plain_strings_in_another_are_one_column(tmp_path):
+    # Drift refused them ("do not share one schema") while train, split and info read them: one rule now (data.io).
+    import pyarrow.parquet as pq
+
+    from mlsys_cli.monitor.scan import Source
+
+    pq.write_table(pa.table({"city": ["a", "b"]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"city": pa.array(["b", "c"]).dictionary_encode()}), tmp_path / "b.parquet")
+    source = Source([str(tmp_path / "*.parquet")])
+    assert source.types() == {"city": "string"}
+    assert [v for b in source.batches(["city"], dictionary=["city"]) for v in b.column(0).to_pylist()] == ["a", "b", "b", "c"]

@@ -168,8 +168,11 @@ def disagreements(files: Sequence[Path], schemas: Sequence[Any], columns: Sequen
     return problems
 
 
-def parquet_schema(files: Sequence[Path]) -> Any:
+def parquet_schema(files: Sequence[Path], missing_ok: bool = False) -> Any:
     """The one Arrow schema of a table stored in the Parquet ``files`` (their footers only).
+
+    ``missing_ok``: a column some files lack is allowed (drift over serve logs written by
+    models of different inputs; the reader then names a file lacking a column it compares).
 
     The files must hold the same columns, each of one type or of types that widen without loss
     (integers and floats to float64, an all-null file's column to the others' type, timestamp
@@ -196,9 +199,10 @@ def parquet_schema(files: Sequence[Path]) -> Any:
     if len(schemas) == 1:
         return schemas[0]
     names = list(dict.fromkeys(n for s in schemas for n in s.names if not is_metadata_column(n)))
-    odd = [n for n in names if any(n not in s.names for s in schemas) or not _widens([s.field(n) for s in schemas if n in s.names])]
+    odd = [n for n in names if (not missing_ok and any(n not in s.names for s in schemas))
+           or not _widens([s.field(n) for s in schemas if n in s.names])]
     if odd:
-        problems = disagreements(files, schemas, odd)
+        problems = [p for p in disagreements(files, schemas, odd) if not (missing_ok and " has no column " in p)]
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise InputError("the files do not share one schema: " + "; ".join(problems[:3]) + more,
                          "rewrite the odd files with the common types or leave them out of the glob; "

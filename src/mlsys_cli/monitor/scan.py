@@ -346,22 +346,9 @@ class Source:
         self._shadow = not include_shadow and "_mlsys_role" in self.schema.names
 
     def _parquet_schema(self) -> Any:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from mlsys_cli.data.io import parquet_schema
 
-        schemas = []
-        for f in self.files:
-            if f.stat().st_size == 0:
-                raise InputError(f"{f}: empty file")
-            try:
-                schemas.append(pq.read_schema(f))
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise InputError(f"{f}: cannot read Parquet: {str(exc).splitlines()[0]}") from None
-        try:
-            return pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise InputError(f"{self.name}: the files do not share one schema: {_odd_files(self.files, schemas, exc)}",
-                             "rewrite the odd files with the common types, or leave them out of the glob") from None
+        return parquet_schema(self.files, missing_ok=True)
 
     @property
     def columns(self) -> list[str]:
@@ -600,16 +587,3 @@ def window_ids(arr: Any, seconds: int, name: str) -> Any:
     if np.isnan(t).any():
         raise InputError(f"time column {name!r} has missing values", "drop those rows or pick another --time-col")
     return np.floor(t / seconds).astype(np.int64)
-
-
-def _odd_files(files: Sequence[Any], schemas: Sequence[Any], exc: Exception) -> str:
-    """Which file types the column Arrow could not merge differently (Arrow names the column only)."""
-    from mlsys_cli.data.partitioned import disagreements
-
-    arrow = str(exc).splitlines()[0]
-    column = re.search(r"Field (.+?) has incompatible types", arrow)
-    if column is None or not any(column.group(1) in s.names for s in schemas):
-        return arrow
-    found = [p for p in disagreements(files, schemas, [column.group(1)]) if " has no column " not in p]
-    return "; ".join(found[:3]) + (f" (and {len(found) - 3} more)" if len(found) > 3 else "") if found else arrow
-
