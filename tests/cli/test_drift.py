@@ -146,8 +146,19 @@ def test_current_floats_in_a_reference_int_column_are_compared_not_an_internal_e
     cur.to_parquet(tmp_path / "cur.parquet", index=False)
     result = run_cli("drift", tmp_path / "cur.parquet", "--reference", tmp_path / "ref.parquet", "--json")
     assert result.code == 0, result.stderr
-    import json
-
-    report = json.loads(result.stdout)
+    report = result.json
     assert report["drifted"] == ["age"]  # the ages moved: drift, reported
     assert report["multivariate"]["ran"] and report["multivariate"]["auc"] > 0.9
+
+
+def test_model_reference_names_only_changes_to_the_columns_the_model_reads(files, tmp_path):
+    # A column the model does not read (one it was trained without, one added since) is no schema
+    # change of the model's input (each was listed as "new in current", one warning per column).
+    df = pd.read_parquet(files / "moved.parquet").assign(note="n", customer_id=range(1500))
+    df.to_parquet(tmp_path / "cur.parquet", index=False)
+    r = run_cli("drift", tmp_path / "cur.parquet", "--model", files / "m.mlsys", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["schema_changes"] == [] and "new in current" not in r.stderr
+    # Against a reference table, a column it lacks is still new.
+    r = run_cli("drift", tmp_path / "cur.parquet", "--reference", files / "ref.parquet", "--json")
+    assert {c["column"] for c in r.json["schema_changes"] if c["change"] == "new in current"} == {"note", "customer_id"}

@@ -72,3 +72,35 @@ def _error_of(func, *args):
     except InputError as exc:
         return exc.message
     return "no error"
+
+
+def _parts(tmp_path, first, second):
+    d = tmp_path / "parts"
+    d.mkdir()
+    pq.write_table(pa.table(first), d / "p1.parquet")
+    pq.write_table(pa.table(second), d / "p2.parquet")
+    return d
+
+
+@pytest.mark.parametrize("second, named", [
+    ({"k": [0.5, 1.5], "s": ["c", "d"]}, None),  # int64 + double: read as double by both readers
+    ({"k": pa.array([2, 3], pa.int32()), "s": pa.array(["c", "d"]).dictionary_encode()}, None),  # widen; categories
+    ({"k": ["x", "y"], "s": ["c", "d"]}, r"p2.parquet: column 'k' is string, .*p1.parquet has int64"),
+    ({"s": ["c", "d"]}, r"p2.parquet has no column 'k'"),
+])
+def test_files_of_one_table_share_one_schema_in_both_readers(tmp_path, second, named):
+    # DuckDB read every file as the first one's schema (0.5 and 1.5 became the int64s 0 and 2,
+    # silently, in split's outputs); pyarrow filled a file's missing column with nulls, and a
+    # string against a number (or plain strings against categories) was an internal error.
+    from mlsys_cli.data.io import scan_table
+
+    d = _parts(tmp_path, {"k": [0, 1], "s": ["a", "b"]}, second)
+    if named:
+        for read in (read_table, lambda p: scan_table(p).to_arrow_table()):
+            with pytest.raises(InputError, match=named):
+                read(d)
+        return
+    arrow, duck = read_table(d), scan_table(d).to_arrow_table()
+    expected = [0.0, 1.0, 0.5, 1.5] if isinstance(second["k"], list) else [0, 1, 2, 3]
+    assert arrow.column("k").to_pylist() == duck.column("k").to_pylist() == expected
+    assert arrow.column("s").to_pylist() == duck.column("s").to_pylist() == ["a", "b", "c", "d"]

@@ -263,6 +263,27 @@ def test_log_writer_reads_v2_columns_and_drops_only_the_row_it_cannot_hold(tmp_p
     assert sum(r.get("written", 0) for r in reports) == 4
 
 
+def test_log_writer_logs_a_time_of_day_as_the_time_it_was(tmp_path):
+    # Logged as Arrow time64, so drift on the logs reads the column as the reference's type (time).
+    import datetime as dt
+    import os
+
+    from mlsys_cli.deploy.serve.predlog_writer import read_frames
+    from mlsys_cli.monitor.scan import logical_type
+
+    model = {**MODEL_FRAME, "input_schema": [{"name": "at", "type": "time"}]}
+    records = [0, 2.0, "c", 1.0, 3, "records", [{"at": "08:30"}, {"at": None}, {"at": 45.5}],
+               {"label": [True] * 3, "probabilities": [[0.2, 0.8]] * 3}]
+    read, write = os.pipe()
+    os.write(write, _frames(model, records))
+    os.close(write)
+    read_frames(read, _writer(tmp_path, []))
+    os.close(read)
+    table = pq.read_table(next(tmp_path.glob("predictions-*.parquet")))
+    assert logical_type(table.schema.field("at").type) == "time"
+    assert table.column("at").to_pylist() == [dt.time(8, 30), None, dt.time(0, 0, 45, 500_000)]
+
+
 def test_log_writer_process_is_out_of_the_terminals_reach_and_ends_with_its_pipe(tmp_path):
     import os
     import signal

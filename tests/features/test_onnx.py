@@ -64,3 +64,18 @@ def test_graph_inputs_follow_the_canonical_table():
                      "flag": TensorProto.FLOAT, "cat": TensorProto.STRING, "city": TensorProto.STRING,
                      "when": TensorProto.INT64, "day": TensorProto.INT64}
     assert [o.name for o in model.graph.output] == ["features"]
+
+
+@pytest.mark.parametrize("preset", ["trees", "linear"])
+def test_parity_with_a_time_of_day_column(preset):
+    # A TIME column is one float graph input (seconds since midnight), scaled and imputed like a number.
+    import datetime as dt
+
+    df = raw_frame(300)
+    rng = np.random.default_rng(3)
+    df["at"] = [dt.time(int(s) // 3600, int(s) // 60 % 60, int(s) % 60) for s in rng.integers(0, 86400, len(df))]
+    fz = Featurizer(target="y", preset=preset).fit(df)
+    assert {"name": "at", "type": "time", "role": "numeric"} in fz.input_schema_
+    test = unseen_frame()
+    test["at"] = ["00:00", "23:59:59", None, "12:30:00.25"] * (len(test) // 4) + [None] * (len(test) % 4)
+    _assert_parity(fz, test)

@@ -233,3 +233,48 @@ def test_a_timestamp_column_in_seconds_beyond_nanoseconds_is_refused_not_wrapped
         canonicalize(far, schema)  # was 1816-03-30 through datetime64[ns]
     near = far.iloc[:1]
     assert canonical_arrays(near, schema)["when"].tolist() == [1577836800]
+
+
+def test_times_of_day_are_seconds_since_midnight_on_every_path():
+    # A TIME column (Arrow time32/time64, datetime.time, "HH:MM[:SS]" text) is a number of seconds
+    # since midnight for the features, the records path, the reference profile and drift alike:
+    # it used to be one category per value, dropped as an 'id' when every time was distinct.
+    from mlsys_cli.data.profile import profile_frame
+    from mlsys_cli.features.roles import infer_roles
+    from mlsys_cli.features.schema import canonical_records
+    from mlsys_cli.monitor.scan import logical_type as arrow_kind
+    from mlsys_cli.monitor.scan import to_float
+
+    times = [dt.time(8, 30), None, dt.time(23, 59, 59, 500_000), dt.time(0, 0, 1)]
+    seconds = [30600.0, np.nan, 86399.5, 1.0]
+    for arr in (pa.array(times, pa.time64("us")), pa.array(times, pa.time64("ns"))):
+        df = pa.table({"t": arr}).to_pandas()
+        schema = infer_schema(df)
+        assert schema == [{"name": "t", "type": "time"}]
+        np.testing.assert_array_equal(canonicalize(df, schema)["t"].to_numpy(), seconds)
+        assert arrow_kind(arr.type) == "time"
+        np.testing.assert_array_equal(to_float(arr, "time"), seconds)
+    assert infer_schema(pd.DataFrame({"t": pd.array(times, dtype=pd.ArrowDtype(pa.time32("s")))}))[0]["type"] == "time"
+    np.testing.assert_array_equal(to_float(pa.array([dt.time(0, 2), None], pa.time32("s")), "time"), [120.0, np.nan])
+    assert profile_frame(df, schema)["t"]["max"] == 86399.5
+    roles = infer_roles(canonical_arrays(pd.DataFrame({"t": [dt.time(h, m) for h in range(24) for m in (0, 30)]}), schema), schema)
+    assert roles["t"]["role"] == "numeric"
+    # Text and numbers (a CSV, a JSON client) read as the same seconds on both paths.
+    text = pd.DataFrame({"t": ["08:30", None, "23:59:59.5", "0:00:01"]}, dtype=object)
+    np.testing.assert_array_equal(canonicalize(text, schema)["t"].to_numpy(), seconds)
+    records = [{"t": "08:30:00"}, {"t": None}, {"t": 86399.5}, {"t": "00:00:01+02:00"}]
+    for strict in (False, True):
+        np.testing.assert_array_equal(canonical_records(records, schema, strict=strict)["t"], seconds)
+        np.testing.assert_array_equal(RecordReader(schema, strict)(records)["t"], seconds)
+
+
+@pytest.mark.parametrize("value", ["25:00", "12", "2024-01-01T08:00:00", 90_000, -1, dt.datetime(2024, 1, 1, 8)])
+def test_what_is_not_a_time_of_day_is_refused_by_name_in_both_paths(value):
+    # Epoch seconds, a datetime, a bare number as text: refused, not cut to a clock or guessed.
+    from mlsys_cli.features.schema import canonical_records
+
+    schema = [{"name": "t", "type": "time"}]
+    with pytest.raises(InputError, match=r"column 't': expected time-of-day values, found .* \(row 1\)"):
+        canonicalize(pd.DataFrame({"t": ["08:00", value]}, dtype=object), schema)
+    with pytest.raises(InputError, match=r"column 't': expected time-of-day values, found .* \(row 1\)"):
+        canonical_records([{"t": "08:00"}, {"t": value}], schema, strict=True)

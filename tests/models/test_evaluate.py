@@ -359,3 +359,16 @@ def test_html_report_has_the_plots_of_its_task(make, kinds, tmp_path):
 def test_training_prior_from_the_manifest_reference(reference, classes, prior):
     got, source = ev._train_prior({"reference": {"target": reference}}, "binary", classes)
     assert got == prior and source == ("training data" if prior else None)
+
+
+def test_labels_that_differ_by_surrounding_spaces_are_shown_quoted_with_the_reason():
+    # " yes" and "no " printed bare ("labels the model does not know:  yes, no ") looked like the model's own.
+    from sklearn.linear_model import LogisticRegression
+
+    model, df = _binary(n=200)
+    model = SklearnModel("binary", "churned", ["a", "b"], LogisticRegression().fit(df[["a", "b"]], df["churned"].map(str)),
+                         classes=["False", "True"])
+    with pytest.raises(InputError) as info:
+        ev.evaluate(model, df.assign(churned=df["churned"].map({True: " True", False: "False "})), ev.EvaluateOptions(bootstrap=0))
+    assert info.value.message.endswith("does not know: ' True', 'False '")
+    assert info.value.hint == "the model's classes: False, True (the labels differ by surrounding spaces: strip them)"

@@ -100,3 +100,30 @@ def test_files_that_type_a_column_differently_are_named(tmp_path):
         Source([str(tmp_path / "*.parquet")])
     assert f"{tmp_path / 'c.parquet'}: column 'age' is string, {tmp_path / 'a.parquet'} has double" in info.value.message
     assert "b.parquet" not in info.value.message
+
+
+def test_a_compared_column_missing_from_one_file_is_named_not_an_internal_error(tmp_path):
+    # Reading it as a Parquet dictionary raised a bare KeyError (exit 1) before the file's columns were checked.
+    import pyarrow.parquet as pq
+
+    from mlsys_cli.errors import InputError
+    from mlsys_cli.monitor.scan import Source
+
+    pq.write_table(pa.table({"age": [1.0, 2.0], "city": ["a", "b"]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"age": [1.5, 2.5]}), tmp_path / "b.parquet")
+    source = Source([str(tmp_path / "*.parquet")])
+    with pytest.raises(InputError, match=r"b\.parquet: no column 'city'"):
+        list(source.batches(["age", "city"], dictionary=["city"]))
+
+
+def test_categories_in_one_file_and_plain_strings_in_another_are_one_column(tmp_path):
+    # Drift refused them ("do not share one schema") while train, split and info read them: one rule now (data.io).
+    import pyarrow.parquet as pq
+
+    from mlsys_cli.monitor.scan import Source
+
+    pq.write_table(pa.table({"city": ["a", "b"]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"city": pa.array(["b", "c"]).dictionary_encode()}), tmp_path / "b.parquet")
+    source = Source([str(tmp_path / "*.parquet")])
+    assert source.types() == {"city": "string"}
+    assert [v for b in source.batches(["city"], dictionary=["city"]) for v in b.column(0).to_pylist()] == ["a", "b", "b", "c"]

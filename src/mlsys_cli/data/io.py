@@ -152,6 +152,94 @@ def check_parquet(path: Path) -> None:
             raise InputError(f"{path}: not a Parquet file", "convert it with: mlsys ingest FILE -o FILE.parquet")
 
 
+def disagreements(files: Sequence[Path], schemas: Sequence[Any], columns: Sequence[str]) -> list[str]:
+    """One line per (file, column) that lacks a column or types it differently from the first file having it."""
+    problems = []
+    for column in columns:
+        first = next(((f, s.field(column).type) for f, s in zip(files, schemas) if column in s.names), None)
+        if first is None:
+            problems.append(f"column {column!r} is in none of the {len(files)} files")
+            continue
+        for f, s in zip(files, schemas):
+            if column not in s.names:
+                problems.append(f"{f} has no column {column!r}")
+            elif not s.field(column).type.equals(first[1]):
+                problems.append(f"{f}: column {column!r} is {s.field(column).type}, {first[0]} has {first[1]}")
+    return problems
+
+
+def parquet_schema(files: Sequence[Path], missing_ok: bool = False) -> Any:
+    """The one Arrow schema of a table stored in the Parquet ``files`` (their footers only).
+
+    ``missing_ok``: a column some files lack is allowed (drift over serve logs written by
+    models of different inputs; the reader then names a file lacking a column it compares).
+
+    The files must hold the same columns, each of one type or of types that widen without loss
+    (integers and floats to float64, an all-null file's column to the others' type, timestamp
+    units): what pyarrow's permissive promotion gives. Anything else is refused rather than
+    guessed: DuckDB would read every file as the first one's schema (0.5 cast to int64 became 0
+    or 1, silently), pyarrow would fill a missing column with nulls for a whole file.
+
+    Raises
+    ------
+    InputError
+        A file is not Parquet, or the files disagree: the files and columns are named (exit 3).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schemas = []
+    for f in files:
+        check_parquet(f)
+        try:
+            schemas.append(pq.read_schema(f).remove_metadata())
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{f}: cannot read Parquet: {str(exc).splitlines()[0]}") from None
+        refuse_repeated(schemas[-1].names, str(f))
+    if len(schemas) == 1:
+        return schemas[0]
+    names = list(dict.fromkeys(n for s in schemas for n in s.names if not is_metadata_column(n)))
+    odd = [n for n in names if (not missing_ok and any(n not in s.names for s in schemas))
+           or not _widens([s.field(n) for s in schemas if n in s.names])]
+    if odd:
+        problems = [p for p in disagreements(files, schemas, odd) if not (missing_ok and " has no column " in p)]
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise InputError("the files do not share one schema: " + "; ".join(problems[:3]) + more,
+                         "rewrite the odd files with the common types or leave them out of the glob; "
+                         "mlsys ingest FILES -o t.parquet unifies them (a missing column becomes null)")
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # categories in some files, plain strings in others
+        return pa.unify_schemas([pa.schema([_plain(f) for f in s]) for s in schemas], promote_options="permissive")
+
+
+def _plain(field: Any) -> Any:
+    """A dictionary-encoded (categorical) field as its values' type: the same column to a reader."""
+    import pyarrow as pa
+
+    return field.with_type(field.type.value_type) if pa.types.is_dictionary(field.type) else field
+
+
+def _widens(fields: Sequence[Any]) -> bool:
+    import pyarrow as pa
+
+    try:
+        pa.unify_schemas([pa.schema([_plain(f)]) for f in fields], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return True
+
+
+def _as_unified(table: Any, schema: Any) -> Any:
+    """``table`` with its categorical columns decoded where the files' common type is not categorical."""
+    import pyarrow as pa
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type) and field.name in schema.names and not pa.types.is_dictionary(schema.field(field.name).type):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    return table
+
+
 def scan_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, con: Any = None) -> Any:
     """A lazy DuckDB relation over one or more tables (nothing is loaded until consumed).
 
@@ -182,10 +270,12 @@ def scan_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, con: Any 
             return con.read_json(f, format="newline_delimited" if fmt == "ndjson" else "auto")
         except duckdb.Error as exc:
             raise InputError(f"{f}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from None
-    for f in files:
-        check_parquet(f)
+    if len(files) > 1:
+        parquet_schema(files)  # by name, so a column's type is the files' common one, not the first file's
+    else:
+        check_parquet(files[0])
     try:
-        return con.read_parquet([str(f) for f in files])
+        return con.read_parquet([str(f) for f in files], union_by_name=len(files) > 1)
     except duckdb.Error as exc:
         raise InputError(f"cannot read Parquet: {str(exc).splitlines()[0]}") from None
 
@@ -202,20 +292,19 @@ def read_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, columns: 
         paths = [paths]
     files = resolve_inputs(paths)
     if all(detect_format(f) == "parquet" for f in files):
+        unified = parquet_schema(files) if len(files) > 1 else None
         tables = []
         for f in files:
             check_parquet(f)
             try:
                 refuse_repeated(pq.read_schema(f).names, str(f))
-                tables.append(_without_index(pq.read_table(f, columns=list(columns) if columns else None)))
+                table = _without_index(pq.read_table(f, columns=list(columns) if columns else None))
+                tables.append(table if unified is None else _as_unified(table, unified))
             except (pa.ArrowException, OSError) as exc:
                 raise InputError(f"{f}: cannot read Parquet: {exc}") from None
             except KeyError as exc:
                 raise InputError(f"{f}: no column {exc}") from None
-        try:
-            table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-        except pa.ArrowInvalid as exc:
-            raise InputError(f"input tables do not share one schema: {exc}") from None
+        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
         return table.replace_schema_metadata(None)
     import duckdb
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from mlsys_cli.data.io import LINEAGE_KEY, check_parquet, detect_format, lineage_metadata, refuse_repeated, resolve_inputs
+from mlsys_cli.data.io import (LINEAGE_KEY, check_parquet, detect_format, disagreements, lineage_metadata, refuse_repeated,
+                               resolve_inputs)
 from mlsys_cli.errors import InputError
 
 SHOWN = 3  # differences named in one error line
@@ -88,22 +89,6 @@ def partitions(paths: Sequence[str | os.PathLike]) -> Partitions:
             raise InputError(f"{f}: cannot read Parquet: {exc}") from None
         refuse_repeated(schemas[-1].names, str(f))
     return Partitions(files=tuple(files), schemas=tuple(schemas), rows=tuple(rows))
-
-
-def disagreements(files: Sequence[Path], schemas: Sequence[Any], columns: Sequence[str]) -> list[str]:
-    """One line per (file, column) that lacks a column or types it differently from the first file having it."""
-    problems = []
-    for column in columns:
-        first = next(((f, s.field(column).type) for f, s in zip(files, schemas) if column in s.names), None)
-        if first is None:
-            problems.append(f"column {column!r} is in none of the {len(files)} files")
-            continue
-        for f, s in zip(files, schemas):
-            if column not in s.names:
-                problems.append(f"{f} has no column {column!r}")
-            elif not s.field(column).type.equals(first[1]):
-                problems.append(f"{f}: column {column!r} is {s.field(column).type}, {first[0]} has {first[1]}")
-    return problems
 
 
 def read_partition(path: str | os.PathLike, columns: Sequence[str] | None = None) -> Any:

@@ -55,6 +55,10 @@ def _numeric_values(series: Any, kind: str) -> Any:
         # From the column's own unit: through datetime64[ns] a year-9999 timestamp wraps round silently.
         seconds = ts.dt.tz_localize(None).to_numpy().astype("datetime64[s]").astype(np.int64)
         return np.where(ts.isna().to_numpy(), np.nan, seconds.astype(np.float64))
+    if kind == "time":  # seconds since midnight, as the features read them
+        from mlsys_cli.data.timeofday import column_seconds
+
+        return column_seconds(series)[0]
     if series.dtype.kind == "m":  # durations in seconds, as the features read them
         x = series.dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan)
     elif pdt.is_bool_dtype(series.dtype) or pdt.is_numeric_dtype(series.dtype):

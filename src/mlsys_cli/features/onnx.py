@@ -21,7 +21,7 @@ import numpy as np
 OPSET = 20
 ML_OPSET = 3
 MS_OPSET = 1
-INPUT_TYPES = {"float": "float", "bool": "float", "string": "string", "datetime": "int64"}
+INPUT_TYPES = {"float": "float", "bool": "float", "string": "string", "datetime": "int64", "time": "float"}
 
 
 class Graph:

@@ -80,6 +80,8 @@ def _role(name: str, values: np.ndarray, kind: str, max_categories: int) -> tupl
         return "boolean", "true/false values"
     if kind == "datetime":
         return "datetime", "timestamps"
+    if kind == "time":
+        return "numeric", "times of day (seconds since midnight)"
     name_like_id = bool(_ID_NAME.search(name))
     if kind == "float":
         # An id is a column of distinct integers with no gaps in it: only then count distinct values.

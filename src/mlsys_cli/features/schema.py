@@ -11,7 +11,12 @@ float      float32-rounded, stored as float64; NaN        tensor(float)
 bool       0.0 / 1.0; missing = NaN                       tensor(float)
 string     Python str; missing = ""                       tensor(string)
 datetime   int64 epoch seconds (UTC); missing = INT64_MIN tensor(int64)
+time       seconds since midnight (wall clock, 0-86400),  tensor(float)
+           float32-rounded, stored as float64; NaN
 ========== ============================================== ==================
+
+A time of day (Arrow ``time32``/``time64``, Python ``datetime.time``, ``"HH:MM[:SS[.ffffff]]"``
+text) is a number, not a category per minute: 08:30 sits between 08:00 and 09:00 for every model.
 
 Infinite numbers, and numbers too large for float32 (``|x| > 3.4e38``, e.g. ``1e300``), are
 treated as missing: they cannot travel through a float32 graph input, and silently turning them
@@ -27,10 +32,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mlsys_cli.data import timeofday
 from mlsys_cli.errors import InputError
 from mlsys_cli.features.columns import ColumnTable
 
-TYPES = ("float", "bool", "string", "datetime")
+TYPES = ("float", "bool", "string", "datetime", "time")
 INT64_MIN = int(np.iinfo(np.int64).min)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # The datetimes every path can hold: pandas' nanosecond range (years 1677-2262) in whole epoch
@@ -95,9 +101,13 @@ def logical_type(series: Any) -> str:
         return "datetime"
     if isinstance(dtype, pd.CategoricalDtype):
         return "string"
+    if _is_time(dtype):
+        return "time"
     values = _first_values(series)
     if values and all(isinstance(v, (bool, np.bool_)) for v in values):
         return "bool"
+    if values and all(isinstance(v, _dt.time) for v in values):
+        return "time"
     if values and all(isinstance(v, (_dt.date, np.datetime64)) for v in values):
         return "datetime"
     # Decimal: a DECIMAL/NUMERIC column (Parquet decimal128, PostgreSQL NUMERIC) arrives as Python
@@ -158,6 +168,13 @@ def _bad_value(name: str, kind: str, values: Any, mask: np.ndarray) -> InputErro
 def _is_duration(dtype: Any) -> bool:
     """A timedelta column (Arrow ``duration``): a number of seconds, not one category per length."""
     return getattr(dtype, "kind", "") == "m" or "duration" in str(dtype)
+
+
+def _is_time(dtype: Any) -> bool:
+    """An Arrow ``time32``/``time64`` column held as a pandas ``ArrowDtype``."""
+    import pyarrow as pa
+
+    return pa.types.is_time(getattr(dtype, "pyarrow_dtype", None) or pa.null())
 
 
 def _beyond_dates(name: str, values: Any, mask: np.ndarray) -> InputError:
@@ -267,7 +284,14 @@ def _as_datetime(name: str, series: Any) -> np.ndarray:
     return np.where(missing, INT64_MIN, seconds).astype(np.int64)
 
 
-_CONVERT = {"float": _as_float, "bool": _as_bool, "string": _as_string, "datetime": _as_datetime}
+def _as_time(name: str, series: Any) -> np.ndarray:
+    x, bad = timeofday.column_seconds(series)
+    if bad.any():
+        raise _bad_value(name, "time-of-day", series.astype(object).to_numpy(), bad)
+    return x.astype(np.float32).astype(np.float64)
+
+
+_CONVERT = {"float": _as_float, "bool": _as_bool, "string": _as_string, "datetime": _as_datetime, "time": _as_time}
 
 
 def canonical_column(name: str, series: Any, kind: str) -> np.ndarray:
@@ -459,8 +483,16 @@ def _datetime_pandas(v: str) -> int:
     return seconds
 
 
+def _time_value(v: Any, strict: bool) -> float:
+    try:
+        return timeofday.seconds(v)
+    except ValueError:
+        raise _Bad() from None
+
+
 _VALUE = {"float": (_float_value, np.float64, "numeric"), "bool": (_bool_value, np.float64, "boolean"),
-          "string": (_string_value, object, "string"), "datetime": (_datetime_value, np.int64, "datetime")}
+          "string": (_string_value, object, "string"), "datetime": (_datetime_value, np.int64, "datetime"),
+          "time": (_time_value, np.float64, "time-of-day")}
 
 
 def canonical_columns(columns: dict[str, Sequence[Any]], input_schema: Sequence[dict[str, Any]],
@@ -516,7 +548,7 @@ def canonical_columns(columns: dict[str, Sequence[Any]], input_schema: Sequence[
             block = _object_array(values).reshape(len(names[kind]), n)
         else:
             block = np.array(values, dtype=_VALUE[kind][1]).reshape(len(names[kind]), n)
-            if kind == "float":
+            if kind in ("float", "time"):
                 block = block.astype(np.float32).astype(np.float64)
         out.update(zip(names[kind], block))
     return {c["name"]: out[c["name"]] for c in input_schema}
@@ -610,6 +642,8 @@ class RecordReader:
             elif kind == "bool":
                 block = np.array([(1.0 if v else 0.0) if type(v) is bool else _bool_value(v, strict) for v in values],
                                  dtype=np.float64)
+            elif kind == "time":
+                block = np.array([_time_value(v, strict) for v in values], dtype=np.float32).astype(np.float64)
             else:
                 block = np.array([_datetime_text(v) if type(v) is str and v and not v[0].isspace() else _datetime_value(v, strict)
                                   for v in values], dtype=np.int64)

@@ -632,9 +632,18 @@ def _truth(task: str, y_raw: Any, classes: Sequence[Any], target: str) -> Any:
     y = encode_labels(list(y_raw), classes)
     if (y < 0).any():
         unknown = sorted({str(v) for v, i in zip(y_raw, y) if i < 0})
-        raise InputError(f"target {target!r} holds label{'s' if len(unknown) > 1 else ''} the model does not know: {', '.join(unknown[:5])}",
-                         f"the model's classes: {', '.join(map(str, classes))}")
+        spaced = {u.strip() for u in unknown} & {str(c).strip() for c in classes}
+        raise InputError(f"target {target!r} holds label{'s' if len(unknown) > 1 else ''} the model does not know: "
+                         + ", ".join(map(_label_text, unknown[:5])),
+                         f"the model's classes: {', '.join(map(_label_text, classes))}"
+                         + (" (the labels differ by surrounding spaces: strip them)" if spaced else ""))
     return y
+
+
+def _label_text(label: Any) -> str:
+    """A label as the user can see it: quoted when spaces around it (or nothing) would hide what it is."""
+    text = str(label)
+    return repr(text) if text != text.strip() or not text else text
 
 
 def _baseline(model: Any, task: str, y: Any, classes: Sequence[Any], threshold: float) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from mlsys_cli.monitor.reference import Reference
 from mlsys_cli.monitor.scan import META_PREFIX, Cells, Counts, Source
 
 # Types that compare with each other (a bool column is numeric 0/1 on both sides).
-_FAMILY = {"float": "number", "bool": "number", "datetime": "datetime", "string": "string"}
+_FAMILY = {"float": "number", "bool": "number", "datetime": "datetime", "string": "string", "time": "time"}
 # A string column with at least this share of distinct values (and 100 of them) is an identifier.
 _ID_SHARE = 0.5
 PLOT_BINS = 20
@@ -69,8 +69,12 @@ def _plan(ref_types: Mapping[str, str | None], cur_types: Mapping[str, str | Non
             skipped.append({"column": c, "reason": f"id-like: {p['n_unique']:,} distinct values in {p['count']:,} rows"})
         else:
             features.append(c)
+    # A model's reference holds the columns it reads; the others (an id it left out, a column added
+    # since) cannot change what it predicts, so they are no schema change of the model's input.
+    reads_only = ref is not None and ref.kind == "model"
     for c in cur_types:
-        if c not in ref_types and not c.startswith(META_PREFIX) and c not in leave and c != target and options.columns is None:
+        if (c not in ref_types and not c.startswith(META_PREFIX) and c not in leave and c != target
+                and options.columns is None and not reads_only):
             changes.append({"column": c, "change": "new in current", "reference": None, "current": cur_types[c]})
     if not features:
         shared = sorted(set(ref_types) & set(cur_types))

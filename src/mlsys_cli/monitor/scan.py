@@ -37,7 +37,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def logical_type(arrow_type: Any) -> str | None:
-    """The profile type of an Arrow column: float | bool | string | datetime, None if unsupported."""
+    """The profile type of an Arrow column: float | bool | string | datetime | time, None if unsupported."""
     import pyarrow as pa
 
     t = arrow_type
@@ -51,6 +51,8 @@ def logical_type(arrow_type: Any) -> str | None:
         return "string"
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
         return "datetime"
+    if pa.types.is_time(t):
+        return "time"
     return None
 
 
@@ -79,11 +81,11 @@ def to_float(arr: Any, kind: str) -> Any:
             return np.where(ints == _INT64_MIN, np.nan, ints / unit)
     if pa.types.is_boolean(arr.type):
         arr = arr.cast(pa.int8())
-    if pa.types.is_duration(arr.type):  # seconds, as the features read them
+    if pa.types.is_duration(arr.type) or pa.types.is_time(arr.type):  # seconds (since midnight), as the features read them
         unit = {"s": 1, "ms": 1e3, "us": 1e6, "ns": 1e9}[arr.type.unit]
-        return arr.cast(pa.int64()).to_numpy(zero_copy_only=False).astype(np.float64) / unit if arr.null_count == 0 else \
-            np.where(arr.is_null().to_numpy(zero_copy_only=False), np.nan,
-                     arr.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False) / unit)
+        ints = arr.cast(pa.int32() if pa.types.is_time32(arr.type) else pa.int64())  # time32 casts only to int32
+        return ints.to_numpy(zero_copy_only=False).astype(np.float64) / unit if arr.null_count == 0 else \
+            np.where(arr.is_null().to_numpy(zero_copy_only=False), np.nan, ints.fill_null(0).to_numpy(zero_copy_only=False) / unit)
     x = np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
     finite = np.isfinite(x)
     # Most batches have no missing or infinite value: no copy then (the array may be read-only).
@@ -344,22 +346,9 @@ class Source:
         self._shadow = not include_shadow and "_mlsys_role" in self.schema.names
 
     def _parquet_schema(self) -> Any:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from mlsys_cli.data.io import parquet_schema
 
-        schemas = []
-        for f in self.files:
-            if f.stat().st_size == 0:
-                raise InputError(f"{f}: empty file")
-            try:
-                schemas.append(pq.read_schema(f))
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise InputError(f"{f}: cannot read Parquet: {str(exc).splitlines()[0]}") from None
-        try:
-            return pa.unify_schemas(schemas, promote_options="permissive").remove_metadata()
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise InputError(f"{self.name}: the files do not share one schema: {_odd_files(self.files, schemas, exc)}",
-                             "rewrite the odd files with the common types, or leave them out of the glob") from None
+        return parquet_schema(self.files, missing_ok=True)
 
     @property
     def columns(self) -> list[str]:
@@ -416,10 +405,12 @@ class Source:
             try:
                 # Column chunks streamed through a small buffer, not pre-loaded whole: a file of one
                 # huge row group would otherwise sit in memory compressed, all columns at once.
-                pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20, read_dictionary=dictionary or None)
-                missing = [c for c in columns if c not in pf.schema_arrow.names]
+                # Checked before opening: read_dictionary naming a column the file lacks is a KeyError.
+                missing = [c for c in columns if c not in pq.read_schema(f).names]
                 if missing:
-                    raise InputError(f"{f}: no column {missing[0]!r}")
+                    raise InputError(f"{f}: no column {missing[0]!r}",
+                                     "the files do not share one schema: leave the odd files out of the glob")
+                pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20, read_dictionary=dictionary or None)
                 for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True):
                     yield batch if batch.schema.equals(target) else batch.cast(target)
             except (pa.ArrowInvalid, OSError) as exc:
@@ -596,16 +587,3 @@ def window_ids(arr: Any, seconds: int, name: str) -> Any:
     if np.isnan(t).any():
         raise InputError(f"time column {name!r} has missing values", "drop those rows or pick another --time-col")
     return np.floor(t / seconds).astype(np.int64)
-
-
-def _odd_files(files: Sequence[Any], schemas: Sequence[Any], exc: Exception) -> str:
-    """Which file types the column Arrow could not merge differently (Arrow names the column only)."""
-    from mlsys_cli.data.partitioned import disagreements
-
-    arrow = str(exc).splitlines()[0]
-    column = re.search(r"Field (.+?) has incompatible types", arrow)
-    if column is None or not any(column.group(1) in s.names for s in schemas):
-        return arrow
-    found = [p for p in disagreements(files, schemas, [column.group(1)]) if " has no column " not in p]
-    return "; ".join(found[:3]) + (f" (and {len(found) - 3} more)" if len(found) > 3 else "") if found else arrow
-

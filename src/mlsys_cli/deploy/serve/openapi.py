@@ -12,8 +12,9 @@ from typing import Any
 
 _JSON_TYPES = {"float": {"type": ["number", "null"]}, "bool": {"type": ["boolean", "null"]},
                "string": {"type": ["string", "null"]},
-               "datetime": {"type": ["string", "number", "null"], "description": "ISO 8601 date-time or epoch seconds"}}
-_EXAMPLE = {"float": 1.5, "bool": True, "string": "a", "datetime": "2025-01-31T12:00:00Z"}
+               "datetime": {"type": ["string", "number", "null"], "description": "ISO 8601 date-time or epoch seconds"},
+               "time": {"type": ["string", "number", "null"], "description": "time of day HH:MM[:SS] or seconds since midnight"}}
+_EXAMPLE = {"float": 1.5, "bool": True, "string": "a", "datetime": "2025-01-31T12:00:00Z", "time": "08:30:00"}
 
 
 def _example(model: Any) -> dict[str, Any]:

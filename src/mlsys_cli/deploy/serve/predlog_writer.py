@@ -62,7 +62,8 @@ class _Model:
 def _arrow_schema(model: _Model) -> Any:
     import pyarrow as pa
 
-    kinds = {"float": pa.float64(), "bool": pa.bool_(), "string": pa.string(), "datetime": pa.timestamp("us", tz="UTC")}
+    kinds = {"float": pa.float64(), "bool": pa.bool_(), "string": pa.string(), "datetime": pa.timestamp("us", tz="UTC"),
+             "time": pa.time64("us")}
     fields = [pa.field(c["name"], kinds[c["type"]]) for c in model.input_schema]
     ts = pa.timestamp("us", tz="UTC")
     fields += [pa.field(f"{META}time", ts), pa.field(f"{META}request_id", pa.string()), pa.field(f"{META}model", pa.string()),
@@ -88,6 +89,9 @@ def _input_array(kind: str, values: Any) -> Any:
         return pa.array(values == 1.0, type=pa.bool_(), mask=np.isnan(values))
     if kind == "string":
         return pa.array(values, type=pa.string(), mask=values == "")
+    if kind == "time":  # logged as the TIME it was, so drift reads the column as the reference's type
+        return pa.array(np.round(np.nan_to_num(values) * 1e6).astype(np.int64), type=pa.int64(),
+                        mask=np.isnan(values)).cast(pa.time64("us"))
     missing = values == INT64_MIN
     return pa.array(np.where(missing, 0, values) * 1_000_000, type=pa.int64(), mask=missing).cast(pa.timestamp("us", tz="UTC"))
 

@@ -18,7 +18,7 @@ import orjson
 from mlsys_cli.errors import InputError
 
 # logical type -> the V2 datatype the model metadata advertises
-DATATYPE = {"float": "FP32", "bool": "BOOL", "string": "BYTES", "datetime": "INT64"}
+DATATYPE = {"float": "FP32", "bool": "BOOL", "string": "BYTES", "datetime": "INT64", "time": "FP32"}
 _NUMPY = {"BOOL": "?", "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "UINT8": "<u1", "UINT16": "<u2",
           "UINT32": "<u4", "UINT64": "<u8", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}
 HEADER = "inference-header-content-length"
