@@ -233,3 +233,17 @@ def test_a_timestamp_column_in_seconds_beyond_nanoseconds_is_refused_not_wrapped
         canonicalize(far, schema)  # was 1816-03-30 through datetime64[ns]
     near = far.iloc[:1]
     assert canonical_arrays(near, schema)["when"].tolist() == [1577836800]
+
+
+def test_json_integers_in_a_float_column_read_like_floats_up_to_float32s_range():
+    """Integers take the record reader's common path (no call per value); the bounds stay the
+    general path's: beyond float32 an integer is refused when strict and missing otherwise."""
+    schema = [{"name": "x", "type": "float"}]
+    ints, floats = [{"x": v} for v in (0, -3, 33, 10**30)], [{"x": float(v)} for v in (0, -3, 33, 10**30)]
+    for strict in (False, True):
+        reader = RecordReader(schema, strict)
+        np.testing.assert_array_equal(reader(ints)["x"], reader(floats)["x"])
+        np.testing.assert_array_equal(reader._common(ints)["x"], reader._general(ints)["x"])
+    with pytest.raises(InputError, match=r"column 'x'.*\(row 1\)"):
+        RecordReader(schema, strict=True)([{"x": 1}, {"x": 10**40}])
+    assert np.isnan(RecordReader(schema)([{"x": 1}, {"x": -(10**40)}])["x"][1])
