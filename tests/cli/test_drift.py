@@ -134,3 +134,20 @@ def test_serve_logs_with_logged_outputs(files, tmp_path):
     assert "prediction:proba_yes" in d["drifted"] and "x" in d["drifted"]
     assert not any(f["name"].startswith("_mlsys_") for f in d["features"])
     assert [w["rows"] for w in d["windows"]] == [300, 300, 300]  # 5h windows aligned to the epoch
+
+
+@pytest.mark.parametrize("values", [[53.5, 20.25], [1e30, 3.0]], ids=["fractions", "huge"])
+def test_current_floats_in_a_reference_int_column_are_compared_not_an_internal_error(tmp_path, values):
+    """A serve log holds any float32 a client sent for an int64 column of the training table (audit F3)."""
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame({"age": rng.integers(18, 80, 600), "plan": rng.choice(["a", "b"], 600)})
+    cur = pd.DataFrame({"age": np.resize(np.array(values), 600) + rng.integers(0, 3, 600), "plan": rng.choice(["a", "b"], 600)})
+    ref.to_parquet(tmp_path / "ref.parquet", index=False)
+    cur.to_parquet(tmp_path / "cur.parquet", index=False)
+    result = run_cli("drift", tmp_path / "cur.parquet", "--reference", tmp_path / "ref.parquet", "--json")
+    assert result.code == 0, result.stderr
+    import json
+
+    report = json.loads(result.stdout)
+    assert report["drifted"] == ["age"]  # the ages moved: drift, reported
+    assert report["multivariate"]["ran"] and report["multivariate"]["auc"] > 0.9

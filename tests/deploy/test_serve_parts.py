@@ -371,3 +371,28 @@ print(m.exposition()[0].decode())
     info = {line.split("version=")[1].split('"')[1]: float(line.rsplit(" ", 1)[1])
             for line in out.splitlines() if line.startswith("mlsys_model_info{")}
     assert info == {"v0001": 0.0, "v0002": 1.0}
+
+
+def test_log_writer_whose_server_died_writes_its_pending_rows_and_exits_cleanly(tmp_path):
+    """SIGKILLed server: its end of the reports pipe is gone while rows still wait in the writer (audit F1).
+
+    The writer's first report then met a broken pipe, reporting that failure raised again, and it
+    died with a traceback before renaming its file: every row it held was lost.
+    """
+    import subprocess
+    import sys
+
+    options = {"directory": str(tmp_path), "rotate_seconds": 3600, "rotate_bytes": 1 << 30, "flush_rows": 1 << 20,
+               "flush_seconds": 3600, "pid": 7}  # nothing is written (or reported) before the pipe closes
+    out = {"label": [True], "probabilities": [[0.2, 0.8]]}
+    rows = [[0, 1.0, f"r{i}", 1.0, 1, "records", [{"x": i, "s": "z", "b": True, "t": 0}], out] for i in range(50)]
+    proc = subprocess.Popen([sys.executable, "-m", "mlsys_cli.deploy.serve.predlog_writer", json.dumps(options)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the server's reader of the reports: dead
+    proc.stdin.write(_frames(MODEL_FRAME, *rows))
+    proc.stdin.close()  # ...and its end of the frames pipe
+    assert proc.wait(timeout=60) == 0
+    assert b"Traceback" not in proc.stderr.read()
+    files = sorted(tmp_path.glob("predictions-*-7-0001.parquet"))
+    assert len(files) == 1 and not list(tmp_path.glob(".*"))
+    assert pq.read_table(files[0]).column("_mlsys_request_id").to_pylist() == [f"r{i}" for i in range(50)]

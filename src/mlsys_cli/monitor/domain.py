@@ -42,9 +42,12 @@ def design_matrix(ref: Any, cur: Any, types: Mapping[str, str | None]) -> tuple[
 
     columns, is_cat = [], []
     for name in ref.column_names:
-        both = pa.chunked_array([*ref.column(name).chunks, *cur.column(name).cast(ref.column(name).type).chunks], ref.column(name).type)
+        # Each side is converted on its own: the current rows may hold another type than the
+        # reference's (floats or 1e30 where the reference had int64, from a serve log), which a
+        # cast to the reference's type would refuse.
+        sides = (ref.column(name), cur.column(name))
         if types.get(name) == "string":
-            s = to_strings(both)
+            s = pa.chunked_array([chunk for side in sides for chunk in to_strings(side).cast(pa.string()).chunks], pa.string())
             vc = pc.value_counts(s.drop_null())
             order = np.argsort(-np.asarray(vc.field("counts")), kind="stable")[:_MAX_CATEGORIES - 1]
             keep = pa.array([vc.field("values")[int(i)].as_py() for i in order], pa.string())
@@ -54,7 +57,7 @@ def design_matrix(ref: Any, cur: Any, types: Mapping[str, str | None]) -> tuple[
             columns.append(codes)
             is_cat.append(True)
         else:
-            columns.append(to_float(both, types.get(name) or "float"))
+            columns.append(np.concatenate([to_float(side, types.get(name) or "float") for side in sides]))
             is_cat.append(False)
     return np.column_stack(columns), list(ref.column_names), is_cat
 

@@ -311,8 +311,15 @@ def main(argv: list[str]) -> int:
     out = sys.stdout.buffer
 
     def report(message: dict[str, Any]) -> None:
-        out.write(orjson.dumps(message) + b"\n")
-        out.flush()
+        if out.closed:
+            return
+        try:
+            out.write(orjson.dumps(message) + b"\n")
+            out.flush()
+        except OSError:  # the server is gone (SIGKILL): its rows are still written, just not reported
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())  # the unflushed report goes nowhere
+            out.close()
 
     read_frames(sys.stdin.buffer.fileno(), Writer(options, report))
     return 0
