@@ -443,3 +443,49 @@ def test_a_defect_of_ours_is_a_json_500_counted_and_logged(models, capfd):
     assert "internal error (RuntimeError)" in json.loads(sent[1]["body"])["error"]
     assert metric(metrics.exposition()[0].decode(), "mlsys_requests_total", status="500") == 1
     assert '"event": "error"' in capfd.readouterr().err.replace('":"', '": "')
+
+
+def test_the_access_log_has_one_json_line_per_request_in_order_with_who_answered(models, capfd):
+    """Lines are encoded when the buffer is written, not per request: each still has the request's
+    own values (its id as the client sent it, quotes and all), in order, and nothing is held back
+    once flushed."""
+    import asyncio
+
+    from mlsys_cli.deploy.serve.app import ServeApp
+    from mlsys_cli.deploy.serve.metrics import Metrics
+    from mlsys_cli.deploy.serve.models import file_source
+    from mlsys_cli.deploy.serve.runner import ModelSpec, Runtime, ServeOptions, load_slots
+
+    slots = load_slots([ModelSpec("primary", "model", file_source(models["onnx"]))])
+    runtime = Runtime(ServeOptions(), Metrics(), None)
+    app = ServeApp(slots, runtime)
+    good = json.dumps(models["records"][:2]).encode()
+    requests = [("POST", "/predict", good, b'id "1"'), ("GET", "/nowhere", b"", b"id-2"), ("POST", "/predict", b"{", b"id-3")]
+
+    async def scenario():
+        for method, path, body, rid in requests:
+            async def receive(body=body):
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            async def send(message):
+                pass
+
+            scope = {"type": "http", "method": method, "path": path, "client": ("127.0.0.1", 4321),
+                     "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid)]}
+            await app(scope, receive, send)
+        held = capfd.readouterr().err  # buffered until the timer, a full buffer or an event
+        runtime.flush_access()
+        return held
+
+    before = time.time()
+    held = asyncio.run(scenario())
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines()]
+    assert held == ""
+    assert [(r["id"], r["method"], r["path"], r["status"], r["rows"]) for r in lines] == [
+        ('id "1"', "POST", "/predict", 200, 2), ("id-2", "GET", "/nowhere", 404, 0), ("id-3", "POST", "/predict", 422, 0)]
+    served = slots["primary"].current
+    assert list(lines[0]) == ["time", "event", "id", "method", "path", "status", "ms", "rows", "client", "model", "version",
+                              "role"]
+    assert (lines[0]["model"], lines[0]["version"], lines[0]["role"]) == (served.name, served.version, "primary")
+    assert "model" not in lines[1] and all(r["event"] == "request" and r["client"] == "127.0.0.1:4321" for r in lines)
+    assert all(before - 1 <= r["time"] <= time.time() + 1 and r["ms"] >= 0 for r in lines)

@@ -278,3 +278,17 @@ def test_what_is_not_a_time_of_day_is_refused_by_name_in_both_paths(value):
         canonicalize(pd.DataFrame({"t": ["08:00", value]}, dtype=object), schema)
     with pytest.raises(InputError, match=r"column 't': expected time-of-day values, found .* \(row 1\)"):
         canonical_records([{"t": "08:00"}, {"t": value}], schema, strict=True)
+
+
+def test_json_integers_in_a_float_column_read_like_floats_up_to_float32s_range():
+    """Integers take the record reader's common path (no call per value); the bounds stay the
+    general path's: beyond float32 an integer is refused when strict and missing otherwise."""
+    schema = [{"name": "x", "type": "float"}]
+    ints, floats = [{"x": v} for v in (0, -3, 33, 10**30)], [{"x": float(v)} for v in (0, -3, 33, 10**30)]
+    for strict in (False, True):
+        reader = RecordReader(schema, strict)
+        np.testing.assert_array_equal(reader(ints)["x"], reader(floats)["x"])
+        np.testing.assert_array_equal(reader._common(ints)["x"], reader._general(ints)["x"])
+    with pytest.raises(InputError, match=r"column 'x'.*\(row 1\)"):
+        RecordReader(schema, strict=True)([{"x": 1}, {"x": 10**40}])
+    assert np.isnan(RecordReader(schema)([{"x": 1}, {"x": -(10**40)}])["x"][1])

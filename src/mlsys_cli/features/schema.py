@@ -635,8 +635,10 @@ class RecordReader:
         for kind, names in self._groups:
             values = [r[name] for name in names for r in records]  # KeyError, TypeError: the general path
             if kind == "float":
-                block = np.array([v if type(v) is float and -FLOAT32_MAX <= v <= FLOAT32_MAX else _float_value(v, strict)
-                                  for v in values], dtype=np.float32).astype(np.float64)
+                # JSON numbers are floats or ints (a count, a whole amount): both without a call.
+                block = np.array([v if type(v) is float and -FLOAT32_MAX <= v <= FLOAT32_MAX
+                                  else float(v) if type(v) is int and -FLOAT32_MAX <= v <= FLOAT32_MAX
+                                  else _float_value(v, strict) for v in values], dtype=np.float32).astype(np.float64)
             elif kind == "string":
                 block = _object_array([v if type(v) is str else _string_value(v, strict) for v in values])
             elif kind == "bool":

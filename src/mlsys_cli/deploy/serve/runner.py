@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import orjson
+
 from mlsys_cli.deploy.serve.batching import BatchOptions
 from mlsys_cli.deploy.serve.deadlines import Deadlines
 from mlsys_cli.deploy.serve.models import Slot, Source, describe_error
@@ -113,15 +115,10 @@ class Runtime:
     def access(self, req: Any, status: int, seconds: float, client: Any) -> None:
         """One access-log line, buffered: written with the others at most ``ACCESS_FLUSH_SECONDS`` later
         (a write to stderr per request cost more than the rest of the logging; a slow reader of
-        stderr would block the event loop on every request)."""
-        import orjson
-
-        record = {"time": round(time.time(), 3), "event": "request", "id": req.request_id, "method": req.method,
-                  "path": req.path, "status": status, "ms": round(seconds * 1000.0, 3), "rows": req.rows,
-                  "client": f"{client[0]}:{client[1]}" if client else None}
-        if req.model is not None:
-            record.update(model=req.model.name, version=req.model.version, role=req.model.role)
-        self._lines.append(orjson.dumps(record))
+        stderr would block the event loop on every request). The request's values are kept as
+        they are and the lines encoded together when written: one tight loop over a few hundred
+        lines instead of a dict and an encoder call between every two answers."""
+        self._lines.append((time.time(), req.request_id, req.method, req.path, status, seconds, req.rows, client, req.model))
         if len(self._lines) >= ACCESS_FLUSH_LINES:
             self.flush_access()
         elif self._flush is None:
@@ -136,7 +133,7 @@ class Runtime:
             self._flush = None
         if self._lines:
             lines, self._lines = self._lines, []
-            write_bytes(b"\n".join(lines) + b"\n")
+            write_bytes(b"".join([access_line(*line) for line in lines]))
 
     def event(self, record: dict[str, Any]) -> None:
         from mlsys_cli.deploy.serve.app import write_line
@@ -191,6 +188,17 @@ class Runtime:
 
 ACCESS_FLUSH_SECONDS = 0.2
 ACCESS_FLUSH_LINES = 256
+
+
+def access_line(when: float, request_id: str, method: str, path: str, status: int, seconds: float, rows: int,
+                client: Any, model: Any) -> bytes:
+    """The access log's JSON line for one answered request (``model``: the ServedModel that answered, or None)."""
+    record = {"time": round(when, 3), "event": "request", "id": request_id, "method": method, "path": path,
+              "status": status, "ms": round(seconds * 1000.0, 3), "rows": rows,
+              "client": f"{client[0]}:{client[1]}" if client else None}
+    if model is not None:
+        record.update(model=model.name, version=model.version, role=model.role)
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def settle() -> None:
