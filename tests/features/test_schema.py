@@ -178,6 +178,19 @@ def test_records_strict_errors_name_the_problem(rows, needle):
     assert needle in info.value.message
 
 
+@pytest.mark.parametrize("text", ["1_000", "\u0661\u0662\u0663"])  # Python's float() reads both; pandas does not
+@pytest.mark.parametrize("strict", [False, True])
+def test_numbers_as_text_only_the_table_path_reads_are_read_by_records(text, strict):
+    """A serve record and a predict table holding the same text get the same answer (audit F6: "1_000" was 1000 online)."""
+    from mlsys_cli.features.schema import canonical_records
+
+    schema = [{"name": "x", "type": "float"}]
+    with pytest.raises(InputError, match="expected numeric values"):
+        canonicalize(pd.DataFrame({"x": pd.Series([text], dtype=object)}), schema)
+    with pytest.raises(InputError, match="expected numeric values"):
+        canonical_records([{"x": text}], schema, strict=strict)
+
+
 def test_decimal_columns_are_numbers_not_categories():
     # Parquet decimal128 / PostgreSQL NUMERIC arrive in pandas as Decimal objects: a price column
     # must be a number (as drift reads it), not one category per distinct amount.

@@ -388,6 +388,8 @@ def _float_value(v: Any, strict: bool) -> float:
         text = v.strip()
         if text == "" or (text.lower() == "nan" and not strict):  # strict (serve): null is the missing value
             return np.nan
+        if "_" in text or not text.isascii():  # Python reads "1_000" and "١٢٣"; the table path (pandas) does not
+            raise _Bad()
         try:
             v = float(text)
         except ValueError:
