@@ -489,3 +489,63 @@ def test_the_access_log_has_one_json_line_per_request_in_order_with_who_answered
     assert (lines[0]["model"], lines[0]["version"], lines[0]["role"]) == (served.name, served.version, "primary")
     assert "model" not in lines[1] and all(r["event"] == "request" and r["client"] == "127.0.0.1:4321" for r in lines)
     assert all(before - 1 <= r["time"] <= time.time() + 1 and r["ms"] >= 0 for r in lines)
+
+
+@pytest.fixture(scope="module")
+def narrow(models, small_tables):
+    """A linear model trained without one column the others read ('plan' or the first string column)."""
+    t = small_tables["binary"]
+    df = pd.read_parquet(t["train"])
+    column = next(name for name, kind in models["schema"].items() if kind == "string")
+    path = models["root"] / "narrow_train.parquet"
+    df.drop(columns=[column]).to_parquet(path, index=False)
+    out = models["root"] / "narrow.mlsys"
+    result = run_cli("train", path, "--target", t["target"], "--model", "linear", "-o", out)
+    assert result.code == 0, result.stderr
+    return {"model": out, "column": column}
+
+
+@pytest.mark.parametrize("role", ["--canary", "--shadow"])
+def test_a_challenger_reading_columns_the_primary_does_not_is_refused_at_start(models, narrow, tmp_path, role):
+    """Its share of the traffic would all be 422s (canary) or failures nobody sees (shadow): audit F2."""
+    from tests.conftest import assert_clean_error, run_proc
+
+    spec = f"{models['xgboost']}:0.5" if role == "--canary" else str(models["xgboost"])
+    result = run_proc("serve", narrow["model"], role, spec, "--port", "0", cwd=tmp_path, timeout=120)
+    assert_clean_error(result, 3)
+    assert f"reads columns the primary's requests need not carry: {narrow['column']}" in result.stderr
+
+
+def test_a_reload_that_would_leave_a_challenger_unable_to_answer_keeps_the_old_model(models, narrow, tmp_path):
+    import shutil
+
+    path = tmp_path / "m.mlsys"
+    shutil.copyfile(models["linear"], path)
+    with Server(path, "--shadow", models["xgboost"], "--poll", "1h", cwd=tmp_path) as s:
+        first = s.info["models"][0]["version"]
+        shutil.copyfile(narrow["model"], path)  # the new primary lacks a column the shadow reads
+        s.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not s.events("reload"):
+            time.sleep(0.05)
+        (event,) = [e for e in s.events("reload") if e["role"] == "primary"]
+        assert not event["ok"] and event["serving"] == first and narrow["column"] in event["error"]
+        status, answer = s.predict(models["records"][0])
+        assert status == 200 and answer["version"] == first
+        assert metric(s.metrics(), "mlsys_reloads_total", role="primary", result="failed") == 1
+        assert s.stop() == 0
+
+
+def test_a_v2_request_naming_the_primarys_version_is_never_answered_by_the_canary(models, tmp_path):
+    """Audit F5: /v2/models/NAME/versions/V/infer was answered by the canary in its share of the traffic."""
+    with Server(models["onnx"], "--canary", f"{models['xgboost']}:0.99", cwd=tmp_path) as s:
+        version = s.info["models"][0]["version"]
+        meta = json.loads(s.request("GET", "/v2/models/model")[2])
+        x = models["rows"].dropna().iloc[0]
+        convert = {"FP32": float, "BYTES": str, "BOOL": bool, "INT64": lambda v: int(pd.Timestamp(v).timestamp())}
+        body = {"inputs": [{"name": i["name"], "datatype": i["datatype"], "shape": [1, 1],
+                            "data": [convert[i["datatype"]](x[i["name"]])]} for i in meta["inputs"]]}
+        pinned = [json.loads(s.request("POST", f"/v2/models/model/versions/{version}/infer", body)[2]) for _ in range(8)]
+        assert {a["model_name"] for a in pinned} == {"model"}
+        unpinned = [json.loads(s.request("POST", "/v2/models/model/infer", body)[2]) for _ in range(8)]
+        assert "xgboost" in {a["model_name"] for a in unpinned}  # 99%: the canary answers what is not pinned

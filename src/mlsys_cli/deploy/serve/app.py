@@ -26,7 +26,7 @@ import orjson
 
 from mlsys_cli.deploy.serve import v2
 from mlsys_cli.deploy.serve.batching import Batcher
-from mlsys_cli.deploy.serve.models import ServedModel, Slot, describe_error
+from mlsys_cli.deploy.serve.models import ServedModel, Slot, check_challenger, describe_error
 from mlsys_cli.deploy.serve.predlog import Entry
 from mlsys_cli.errors import InputError
 
@@ -234,7 +234,8 @@ class ServeApp:
         if name != primary.name:
             req.route = "v2_unknown"
             raise HttpError(404, f"unknown model {name!r}; this server serves {primary.name!r}")
-        if len(rest) >= 2 and rest[0] == "versions":
+        pinned = len(rest) >= 2 and rest[0] == "versions"
+        if pinned:
             if rest[1] != primary.version:
                 req.route = "v2_unknown"
                 raise HttpError(404, f"model {name!r} has no version {rest[1]!r}; serving {primary.version!r}")
@@ -250,7 +251,7 @@ class ServeApp:
         if rest == ["infer"]:
             req.route = "v2_infer"
             _method(req.method, "POST")
-            return await self._infer(req, receive)
+            return await self._infer(req, receive, pinned)
         req.route = "unknown"
         raise HttpError(404, f"no route {req.path}; see /docs")
 
@@ -317,7 +318,8 @@ class ServeApp:
                   "predictions": _records_out(model, outputs)}
         return 200, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), [], self._after(req, model, outputs, inputs)
 
-    async def _infer(self, req: Request, receive: Callable) -> tuple[int, bytes, list, Any]:
+    async def _infer(self, req: Request, receive: Callable, pinned: bool = False) -> tuple[int, bytes, list, Any]:
+        """V2 inference; ``pinned`` (a request naming the primary's version) is never answered by the canary."""
         body = await self._body(req, receive, json_only=False)
         try:
             request, columns, rows = v2.decode_request(body, req.header_length)
@@ -327,7 +329,7 @@ class ServeApp:
             raise HttpError(413, f"{rows} rows is over the limit of {self.state.limits.max_rows} per request")
         if rows == 0:
             raise HttpError(422, "the inputs hold no rows")
-        model = req.model = self._choose(req)
+        model = req.model = self.slots["primary"].current if pinned else self._choose(req)
         req.rows = rows
         inputs = Inputs("columns", columns)
         outputs = await self._run(model, inputs, rows)
@@ -379,17 +381,26 @@ class ServeApp:
         Returns how many models were swapped in.
         """
         loop = asyncio.get_running_loop()
-        swapped = 0
+        prepared = []
         for slot in self.slots.values():
             if not force and not await loop.run_in_executor(None, slot.changed):
                 continue
             try:
-                model, ref = await loop.run_in_executor(None, slot.prepare)
+                prepared.append((slot, *await loop.run_in_executor(None, slot.prepare)))
             except Exception as exc:  # the old model keeps serving
-                slot.failed = slot.fingerprint()
-                self.metrics.reloads.labels(slot.role, "failed").inc()
-                self.state.event({"event": "reload", "role": slot.role, "ok": False, "error": describe_error(exc),
-                                  "serving": slot.current.version})
+                self._reload_failed(slot, exc)
+        # The models that will answer once this pass is done: every challenger must read the primary's inputs.
+        after = {role: slot.current for role, slot in self.slots.items()}
+        after.update((slot.role, model) for slot, model, _ in prepared)
+        swapped = 0
+        for slot, model, ref in prepared:  # the primary first (slot order)
+            try:
+                for role, other in after.items():
+                    if role != "primary" and (slot.role == "primary" or role == slot.role):
+                        check_challenger(after["primary"], other)
+            except InputError as exc:
+                after[slot.role] = slot.current
+                self._reload_failed(slot, exc)
                 continue
             self._attach(model)
             old = slot.current
@@ -402,6 +413,13 @@ class ServeApp:
             old.batcher.close()
             swapped += 1
         return swapped
+
+    def _reload_failed(self, slot: Slot, exc: BaseException) -> None:
+        """The old model keeps serving; the failure is counted and logged, and not retried until the source changes."""
+        slot.failed = slot.fingerprint()
+        self.metrics.reloads.labels(slot.role, "failed").inc()
+        self.state.event({"event": "reload", "role": slot.role, "ok": False, "error": describe_error(exc),
+                          "serving": slot.current.version})
 
 
 def _method(method: str, allowed: str) -> None:

@@ -189,6 +189,27 @@ class Slot:
         self.failed = None
 
 
+def check_challenger(primary: ServedModel, other: ServedModel) -> None:
+    """Refuse a shadow or canary that cannot answer the primary's requests (:class:`InputError`).
+
+    Requests are validated against the primary's inputs and handed to the challenger as they
+    are: it must answer the same question and read only columns the primary reads, as the same
+    types (a column it lacks would make every canary answer a 422 and every shadow call fail).
+    """
+    if other.task != primary.task:
+        raise InputError(f"the {other.role} model is {other.task}, the primary {primary.task}",
+                         "a challenger must answer the same question")
+    types = {c["name"]: c["type"] for c in primary.input_schema}
+    absent = [c["name"] for c in other.input_schema if c["name"] not in types]
+    differ = [f"{c['name']} ({c['type']}, the primary's {types[c['name']]})" for c in other.input_schema
+              if c["name"] in types and types[c["name"]] != c["type"]]
+    if absent or differ:
+        what = (f"columns the primary's requests need not carry: {', '.join(absent)}" if absent
+                else f"columns as other types: {', '.join(differ)}")
+        raise InputError(f"the {other.role} model {other.name} ({other.version}) reads {what}",
+                         "a challenger must read the primary's inputs: train it on the same columns")
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for a failed load (a reload failure is logged and counted, never raised)."""
     return exc.message if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"

@@ -26,7 +26,7 @@ import orjson
 
 from mlsys_cli.deploy.serve.batching import BatchOptions
 from mlsys_cli.deploy.serve.deadlines import Deadlines
-from mlsys_cli.deploy.serve.models import Slot, Source, describe_error
+from mlsys_cli.deploy.serve.models import Slot, Source, check_challenger, describe_error
 from mlsys_cli.deploy.serve.predlog import LogOptions
 from mlsys_cli.errors import InputError, UsageError
 
@@ -231,11 +231,9 @@ def load_slots(specs: list[ModelSpec]) -> dict[str, Slot]:
             raise InputError(f"cannot serve the {spec.role} model: {describe_error(exc)}",
                              getattr(exc, "hint", None)) from None
         slots[spec.role] = slot
-    primary, challengers = slots["primary"].current, [s.current for r, s in slots.items() if r != "primary"]
-    for other in challengers:
-        if other.task != primary.task:
-            raise InputError(f"the {other.role} model is {other.task}, the primary {primary.task}",
-                             "a challenger must answer the same question")
+    for role, slot in slots.items():
+        if role != "primary":
+            check_challenger(slots["primary"].current, slot.current)
     return slots
 
 
