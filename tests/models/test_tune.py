@@ -599,3 +599,45 @@ def test_writing_a_forest_is_counted_before_the_ensemble_step_and_in_the_search_
     held = SimpleNamespace(job=SimpleNamespace(deadline=100.0, refit=True, refit_valid=False), holds_models=True,
                            held={"forest": [(0.1, 3, forest)], "linear": [(0.2, 1, None)]})
     assert search_deadline(None, held) == pytest.approx(100.0 - SAVE_S - write_seconds(forest))
+
+
+def test_an_ensemble_leaves_out_a_member_too_slow_to_write_instead_of_the_ensemble(monkeypatch):
+    """diamonds at 60 s: the second-best family was a forest that needed ~7 s to write of the ~6 s
+    left, and the whole ensemble step was skipped. That member is left out (the best never is)
+    and the next best trial of another family takes its place."""
+    import time
+    from types import SimpleNamespace
+
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    from mlsys_cli.models.tuning import kept
+    from mlsys_cli.models.tuning.final import SAVE_S, TOP, _held_members, write_seconds
+
+    trees = [SimpleNamespace(tree_=SimpleNamespace(node_count=100_000)) for _ in range(7)]
+    forest = SimpleNamespace(estimator=SimpleNamespace(estimators_=trees))
+    models = {0: "hgb-model", 1: forest, 2: "xgb-model", 3: "mlp-model"}
+    families = {0: "hgb", 1: "forest", 2: "xgboost", 3: "mlp"}
+
+    def frozen(n, value):
+        return optuna.trial.FrozenTrial(
+            number=n, state=optuna.trial.TrialState.COMPLETE, value=value, datetime_start=None, datetime_complete=None,
+            params={"family": families[n]}, distributions={"family": CategoricalDistribution(list(families.values()))},
+            user_attrs={"params": {"n": n}}, system_attrs={}, intermediate_values={}, trial_id=n)
+
+    done = [frozen(n, value) for n, value in ((0, 540.0), (1, 545.0), (2, 548.0), (3, 560.0))]
+    study = SimpleNamespace(get_trials=lambda deepcopy, states: done)
+    monkeypatch.setattr(kept, "trial_bundle", lambda t, problem, family, est, value: est)
+    left = 6.0  # seconds; the forest needs 7 to be written
+    assert write_seconds(forest) > left / TOP
+    problem = SimpleNamespace(job=SimpleNamespace(deadline=time.time() + left + SAVE_S, study="s"), higher=False,
+                              held_model=models.get)
+    assert [est for _, est in _held_members(study, problem, TOP)] == ["hgb-model", "xgb-model", "mlp-model"]
+    problem.job.deadline = time.time() + TOP * write_seconds(forest) + SAVE_S + 5.0  # time to write it
+    assert [est for _, est in _held_members(study, problem, TOP)] == ["hgb-model", forest, "xgb-model"]
+    problem.job.deadline = None
+    assert [est for _, est in _held_members(study, problem, TOP)] == ["hgb-model", forest, "xgb-model"]
+    # The best trial is never left out (its model is the fallback the step saves).
+    problem.job.deadline = time.time() + left + SAVE_S
+    done[1] = frozen(1, 500.0)
+    assert [est for _, est in _held_members(study, problem, TOP)][0] is forest
