@@ -43,3 +43,21 @@ def test_a_command_imports_only_its_own_module():
     loaded = set(proc.stderr.split())
     assert "mlsys_cli.cli.info" in loaded
     assert not {f"mlsys_cli.cli.{c}" for c in REGISTERED if c != "info"} & loaded
+
+
+def test_a_scikit_learn_bundle_is_predicted_without_importing_torch_or_dask(small_tables, tmp_path):
+    """skops lists sklearn's estimators at import, which would import sklearn's torch and Dask adapters."""
+    t = small_tables["binary"]
+    model = tmp_path / "m.mlsys"
+    train = subprocess.run([sys.executable, "-m", "mlsys_cli", "train", str(t["train"]), "--target", t["target"],
+                            "--model", "linear", "-o", str(model)], capture_output=True, text=True)
+    assert train.returncode == 0, train.stderr
+    loaded = _imported(["predict", str(model), str(t["test"]), "-o", str(tmp_path / "p.parquet")])
+    assert "skops" in loaded and "sklearn" in loaded  # the bundle was opened through skops
+    assert not loaded & {"torch", "dask"}, sorted(loaded & {"torch", "dask"})
+    # The placeholders hide nothing skops trusts: its list equals the one of a plain import.
+    code = "from mlsys_cli.bundle import skops_io; skops_io(); from skops.io._trusted_types import {0} as n; print(len(n), sorted(n))"
+    ours = subprocess.run([sys.executable, "-c", code.format("SKLEARN_ESTIMATOR_TYPE_NAMES")], capture_output=True, text=True)
+    plain = subprocess.run([sys.executable, "-c", code.split("; ", 2)[2].format("SKLEARN_ESTIMATOR_TYPE_NAMES")],
+                           capture_output=True, text=True)
+    assert ours.returncode == 0 and ours.stdout == plain.stdout and int(ours.stdout.split()[0]) > 100, (ours, plain)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -140,9 +142,10 @@ def test_a_cluster_started_with_the_dask_command_line(small_tables, tmp_path):
     address = f"tcp://127.0.0.1:{port}"
     scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
                                   "--dashboard-address", ":0"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     worker = subprocess.Popen([DASK, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard",
-                               "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--host", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     try:
         with Client(address, timeout=60, set_as_default=False) as client:
             client.wait_for_workers(2, timeout=120)
@@ -158,15 +161,10 @@ def test_a_cluster_started_with_the_dask_command_line(small_tables, tmp_path):
 
         assert (BundleReader(tmp_path / "dask.mlsys").json("features/featurizer.json")
                 == BundleReader(tmp_path / "local.mlsys").json("features/featurizer.json"))
-    finally:
+    finally:  # each in its own session: kill the nanny's worker processes with it (a graceful stop takes ~10 s)
         for p in (worker, scheduler):
-            p.terminate()
-        for p in (worker, scheduler):
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
 
 
 # One xdist worker runs every Dask test: they share one LocalCluster (tests/dask_cluster.py).

@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from mlsys_cli.errors import InputError, UsageError
 
@@ -229,6 +229,21 @@ def cached_artifact(path: str, sha256: str, load: Callable[[str], Any]) -> Any:
 
 class WorkerLost(InputError):
     """A Dask job failed because a worker died (beyond Dask's retries) or the cluster went away."""
+
+
+@contextlib.contextmanager
+def worker_failures(client: Any = None, futures: Sequence[Any] = ()) -> Iterator[None]:
+    """Raise a lost worker or cluster as :class:`WorkerLost` (exit 3); cancel ``futures`` on the way out."""
+    try:
+        yield
+    except Exception as exc:
+        clean = worker_failure(exc)
+        if clean is None:
+            raise
+        raise clean from None
+    finally:
+        if futures:
+            client.cancel(futures)
 
 
 def worker_failure(exc: BaseException) -> WorkerLost | None:

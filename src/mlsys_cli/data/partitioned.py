@@ -204,17 +204,16 @@ def run_partitions(client: Any, task: Callable[..., dict[str, Any]], job: Any, f
     see :func:`task_error`), raised here as that error; a task result's ``rows`` advance
     ``progress``. A worker lost beyond Dask's retries is a clean InputError (exit 3).
     """
-    from distributed import as_completed
-
-    from mlsys_cli.data.cluster import worker_failure
-    from mlsys_cli.errors import MlsysError
-
-    # Absolute paths: a worker's working directory is not the client's.
     import functools
 
+    from distributed import as_completed
+
+    from mlsys_cli.data.cluster import worker_failures
+
+    # Absolute paths: a worker's working directory is not the client's.
     futures = client.map(functools.partial(_reported, task), [job] * len(files), range(len(files)),
                          [str(Path(f).resolve()) for f in files], pure=False)
-    try:
+    with worker_failures(client, futures):
         for future in as_completed(futures, loop=client.loop):
             result = future.result()
             if "error" in result:
@@ -222,15 +221,6 @@ def run_partitions(client: Any, task: Callable[..., dict[str, Any]], job: Any, f
             if progress is not None:
                 progress.advance(result["rows"])
         return [f.result() for f in futures]
-    except MlsysError:
-        raise
-    except Exception as exc:
-        clean = worker_failure(exc)
-        if clean is None:
-            raise
-        raise clean from None
-    finally:
-        client.cancel(futures)
 
 
 def concatenate(parts: Sequence[str], output: str | os.PathLike, lineage: Any, rows: int) -> None:
@@ -260,17 +250,10 @@ def read_arrow(path: str, columns: Sequence[str] | None = None) -> Any:
 
 def gathered(client: Any, futures: Sequence[Any]) -> list[Any]:
     """``client.gather(futures)``; a worker lost beyond Dask's retries is a clean InputError (exit 3)."""
-    from mlsys_cli.data.cluster import worker_failure
+    from mlsys_cli.data.cluster import worker_failures
 
-    try:
+    with worker_failures(client, futures):
         return client.gather(futures)
-    except Exception as exc:
-        clean = worker_failure(exc)
-        if clean is None:
-            raise
-        raise clean from None
-    finally:
-        client.cancel(futures)
 
 
 def is_directory_output(output: str | os.PathLike) -> bool:

@@ -496,21 +496,16 @@ def split_table(
         raise InputError(f"{', '.join(map(str, sp.files))}: the table has no rows")
     _step(progress, 1, steps, "assigning")
     part, time_expr = _assignment(sp, kind, column, ratio_list, seed)
-    time_col = column if kind == "time" else time
     if kind != "time" and time:
         time_expr = sp.time_key(time)[1]
     group_col = group or (column if kind == "group" else None)
     _step(progress, 2, steps, "checking")
     # Equal rows get equal keys (random: their hash; otherwise the split column) unless that column is ignored.
-    dups_proven = kind == "random" or column not in sp.ignore
-    checks = _leakage(sp, part, names, group_col, time_expr, time_col, dups_proven,
-                      group_proven=kind == "group" and group_col == column)
+    checks = _leakage(sp, part, names, group_col, time_expr, column if kind == "time" else time,
+                      kind == "random" or column not in sp.ignore, group_proven=kind == "group" and group_col == column)
     leakage = any(c["status"] == "found" for c in checks.values())
     if strict and leakage:
-        found = {name: c for name, c in checks.items() if c["status"] == "found"}
-        shown = ", ".join(f"{name.replace('_', ' ')} ({c.get('groups', c.get('rows'))})" for name, c in found.items())
-        raise InputError(f"leakage between parts: {shown}; nothing written",
-                         "; ".join(LEAK_HINTS[name] for name in found) + "; or drop --strict to write anyway")
+        _refuse_leakage(checks)
     class_col = target or (column if kind == "stratified" else None)
     counts, spans, classes = _part_stats(sp, part, time_expr,
                                          class_col if class_col and sp.classes(class_col, refuse=False) else None)
@@ -526,38 +521,69 @@ def split_table(
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a directory", "-o names the directory for train/valid/test.parquet")
     inputs = [io.input_record(f) for f in sp.files]
-    parts, warnings = [], []
-    extra = {"by": by, "ratios": ratio_list, **({"ignore": list(ignore)} if ignore else {}),
-             **({"balance": balance} if balance else {})}
+    lineage = {"inputs": inputs, "seed": seed, "target": target,
+               "extra": {"by": by, "ratios": ratio_list, **({"ignore": list(ignore)} if ignore else {}),
+                         **({"balance": balance} if balance else {})}}
+    stats = {"total": total, "counts": counts, "spans": spans if time_expr else None, "classes": classes,
+             "balanced": balanced}
+    parts = _write_parts(sp, out_dir, names, ratio_list, queries, stats, lineage,
+                         lambda i, name: _step(progress, 4 + i, steps, f"writing {name}"))
+    _step(progress, steps, steps, "done")
+    return SplitResult(inputs=[{"path": r["path"], "sha256": r["sha256"]} for r in inputs], output=str(out_dir),
+                       by=kind, column=column, ratios=ratio_list, seed=seed, target=target, rows=total, parts=parts,
+                       checks=checks, leakage=leakage, balance=balanced,
+                       warnings=_split_warnings(out_dir, names, classes))
+
+
+def _refuse_leakage(checks: dict[str, dict[str, Any]]) -> None:
+    """``--strict``: name every leakage check that found something; nothing is written."""
+    found = {name: c for name, c in checks.items() if c["status"] == "found"}
+    shown = ", ".join(f"{name.replace('_', ' ')} ({c.get('groups', c.get('rows'))})" for name, c in found.items())
+    raise InputError(f"leakage between parts: {shown}; nothing written",
+                     "; ".join(LEAK_HINTS[name] for name in found) + "; or drop --strict to write anyway")
+
+
+def _write_parts(sp: _Splitter, out_dir: Path, names: Sequence[str], ratio_list: list[float],
+                 queries: dict[str, str], stats: dict[str, Any], lineage: dict[str, Any],
+                 written: Any) -> list[dict[str, Any]]:
+    """Write every part to a temporary file; all replace their targets together at the end.
+
+    ``stats`` holds ``total``, ``counts``, ``spans`` (None without a time key), ``classes`` and
+    ``balanced`` (the train part's resampling, or None); ``lineage`` the inputs, seed, target and
+    options recorded in each file. Returns one record per part, in order.
+    """
+    counts, classes, balanced = stats["counts"], stats["classes"], stats["balanced"]
+    parts = []
     with contextlib.ExitStack() as stack:
-        # All parts go to temporary files first and replace their targets together at the end.
         for i, name in enumerate(names):
             rows = balanced["rows"] if name == "train" and balanced else int(counts[name])
             record = {"name": name, "path": str(out_dir / f"{name}.parquet"), "rows": rows,
-                      "ratio": round(int(counts[name]) / total, 6), "requested": ratio_list[i]}
-            lineage = io.Lineage(command="split", inputs=inputs, seed=seed, role=name, target=target, extra=extra)
-            meta = io.lineage_metadata(lineage, rows=rows)
+                      "ratio": round(int(counts[name]) / stats["total"], 6), "requested": ratio_list[i]}
+            meta = io.lineage_metadata(io.Lineage(command="split", role=name, **lineage), rows=rows)
             tmp = stack.enter_context(atomic_path(out_dir / f"{name}.parquet", suffix=".parquet"))
             sp.rows(f"COPY ({queries[name]}) TO {_literal(str(tmp))} "
                     f"(FORMAT parquet, COMPRESSION zstd, KV_METADATA {{mlsys: {_literal(meta)}}})")
-            if time_expr:
-                record.update(time_min=spans[name][0], time_max=spans[name][1])
+            if stats["spans"] is not None:
+                record.update(time_min=stats["spans"][name][0], time_max=stats["spans"][name][1])
             if classes:
                 record["classes"] = balanced["after"] if name == "train" and balanced else classes.get(name, {})
             if name == "train" and balanced:
                 record["rows_before_balance"] = int(counts[name])
             parts.append(record)
-            _step(progress, 4 + i, steps, f"writing {name}")
+            written(i, name)
+    return parts
+
+
+def _split_warnings(out_dir: Path, names: Sequence[str], classes: dict[str, dict[str, int]]) -> list[str]:
+    """A stale valid part from an earlier three-way split, and classes some part lacks."""
+    warnings = []
     if len(names) == 2 and (out_dir / "valid.parquet").exists():
         warnings.append(f"{out_dir / 'valid.parquet'} is left from an earlier split; this split has no valid part")
     for name, counts_ in classes.items():
         missing = sorted(set().union(*classes.values()) - set(counts_))
         if missing:
             warnings.append(f"the {name} part has no rows of class {', '.join(missing)}")
-    _step(progress, steps, steps, "done")
-    return SplitResult(inputs=[{"path": r["path"], "sha256": r["sha256"]} for r in inputs], output=str(out_dir),
-                       by=kind, column=column, ratios=ratio_list, seed=seed, target=target, rows=total, parts=parts,
-                       checks=checks, leakage=leakage, balance=balanced, warnings=warnings)
+    return warnings
 
 
 def _step(progress: Any, completed: int, total: int, description: str) -> None:

@@ -851,7 +851,6 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
     CompressResult
     """
     from mlsys_cli.data.io import read_frame
-    from mlsys_cli.fsutil import atomic_write_bytes
 
     start = time.perf_counter()
     model, output = Path(model), Path(output)
@@ -879,29 +878,8 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
         check_data(extra, teacher, ", ".join(map(str, tpaths)), target=False)
     comp.fit(teacher, df, transfer=extra, progress=progress).decide(out_format)
 
-    kept = comp.kept_
-    o = comp.original_
-    if kept is None:
-        verdict = (f"no candidate is within {_budget(comp)} of the original's {comp.metric_} and smaller or faster "
-                   f"without being larger or slower")
-        if require_gain:
-            verdict += "; nothing written (--require-gain)"
-            output = None
-        elif out_format == "mlsys" or model.suffix.lower() == ".onnx":
-            atomic_write_bytes(output, model.read_bytes())
-            verdict += f"; the original is kept: {output} is an unchanged copy of {model}"
-        else:
-            atomic_write_bytes(output, _serialize(comp.graph_))
-            verdict += f"; the original is kept: {output} is its ONNX export, uncompressed"
-    else:
-        row = next(r for r in comp.candidates_ if r["kept"])
-        if out_format == "onnx":
-            atomic_write_bytes(output, _serialize(kept.onnx))
-        else:
-            kept.bundle.save(output)
-        verdict = (f"kept {row['name']}: {row['size_ratio']:.1f}x smaller ONNX, {row['speedup']:.1f}x faster per row, "
-                   f"{comp.metric_} {row[comp.metric_]:.4f} vs {o[comp.metric_]:.4f} (drop {row['drop']:+.4f}, "
-                   f"allowed {_budget(comp)})")
+    output, verdict = _write_outcome(comp, model, output, out_format, require_gain)
+    kept, o = comp.kept_, comp.original_
     original = {k: v for k, v in o.items() if k not in ("name", "technique", "detail", "format")}
     result = CompressResult(
         model=str(model), data=[str(p) for p in paths], output=None if output is None else str(output),
@@ -915,6 +893,33 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
         write_html(result, html)
     return result
 
+
+
+def _write_outcome(comp: Compressor, model: Path, output: Path, out_format: str,
+                   require_gain: bool) -> tuple[Path | None, str]:
+    """Write the kept candidate, or the original when none is kept; return the path written and the verdict."""
+    from mlsys_cli.fsutil import atomic_write_bytes
+
+    kept = comp.kept_
+    if kept is not None:
+        row = next(r for r in comp.candidates_ if r["kept"])
+        if out_format == "onnx":
+            atomic_write_bytes(output, _serialize(kept.onnx))
+        else:
+            kept.bundle.save(output)
+        o = comp.original_
+        return output, (f"kept {row['name']}: {row['size_ratio']:.1f}x smaller ONNX, {row['speedup']:.1f}x faster per "
+                        f"row, {comp.metric_} {row[comp.metric_]:.4f} vs {o[comp.metric_]:.4f} (drop {row['drop']:+.4f}, "
+                        f"allowed {_budget(comp)})")
+    verdict = (f"no candidate is within {_budget(comp)} of the original's {comp.metric_} and smaller or faster "
+               f"without being larger or slower")
+    if require_gain:
+        return None, verdict + "; nothing written (--require-gain)"
+    if out_format == "mlsys" or model.suffix.lower() == ".onnx":
+        atomic_write_bytes(output, model.read_bytes())
+        return output, verdict + f"; the original is kept: {output} is an unchanged copy of {model}"
+    atomic_write_bytes(output, _serialize(comp.graph_))
+    return output, verdict + f"; the original is kept: {output} is its ONNX export, uncompressed"
 
 def _budget(comp: Compressor) -> str:
     value = comp._allowed()

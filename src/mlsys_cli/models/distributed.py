@@ -204,22 +204,16 @@ def fit_on_cluster(client: Any, est: Any, train: tuple[Any, Any], eval_set: tupl
     """
     import tempfile
 
+    from mlsys_cli.data.cluster import worker_failures
+
     task = est.task
     dask_est = _dask_estimator(est, task, est.early_stopping_rounds if eval_set is not None else None, stop_at)
     dask_est.client = client
     kwargs: dict[str, Any] = {"verbose": False}
     if eval_set is not None:
         kwargs["eval_set"] = [eval_set]
-    try:
-        with client.as_current():  # xgboost.dask looks the client up as the current one, even when given
-            dask_est.fit(*train, **kwargs)
-    except Exception as exc:
-        from mlsys_cli.data.cluster import worker_failure
-
-        clean = worker_failure(exc)
-        if clean is None:
-            raise
-        raise clean from None
+    with worker_failures(), client.as_current():  # xgboost.dask looks the client up as the current one, even when given
+        dask_est.fit(*train, **kwargs)
     with tempfile.TemporaryDirectory() as tmp:
         dask_est.save_model(Path(tmp) / "model.ubj")
         est.estimator.load_model(Path(tmp) / "model.ubj")
