@@ -12,7 +12,7 @@ from mlsys_cli.errors import InputError, MlsysError
 from mlsys_cli.models.study import open_storage, storage_display
 from mlsys_cli.models.tuning.job import TuneJob
 from mlsys_cli.models.tuning.problem import Problem
-from mlsys_cli.models.tuning.scheduler import make_pruner, make_sampler
+from mlsys_cli.models.tuning.scheduler import CHEAP_SHARE, make_pruner, make_sampler
 from mlsys_cli.models.tuning.space import Plan, make_plan
 
 
@@ -27,7 +27,8 @@ def open_study(job: TuneJob, problem: Problem, plan: Plan) -> Any:
                 "validation": job.validation, "model": job.model, "train_sha256": job.train_sha256,
                 "features": dict(job.features)}
     sampler = make_sampler(job.sampler, int(job.seed), plan.families, minimize, plan.grid)
-    pruner = make_pruner(job.pruner, by_family=len(plan.families) > 1)
+    cheap_s = CHEAP_SHARE * job.budget_s if job.budget_s else None
+    pruner = make_pruner(job.pruner, by_family=len(plan.families) > 1, cheap_s=cheap_s)
     direction = "minimize" if minimize else "maximize"
     try:
         try:
