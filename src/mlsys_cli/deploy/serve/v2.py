@@ -22,6 +22,7 @@ DATATYPE = {"float": "FP32", "bool": "BOOL", "string": "BYTES", "datetime": "INT
 _NUMPY = {"BOOL": "?", "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "UINT8": "<u1", "UINT16": "<u2",
           "UINT32": "<u4", "UINT64": "<u8", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8"}
 HEADER = "inference-header-content-length"
+_FLOATS = ("FP16", "FP32", "FP64")
 
 
 class Invalid(InputError):
@@ -92,9 +93,13 @@ def _input_values(spec: Any, binary: memoryview, offset: int) -> tuple[str, list
             values = _bytes_elements(raw, name)
         elif dtype in _NUMPY:
             try:
-                values = np.frombuffer(raw, dtype=_NUMPY[dtype]).tolist()
+                arr = np.frombuffer(raw, dtype=_NUMPY[dtype])
             except ValueError:
                 raise Invalid(f"input {name!r}: {size} bytes is not a whole number of {dtype} values") from None
+            values = arr.tolist()
+            if dtype in _FLOATS:  # a binary tensor has no null: NaN is how a client marks a missing value
+                for i in np.flatnonzero(np.isnan(arr)).tolist():
+                    values[i] = None
         else:
             raise Invalid(f"input {name!r}: unknown datatype {dtype!r}")
     else:
