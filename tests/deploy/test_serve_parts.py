@@ -417,3 +417,24 @@ def test_log_writer_whose_server_died_writes_its_pending_rows_and_exits_cleanly(
     files = sorted(tmp_path.glob("predictions-*-7-0001.parquet"))
     assert len(files) == 1 and not list(tmp_path.glob(".*"))
     assert pq.read_table(files[0]).column("_mlsys_request_id").to_pylist() == [f"r{i}" for i in range(50)]
+
+
+def test_a_failing_shadow_is_told_on_stderr_at_once_then_at_most_once_a_minute(monkeypatch):
+    """A shadow's failures never touch the answer; they were only counted, so nobody saw why (audit F2)."""
+    import types
+
+    from mlsys_cli.deploy.serve import app as app_module
+
+    events = []
+    server = object.__new__(app_module.ServeApp)
+    server.state = types.SimpleNamespace(event=events.append)
+    server._shadow_failures = [0, -app_module.SHADOW_EVENT_SECONDS]
+    shadow = types.SimpleNamespace(name="challenger", version="v2")
+    clock = [1000.0]
+    monkeypatch.setattr(app_module.time, "monotonic", lambda: clock[0])
+    for _ in range(3):
+        server._shadow_failed(shadow, ValueError("boom"))
+    clock[0] += app_module.SHADOW_EVENT_SECONDS
+    server._shadow_failed(shadow, ValueError("boom"))
+    assert [(e["event"], e["failures"], e["error"]) for e in events] == [("shadow_error", 1, "ValueError: boom"),
+                                                                          ("shadow_error", 3, "ValueError: boom")]

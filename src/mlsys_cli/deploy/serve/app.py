@@ -33,6 +33,9 @@ from mlsys_cli.errors import InputError
 JSON = b"application/json"
 
 
+SHADOW_EVENT_SECONDS = 60.0  # a failing shadow is told on stderr at most this often
+
+
 class HttpError(Exception):
     """An answer other than 200, with its reason."""
 
@@ -100,6 +103,7 @@ class ServeApp:
         self._prefix = os.urandom(4).hex()
         self._counter = 0
         self._docs: tuple[bytes, bytes] | None = None
+        self._shadow_failures = [0, -SHADOW_EVENT_SECONDS]  # failures not yet told, when the last event was
         for slot in slots.values():
             self._attach(slot.current)
             self.metrics.serving(slot.role, None, slot.current)
@@ -362,13 +366,23 @@ class ServeApp:
         start = time.perf_counter()
         try:
             outputs = shadow.predict(shadow.read(inputs.kind, inputs.parsed))
-        except Exception:  # a challenger's failure must never touch the answer; it is counted
+        except Exception as exc:  # a challenger's failure must never touch the answer; it is counted and told
             self.metrics.errors.labels("shadow").inc()
+            self._shadow_failed(shadow, exc)
             return
         self.metrics.predicted("shadow", shadow.task, outputs, req.rows)
         if self.state.log is not None:
             self.state.log.append(Entry(arrival, req.request_id, shadow, (time.perf_counter() - start) * 1000.0,
                                         inputs.json(), outputs, req.rows))
+
+    def _shadow_failed(self, shadow: ServedModel, exc: BaseException) -> None:
+        """One event line on stderr for the first failure, then at most one every SHADOW_EVENT_SECONDS (with the count)."""
+        self._shadow_failures[0] += 1
+        now = time.monotonic()
+        if now - self._shadow_failures[1] >= SHADOW_EVENT_SECONDS:
+            self.state.event({"event": "shadow_error", "model": shadow.name, "version": shadow.version,
+                              "failures": self._shadow_failures[0], "error": describe_error(exc)})
+            self._shadow_failures = [0, now]
 
     # ------------------------------------------------------------------ reload
 
