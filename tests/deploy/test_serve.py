@@ -142,6 +142,9 @@ def _bad(models):
         ("V2 bad shape", "/v2/models/model/infer",
          json.dumps({"inputs": [{"name": column, "shape": [2, 1], "datatype": "FP32", "data": [1]}]}).encode(),
          json_headers, 422, "says 2 values, found 1"),
+        ("V2 input given twice", "/v2/models/model/infer",
+         json.dumps({"inputs": [{"name": column, "shape": [1], "datatype": "FP32", "data": [1]}] * 2}).encode(),
+         json_headers, 422, f"input {column!r} is given twice"),
         ("wrong method", "/predict?x", None, {}, 405, "use POST"),
         ("unknown route", "/nowhere", None, {}, 404, "no route"),
     ]

@@ -132,6 +132,8 @@ def decode_request(body: bytes, header_length: int | None) -> tuple[dict[str, An
     offset, rows = 0, None
     for spec in request["inputs"]:
         name, values, offset = _input_values(spec, binary, offset)
+        if name in columns:
+            raise Invalid(f"input {name!r} is given twice")
         if rows is not None and len(values) != rows:
             raise Invalid(f"input {name!r} has {len(values)} rows, the others {rows}")
         rows = len(values)
