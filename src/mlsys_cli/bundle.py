@@ -219,6 +219,10 @@ class BundleReader:
             data = self.path.read_bytes()
         if not data:
             raise InputError(f"{path}: empty file")
+        if not data.startswith(b"PK"):  # not a zip at all (an ONNX graph, a table...): not a damaged bundle
+            raise InputError(f"{path}: not an mlsys bundle",
+                             "this needs the .mlsys bundle (an ONNX export lacks its reference statistics and recipe)"
+                             if self.path.suffix.lower() == ".onnx" else None)
         try:
             zf = zipfile.ZipFile(io.BytesIO(data))
             names = set(zf.namelist())

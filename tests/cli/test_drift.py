@@ -162,3 +162,12 @@ def test_model_reference_names_only_changes_to_the_columns_the_model_reads(files
     # Against a reference table, a column it lacks is still new.
     r = run_cli("drift", tmp_path / "cur.parquet", "--reference", files / "ref.parquet", "--json")
     assert {c["column"] for c in r.json["schema_changes"] if c["change"] == "new in current"} == {"note", "customer_id"}
+
+
+def test_an_onnx_model_is_named_as_not_a_bundle_not_a_damaged_one(files, tmp_path):
+    """drift --model model.onnx said 'not a valid mlsys bundle ... truncated or damaged' (audit F6)."""
+    assert run_cli("export", files / "m.mlsys", "-o", tmp_path / "m.onnx").code == 0
+    result = run_cli("drift", files / "moved.parquet", "--model", tmp_path / "m.onnx")
+    assert_clean_error(result, 3)
+    assert "not an mlsys bundle" in result.stderr and "ONNX export" in result.stderr
+    assert "damaged" not in result.stderr
