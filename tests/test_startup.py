@@ -49,9 +49,10 @@ def test_a_scikit_learn_bundle_is_predicted_without_importing_torch_or_dask(smal
     """skops lists sklearn's estimators at import, which would import sklearn's torch and Dask adapters."""
     t = small_tables["binary"]
     model = tmp_path / "m.mlsys"
-    train = subprocess.run([sys.executable, "-m", "mlsys_cli", "train", str(t["train"]), "--target", t["target"],
-                            "--model", "linear", "-o", str(model)], capture_output=True, text=True)
-    assert train.returncode == 0, train.stderr
+    from tests.conftest import run_cli
+
+    train = run_cli("train", t["train"], "--target", t["target"], "--model", "linear", "-o", model)
+    assert train.code == 0, train.stderr
     loaded = _imported(["predict", str(model), str(t["test"]), "-o", str(tmp_path / "p.parquet")])
     assert "skops" in loaded and "sklearn" in loaded  # the bundle was opened through skops
     assert not loaded & {"torch", "dask"}, sorted(loaded & {"torch", "dask"})
