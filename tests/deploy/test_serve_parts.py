@@ -388,7 +388,9 @@ m.serving("primary", M(name="models", version="v0001"), M(name="models", version
 print(m.exposition()[0].decode())
 """
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = proc.stdout
+    assert proc.stderr == ""  # prometheus-client's UserWarning broke the JSON lines on stderr at every reload (audit F6)
     info = {line.split("version=")[1].split('"')[1]: float(line.rsplit(" ", 1)[1])
             for line in out.splitlines() if line.startswith("mlsys_model_info{")}
     assert info == {"v0001": 0.0, "v0002": 1.0}

@@ -164,10 +164,11 @@ class Metrics:
             # 0 first: with --workers the value lives in prometheus-client's multiprocess files,
             # which remove() does not touch (the swapped-out version stayed at 1 for ever).
             self.model.labels(role, old.name, old.version).set(0)
-            try:
-                self.model.remove(role, old.name, old.version)
-            except KeyError:
-                pass
+            if not multiprocess():  # there remove() is not implemented (a UserWarning on stderr); the 0 stays
+                try:
+                    self.model.remove(role, old.name, old.version)
+                except KeyError:
+                    pass
         if new is not None:
             self.model.labels(role, new.name, new.version).set(1)
 
