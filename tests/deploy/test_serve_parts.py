@@ -440,3 +440,24 @@ def test_a_failing_shadow_is_told_on_stderr_at_once_then_at_most_once_a_minute(m
     server._shadow_failed(shadow, ValueError("boom"))
     assert [(e["event"], e["failures"], e["error"]) for e in events] == [("shadow_error", 1, "ValueError: boom"),
                                                                           ("shadow_error", 3, "ValueError: boom")]
+
+
+@pytest.mark.parametrize("outputs", ["label", [{"nom": "label"}], ["label"]])
+def test_v2_outputs_that_are_not_a_list_of_named_objects_are_refused(outputs):
+    """They were ignored: every output came back as if none had been asked for (audit F6)."""
+    import types
+
+    from mlsys_cli.deploy.serve import v2
+
+    model = types.SimpleNamespace(task="regression", name="m", version="v1", role="primary")
+    with pytest.raises(InputError, match="'outputs' must be a list of objects with a 'name'"):
+        v2.encode_response({"outputs": outputs}, model, {"prediction": np.array([1.0])})
+    body, _ = v2.encode_response({"outputs": [{"name": "prediction"}]}, model, {"prediction": np.array([1.0])})
+    assert json.loads(body)["outputs"][0]["data"] == [1.0]
+
+
+def test_v2_a_header_length_that_is_not_a_number_is_named_as_such():
+    from mlsys_cli.deploy.serve import v2
+
+    with pytest.raises(InputError, match="is not a number of bytes"):
+        v2.decode_request(b'{"inputs": []}', -1)  # the server's reading of "abc"

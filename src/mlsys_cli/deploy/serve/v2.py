@@ -117,7 +117,9 @@ def _input_values(spec: Any, binary: memoryview, offset: int) -> tuple[str, list
 def decode_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any], dict[str, list[Any]], int]:
     """The request header (JSON), the values of each input, and the row count."""
     if header_length is not None:
-        if header_length < 0 or header_length > len(body):
+        if header_length < 0:
+            raise Invalid("Inference-Header-Content-Length is not a number of bytes")
+        if header_length > len(body):
             raise Invalid("Inference-Header-Content-Length exceeds the body")
         head, binary = body[:header_length], memoryview(body)[header_length:]
     else:
@@ -145,14 +147,15 @@ def _wants_binary(request: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
     """The requested output names (None: all) and those asked for in binary."""
     params = request.get("parameters") or {}
     requested = request.get("outputs")
-    if not isinstance(requested, list):
+    if requested is None:
         return None, set()
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested):
+        raise Invalid("'outputs' must be a list of objects with a 'name'", 'e.g. "outputs": [{"name": "label"}]')
     names, binary = [], set()
     for out in requested:
-        if isinstance(out, dict) and isinstance(out.get("name"), str):
-            names.append(out["name"])
-            if (out.get("parameters") or {}).get("binary_data", params.get("binary_data_output", False)):
-                binary.add(out["name"])
+        names.append(out["name"])
+        if (out.get("parameters") or {}).get("binary_data", params.get("binary_data_output", False)):
+            binary.add(out["name"])
     return names, binary
 
 
