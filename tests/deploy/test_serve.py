@@ -558,3 +558,10 @@ def test_a_v2_request_naming_the_primarys_version_is_never_answered_by_the_canar
         assert {a["model_name"] for a in pinned} == {"model"}
         unpinned = [json.loads(s.request("POST", "/v2/models/model/infer", body)[2]) for _ in range(8)]
         assert "xgboost" in {a["model_name"] for a in unpinned}  # 99%: the canary answers what is not pinned
+
+
+def test_a_latin1_request_id_is_echoed_byte_for_byte(server, models):
+    """HTTP header bytes are latin-1: the id came back re-encoded as UTF-8 (audit F6)."""
+    status, headers, body = server.request("POST", "/predict", json.dumps(models["records"][0]),
+                                           {"Content-Type": "application/json", "X-Request-Id": b"\xe9t\xe9"})
+    assert status == 200 and headers["x-request-id"] == "\xe9t\xe9" and json.loads(body)["request_id"] == "\xe9t\xe9"

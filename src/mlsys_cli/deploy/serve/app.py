@@ -162,7 +162,7 @@ class ServeApp:
         finally:
             deadlines.discard(req)
         headers = [(b"content-type", headers.pop(0)[1] if headers and headers[0][0] == b"content-type" else JSON),
-                   (b"content-length", str(len(body)).encode()), (b"x-request-id", req.request_id.encode()), *headers]
+                   (b"content-length", str(len(body)).encode()), (b"x-request-id", req.request_id.encode("latin-1")), *headers]
         if req.model is not None:
             headers.append((b"x-mlsys-model", req.model.header))
         await send({"type": "http.response.start", "status": status, "headers": headers})
