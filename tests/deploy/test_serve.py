@@ -565,3 +565,28 @@ def test_a_latin1_request_id_is_echoed_byte_for_byte(server, models):
     status, headers, body = server.request("POST", "/predict", json.dumps(models["records"][0]),
                                            {"Content-Type": "application/json", "X-Request-Id": b"\xe9t\xe9"})
     assert status == 200 and headers["x-request-id"] == "\xe9t\xe9" and json.loads(body)["request_id"] == "\xe9t\xe9"
+
+
+@pytest.mark.parametrize("where", ["one header", "keep-alive, second request"])
+def test_headers_over_64_kib_get_a_json_431_and_others_are_served(server, models, where):
+    """httptools buffers a request's headers without a bound: a 20 MB header was answered 200 (audit F6)."""
+    big = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (200 * 1024) + b"\r\n\r\n"
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.settimeout(30)
+    if where != "one header":  # a first, normal request on the same connection is answered
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    try:
+        sock.sendall(big)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server may close before the last bytes
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "the request line and headers are over 65536 bytes"
+    assert server.predict(models["records"][0])[0] == 200

@@ -272,6 +272,9 @@ class _Coalesced:
         return getattr(self._transport, name)
 
 
+MAX_HEAD_BYTES = 64 * 1024  # the request line and headers of one request (nginx: 4 x 8 KiB; Node.js: 16 KiB)
+
+
 def _protocol(header_timeout: float, deadlines: Deadlines | None = None) -> type:
     """uvicorn's httptools protocol, answering 408 to a client that sends its headers too slowly."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -285,17 +288,33 @@ def _protocol(header_timeout: float, deadlines: Deadlines | None = None) -> type
         sends each answer in one write (:class:`_Coalesced`)."""
 
         _counted = False
+        _head = 0  # bytes received since the last request's headers were complete (None: reading a body)
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self.transport = _Coalesced(transport)
             limits.add(self, header_timeout, self._slow)
 
+        _tail = b""  # the last bytes of the head so far (its blank line may straddle two reads)
+
+        def data_received(self, data: bytes) -> None:
+            if self._head is not None:  # httptools would buffer the headers without a bound
+                seen = self._tail + data
+                end = seen.find(b"\r\n\r\n")
+                self._head += len(data) if end < 0 else max(0, end + 4 - len(self._tail))  # not the body after it
+                self._tail = seen[-3:]
+                if self._head > MAX_HEAD_BYTES:
+                    self._refuse(431, "Request Header Fields Too Large",
+                                 b"the request line and headers are over %d bytes" % MAX_HEAD_BYTES)
+                    return
+            super().data_received(data)
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
             limits.add(self, header_timeout, self._slow)
 
         def on_headers_complete(self) -> None:
+            self._head = None
             limits.discard(self)
             if not self._counted:
                 self._counted = True
@@ -303,6 +322,7 @@ def _protocol(header_timeout: float, deadlines: Deadlines | None = None) -> type
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
+            self._head, self._tail = 0, b""
             self.transport.flush()
             self._uncount()
             super().on_response_complete()
@@ -318,11 +338,15 @@ def _protocol(header_timeout: float, deadlines: Deadlines | None = None) -> type
                 Pending.count -= 1
 
         def _slow(self) -> None:
+            self._refuse(408, "Request Timeout", b"the request headers did not arrive within %g s" % header_timeout)
+
+        def _refuse(self, status: int, phrase: str, reason: bytes) -> None:
+            """Answer before the application sees the request (a JSON error), and close the connection."""
             if self.transport.is_closing():
                 return
-            body = b'{"error":"the request headers did not arrive within %g s"}' % header_timeout
-            self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-                                 b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            body = b'{"error":"%s"}' % reason
+            self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                                 b"content-length: %d\r\n\r\n%s" % (status, phrase.encode(), len(body), body))
             self.transport.close()
 
     return Protocol
