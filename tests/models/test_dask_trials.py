@@ -94,5 +94,30 @@ def test_a_trial_whose_worker_is_killed_is_fitted_again(loss_cluster, tmp_path):
     assert len(_events(address, {os.getpid()})) - before == 4
 
 
+def test_a_trial_that_fails_twice_leaves_no_broken_data_to_the_next_trials(monkeypatch):
+    """A second loss failed the trial but kept the matrices it had scattered again in the cache:
+    when they were lost too, every later trial reused them and failed (CI: COMPLETE, FAIL, FAIL, FAIL)."""
+    from types import SimpleNamespace
+
+    from mlsys_cli.data import cluster
+    from mlsys_cli.models import dask_trials, distributed
+
+    client = object()
+    fits = []
+
+    def lost(*args):
+        fits.append(1)
+        dask_trials._ON_CLUSTER[("fold", len(fits))] = (client, None, None)  # what a fit scatters
+        raise cluster.WorkerLost("the Dask job failed: a worker was lost", "rerun")
+
+    monkeypatch.setattr(cluster, "shared_client", lambda engine: client)
+    monkeypatch.setattr(distributed, "check_family", lambda name: None)
+    monkeypatch.setattr(dask_trials, "_fit_once", lost)
+    with pytest.raises(cluster.WorkerLost):
+        dask_trials.fit_trial(SimpleNamespace(name="xgboost"), None, None, SimpleNamespace(timeout=None), None)
+    assert len(fits) == 2  # fitted once more after the first loss
+    assert not [key for key, (held, _, _) in dask_trials._ON_CLUSTER.items() if held is client]
+
+
 # One xdist worker runs every Dask test: they share one LocalCluster (tests/dask_cluster.py).
 pytestmark = pytest.mark.xdist_group("dask")

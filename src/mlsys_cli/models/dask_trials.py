@@ -109,14 +109,18 @@ def fit_trial(family: Any, spec: Any, data: Any, run: Any, engine: Any) -> Any:
     check_family(family.name)
     client = shared_client(engine)
     stop_at = time.time() + run.timeout if run.timeout is not None else None
-    try:
-        est, losses = _fit_once(client, family, spec, data, stop_at)
-    except WorkerLost:
-        # The fold's matrices were scattered to the workers, and a block held by the lost one
-        # is gone with it (scattered data cannot be recomputed): send them again to the workers
-        # there are now and fit the trial once more; a second loss fails the trial's job.
-        _forget(client)
-        est, losses = _fit_once(client, family, spec, data, stop_at)
+    for attempt in (1, 2):
+        try:
+            est, losses = _fit_once(client, family, spec, data, stop_at)
+            break
+        except Exception as exc:
+            # The fold's matrices were scattered to the workers, and a block held by a lost one
+            # is gone with it (scattered data cannot be recomputed): whatever failed, the next fit
+            # sends them again. A lost worker gets the trial one more fit, on the workers there
+            # are now; a second failure fails the trial, and leaves no broken data to later trials.
+            _forget(client)
+            if attempt == 2 or not isinstance(exc, WorkerLost):
+                raise
     client.log_event(EVENT_TOPIC, {"host": socket.gethostname(), "pid": os.getpid(), "rows": int(len(data.y)),
                                    "rounds": len(losses) or est.fit_info_["n_estimators"]})
     if run.callback is not None:
