@@ -292,14 +292,12 @@ def read_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, columns: 
         paths = [paths]
     files = resolve_inputs(paths)
     if all(detect_format(f) == "parquet" for f in files):
-        unified = parquet_schema(files) if len(files) > 1 else None
+        unified = parquet_schema(files)  # checks every file's footer (Parquet, no repeated names) once
         tables = []
         for f in files:
-            check_parquet(f)
             try:
-                refuse_repeated(pq.read_schema(f).names, str(f))
                 table = _without_index(pq.read_table(f, columns=list(columns) if columns else None))
-                tables.append(table if unified is None else _as_unified(table, unified))
+                tables.append(table if len(files) == 1 else _as_unified(table, unified))
             except (pa.ArrowException, OSError) as exc:
                 raise InputError(f"{f}: cannot read Parquet: {exc}") from None
             except KeyError as exc:
