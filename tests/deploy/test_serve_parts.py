@@ -266,6 +266,12 @@ def test_uvicorn_still_has_what_the_slow_client_408_overrides():
     assert "self.loop" in inspect.getsource(HttpToolsProtocol.__init__)
     assert "self.transport" in inspect.getsource(HttpToolsProtocol.connection_made)
     assert issubclass(_protocol(1.0), HttpToolsProtocol)
+    # runner._answer_overload replaces the 503 uvicorn gives past --max-connections, and its warning
+    from uvicorn.protocols.http import httptools_impl
+
+    assert callable(getattr(httptools_impl, "service_unavailable", None))
+    source = inspect.getsource(HttpToolsProtocol.on_headers_complete)
+    assert "app = service_unavailable" in source and "Exceeded concurrency limit." in source
 
 
 def test_an_answer_leaves_in_one_write_and_100_continue_at_once():
