@@ -112,6 +112,8 @@ def _bad(models):
     json_headers = {"Content-Type": "application/json"}
     return [
         ("malformed JSON", "/predict", b'{"a": 1', json_headers, 422, "not valid JSON"),
+        ("gzip body", "/predict", __import__("gzip").compress(json.dumps(good).encode()),
+         {**json_headers, "Content-Encoding": "gzip"}, 415, "Content-Encoding gzip is not supported"),
         ("wrong content type", "/predict", json.dumps(good).encode(), {"Content-Type": "text/plain"}, 415, "content type"),
         ("no content type", "/predict", json.dumps(good).encode(), {}, 415, "content type"),
         ("empty body", "/predict", b"", json_headers, 422, "empty"),

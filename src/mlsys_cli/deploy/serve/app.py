@@ -58,6 +58,7 @@ class Request:
     authorization: bytes = b""
     key: str | None = None
     header_length: int | None = None
+    encoding: bytes = b""
     route: str = "other"
     rows: int = 0
     model: ServedModel | None = None
@@ -133,6 +134,8 @@ class ServeApp:
                 req.key = value.decode("latin-1")
             elif name == b"inference-header-content-length":
                 req.header_length = int(value) if value.isdigit() else -1
+            elif name == b"content-encoding":
+                req.encoding = value
         return req
 
     async def _http(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -266,6 +269,10 @@ class ServeApp:
         # V2 clients (tritonclient) may send no content type, or octet-stream for binary tensors.
         if ctype != JSON and (json_only or ctype not in (b"", b"application/octet-stream")):
             raise HttpError(415, f"content type must be application/json, not {ctype.decode('latin-1') or 'absent'}")
+        if req.encoding and req.encoding.strip().lower() != b"identity":
+            # Not decoded here: a compressed body would be read as broken JSON ("not valid UTF-8").
+            raise HttpError(415, f"Content-Encoding {req.encoding.decode('latin-1')} is not supported; send the body uncompressed",
+                            [(b"accept-encoding", b"identity"), (b"connection", b"close")])
         limit = self.state.limits.max_body_bytes
         if req.content_length is not None and (req.content_length < 0 or req.content_length > limit):
             # The body is not read: close the connection, or its bytes would be parsed as the next request.
