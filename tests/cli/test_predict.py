@@ -103,10 +103,17 @@ def test_extra_columns_ignored_nan_and_inf_predicted(setup, tmp_path):
     df = _frame(50, seed=3).assign(extra="ignored")
     df.loc[0, "x"], df.loc[1, "x"], df.loc[2, "color"] = np.nan, np.inf, None
     df.to_parquet(tmp_path / "in.parquet", index=False)
-    result = run_cli("predict", setup / "m.mlsys", tmp_path / "in.parquet", "-o", tmp_path / "p.parquet", "--json")
+    df.loc[3, "x"] = -np.inf
+    df.to_parquet(tmp_path / "in.parquet", index=False)
+    result = run_cli("predict", setup / "m.mlsys", tmp_path / "in.parquet", "-o", tmp_path / "p.parquet", "--json",
+                     "--batch-rows", "2")
     assert result.code == 0, result.stderr
     out = pq.read_table(tmp_path / "p.parquet").to_pandas()
     assert len(out) == 50 and np.isfinite(out["proba_yes"]).all()
+    # The infinities read as missing are counted over every batch, as featurize counts them.
+    assert json.loads(result.stdout)["out_of_range"] == {"x": 2}
+    human = run_cli("predict", setup / "m.mlsys", tmp_path / "in.parquet", "-o", tmp_path / "p.parquet")
+    assert "warning: 'x': 2 values are inf or beyond float32 range; treated as missing" in human.stderr
 
 
 @pytest.mark.parametrize("args,code", [

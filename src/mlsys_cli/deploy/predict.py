@@ -50,10 +50,12 @@ class PredictResult:
     batches: int
     seconds: float
     summary: dict[str, Any] = field(default_factory=dict)
+    out_of_range: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"output": self.output, "model": self.model, "task": self.task, "rows": self.rows,
-                "columns": self.columns, "batches": self.batches, "seconds": self.seconds, "summary": self.summary}
+                "columns": self.columns, "batches": self.batches, "seconds": self.seconds, "summary": self.summary,
+                "out_of_range": self.out_of_range}
 
 
 def output_columns(model: Any) -> list[str]:
@@ -142,10 +144,18 @@ def summarize(acc: dict[str, Any], task: str) -> dict[str, Any]:
 
 
 def prediction_table(model: Any, batch: Any, keep: Sequence[str]) -> Any:
+    """The predictions of one record batch as an Arrow table, and the model's outputs.
+
+    The outputs carry ``out_of_range``: per float column, the values read as missing (inf,
+    beyond float32), which the caller adds up and reports, as ``featurize`` and ``train`` do.
+    """
     import numpy as np
     import pyarrow as pa
 
-    out = model.predict(batch.to_pandas())
+    from mlsys_cli.features.schema import out_of_range
+
+    frame = batch.to_pandas()
+    out = {**model.predict(frame), "out_of_range": out_of_range(frame, model.input_schema)}
     arrays = [batch.column(c) for c in keep]
     names = list(keep)
     if model.task == "regression":
@@ -185,6 +195,7 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     import pyarrow.parquet as pq
 
     from mlsys_cli.data.io import LINEAGE_KEY, lineage_metadata
+    from mlsys_cli.features.schema import add_counts
     from mlsys_cli.fsutil import atomic_path
 
     start = time.perf_counter()
@@ -204,10 +215,11 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
         progress.update(total=total)
     rows = n_batches = 0
     acc: dict[str, Any] = {}
+    ranges: dict[str, int] = {}
     writer = None
 
     def finish(pending: tuple[Any, Any]) -> None:
-        nonlocal writer, rows, n_batches
+        nonlocal writer, rows, n_batches, ranges
         future, batch = pending
         try:
             table, out = future.result()
@@ -217,6 +229,7 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
             writer = pq.ParquetWriter(tmp, table.schema.with_metadata(stamp), compression="zstd")
         writer.write_table(table)
         summary_update(acc, out, model.task)
+        ranges = add_counts(ranges, out["out_of_range"])
         rows += batch.num_rows
         n_batches += 1
         if progress is not None:
@@ -246,7 +259,8 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
                 writer.close()
     return PredictResult(output=str(output), model=str(model_path), task=model.task, rows=rows,
                          columns=[*keep, *output_columns(model)], batches=n_batches,
-                         seconds=round(time.perf_counter() - start, 3), summary=summarize(acc, model.task))
+                         seconds=round(time.perf_counter() - start, 3), summary=summarize(acc, model.task),
+                         out_of_range=ranges)
 
 
 def prediction_lineage(model: Any, model_path: str | os.PathLike, files: Sequence[Path], keep: Sequence[str]) -> Any:

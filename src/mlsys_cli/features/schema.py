@@ -368,6 +368,16 @@ def out_of_range(df: Any, input_schema: Sequence[dict[str, Any]]) -> dict[str, i
     return counts
 
 
+def add_counts(total: dict[str, int], counts: dict[str, int]) -> dict[str, int]:
+    """``total`` plus ``counts``, column by column (the counts of a table read in batches)."""
+    return {**total, **{k: total.get(k, 0) + n for k, n in counts.items()}}
+
+
+def out_of_range_warnings(counts: dict[str, int], where: str = "") -> list[str]:
+    """One warning per column of :func:`out_of_range`'s counts, the same words on every command."""
+    return [f"{name!r}{where}: {n} values are inf or beyond float32 range; treated as missing" for name, n in counts.items()]
+
+
 # --------------------------------------------------------------------------- records (no pandas)
 #
 # The online path: JSON records straight to canonical arrays. Building a DataFrame for one row

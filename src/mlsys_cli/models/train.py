@@ -549,6 +549,7 @@ def train_model(train: Any, spec: TrainSpec = TrainSpec(), *, valid: Any = None,
     predictor = _predictor(family, problem, matrices, (est, fit_info), spec.calibrate)
     measured = _measure(predictor, problem, matrices, scored, baselines)
     caught += _notes(spec.calibrate, matrices.valid is None, len(scored), len(matrices.train.y))
+    caught += _out_of_range_notes(matrices.featurizer, train_df, valid_df)
     manifest = _manifest(spec, problem, (predictor, matrices, measured), _Sources(train, valid, train_df, reference))
     bundle = ModelBundle(manifest, predictor)
     return bundle, _report(spec, problem, (predictor, matrices, measured), caught, start)
@@ -730,6 +731,16 @@ def _notes(calibrate: str | None, no_valid: bool, n_scored: int, n_rows: int) ->
     if n_scored < n_rows:
         notes.append(f"train metrics and the prediction reference are on a seeded sample of {n_scored:,} "
                      f"of the {n_rows:,} training rows (manifest: metrics.train_scored)")
+    return notes
+
+
+def _out_of_range_notes(featurizer: Any, train_df: Any, valid_df: Any) -> list[str]:
+    """The inf (or beyond float32) values the model reads as missing, counted in train and valid."""
+    from mlsys_cli.features.schema import out_of_range, out_of_range_warnings
+
+    notes = out_of_range_warnings(out_of_range(train_df, featurizer.input_schema_), " (train)")
+    if valid_df is not None:
+        notes += out_of_range_warnings(out_of_range(valid_df, featurizer.input_schema_), " (valid)")
     return notes
 
 
