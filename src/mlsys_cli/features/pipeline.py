@@ -20,7 +20,7 @@ import numpy as np
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.features import leakage as _leakage
 from mlsys_cli.features.roles import FEATURE_ROLES, category_counts, infer_roles, raw_numbers
-from mlsys_cli.features.schema import canonical_arrays, infer_schema, nested_columns, regression_values, to_pandas
+from mlsys_cli.features.schema import canonical_arrays, datetime_zone, infer_schema, nested_columns, regression_values, to_pandas
 from mlsys_cli.features.encoders import Target
 from mlsys_cli.features.presets import FAMILY_PRESETS
 from mlsys_cli.features.transformers import (CategoricalBlock, DatetimeBlock, NumericBlock, block_from_state, block_state,
@@ -414,6 +414,10 @@ class Featurizer:
         position = {c["name"]: i for i, c in enumerate(schema)}  # not list.index: quadratic in the columns
         used = sorted({c for b in self.blocks_ for c in b.columns}, key=position.__getitem__)
         self.input_schema_ = [self._schema_entry(name, types_of[name], data[name]) for name in used]
+        for entry in self.input_schema_:  # the fitted zone: naive times are refused later, not shifted
+            zone = datetime_zone(features[entry["name"]]) if entry["type"] == "datetime" else None
+            if zone:
+                entry["tz"] = zone
         self.report_ = {
             "leakage": findings,
             "dropped": {n: r["reason"] for n, r in self.roles_.items() if r["role"] not in FEATURE_ROLES},
