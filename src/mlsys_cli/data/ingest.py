@@ -758,37 +758,15 @@ def _tolerant_types(con: Any, source: _Source, dialect: CsvDialect, cols: dict[s
     return types
 
 
-_NUMERIC_DATE = r"^\s*([0-9]{1,2})[/.-]([0-9]{1,2})[/.-][0-9]{2,4}([ T].*)?$"
-
-
 def _refuse_ambiguous_dates(con: Any, source: _Source, dialect: CsvDialect, cols: dict[str, str]) -> None:
-    """Refuse a date column whose sampled dates read as day/month and as month/day alike.
+    """:func:`mlsys_cli.data.io.refuse_ambiguous_dates` on the first file's sampled rows, as text."""
+    from mlsys_cli.data.io import dated_columns, refuse_ambiguous_dates
 
-    DuckDB's sniffer picks one order for ``02/03/2024`` (day first) when no sampled date has a
-    day above 12 (monthly snapshots on the 1st, a small file): a US file's 3 February became
-    2 March, silently. Only numeric dates with both orders open are refused; one value with a
-    part above 12 settles the order, and ISO dates (year first) are never ambiguous.
-    """
-    dated = [c for c, t in cols.items() if t.upper().startswith(("DATE", "TIMESTAMP"))]
-    if not dated:
-        return
-    first = _Source(format=source.format, paths=source.paths[:1], shown=source.shown, options=source.options)
-    sample = f"(SELECT * FROM {_reader(first, dialect, {c: 'VARCHAR' for c in dated})} LIMIT {_SAMPLE_ROWS})"
-    parts = [(f"TRY_CAST(regexp_extract({quote_ident(c)}, {_lit(_NUMERIC_DATE)}, {i}) AS INTEGER)") for c in dated for i in (1, 2)]
-    aggs = [f"count(NULLIF(trim({quote_ident(c)}), ''))" for c in dated]
-    aggs += [f"count({parts[2 * k]}), max({parts[2 * k]}), max({parts[2 * k + 1]}), "
-             f"count(CASE WHEN {parts[2 * k]} <> {parts[2 * k + 1]} THEN 1 END)" for k in range(len(dated))]
-    row = con.execute(f"SELECT {', '.join(aggs)} FROM {sample}").fetchone()
-    for k, col in enumerate(dated):
-        present, numeric, top1, top2, differ = row[k], *row[len(dated) + 4 * k: len(dated) + 4 * k + 4]
-        if present and numeric == present and top1 <= 12 and top2 <= 12 and differ:
-            example = con.execute(f"SELECT trim({quote_ident(col)}) FROM {sample} WHERE {parts[2 * k]} <> {parts[2 * k + 1]} "
-                                  "LIMIT 1").fetchone()[0]
-            raise InputError(
-                f"{source.show(source.paths[0])}: column {col!r}: dates like {example!r} read as day/month and as "
-                "month/day alike (no sampled date has a part above 12), so their order is a guess",
-                f"say the order: --schema {col}:varchar --sql \"SELECT * REPLACE (strptime({col}, '%m/%d/%Y')::DATE AS {col}) "
-                "FROM input\" (or '%d/%m/%Y')")
+    dated = dated_columns(cols)
+    if dated:
+        first = _Source(format=source.format, paths=source.paths[:1], shown=source.shown, options=source.options)
+        sample = f"(SELECT * FROM {_reader(first, dialect, {c: 'VARCHAR' for c in dated})} LIMIT {_SAMPLE_ROWS})"
+        refuse_ambiguous_dates(con, sample, dated, source.show(source.paths[0]))
 
 
 def _dedupe_query(query: str, keys: list[str]) -> str:
