@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from mlsys_cli.errors import InputError, UsageError
-from mlsys_cli.models.metrics import compute_metrics, encode_labels, primary_metric
+from mlsys_cli.models.metrics import compute_metrics, encode_labels, primary_metric, unknown_labels_error
 
 CALIBRATION_BINS = 15
 DEFAULT_BOOTSTRAP = 200
@@ -633,19 +633,8 @@ def _truth(task: str, y_raw: Any, classes: Sequence[Any], target: str) -> Any:
         return regression_values(y_raw, f"target {target!r}")
     y = encode_labels(list(y_raw), classes)
     if (y < 0).any():
-        unknown = sorted({str(v) for v, i in zip(y_raw, y) if i < 0})
-        spaced = {u.strip() for u in unknown} & {str(c).strip() for c in classes}
-        raise InputError(f"target {target!r} holds label{'s' if len(unknown) > 1 else ''} the model does not know: "
-                         + ", ".join(map(_label_text, unknown[:5])),
-                         f"the model's classes: {', '.join(map(_label_text, classes))}"
-                         + (" (the labels differ by surrounding spaces: strip them)" if spaced else ""))
+        raise unknown_labels_error([v for v, i in zip(y_raw, y) if i < 0], classes, f"target {target!r}")
     return y
-
-
-def _label_text(label: Any) -> str:
-    """A label as the user can see it: quoted when spaces around it (or nothing) would hide what it is."""
-    text = str(label)
-    return repr(text) if text != text.strip() or not text else text
 
 
 def _baseline(model: Any, task: str, y: Any, classes: Sequence[Any], threshold: float) -> dict[str, Any]:

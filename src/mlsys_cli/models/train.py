@@ -432,7 +432,7 @@ def encode_target(task: str, y: Any, classes: Sequence[Any] | None, source: Any)
     """Target values as class indices (classification) or float64 (regression); refuses unknown classes (exit 3)."""
     import numpy as np
 
-    from mlsys_cli.models.metrics import encode_labels
+    from mlsys_cli.models.metrics import encode_labels, unknown_labels_error
 
     if task == "regression":
         from mlsys_cli.features.schema import regression_values
@@ -441,9 +441,7 @@ def encode_target(task: str, y: Any, classes: Sequence[Any] | None, source: Any)
     values = y.to_numpy() if hasattr(y, "to_numpy") else np.asarray(y, dtype=object)
     codes = encode_labels(values, classes)  # per distinct value, indexed back
     if (codes < 0).any():
-        bad = values[int(np.flatnonzero(codes < 0)[0])]
-        raise InputError(f"{_name(source)}: target value {bad!r} is not a class of the training rows",
-                         f"training classes: {', '.join(map(str, classes))}")
+        raise unknown_labels_error(values[codes < 0].tolist(), classes, f"{_name(source)}: the target")
     return codes
 
 
