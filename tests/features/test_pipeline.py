@@ -439,3 +439,12 @@ def test_times_fitted_without_a_zone_still_accept_zoned_times():
     fz = Featurizer(target="y").fit(naive)
     assert all("tz" not in c for c in fz.input_schema_)
     np.testing.assert_array_equal(fz.transform(df), fz.transform(naive))  # e.g. serve's UTC prediction logs
+
+
+def test_numeric_override_on_a_time_of_day_column_keeps_it_a_time():
+    import datetime as dt
+
+    df = pd.DataFrame({"t": [dt.time(h % 24, 30) for h in range(60)], "x": np.tile([1.0, 2.0, 3.0], 20), "y": [0, 1] * 30})
+    fz = Featurizer(target="y", numeric=["t"]).fit(df)  # was: "expected numeric values, found datetime.time(0, 30)"
+    assert fz.roles_["t"]["role"] == "numeric" and fz.input_schema_[0] == {"name": "t", "type": "time", "role": "numeric"}
+    np.testing.assert_array_equal(fz.transform(df), Featurizer(target="y").fit(df).transform(df))

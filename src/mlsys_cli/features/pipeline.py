@@ -116,6 +116,14 @@ def _unusable_roles(features: Any, roles: dict[str, dict[str, Any]], drop: Seque
     return out
 
 
+def _logical_type(df: Any, name: str) -> str:
+    """A raw column's logical type, from a pandas frame or a ColumnTable."""
+    from mlsys_cli.features.columns import ColumnTable
+    from mlsys_cli.features.schema import logical_type
+
+    return df.logical_type(name) if isinstance(df, ColumnTable) else logical_type(df[name])
+
+
 class Featurizer:
     """Turn a raw table into model features; fitted on train only.
 
@@ -379,6 +387,9 @@ class Featurizer:
             raise InputError("the table has no rows")
         types = {n: t for key, t in (("numeric", "float"), ("categorical", "string"), ("datetime", "datetime"))
                  for n in overrides[key]}
+        for name in overrides["numeric"]:  # a time of day is already a number (seconds since midnight)
+            if _logical_type(features, name) == "time":
+                del types[name]
         schema = infer_schema(features, types)  # leaves the nested columns out
         data = canonical_arrays(features, schema)
         roles = infer_roles(data, schema, max_categories=self.max_categories, numeric=overrides["numeric"],
