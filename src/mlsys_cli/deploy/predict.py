@@ -83,25 +83,22 @@ def _input_columns(paths: Sequence[Any]) -> tuple[Any, int, Any]:
     """The input's Arrow schema, its row count, and a function yielding record batches."""
     import pyarrow.parquet as pq
 
-    from mlsys_cli.data.io import check_parquet, detect_format, quote_ident, refuse_repeated, resolve_inputs, scan_table
+    from mlsys_cli.data.io import detect_format, parquet_schema, quote_ident, refuse_repeated, resolve_inputs, scan_table
 
     files = resolve_inputs(paths)
     if all(detect_format(f) == "parquet" for f in files):
-        for f in files:
-            check_parquet(f)
-        try:
-            schema = pq.read_schema(files[0]).remove_metadata()
-        except Exception as exc:
-            raise InputError(f"{files[0]}: cannot read Parquet: {exc}") from None
-        for f in files:
-            refuse_repeated(pq.read_schema(f).names, str(f))
+        # Every footer first, as every reader of a table in several files does: a column of two
+        # types across files (categories in one, numbers in another) is refused here, not predicted.
+        # Files may differ in the columns the model does not read (serve logs of several models).
+        schema = parquet_schema(files, missing_ok=True)
 
         def batches(columns: list[str], size: int) -> Iterator[Any]:
-            for f in files:
-                pf = pq.ParquetFile(f)
+            opened = [pq.ParquetFile(f) for f in files]
+            for f, pf in zip(files, opened):  # before the first prediction, not when its file comes
                 missing = [c for c in columns if c not in pf.schema_arrow.names]
                 if missing:
                     raise InputError(f"{f}: column {missing[0]!r} is missing from the input")
+            for pf in opened:
                 yield from pf.iter_batches(batch_size=size, columns=columns)
 
         rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
