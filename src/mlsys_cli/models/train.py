@@ -547,10 +547,9 @@ def train_model(train: Any, spec: TrainSpec = TrainSpec(), *, valid: Any = None,
     predictor = _predictor(family, problem, matrices, (est, fit_info), spec.calibrate)
     measured = _measure(predictor, problem, matrices, scored, baselines)
     caught += _notes(spec.calibrate, matrices.valid is None, len(scored), len(matrices.train.y))
-    caught += _out_of_range_notes(matrices.featurizer, train_df, valid_df)
     manifest = _manifest(spec, problem, (predictor, matrices, measured), _Sources(train, valid, train_df, reference))
-    bundle = ModelBundle(manifest, predictor)
-    return bundle, _report(spec, problem, (predictor, matrices, measured), caught, start)
+    caught += _out_of_range_notes(matrices.featurizer, train_df, valid_df)
+    return ModelBundle(manifest, predictor), _report(spec, problem, (predictor, matrices, measured), caught, start)
 
 
 @dataclass(frozen=True)
