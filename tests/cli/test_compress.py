@@ -117,6 +117,19 @@ def test_data_with_another_schema_is_refused(made, tmp_path):
     assert not (tmp_path / "x.mlsys").exists()
 
 
+def test_labels_of_another_type_are_exit_3_not_an_internal_error(made, tmp_path):
+    import pandas as pd
+
+    df = pd.read_parquet(made["data"])
+    bad = tmp_path / "text_labels.parquet"
+    df.assign(churned=df["churned"].astype(str)).to_parquet(bad, index=False)  # the model's labels are booleans
+    r = run_cli("compress", made["linear"], "--data", bad, "-o", tmp_path / "x.mlsys")
+    assert_clean_error(r, 3)
+    assert "the target holds labels the model does not know: False, True" in r.stderr
+    assert "these labels are str with the same text" in r.stderr
+    assert not (tmp_path / "x.mlsys").exists()
+
+
 @pytest.mark.slow
 def test_the_real_process_distills_and_writes_html(made, tmp_path):
     out, html, report = tmp_path / "small.mlsys", tmp_path / "c.html", tmp_path / "r.json"

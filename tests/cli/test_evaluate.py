@@ -40,7 +40,7 @@ def test_json_report_keys(churn):
     d = result.json
     assert set(d) == {"model", "data", "task", "target", "rows", "dropped_missing_target", "primary_metric", "threshold",
                       "metrics", "ci", "bootstrap", "baseline", "best_threshold", "confusion_matrix", "calibration",
-                      "slicing", "slices", "worst_slices", "behaviour", "gates", "passed"}
+                      "slicing", "slices", "worst_slices", "behaviour", "gates", "passed", "out_of_range"}
     assert d["task"] == "binary" and d["target"] == "churned" and d["rows"] == 1200
     assert d["metrics"]["auc"] > d["baseline"]["metrics"]["auc"]
     assert d["bootstrap"]["replicates"] == 50 and all(len(v) == 2 for v in d["ci"].values())
@@ -126,6 +126,18 @@ def test_missing_files_and_unknown_slice_are_exit_3(churn, tmp_path):
     result = run_cli("evaluate", churn / "model.mlsys", churn / "test.parquet", "--slice", "no_such_column")
     assert_clean_error(result, 3)
     assert "no_such_column" in result.stderr
+
+
+def test_infinities_read_as_missing_are_counted(churn, tmp_path):
+    df = pd.read_parquet(churn / "test.parquet")
+    column = next(c for c in df.columns if c not in ("churned", "customer_id") and df[c].dtype.kind == "f")
+    df.loc[:3, column] = float("inf")
+    path = _write(df, tmp_path / "inf.parquet")
+    result = run_cli("evaluate", churn / "model.mlsys", path, "--bootstrap", "0", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json["out_of_range"] == {column: 4}
+    human = run_cli("evaluate", churn / "model.mlsys", path, "--bootstrap", "0")
+    assert f"warning: {column!r}: 4 values are inf or beyond float32 range; treated as missing" in human.stderr
 
 
 def test_rows_without_a_target_are_dropped_and_counted(churn, tmp_path):

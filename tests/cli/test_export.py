@@ -68,6 +68,24 @@ def test_without_data_checks_synthesised_rows(cli, model, tmp_path):
     assert "synthesised" in result.stderr and "ONNX parity verified" in result.stdout and (tmp_path / "m.onnx").exists()
 
 
+def test_zoned_times_export_from_synthesised_rows_and_onnx_refuses_naive_ones(cli, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    when = pd.Timestamp("2024-03-01", tz="Europe/Berlin") + pd.to_timedelta(rng.integers(0, 86400 * 30, 300), unit="s")
+    df = pd.DataFrame({"x": rng.normal(size=300), "when": when})
+    df["y"] = (df["x"] + (df["when"].dt.hour > 12) > 0.5).astype(int)
+    df.to_parquet(tmp_path / "t.parquet", index=False)
+    df.assign(when=df["when"].dt.tz_localize(None)).to_parquet(tmp_path / "naive.parquet", index=False)
+    assert cli("train", tmp_path / "t.parquet", "--target", "y", "--model", "linear", "-o", tmp_path / "m.mlsys").code == 0
+    result = cli("export", tmp_path / "m.mlsys", "-o", tmp_path / "m.onnx", "--rows", "200")
+    assert result.code == 0, result.stderr
+    for model in ("m.mlsys", "m.onnx"):
+        result = cli("predict", tmp_path / model, tmp_path / "naive.parquet", "-o", tmp_path / "p.parquet")
+        assert_clean_error(result, 3)
+        assert "Europe/Berlin" in result.stderr and not (tmp_path / "p.parquet").exists()
+
+
 def test_bad_input(cli, model, small_tables, tmp_path):
     out = tmp_path / "m.onnx"
     assert_clean_error(cli("export", tmp_path / "missing.mlsys", "-o", out), 3)

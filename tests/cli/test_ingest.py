@@ -89,6 +89,8 @@ BAD = {
     "unknown --encoding": (lambda d: [_file(d / "s.csv", b"a\n1\n")], ["--encoding", "klingon"], 2, "unknown --encoding"),
     "bytes not in --encoding": (lambda d: [_file(d / "s.csv", b"a\n\x81\xff\n")], ["--encoding", "shift_jis"], 3, "not shift_jis"),
     "--dedupe-on unknown column": (lambda d: [_file(d / "s.csv", b"a\n1\n")], ["--dedupe-on", "zz"], 3, "--dedupe-on: no column 'zz'"),
+    "dates whose day/month order is a guess": (lambda d: [_file(d / "m.csv", b"d,v\n01/02/2024,1\n01/03/2024,2\n01/04/2024,3\n")],
+                                               [], 3, "dates like '01/02/2024' read as day/month and as month/day alike"),
     "zero --threads": (lambda d: [_file(d / "s.csv", b"a\n1\n")], ["--threads", "0"], 2, "--threads '0': must be >= 1"),
 }
 
@@ -111,6 +113,34 @@ def test_bad_input_gets_one_clear_line(case, tmp_path):
     assert text in result.stderr, result.stderr
     assert sum(line.startswith("error: ") for line in result.stderr.splitlines()) == 1, result.stderr
     _no_output(tmp_path)
+
+
+@pytest.mark.parametrize("text,expected", [
+    (b"d\n13/02/2024\n01/03/2024\n", ["2024-02-13", "2024-03-01"]),  # a day above 12 settles the order
+    (b"d\n02/13/2024\n03/01/2024\n", ["2024-02-13", "2024-03-01"]),
+    (b"d\n2024-02-03\n2024-03-04\n", ["2024-02-03", "2024-03-04"]),  # ISO: never ambiguous
+    (b"d\n03/03/2024\n04/04/2024\n", ["2024-03-03", "2024-04-04"]),  # both orders give the same dates
+])
+def test_dates_read_in_the_one_order_the_sample_allows(tmp_path, text, expected):
+    import pyarrow.parquet as pq
+
+    (tmp_path / "d.csv").write_bytes(text)
+    result = run_cli("ingest", tmp_path / "d.csv", "-o", tmp_path / "o.parquet")
+    assert result.code == 0, result.stderr
+    assert [str(v) for v in pq.read_table(tmp_path / "o.parquet").column("d").to_pylist()] == expected
+
+
+def test_ambiguous_dates_read_in_the_order_the_hint_gives(tmp_path):
+    import pyarrow.parquet as pq
+
+    (tmp_path / "m.csv").write_bytes(b"d,v\n01/02/2024,1\n01/03/2024,2\n")
+    refused = run_cli("ingest", tmp_path / "m.csv", "-o", tmp_path / "o.parquet")
+    hint = next(line for line in refused.stderr.splitlines() if line.startswith("hint: "))
+    assert "--schema d:varchar" in hint
+    result = run_cli("ingest", tmp_path / "m.csv", "-o", tmp_path / "o.parquet", "--schema", "d:varchar",
+                     "--sql", "SELECT * REPLACE (strptime(d, '%m/%d/%Y')::DATE AS d) FROM input")
+    assert result.code == 0, result.stderr
+    assert [str(v) for v in pq.read_table(tmp_path / "o.parquet").column("d").to_pylist()] == ["2024-01-02", "2024-01-03"]
 
 
 def test_output_that_is_a_directory(tmp_path):

@@ -103,10 +103,34 @@ def test_extra_columns_ignored_nan_and_inf_predicted(setup, tmp_path):
     df = _frame(50, seed=3).assign(extra="ignored")
     df.loc[0, "x"], df.loc[1, "x"], df.loc[2, "color"] = np.nan, np.inf, None
     df.to_parquet(tmp_path / "in.parquet", index=False)
-    result = run_cli("predict", setup / "m.mlsys", tmp_path / "in.parquet", "-o", tmp_path / "p.parquet", "--json")
+    df.loc[3, "x"] = -np.inf
+    df.to_parquet(tmp_path / "in.parquet", index=False)
+    result = run_cli("predict", setup / "m.mlsys", tmp_path / "in.parquet", "-o", tmp_path / "p.parquet", "--json",
+                     "--batch-rows", "2")
     assert result.code == 0, result.stderr
     out = pq.read_table(tmp_path / "p.parquet").to_pandas()
     assert len(out) == 50 and np.isfinite(out["proba_yes"]).all()
+    # The infinities read as missing are counted over every batch, as featurize counts them.
+    assert json.loads(result.stdout)["out_of_range"] == {"x": 2}
+    human = run_cli("predict", setup / "m.mlsys", tmp_path / "in.parquet", "-o", tmp_path / "p.parquet")
+    assert "warning: 'x': 2 values are inf or beyond float32 range; treated as missing" in human.stderr
+
+
+def test_directory_of_files_whose_column_types_differ_is_refused_before_predicting(setup, tmp_path):
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    _frame(30, seed=5).to_parquet(parts / "a.parquet", index=False)
+    coded = _frame(30, seed=6)
+    coded["color"] = coded["color"].map({"red": 1, "blue": 2, "green": 3})  # category codes: every row 'unseen'
+    coded.to_parquet(parts / "b.parquet", index=False)
+    result = run_cli("predict", setup / "m.mlsys", parts, "-o", tmp_path / "p.parquet")
+    assert_clean_error(result, 3)
+    assert "b.parquet: column 'color' is int64" in result.stderr and not (tmp_path / "p.parquet").exists()
+    # Columns the model does not read may differ (serve logs of several models); it predicts every row.
+    _frame(30, seed=6).assign(extra=1.0).to_parquet(parts / "b.parquet", index=False)
+    result = run_cli("predict", setup / "m.mlsys", parts, "-o", tmp_path / "p.parquet", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json["rows"] == 60
 
 
 @pytest.mark.parametrize("args,code", [

@@ -133,6 +133,20 @@ def test_constant_and_empty_columns_are_warned_about_not_refused(tmp_path):
     assert "'empty' is entirely missing" in warnings and "'flat' is constant" in warnings
 
 
+def test_infinities_in_train_and_valid_are_counted(tmp_path):
+    train, valid = _frame(), _frame(150, seed=1)
+    train.loc[:2, "x"], valid.loc[0, "x"], valid.loc[1, "w"] = np.inf, -np.inf, 1e300
+    train.to_parquet(tmp_path / "t.parquet", index=False)
+    valid.to_parquet(tmp_path / "v.parquet", index=False)
+    result = run_cli("train", tmp_path / "t.parquet", "--valid", tmp_path / "v.parquet", "--target", "y",
+                     "--model", "linear", "-o", tmp_path / "m.mlsys", "--json")
+    assert result.code == 0, result.stderr
+    warnings = result.json["warnings"]
+    assert "'x' (train): 3 values are inf or beyond float32 range; treated as missing" in warnings
+    assert "'x' (valid): 1 values are inf or beyond float32 range; treated as missing" in warnings
+    assert "'w' (valid): 1 values are inf or beyond float32 range; treated as missing" in warnings
+
+
 @pytest.fixture(scope="module")
 def bundles(tables):
     """A features bundle for y, one for another target, and a model bundle."""

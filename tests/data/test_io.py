@@ -104,3 +104,15 @@ def test_files_of_one_table_share_one_schema_in_both_readers(tmp_path, second, n
     expected = [0.0, 1.0, 0.5, 1.5] if isinstance(second["k"], list) else [0, 1, 2, 3]
     assert arrow.column("k").to_pylist() == duck.column("k").to_pylist() == expected
     assert arrow.column("s").to_pylist() == duck.column("s").to_pylist() == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize("suffix,sep", [(".csv", ","), (".tsv", "\t")])
+def test_csv_dates_whose_day_month_order_is_a_guess_are_refused_by_every_reader(tmp_path, suffix, sep):
+    path = tmp_path / f"it's{suffix}"
+    path.write_text(f"when{sep}v\n01/02/2024{sep}1\n01/03/2024{sep}2\n")
+    for read in (read_table, read_frame):
+        with pytest.raises(InputError, match=r"'when': dates like '01/02/2024' read as day/month and as month/day") as info:
+            read(path)
+        assert "--schema when:varchar" in info.value.hint
+    path.write_text(f"when{sep}v\n01/02/2024{sep}1\n01/13/2024{sep}2\n")  # 13 can only be a day: month first
+    assert [str(d) for d in read_table(path).column("when").to_pylist()] == ["2024-01-02", "2024-01-13"]

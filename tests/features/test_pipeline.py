@@ -404,3 +404,47 @@ def test_columns_with_empty_or_blank_names_are_left_out_with_a_warning():
     assert fz.roles_[""]["role"] == fz.roles_["  "]["role"] == "unnamed"
     assert "column '' has an empty or blank name: left out of the features" in fz.report_["warnings"]
     assert [i.name for i in fz.to_onnx().graph.input] == ["x"]
+
+
+def _zoned_frame(n=200):
+    rng = np.random.default_rng(5)
+    when = pd.Timestamp("2024-03-01", tz="Europe/Berlin") + pd.to_timedelta(rng.integers(0, 86400 * 40, n), unit="s")
+    x = rng.normal(size=n)
+    return pd.DataFrame({"x": x, "when": when, "y": (x + (when.hour > 12) > 0.5).astype(int)})
+
+
+def test_times_fitted_with_a_zone_refuse_naive_times_instead_of_shifting_them():
+    df = _zoned_frame()
+    fz = Featurizer(target="y").fit(df)
+    assert [c.get("tz") for c in fz.input_schema_ if c["name"] == "when"] == ["Europe/Berlin"]
+    wall_clock = df.assign(when=df["when"].dt.tz_localize(None))  # Berlin wall clock, zone dropped
+    for naive in (wall_clock, wall_clock.assign(when=wall_clock["when"].astype(str))):
+        with pytest.raises(InputError, match=r"'when'.*time zone \(Europe/Berlin\).*none") as info:
+            fz.transform(naive)
+        assert "tz_localize('Europe/Berlin')" in info.value.hint
+    # The same instants in any zone, as text with an offset, or as epoch seconds give the same features.
+    expected = fz.transform(df)
+    for same in (df.assign(when=df["when"].dt.tz_convert("America/New_York")),
+                 df.assign(when=df["when"].map(lambda t: t.isoformat())),
+                 df.assign(when=(df["when"] - pd.Timestamp(0, tz="UTC")).dt.total_seconds().astype("int64"))):
+        np.testing.assert_array_equal(fz.transform(same), expected)
+    state = Featurizer.from_state(fz.get_state())
+    with pytest.raises(InputError, match="time zone"):
+        state.transform(wall_clock)
+
+
+def test_times_fitted_without_a_zone_still_accept_zoned_times():
+    df = _zoned_frame()
+    naive = df.assign(when=df["when"].dt.tz_convert("UTC").dt.tz_localize(None))
+    fz = Featurizer(target="y").fit(naive)
+    assert all("tz" not in c for c in fz.input_schema_)
+    np.testing.assert_array_equal(fz.transform(df), fz.transform(naive))  # e.g. serve's UTC prediction logs
+
+
+def test_numeric_override_on_a_time_of_day_column_keeps_it_a_time():
+    import datetime as dt
+
+    df = pd.DataFrame({"t": [dt.time(h % 24, 30) for h in range(60)], "x": np.tile([1.0, 2.0, 3.0], 20), "y": [0, 1] * 30})
+    fz = Featurizer(target="y", numeric=["t"]).fit(df)  # was: "expected numeric values, found datetime.time(0, 30)"
+    assert fz.roles_["t"]["role"] == "numeric" and fz.input_schema_[0] == {"name": "t", "type": "time", "role": "numeric"}
+    np.testing.assert_array_equal(fz.transform(df), Featurizer(target="y").fit(df).transform(df))

@@ -83,9 +83,17 @@ def test_regression_matches_sklearn():
     assert m["r2"] == pytest.approx(skm.r2_score(y, pred))
 
 
-def test_unknown_label_is_refused():
-    with pytest.raises(ValueError, match="not one of the model's classes"):
+def test_unknown_label_is_an_input_error_naming_why():
+    from mlsys_cli.errors import InputError
+
+    with pytest.raises(InputError, match="the target holds label the model does not know: x") as info:
         compute_metrics("binary", ["x"], np.array([[0.5, 0.5]]), ["a", "b"])
+    assert info.value.hint == "the model's classes: a, b"
+    # "1" read as text from a CSV and the model's 1 print alike: the hint says they differ in type.
+    with pytest.raises(InputError, match="does not know: 0, 1") as info:
+        compute_metrics("binary", ["0", "1"], np.array([[0.5, 0.5], [0.2, 0.8]]), [0, 1])
+    assert info.value.hint == ("the model's classes: 0, 1 (int); these labels are str with the same text: "
+                               "cast the target column to the model's type")
 
 
 def test_encode_labels_treats_equal_numbers_as_one_class():

@@ -169,7 +169,7 @@ def test_drop_accepts_a_constant_column(tmp_path):
 def test_valid_with_an_unseen_class_is_refused(tmp_path):
     _frame().to_parquet(tmp_path / "t.parquet", index=False)
     _frame(seed=1).assign(y=2).to_parquet(tmp_path / "v.parquet", index=False)
-    with pytest.raises(InputError, match="not a class of the training rows"):
+    with pytest.raises(InputError, match="v.parquet: the target holds label the model does not know: 2"):
         train_model(str(tmp_path / "t.parquet"), TrainSpec(family="linear", target="y"), valid=str(tmp_path / "v.parquet"))
 
 

@@ -38,6 +38,10 @@ def _human(result: Any) -> None:
     flag = baseline_warning(metric, d["metrics"].get(metric), base.get(metric))
     if flag:
         console.warn(flag)
+    from mlsys_cli.features.schema import out_of_range_warnings
+
+    for line in out_of_range_warnings(d["out_of_range"]):
+        console.warn(line)
 
 
 def command(

@@ -48,8 +48,10 @@ def _human(result: Any) -> None:
         console.warn(finding["message"])
     for line in d["warnings"]:
         console.warn(line)
-    for name, n in d["out_of_range"].items():
-        console.warn(f"{name!r}: {n} values are inf or beyond float32 range; treated as missing")
+    from mlsys_cli.features.schema import out_of_range_warnings
+
+    for line in out_of_range_warnings(d["out_of_range"]):
+        console.warn(line)
     if d["rows_missing_target"]:
         console.warn(f"{d['rows_missing_target']} rows without a target value were left out of the fit")
 

@@ -19,6 +19,10 @@ def _human(result: Any) -> None:
         "model": d["model"], "columns": ", ".join(d["columns"]), "batches": d["batches"], "seconds": d["seconds"],
         **({"label_counts": d["summary"]["label_counts"]} if "label_counts" in d["summary"] else d["summary"]),
     })
+    from mlsys_cli.features.schema import out_of_range_warnings
+
+    for line in out_of_range_warnings(d["out_of_range"]):
+        console.warn(line)
 
 
 def _output(value: str) -> str:

@@ -572,6 +572,7 @@ def _run(con: Any, source: _Source, output: Path, dialect: CsvDialect, overrides
     types = _resolve_overrides(con, overrides, list(raw_cols), names)
     if csv:
         types = {**_tolerant_types(con, source, dialect, raw_cols), **types}
+        _refuse_ambiguous_dates(con, source, dialect, {**raw_cols, **types})
     reader = _reader(source, dialect, types if csv else {})
     select = ", ".join(
         f"{'CAST(' + quote_ident(a) + ' AS ' + types[a] + ')' if a in types and not csv else quote_ident(a)} AS {quote_ident(b)}"
@@ -755,6 +756,17 @@ def _tolerant_types(con: Any, source: _Source, dialect: CsvDialect, cols: dict[s
                 types[col] = type_
                 break
     return types
+
+
+def _refuse_ambiguous_dates(con: Any, source: _Source, dialect: CsvDialect, cols: dict[str, str]) -> None:
+    """:func:`mlsys_cli.data.io.refuse_ambiguous_dates` on the first file's sampled rows, as text."""
+    from mlsys_cli.data.io import dated_columns, refuse_ambiguous_dates
+
+    dated = dated_columns(cols)
+    if dated:
+        first = _Source(format=source.format, paths=source.paths[:1], shown=source.shown, options=source.options)
+        sample = f"(SELECT * FROM {_reader(first, dialect, {c: 'VARCHAR' for c in dated})} LIMIT {_SAMPLE_ROWS})"
+        refuse_ambiguous_dates(con, sample, dated, source.show(source.paths[0]))
 
 
 def _dedupe_query(query: str, keys: list[str]) -> str:

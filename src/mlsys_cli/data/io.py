@@ -266,7 +266,15 @@ def scan_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, con: Any 
             raise InputError(f"{f}: empty file")
         try:
             if fmt in ("csv", "tsv"):
-                return con.read_csv(f, sep="\t" if fmt == "tsv" else None)
+                relation = con.read_csv(f, sep="\t" if fmt == "tsv" else None)
+                dated = dated_columns(dict(zip(relation.columns, map(str, relation.types))))
+                if dated:  # the same guard as ingest: the sniffer's guessed day/month order is refused
+                    lit = "'" + f.replace("'", "''") + "'"
+                    types = ", ".join("'" + c.replace("'", "''") + "': 'VARCHAR'" for c in dated)
+                    sep = ", delim = '\t'" if fmt == "tsv" else ""
+                    text = f"(SELECT * FROM read_csv({lit}, types = {{{types}}}{sep}) LIMIT {_CSV_SAMPLE_ROWS})"
+                    refuse_ambiguous_dates(con, text, dated, f)
+                return relation
             return con.read_json(f, format="newline_delimited" if fmt == "ndjson" else "auto")
         except duckdb.Error as exc:
             raise InputError(f"{f}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from None
@@ -278,6 +286,49 @@ def scan_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, con: Any 
         return con.read_parquet([str(f) for f in files], union_by_name=len(files) > 1)
     except duckdb.Error as exc:
         raise InputError(f"cannot read Parquet: {str(exc).splitlines()[0]}") from None
+
+
+_NUMERIC_DATE = r"^\s*([0-9]{1,2})[/.-]([0-9]{1,2})[/.-][0-9]{2,4}([ T].*)?$"
+_CSV_SAMPLE_ROWS = 20_480  # as many rows as DuckDB's sniffer samples
+
+
+def dated_columns(types: dict[str, str]) -> list[str]:
+    """The columns DuckDB typed as dates or timestamps (``{name: DuckDB type}``)."""
+    return [c for c, t in types.items() if str(t).upper().startswith(("DATE", "TIMESTAMP"))]
+
+
+def refuse_ambiguous_dates(con: Any, sample: str, dated: Sequence[str], shown: str) -> None:
+    """Refuse a date column whose sampled dates read as day/month and as month/day alike.
+
+    DuckDB's CSV sniffer picks one order for ``02/03/2024`` (day first) when no sampled date has
+    a part above 12 (monthly snapshots on the 1st, a small file): a US file's 3 February became
+    2 March, silently. Only numeric dates with both orders open are refused; one value with a
+    part above 12 settles the order, and ISO dates (year first) are never ambiguous.
+
+    Parameters
+    ----------
+    con : duckdb connection
+    sample : str
+        A DuckDB ``FROM`` item giving the sampled rows with the ``dated`` columns as raw text.
+    dated : list of str
+    shown : str
+        The file as messages name it.
+    """
+    parts = [f"TRY_CAST(regexp_extract({quote_ident(c)}, '{_NUMERIC_DATE}', {i}) AS INTEGER)" for c in dated for i in (1, 2)]
+    aggs = [f"count(NULLIF(trim({quote_ident(c)}), ''))" for c in dated]
+    aggs += [f"count({parts[2 * k]}), max({parts[2 * k]}), max({parts[2 * k + 1]}), "
+             f"count(CASE WHEN {parts[2 * k]} <> {parts[2 * k + 1]} THEN 1 END)" for k in range(len(dated))]
+    row = con.execute(f"SELECT {', '.join(aggs)} FROM {sample}").fetchall()[0]  # fetched whole: the connection stays usable
+    for k, col in enumerate(dated):
+        present, numeric, top1, top2, differ = row[k], *row[len(dated) + 4 * k: len(dated) + 4 * k + 4]
+        if present and numeric == present and top1 <= 12 and top2 <= 12 and differ:
+            example = con.execute(f"SELECT trim({quote_ident(col)}) FROM {sample} WHERE {parts[2 * k]} <> {parts[2 * k + 1]} "
+                                  "LIMIT 1").fetchall()[0][0]
+            raise InputError(
+                f"{shown}: column {col!r}: dates like {example!r} read as day/month and as month/day alike "
+                "(no sampled date has a part above 12), so their order is a guess",
+                f"say the order: mlsys ingest FILE --schema {col}:varchar --sql \"SELECT * REPLACE "
+                f"(strptime({col}, '%m/%d/%Y')::DATE AS {col}) FROM input\" (or '%d/%m/%Y')")
 
 
 def read_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, columns: Sequence[str] | None = None) -> Any:

@@ -53,9 +53,11 @@ def predict_partition(job: PartitionJob, index: int, path: str) -> dict[str, Any
 
     from mlsys_cli.data.partitioned import part_file
     from mlsys_cli.deploy.predict import empty_schema, prediction_table, summary_update
+    from mlsys_cli.features.schema import add_counts
 
     model = worker_model(job.model, job.sha256)
     acc: dict[str, Any] = {}
+    ranges: dict[str, int] = {}
     rows = batches = 0
     source = pq.ParquetFile(path)
     with part_file(job.scratch, index) as (part, tmp):
@@ -70,6 +72,7 @@ def predict_partition(job: PartitionJob, index: int, path: str) -> dict[str, Any
                     writer = pq.ParquetWriter(tmp, _stamped(job, index, table.schema), compression="zstd")
                 writer.write_table(table)
                 summary_update(acc, out, model.task)
+                ranges = add_counts(ranges, out["out_of_range"])
                 rows += batch.num_rows
                 batches += 1
             if writer is None:
@@ -78,7 +81,7 @@ def predict_partition(job: PartitionJob, index: int, path: str) -> dict[str, Any
         finally:
             if writer is not None:
                 writer.close()
-    return {"part": str(part), "rows": rows, "batches": batches, "summary": acc}
+    return {"part": str(part), "rows": rows, "batches": batches, "summary": acc, "out_of_range": ranges}
 
 
 def _stamped(job: PartitionJob, index: int, schema: Any) -> Any:
@@ -139,14 +142,19 @@ def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
         else:
             lineage = prediction_lineage(model, model_path, list(parts.files), keep)
             concatenate([r["part"] for r in results], output, lineage, parts.total_rows)
+    from mlsys_cli.deploy.predict import summarize
+    from mlsys_cli.features.schema import add_counts
+
     acc: dict[str, Any] = {}
+    ranges: dict[str, int] = {}
     for r in results:
         _merge(acc, r["summary"], model.task)
-    from mlsys_cli.deploy.predict import summarize
+        ranges = add_counts(ranges, r["out_of_range"])
 
     return PredictResult(output=str(output), model=str(model_path), task=model.task, rows=sum(r["rows"] for r in results),
                          columns=[*keep, *output_columns(model)], batches=sum(r["batches"] for r in results),
-                         seconds=round(time.perf_counter() - start, 3), summary=summarize(acc, model.task))
+                         seconds=round(time.perf_counter() - start, 3), summary=summarize(acc, model.task),
+                         out_of_range=ranges)
 
 
 def _merge(acc: dict[str, Any], part: dict[str, Any], task: str) -> None:

@@ -334,7 +334,9 @@ def synthesize_rows(manifest: Mapping[str, Any], rows: int = SAMPLE_ROWS, seed: 
             series = pd.Series(np.where(null, None, x >= 0.5), dtype=object)
         elif kind == "datetime":
             secs = pd.Series(np.round(x).astype("int64"))
-            series = pd.Series(pd.to_datetime(secs, unit="s")).where(~null)
+            # In the fitted zone when there was one: naive times would be refused for that column.
+            times = pd.to_datetime(secs, unit="s", utc=bool(col.get("tz")))
+            series = pd.Series(times.dt.tz_convert(col["tz"]) if col.get("tz") else times).where(~null)
         else:
             series = pd.Series(np.where(null, np.nan, x.astype(np.float32).astype(np.float64)))
         out[name] = series

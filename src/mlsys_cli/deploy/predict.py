@@ -50,10 +50,12 @@ class PredictResult:
     batches: int
     seconds: float
     summary: dict[str, Any] = field(default_factory=dict)
+    out_of_range: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"output": self.output, "model": self.model, "task": self.task, "rows": self.rows,
-                "columns": self.columns, "batches": self.batches, "seconds": self.seconds, "summary": self.summary}
+                "columns": self.columns, "batches": self.batches, "seconds": self.seconds, "summary": self.summary,
+                "out_of_range": self.out_of_range}
 
 
 def output_columns(model: Any) -> list[str]:
@@ -81,25 +83,22 @@ def _input_columns(paths: Sequence[Any]) -> tuple[Any, int, Any]:
     """The input's Arrow schema, its row count, and a function yielding record batches."""
     import pyarrow.parquet as pq
 
-    from mlsys_cli.data.io import check_parquet, detect_format, quote_ident, refuse_repeated, resolve_inputs, scan_table
+    from mlsys_cli.data.io import detect_format, parquet_schema, quote_ident, refuse_repeated, resolve_inputs, scan_table
 
     files = resolve_inputs(paths)
     if all(detect_format(f) == "parquet" for f in files):
-        for f in files:
-            check_parquet(f)
-        try:
-            schema = pq.read_schema(files[0]).remove_metadata()
-        except Exception as exc:
-            raise InputError(f"{files[0]}: cannot read Parquet: {exc}") from None
-        for f in files:
-            refuse_repeated(pq.read_schema(f).names, str(f))
+        # Every footer first, as every reader of a table in several files does: a column of two
+        # types across files (categories in one, numbers in another) is refused here, not predicted.
+        # Files may differ in the columns the model does not read (serve logs of several models).
+        schema = parquet_schema(files, missing_ok=True)
 
         def batches(columns: list[str], size: int) -> Iterator[Any]:
-            for f in files:
-                pf = pq.ParquetFile(f)
+            opened = [pq.ParquetFile(f) for f in files]
+            for f, pf in zip(files, opened):  # before the first prediction, not when its file comes
                 missing = [c for c in columns if c not in pf.schema_arrow.names]
                 if missing:
                     raise InputError(f"{f}: column {missing[0]!r} is missing from the input")
+            for pf in opened:
                 yield from pf.iter_batches(batch_size=size, columns=columns)
 
         rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
@@ -142,10 +141,18 @@ def summarize(acc: dict[str, Any], task: str) -> dict[str, Any]:
 
 
 def prediction_table(model: Any, batch: Any, keep: Sequence[str]) -> Any:
+    """The predictions of one record batch as an Arrow table, and the model's outputs.
+
+    The outputs carry ``out_of_range``: per float column, the values read as missing (inf,
+    beyond float32), which the caller adds up and reports, as ``featurize`` and ``train`` do.
+    """
     import numpy as np
     import pyarrow as pa
 
-    out = model.predict(batch.to_pandas())
+    from mlsys_cli.features.schema import out_of_range
+
+    frame = batch.to_pandas()
+    out = {**model.predict(frame), "out_of_range": out_of_range(frame, model.input_schema)}
     arrays = [batch.column(c) for c in keep]
     names = list(keep)
     if model.task == "regression":
@@ -185,6 +192,7 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     import pyarrow.parquet as pq
 
     from mlsys_cli.data.io import LINEAGE_KEY, lineage_metadata
+    from mlsys_cli.features.schema import add_counts
     from mlsys_cli.fsutil import atomic_path
 
     start = time.perf_counter()
@@ -204,10 +212,11 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
         progress.update(total=total)
     rows = n_batches = 0
     acc: dict[str, Any] = {}
+    ranges: dict[str, int] = {}
     writer = None
 
     def finish(pending: tuple[Any, Any]) -> None:
-        nonlocal writer, rows, n_batches
+        nonlocal writer, rows, n_batches, ranges
         future, batch = pending
         try:
             table, out = future.result()
@@ -217,6 +226,7 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
             writer = pq.ParquetWriter(tmp, table.schema.with_metadata(stamp), compression="zstd")
         writer.write_table(table)
         summary_update(acc, out, model.task)
+        ranges = add_counts(ranges, out["out_of_range"])
         rows += batch.num_rows
         n_batches += 1
         if progress is not None:
@@ -246,7 +256,8 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
                 writer.close()
     return PredictResult(output=str(output), model=str(model_path), task=model.task, rows=rows,
                          columns=[*keep, *output_columns(model)], batches=n_batches,
-                         seconds=round(time.perf_counter() - start, 3), summary=summarize(acc, model.task))
+                         seconds=round(time.perf_counter() - start, 3), summary=summarize(acc, model.task),
+                         out_of_range=ranges)
 
 
 def prediction_lineage(model: Any, model_path: str | os.PathLike, files: Sequence[Path], keep: Sequence[str]) -> Any:

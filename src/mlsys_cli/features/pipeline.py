@@ -20,7 +20,7 @@ import numpy as np
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.features import leakage as _leakage
 from mlsys_cli.features.roles import FEATURE_ROLES, category_counts, infer_roles, raw_numbers
-from mlsys_cli.features.schema import canonical_arrays, infer_schema, nested_columns, regression_values, to_pandas
+from mlsys_cli.features.schema import canonical_arrays, datetime_zone, infer_schema, nested_columns, regression_values, to_pandas
 from mlsys_cli.features.encoders import Target
 from mlsys_cli.features.presets import FAMILY_PRESETS
 from mlsys_cli.features.transformers import (CategoricalBlock, DatetimeBlock, NumericBlock, block_from_state, block_state,
@@ -114,6 +114,14 @@ def _unusable_roles(features: Any, roles: dict[str, dict[str, Any]], drop: Seque
         elif name in roles:
             out[name] = roles[name]
     return out
+
+
+def _logical_type(df: Any, name: str) -> str:
+    """A raw column's logical type, from a pandas frame or a ColumnTable."""
+    from mlsys_cli.features.columns import ColumnTable
+    from mlsys_cli.features.schema import logical_type
+
+    return df.logical_type(name) if isinstance(df, ColumnTable) else logical_type(df[name])
 
 
 class Featurizer:
@@ -379,6 +387,9 @@ class Featurizer:
             raise InputError("the table has no rows")
         types = {n: t for key, t in (("numeric", "float"), ("categorical", "string"), ("datetime", "datetime"))
                  for n in overrides[key]}
+        for name in overrides["numeric"]:  # a time of day is already a number (seconds since midnight)
+            if _logical_type(features, name) == "time":
+                del types[name]
         schema = infer_schema(features, types)  # leaves the nested columns out
         data = canonical_arrays(features, schema)
         roles = infer_roles(data, schema, max_categories=self.max_categories, numeric=overrides["numeric"],
@@ -414,6 +425,10 @@ class Featurizer:
         position = {c["name"]: i for i, c in enumerate(schema)}  # not list.index: quadratic in the columns
         used = sorted({c for b in self.blocks_ for c in b.columns}, key=position.__getitem__)
         self.input_schema_ = [self._schema_entry(name, types_of[name], data[name]) for name in used]
+        for entry in self.input_schema_:  # the fitted zone: naive times are refused later, not shifted
+            zone = datetime_zone(features[entry["name"]]) if entry["type"] == "datetime" else None
+            if zone:
+                entry["tz"] = zone
         self.report_ = {
             "leakage": findings,
             "dropped": {n: r["reason"] for n, r in self.roles_.items() if r["role"] not in FEATURE_ROLES},

@@ -347,7 +347,52 @@ def canonical_arrays(df: Any, input_schema: Sequence[dict[str, Any]]) -> dict[st
             f"column {missing[0]!r} is missing from the input" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
             "the features were fitted on: " + ", ".join(c["name"] for c in input_schema),
         )
+    for c in input_schema:
+        if c.get("tz"):
+            refuse_naive_times(c, df[columns[c["name"]]])
     return {c["name"]: canonical_column(c["name"], df[columns[c["name"]]], c["type"]) for c in input_schema}
+
+
+def datetime_zone(series: Any) -> str | None:
+    """The time zone of a zone-aware datetime column; ``None`` for naive times, text or numbers."""
+    zone = getattr(getattr(series, "dtype", None), "tz", None)
+    return str(zone) if zone is not None else None
+
+
+def refuse_naive_times(entry: dict[str, Any], series: Any) -> None:
+    """Refuse times without a zone for a column fitted on zone-aware times (``entry["tz"]``).
+
+    Naive times are read as UTC. Times fitted in, say, Europe/Berlin and given as Berlin wall
+    clock without the zone would be shifted by an hour or two, silently: every hour-of-day and
+    day feature moves. Zone-aware times (any zone: converted to UTC) and epoch numbers are absolute.
+    """
+    from pandas.api import types as pdt
+
+    if pdt.is_datetime64_any_dtype(series.dtype):
+        naive = datetime_zone(series) is None
+    elif pdt.is_numeric_dtype(series.dtype):
+        naive = False
+    else:  # text: the first dates say whether they carry an offset
+        naive = any(_naive_text(v) for v in _first_values(series) if isinstance(v, (str, _dt.datetime)))
+    if naive:
+        name, zone = entry["name"], entry["tz"]
+        raise InputError(f"column {name!r}: the model was fitted on times with a time zone ({zone}); these have none, "
+                         "and would be read as UTC (shifting every time feature)",
+                         f"give the times their zone first (pandas: .dt.tz_localize({zone!r})), or write them with a UTC offset")
+
+
+def _naive_text(v: Any) -> bool:
+    if isinstance(v, _dt.datetime):
+        return v.tzinfo is None
+    try:
+        return _dt.datetime.fromisoformat(v.strip()).tzinfo is None
+    except ValueError:  # another format: pandas says whether it holds an offset
+        import pandas as pd
+
+        try:
+            return pd.Timestamp(v).tzinfo is None
+        except (ValueError, TypeError):
+            return False
 
 
 def out_of_range(df: Any, input_schema: Sequence[dict[str, Any]]) -> dict[str, int]:
@@ -366,6 +411,16 @@ def out_of_range(df: Any, input_schema: Sequence[dict[str, Any]]) -> dict[str, i
         if n:
             counts[c["name"]] = n
     return counts
+
+
+def add_counts(total: dict[str, int], counts: dict[str, int]) -> dict[str, int]:
+    """``total`` plus ``counts``, column by column (the counts of a table read in batches)."""
+    return {**total, **{k: total.get(k, 0) + n for k, n in counts.items()}}
+
+
+def out_of_range_warnings(counts: dict[str, int], where: str = "") -> list[str]:
+    """One warning per column of :func:`out_of_range`'s counts, the same words on every command."""
+    return [f"{name!r}{where}: {n} values are inf or beyond float32 range; treated as missing" for name, n in counts.items()]
 
 
 # --------------------------------------------------------------------------- records (no pandas)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from mlsys_cli.errors import InputError, UsageError
-from mlsys_cli.models.metrics import compute_metrics, encode_labels, primary_metric
+from mlsys_cli.models.metrics import compute_metrics, encode_labels, primary_metric, unknown_labels_error
 
 CALIBRATION_BINS = 15
 DEFAULT_BOOTSTRAP = 200
@@ -587,6 +587,7 @@ class Evaluation:
     passed: bool
     slicing: dict[str, Any] | None = None
     curves: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    out_of_range: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed_gates(self) -> list[dict[str, Any]]:
@@ -604,6 +605,7 @@ class Evaluation:
             "baseline": self.baseline, "best_threshold": self.best_threshold, "confusion_matrix": self.confusion_matrix,
             "calibration": self.calibration, "slicing": self.slicing, "slices": self.slices, "worst_slices": self.worst_slices,
             "behaviour": [b.to_dict() for b in self.behaviour], "gates": self.gates, "passed": self.passed,
+            "out_of_range": self.out_of_range,
         }
 
 
@@ -631,19 +633,8 @@ def _truth(task: str, y_raw: Any, classes: Sequence[Any], target: str) -> Any:
         return regression_values(y_raw, f"target {target!r}")
     y = encode_labels(list(y_raw), classes)
     if (y < 0).any():
-        unknown = sorted({str(v) for v, i in zip(y_raw, y) if i < 0})
-        spaced = {u.strip() for u in unknown} & {str(c).strip() for c in classes}
-        raise InputError(f"target {target!r} holds label{'s' if len(unknown) > 1 else ''} the model does not know: "
-                         + ", ".join(map(_label_text, unknown[:5])),
-                         f"the model's classes: {', '.join(map(_label_text, classes))}"
-                         + (" (the labels differ by surrounding spaces: strip them)" if spaced else ""))
+        raise unknown_labels_error([v for v, i in zip(y_raw, y) if i < 0], classes, f"target {target!r}")
     return y
-
-
-def _label_text(label: Any) -> str:
-    """A label as the user can see it: quoted when spaces around it (or nothing) would hide what it is."""
-    text = str(label)
-    return repr(text) if text != text.strip() or not text else text
 
 
 def _baseline(model: Any, task: str, y: Any, classes: Sequence[Any], threshold: float) -> dict[str, Any]:
@@ -798,6 +789,8 @@ def evaluate(model: Any, df: Any, options: EvaluateOptions = EvaluateOptions(), 
     """
     import numpy as np
 
+    from mlsys_cli.features.schema import out_of_range
+
     target, threshold, reqs = _check_options(model, df, options)
     if progress is not None:
         progress.update(total=3 + options.behaviour.count, description="predicting")
@@ -823,6 +816,7 @@ def evaluate(model: Any, df: Any, options: EvaluateOptions = EvaluateOptions(), 
     gates = [_gate(r, metrics, ci, slice_rows, behaviour) for r in reqs]
     result = _evaluation(s, (metrics, ci, conf_hit), (slice_rows, behaviour, gates), options,
                          {"model": model_name, "data": data_name, "target": target, "dropped_missing_target": dropped,
+                          "out_of_range": out_of_range(df, model.input_schema),
                           "baseline": _baseline(model, s.task, y, classes, threshold)})
     _advance(progress)
     return result
@@ -876,7 +870,7 @@ def _evaluation(s: _Scored, measured: tuple[dict[str, Any], dict[str, Any], Any]
         confusion_matrix=_confusion(s.task, s.y, proba, s.classes, s.threshold),
         calibration=_calibration(conf_hit, metrics.get("ece"), ci.get("ece")),
         slices=slice_rows, slicing=slicing, behaviour=behaviour, gates=gates, passed=all(g["passed"] for g in gates),
-        curves=_curves(s.task, s.y, s.scored),
+        curves=_curves(s.task, s.y, s.scored), out_of_range=about["out_of_range"],
     )
 
 

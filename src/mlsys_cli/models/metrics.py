@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from mlsys_cli.errors import UsageError
+from mlsys_cli.errors import InputError, UsageError
 
 TASKS = ("binary", "multiclass", "regression")
 
@@ -68,6 +68,32 @@ def encode_labels(y_true: Any, classes: Sequence[Any]) -> Any:
     return lookup[codes]
 
 
+def unknown_labels_error(unknown: Sequence[Any], classes: Sequence[Any], what: str) -> InputError:
+    """The error for labels that are none of the model's classes (exit 3), with the likely cause.
+
+    Labels whose text is a class's text differ in type (``"1"`` read as text from a CSV, the
+    model's ``1`` a number, or the reverse); labels equal to a class but for surrounding spaces
+    differ by those spaces. Either is named, since both print alike.
+    """
+    distinct = sorted({str(v) for v in unknown})
+    texts = {str(c) for c in classes}
+    hint = f"the model's classes: {', '.join(map(label_text, classes))}"
+    if set(distinct) & texts:
+        kinds = sorted({type(class_key(v)).__name__ for v in unknown})
+        hint += (f" ({'/'.join(sorted({type(class_key(c)).__name__ for c in classes}))}); these labels are "
+                 f"{'/'.join(kinds)} with the same text: cast the target column to the model's type")
+    elif {t.strip() for t in distinct} & {t.strip() for t in texts}:
+        hint += " (the labels differ by surrounding spaces: strip them)"
+    return InputError(f"{what} holds label{'s' if len(distinct) > 1 else ''} the model does not know: "
+                      + ", ".join(map(label_text, distinct[:5])), hint)
+
+
+def label_text(label: Any) -> str:
+    """A label as the user can see it: quoted when spaces around it (or nothing) would hide what it is."""
+    text = str(label)
+    return repr(text) if text != text.strip() or not text else text
+
+
 def class_key(value: Any) -> Any:
     """A class label as the plain Python value JSON holds: 1, 1.0 and numpy.int64(1) are one class."""
     if hasattr(value, "item"):
@@ -124,8 +150,7 @@ def compute_metrics(task: str, y_true: Any, output: Any, classes: Sequence[Any] 
     proba = _probabilities(output, len(classes))
     y = encode_labels(list(y_true), classes)
     if (y < 0).any():
-        unknown = [v for v, i in zip(y_true, y) if i < 0][0]
-        raise ValueError(f"label {unknown!r} is not one of the model's classes")
+        raise unknown_labels_error([v for v, i in zip(y_true, y) if i < 0], classes, "the target")
     if task == "binary":
         return _binary_metrics(y, proba, threshold, sample_weight)
     return _multiclass_metrics(y, proba, sample_weight)

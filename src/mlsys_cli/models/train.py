@@ -432,7 +432,7 @@ def encode_target(task: str, y: Any, classes: Sequence[Any] | None, source: Any)
     """Target values as class indices (classification) or float64 (regression); refuses unknown classes (exit 3)."""
     import numpy as np
 
-    from mlsys_cli.models.metrics import encode_labels
+    from mlsys_cli.models.metrics import encode_labels, unknown_labels_error
 
     if task == "regression":
         from mlsys_cli.features.schema import regression_values
@@ -441,9 +441,7 @@ def encode_target(task: str, y: Any, classes: Sequence[Any] | None, source: Any)
     values = y.to_numpy() if hasattr(y, "to_numpy") else np.asarray(y, dtype=object)
     codes = encode_labels(values, classes)  # per distinct value, indexed back
     if (codes < 0).any():
-        bad = values[int(np.flatnonzero(codes < 0)[0])]
-        raise InputError(f"{_name(source)}: target value {bad!r} is not a class of the training rows",
-                         f"training classes: {', '.join(map(str, classes))}")
+        raise unknown_labels_error(values[codes < 0].tolist(), classes, f"{_name(source)}: the target")
     return codes
 
 
@@ -550,8 +548,8 @@ def train_model(train: Any, spec: TrainSpec = TrainSpec(), *, valid: Any = None,
     measured = _measure(predictor, problem, matrices, scored, baselines)
     caught += _notes(spec.calibrate, matrices.valid is None, len(scored), len(matrices.train.y))
     manifest = _manifest(spec, problem, (predictor, matrices, measured), _Sources(train, valid, train_df, reference))
-    bundle = ModelBundle(manifest, predictor)
-    return bundle, _report(spec, problem, (predictor, matrices, measured), caught, start)
+    caught += _out_of_range_notes(matrices.featurizer, train_df, valid_df)
+    return ModelBundle(manifest, predictor), _report(spec, problem, (predictor, matrices, measured), caught, start)
 
 
 @dataclass(frozen=True)
@@ -730,6 +728,16 @@ def _notes(calibrate: str | None, no_valid: bool, n_scored: int, n_rows: int) ->
     if n_scored < n_rows:
         notes.append(f"train metrics and the prediction reference are on a seeded sample of {n_scored:,} "
                      f"of the {n_rows:,} training rows (manifest: metrics.train_scored)")
+    return notes
+
+
+def _out_of_range_notes(featurizer: Any, train_df: Any, valid_df: Any) -> list[str]:
+    """The inf (or beyond float32) values the model reads as missing, counted in train and valid."""
+    from mlsys_cli.features.schema import out_of_range, out_of_range_warnings
+
+    notes = out_of_range_warnings(out_of_range(train_df, featurizer.input_schema_), " (train)")
+    if valid_df is not None:
+        notes += out_of_range_warnings(out_of_range(valid_df, featurizer.input_schema_), " (valid)")
     return notes
 
 
