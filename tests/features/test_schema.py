@@ -305,3 +305,23 @@ def test_json_integers_in_a_float_column_read_like_floats_up_to_float32s_range()
     with pytest.raises(InputError, match=r"column 'x'.*\(row 1\)"):
         RecordReader(schema, strict=True)([{"x": 1}, {"x": 10**40}])
     assert np.isnan(RecordReader(schema)([{"x": 1}, {"x": -(10**40)}])["x"][1])
+
+
+def test_records_for_a_zone_aware_column_refuse_naive_text_as_the_table_path_does():
+    """serve's JSON records and V2 tensors go through RecordReader / canonical_columns: a model fitted
+    on Europe/Berlin times given Berlin wall clock without an offset must be refused there too
+    (read as UTC, every time feature would shift), while offsets, epoch numbers and nulls read."""
+    from mlsys_cli.errors import InputError
+    from mlsys_cli.features.schema import RecordReader, canonical_columns
+
+    schema = [{"name": "t", "type": "datetime", "tz": "Europe/Berlin"}, {"name": "x", "type": "float"}]
+    reader = RecordReader(schema)
+    for naive in ("2024-01-01T10:00:00", "2024-01-01 10:00", "01/02/2024 10:00"):
+        with pytest.raises(InputError, match="time zone \\(Europe/Berlin\\)"):
+            reader([{"t": "2024-01-01T09:00:00+01:00", "x": 1.0}, {"t": naive, "x": 2.0}])
+        with pytest.raises(InputError, match="time zone"):
+            canonical_columns({"t": [naive], "x": [1.0]}, schema)
+    got = reader([{"t": "2024-01-01T10:00:00+01:00", "x": 1.0}, {"t": 1704099600, "x": 2.0}, {"t": None, "x": 3.0}])
+    assert got["t"][:2].tolist() == [1704099600, 1704099600]
+    naive_model = RecordReader([{"name": "t", "type": "datetime"}])  # fitted on naive times: naive text is UTC, as before
+    assert naive_model([{"t": "2024-01-01T09:00:00"}])["t"].tolist() == [1704099600]

@@ -375,10 +375,20 @@ def refuse_naive_times(entry: dict[str, Any], series: Any) -> None:
     else:  # text: the first dates say whether they carry an offset
         naive = any(_naive_text(v) for v in _first_values(series) if isinstance(v, (str, _dt.datetime)))
     if naive:
-        name, zone = entry["name"], entry["tz"]
-        raise InputError(f"column {name!r}: the model was fitted on times with a time zone ({zone}); these have none, "
-                         "and would be read as UTC (shifting every time feature)",
-                         f"give the times their zone first (pandas: .dt.tz_localize({zone!r})), or write them with a UTC offset")
+        raise naive_times_error(entry)
+
+
+def naive_times_error(entry: dict[str, Any]) -> InputError:
+    """The refusal of times without a zone for a column fitted on zone-aware times (tables and records)."""
+    name, zone = entry["name"], entry["tz"]
+    return InputError(f"column {name!r}: the model was fitted on times with a time zone ({zone}); these have none, "
+                      "and would be read as UTC (shifting every time feature)",
+                      f"give the times their zone first (pandas: .dt.tz_localize({zone!r})), or write them with a UTC offset")
+
+
+@functools.lru_cache(maxsize=4096)
+def _naive_text_cached(v: str) -> bool:
+    return _naive_text(v)
 
 
 def _naive_text(v: Any) -> bool:
@@ -508,6 +518,13 @@ def _datetime_value(v: Any, strict: bool) -> int:
     return _datetime_text(v)
 
 
+def _zoned_datetime_value(v: Any, strict: bool) -> int:
+    """A value of a column fitted on zone-aware times: text without an offset goes to the general path."""
+    if type(v) is str and _naive_text_cached(v):
+        raise _Bad()
+    return _datetime_value(v, strict)
+
+
 @functools.lru_cache(maxsize=4096)
 def _datetime_text(v: str) -> int:
     """Epoch seconds of a date string (cached: the same dates come back request after request)."""
@@ -587,6 +604,8 @@ def canonical_columns(columns: dict[str, Sequence[Any]], input_schema: Sequence[
         values = columns[name]
         if len(values) != n:
             raise InputError(f"column {name!r} has {len(values)} values, the others {n}")
+        if c.get("tz") and any(_naive_text(v) for v in values if isinstance(v, (str, _dt.datetime))):
+            raise naive_times_error(c)  # JSON records and V2 tensors: as refuse_naive_times for tables
         try:
             # The common case first, without a call: a JSON value already of the column's type.
             if kind == "float":
@@ -677,7 +696,9 @@ class RecordReader:
         self.strict = strict
         groups: dict[str, list[str]] = {}
         for c in self.input_schema:
-            groups.setdefault(c["type"], []).append(c["name"])
+            # Zone-aware columns apart: their text must carry an offset (the general path names the column).
+            kind = "datetime_tz" if c["type"] == "datetime" and c.get("tz") else c["type"]
+            groups.setdefault(kind, []).append(c["name"])
         self._groups = [(kind, tuple(names)) for kind, names in groups.items()]
         self._order = tuple(c["name"] for c in self.input_schema)
 
@@ -703,6 +724,8 @@ class RecordReader:
                                  dtype=np.float64)
             elif kind == "time":
                 block = np.array([_time_value(v, strict) for v in values], dtype=np.float32).astype(np.float64)
+            elif kind == "datetime_tz":
+                block = np.array([_zoned_datetime_value(v, strict) for v in values], dtype=np.int64)
             else:
                 block = np.array([_datetime_text(v) if type(v) is str and v and not v[0].isspace() else _datetime_value(v, strict)
                                   for v in values], dtype=np.int64)
