@@ -21,7 +21,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 # The refit's costs live beside the other budget estimates (search_deadline holds them back).
-from mlsys_cli.models.tuning.budget import OVERHEAD_S, SAVE_S, SHARE, cost, enabled, kept_share, reserve  # noqa: F401
+from mlsys_cli.models.tuning.budget import OVERHEAD_S, SAVE_S, SHARE, cost, enabled, kept_share, reserve, write_seconds  # noqa: F401
 from mlsys_cli.models.tuning.problem import Problem
 
 
@@ -40,11 +40,14 @@ def refit_final(study: Any, problem: Problem, bundle: Any, members: Sequence[tup
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     fitted: list[Any] = []
     left_share = SHARE * budget_s if deadline is not None and budget_s else float("inf")
+    # Saving writes every member: a forest's nodes grow with the rows it is refitted on.
+    scale = (len(problem.train_df) + len(problem.valid_df)) / max(len(problem.train_df), 1)
+    save_s = SAVE_S + scale * sum(write_seconds(getattr(p, "estimator", None)) for _, p in members)
     need = 0.0
     for number in numbers:
         one = cost(problem, [number])
         need += one
-        fits = deadline is None or (one <= left_share and deadline - SAVE_S - time.time() >= one)
+        fits = deadline is None or (one <= left_share and deadline - save_s - time.time() >= one)
         fitted.append(_fit_all_rows(problem, trials[number], deadline) if fits else None)
         left_share -= one if fits else 0.0
     done = {"rows": None, "seconds": round(time.time() - start, 3), "estimated_s": round(need, 3),
