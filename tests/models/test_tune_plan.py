@@ -4,7 +4,6 @@ the final model is chosen. Costs and clocks are injected: no timing is measured 
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -92,11 +91,15 @@ def test_the_refit_refits_the_members_that_fit_best_first_and_keeps_the_others(m
 
     costs = {0: 2.0, 1: 3.0, 2: 6.0}
     problem = held_problem(costs, {0: "hgb", 1: "xgboost", 2: "mlp"}, {0: 5.0, 1: 4.8, 2: 4.9})
-    problem.job.deadline = time.time() + refit.SAVE_S + 5.5  # the best (3 s) and hgb (2 s) fit, the mlp (6 s) does not
+    clock = [1000.0]  # each refit takes exactly its estimate
+    monkeypatch.setattr(refit, "time", SimpleNamespace(time=lambda: clock[0]))
+    # The best (3 s) fits, then the mlp (6 s) does not fit the 2.5 s left, hgb (2 s) does.
+    problem.job.deadline = clock[0] + refit.SAVE_S + 5.5
     fitted = []
 
     def fake_fit(problem, trial, deadline):
         fitted.append(trial.number)
+        clock[0] += costs[trial.number]
         return SimpleNamespace(predictor=f"refit{trial.number}", manifest={"recipe": {"data": {"train": ["train", "valid"]}}})
 
     monkeypatch.setattr(refit, "_fit_all_rows", fake_fit)
@@ -113,8 +116,20 @@ def test_the_refit_refits_the_members_that_fit_best_first_and_keeps_the_others(m
     sources = [m.get("source") for m in out.manifest["recipe"]["members"]]
     assert sources == ["refitted on train + valid", None, "refitted on train + valid"]
     assert out.manifest["recipe"]["data"]["train"] == ["train", "valid"]
+    # Saving writes the members: a forest member's nodes (grown by the rows the refit adds) leave less time.
+    from mlsys_cli.models.tuning.budget import WRITE_NODES_PER_S
+
+    trees = [SimpleNamespace(tree_=SimpleNamespace(node_count=int(0.5 * WRITE_NODES_PER_S)))]  # 0.5 s, 1 s refitted
+    forest = SimpleNamespace(estimator=SimpleNamespace(estimator=SimpleNamespace(estimators_=trees)))
+    fitted.clear()
+    problem.job.deadline = clock[0] + refit.SAVE_S + 5.5  # 1.5 s to write it: after the best, 1.5 s left
+    ens.members = ["p1", "p2", forest]
+    manifest["recipe"]["members"] = [{"model": "a"}, {"model": "b"}, {"model": "c"}]
+    out, done = refit.refit_final(study, problem, SimpleNamespace(predictor=ens, manifest=manifest),
+                                  [(1, "p1"), (2, "p2"), (0, forest)])
+    assert fitted == [1] and done["refitted"] == 1
     # Nothing fits: the bundle is saved as chosen, and the report says why.
-    problem.job.deadline = time.time() + refit.SAVE_S + 1.0
+    problem.job.deadline = clock[0] + refit.SAVE_S + 1.0
     same, done = refit.refit_final(study, problem, SimpleNamespace(predictor=SimpleNamespace(kind="mlp")), [(1, "p1")])
     assert done["rows"] is None and done["refitted"] == 0 and "no time" in done["reason"]
 
