@@ -605,9 +605,10 @@ def test_refit_params_fix_the_rounds_and_its_cost_is_reserved_only_when_it_fits(
                               held={"mlp": [(0.3, 4, mlp)]}, fit_s={4: 2.0}, featurize_s={("mlp-f", 0): 0.5},
                               key=lambda family, fold: (f"{family.name}-f", fold), held_family=lambda n: "mlp",
                               held_model=lambda n: mlp)
+    from mlsys_cli.models.tuning.budget import OVERHEAD_ROW_S
     from mlsys_cli.models.tuning.refit import OVERHEAD_S
 
-    assert cost(problem, [4]) == pytest.approx(1.5 * (REFIT_RATE * 2.0 * 0.7 + 0.5) + OVERHEAD_S)
+    assert cost(problem, [4]) == pytest.approx(1.5 * (REFIT_RATE * 2.0 * 0.7 + 0.5) + OVERHEAD_S + 750 * OVERHEAD_ROW_S)
     assert reserve(problem) == pytest.approx(cost(problem, [4]))
     job.budget_s = cost(problem, [4]) / SHARE / 2  # costlier than its share of the budget: not planned
     assert reserve(problem) == 0.0

@@ -24,7 +24,7 @@ def held_problem(costs: dict[int, float], families: dict[int, str], values: dict
     """A problem holding one model per trial, each trial's refit costing ``costs`` seconds (fit
     seconds on as many training as validation rows, so the refit scales them by 2; no
     featurizing), lower values better (RMSE)."""
-    from mlsys_cli.models.tuning.budget import OVERHEAD_S, REFIT_RATE
+    from mlsys_cli.models.tuning.budget import OVERHEAD_ROW_S, OVERHEAD_S, REFIT_RATE
 
     held: dict[str, list] = {}
     for n, fam in families.items():
@@ -32,7 +32,7 @@ def held_problem(costs: dict[int, float], families: dict[int, str], values: dict
     job = SimpleNamespace(deadline=1000.0, refit=True, refit_valid=True, ensemble=True, budget_s=budget_s, valid="v")
     return SimpleNamespace(
         job=job, holds_models=True, held=held, higher=False, train_df=[0] * 100, valid_df=[0] * 100,
-        fit_s={n: (c - OVERHEAD_S) / 2 / REFIT_RATE for n, c in costs.items()}, featurize_s={}, final_plan=None, sample_rows=None,
+        fit_s={n: (c - OVERHEAD_S - 200 * OVERHEAD_ROW_S) / 2 / REFIT_RATE for n, c in costs.items()}, featurize_s={}, final_plan=None, sample_rows=None,
         key=lambda family, fold: (family.name, fold), held_family=families.get, held_model=lambda n: None)
 
 

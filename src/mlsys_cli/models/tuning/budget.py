@@ -163,6 +163,11 @@ REFIT_RATE = 0.7
 # Per model: reading the tables, reference statistics and train metrics (measured 0.1-0.3 s;
 # a whole refit of a 1,220-row table took 0.18 s).
 OVERHEAD_S = 0.2
+# ... and per row of train + valid: after its fit, a refit computes the reference statistics and
+# the train metrics of every row (predicting them). On 25k-43k rows this took seconds: diamonds'
+# first member's refit ran past its estimate until the deadline cut it, and its post-fit work
+# and the saving ended 3.8 s past the run's deadline (64.7 s for 60).
+OVERHEAD_ROW_S = 5e-5
 # The ensemble step starts from this many trials (final.TOP): the refit of each is planned.
 ENSEMBLE_TOP = 3
 
@@ -175,7 +180,7 @@ def enabled(problem: Any) -> bool:
 def cost(problem: Any, numbers: Sequence[int]) -> float:
     """Seconds to fit trials ``numbers`` again on train + valid (their training seconds for the
     rounds they kept, times :data:`REFIT_RATE`, and featurizing seconds, scaled by the rows, plus
-    :data:`OVERHEAD_S` each)."""
+    :func:`post_fit_seconds` each)."""
     from mlsys_cli.models.families import get_family
 
     n_train = len(problem.train_df)
@@ -185,8 +190,14 @@ def cost(problem: Any, numbers: Sequence[int]) -> float:
         family = problem.held_family(number)
         featurize = problem.featurize_s.get(problem.key(get_family(family), 0), 0.0) if family else 0.0
         fit = problem.fit_s.get(number, 0.0) * kept_share(problem.held_model(number))
-        total += factor * (REFIT_RATE * fit + featurize) + OVERHEAD_S
+        total += factor * (REFIT_RATE * fit + featurize) + post_fit_seconds(problem)
     return total
+
+
+def post_fit_seconds(problem: Any) -> float:
+    """Seconds a refit on train + valid spends besides featurizing and fitting (:data:`OVERHEAD_S`
+    and :data:`OVERHEAD_ROW_S` per row)."""
+    return OVERHEAD_S + OVERHEAD_ROW_S * (len(problem.train_df) + len(problem.valid_df))
 
 
 def kept_share(est: Any) -> float:

@@ -21,7 +21,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 # The refit's costs live beside the other budget estimates (search_deadline holds them back).
-from mlsys_cli.models.tuning.budget import OVERHEAD_S, SAVE_S, SHARE, cost, enabled, kept_share, reserve, write_seconds  # noqa: F401
+from mlsys_cli.models.tuning.budget import OVERHEAD_S, SAVE_S, SHARE, cost, enabled, kept_share, post_fit_seconds, reserve, write_seconds  # noqa: F401
 from mlsys_cli.models.tuning.problem import Problem
 
 
@@ -48,7 +48,9 @@ def refit_final(study: Any, problem: Problem, bundle: Any, members: Sequence[tup
         one = cost(problem, [number])
         need += one
         fits = deadline is None or (one <= left_share and deadline - save_s - time.time() >= one)
-        fitted.append(_fit_all_rows(problem, trials[number], deadline) if fits else None)
+        # The fit stops early enough for its post-fit work and the saving.
+        stop = None if deadline is None else deadline - save_s - post_fit_seconds(problem)
+        fitted.append(_fit_all_rows(problem, trials[number], stop) if fits else None)
         left_share -= one if fits else 0.0
     done = {"rows": None, "seconds": round(time.time() - start, 3), "estimated_s": round(need, 3),
             "refitted": sum(f is not None for f in fitted), "of": len(fitted)}
@@ -104,15 +106,16 @@ def all_rows_params(family: str, params: Mapping[str, Any], est: Any) -> dict[st
     return out
 
 
-def _fit_all_rows(problem: Problem, trial: Any, deadline: float | None) -> Any:
-    """The trial's configuration fitted on train + valid as ``train`` would (None: cut by the deadline)."""
+def _fit_all_rows(problem: Problem, trial: Any, stop: float | None) -> Any:
+    """The trial's configuration fitted on train + valid as ``train`` would, its training stopped
+    at ``stop`` (epoch seconds; None: cut there)."""
     from mlsys_cli.models.study import FAMILY_PARAM
     from mlsys_cli.models.train import FitRun, TrainSpec, train_model
 
     job = problem.job
     family = trial.params[FAMILY_PARAM]
     params = all_rows_params(family, trial.user_attrs["params"], problem.held_model(trial.number))
-    run = FitRun(timeout=max(deadline - time.time() - SAVE_S, 0.5)) if deadline is not None else FitRun()
+    run = FitRun(timeout=max(stop - time.time(), 0.5)) if stop is not None else FitRun()
     bundle, _ = train_model([job.train, job.valid], TrainSpec(family=family, target=problem.target, params=params,
                             features=dict(job.features) or None, seed=int(job.seed)), run=run)
     stopped = (bundle.manifest.get("recipe") or {}).get("fit", {}) or {}
