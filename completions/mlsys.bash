@@ -21,7 +21,7 @@ _mlsys() {
         evaluate) opts="--bootstrap --confidence --expect --html --invariant --json --min-slice-rows --perturb --report --require --seed --slice --slice-bins --target --threshold --help" ;;
         compress) opts="--augment --batch-rows --data --html --json --max-metric-drop --measure-fraction --output --prefer --repeats --report --require-gain --seed --technique --transfer -o --help" ;;
         export) opts="--data --json --output --report --rows --seed --threads -o --help" ;;
-        serve) opts="--access-log --api-key-env --canary --host --json --log-dir --log-max-mb --log-rotate --max-batch --max-body-mb --max-rows --max-wait-ms --name --no-access-log --poll --port --registry --request-timeout --shadow --workers --help" ;;
+        serve) opts="--access-log --api-key-env --canary --host --json --log-dir --log-max-mb --log-rotate --max-batch --max-body-mb --max-connections --max-rows --max-wait-ms --name --no-access-log --poll --port --registry --request-timeout --shadow --workers --help" ;;
         drift) opts="--alpha --backend --column --connect-timeout --domain --domain-rows --engine --exclude --fail-on-drift --html --include-shadow --js --json --min-rows --missing-rate --model --no-domain --output --permutations --profile --psi --reference --report --save-profile --scheduler --seed --target --time-col --unseen-share --wasserstein --window -o --help" ;;
         retrain) opts="--bootstrap --data --data-window --drift-exclude --json --min-gain --model --param --ratios --recipe --registry --report --require --seed --slice --stateful --target --time-col --timeout --trigger --wait --help" ;;
         registry) opts="--dry-run --json --keep --reason --report --to --wait --help" words="list show promote rollback prune" ;;

@@ -197,6 +197,7 @@ complete -c mlsys -n '__fish_seen_subcommand_from serve' -l log-max-mb
 complete -c mlsys -n '__fish_seen_subcommand_from serve' -l log-rotate
 complete -c mlsys -n '__fish_seen_subcommand_from serve' -l max-batch
 complete -c mlsys -n '__fish_seen_subcommand_from serve' -l max-body-mb
+complete -c mlsys -n '__fish_seen_subcommand_from serve' -l max-connections
 complete -c mlsys -n '__fish_seen_subcommand_from serve' -l max-rows
 complete -c mlsys -n '__fish_seen_subcommand_from serve' -l max-wait-ms
 complete -c mlsys -n '__fish_seen_subcommand_from serve' -l name

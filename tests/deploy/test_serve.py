@@ -590,3 +590,25 @@ def test_headers_over_64_kib_get_a_json_431_and_others_are_served(server, models
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "the request line and headers are over 65536 bytes"
     assert server.predict(models["records"][0])[0] == 200
+
+
+def test_past_max_connections_a_json_503_with_retry_after_counted_and_no_plain_text_on_stderr(models):
+    """uvicorn answers past the limit before the application sees the request: that answer is JSON
+    with its reason, counted in /metrics, and stderr keeps only JSON lines."""
+    with Server(models["onnx"], "--max-connections", "3", cwd=models["root"]) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
+        try:
+            time.sleep(0.5)  # the server has accepted them
+            status, headers, body = server.request("POST", "/predict", models["records"][0])
+            assert status == 503
+            assert headers["content-type"] == "application/json" and headers["retry-after"] == "1"
+            assert "--max-connections" in json.loads(body)["error"]
+        finally:
+            for sock in idle:
+                sock.close()
+        time.sleep(0.5)
+        assert server.predict(models["records"][0])[0] == 200  # and it serves again once they are gone
+        assert metric(server.metrics(), "mlsys_requests_total", route="overloaded", status="503") == 1
+        assert server.stop() == 0
+        lines = [line for line in server.stderr().splitlines() if line.strip() and not line.startswith("stopped after")]
+        assert lines and all(line.startswith("{") for line in lines), lines

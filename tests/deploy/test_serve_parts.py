@@ -168,6 +168,92 @@ def test_queued_requests_share_one_model_run_and_get_their_own_rows():
     assert [a["prediction"].tolist() for a in answers] == [[20.0], [40.0, 42.0], [60.0, 62.0, 64.0]]
 
 
+class _Doubler:
+    """A model for the batcher's tests: counts its runs."""
+
+    def __init__(self):
+        self.runs = []
+
+    def read(self, kind, records):
+        return {"x": np.array([r["x"] for r in records])}
+
+    def predict(self, canon):
+        self.runs.append(len(canon["x"]))
+        return {"prediction": canon["x"] * 2.0}
+
+
+def test_a_request_still_on_its_way_joins_the_model_run_instead_of_the_next():
+    """In flight but not queued yet (its task runs one loop pass later): the drain waits one pass
+    for it, so three requests cost one run (without the wait: a run of 2, then a run of 1)."""
+    from mlsys_cli.deploy.serve.batching import BatchOptions, Batcher, Pending
+
+    model = _Doubler()
+    batcher = Batcher(model, BatchOptions(max_rows=64), SimpleNamespace(observe=lambda rows: None))
+
+    async def late(x):
+        await asyncio.sleep(0)  # its body arrives one pass after the others'
+        return await batcher.predict("records", [{"x": x}], 1)
+
+    async def clients():
+        Pending.count += 3
+        try:
+            return await asyncio.gather(batcher.predict("records", [{"x": 1.0}], 1),
+                                        batcher.predict("records", [{"x": 2.0}], 1), late(3.0))
+        finally:
+            Pending.count -= 3
+
+    answers = asyncio.run(clients())
+    assert model.runs == [3]
+    assert [a["prediction"].tolist() for a in answers] == [[2.0], [4.0], [6.0]]
+    assert batcher._answered == 0
+
+
+def test_the_drain_waits_a_bounded_time_for_requests_that_never_queue():
+    """Five in flight (say, three are /metrics scrapes or slow bodies), two queued: the two are
+    answered after one extra pass, not held until the others come."""
+    from mlsys_cli.deploy.serve.batching import BatchOptions, Batcher, Pending
+
+    model = _Doubler()
+    batcher = Batcher(model, BatchOptions(max_rows=64), SimpleNamespace(observe=lambda rows: None))
+
+    async def clients():
+        Pending.count += 5
+        try:
+            return await asyncio.wait_for(asyncio.gather(*(batcher.predict("records", [{"x": float(i)}], 1) for i in range(2))), 5)
+        finally:
+            Pending.count -= 5
+
+    answers = asyncio.run(clients())
+    assert model.runs == [2]
+    assert [a["prediction"].tolist() for a in answers] == [[0.0], [2.0]]
+
+
+def test_a_request_cancelled_after_its_answer_was_set_is_not_counted_as_waiting():
+    """The count of answered-but-not-taken requests drives the drain's wait: a deadline that
+    cancels a request after its outputs were set must still take it off the count."""
+    from mlsys_cli.deploy.serve.batching import BatchOptions, Batcher, Pending
+
+    model = _Doubler()
+    batcher = Batcher(model, BatchOptions(max_rows=64), SimpleNamespace(observe=lambda rows: None))
+
+    async def clients():
+        Pending.count += 2
+        try:
+            tasks = [asyncio.ensure_future(batcher.predict("records", [{"x": float(i)}], 1)) for i in range(2)]
+            while model.runs == []:
+                await asyncio.sleep(0)
+            tasks[0].cancel()  # its result is set; the task has not run since
+            done = await asyncio.gather(*tasks, return_exceptions=True)
+            return done
+        finally:
+            Pending.count -= 2
+
+    done = asyncio.run(clients())
+    assert isinstance(done[0], asyncio.CancelledError)
+    assert done[1]["prediction"].tolist() == [2.0]
+    assert batcher._answered == 0
+
+
 def test_uvicorn_still_has_what_the_slow_client_408_overrides():
     """runner._protocol subclasses uvicorn's internal HttpToolsProtocol (pinned in pyproject.toml).
     An upgrade that renames what it overrides or reads must fail here, not silently drop the 408."""
@@ -180,6 +266,12 @@ def test_uvicorn_still_has_what_the_slow_client_408_overrides():
     assert "self.loop" in inspect.getsource(HttpToolsProtocol.__init__)
     assert "self.transport" in inspect.getsource(HttpToolsProtocol.connection_made)
     assert issubclass(_protocol(1.0), HttpToolsProtocol)
+    # runner._answer_overload replaces the 503 uvicorn gives past --max-connections, and its warning
+    from uvicorn.protocols.http import httptools_impl
+
+    assert callable(getattr(httptools_impl, "service_unavailable", None))
+    source = inspect.getsource(HttpToolsProtocol.on_headers_complete)
+    assert "app = service_unavailable" in source and "Exceeded concurrency limit." in source
 
 
 def test_an_answer_leaves_in_one_write_and_100_continue_at_once():

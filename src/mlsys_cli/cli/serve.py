@@ -74,6 +74,7 @@ def command(
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", click_type=number(0, 60_000), help="Extra wait to fill a micro-batch (ms).")] = 0.0,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", click_type=number(0, 1e5, low_open=True), help="Largest request body (MB).")] = 4.0,
     max_rows: Annotated[int, typer.Option("--max-rows", click_type=integer(1), help="Most rows in one request.")] = 10_000,
+    max_connections: Annotated[int, typer.Option("--max-connections", click_type=integer(1, 1_000_000), help="Open connections per worker before new requests get 503.")] = 1000,
     request_timeout: Annotated[float, typer.Option("--request-timeout", click_type=Duration(), help="Longest a request may take, from headers to answer.")] = 10.0,
     api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Require 'Authorization: Bearer <token>', token from this variable.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="One JSON line per request on stderr.")] = True,
@@ -108,7 +109,8 @@ def command(
     log = LogOptions(log_dir, rotate_seconds=log_rotate, rotate_bytes=int(log_max_mb * (1 << 20))) if log_dir else None
     options = ServeOptions(host=host, port=port, workers=workers, api_key=token, access_log=access_log, canary_share=share,
                            limits=Limits(int(max_body_mb * (1 << 20)), max_rows, request_timeout),
-                           batching=BatchOptions(max_batch, max_wait_ms), log=log, poll_seconds=poll)
+                           batching=BatchOptions(max_batch, max_wait_ms), log=log, poll_seconds=poll,
+                           max_connections=max_connections)
     result = serve(specs, options, lambda info: _ready(info, json_))
     written = f"; prediction log: {len(result.log_files)} file(s) in {log_dir}" if result.workers == 1 else f"; prediction log in {log_dir}"
     console.info(f"stopped after {result.seconds:g} s" + (written if log else ""))

@@ -13,7 +13,11 @@ hand-offs (a wake-up each way and the GIL taken back after every run) cost more 
 the batch inline, and since the load generator holds the other core, the thread found no idle
 core to overlap with. Nothing waits when the server is quiet: a batch is whatever queued while
 the loop was busy, plus at most ``max_wait_ms`` when that is set. ``max_rows`` <= 1 turns
-batching off.
+batching off. When more requests are in flight than queued or just answered (their headers
+arrived, their bodies are being read or their tasks have not run yet), the drain waits one more
+pass of the loop (:data:`DEFER_PASSES`): those requests join this model run instead of the next.
+Under load each model run costs ~200 µs whatever its size up to a few dozen rows (cold caches),
+so fewer, fuller runs are most of what batching saves.
 
 A request hands over its inputs as they arrived (``records`` from ``/predict``, ``columns``
 from V2), not yet read into arrays: the drain reads the records of every queued request in one
@@ -28,6 +32,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Any
+
+
+# Passes of the event loop a drain waits for requests whose headers are in but whose inputs are
+# not queued yet. Measured at 32 connections (benchmarks/results/serve.md, session 9): one pass
+# 12.7-13.1k requests/s against 10.5-11.0k for none, interleaved runs; two or four passes were
+# no better and less steady (a pass with nothing new to read only delays the batch).
+DEFER_PASSES = 1
 
 
 class Pending:
@@ -57,6 +68,8 @@ class Batcher:
         self.histogram = histogram
         self._queue: list[tuple[dict[str, Any], int, asyncio.Future]] = []
         self._scheduled = False
+        self._answered = 0  # requests whose outputs are set and whose task has not taken them yet
+        self._deferred = 0  # loop passes the drain waited for requests still on their way
 
     async def predict(self, kind: str, data: Any, rows: int) -> dict[str, Any]:
         """Outputs for one request's inputs (``kind`` is ``records`` or ``columns``: ``ServedModel.read``)."""
@@ -73,7 +86,11 @@ class Batcher:
                 loop.call_later(self.options.max_wait_ms / 1000.0, self._drain)
             else:
                 loop.call_soon(self._drain)  # after the requests already ready have queued their inputs
-        return await future
+        try:
+            return await future
+        finally:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self._answered -= 1
 
     def _take(self) -> list[tuple[str, Any, int, asyncio.Future]]:
         taken, rows = [], 0
@@ -84,6 +101,17 @@ class Batcher:
         return taken
 
     def _drain(self) -> None:
+        if (self._deferred < DEFER_PASSES and Pending.count > len(self._queue) + self._answered
+                and sum(item[2] for item in self._queue) < self.options.max_rows):
+            # Requests on their way (headers in, inputs not queued yet): one more pass of the loop
+            # reads them, and one model run serves them all.
+            self._deferred += 1
+            asyncio.get_running_loop().call_soon(self._drain)
+            return
+        self._drain_now()
+
+    def _drain_now(self) -> None:
+        self._deferred = 0
         self._scheduled = False
         while self._queue:
             self._run(self._take())
@@ -125,9 +153,10 @@ class Batcher:
         for _, _, n, future in batch:
             if not future.done():  # a request whose deadline passed is no longer waiting
                 future.set_result({k: v[start:start + n] for k, v in out.items()})
+                self._answered += 1
             start += n
 
     def close(self) -> None:
         """The model was swapped out: answer what is still queued with it now."""
         if self._queue:
-            self._drain()
+            self._drain_now()

@@ -373,6 +373,7 @@ def run_worker(specs: list[ModelSpec], options: ServeOptions, sock: socket.socke
     log = PredictionLog(options.log, counted) if options.log is not None else None
     runtime = Runtime(options, metrics, log, on_ready)
     app = ServeApp(slots, runtime)
+    _answer_overload(options.max_connections, metrics)
     timeout = options.limits.request_timeout
     config = uvicorn.Config(app, lifespan="on", log_config=None, access_log=False, http=_protocol(timeout, runtime.deadlines),
                             loop="uvloop", ws="none",
@@ -384,6 +385,32 @@ def run_worker(specs: list[ModelSpec], options: ServeOptions, sock: socket.socke
     finally:
         signal.signal(signal.SIGTERM, previous)
     return [str(p) for p in log.written] if log is not None else []
+
+
+def _answer_overload(limit: int, metrics: Any) -> None:
+    """Past ``--max-connections`` uvicorn answers before the application sees the request, with
+    its own plain-text 503 and a warning through the logging module (a plain-text line between
+    the JSON lines on stderr). Its protocol looks both up by name when a request arrives: make
+    the answer JSON with ``Retry-After``, counted in ``/metrics`` (route ``overloaded``), and keep
+    the warning off stderr (the count is the signal; one line per refused request would be a
+    flood exactly when the server is overloaded). ``test_uvicorn_still_has_what_...`` pins both names.
+    """
+    import logging
+
+    from uvicorn.protocols.http import httptools_impl
+
+    body = orjson.dumps({"error": f"the server has {limit} open connections, its limit (--max-connections); retry later"})
+    start = {"type": "http.response.start", "status": 503,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                         (b"retry-after", b"1"), (b"connection", b"close")]}
+
+    async def overloaded(scope: dict, receive: Callable, send: Callable) -> None:
+        metrics.request("overloaded", 503, 0.0)
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
+
+    httptools_impl.service_unavailable = overloaded
+    logging.getLogger("uvicorn.error").addFilter(lambda record: record.getMessage() != "Exceeded concurrency limit.")
 
 
 def bind(host: str, port: int) -> socket.socket:
