@@ -314,7 +314,7 @@ def test_search_holds_back_the_refit_of_the_best_trial():
     import optuna
     from optuna.distributions import CategoricalDistribution
 
-    from mlsys_cli.models.tuning.budget import SAVE_S, search_deadline
+    from mlsys_cli.models.tuning.budget import REFIT_RATE, SAVE_S, search_deadline
 
     problem = SimpleNamespace(job=SimpleNamespace(deadline=100.0, refit=True), load_s=1.0,
                               featurize_s={("hgb-features", 0): 2.0, ("linear-features", 0): 7.0},
@@ -327,8 +327,10 @@ def test_search_holds_back_the_refit_of_the_best_trial():
         datetime_complete=start + dt.timedelta(seconds=9), params={"family": f},
         distributions={"family": CategoricalDistribution(["linear", "hgb"])}, user_attrs={"fit_s": fit},
         system_attrs={}, intermediate_values={}, trial_id=i) for i, (f, v, fit) in enumerate((("linear", 0.7, 0.5), ("hgb", 0.9, 4.0)))])
-    # The best trial (hgb, 0.9) fitted in 4 s on features that took 2 s; loading took 1 s.
-    assert search_deadline(view, problem) == pytest.approx(100.0 - 1.0 - 2.0 - 4.0 - SAVE_S)
+    # The best trial (hgb, 0.9) fitted in 4 s on features that took 2 s; loading took 1 s. The refit
+    # does not score validation rows every round: REFIT_RATE of the trial's fit.
+    fit = 4.0 * REFIT_RATE
+    assert search_deadline(view, problem) == pytest.approx(100.0 - 1.0 - 2.0 - fit - SAVE_S)
     # The ensemble step's share of a 50 s budget is held back too (with --valid only).
     from mlsys_cli.models.tuning.budget import ENSEMBLE_MAX_S, ENSEMBLE_MIN_S, ensemble_reserve
 
@@ -336,12 +338,12 @@ def test_search_holds_back_the_refit_of_the_best_trial():
     assert ensemble_reserve(300.0) == ENSEMBLE_MAX_S
 
     problem.job = SimpleNamespace(deadline=100.0, refit=True, ensemble=True, budget_s=50.0, valid="v.parquet")
-    assert search_deadline(view, problem) == pytest.approx(100.0 - ensemble_reserve(50.0) - 1.0 - 2.0 - 4.0 - SAVE_S)
+    assert search_deadline(view, problem) == pytest.approx(100.0 - ensemble_reserve(50.0) - 1.0 - 2.0 - fit - SAVE_S)
     # Trials on a tenth of the rows: the refit costs up to ten times more, at most 30% of the budget.
     problem.row_factor = 10.0
     assert search_deadline(view, problem) == pytest.approx(100.0 - ensemble_reserve(50.0) - 1.0 - 15.0 - SAVE_S)
     problem.row_factor = 2.0
-    assert search_deadline(view, problem) == pytest.approx(100.0 - ensemble_reserve(50.0) - 1.0 - 12.0 - SAVE_S)
+    assert search_deadline(view, problem) == pytest.approx(100.0 - ensemble_reserve(50.0) - 1.0 - 2.0 * (2.0 + fit) - SAVE_S)
     # The best trial's fitted model is held in memory: nothing is refitted, only the final step's share and saving.
     problem.row_factor, problem.holds_models = 1.0, True
     assert search_deadline(view, problem) == pytest.approx(100.0 - ensemble_reserve(50.0) - SAVE_S)
@@ -427,7 +429,7 @@ def test_save_model_is_the_ensemble_only_where_it_is_better_on_validation(small_
                ensemble=False, **common)
     assert off.final == {"model": "single", "family": "xgboost", "reason": "--no-ensemble", "source": "held",
                          "refit": {"rows": 750, "seconds": off.final["refit"]["seconds"],
-                                   "estimated_s": off.final["refit"]["estimated_s"]}}
+                                   "estimated_s": off.final["refit"]["estimated_s"], "refitted": 1, "of": 1}}
     assert not isinstance(ModelBundle.load(tmp_path / "s.mlsys").predictor, EnsemblePredictor)
     # Four nearly equal linear models: the ensemble does not beat its best member, the best trial is saved.
     linear = tune(str(t["train"]), model="linear", save_model=str(tmp_path / "l.mlsys"), **common)
@@ -587,6 +589,7 @@ def test_save_model_is_refitted_on_train_and_valid_with_the_rounds_early_stoppin
 def test_refit_params_fix_the_rounds_and_its_cost_is_reserved_only_when_it_fits():
     from types import SimpleNamespace
 
+    from mlsys_cli.models.tuning.budget import REFIT_RATE
     from mlsys_cli.models.tuning.refit import SHARE, all_rows_params, cost, kept_share, reserve
 
     # HistGradientBoosting keeps its trial's rounds (no 10% holdout above 10k rows); the MLP trains
@@ -602,9 +605,10 @@ def test_refit_params_fix_the_rounds_and_its_cost_is_reserved_only_when_it_fits(
                               held={"mlp": [(0.3, 4, mlp)]}, fit_s={4: 2.0}, featurize_s={("mlp-f", 0): 0.5},
                               key=lambda family, fold: (f"{family.name}-f", fold), held_family=lambda n: "mlp",
                               held_model=lambda n: mlp)
+    from mlsys_cli.models.tuning.budget import OVERHEAD_ROW_S
     from mlsys_cli.models.tuning.refit import OVERHEAD_S
 
-    assert cost(problem, [4]) == pytest.approx(1.5 * (2.0 * 0.7 + 0.5) + OVERHEAD_S)
+    assert cost(problem, [4]) == pytest.approx(1.5 * (REFIT_RATE * 2.0 * 0.7 + 0.5) + OVERHEAD_S + 750 * OVERHEAD_ROW_S)
     assert reserve(problem) == pytest.approx(cost(problem, [4]))
     job.budget_s = cost(problem, [4]) / SHARE / 2  # costlier than its share of the budget: not planned
     assert reserve(problem) == 0.0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
 # Under a timeout, once a trial has finished no trial trains longer than this share of the time
 # left (it is scored with the rounds/epochs it reached), so one slow configuration (an MLP on a
@@ -89,27 +89,33 @@ def fit_seconds(deadline: float | None, trial_deadline: float | None) -> float |
 def search_deadline(study: Any, problem: Any) -> float | None:
     """When the search must stop so that the run, final model and saving included, ends by the deadline.
 
-    With ``--save-model`` the search holds back the final step: the ensemble step's share
-    (:func:`ensemble_reserve`) where an ensemble may be saved, and then either writing the best
-    trial's model, held in memory (:attr:`Problem.holds_models`; :data:`SAVE_S`, plus refitting the
-    best held models on train + valid: :func:`.refit.reserve`), or, for trials
-    on a row sample or cross-validation, its refit: the measured cost of loading the data
-    (``problem.load_s``), featurizing for the best family and fitting the best configuration
-    (the best trial's ``fit_s``, scaled by the rows on a sample), plus :data:`SAVE_S`.
+    With ``--save-model`` the search holds back the final step it plans: the ensemble step's
+    share (:func:`ensemble_reserve`) while an ensemble may be saved, and then either, for models
+    held in memory (:attr:`Problem.holds_models`), refitting the planned members on train + valid
+    (:func:`reserve`: the ensemble's candidates, or the best trial once the final model is decided
+    to be a single one, ``problem.final_plan == "single"``) and writing the best (:data:`SAVE_S`, a
+    forest's nodes), or, for trials on a row sample or cross-validation, the best configuration's
+    refit: the measured cost of loading the data (``problem.load_s``), featurizing for the best
+    family and fitting it (the best trial's ``fit_s``, scaled by the rows on a sample), plus :data:`SAVE_S`.
     """
     deadline = problem.job.deadline
     if deadline is None or not problem.job.refit:
         return deadline
-    if (getattr(problem.job, "ensemble", False) and problem.job.budget_s and problem.job.valid
-            and not getattr(problem, "sample_rows", None)):  # trials on a row sample are never ensembled
+    if ensemble_planned(problem):
         # The ensemble step's share, on top of saving the best trial (its fallback).
         deadline -= ensemble_reserve(problem.job.budget_s)
     if getattr(problem, "holds_models", False):
-        # The refit of the best held model on train + valid (measured trial costs; 0 when off),
-        # and writing it when it is a forest (its nodes grow with the rows).
         held = sorted((h for kept in getattr(problem, "held", {}).values() for h in kept), key=lambda h: (h[0], h[1]))
-        return deadline - reserve(problem) - SAVE_S - (write_seconds(held[0][2]) if held else 0.0)
+        return deadline - reserve(problem, study) - SAVE_S - (write_seconds(held[0][2]) if held else 0.0)
     return deadline - refit_cost(study, problem) - SAVE_S
+
+
+def ensemble_planned(problem: Any) -> bool:
+    """Whether the final step may still combine the best trials (an ensemble, decided on the
+    validation rows): not once the final model is decided, nor for trials on a row sample."""
+    job = problem.job
+    return bool(getattr(job, "ensemble", False) and job.budget_s and job.valid and getattr(problem, "final_plan", None) is None
+                and not getattr(problem, "sample_rows", None))
 
 
 def refit_cost(study: Any, problem: Any) -> float:
@@ -126,7 +132,7 @@ def refit_cost(study: Any, problem: Any) -> float:
     family = best.params.get(FAMILY_PARAM)
     featurize = max((s for k, s in problem.featurize_s.items() if k[0] == problem.key(get_family(family), 0)[0]), default=0.0) if family else 0.0
     cost = float(best.user_attrs.get("fit_s", best.duration.total_seconds() if best.duration else 0.0))
-    refit = featurize + cost
+    refit = featurize + REFIT_RATE * cost
     factor = getattr(problem, "row_factor", 1.0)
     if factor > 1:
         # Trials on a row sample: the refit on every row costs up to that many times more (less:
@@ -148,10 +154,22 @@ def write_seconds(est: Any) -> float:
     return nodes / WRITE_NODES_PER_S
 
 
-# At most this share of --timeout is held back for the refit; a costlier refit is not done.
-SHARE = 0.15
-# Per model: reading the tables, reference statistics and train metrics (measured 0.1-0.3 s).
-OVERHEAD_S = 0.4
+# At most this share of --timeout is held back for the refit; a member whose refit would pass it is not refitted.
+SHARE = 0.2
+# A trial's fit also scores the validation rows at every round or epoch (early stopping); a refit
+# does not. Refits on train + valid took 0.3-0.97 of their trials' scaled seconds (median ~0.6,
+# 60 s runs of session 9), so the estimates count this share of them.
+REFIT_RATE = 0.7
+# Per model: reading the tables, reference statistics and train metrics (measured 0.1-0.3 s;
+# a whole refit of a 1,220-row table took 0.18 s).
+OVERHEAD_S = 0.2
+# ... and per row of train + valid: after its fit, a refit computes the reference statistics and
+# the train metrics of every row (predicting them). On 25k-43k rows this took seconds: diamonds'
+# first member's refit ran past its estimate until the deadline cut it, and its post-fit work
+# and the saving ended 3.8 s past the run's deadline (64.7 s for 60).
+OVERHEAD_ROW_S = 5e-5
+# The ensemble step starts from this many trials (final.TOP): the refit of each is planned.
+ENSEMBLE_TOP = 3
 
 
 def enabled(problem: Any) -> bool:
@@ -161,7 +179,8 @@ def enabled(problem: Any) -> bool:
 
 def cost(problem: Any, numbers: Sequence[int]) -> float:
     """Seconds to fit trials ``numbers`` again on train + valid (their training seconds for the
-    rounds they kept and featurizing seconds, scaled by the rows, plus :data:`OVERHEAD_S` each)."""
+    rounds they kept, times :data:`REFIT_RATE`, and featurizing seconds, scaled by the rows, plus
+    :func:`post_fit_seconds` each)."""
     from mlsys_cli.models.families import get_family
 
     n_train = len(problem.train_df)
@@ -171,8 +190,14 @@ def cost(problem: Any, numbers: Sequence[int]) -> float:
         family = problem.held_family(number)
         featurize = problem.featurize_s.get(problem.key(get_family(family), 0), 0.0) if family else 0.0
         fit = problem.fit_s.get(number, 0.0) * kept_share(problem.held_model(number))
-        total += factor * (fit + featurize) + OVERHEAD_S
+        total += factor * (REFIT_RATE * fit + featurize) + post_fit_seconds(problem)
     return total
+
+
+def post_fit_seconds(problem: Any) -> float:
+    """Seconds a refit on train + valid spends besides featurizing and fitting (:data:`OVERHEAD_S`
+    and :data:`OVERHEAD_ROW_S` per row)."""
+    return OVERHEAD_S + OVERHEAD_ROW_S * (len(problem.train_df) + len(problem.valid_df))
 
 
 def kept_share(est: Any) -> float:
@@ -187,13 +212,48 @@ def kept_share(est: Any) -> float:
     return min(max(float(kept) / float(done), 0.1), 1.0)
 
 
-def reserve(problem: Any) -> float:
-    """Seconds the search holds back for the refit: the cost of refitting the best held model,
-    or 0 when that exceeds :data:`SHARE` of the budget (no refit is planned). An ensemble's
-    other members are refitted in the time the ensemble step's share leaves (most runs' final
-    model is one trial: holding back three members' refits left 5-8 s of 60 unused)."""
+def within_share(problem: Any, numbers: Sequence[int], budget_s: float) -> list[int]:
+    """The trials of ``numbers`` (best first) refitted in ``budget_s`` seconds: each in turn
+    whose refit :func:`cost` still fits what the ones before it left (a costly member is passed
+    over, a cheaper one after it may still fit)."""
+    chosen, left = [], budget_s
+    for number in numbers:
+        need = cost(problem, [number])
+        if need <= left:
+            chosen.append(number)
+            left -= need
+    return chosen
+
+
+def planned(problem: Any, study: Any = None) -> list[int]:
+    """The held trials the final step is planned to refit, best first: the ensemble's members once
+    it is chosen (``problem.final_plan``, a tuple of trial numbers), its candidates
+    (:func:`~mlsys_cli.models.ensemble.pick_trials` of the held trials, :data:`ENSEMBLE_TOP`) while
+    an ensemble may be saved, else the best held trial."""
+    held = sorted((h[0], h[1]) for kept in problem.held.values() for h in kept)
+    decided = getattr(problem, "final_plan", None)
+    if isinstance(decided, tuple):
+        return list(decided)  # the ensemble's members
+    if not held:
+        return []
+    if study is None or not ensemble_planned(problem):
+        return [held[0][1]]
+    from optuna.trial import TrialState
+
+    from mlsys_cli.models.ensemble import pick_trials
+
+    numbers = {n for _, n in held}
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number in numbers]
+    picked = pick_trials(done, ENSEMBLE_TOP, bool(problem.higher))
+    return [t.number for t in picked] or [held[0][1]]
+
+
+def reserve(problem: Any, study: Any = None) -> float:
+    """Seconds the search holds back for the refit: the refit of the planned members
+    (:func:`planned`) that fit in :data:`SHARE` of the budget (:func:`within_share`). Planning only
+    the best trial's refit left 5-8 s of 60 unused whenever the ensemble won (its three members'
+    refit did not fit in what was left, and was not done); planning the candidates' and handing
+    what a single final model does not use back to the search (``tune``'s resume) spends it."""
     if not enabled(problem) or not problem.job.budget_s:
         return 0.0
-    held = sorted((h[0], h[1]) for kept in problem.held.values() for h in kept)[:1]
-    need = cost(problem, [number for _, number in held])
-    return need if need <= SHARE * problem.job.budget_s else 0.0
+    return cost(problem, within_share(problem, planned(problem, study), SHARE * problem.job.budget_s))

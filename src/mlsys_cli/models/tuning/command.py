@@ -9,12 +9,14 @@ then summarizes and writes the outputs (:mod:`.report`).
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from typing import Any, Mapping
 
 from mlsys_cli.errors import MlsysError
 from mlsys_cli.models.dask_trials import job_engine
+from mlsys_cli.models.study import FAMILY_PARAM
 from mlsys_cli.models.tuning.budget import EXIT_S
 from mlsys_cli.models.tuning.job import DEFAULT_TRIALS, TuneJob, TuneRequest, artifacts_for, fingerprint
 from mlsys_cli.models.tuning.report import TuneOutputs, TuneResult, raise_no_trial, summarize, write_outputs
@@ -138,7 +140,12 @@ def _threads(problem: Any) -> Any:
         except ImportError:
             pass  # a family whose library is missing is refused before this
     n = get_family("hgb").execution_params(problem.job.workers, len(problem.train_df))["n_threads"]
-    return threadpool_limits(limits=int(n), user_api="openmp")
+    limits = threadpool_limits(limits=int(n), user_api="openmp")
+    if "torch" in sys.modules and "mlp" in problem.job.model_families and problem.job.deadline is not None:
+        from mlsys_cli.models.mlp import warm_up
+
+        warm_up()  # under a budget: measured trial times are what the search plans with
+    return limits
 
 
 def _search_and_save(job: TuneJob, session: tuple[Any, Any, Any], outputs: TuneOutputs, how: tuple[Any, Any, str],
@@ -161,11 +168,48 @@ def _search_and_save(job: TuneJob, session: tuple[Any, Any, Any], outputs: TuneO
             o = failed[0]
             raise MlsysError(f"worker failed: {o['error']}", o.get("hint"), o.get("exit_code", 1))
         raise_no_trial(opened.get_trials(deepcopy=False), timeout)
+    choice, mine = choose_and_hand_back(opened, (problem, plan), mine, progress) if outputs.save_model else (None, mine)
     searched = time.time()
     result = summarize(opened, problem, plan, mine, outcomes, started)
-    written, final = write_outputs(result, opened, problem, outputs)
+    written, final = write_outputs(result, opened, problem, outputs, choice)
     result["budget"] = budget_record(job, mine, searched, time.time())
     return result, written, final
+
+
+def choose_and_hand_back(study: Any, session: tuple[Any, Any], mine: dict[str, Any], progress: Any = None) -> tuple[Any, dict[str, Any]]:
+    """The final model chosen as the search ends (:func:`~.final.choose`), then the time held back
+    for what it does not need handed back to the search: the ensemble step's share, and the
+    refit of the candidates it did not take (all but the best when it is a single trial).
+
+    The resumed search plans only the chosen members' refit (``problem.final_plan``). A single
+    final model is then the best trial again; an ensemble stays unless a resumed trial beats
+    its cross-fitted score on the validation rows (its best member's plus its gain). Returns the
+    choice (None: chosen later, nothing held in memory here) and ``mine`` with the resumed
+    trials (``resumed``: trials and seconds) added."""
+    from mlsys_cli.models.tuning.final import choose, single
+
+    problem, plan = session
+    job = problem.job
+    if not (problem.holds_models and job.deadline is not None and job.workers == 1 and job.engine is None):
+        return None, mine
+    before = study.best_trial
+    choice = choose(study, problem, before.params[FAMILY_PARAM])
+    if choice.bundle is None:
+        return choice, mine
+    ensemble = choice.info["model"] == "ensemble"
+    problem.final_plan = tuple(int(b.manifest["recipe"]["study"]["trial"]) for _, b in choice.held
+                               if id(b.predictor) in {id(p) for p in choice.bundle.predictor.members}) if ensemble else "single"
+    start = time.time()
+    more = run_trials(study, problem, plan, progress)
+    best = study.best_trial
+    gain = float(choice.info.get("gain") or 0.0) if ensemble else 0.0
+    if more["ran"] and best.number != before.number and abs(best.value - before.value) > gain:
+        # Better than the final model chosen (a better trial than the best: always, for a single one).
+        why = choice.info.get("reason") or f"trial {best.number}, found after the ensemble step, beats the ensemble on the validation rows"
+        choice = single(study, problem, best.params[FAMILY_PARAM], why)
+    return choice, {**mine, "ran": mine["ran"] + more["ran"], "stopped_by": more["stopped_by"],
+                    "search_deadline": more["search_deadline"] or mine.get("search_deadline"),
+                    "resumed": {"trials": more["ran"], "seconds": round(time.time() - start, 3)}}
 
 
 def budget_record(job: TuneJob, mine: dict[str, Any], searched: float, done: float) -> dict[str, Any]:
@@ -179,4 +223,4 @@ def budget_record(job: TuneJob, mine: dict[str, Any], searched: float, done: flo
 
     return {"timeout_s": job.budget_s, "exit_s": EXIT_S if job.deadline is not None else None,
             "deadline_s": rel(job.deadline), "search_deadline_s": rel(mine.get("search_deadline")),
-            "search_end_s": rel(searched), "outputs_end_s": rel(done)}
+            "search_end_s": rel(searched), "outputs_end_s": rel(done), "resumed": mine.get("resumed")}

@@ -18,22 +18,32 @@ best trial run by another worker) the best configuration is retrained on the tra
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from mlsys_cli.errors import MlsysError
-from mlsys_cli.models.tuning.budget import SAVE_S, WRITE_NODES_PER_S, write_seconds  # noqa: F401
+from mlsys_cli.models.tuning.budget import ENSEMBLE_TOP, SAVE_S, WRITE_NODES_PER_S, write_seconds  # noqa: F401
 from mlsys_cli.models.tuning.problem import Problem
 
-TOP = 3
+TOP = ENSEMBLE_TOP
 # The ensemble step costs about this many times building its members' bundles (see _no_time_reason).
 ENSEMBLE_COST = 3.0
 
 
-def final_model(study: Any, problem: Problem, doc: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """The bundle ``--save-model`` writes and what it is (``{"model": "ensemble"|"single", ...}``).
+@dataclass(frozen=True)
+class Choice:
+    """What the final model is, before its refit on train + valid: ``bundle`` built from the
+    ``held`` members (None: the best configuration is retrained, nothing was held) and ``info``
+    (``{"model": "ensemble"|"single", ...}``)."""
 
-    ``doc`` is the best-parameters document (family and parameters of the best trial).
-    """
+    bundle: Any
+    held: list
+    info: dict
+
+
+def choose(study: Any, problem: Problem, family: str) -> Choice:
+    """The final model of the study as it stands: the ensemble of the best held trials where its
+    cross-fitted gain on the validation rows is above zero, else the best trial (of ``family``)."""
     start = time.time()
     why = no_ensemble_reason(study, problem)
     held = _held_members(study, problem, TOP if why is None else 1)
@@ -42,15 +52,34 @@ def final_model(study: Any, problem: Problem, doc: Mapping[str, Any]) -> tuple[A
         try:
             bundle, info = _ensemble(study, problem, held)
             if info["gain"] is not None and info["gain"] > 0:
-                return _with_valid_rows(study, problem, bundle, held, {"model": "ensemble", **info})
+                return Choice(bundle, held, {"model": "ensemble", **info})
             why = f"the ensemble's cross-fitted gain on the validation rows ({info['gain']}) is not above 0"
         except MlsysError as exc:
             why = f"ensemble step failed: {exc}"
+    return single(study, problem, family, why, held[:1])
+
+
+def single(study: Any, problem: Problem, family: str, why: str | None, held: list | None = None) -> Choice:
+    """The best trial as the final model (``why`` not an ensemble): its fitted model held in
+    memory (``held``, else looked up again), or None to retrain it."""
+    held = held if held is not None else _held_members(study, problem, 1)
     if held:
-        # The best trial's own fitted model, already in memory (refitted on train + valid).
-        return _with_valid_rows(study, problem, held[0][1], held[:1],
-                                {"model": "single", "family": doc["family"], "reason": why, "source": "held"})
-    return _refit(problem, doc), {"model": "single", "family": doc["family"], "reason": why, "source": "retrained"}
+        return Choice(held[0][1], held[:1], {"model": "single", "family": family, "reason": why, "source": "held"})
+    return Choice(None, [], {"model": "single", "family": family, "reason": why, "source": "retrained"})
+
+
+def final_model(study: Any, problem: Problem, doc: Mapping[str, Any], choice: Choice | None = None) -> tuple[Any, dict[str, Any]]:
+    """The bundle ``--save-model`` writes and what it is (``{"model": "ensemble"|"single", ...}``).
+
+    ``doc`` is the best-parameters document (family and parameters of the best trial); ``choice``
+    the final model already chosen (:func:`choose`; chosen here when None), refitted on train +
+    valid here.
+    """
+    choice = choice or choose(study, problem, doc["family"])
+    if choice.bundle is None:
+        return _refit(problem, doc), choice.info
+    # The best trial's own fitted model or the ensemble of held ones, refitted on train + valid.
+    return _with_valid_rows(study, problem, choice.bundle, choice.held, choice.info)
 
 
 def _with_valid_rows(study: Any, problem: Problem, bundle: Any, held: list[tuple[str, Any]],

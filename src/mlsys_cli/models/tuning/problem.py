@@ -54,6 +54,9 @@ class Problem:
         self.held: dict[str, list[tuple[float, int, Any]]] = {}
         # Training seconds of each held trial's fit (what refitting it costs: :mod:`.refit`).
         self.fit_s: dict[int, float] = {}
+        # Once the final model is chosen: "single" (the best trial) or the ensemble's member trial
+        # numbers; a search resumed after that plans only their refit (budget.search_deadline).
+        self.final_plan: str | tuple[int, ...] | None = None
 
     @property
     def holds_models(self) -> bool:

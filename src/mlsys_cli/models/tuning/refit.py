@@ -8,9 +8,11 @@ rounds or epochs that early stopping on the validation rows chose (no validation
 to stop on); an ensemble keeps the weights it learned from its members' held-out predictions.
 
 Under ``--timeout`` the search holds back the measured cost of these fits (:func:`reserve`):
-each member's trial training seconds and featurizing seconds, scaled by the rows. When they do
-not fit in :data:`SHARE` of the budget, or a fit is cut by the deadline, the models fitted on
-the training rows are saved instead, and the report's ``final.refit`` says why.
+each planned member's trial training seconds and featurizing seconds, scaled by the rows. The
+members are refitted best first, each whose cost fits the time left (and :data:`SHARE` of the
+budget); a member that does not, or whose fit the deadline cuts, stays the model fitted on the
+training rows (an ensemble's weights hold for either), and the report's ``final.refit`` says
+how many were refitted and why not the others.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 # The refit's costs live beside the other budget estimates (search_deadline holds them back).
-from mlsys_cli.models.tuning.budget import OVERHEAD_S, SAVE_S, SHARE, cost, enabled, kept_share, reserve  # noqa: F401
+from mlsys_cli.models.tuning.budget import OVERHEAD_S, SAVE_S, SHARE, cost, enabled, kept_share, post_fit_seconds, reserve, write_seconds  # noqa: F401
 from mlsys_cli.models.tuning.problem import Problem
 
 
@@ -33,41 +35,58 @@ def refit_final(study: Any, problem: Problem, bundle: Any, members: Sequence[tup
     if not enabled(problem):
         return bundle, {"rows": None, "reason": "off (--no-refit-valid)" if problem.holds_models else "no held models"}
     numbers = [n for n, _ in members]
-    need = cost(problem, numbers)
-    deadline = problem.job.deadline
-    if deadline is not None and (need > SHARE * (problem.job.budget_s or 0.0) or deadline - SAVE_S - time.time() < need):
-        return bundle, {"rows": None, "reason": f"no time for it (~{need:.1f}s needed)"}
+    deadline, budget_s = problem.job.deadline, problem.job.budget_s
     start = time.time()
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    fitted = []
+    fitted: list[Any] = []
+    left_share = SHARE * budget_s if deadline is not None and budget_s else float("inf")
+    # Saving writes every member: a forest's nodes grow with the rows it is refitted on.
+    scale = (len(problem.train_df) + len(problem.valid_df)) / max(len(problem.train_df), 1)
+    save_s = SAVE_S + scale * sum(write_seconds(getattr(p, "estimator", None)) for _, p in members)
+    need = 0.0
     for number in numbers:
-        refitted = _fit_all_rows(problem, trials[number], deadline)
-        if refitted is None:
-            return bundle, {"rows": None, "reason": f"trial {number}'s refit was cut by the deadline"}
-        fitted.append(refitted)
-    rows = len(problem.train_df) + len(problem.valid_df)
-    done = {"rows": rows, "seconds": round(time.time() - start, 3), "estimated_s": round(need, 3)}
+        one = cost(problem, [number])
+        need += one
+        fits = deadline is None or (one <= left_share and deadline - save_s - time.time() >= one)
+        # The fit stops early enough for its post-fit work and the saving.
+        stop = None if deadline is None else deadline - save_s - post_fit_seconds(problem)
+        fitted.append(_fit_all_rows(problem, trials[number], stop) if fits else None)
+        left_share -= one if fits else 0.0
+    done = {"rows": None, "seconds": round(time.time() - start, 3), "estimated_s": round(need, 3),
+            "refitted": sum(f is not None for f in fitted), "of": len(fitted)}
+    if not done["refitted"]:
+        return bundle, {**done, "reason": f"no time for it (~{need:.1f}s needed)"}
+    done["rows"] = len(problem.train_df) + len(problem.valid_df)
+    if done["refitted"] < len(fitted):
+        done["reason"] = "the others did not fit in the time left (or were cut by the deadline)"
     if len(fitted) == 1 and getattr(bundle.predictor, "kind", None) != "ensemble":
         return fitted[0], done
     return _swap_members(bundle, members, fitted), done
 
 
 def _swap_members(bundle: Any, members: Sequence[tuple[int, Any]], fitted: Sequence[Any]) -> Any:
-    """The ensemble ``bundle`` with each member predictor replaced by its refitted one (same
-    combiner and weights); the recipe's members and training data, and the input schema, are
-    the refitted members'."""
+    """The ensemble ``bundle`` with each member predictor replaced by its refitted bundle's
+    (``fitted``, None: kept as it was; same combiner and weights); the recipe's members and
+    training data, and the input schema, follow the members."""
     from mlsys_cli.models.bundle import ModelBundle
 
-    by_id = {id(predictor): refit for (_, predictor), refit in zip(members, fitted)}
+    by_id = {id(predictor): refit for (_, predictor), refit in zip(members, fitted) if refit is not None}
     ens = bundle.predictor
-    # The recipe lists the kept members in the predictor's order.
-    refits = [by_id[id(m)] for m in ens.members]
-    ens.members = [b.predictor for b in refits]
     manifest = dict(bundle.manifest)
     recipe = dict(manifest["recipe"])
-    recipe["members"] = [{**m, "source": "refitted on train + valid", "recipe": b.manifest["recipe"]}
-                         for m, b in zip(recipe["members"], refits)]
-    train = [r for b in refits for r in b.manifest["recipe"]["data"]["train"]]
+    kept_train = list((recipe.get("data") or {}).get("train") or [])
+    entries, train = [], []
+    # The recipe lists the kept members in the predictor's order.
+    for member, entry in zip(ens.members, recipe["members"]):
+        refit = by_id.get(id(member))
+        if refit is None:
+            entries.append(entry)
+            train += kept_train
+            continue
+        entries.append({**entry, "source": "refitted on train + valid", "recipe": refit.manifest["recipe"]})
+        train += refit.manifest["recipe"]["data"]["train"]
+    ens.members = [by_id[id(m)].predictor if id(m) in by_id else m for m in ens.members]
+    recipe["members"] = entries
     recipe["data"] = {**recipe["data"], "train": [r for i, r in enumerate(train) if r not in train[:i]]}
     manifest.update(recipe=recipe, input_schema=ens.input_schema)
     return ModelBundle(manifest, ens)
@@ -87,15 +106,16 @@ def all_rows_params(family: str, params: Mapping[str, Any], est: Any) -> dict[st
     return out
 
 
-def _fit_all_rows(problem: Problem, trial: Any, deadline: float | None) -> Any:
-    """The trial's configuration fitted on train + valid as ``train`` would (None: cut by the deadline)."""
+def _fit_all_rows(problem: Problem, trial: Any, stop: float | None) -> Any:
+    """The trial's configuration fitted on train + valid as ``train`` would, its training stopped
+    at ``stop`` (epoch seconds; None: cut there)."""
     from mlsys_cli.models.study import FAMILY_PARAM
     from mlsys_cli.models.train import FitRun, TrainSpec, train_model
 
     job = problem.job
     family = trial.params[FAMILY_PARAM]
     params = all_rows_params(family, trial.user_attrs["params"], problem.held_model(trial.number))
-    run = FitRun(timeout=max(deadline - time.time() - SAVE_S, 0.5)) if deadline is not None else FitRun()
+    run = FitRun(timeout=max(stop - time.time(), 0.5)) if stop is not None else FitRun()
     bundle, _ = train_model([job.train, job.valid], TrainSpec(family=family, target=problem.target, params=params,
                             features=dict(job.features) or None, seed=int(job.seed)), run=run)
     stopped = (bundle.manifest.get("recipe") or {}).get("fit", {}) or {}

@@ -182,10 +182,11 @@ def trials_frame(study: Any, metric: str) -> Any:
     return frame
 
 
-def write_outputs(result: Mapping[str, Any], study: Any, problem: Problem,
-                  outputs: TuneOutputs) -> tuple[dict[str, str], dict[str, Any] | None]:
+def write_outputs(result: Mapping[str, Any], study: Any, problem: Problem, outputs: TuneOutputs,
+                  choice: Any = None) -> tuple[dict[str, str], dict[str, Any] | None]:
     """Write the requested files (each atomically); return their paths by kind and what the
-    saved model is (None without ``--save-model``)."""
+    saved model is (None without ``--save-model``; ``choice``: the final model already chosen,
+    :func:`~.final.choose`)."""
     from mlsys_cli.fsutil import atomic_write_text
 
     written: dict[str, str] = {}
@@ -197,7 +198,7 @@ def write_outputs(result: Mapping[str, Any], study: Any, problem: Problem,
     if save_model:
         from mlsys_cli.models.tuning.final import final_model
 
-        bundle, final = final_model(study, problem, doc)
+        bundle, final = final_model(study, problem, doc, choice)
         bundle.save(save_model)
         written["model"] = str(save_model)
     if output:
