@@ -386,14 +386,16 @@ def naive_times_error(entry: dict[str, Any]) -> InputError:
                       f"give the times their zone first (pandas: .dt.tz_localize({zone!r})), or write them with a UTC offset")
 
 
-@functools.lru_cache(maxsize=4096)
-def _naive_text_cached(v: str) -> bool:
-    return _naive_text(v)
-
-
 def _naive_text(v: Any) -> bool:
+    """Whether a date (text or ``datetime``) has no zone or offset."""
     if isinstance(v, _dt.datetime):
         return v.tzinfo is None
+    return _naive_date_text(v)
+
+
+@functools.lru_cache(maxsize=4096)
+def _naive_date_text(v: str) -> bool:
+    """Cached: records repeat the same dates request after request."""
     try:
         return _dt.datetime.fromisoformat(v.strip()).tzinfo is None
     except ValueError:  # another format: pandas says whether it holds an offset
@@ -520,7 +522,7 @@ def _datetime_value(v: Any, strict: bool) -> int:
 
 def _zoned_datetime_value(v: Any, strict: bool) -> int:
     """A value of a column fitted on zone-aware times: text without an offset goes to the general path."""
-    if type(v) is str and _naive_text_cached(v):
+    if type(v) is str and _naive_date_text(v):
         raise _Bad()
     return _datetime_value(v, strict)
 
