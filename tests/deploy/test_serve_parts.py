@@ -275,11 +275,11 @@ def test_uvicorn_still_has_what_the_slow_client_408_overrides():
 
 
 def test_an_answer_leaves_in_one_write_and_100_continue_at_once():
-    from mlsys_cli.deploy.serve.runner import _Coalesced
+    from mlsys_cli.deploy.serve.runner import _Coalesced, _Writes
 
     writes = []
     transport = SimpleNamespace(write=writes.append, close=lambda: writes.append("closed"), is_closing=lambda: False)
-    held = _Coalesced(transport)
+    held = _Coalesced(transport, _Writes())
     held.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client waits for it before sending its body
     held.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
     held.write(b"{}")
@@ -290,6 +290,49 @@ def test_an_answer_leaves_in_one_write_and_100_continue_at_once():
     held.close()  # what uvicorn writes before closing still goes out
     assert writes[2:] == [b"HTTP/1.1 400 Bad Request\r\n\r\n", "closed"]
     assert held.is_closing() is False  # everything else is the transport's
+
+
+def test_the_answers_of_one_loop_pass_leave_together_in_order_and_none_to_a_closed_client():
+    import asyncio
+
+    from mlsys_cli.deploy.serve.runner import _Coalesced, _Writes
+
+    writes, closing = [], {"c": False}
+
+    def conn(name):
+        return SimpleNamespace(write=lambda d: writes.append((name, d)), close=lambda: None,
+                               is_closing=lambda: closing.get(name, False))
+
+    async def scenario():
+        burst = _Writes()
+        a, b, c = (_Coalesced(conn(n), burst) for n in "abc")
+        for t, n in ((a, b"1"), (b, b"2"), (c, b"3")):
+            t.write(b"HTTP/1.1 200 OK\r\n\r\n" + n)
+            t.complete()
+        a.write(b"HTTP/1.1 200 OK\r\n\r\n4")  # a pipelined second answer on the same connection
+        a.complete()
+        closing["c"] = True  # c's client went away while its answer waited
+        assert writes == []  # nothing leaves while this pass builds answers
+        await asyncio.sleep(0)  # the end of the pass
+        return list(writes)
+
+    written = asyncio.run(scenario())
+    assert written == [("a", b"HTTP/1.1 200 OK\r\n\r\n1HTTP/1.1 200 OK\r\n\r\n4"), ("b", b"HTTP/1.1 200 OK\r\n\r\n2")]
+
+
+def test_access_lines_are_json_whatever_the_client_sent():
+    import orjson
+
+    from mlsys_cli.deploy.serve.runner import access_line
+
+    model = SimpleNamespace(name="churn", version="ab12", role="canary")
+    line = access_line(1700000000.1234, 'id "quoted" \\ é', "POST", '/p"x', 200, 0.0012345, 3, ("::1", 5), model)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert orjson.loads(line) == {"time": 1700000000.123, "event": "request", "id": 'id "quoted" \\ é', "method": "POST",
+                                  "path": '/p"x', "status": 200, "ms": 1.234, "rows": 3, "client": "::1:5",
+                                  "model": "churn", "version": "ab12", "role": "canary"}
+    bare = orjson.loads(access_line(1.0, "r", "GET", "/", 404, 0.0, 0, None, None))
+    assert bare["client"] is None and "model" not in bare
 
 
 def test_deadlines_fire_once_when_due_and_never_once_discarded():

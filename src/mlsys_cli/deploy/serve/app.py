@@ -105,6 +105,7 @@ class ServeApp:
         self._counter = 0
         self._docs: tuple[bytes, bytes] | None = None
         self._shadow_failures = [0, -SHADOW_EVENT_SECONDS]  # failures not yet told, when the last event was
+        self._loop: Any = None  # the serving loop: current_task(loop) skips get_running_loop's per-thread lookup
         for slot in slots.values():
             self._attach(slot.current)
             self.metrics.serving(slot.role, None, slot.current)
@@ -143,7 +144,10 @@ class ServeApp:
         arrival = time.time()
         req = self._request(scope)
         after = None
-        req.task = asyncio.current_task()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        req.task = asyncio.current_task(loop)
         deadlines = self.state.deadlines
         deadlines.add(req, self.state.limits.request_timeout, req.expire)
         try:
