@@ -596,3 +596,10 @@ def test_v2_a_header_length_that_is_not_a_number_is_named_as_such():
 
     with pytest.raises(InputError, match="is not a number of bytes"):
         v2.decode_request(b'{"inputs": []}', -1)  # the server's reading of "abc"
+
+
+def test_logged_labels_are_spelled_as_str_of_each_label_whatever_their_type():
+    from mlsys_cli.deploy.serve.predlog_writer import _labels
+
+    for labels in ([0, 1, 2], ["no", "yes"], [True, False], [1.0, 2.5], [2**70, -1], [1, "a"], []):
+        assert _labels(labels).to_pylist() == [str(v) for v in labels]
