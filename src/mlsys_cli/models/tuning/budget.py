@@ -101,13 +101,27 @@ def search_deadline(study: Any, problem: Any) -> float | None:
     deadline = problem.job.deadline
     if deadline is None or not problem.job.refit:
         return deadline
-    if ensemble_planned(problem):
+    folds = _selection_reserve(study, problem)
+    if folds:
+        # The final model is chosen by k-fold on train + valid (tuning/select): its folds,
+        # ensemble decision included, replace the ensemble step.
+        deadline -= folds
+    elif ensemble_planned(problem):
         # The ensemble step's share, on top of saving the best trial (its fallback).
         deadline -= ensemble_reserve(problem.job.budget_s)
     if getattr(problem, "holds_models", False):
         held = sorted((h for kept in getattr(problem, "held", {}).values() for h in kept), key=lambda h: (h[0], h[1]))
         return deadline - reserve(problem, study) - SAVE_S - (write_seconds(held[0][2]) if held else 0.0)
     return deadline - refit_cost(study, problem) - SAVE_S
+
+
+def _selection_reserve(study: Any, problem: Any) -> float:
+    """Seconds held back for choosing the final model by k-fold (:func:`.select.reserve`; 0: not planned)."""
+    if not getattr(problem, "holds_models", False) or getattr(problem, "final_plan", None) is not None:
+        return 0.0
+    from mlsys_cli.models.tuning.select import reserve as folds_reserve
+
+    return folds_reserve(study, problem)
 
 
 def ensemble_planned(problem: Any) -> bool:
