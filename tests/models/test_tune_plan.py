@@ -102,7 +102,7 @@ def test_the_refit_refits_the_members_that_fit_best_first_and_keeps_the_others(m
         clock[0] += costs[trial.number]
         return SimpleNamespace(predictor=f"refit{trial.number}", manifest={"recipe": {"data": {"train": ["train", "valid"]}}})
 
-    monkeypatch.setattr(refit, "_fit_all_rows", fake_fit)
+    monkeypatch.setattr(refit, "fit_all_rows", fake_fit)
     members = [(1, "p1"), (2, "p2"), (0, "p0")]
     ens = SimpleNamespace(kind="ensemble", members=["p1", "p2", "p0"], input_schema=[{"name": "x"}])
     manifest = {"recipe": {"members": [{"model": "a"}, {"model": "b"}, {"model": "c"}], "data": {"train": ["train"]}}}
@@ -216,7 +216,7 @@ def test_the_first_refitted_members_measured_seconds_rescale_the_others_estimate
         clock[0] += 4.0
         return SimpleNamespace(predictor=f"refit{trial.number}", manifest={"recipe": {"data": {"train": ["train", "valid"]}}})
 
-    monkeypatch.setattr(refit, "_fit_all_rows", fake_fit)
+    monkeypatch.setattr(refit, "fit_all_rows", fake_fit)
     ens = SimpleNamespace(kind="ensemble", members=["p1", "p2", "p0"], input_schema=[{"name": "x"}])
     manifest = {"recipe": {"members": [{"model": "a"}, {"model": "b"}, {"model": "c"}], "data": {"train": ["train"]}}}
     monkeypatch.setattr("mlsys_cli.models.bundle.ModelBundle", lambda manifest, predictor: SimpleNamespace(manifest=manifest, predictor=predictor))
@@ -248,32 +248,32 @@ def timed(number: int, family: str, value: float, fit_s: float, defaults: bool =
 def test_the_search_holds_back_the_folds_of_the_candidates_that_fit_in_their_share():
     """The candidates are the best of each family first, then every defaults trial (a family's
     first, however it scored on the validation rows); the search holds back their folds' cost
-    while it fits in select.SHARE of the budget, instead of the ensemble step's share."""
-    from mlsys_cli.models.tuning import select
-    from mlsys_cli.models.tuning.budget import REFIT_RATE, SAVE_S, ensemble_reserve, reserve, search_deadline
+    while it fits in CV_SHARE of the budget, instead of the ensemble step's share."""
+    from mlsys_cli.models.tuning.budget import (CV_SHARE, REFIT_RATE, SAVE_S, ensemble_reserve, reserve, search_deadline, selection_candidates,
+                                                selection_cost, selection_planned, selection_reserve)
 
     # Lower is better: trial 4 (xgboost) is the best, trial 0 (hgb defaults) scored worst on valid.
     trials = [timed(0, "hgb", 5.3, 0.2, True), timed(1, "xgboost", 5.0, 0.1, True), timed(2, "mlp", 5.1, 0.4, True),
               timed(3, "xgboost", 4.95, 0.1), timed(4, "xgboost", 4.8, 0.1), timed(5, "linear", 5.2, 0.05, True)]
     problem = selection_problem({t.number: 0.1 for t in trials})
     study = study_of(trials)
-    order = [t.number for t in select.candidates(study, problem)]
+    order = [t.number for t in selection_candidates(study, problem)]
     # TOP=4 distinct best (best of each family first: 4, 2, 5, 0; ordered by value), then the defaults left (1).
     assert order[:4] == [4, 2, 5, 0] and order[4:] == [1]
-    one = select.cost(problem, [trials[2]])
+    one = selection_cost(problem, [trials[2]])
     # 5 folds of (k-1)/k of train + valid (twice the training rows here) at REFIT_RATE of the trial's seconds.
     assert one == pytest.approx(5 * (200 * 4 / 5 / 100) * REFIT_RATE * 0.4)
-    assert [t.number for t in select.planned(study, problem)] == order
-    problem.job.budget_s = select.cost(problem, select.candidates(study, problem)[:2]) / select.SHARE + 1e-9
-    assert [t.number for t in select.planned(study, problem)] == [4, 2]
+    assert [t.number for t in selection_planned(study, problem)] == order
+    problem.job.budget_s = selection_cost(problem, selection_candidates(study, problem)[:2]) / CV_SHARE + 1e-9
+    assert [t.number for t in selection_planned(study, problem)] == [4, 2]
     # The folds replace the ensemble step's share; the refit of the candidates is still held back.
-    folds = select.reserve(study, problem)
+    folds = selection_reserve(study, problem)
     assert search_deadline(study, problem) == pytest.approx(1000.0 - folds - reserve(problem, study) - SAVE_S)
     assert folds != pytest.approx(ensemble_reserve(problem.job.budget_s))
     # Not even two candidates fit: chosen on the validation rows as before (the ensemble step's share).
     problem.job.budget_s = 1.0
-    assert select.planned(study, problem) == []
+    assert selection_planned(study, problem) == []
     assert search_deadline(study, problem) == pytest.approx(1000.0 - ensemble_reserve(1.0) - reserve(problem, study) - SAVE_S)
     # A time-ordered table, or several workers, are not cross-validated.
     problem.job.budget_s, problem.job.time_col = 60.0, "when"
-    assert select.planned(study, problem) == []
+    assert selection_planned(study, problem) == []

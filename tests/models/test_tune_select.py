@@ -54,7 +54,7 @@ def test_the_folds_score_each_candidate_out_of_fold_on_train_and_valid_determini
     chosen = select.decide(problem, scored)
     assert chosen.members == (0,) and chosen.combiner is None
     record = chosen.to_dict()
-    assert record["method"] == "cv" and record["folds"] == select.FOLDS and record["rows"] == 200
+    assert record["method"] == "cv" and record["folds"] == select.CV_FOLDS and record["rows"] == 200
     assert record["best_single"] == 0 and [c["trial"] for c in record["candidates"]] == [1, 0]
     cv = {c["trial"]: c["cv"] for c in record["candidates"]}
     assert cv[0] < cv[1] < np.std(problem.train_df["y"])

@@ -116,12 +116,10 @@ def search_deadline(study: Any, problem: Any) -> float | None:
 
 
 def _selection_reserve(study: Any, problem: Any) -> float:
-    """Seconds held back for choosing the final model by k-fold (:func:`.select.reserve`; 0: not planned)."""
+    """Seconds held back for choosing the final model by k-fold (:func:`selection_reserve`; 0: not planned)."""
     if not getattr(problem, "holds_models", False) or getattr(problem, "final_plan", None) is not None:
         return 0.0
-    from mlsys_cli.models.tuning.select import reserve as folds_reserve
-
-    return folds_reserve(study, problem)
+    return selection_reserve(study, problem)
 
 
 def ensemble_planned(problem: Any) -> bool:
@@ -271,3 +269,82 @@ def reserve(problem: Any, study: Any = None) -> float:
     if not enabled(problem) or not problem.job.budget_s:
         return 0.0
     return cost(problem, within_share(problem, planned(problem, study), SHARE * problem.job.budget_s))
+
+
+# The final model chosen by k-fold on train + valid (tuning/select): what the search plans for it.
+
+CV_FOLDS = 5
+# The search's best distinct configurations cross-validated (best of each family first), before the defaults trials.
+CV_TOP = 4
+# At most this share of --timeout goes to the folds; a table whose planned candidates cost more is chosen on the validation rows.
+CV_SHARE = 0.25
+# At least this many candidates must fit in the share for the folds to be worth running.
+CV_MIN_CANDIDATES = 2
+
+
+def selection_applies(problem: Any) -> bool:
+    """Whether the final model may be chosen by cross-validation: models held from trials on
+    every training row (``--save-model``, ``--valid``, no row sample) refitted on train + valid,
+    in one process, under a time budget, and no time order (random folds would train on the
+    future of a time-ordered split)."""
+    job = problem.job
+    return bool(job.deadline is not None and getattr(job, "budget_s", None) and getattr(job, "refit_valid", False) and problem.holds_models
+                and getattr(job, "workers", None) == 1 and getattr(job, "engine", None) is None and not getattr(job, "time_col", None))
+
+
+def selection_candidates(study: Any, problem: Any) -> list[Any]:
+    """The trials the folds score, in order: the :data:`CV_TOP` best distinct configurations (the
+    best of each family first), then every defaults trial (each family's first, and the library
+    defaults ``auto`` adds), best on the validation rows first."""
+    from optuna.trial import TrialState
+
+    from mlsys_cli.models.ensemble import pick_trials
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None
+            and not t.user_attrs.get("stopped_by")]
+    top = pick_trials(done, CV_TOP, bool(problem.higher))
+    top.sort(key=lambda t: (-t.value if problem.higher else t.value, t.number))
+    picked = {t.number for t in top}
+    defaults = sorted((t for t in done if t.user_attrs.get("defaults") and t.number not in picked),
+                      key=lambda t: (-t.value if problem.higher else t.value, t.number))
+    return top + defaults
+
+
+def fold_scale(problem: Any) -> float:
+    """A fold's training rows over a trial's: (k-1)/k of train + valid, over train."""
+    n_train = max(len(problem.train_df), 1)
+    return (len(problem.train_df) + len(problem.valid_df)) * (CV_FOLDS - 1) / CV_FOLDS / n_train
+
+
+def selection_cost(problem: Any, trials: Sequence[Any]) -> float:
+    """Estimated seconds to cross-validate ``trials``: each fold's fit (the trial's measured
+    training seconds, :data:`REFIT_RATE` of them, scaled by the rows) and each
+    featurizer recipe's fit per fold."""
+    from mlsys_cli.models.families import get_family
+    from mlsys_cli.models.study import FAMILY_PARAM
+
+    if not trials:
+        return 0.0
+    scale = fold_scale(problem)
+    fits = sum(CV_FOLDS * scale * REFIT_RATE * float(t.user_attrs.get("fit_s") or 0.0) for t in trials)
+    presets = {problem.key(get_family(t.params[FAMILY_PARAM]), 0) for t in trials}
+    return fits + sum(CV_FOLDS * scale * problem.featurize_s.get(k, 0.0) for k in presets)
+
+
+def selection_planned(study: Any, problem: Any) -> list[Any]:
+    """The candidates whose folds the search holds back time for: the longest prefix of
+    :func:`selection_candidates` that costs at most :data:`CV_SHARE` of the budget (empty when fewer than
+    :data:`CV_MIN_CANDIDATES` fit, or the folds do not apply)."""
+    if not selection_applies(problem):
+        return []
+    picked = selection_candidates(study, problem)
+    limit = CV_SHARE * float(problem.job.budget_s)
+    n = 0
+    while n < len(picked) and selection_cost(problem, picked[:n + 1]) <= limit:
+        n += 1
+    return picked[:n] if n >= CV_MIN_CANDIDATES else []
+
+
+def selection_reserve(study: Any, problem: Any) -> float:
+    """Seconds the search holds back for the folds (:func:`selection_planned`)."""
+    return selection_cost(problem, selection_planned(study, problem))

@@ -58,7 +58,7 @@ def refit_final(study: Any, problem: Problem, bundle: Any, members: Sequence[tup
         # The fit stops early enough for its post-fit work and the saving.
         stop = None if deadline is None else deadline - save_s - post_fit_seconds(problem)
         began = time.time()
-        fitted.append(_fit_all_rows(problem, trials[number], stop) if fits else None)
+        fitted.append(fit_all_rows(problem, trials[number], stop) if fits else None)
         took = time.time() - began
         if fits and ratio is None and fitted[-1] is not None and estimate > 0:
             ratio = min(max(took / estimate, RESCALE_MIN), RESCALE_MAX)
@@ -118,7 +118,7 @@ def all_rows_params(family: str, params: Mapping[str, Any], est: Any) -> dict[st
     return out
 
 
-def _fit_all_rows(problem: Problem, trial: Any, stop: float | None) -> Any:
+def fit_all_rows(problem: Problem, trial: Any, stop: float | None) -> Any:
     """The trial's configuration fitted on train + valid as ``train`` would, its training stopped
     at ``stop`` (epoch seconds; None: cut there)."""
     from mlsys_cli.models.study import FAMILY_PARAM

@@ -4,9 +4,9 @@ On a small table the validation rows that decide between the search's best trial
 (206-586 on the benchmark's small tables), and near-equal candidates swap places with the noise:
 the validation-best trial or ensemble lost on test to a family's default configuration the
 search had tried first (attrition, ames). Where the budget affords it (its cost is estimated
-from the trials' measured training seconds, :func:`cost`), the top few candidates (the best of
+from the trials' measured training seconds, :func:`~.budget.selection_cost`), the top few candidates (the best of
 each family first, :func:`~mlsys_cli.models.ensemble.pick_trials`) and every defaults trial are
-scored by :data:`FOLDS`-fold cross-validation on train + valid instead, each configuration with
+scored by :data:`CV_FOLDS`-fold cross-validation on train + valid instead, each configuration with
 the rounds early stopping chose, exactly as its refit on train + valid will train it. Their
 out-of-fold predictions decide both questions: the best single candidate, and whether the
 greedy-selection ensemble of the best few (its score cross-fitted over the same out-of-fold
@@ -14,7 +14,7 @@ predictions) beats it. The chosen members are then refitted on train + valid
 (:func:`final_bundle`), their refit seconds known from the folds' measured fits.
 
 Under ``--timeout`` the search holds back the cost of the planned candidates' folds
-(:func:`reserve`, at most :data:`SHARE` of the budget) on top of the refit; the folds then run
+(:func:`~.budget.selection_reserve`, at most :data:`~.budget.CV_SHARE` of the budget) on top of the refit; the folds then run
 best candidate first while the time left allows (a candidate that does not fit is left out).
 Same seed, same folds: the choice is deterministic.
 """
@@ -25,17 +25,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from mlsys_cli.models.tuning.budget import ENSEMBLE_TOP, REFIT_RATE, SAVE_S, post_fit_seconds
+from mlsys_cli.models.tuning.budget import (CV_FOLDS, CV_MIN_CANDIDATES, ENSEMBLE_TOP, SAVE_S, post_fit_seconds, selection_candidates,
+                                             selection_cost, selection_planned)
 from mlsys_cli.models.tuning.problem import Problem
-
-FOLDS = 5
-# The search's best distinct configurations cross-validated (best of each family first), before the defaults trials.
-TOP = 4
-# At most this share of --timeout goes to the folds; a table whose planned candidates cost more is chosen on the validation rows.
-SHARE = 0.25
-# At least this many candidates must fit in the share for the folds to be worth running.
-MIN_CANDIDATES = 2
-
 
 @dataclass(frozen=True)
 class Scored:
@@ -74,72 +66,6 @@ class Selection:
         return dict(self.record)
 
 
-def applies(problem: Problem) -> bool:
-    """Whether the final model may be chosen by cross-validation: models held from trials on
-    every training row (``--save-model``, ``--valid``, no row sample) refitted on train + valid,
-    in one process, under a time budget, and no time order (random folds would train on the
-    future of a time-ordered split)."""
-    job = problem.job
-    return bool(job.deadline is not None and job.budget_s and getattr(job, "refit_valid", False) and problem.holds_models
-                and getattr(job, "workers", None) == 1 and getattr(job, "engine", None) is None and not getattr(job, "time_col", None))
-
-
-def candidates(study: Any, problem: Problem) -> list[Any]:
-    """The trials the folds score, in order: the :data:`TOP` best distinct configurations (the
-    best of each family first), then every defaults trial (each family's first, and the library
-    defaults ``auto`` adds), best on the validation rows first."""
-    from optuna.trial import TrialState
-
-    from mlsys_cli.models.ensemble import pick_trials
-
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None
-            and not t.user_attrs.get("stopped_by")]
-    top = pick_trials(done, TOP, bool(problem.higher))
-    top.sort(key=lambda t: (-t.value if problem.higher else t.value, t.number))
-    picked = {t.number for t in top}
-    defaults = sorted((t for t in done if t.user_attrs.get("defaults") and t.number not in picked),
-                      key=lambda t: (-t.value if problem.higher else t.value, t.number))
-    return top + defaults
-
-
-def _scale(problem: Problem) -> float:
-    """A fold's training rows over a trial's: (k-1)/k of train + valid, over train."""
-    n_train = max(len(problem.train_df), 1)
-    return (len(problem.train_df) + len(problem.valid_df)) * (FOLDS - 1) / FOLDS / n_train
-
-
-def cost(problem: Problem, trials: Sequence[Any]) -> float:
-    """Estimated seconds to cross-validate ``trials``: each fold's fit (the trial's measured
-    training seconds, :data:`~.budget.REFIT_RATE` of them, scaled by the rows) and each
-    featurizer recipe's fit per fold."""
-    from mlsys_cli.models.families import get_family
-    from mlsys_cli.models.study import FAMILY_PARAM
-
-    scale = _scale(problem)
-    fits = sum(FOLDS * scale * REFIT_RATE * float(t.user_attrs.get("fit_s") or 0.0) for t in trials)
-    presets = {problem.key(get_family(t.params[FAMILY_PARAM]), 0) for t in trials}
-    return fits + sum(FOLDS * scale * problem.featurize_s.get(k, 0.0) for k in presets)
-
-
-def planned(study: Any, problem: Problem) -> list[Any]:
-    """The candidates whose folds the search holds back time for: the longest prefix of
-    :func:`candidates` that costs at most :data:`SHARE` of the budget (empty when fewer than
-    :data:`MIN_CANDIDATES` fit, or the folds do not apply)."""
-    if not applies(problem):
-        return []
-    picked = candidates(study, problem)
-    limit = SHARE * float(problem.job.budget_s)
-    n = 0
-    while n < len(picked) and cost(problem, picked[:n + 1]) <= limit:
-        n += 1
-    return picked[:n] if n >= MIN_CANDIDATES else []
-
-
-def reserve(study: Any, problem: Problem) -> float:
-    """Seconds the search holds back for the folds (:func:`planned`)."""
-    return cost(problem, planned(study, problem))
-
-
 def cross_validate(problem: Problem, trials: Sequence[Any], stop: float | None) -> Scored:
     """Out-of-fold predictions of ``trials`` on train + valid, in order, each as its refit
     trains it (:func:`~.refit.all_rows_params`); a candidate whose estimated folds (rescaled by
@@ -152,7 +78,7 @@ def cross_validate(problem: Problem, trials: Sequence[Any], stop: float | None) 
     done, preds, secs, skipped = [], [], [], []
     ratio = 1.0
     for trial in trials:
-        estimate = ratio * cost(problem, [trial])
+        estimate = ratio * selection_cost(problem, [trial])
         if stop is not None and time.time() + estimate > stop:
             skipped.append(trial.number)
             continue
@@ -182,10 +108,10 @@ def _fold_data(problem: Problem) -> tuple[Any, Any, list[tuple[Any, Any]]]:
     frame = _frame(problem)
     y = tr.encode_target(problem.task, frame[problem.target], problem.classes, problem.job.train)
     seed = int(problem.job.seed)
-    if problem.task != "regression" and np.bincount(np.asarray(y, dtype=int)).min() >= FOLDS:
-        splits = StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(np.zeros(len(frame)), y)
+    if problem.task != "regression" and np.bincount(np.asarray(y, dtype=int)).min() >= CV_FOLDS:
+        splits = StratifiedKFold(CV_FOLDS, shuffle=True, random_state=seed).split(np.zeros(len(frame)), y)
     else:
-        splits = KFold(FOLDS, shuffle=True, random_state=seed).split(np.zeros(len(frame)))
+        splits = KFold(CV_FOLDS, shuffle=True, random_state=seed).split(np.zeros(len(frame)))
     return frame, y, list(splits)
 
 
@@ -246,7 +172,7 @@ def decide(problem: Problem, scored: Scored) -> Selection:
     rows = [{"trial": t.number, "family": t.params[FAMILY_PARAM], "defaults": bool(t.user_attrs.get("defaults")),
              "valid": round(float(t.value), 6), "cv": round(values[i], 6), "seconds": round(scored.fit_s[i], 3)}
             for i, t in enumerate(scored.trials)]
-    record = {"method": "cv", "folds": FOLDS, "rows": int(scored.P.shape[1]), "metric": problem.metric,
+    record = {"method": "cv", "folds": CV_FOLDS, "rows": int(scored.P.shape[1]), "metric": problem.metric,
               "candidates": rows, "skipped": list(scored.skipped), "seconds": scored.seconds,
               "best_single": scored.trials[best].number, "ensemble_cv": None, "gain": None}
     if len(pool) >= 2 and problem.job.ensemble:
@@ -290,21 +216,21 @@ def refit_seconds(problem: Problem, scored: Scored, number: int) -> float:
     fold, scaled from a fold's rows to all of them, plus the post-fit work."""
     i = [t.number for t in scored.trials].index(number)
     # A fold fits (k-1)/k of the rows: the refit costs a fold's seconds times k/(k-1).
-    return scored.fit_s[i] / (FOLDS - 1) + post_fit_seconds(problem)
+    return scored.fit_s[i] / (CV_FOLDS - 1) + post_fit_seconds(problem)
 
 
 def choose(study: Any, problem: Problem) -> Selection | None:
-    """Cross-validate the candidates (:func:`candidates`, best first, while the time left before
+    """Cross-validate the candidates (:func:`~.budget.selection_candidates`, best first, while the time left before
     the refit's reserve and the saving allows) and decide (:func:`decide`); None when the folds
     do not apply or fewer than two candidates could be scored (the validation rows decide)."""
     from mlsys_cli.models.tuning.budget import reserve as refit_reserve
 
-    if not planned(study, problem):
+    if not selection_planned(study, problem):
         return None
     deadline = problem.job.deadline
     stop = None if deadline is None else deadline - refit_reserve(problem, study) - SAVE_S
-    scored = cross_validate(problem, candidates(study, problem), stop)
-    if len(scored.trials) < MIN_CANDIDATES:
+    scored = cross_validate(problem, selection_candidates(study, problem), stop)
+    if len(scored.trials) < CV_MIN_CANDIDATES:
         return None
     return decide(problem, scored)
 
@@ -314,7 +240,7 @@ def final_bundle(study: Any, problem: Problem, selection: Selection) -> tuple[An
     chosen members with the weights their out-of-fold predictions gave. A member whose refit
     does not fit in the time left is left out (an ensemble then re-weights the others; with
     none left the best held trial is saved as it was fitted on the training rows)."""
-    from mlsys_cli.models.tuning.refit import _fit_all_rows
+    from mlsys_cli.models.tuning.refit import fit_all_rows
 
     deadline = problem.job.deadline
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -325,7 +251,7 @@ def final_bundle(study: Any, problem: Problem, selection: Selection) -> tuple[An
         if deadline is not None and time.time() + need + SAVE_S > deadline and fitted:
             continue
         estimated += need
-        bundle = _fit_all_rows(problem, trials[number], None if deadline is None else deadline - SAVE_S - post_fit_seconds(problem))
+        bundle = fit_all_rows(problem, trials[number], None if deadline is None else deadline - SAVE_S - post_fit_seconds(problem))
         if bundle is not None:
             fitted.append((number, bundle))
     done = {"rows": len(problem.train_df) + len(problem.valid_df), "seconds": round(time.time() - start, 3),
@@ -366,7 +292,7 @@ def _ensemble_of(problem: Problem, selection: Selection, fitted: Sequence[tuple[
     data = [r for role in ("train", "valid") for r in (problem.data_records()[role] or [])]
     return ensemble_from_scores(named, P, frame, EnsembleSpec(method="select", seed=int(problem.job.seed)),
                                 member_records=records, data_records=data,
-                                evaluated_on=f"train + valid ({FOLDS}-fold out-of-fold predictions; ensemble cross-fitted on them)")
+                                evaluated_on=f"train + valid ({CV_FOLDS}-fold out-of-fold predictions; ensemble cross-fitted on them)")
 
 
 def _frame(problem: Problem) -> Any:
