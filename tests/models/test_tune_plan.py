@@ -241,7 +241,7 @@ def selection_problem(fit_s: dict[int, float], budget_s: float = 60.0):
 
 def timed(number: int, family: str, value: float, fit_s: float, defaults: bool = False):
     t = frozen(number, family, value)
-    t.user_attrs.update(fit_s=fit_s, **({"defaults": True} if defaults else {}))
+    t.user_attrs.update(fit_s=fit_s, **({"defaults": True} if defaults else {}), **({"best_epoch": 9} if family == "mlp" else {}))
     return t
 
 
@@ -270,6 +270,9 @@ def test_the_search_holds_back_the_folds_of_the_candidates_that_fit_in_their_sha
     folds = selection_reserve(study, problem)
     assert search_deadline(study, problem) == pytest.approx(1000.0 - folds - reserve(problem, study) - SAVE_S)
     assert folds != pytest.approx(ensemble_reserve(problem.job.budget_s))
+    # An MLP trial whose early-stopped epochs are unknown (neither held nor recorded) is no candidate.
+    del trials[2].user_attrs["best_epoch"]
+    assert 2 not in [t.number for t in selection_candidates(study, problem)]
     # Not even two candidates fit: chosen on the validation rows as before (the ensemble step's share).
     problem.job.budget_s = 1.0
     assert selection_planned(study, problem) == []

@@ -102,3 +102,13 @@ def test_the_refit_of_the_cross_validated_choice_is_estimated_from_its_folds():
     # Five folds of 8 s in all: 1.6 s each on 4/5 of the rows, so 2 s on all of them.
     assert select.refit_seconds(problem, scored, 3) == pytest.approx(2.0 + post_fit_seconds(problem))
     assert select.refit_seconds(problem, scored, 7) == pytest.approx(0.5 + post_fit_seconds(problem))
+
+
+def test_a_candidate_not_held_is_refitted_with_the_epochs_its_trial_recorded():
+    from mlsys_cli.models.tuning.refit import all_rows_params, fitted_model
+
+    problem = SimpleNamespace(held_model=lambda n: None)
+    t = trial(4, "mlp", 1.0, {"max_epochs": 200})
+    assert all_rows_params("mlp", t.user_attrs["params"], fitted_model(problem, t))["max_epochs"] == 200
+    t.user_attrs["best_epoch"] = 17
+    assert all_rows_params("mlp", t.user_attrs["params"], fitted_model(problem, t)) == {"max_epochs": 17, "valid_fraction": 0.0}

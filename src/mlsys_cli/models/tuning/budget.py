@@ -299,9 +299,12 @@ def selection_candidates(study: Any, problem: Any) -> list[Any]:
     from optuna.trial import TrialState
 
     from mlsys_cli.models.ensemble import pick_trials
+    from mlsys_cli.models.study import FAMILY_PARAM
 
+    # An MLP whose early-stopped epochs are unknown (not held, not recorded) would train all its
+    # epochs on the folds.
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None
-            and not t.user_attrs.get("stopped_by")]
+            and (t.params.get(FAMILY_PARAM) != "mlp" or "best_epoch" in t.user_attrs or problem.held_model(t.number) is not None)]
     top = pick_trials(done, CV_TOP, bool(problem.higher))
     top.sort(key=lambda t: (-t.value if problem.higher else t.value, t.number))
     picked = {t.number for t in top}

@@ -118,6 +118,17 @@ def all_rows_params(family: str, params: Mapping[str, Any], est: Any) -> dict[st
     return out
 
 
+def fitted_model(problem: Problem, trial: Any) -> Any:
+    """Trial ``trial``'s fitted model where it is held, else what :func:`all_rows_params` reads
+    of it (the epochs early stopping chose, recorded by the trial); None when neither."""
+    held = problem.held_model(trial.number)
+    if held is not None or "best_epoch" not in trial.user_attrs:
+        return held
+    from types import SimpleNamespace
+
+    return SimpleNamespace(fit_info_={"best_epoch": int(trial.user_attrs["best_epoch"])})
+
+
 def fit_all_rows(problem: Problem, trial: Any, stop: float | None) -> Any:
     """The trial's configuration fitted on train + valid as ``train`` would, its training stopped
     at ``stop`` (epoch seconds; None: cut there)."""
@@ -126,7 +137,7 @@ def fit_all_rows(problem: Problem, trial: Any, stop: float | None) -> Any:
 
     job = problem.job
     family = trial.params[FAMILY_PARAM]
-    params = all_rows_params(family, trial.user_attrs["params"], problem.held_model(trial.number))
+    params = all_rows_params(family, trial.user_attrs["params"], fitted_model(problem, trial))
     run = FitRun(timeout=max(stop - time.time(), 0.5)) if stop is not None else FitRun()
     bundle, _ = train_model([job.train, job.valid], TrainSpec(family=family, target=problem.target, params=params,
                             features=dict(job.features) or None, seed=int(job.seed)), run=run)

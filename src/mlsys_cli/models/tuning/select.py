@@ -123,11 +123,11 @@ def _oof(problem: Problem, trial: Any, data: tuple[Any, Any, list], cache: dict,
     from mlsys_cli.models.families import get_family
     from mlsys_cli.models.study import FAMILY_PARAM
     from mlsys_cli.models.train import EstimatorSpec, FitData, FitRun, fit_estimator
-    from mlsys_cli.models.tuning.refit import all_rows_params
+    from mlsys_cli.models.tuning.refit import all_rows_params, fitted_model
 
     frame, y, folds = data
     family = get_family(trial.params[FAMILY_PARAM])
-    params = all_rows_params(family.name, trial.user_attrs["params"], problem.held_model(trial.number))
+    params = all_rows_params(family.name, trial.user_attrs["params"], fitted_model(problem, trial))
     params.update(family.execution_params(problem.job.workers, len(problem.train_df)))
     spec = EstimatorSpec(problem.task, problem.n_classes, params, int(problem.job.seed))
     out = None
