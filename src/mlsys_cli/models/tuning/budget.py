@@ -293,9 +293,11 @@ def selection_applies(problem: Any) -> bool:
 
 
 def selection_candidates(study: Any, problem: Any) -> list[Any]:
-    """The trials the folds score, in order: the :data:`CV_TOP` best distinct configurations (the
-    best of each family first), then every defaults trial (each family's first, and the library
-    defaults ``auto`` adds), best on the validation rows first."""
+    """The trials the folds score, in order: the best trial, each family's first defaults trial
+    (the safety net: the folds run while time is left, and the defaults are cheap), the rest of
+    the :data:`CV_TOP` best distinct configurations (the best of each family first), then the
+    other defaults trials (the library defaults ``auto`` adds); best on the validation rows first
+    within each group."""
     from optuna.trial import TrialState
 
     from mlsys_cli.models.ensemble import pick_trials
@@ -305,12 +307,22 @@ def selection_candidates(study: Any, problem: Any) -> list[Any]:
     # epochs on the folds.
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None
             and (t.params.get(FAMILY_PARAM) != "mlp" or "best_epoch" in t.user_attrs or problem.held_model(t.number) is not None)]
-    top = pick_trials(done, CV_TOP, bool(problem.higher))
-    top.sort(key=lambda t: (-t.value if problem.higher else t.value, t.number))
-    picked = {t.number for t in top}
-    defaults = sorted((t for t in done if t.user_attrs.get("defaults") and t.number not in picked),
-                      key=lambda t: (-t.value if problem.higher else t.value, t.number))
-    return top + defaults
+
+    def ranked(trials: Any) -> list[Any]:
+        return sorted(trials, key=lambda t: (-t.value if problem.higher else t.value, t.number))
+
+    top = ranked(pick_trials(done, CV_TOP, bool(problem.higher)))
+    defaults = [t for t in sorted(done, key=lambda t: t.number) if t.user_attrs.get("defaults")]
+    firsts: dict[Any, Any] = {}
+    for t in defaults:
+        if not t.user_attrs.get("overrides"):
+            firsts.setdefault(t.params.get(FAMILY_PARAM), t)
+    order, seen = [], set()
+    for t in top[:1] + ranked(firsts.values()) + top[1:] + ranked(defaults):
+        if t.number not in seen:
+            seen.add(t.number)
+            order.append(t)
+    return order
 
 
 def fold_scale(problem: Any) -> float:

@@ -41,6 +41,8 @@ class Scored:
         Their out-of-fold scores on train + valid (rows in :attr:`Problem.train_df` then ``valid_df`` order).
     fit_s : list of float
         Each candidate's training and featurizing seconds over its folds.
+    estimated_s : list of float
+        What the trials' seconds estimated for them (:func:`~.budget.selection_cost`).
     skipped : list of int
         Candidates left out for lack of time.
     """
@@ -50,6 +52,7 @@ class Scored:
     fit_s: list
     skipped: list
     seconds: float
+    estimated_s: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,11 @@ def cross_validate(problem: Problem, trials: Sequence[Any], stop: float | None) 
     start = time.time()
     frame, y, folds = _fold_data(problem)
     cache: dict[Any, tuple[Any, Any, float]] = {}
-    done, preds, secs, skipped = [], [], [], []
+    done, preds, secs, skipped, estimates = [], [], [], [], []
     ratio = 1.0
     for trial in trials:
-        estimate = ratio * selection_cost(problem, [trial])
+        raw = selection_cost(problem, [trial])
+        estimate = ratio * raw
         if stop is not None and time.time() + estimate > stop:
             skipped.append(trial.number)
             continue
@@ -88,14 +92,15 @@ def cross_validate(problem: Problem, trials: Sequence[Any], stop: float | None) 
             skipped.append(trial.number)
             continue
         took = time.time() - began
-        if estimate > 0:
-            # The first candidates measure how far off the trials' seconds are for the folds.
-            ratio = min(max(took / estimate, 0.2), 5.0)
+        estimates.append(raw)
+        if sum(estimates) > 0:
+            # The candidates so far measure how far off the trials' seconds are for the folds.
+            ratio = min(max(sum(secs + [took]) / sum(estimates), 0.2), 5.0)
         done.append(trial)
         preds.append(out)
         secs.append(took)
     P = np.stack(preds) if preds else np.zeros((0, len(frame)))
-    return Scored(done, P, secs, skipped, round(time.time() - start, 3))
+    return Scored(done, P, secs, skipped, round(time.time() - start, 3), estimates)
 
 
 def _fold_data(problem: Problem) -> tuple[Any, Any, list[tuple[Any, Any]]]:
@@ -170,7 +175,8 @@ def decide(problem: Problem, scored: Scored) -> Selection:
     pool = [proxies.index(p) for p in pick_trials(proxies, ENSEMBLE_TOP, bool(problem.higher))]
     pool.sort(key=lambda i: (-values[i] if problem.higher else values[i], i))
     rows = [{"trial": t.number, "family": t.params[FAMILY_PARAM], "defaults": bool(t.user_attrs.get("defaults")),
-             "valid": round(float(t.value), 6), "cv": round(values[i], 6), "seconds": round(scored.fit_s[i], 3)}
+             "valid": round(float(t.value), 6), "cv": round(values[i], 6), "seconds": round(scored.fit_s[i], 3),
+             "estimated_s": round(scored.estimated_s[i], 3) if scored.estimated_s else None}
             for i, t in enumerate(scored.trials)]
     record = {"method": "cv", "folds": CV_FOLDS, "rows": int(scored.P.shape[1]), "metric": problem.metric,
               "candidates": rows, "skipped": list(scored.skipped), "seconds": scored.seconds,
