@@ -258,19 +258,20 @@ def test_the_search_holds_back_the_folds_of_the_candidates_that_fit_in_their_sha
     problem = selection_problem({t.number: 0.1 for t in trials})
     study = study_of(trials)
     order = [t.number for t in selection_candidates(study, problem)]
-    # The best (4), each family's first defaults trial by value (1, 2, 5, 0), then the rest of the
-    # CV_TOP best distinct ones (best of each family first: 4, 2, 5, 0, all in already): trial 3 is none.
-    assert order == [4, 1, 2, 5, 0]
+    # The best trials of the two best families (4, 2), each family's first defaults trial by value
+    # (1, 5, 0), then the rest of the CV_TOP best distinct ones (best of each family first: 4, 2,
+    # 5, 0, all in already): trial 3 is none.
+    assert order == [4, 2, 1, 5, 0]
     # Library defaults (overrides) come after the best distinct configurations.
     extra = timed(6, "hgb", 4.9, 0.1, True)
     extra.user_attrs["overrides"] = {"early_stopping": False}
-    assert [t.number for t in selection_candidates(study_of(trials + [extra]), problem)] == [4, 1, 2, 5, 0, 6]
+    assert [t.number for t in selection_candidates(study_of(trials + [extra]), problem)] == [4, 6, 1, 2, 5, 0]
     one = selection_cost(problem, [trials[2]])
     # 5 folds of (k-1)/k of train + valid (twice the training rows here) at REFIT_RATE of the trial's seconds.
     assert one == pytest.approx(5 * (200 * 4 / 5 / 100) * REFIT_RATE * 0.4)
     assert [t.number for t in selection_planned(study, problem)] == order
     problem.job.budget_s = selection_cost(problem, selection_candidates(study, problem)[:2]) / CV_SHARE + 1e-9
-    assert [t.number for t in selection_planned(study, problem)] == [4, 1]
+    assert [t.number for t in selection_planned(study, problem)] == [4, 2]
     # The folds replace the ensemble step's share; the refit of the candidates is still held back.
     folds = selection_reserve(study, problem)
     assert search_deadline(study, problem) == pytest.approx(1000.0 - folds - reserve(problem, study) - SAVE_S)

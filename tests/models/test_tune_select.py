@@ -112,3 +112,20 @@ def test_a_candidate_not_held_is_refitted_with_the_epochs_its_trial_recorded():
     assert all_rows_params("mlp", t.user_attrs["params"], fitted_model(problem, t))["max_epochs"] == 200
     t.user_attrs["best_epoch"] = 17
     assert all_rows_params("mlp", t.user_attrs["params"], fitted_model(problem, t)) == {"max_epochs": 17, "valid_fraction": 0.0}
+
+
+def test_the_folds_decide_only_when_they_scored_the_two_best_families_best_trials():
+    """diamonds: the best trial's folds ran past their estimate and only a linear defaults trial,
+    2x worse, fitted after it; an 'ensemble' of those two is no better choice than the validation rows'."""
+    from mlsys_cli.models.tuning import select
+
+    problem = SimpleNamespace(higher=False)
+    planned = [trial(1, "hgb", 541.0, {}, defaults=True), trial(9, "xgboost", 545.0, {}), trial(0, "linear", 1119.0, {}, defaults=True)]
+
+    def scored(*numbers):
+        return select.Scored([t for t in planned if t.number in numbers], np.zeros((len(numbers), 10)), [1.0] * len(numbers), [], 1.0)
+
+    assert not select._enough(problem, planned, scored(1, 0))
+    assert select._enough(problem, planned, scored(1, 9))
+    assert select._enough(problem, planned, scored(1, 9, 0))
+    assert not select._enough(problem, planned, scored(1))

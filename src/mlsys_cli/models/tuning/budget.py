@@ -293,11 +293,11 @@ def selection_applies(problem: Any) -> bool:
 
 
 def selection_candidates(study: Any, problem: Any) -> list[Any]:
-    """The trials the folds score, in order: the best trial, each family's first defaults trial
-    (the safety net: the folds run while time is left, and the defaults are cheap), the rest of
-    the :data:`CV_TOP` best distinct configurations (the best of each family first), then the
-    other defaults trials (the library defaults ``auto`` adds); best on the validation rows first
-    within each group."""
+    """The trials the folds score, in order: the best trials of the two best families, each
+    family's first defaults trial (the safety net: the folds run while time is left, and the
+    defaults are cheap), the rest of the :data:`CV_TOP` best distinct configurations (the best
+    of each family first), then the other defaults trials (the library defaults ``auto`` adds);
+    best on the validation rows first within each group."""
     from optuna.trial import TrialState
 
     from mlsys_cli.models.ensemble import pick_trials
@@ -318,7 +318,7 @@ def selection_candidates(study: Any, problem: Any) -> list[Any]:
         if not t.user_attrs.get("overrides"):
             firsts.setdefault(t.params.get(FAMILY_PARAM), t)
     order, seen = [], set()
-    for t in top[:1] + ranked(firsts.values()) + top[1:] + ranked(defaults):
+    for t in top[:2] + ranked(firsts.values()) + top[2:] + ranked(defaults):
         if t.number not in seen:
             seen.add(t.number)
             order.append(t)
