@@ -208,6 +208,12 @@ def summary(rows: list[dict[str, Any]], budget: float) -> dict[str, Any]:
     return {"norm": norm, "mean": mean, "beats_flaml": beats, "behind_default": behind_default, "kept": kept}
 
 
+def _chosen(m: dict[str, Any]) -> str:
+    """Whether mlsys saved an ensemble, and what chose it (cv: k-fold on train + valid; else the validation rows)."""
+    selection = (m.get("final") or {}).get("selection")
+    return ("yes" if m["ensemble"] else "no") + (f" (cv, {len(selection['candidates'])} candidates)" if selection else "")
+
+
 def render(rows: list[dict[str, Any]], budget: float, load: str, command: str) -> str:
     done = summary(rows, budget)
     n = len(rows)
@@ -217,7 +223,7 @@ def render(rows: list[dict[str, Any]], budget: float, load: str, command: str) -
         f"Reproduce: `{command}`. Loads (1, 5, 15 min) at the start: {load}; per dataset in the last column.",
         "",
         "| dataset | task | rows | metric | mlsys | FLAML | HGB defaults | XGBoost defaults | mlsys s | FLAML s (fit) "
-        "| mlsys trials/s | FLAML trials/s | mlsys best (trials per family) | mlsys ensemble | FLAML best | load start / end |",
+        "| mlsys trials/s | FLAML trials/s | mlsys best (trials per family) | mlsys ensemble (chosen by) | FLAML best | load start / end (commit) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -228,7 +234,7 @@ def render(rows: list[dict[str, Any]], budget: float, load: str, command: str) -
         lines.append(f"| {r['name']} | {r['task']} | {r['rows']:,} | {r['metric']} | {cell['mlsys']} | {cell['flaml']} "
                      f"| {cell['hgb']} | {cell['xgboost']} | {m['seconds']:.1f} | {f['seconds']:.1f} ({f['fit_s']:.1f}) "
                      f"| {m['trials_per_s']:.2f} | {f['trials'] / max(f['fit_s'], 1e-9):.2f} | {m['best_family']} ({fams}) "
-                     f"| {'yes' if m['ensemble'] else 'no'} | {f['best_family']} | {r['load']} |")
+                     f"| {_chosen(m)} | {f['best_family']} | {r['load']}{' @ ' + r['commit'] if r.get('commit') else ''} |")
     lines += [
         "",
         "| | " + " | ".join(LABEL[t] for t in TOOLS) + " |",
@@ -246,7 +252,9 @@ def render(rows: list[dict[str, Any]], budget: float, load: str, command: str) -
         *[f"- {LABEL[t]} failed on {r['name']} (scored as the training prior): {r[t]['failed']}"
           for r in rows for t in ("mlsys", "flaml") if r[t].get("failed")],
         f"- mlsys saved the ensemble of its best trials on {sum(r['mlsys']['ensemble'] for r in rows)} of {n} datasets "
-        "(where its cross-fitted score on the validation rows beat its best member).",
+        "(where its cross-fitted score beat its best member: on the validation rows, or, marked cv, on 5-fold "
+        "out-of-fold predictions on train + valid); the final model was chosen by 5-fold cross-validation on "
+        f"{sum(bool((r['mlsys'].get('final') or {}).get('selection')) for r in rows)} of {n}.",
         "",
         "Loss per dataset: 1 - AUC (binary), log loss (multiclass), RMSE / standard deviation of the test target "
         "(regression). Normalised score: the lowest loss of the four tools on that dataset divided by the tool's loss. "
@@ -288,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 frame.to_parquet(parts[role], index=False)
             test = frames[2]
             result = {"name": name, "task": spec.task, "metric": METRIC[spec.task][0],
-                      "rows": sum(len(f) for f in frames), "load": f"{os.getloadavg()[0]:.1f}",
+                      "rows": sum(len(f) for f in frames), "load": f"{os.getloadavg()[0]:.1f}", "commit": _commit(),
                       **run_defaults(name, frames, args.seed)}
             for tool, run in (("mlsys", run_mlsys), ("flaml", run_flaml)):
                 start = time.perf_counter()
@@ -308,6 +316,15 @@ def main(argv: list[str] | None = None) -> int:
         write_section(Path(args.out), args.budget, render(rows, args.budget, load, command))
     print(render(rows, args.budget, load, command))
     return 0
+
+
+def _commit() -> str | None:
+    """The mlsys commit the row runs on (``git rev-parse --short HEAD``; None outside a checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
 
 
 def merge_rows(path: Path, budget: float, new: list[dict[str, Any]]) -> list[dict[str, Any]]:

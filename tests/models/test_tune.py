@@ -429,7 +429,8 @@ def test_save_model_is_the_ensemble_only_where_it_is_better_on_validation(small_
                ensemble=False, **common)
     assert off.final == {"model": "single", "family": "xgboost", "reason": "--no-ensemble", "source": "held",
                          "refit": {"rows": 750, "seconds": off.final["refit"]["seconds"],
-                                   "estimated_s": off.final["refit"]["estimated_s"], "refitted": 1, "of": 1}}
+                                   "estimated_s": off.final["refit"]["estimated_s"], "refitted": 1, "of": 1,
+                                   "rescaled": off.final["refit"]["rescaled"]}}
     assert not isinstance(ModelBundle.load(tmp_path / "s.mlsys").predictor, EnsemblePredictor)
     # Four nearly equal linear models: the ensemble does not beat its best member, the best trial is saved.
     linear = tune(str(t["train"]), model="linear", save_model=str(tmp_path / "l.mlsys"), **common)

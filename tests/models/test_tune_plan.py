@@ -102,7 +102,7 @@ def test_the_refit_refits_the_members_that_fit_best_first_and_keeps_the_others(m
         clock[0] += costs[trial.number]
         return SimpleNamespace(predictor=f"refit{trial.number}", manifest={"recipe": {"data": {"train": ["train", "valid"]}}})
 
-    monkeypatch.setattr(refit, "_fit_all_rows", fake_fit)
+    monkeypatch.setattr(refit, "fit_all_rows", fake_fit)
     members = [(1, "p1"), (2, "p2"), (0, "p0")]
     ens = SimpleNamespace(kind="ensemble", members=["p1", "p2", "p0"], input_schema=[{"name": "x"}])
     manifest = {"recipe": {"members": [{"model": "a"}, {"model": "b"}, {"model": "c"}], "data": {"train": ["train"]}}}
@@ -182,6 +182,8 @@ def test_the_reserve_is_handed_back_to_the_search_once_the_final_model_is_chosen
         return {"ran": 1, "stopped_by": "timeout", "search_deadline": 990.0}
 
     monkeypatch.setattr(final, "choose", fake_choose)
+    # The table is not cross-validated here (tests/models/test_tune_select.py covers that choice).
+    monkeypatch.setattr("mlsys_cli.models.tuning.select.choose", lambda study, problem: None)
     monkeypatch.setattr(final, "single", lambda study, problem, family, why, held=None: final.Choice(
         f"single:{study.best_trial.number}", [], {"model": "single", "reason": why}))
     monkeypatch.setattr(command, "run_trials", fake_run_trials)
@@ -193,3 +195,94 @@ def test_the_reserve_is_handed_back_to_the_search_once_the_final_model_is_chosen
     # Nothing is handed back without a deadline (or with workers sharing the study).
     problem.job.deadline = None
     assert command.choose_and_hand_back(study, (problem, None), {"ran": 5}) == (None, {"ran": 5})
+
+
+def test_the_first_refitted_members_measured_seconds_rescale_the_others_estimates(monkeypatch):
+    """Three members estimated at 10 s each, 12 s of share: the first refit takes 4 s (the
+    trials' seconds overestimated it), so the others are estimated at 4 s and fit too; planned
+    on the raw estimates only the first would have been refitted."""
+    from mlsys_cli.models.tuning import refit
+
+    costs = {0: 10.0, 1: 10.0, 2: 10.0}
+    problem = held_problem(costs, {0: "hgb", 1: "xgboost", 2: "mlp"}, {0: 5.0, 1: 4.8, 2: 4.9})
+    clock = [1000.0]
+    monkeypatch.setattr(refit, "time", SimpleNamespace(time=lambda: clock[0]))
+    problem.job.deadline = clock[0] + 100.0
+    problem.job.budget_s = 12.0 / refit.SHARE
+    fitted = []
+
+    def fake_fit(problem, trial, deadline):
+        fitted.append(trial.number)
+        clock[0] += 4.0
+        return SimpleNamespace(predictor=f"refit{trial.number}", manifest={"recipe": {"data": {"train": ["train", "valid"]}}})
+
+    monkeypatch.setattr(refit, "fit_all_rows", fake_fit)
+    ens = SimpleNamespace(kind="ensemble", members=["p1", "p2", "p0"], input_schema=[{"name": "x"}])
+    manifest = {"recipe": {"members": [{"model": "a"}, {"model": "b"}, {"model": "c"}], "data": {"train": ["train"]}}}
+    monkeypatch.setattr("mlsys_cli.models.bundle.ModelBundle", lambda manifest, predictor: SimpleNamespace(manifest=manifest, predictor=predictor))
+    study = study_of(frozen(n, "hgb", 1.0) for n in (0, 1, 2))
+    out, done = refit.refit_final(study, problem, SimpleNamespace(predictor=ens, manifest=manifest), [(1, "p1"), (2, "p2"), (0, "p0")])
+    assert fitted == [1, 2, 0] and done["refitted"] == 3
+    assert done["rescaled"] == pytest.approx(0.4) and done["estimated_s"] == pytest.approx(10.0 + 4.0 + 4.0)
+    # Underestimated instead: the first takes 4 s for an estimate of 2 s, so the others count 4 s each.
+    fitted.clear()
+    problem = held_problem({0: 2.0, 1: 2.0, 2: 2.0}, {0: "hgb", 1: "xgboost", 2: "mlp"}, {0: 5.0, 1: 4.8, 2: 4.9})
+    problem.job.deadline, problem.job.budget_s = clock[0] + 100.0, 9.0 / refit.SHARE
+    out, done = refit.refit_final(study, problem, SimpleNamespace(predictor=ens, manifest=manifest), [(1, "p1"), (2, "p2"), (0, "p0")])
+    # 4 s used of 9: the second (4 s rescaled) fits, the third (4 s) no longer does (1 s left).
+    assert fitted == [1, 2] and done["rescaled"] == pytest.approx(2.0)
+
+
+def selection_problem(fit_s: dict[int, float], budget_s: float = 60.0):
+    problem = held_problem({n: 1.0 for n in fit_s}, {n: "xgboost" for n in fit_s}, {n: 5.0 for n in fit_s}, budget_s)
+    problem.job.workers, problem.job.engine, problem.job.time_col = 1, None, None
+    return problem
+
+
+def timed(number: int, family: str, value: float, fit_s: float, defaults: bool = False):
+    t = frozen(number, family, value)
+    t.user_attrs.update(fit_s=fit_s, **({"defaults": True} if defaults else {}), **({"best_epoch": 9} if family == "mlp" else {}))
+    return t
+
+
+def test_the_search_holds_back_the_folds_of_the_candidates_that_fit_in_their_share():
+    """The candidates are the best of each family first, then every defaults trial (a family's
+    first, however it scored on the validation rows); the search holds back their folds' cost
+    while it fits in CV_SHARE of the budget, instead of the ensemble step's share."""
+    from mlsys_cli.models.tuning.budget import (CV_SHARE, REFIT_RATE, SAVE_S, ensemble_reserve, reserve, search_deadline, selection_candidates,
+                                                selection_cost, selection_planned, selection_reserve)
+
+    # Lower is better: trial 4 (xgboost) is the best, trial 0 (hgb defaults) scored worst on valid.
+    trials = [timed(0, "hgb", 5.3, 0.2, True), timed(1, "xgboost", 5.0, 0.1, True), timed(2, "mlp", 5.1, 0.4, True),
+              timed(3, "xgboost", 4.95, 0.1), timed(4, "xgboost", 4.8, 0.1), timed(5, "linear", 5.2, 0.05, True)]
+    problem = selection_problem({t.number: 0.1 for t in trials})
+    study = study_of(trials)
+    order = [t.number for t in selection_candidates(study, problem)]
+    # The best trials of the two best families (4, 2), each family's first defaults trial by value
+    # (1, 5, 0), then the rest of the CV_TOP best distinct ones (best of each family first: 4, 2,
+    # 5, 0, all in already): trial 3 is none.
+    assert order == [4, 2, 1, 5, 0]
+    # Library defaults (overrides) come after the best distinct configurations.
+    extra = timed(6, "hgb", 4.9, 0.1, True)
+    extra.user_attrs["overrides"] = {"early_stopping": False}
+    assert [t.number for t in selection_candidates(study_of(trials + [extra]), problem)] == [4, 6, 1, 2, 5, 0]
+    one = selection_cost(problem, [trials[2]])
+    # 5 folds of (k-1)/k of train + valid (twice the training rows here) at REFIT_RATE of the trial's seconds.
+    assert one == pytest.approx(5 * (200 * 4 / 5 / 100) * REFIT_RATE * 0.4)
+    assert [t.number for t in selection_planned(study, problem)] == order
+    problem.job.budget_s = selection_cost(problem, selection_candidates(study, problem)[:2]) / CV_SHARE + 1e-9
+    assert [t.number for t in selection_planned(study, problem)] == [4, 2]
+    # The folds replace the ensemble step's share; the refit of the candidates is still held back.
+    folds = selection_reserve(study, problem)
+    assert search_deadline(study, problem) == pytest.approx(1000.0 - folds - reserve(problem, study) - SAVE_S)
+    assert folds != pytest.approx(ensemble_reserve(problem.job.budget_s))
+    # An MLP trial whose early-stopped epochs are unknown (neither held nor recorded) is no candidate.
+    del trials[2].user_attrs["best_epoch"]
+    assert 2 not in [t.number for t in selection_candidates(study, problem)]
+    # Not even two candidates fit: chosen on the validation rows as before (the ensemble step's share).
+    problem.job.budget_s = 1.0
+    assert selection_planned(study, problem) == []
+    assert search_deadline(study, problem) == pytest.approx(1000.0 - ensemble_reserve(1.0) - reserve(problem, study) - SAVE_S)
+    # A time-ordered table, or several workers, are not cross-validated.
+    problem.job.budget_s, problem.job.time_col = 60.0, "when"
+    assert selection_planned(study, problem) == []

@@ -25,8 +25,11 @@ def _human(result: Any) -> None:
     console.records("families", d["families"], ["family", "trials", "complete", "pruned", "best", "seconds", "trials_per_s"])
     if d["final"]:
         final = d["final"]
+        chosen = final.get("selection")
         console.kv("saved model", {"model": final["model"], **({"ensemble gain": final["gain"], "members": len(final["members"])}
-                                                             if final["model"] == "ensemble" else {"why not an ensemble": final["reason"]})})
+                                                             if final["model"] == "ensemble" else {"why not an ensemble": final["reason"]}),
+                                   "chosen by": (f"{chosen['folds']}-fold cross-validation on train + valid, "
+                                                 f"{len(chosen['candidates'])} candidates" if chosen else "the validation rows")})
     for line in d["warnings"]:
         console.warn(line)
     if d["failures"]:

@@ -220,7 +220,6 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], spec: 
     """
     import numpy as np
 
-    from mlsys_cli.models.bundle import ModelBundle
     from mlsys_cli.models.metrics import resolve_metric
 
     start = time.perf_counter()
@@ -236,19 +235,86 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], spec: 
     if skipped:
         named = named[:len(scores)]
         member_records = list(member_records)[:len(scores)] if member_records else None
-    P = np.stack(scores)
+    held_out = _HeldOut(df, np.stack(scores), latency, data_records,
+                        f"{', '.join(map(str, data))} (members: as given; ensemble: {spec.folds}-fold cross-fitted)")
+    return _assemble(named, member_records, held_out, (spec, scoring), (start, deadline, skipped))
+
+
+@dataclass(frozen=True, eq=False)
+class _HeldOut:
+    """The rows an ensemble is fit on and its members' scores there ``P [M, N, ...]``, with each
+    member's seconds to score them, the rows' fingerprints and how the report names them."""
+
+    df: Any
+    P: Any
+    latency: Sequence[float]
+    data_records: list
+    evaluated_on: str
+
+
+def ensemble_from_scores(named: Sequence[tuple[str, Any]], P: Any, df: Any, spec: EnsembleSpec = EnsembleSpec(), *,
+                         member_records: Sequence[Mapping[str, Any]] | None = None, data_records: Sequence[Mapping[str, Any]] = (),
+                         evaluated_on: str = "out-of-fold predictions") -> tuple[Any, EnsembleResult]:
+    """An ensemble of model bundles fit on scores the caller made on rows the members did not
+    see when making them: out-of-fold predictions of each member's configuration (``tune``'s
+    cross-validated choice), where ``df`` (those rows, with the target) is the members'
+    training data. Same combiner, cross-fitting and report as :func:`build_ensemble`.
+
+    Parameters
+    ----------
+    named : sequence of (name, ModelBundle)
+    P : ndarray [M, N] or [M, N, C]
+        Each member's out-of-fold scores on the rows of ``df``.
+    df : DataFrame
+        The rows, with the target.
+    spec : EnsembleSpec
+    member_records : list of dict, optional
+    data_records : list of dict
+        Fingerprints of the tables ``df`` was read from.
+    evaluated_on : str
+        What the report says the scores are.
+
+    Returns
+    -------
+    (ModelBundle, EnsembleResult)
+    """
+    import numpy as np
+
+    from mlsys_cli.models import train as tr
+    from mlsys_cli.models.metrics import resolve_metric
+
+    start = time.perf_counter()
+    _check_members(named)
+    first = named[0][1]
+    metric, higher = resolve_metric(first.task, spec.metric)
+    y = tr.encode_target(first.task, df[first.target], first.classes, "rows")
+    scoring = _Scoring(first.task, first.classes, metric, higher, df[first.target].to_numpy(), y, spec.seed)
+    # Latency only: the members' own scores on rows they trained on would flatter them.
+    latency = [_timed(b.predictor.predict_scores, df)[1] for _, b in named]
+    held_out = _HeldOut(df, np.asarray(P, dtype=np.float64), latency, list(data_records), evaluated_on)
+    return _assemble(named, member_records, held_out, (spec, scoring), (start, None, []))
+
+
+def _assemble(named: Sequence[tuple[str, Any]], member_records: Sequence[Mapping[str, Any]] | None, held_out: _HeldOut,
+              how: tuple[EnsembleSpec, _Scoring], run: tuple[float, float | None, list]) -> tuple[Any, EnsembleResult]:
+    """Combine the members' held-out scores, build the predictor and its manifest, and report."""
+    from mlsys_cli.models.bundle import ModelBundle
+
+    spec, scoring = how
+    start, deadline, skipped = run
+    first, df, P, latency = named[0][1], held_out.df, held_out.P, held_out.latency
     combined = _combine(spec, scoring, P, deadline)
     predictor = EnsemblePredictor([named[i][1].predictor for i in combined.keep], combined.combiner, first.task)
     final, ens_secs = _timed(predictor.predict_scores, df)
     member_rows = _member_rows(named, member_records, P, latency, combined.member_weights(len(named)), scoring)
     ens_metrics, gain, verdict = _compare(scoring, member_rows, (combined.oof, P), (ens_secs, latency))
-    manifest = _manifest(spec, scoring, _Made(named, member_records, combined, predictor, final, df, data_records,
+    manifest = _manifest(spec, scoring, _Made(named, member_records, combined, predictor, final, df, held_out.data_records,
                                               member_rows, ens_metrics))
     result = EnsembleResult(
-        output=None, method=spec.method, task=first.task, target=first.target, metric=metric, higher_is_better=higher,
-        rows=int(len(df)), evaluated_on=f"{', '.join(map(str, data))} (members: as given; ensemble: {spec.folds}-fold cross-fitted)",
+        output=None, method=spec.method, task=first.task, target=first.target, metric=scoring.metric,
+        higher_is_better=scoring.higher, rows=int(len(df)), evaluated_on=held_out.evaluated_on,
         members=[{k: v for k, v in r.items() if k != "metrics"} for r in member_rows],
-        ensemble={metric: ens_metrics.get(metric), "metrics": ens_metrics, "members_kept": len(combined.keep),
+        ensemble={scoring.metric: ens_metrics.get(scoring.metric), "metrics": ens_metrics, "members_kept": len(combined.keep),
                   "ms_per_1k_rows": 1000 * ens_secs / len(df) * 1000},
         gain=gain, worth_it=bool(verdict[0]), verdict=verdict[1], combiner=combined.combiner.to_dict(),
         seconds=round(time.perf_counter() - start, 3), dropped=[named[i][0] for i in range(len(named)) if i not in combined.keep],

@@ -101,13 +101,25 @@ def search_deadline(study: Any, problem: Any) -> float | None:
     deadline = problem.job.deadline
     if deadline is None or not problem.job.refit:
         return deadline
-    if ensemble_planned(problem):
+    folds = _selection_reserve(study, problem)
+    if folds:
+        # The final model is chosen by k-fold on train + valid (tuning/select): its folds,
+        # ensemble decision included, replace the ensemble step.
+        deadline -= folds
+    elif ensemble_planned(problem):
         # The ensemble step's share, on top of saving the best trial (its fallback).
         deadline -= ensemble_reserve(problem.job.budget_s)
     if getattr(problem, "holds_models", False):
         held = sorted((h for kept in getattr(problem, "held", {}).values() for h in kept), key=lambda h: (h[0], h[1]))
         return deadline - reserve(problem, study) - SAVE_S - (write_seconds(held[0][2]) if held else 0.0)
     return deadline - refit_cost(study, problem) - SAVE_S
+
+
+def _selection_reserve(study: Any, problem: Any) -> float:
+    """Seconds held back for choosing the final model by k-fold (:func:`selection_reserve`; 0: not planned)."""
+    if not getattr(problem, "holds_models", False) or getattr(problem, "final_plan", None) is not None:
+        return 0.0
+    return selection_reserve(study, problem)
 
 
 def ensemble_planned(problem: Any) -> bool:
@@ -257,3 +269,97 @@ def reserve(problem: Any, study: Any = None) -> float:
     if not enabled(problem) or not problem.job.budget_s:
         return 0.0
     return cost(problem, within_share(problem, planned(problem, study), SHARE * problem.job.budget_s))
+
+
+# The final model chosen by k-fold on train + valid (tuning/select): what the search plans for it.
+
+CV_FOLDS = 5
+# The search's best distinct configurations cross-validated (best of each family first), before the defaults trials.
+CV_TOP = 4
+# At most this share of --timeout goes to the folds; a table whose planned candidates cost more is chosen on the validation rows.
+CV_SHARE = 0.25
+# At least this many candidates must fit in the share for the folds to be worth running.
+CV_MIN_CANDIDATES = 2
+
+
+def selection_applies(problem: Any) -> bool:
+    """Whether the final model may be chosen by cross-validation: models held from trials on
+    every training row (``--save-model``, ``--valid``, no row sample) refitted on train + valid,
+    in one process, under a time budget, and no time order (random folds would train on the
+    future of a time-ordered split)."""
+    job = problem.job
+    return bool(job.deadline is not None and getattr(job, "budget_s", None) and getattr(job, "refit_valid", False) and problem.holds_models
+                and getattr(job, "workers", None) == 1 and getattr(job, "engine", None) is None and not getattr(job, "time_col", None))
+
+
+def selection_candidates(study: Any, problem: Any) -> list[Any]:
+    """The trials the folds score, in order: the best trials of the two best families, each
+    family's first defaults trial (the safety net: the folds run while time is left, and the
+    defaults are cheap), the rest of the :data:`CV_TOP` best distinct configurations (the best
+    of each family first), then the other defaults trials (the library defaults ``auto`` adds);
+    best on the validation rows first within each group."""
+    from optuna.trial import TrialState
+
+    from mlsys_cli.models.ensemble import pick_trials
+    from mlsys_cli.models.study import FAMILY_PARAM
+
+    # An MLP whose early-stopped epochs are unknown (not held, not recorded) would train all its
+    # epochs on the folds.
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None
+            and (t.params.get(FAMILY_PARAM) != "mlp" or "best_epoch" in t.user_attrs or problem.held_model(t.number) is not None)]
+
+    def ranked(trials: Any) -> list[Any]:
+        return sorted(trials, key=lambda t: (-t.value if problem.higher else t.value, t.number))
+
+    top = ranked(pick_trials(done, CV_TOP, bool(problem.higher)))
+    defaults = [t for t in sorted(done, key=lambda t: t.number) if t.user_attrs.get("defaults")]
+    firsts: dict[Any, Any] = {}
+    for t in defaults:
+        if not t.user_attrs.get("overrides"):
+            firsts.setdefault(t.params.get(FAMILY_PARAM), t)
+    order, seen = [], set()
+    for t in top[:2] + ranked(firsts.values()) + top[2:] + ranked(defaults):
+        if t.number not in seen:
+            seen.add(t.number)
+            order.append(t)
+    return order
+
+
+def fold_scale(problem: Any) -> float:
+    """A fold's training rows over a trial's: (k-1)/k of train + valid, over train."""
+    n_train = max(len(problem.train_df), 1)
+    return (len(problem.train_df) + len(problem.valid_df)) * (CV_FOLDS - 1) / CV_FOLDS / n_train
+
+
+def selection_cost(problem: Any, trials: Sequence[Any]) -> float:
+    """Estimated seconds to cross-validate ``trials``: each fold's fit (the trial's measured
+    training seconds, :data:`REFIT_RATE` of them, scaled by the rows) and each
+    featurizer recipe's fit per fold."""
+    from mlsys_cli.models.families import get_family
+    from mlsys_cli.models.study import FAMILY_PARAM
+
+    if not trials:
+        return 0.0
+    scale = fold_scale(problem)
+    fits = sum(CV_FOLDS * scale * REFIT_RATE * float(t.user_attrs.get("fit_s") or 0.0) for t in trials)
+    presets = {problem.key(get_family(t.params[FAMILY_PARAM]), 0) for t in trials}
+    return fits + sum(CV_FOLDS * scale * problem.featurize_s.get(k, 0.0) for k in presets)
+
+
+def selection_planned(study: Any, problem: Any) -> list[Any]:
+    """The candidates whose folds the search holds back time for: the longest prefix of
+    :func:`selection_candidates` that costs at most :data:`CV_SHARE` of the budget (empty when fewer than
+    :data:`CV_MIN_CANDIDATES` fit, or the folds do not apply)."""
+    if not selection_applies(problem):
+        return []
+    picked = selection_candidates(study, problem)
+    limit = CV_SHARE * float(problem.job.budget_s)
+    n = 0
+    while n < len(picked) and selection_cost(problem, picked[:n + 1]) <= limit:
+        n += 1
+    return picked[:n] if n >= CV_MIN_CANDIDATES else []
+
+
+def selection_reserve(study: Any, problem: Any) -> float:
+    """Seconds the search holds back for the folds (:func:`selection_planned`)."""
+    return selection_cost(problem, selection_planned(study, problem))

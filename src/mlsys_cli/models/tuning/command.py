@@ -186,13 +186,18 @@ def choose_and_hand_back(study: Any, session: tuple[Any, Any], mine: dict[str, A
     its cross-fitted score on the validation rows (its best member's plus its gain). Returns the
     choice (None: chosen later, nothing held in memory here) and ``mine`` with the resumed
     trials (``resumed``: trials and seconds) added."""
-    from mlsys_cli.models.tuning.final import choose, single
+    from mlsys_cli.models.tuning.final import Choice, choose, single
+    from mlsys_cli.models.tuning.select import choose as cross_validated
 
     problem, plan = session
     job = problem.job
     if not (problem.holds_models and job.deadline is not None and job.workers == 1 and job.engine is None):
         return None, mine
     before = study.best_trial
+    chosen = cross_validated(study, problem)
+    if chosen is not None:
+        # Chosen on every row by k-fold: a resumed trial's validation score could not overturn it.
+        return Choice(None, [], {"model": chosen.record["chosen"]}, chosen), mine
     choice = choose(study, problem, before.params[FAMILY_PARAM])
     if choice.bundle is None:
         return choice, mine

@@ -39,6 +39,8 @@ class Choice:
     bundle: Any
     held: list
     info: dict
+    # Chosen by cross-validation on train + valid (:mod:`.select`): refitted from it, not from ``bundle``.
+    selection: Any = None
 
 
 def choose(study: Any, problem: Problem, family: str) -> Choice:
@@ -76,6 +78,15 @@ def final_model(study: Any, problem: Problem, doc: Mapping[str, Any], choice: Ch
     valid here.
     """
     choice = choice or choose(study, problem, doc["family"])
+    if choice.selection is not None:
+        from mlsys_cli.models.tuning.select import final_bundle
+
+        bundle, info = final_bundle(study, problem, choice.selection)
+        if bundle is not None:
+            return bundle, info
+        # No refit fitted: the best held trial as it was fitted on the training rows.
+        choice = single(study, problem, doc["family"], "no time to refit the cross-validated choice")
+        return choice.bundle, {**choice.info, "selection": info["selection"], "refit": info["refit"]}
     if choice.bundle is None:
         return _refit(problem, doc), choice.info
     # The best trial's own fitted model or the ensemble of held ones, refitted on train + valid.

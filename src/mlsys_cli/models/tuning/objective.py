@@ -57,6 +57,10 @@ def objective(trial: Any, problem: Problem, families: Sequence[str], fixed: Mapp
     value = sum(values) / len(values)
     # Training seconds of one fit on a fold: what a refit of this configuration costs (budget).
     trial.set_user_attr("fit_s", fit_total / len(values))
+    best_epoch = (getattr(est, "fit_info_", None) or {}).get("best_epoch")
+    if single and best_epoch is not None:
+        # The epochs early stopping chose, for a refit of a model not held (select, refit).
+        trial.set_user_attr("best_epoch", int(best_epoch))
     if single:
         problem.hold(trial.number, family.name, est, value, fit_total / len(values))
     if single and problem.job.artifacts:
