@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from mlsys_cli.data.io import FORMATS, Lineage, input_record, invocation, lineage_metadata, quote_ident, resolve_inputs
+from mlsys_cli.data.io import (FORMATS, Lineage, decimal_comma_candidates, decimal_comma_columns, decimal_comma_number, input_record,
+                              invocation, lineage_metadata, quote_ident, resolve_inputs)
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.fsutil import atomic_path, sha256_file, temp_dir
 from mlsys_cli.interrupts import cancel_with
@@ -570,14 +571,14 @@ def _run(con: Any, source: _Source, output: Path, dialect: CsvDialect, overrides
     names = list(raw_cols) if keep_names else safe_names(list(raw_cols))
     renames = [{"from": a, "to": b} for a, b in zip(raw_cols, names) if a != b]
     types = _resolve_overrides(con, overrides, list(raw_cols), names)
+    decimal: list[str] = []
     if csv:
-        types = {**_tolerant_types(con, source, dialect, raw_cols), **types}
+        decimal = _decimal_comma(con, source, dialect, {c: t for c, t in raw_cols.items() if c not in types})
+        types = {**_tolerant_types(con, source, dialect, {c: t for c, t in raw_cols.items() if c not in decimal}),
+                 **types, **{c: "VARCHAR" for c in decimal}}
         _refuse_ambiguous_dates(con, source, dialect, {**raw_cols, **types})
     reader = _reader(source, dialect, types if csv else {})
-    select = ", ".join(
-        f"{'CAST(' + quote_ident(a) + ' AS ' + types[a] + ')' if a in types and not csv else quote_ident(a)} AS {quote_ident(b)}"
-        for a, b in zip(raw_cols, names)
-    )
+    select = ", ".join(f"{_column(a, types, csv, decimal)} AS {quote_ident(b)}" for a, b in zip(raw_cols, names))
     # In a one-column CSV a blank line reads as a missing value: it is a blank line, not a row.
     blank = f" WHERE {quote_ident(next(iter(raw_cols)))} IS NOT NULL" if csv and len(raw_cols) == 1 else ""
     con.execute(f"CREATE TEMP VIEW input AS SELECT {select} FROM {reader}{blank}")
@@ -756,6 +757,28 @@ def _tolerant_types(con: Any, source: _Source, dialect: CsvDialect, cols: dict[s
                 types[col] = type_
                 break
     return types
+
+
+def _column(name: str, types: dict[str, str], csv: bool, decimal: Sequence[str]) -> str:
+    """A column of the ``input`` view: CSV types are given to the reader, other formats cast here."""
+    if name in decimal:
+        return decimal_comma_number(name)
+    return f"CAST({quote_ident(name)} AS {types[name]})" if name in types and not csv else quote_ident(name)
+
+
+def _decimal_comma(con: Any, source: _Source, dialect: CsvDialect, cols: dict[str, str]) -> list[str]:
+    """:func:`mlsys_cli.data.io.decimal_comma_columns` on the first file's sampled rows."""
+    delimiter = dialect.delimiter or ("\t" if source.format == "tsv" else None)
+    if delimiter is None:
+        found = con.execute(f"SELECT Delimiter FROM sniff_csv({_lit(str(source.paths[0]))}, "
+                            f"encoding = {_lit(source.options['encoding'])})").fetchall()
+        delimiter = found[0][0] if found else None
+    candidates = decimal_comma_candidates(cols, delimiter)
+    if not candidates:
+        return []
+    first = _Source(format=source.format, paths=source.paths[:1], shown=source.shown, options=source.options)
+    sample = f"(SELECT * FROM {_reader(first, dialect, {c: 'VARCHAR' for c in candidates})} LIMIT {_SAMPLE_ROWS})"
+    return decimal_comma_columns(con, sample, candidates, cols, source.show(source.paths[0]))
 
 
 def _refuse_ambiguous_dates(con: Any, source: _Source, dialect: CsvDialect, cols: dict[str, str]) -> None:

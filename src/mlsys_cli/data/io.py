@@ -266,15 +266,7 @@ def scan_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, con: Any 
             raise InputError(f"{f}: empty file")
         try:
             if fmt in ("csv", "tsv"):
-                relation = con.read_csv(f, sep="\t" if fmt == "tsv" else None)
-                dated = dated_columns(dict(zip(relation.columns, map(str, relation.types))))
-                if dated:  # the same guard as ingest: the sniffer's guessed day/month order is refused
-                    lit = "'" + f.replace("'", "''") + "'"
-                    types = ", ".join("'" + c.replace("'", "''") + "': 'VARCHAR'" for c in dated)
-                    sep = ", delim = '\t'" if fmt == "tsv" else ""
-                    text = f"(SELECT * FROM read_csv({lit}, types = {{{types}}}{sep}) LIMIT {_CSV_SAMPLE_ROWS})"
-                    refuse_ambiguous_dates(con, text, dated, f)
-                return relation
+                return _scan_csv(con, f, fmt)
             return con.read_json(f, format="newline_delimited" if fmt == "ndjson" else "auto")
         except duckdb.Error as exc:
             raise InputError(f"{f}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from None
@@ -286,6 +278,102 @@ def scan_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, con: Any 
         return con.read_parquet([str(f) for f in files], union_by_name=len(files) > 1)
     except duckdb.Error as exc:
         raise InputError(f"cannot read Parquet: {str(exc).splitlines()[0]}") from None
+
+
+def _scan_csv(con: Any, f: str, fmt: str) -> Any:
+    """A CSV/TSV file through DuckDB's sniffer, with ingest's guards: a guessed day/month order
+    is refused, and numbers written with a decimal comma are read as numbers."""
+    sep = "\t" if fmt == "tsv" else None
+    relation = con.read_csv(f, sep=sep)
+    types = dict(zip(relation.columns, map(str, relation.types)))
+    lit = "'" + f.replace("'", "''") + "'"
+    delim = sep or con.execute(f"SELECT Delimiter FROM sniff_csv({lit})").fetchall()[0][0]
+
+    def sample(text: Sequence[str]) -> str:
+        spec = ", ".join("'" + c.replace("'", "''") + "': 'VARCHAR'" for c in text)
+        opt = ", delim = '\t'" if sep else ""
+        return f"(SELECT * FROM read_csv({lit}, types = {{{spec}}}{opt}) LIMIT {_CSV_SAMPLE_ROWS})"
+
+    dated = dated_columns(types)
+    if dated:
+        refuse_ambiguous_dates(con, sample(dated), dated, f)
+    candidates = decimal_comma_candidates(types, delim)
+    decimal = decimal_comma_columns(con, sample(candidates), candidates, types, f) if candidates else []
+    if not decimal:
+        return relation
+    relation = con.read_csv(f, sep=sep, dtype={c: "VARCHAR" for c in decimal})
+    return relation.project(", ".join(f"{decimal_comma_number(c)} AS {quote_ident(c)}" if c in decimal else quote_ident(c)
+                                      for c in relation.columns))
+
+
+# A number written with a decimal comma, optionally with dots grouping thousands: 2,5  -3  1.234,56
+_DECIMAL_COMMA = r"[+-]?([0-9]+|[0-9]{1,3}(\.[0-9]{3})+)(,[0-9]+)?"
+_ONE_GROUP = r"[+-]?[0-9]{1,3},[0-9]{3}"  # 1,234: a decimal comma, or a thousands comma
+
+
+def decimal_comma_candidates(types: dict[str, str], delimiter: str | None) -> list[str]:
+    """The columns :func:`decimal_comma_columns` looks at: text and float columns of a file whose
+    delimiter is not a comma (a comma file cannot use the comma as its decimal mark unquoted)."""
+    if delimiter in (None, ","):
+        return []
+    return [c for c, t in types.items() if str(t).upper() in ("VARCHAR", "DOUBLE")]
+
+
+def decimal_comma_columns(con: Any, sample: str, candidates: Sequence[str], types: dict[str, str], shown: str) -> list[str]:
+    """The columns of a CSV whose numbers are written with a decimal comma (``2,5``, ``1.234,5``).
+
+    DuckDB's sniffer reads ``2,5`` as text, so a European file's prices became a category, and a
+    column of ``1.234`` (thousands) as the float 1.234. A text column whose every sampled value
+    is such a number, with at least one comma, settles the file's convention; float columns of
+    the same file whose every value has dots grouping thousands are read as those thousands.
+    A file whose only comma values look like ``1,234`` (a decimal comma or a thousands comma) is
+    refused: the reading is a guess.
+
+    Parameters
+    ----------
+    con : duckdb connection
+    sample : str
+        A DuckDB ``FROM`` item giving the sampled rows with the ``candidates`` columns as raw text.
+    candidates : list of str
+        Text and float columns (:func:`decimal_comma_candidates`).
+    types : dict
+        ``{column: DuckDB type}`` as the sniffer read them.
+    shown : str
+        The file as messages name it.
+
+    Returns
+    -------
+    list of str
+        The columns to read through :func:`decimal_comma_number`.
+    """
+    values = [f"NULLIF(trim({quote_ident(c)}), '')" for c in candidates]
+    aggs = [f"count({v}), count(CASE WHEN regexp_full_match({v}, '{_DECIMAL_COMMA}') THEN 1 END), "
+            f"count(CASE WHEN contains({v}, ',') THEN 1 END), count(CASE WHEN contains({v}, '.') THEN 1 END), "
+            f"count(CASE WHEN regexp_full_match({v}, '{_ONE_GROUP}') THEN 1 END)" for v in values]
+    row = con.execute(f"SELECT {', '.join(aggs)} FROM {sample}").fetchall()[0]
+    stats = {c: row[5 * k: 5 * k + 5] for k, c in enumerate(candidates)}
+    commas = [c for c, (n, good, comma, _, _) in stats.items() if str(types[c]).upper() == "VARCHAR" and n and good == n and comma]
+    if not commas:
+        return []
+    if all(stats[c][3] == 0 and stats[c][4] == stats[c][2] for c in commas):
+        col = commas[0]
+        raise InputError(
+            f"{shown}: column {col!r}: numbers like {_example(con, sample, col)!r} read as a decimal comma "
+            "and as a thousands comma alike, so their value is a guess",
+            f"say which: mlsys ingest FILE --schema {col}:varchar --sql \"SELECT * REPLACE "
+            f"(replace({col}, ',', '.')::DOUBLE AS {col}) FROM input\" (or replace({col}, ',', '') for thousands)")
+    grouped = [c for c, (n, good, comma, dot, _) in stats.items() if c not in commas and n and good == n and dot and not comma]
+    return commas + grouped
+
+
+def _example(con: Any, sample: str, col: str) -> str:
+    return con.execute(f"SELECT trim({quote_ident(col)}) FROM {sample} WHERE contains({quote_ident(col)}, ',') "
+                       "LIMIT 1").fetchall()[0][0]
+
+
+def decimal_comma_number(col: str) -> str:
+    """The SQL reading a :func:`decimal_comma_columns` column (raw text) as a DOUBLE."""
+    return f"CAST(replace(replace(NULLIF(trim({quote_ident(col)}), ''), '.', ''), ',', '.') AS DOUBLE)"
 
 
 _NUMERIC_DATE = r"^\s*([0-9]{1,2})[/.-]([0-9]{1,2})[/.-][0-9]{2,4}([ T].*)?$"
