@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from mlsys_cli.data.io import (FORMATS, Lineage, decimal_comma_candidates, decimal_comma_columns, decimal_comma_number, input_record,
+from mlsys_cli.data.io import (FORMATS, Lineage, DecimalCommaProbe, decimal_comma_columns, decimal_comma_number, input_record,
                               invocation, lineage_metadata, quote_ident, resolve_inputs)
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.fsutil import atomic_path, sha256_file, temp_dir
@@ -768,17 +768,20 @@ def _column(name: str, types: dict[str, str], csv: bool, decimal: Sequence[str])
 
 def _decimal_comma(con: Any, source: _Source, dialect: CsvDialect, cols: dict[str, str]) -> list[str]:
     """:func:`mlsys_cli.data.io.decimal_comma_columns` on the first file's sampled rows."""
-    delimiter = dialect.delimiter or ("\t" if source.format == "tsv" else None)
-    if delimiter is None:
+    first = _Source(format=source.format, paths=source.paths[:1], shown=source.shown, options=source.options)
+
+    def stats(text: Sequence[str], select: str) -> tuple:
+        sample = f"(SELECT * FROM {_reader(first, dialect, {c: 'VARCHAR' for c in text})} LIMIT {_SAMPLE_ROWS})"
+        return con.execute(f"SELECT {select} FROM {sample}").fetchone()
+
+    def delimiter() -> str | None:
+        if dialect.delimiter or source.format == "tsv":
+            return dialect.delimiter or "\t"
         found = con.execute(f"SELECT Delimiter FROM sniff_csv({_lit(str(source.paths[0]))}, "
                             f"encoding = {_lit(source.options['encoding'])})").fetchall()
-        delimiter = found[0][0] if found else None
-    candidates = decimal_comma_candidates(cols, delimiter)
-    if not candidates:
-        return []
-    first = _Source(format=source.format, paths=source.paths[:1], shown=source.shown, options=source.options)
-    sample = f"(SELECT * FROM {_reader(first, dialect, {c: 'VARCHAR' for c in candidates})} LIMIT {_SAMPLE_ROWS})"
-    return decimal_comma_columns(con, sample, candidates, cols, source.show(source.paths[0]))
+        return found[0][0] if found else None
+
+    return decimal_comma_columns(DecimalCommaProbe(cols, stats, delimiter, source.show(source.paths[0])))
 
 
 def _refuse_ambiguous_dates(con: Any, source: _Source, dialect: CsvDialect, cols: dict[str, str]) -> None:

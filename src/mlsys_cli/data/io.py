@@ -287,18 +287,23 @@ def _scan_csv(con: Any, f: str, fmt: str) -> Any:
     relation = con.read_csv(f, sep=sep)
     types = dict(zip(relation.columns, map(str, relation.types)))
     lit = "'" + f.replace("'", "''") + "'"
-    delim = sep or con.execute(f"SELECT Delimiter FROM sniff_csv({lit})").fetchall()[0][0]
 
     def sample(text: Sequence[str]) -> str:
         spec = ", ".join("'" + c.replace("'", "''") + "': 'VARCHAR'" for c in text)
         opt = ", delim = '\t'" if sep else ""
         return f"(SELECT * FROM read_csv({lit}, types = {{{spec}}}{opt}) LIMIT {_CSV_SAMPLE_ROWS})"
 
+    def stats(text: Sequence[str], select: str) -> tuple:
+        # The text columns are already raw text in the relation: no second sniff of a wide file.
+        if not text:
+            return relation.limit(_CSV_SAMPLE_ROWS).aggregate(select).fetchall()[0]
+        return con.execute(f"SELECT {select} FROM {sample(text)}").fetchall()[0]
+
     dated = dated_columns(types)
     if dated:
         refuse_ambiguous_dates(con, sample(dated), dated, f)
-    candidates = decimal_comma_candidates(types, delim)
-    decimal = decimal_comma_columns(con, sample(candidates), candidates, types, f) if candidates else []
+    delimiter = (lambda: sep) if sep else (lambda: con.execute(f"SELECT Delimiter FROM sniff_csv({lit})").fetchall()[0][0])
+    decimal = decimal_comma_columns(DecimalCommaProbe(types, stats, delimiter, f))
     if not decimal:
         return relation
     relation = con.read_csv(f, sep=sep, dtype={c: "VARCHAR" for c in decimal})
@@ -311,64 +316,72 @@ _DECIMAL_COMMA = r"[+-]?([0-9]+|[0-9]{1,3}(\.[0-9]{3})+)(,[0-9]+)?"
 _ONE_GROUP = r"[+-]?[0-9]{1,3},[0-9]{3}"  # 1,234: a decimal comma, or a thousands comma
 
 
-def decimal_comma_candidates(types: dict[str, str], delimiter: str | None) -> list[str]:
-    """The columns :func:`decimal_comma_columns` looks at: text and float columns of a file whose
-    delimiter is not a comma (a comma file cannot use the comma as its decimal mark unquoted)."""
-    if delimiter in (None, ","):
-        return []
-    return [c for c, t in types.items() if str(t).upper() in ("VARCHAR", "DOUBLE")]
-
-
-def decimal_comma_columns(con: Any, sample: str, candidates: Sequence[str], types: dict[str, str], shown: str) -> list[str]:
-    """The columns of a CSV whose numbers are written with a decimal comma (``2,5``, ``1.234,5``).
-
-    DuckDB's sniffer reads ``2,5`` as text, so a European file's prices became a category, and a
-    column of ``1.234`` (thousands) as the float 1.234. A text column whose every sampled value
-    is such a number, with at least one comma, settles the file's convention; float columns of
-    the same file whose every value has dots grouping thousands are read as those thousands.
-    A file whose only comma values look like ``1,234`` (a decimal comma or a thousands comma) is
-    refused: the reading is a guess.
+@dataclass(frozen=True)
+class DecimalCommaProbe:
+    """How :func:`decimal_comma_columns` looks at one CSV file.
 
     Parameters
     ----------
-    con : duckdb connection
-    sample : str
-        A DuckDB ``FROM`` item giving the sampled rows with the ``candidates`` columns as raw text.
-    candidates : list of str
-        Text and float columns (:func:`decimal_comma_candidates`).
     types : dict
         ``{column: DuckDB type}`` as the sniffer read them.
+    stats : callable
+        ``stats(columns, select)`` runs the SQL select list over the sampled rows, with
+        ``columns`` (float columns) read as raw text, and returns the one row.
+    delimiter : callable
+        The file's delimiter (called only when a column could hold decimal commas).
     shown : str
         The file as messages name it.
+    """
+
+    types: dict[str, str]
+    stats: Any
+    delimiter: Any
+    shown: str
+
+
+def _comma_stats(probe: DecimalCommaProbe, columns: Sequence[str], retype: bool) -> dict[str, tuple]:
+    """Per column: (values, decimal-comma numbers, with a comma, with a dot, like 1,234, an example)."""
+    aggs = []
+    for c in columns:
+        v = f"NULLIF(trim({quote_ident(c)}), '')"
+        aggs.append(f"count({v}), count(CASE WHEN regexp_full_match({v}, '{_DECIMAL_COMMA}') THEN 1 END), "
+                    f"count(CASE WHEN contains({v}, ',') THEN 1 END), count(CASE WHEN contains({v}, '.') THEN 1 END), "
+                    f"count(CASE WHEN regexp_full_match({v}, '{_ONE_GROUP}') THEN 1 END), "
+                    f"min(CASE WHEN contains({v}, ',') THEN {v} END)")
+    row = probe.stats(list(columns) if retype else [], ", ".join(aggs))
+    return {c: row[6 * k: 6 * k + 6] for k, c in enumerate(columns)}
+
+
+def decimal_comma_columns(probe: DecimalCommaProbe) -> list[str]:
+    """The columns of a CSV whose numbers are written with a decimal comma (``2,5``, ``1.234,5``).
+
+    DuckDB's sniffer reads ``2,5`` as text, so a European file's prices became a category, and a
+    column of ``1.234`` (thousands) as the float 1.234. In a file whose delimiter is not a comma,
+    a text column whose every sampled value is such a number, with at least one comma, settles
+    the file's convention; float columns of the same file whose every value has dots grouping
+    thousands are then read as those thousands. A file whose only comma values look like
+    ``1,234`` (a decimal comma or a thousands comma) is refused: the reading is a guess.
 
     Returns
     -------
     list of str
-        The columns to read through :func:`decimal_comma_number`.
+        The columns to read as raw text through :func:`decimal_comma_number`.
     """
-    values = [f"NULLIF(trim({quote_ident(c)}), '')" for c in candidates]
-    aggs = [f"count({v}), count(CASE WHEN regexp_full_match({v}, '{_DECIMAL_COMMA}') THEN 1 END), "
-            f"count(CASE WHEN contains({v}, ',') THEN 1 END), count(CASE WHEN contains({v}, '.') THEN 1 END), "
-            f"count(CASE WHEN regexp_full_match({v}, '{_ONE_GROUP}') THEN 1 END)" for v in values]
-    row = con.execute(f"SELECT {', '.join(aggs)} FROM {sample}").fetchall()[0]
-    stats = {c: row[5 * k: 5 * k + 5] for k, c in enumerate(candidates)}
-    commas = [c for c, (n, good, comma, _, _) in stats.items() if str(types[c]).upper() == "VARCHAR" and n and good == n and comma]
-    if not commas:
+    text = [c for c, t in probe.types.items() if str(t).upper() == "VARCHAR"]
+    stats = _comma_stats(probe, text, retype=False) if text else {}
+    commas = [c for c, (n, good, comma, *_) in stats.items() if n and good == n and comma]
+    if not commas or probe.delimiter() in (None, ","):  # a comma file's quoted "1,5" is not taken for a decimal
         return []
     if all(stats[c][3] == 0 and stats[c][4] == stats[c][2] for c in commas):
         col = commas[0]
         raise InputError(
-            f"{shown}: column {col!r}: numbers like {_example(con, sample, col)!r} read as a decimal comma "
+            f"{probe.shown}: column {col!r}: numbers like {stats[col][5]!r} read as a decimal comma "
             "and as a thousands comma alike, so their value is a guess",
             f"say which: mlsys ingest FILE --schema {col}:varchar --sql \"SELECT * REPLACE "
             f"(replace({col}, ',', '.')::DOUBLE AS {col}) FROM input\" (or replace({col}, ',', '') for thousands)")
-    grouped = [c for c, (n, good, comma, dot, _) in stats.items() if c not in commas and n and good == n and dot and not comma]
-    return commas + grouped
-
-
-def _example(con: Any, sample: str, col: str) -> str:
-    return con.execute(f"SELECT trim({quote_ident(col)}) FROM {sample} WHERE contains({quote_ident(col)}, ',') "
-                       "LIMIT 1").fetchall()[0][0]
+    floats = [c for c, t in probe.types.items() if str(t).upper() == "DOUBLE"]
+    grouped = _comma_stats(probe, floats, retype=True).items() if floats else []
+    return commas + [c for c, (n, good, comma, dot, *_) in grouped if n and good == n and dot and not comma]
 
 
 def decimal_comma_number(col: str) -> str:
