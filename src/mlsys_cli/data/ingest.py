@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -469,7 +470,12 @@ def redact(url: str) -> str:
 
 
 def _pg_arrow_type(column: Any) -> Any:
-    """The Arrow type of a PostgreSQL result column (by type OID); None lets Arrow infer it."""
+    """The Arrow type of a PostgreSQL result column, from its type OID alone.
+
+    Decided before any row is read, so every batch of a column has one type: inferred from the
+    rows, a column NULL in the first batch (or one NaN numeric, or a ragged array) gave a later
+    batch another type and the load died. A type not listed here is kept as its text.
+    """
     import pyarrow as pa
 
     oid = column.type_code
@@ -479,21 +485,27 @@ def _pg_arrow_type(column: Any) -> Any:
     return {
         16: pa.bool_(), 17: pa.binary(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(), 26: pa.int64(),
         700: pa.float32(), 701: pa.float64(), 1082: pa.date32(), 1083: pa.time64("us"),
-        1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC"), 1186: pa.string(),
-        18: pa.string(), 19: pa.string(), 25: pa.string(), 114: pa.string(), 1042: pa.string(),
-        1043: pa.string(), 2950: pa.string(), 3802: pa.string(),
-    }.get(oid)
+        1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC"),
+        1000: pa.list_(pa.bool_()), 1005: pa.list_(pa.int16()), 1007: pa.list_(pa.int32()), 1016: pa.list_(pa.int64()),
+        1021: pa.list_(pa.float32()), 1022: pa.list_(pa.float64()), 1009: pa.list_(pa.string()), 1015: pa.list_(pa.string()),
+    }.get(oid, pa.string())
 
 
-def _pg_array(values: Sequence[Any], type_: Any) -> Any:
+def _pg_array(values: Sequence[Any], type_: Any, name: str, shown: str) -> Any:
     import pyarrow as pa
 
-    if type_ is not None and pa.types.is_floating(type_):
+    if pa.types.is_floating(type_):
         values = [None if v is None else float(v) for v in values]
+    elif pa.types.is_decimal(type_):  # numeric(p,s) holds NaN, which no decimal type has: a missing value
+        values = [None if v is None or v.is_nan() else v for v in values]
+    elif pa.types.is_string(type_):  # ranges, geometry, json: their text; arrays of other types as JSON
+        values = [None if v is None else v if isinstance(v, str) else json.dumps(v, default=str) if isinstance(v, list)
+                  else str(v) for v in values]
     try:
         return pa.array(values, type=type_)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # arrays, ranges, geometry...: keep their text
-        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # a multi-dimensional array, a numeric beyond its decimal
+        raise InputError(f"{shown}: column {name!r}: cannot be read as {type_} ({_first_line(exc)})",
+                         f"cast it in the query, e.g. --sql 'SELECT ..., {name}::text AS {name} FROM ...'") from None
 
 
 def _stage_postgres(url: str, path: Path, table: str | None, sql: str | None, progress: Any) -> _Source:
@@ -516,11 +528,13 @@ def _stage_postgres(url: str, path: Path, table: str | None, sql: str | None, pr
             conn.execute("SET TIME ZONE 'UTC'")
             with conn.cursor(name="mlsys_ingest") as cur:
                 cur.execute(query)
+                if not cur.description:
+                    raise InputError(f"{shown}: the query returns no columns")
                 types = [_pg_arrow_type(c) for c in cur.description]
                 names = [c.name for c in cur.description]
                 done = 0
                 while rows := cur.fetchmany(_PG_BATCH):
-                    arrays = [_pg_array(col, t) for col, t in zip(zip(*rows), types)]
+                    arrays = [_pg_array(col, t, n, shown) for col, t, n in zip(zip(*rows), types, names)]
                     batch = pa.RecordBatch.from_arrays(arrays, names=names)
                     if writer is None:
                         writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
@@ -529,12 +543,15 @@ def _stage_postgres(url: str, path: Path, table: str | None, sql: str | None, pr
                     if progress is not None:
                         progress.update(description=f"ingest: {done:,} rows from {shown}")
                 if writer is None:  # no rows: keep the columns
-                    schema = pa.schema([(n, t or pa.string()) for n, t in zip(names, types)])
+                    schema = pa.schema(list(zip(names, types)))
                     writer = pq.ParquetWriter(path, schema, compression="zstd")
     except psycopg.OperationalError as exc:
         raise InputError(f"cannot connect to {shown}: {_pg_message(exc, url)}") from None
     except psycopg.errors.SyntaxError as exc:
         raise UsageError(f"--sql: {_pg_message(exc, url)}") from None
+    except psycopg.DataError as exc:  # a value Python cannot hold: 'infinity'::date, a date BC
+        raise InputError(f"{shown}: {_pg_message(exc, url)}",
+                         "convert the column in --sql, e.g. NULLIF(d, 'infinity') or d::text") from None
     except psycopg.Error as exc:
         raise InputError(f"{shown}: {_pg_message(exc, url)}") from None
     finally:
