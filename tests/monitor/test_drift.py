@@ -158,6 +158,23 @@ def test_serve_log_directory(tmp_path):
     assert with_shadow.current["rows"] == 1800
 
 
+def test_a_serve_log_file_of_a_shadow_reading_fewer_columns_is_left_out_with_its_rows(tmp_path):
+    """serve writes one file per model: a shadow's file lacks the columns it does not read. Its rows
+    are left out by default, so its file must not stop the read (it did: 'no column')."""
+    logs = _serve_logs(tmp_path / "logs", shadow=0)
+    n = 300
+    pq.write_table(pa.table({"x": np.zeros(n), "_mlsys_request_id": [f"s{k}" for k in range(n)],
+                             "_mlsys_model": ["narrow"] * n, "_mlsys_version": ["v2"] * n, "_mlsys_role": ["shadow"] * n}),
+                   logs / "predictions-20260104T000000-1-9.parquet")
+    ref = _write(pd.DataFrame({"x": np.random.default_rng(0).normal(size=3000),
+                               "color": np.random.default_rng(1).choice(["red", "blue"], 3000)}), tmp_path / "ref.parquet")
+    report = detect(logs, reference=ref, options=FAST)
+    assert report.current["rows"] == 3 * 600 and {f.name for f in report.features} == {"x", "color"}
+    with pytest.raises(InputError, match=r"no column 'color' \(a serve log of shadow narrow v2\)") as info:
+        detect(logs, reference=ref, options=DriftOptions(domain_classifier=False, include_shadow=True))
+    assert "give the files of one model" in info.value.hint
+
+
 # --------------------------------------------------------------------------- bad input
 
 

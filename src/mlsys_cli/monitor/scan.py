@@ -408,7 +408,12 @@ class Source:
                 # Checked before opening: read_dictionary naming a column the file lacks is a KeyError.
                 missing = [c for c in columns if c not in pq.read_schema(f).names]
                 if missing:
-                    raise InputError(f"{f}: no column {missing[0]!r}",
+                    served = _served_by(f)
+                    if self._shadow and served and all(role == "shadow" for role, *_ in served):
+                        continue  # a shadow model's file (it reads fewer columns): its rows are left out anyway
+                    raise InputError(f"{f}: no column {missing[0]!r}" + (f" (a serve log of {_who(served)})" if served else ""),
+                                     "the log holds rows of models that read other columns (one model a file): give "
+                                     "the files of one model" if served else
                                      "the files do not share one schema: leave the odd files out of the glob")
                 pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20, read_dictionary=dictionary or None)
                 for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True):
@@ -432,6 +437,21 @@ class Source:
         for batch in self.batches(columns):
             sampler.take(batch)
         return sampler.table([self.schema.field(c) for c in columns])
+
+
+def _served_by(path: Any) -> list[tuple[str, ...]]:
+    """The (role, model, version) of a serve log file's rows (empty for any other file)."""
+    import pyarrow.parquet as pq
+
+    names = [c for c in ("_mlsys_role", "_mlsys_model", "_mlsys_version") if c in pq.read_schema(path).names]
+    if "_mlsys_role" not in names:
+        return []
+    table = pq.read_table(path, columns=names).group_by(names).aggregate([])
+    return sorted({tuple(str(v) for v in row.values()) for row in table.to_pylist()})
+
+
+def _who(served: Sequence[tuple[str, ...]]) -> str:
+    return ", ".join(" ".join(parts) for parts in served[:3])
 
 
 def read_ahead(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
