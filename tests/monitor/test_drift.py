@@ -178,6 +178,16 @@ def test_a_serve_log_file_of_a_shadow_reading_fewer_columns_is_left_out_with_its
 # --------------------------------------------------------------------------- bad input
 
 
+def test_an_exclusion_naming_no_column_is_refused_not_ignored(tmp_path):
+    a = _write(pd.DataFrame({"alpha": range(100), "beta": range(100)}), tmp_path / "a.parquet")
+    with pytest.raises(InputError, match="no column 'btea' to exclude") as info:
+        detect(a, reference=a, options=DriftOptions(domain_classifier=False, exclude=("btea",)))
+    assert "alpha, beta" in info.value.hint
+    with pytest.raises(InputError, match="no column 'btea' to exclude"):
+        save_profile(a, tmp_path / "p.profile", options=DriftOptions(exclude=("btea",)))
+    assert not (tmp_path / "p.profile").exists()
+
+
 def test_disjoint_columns_are_named(tmp_path):
     a = _write(pd.DataFrame({"alpha": range(100), "beta": range(100)}), tmp_path / "a.parquet")
     b = _write(pd.DataFrame({"gamma": range(100)}), tmp_path / "b.parquet")

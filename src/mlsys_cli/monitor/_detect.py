@@ -48,6 +48,10 @@ def _plan(ref_types: Mapping[str, str | None], cur_types: Mapping[str, str | Non
     for c in options.columns or ():
         if c not in ref_types and c not in cur_types:
             raise InputError(f"no column {c!r} in the reference or the current data")
+    for c in options.exclude:  # a misspelt exclusion left the column in, silently
+        if c not in ref_types and c not in cur_types:
+            raise InputError(f"no column {c!r} to exclude in the reference or the current data",
+                             f"columns: {_names({**ref_types, **cur_types})}")
     leave = set(options.exclude) | {options.time_col}
     changes: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
