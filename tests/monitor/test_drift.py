@@ -156,6 +156,11 @@ def test_serve_log_directory(tmp_path):
     assert [w.drift_detected for w in report.windows] == [False, False, True]
     with_shadow = detect(logs, reference=ref, options=DriftOptions(domain_classifier=False, include_shadow=True))
     assert with_shadow.current["rows"] == 1800
+    # which roles answered the compared rows (the files carry no model or version columns here)
+    assert report.current["served_by"] == [{"role": "primary", "model": None, "version": None, "rows": 1200}]
+    assert with_shadow.current["served_by"] == [{"role": "primary", "model": None, "version": None, "rows": 1200},
+                                                {"role": "shadow", "model": None, "version": None, "rows": 600}]
+    assert "served_by" not in detect(ref, reference=ref, options=FAST).current  # not a serve log
 
 
 def test_a_serve_log_file_of_a_shadow_reading_fewer_columns_is_left_out_with_its_rows(tmp_path):

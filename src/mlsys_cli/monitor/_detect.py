@@ -372,10 +372,16 @@ def _run(current: Any, *, reference: Any, model: Any, profile: Any, options: Dri
     windows = _windows({n: counts[n] for n in plan.features}, refs, ref, options, importance) if options.window else ()
     detected = any(f.drifted for f in features) or bool(multivariate and multivariate.get("drifted"))
     return DriftReport(
-        drift_detected=detected, reference=ref.describe(), current={"source": source.name, "rows": rows},
+        drift_detected=detected, reference=ref.describe(), current=_current(source, rows),
         features=features, multivariate=multivariate, model=model_part, windows=windows,
         schema_changes=plan.schema_changes, skipped=plan.skipped, options=options,
         seconds=round(time.perf_counter() - start, 3), importance_total=sum(importance.values()) or None)
+
+
+def _current(source: Source, rows: int) -> dict[str, Any]:
+    """The report's ``current``: a serve log's also says which model versions and roles answered."""
+    served = source.served_by()
+    return {"source": source.name, "rows": rows, **({"served_by": served} if served else {})}
 
 
 def _prefetch(modules: Sequence[str]) -> None:
