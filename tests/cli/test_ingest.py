@@ -92,6 +92,8 @@ BAD = {
     "dates whose day/month order is a guess": (lambda d: [_file(d / "m.csv", b"d,v\n01/02/2024,1\n01/03/2024,2\n01/04/2024,3\n")],
                                                [], 3, "dates like '01/02/2024' read as day/month and as month/day alike"),
     "zero --threads": (lambda d: [_file(d / "s.csv", b"a\n1\n")], ["--threads", "0"], 2, "--threads '0': must be >= 1"),
+    "decimal or thousands comma is a guess": (lambda d: [_file(d / "c.csv", b"a;b\n1;1,234\n2;5,000\n")], [], 3,
+                                              "numbers like '1,234' read as a decimal comma and as a thousands comma alike"),
 }
 
 
@@ -141,6 +143,37 @@ def test_ambiguous_dates_read_in_the_order_the_hint_gives(tmp_path):
                      "--sql", "SELECT * REPLACE (strptime(d, '%m/%d/%Y')::DATE AS d) FROM input")
     assert result.code == 0, result.stderr
     assert [str(v) for v in pq.read_table(tmp_path / "o.parquet").column("d").to_pylist()] == ["2024-01-02", "2024-01-03"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    # a semicolon file's decimal commas, with and without dots grouping thousands; integers among them
+    (b"k;price;name\n1;2,5;x\n2;-1.234,75;y\n3;7;\n", {"price": [2.5, -1234.75, 7.0], "name": ["x", "y", None]}),
+    # once the file's decimal mark is the comma, a column of 1.500 holds thousands, not 1.5
+    (b"k;price;units\n1;2,5;1.500\n2;3,25;12.000\n", {"price": [2.5, 3.25], "units": [1500.0, 12000.0]}),
+    (b"k\tprice\n1\t0,5\n2\t10,25\n", {"price": [0.5, 10.25]}),  # TSV
+    (b"k,price\n1,\"2,5\"\n", {"price": ["2,5"]}),  # a comma file: the quoted comma is not taken for a decimal mark
+])
+def test_decimal_commas_are_read_as_numbers(tmp_path, text, expected):
+    import pyarrow.parquet as pq
+
+    (tmp_path / "d.csv").write_bytes(text)
+    result = run_cli("ingest", tmp_path / "d.csv", "-o", tmp_path / "o.parquet")
+    assert result.code == 0, result.stderr
+    table = pq.read_table(tmp_path / "o.parquet")
+    assert {c: table.column(c).to_pylist() for c in expected} == expected
+
+
+def test_ambiguous_commas_read_as_the_hint_says(tmp_path):
+    import pyarrow.parquet as pq
+
+    (tmp_path / "c.csv").write_bytes(b"a;b\n1;1,234\n2;5,000\n")
+    refused = run_cli("ingest", tmp_path / "c.csv", "-o", tmp_path / "o.parquet")
+    hint = next(line for line in refused.stderr.splitlines() if line.startswith("hint: "))
+    assert "--schema b:varchar" in hint
+    result = run_cli("ingest", tmp_path / "c.csv", "-o", tmp_path / "o.parquet", "--schema", "b:varchar",
+                     "--sql", "SELECT * REPLACE (replace(b, ',', '.')::DOUBLE AS b) FROM input")
+    assert result.code == 0, result.stderr
+    assert pq.read_table(tmp_path / "o.parquet").column("b").to_pylist() == [1.234, 5.0]
 
 
 def test_output_that_is_a_directory(tmp_path):

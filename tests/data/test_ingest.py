@@ -326,6 +326,39 @@ def test_postgres_query_dedupe_and_empty_table(shop, tmp_path):
 
 
 @pytest.mark.postgres
+def test_postgres_column_types_come_from_the_oid_not_the_first_batch(shop, tmp_path, monkeypatch):
+    """NULL in the first batch, a NaN numeric, an unknown type: one type per column in every batch
+    (a later batch of another inferred type was an internal error, a NaN turned a numeric into text)."""
+    from decimal import Decimal
+
+    monkeypatch.setattr("mlsys_cli.data.ingest._PG_BATCH", 2)
+    sql = ("SELECT i, CASE WHEN i > 2 THEN ARRAY[i, 2] END AS a, CASE WHEN i = 3 THEN 'NaN' ELSE i * 1.5 END::numeric(10,2) AS n, "
+           "CASE WHEN i > 2 THEN point(i, 2) END AS p, CASE WHEN i = 4 THEN ARRAY['x', NULL] END AS s, NULL::int AS z "
+           "FROM generate_series(1, 5) i")
+    result = ingest([shop], tmp_path / "t.parquet", sql=sql)
+    types = {c["name"]: c["type"] for c in result.columns}
+    assert types == {"i": "INTEGER", "a": "INTEGER[]", "n": "DECIMAL(10,2)", "p": "VARCHAR", "s": "VARCHAR[]", "z": "INTEGER"}
+    rows = _rows(tmp_path / "t.parquet")
+    assert [r["a"] for r in rows] == [None, None, [3, 2], [4, 2], [5, 2]]
+    assert [r["n"] for r in rows] == [Decimal("1.50"), Decimal("3.00"), None, Decimal("6.00"), Decimal("7.50")]
+    assert [r["p"] for r in rows] == [None, None, "(3,2)", "(4,2)", "(5,2)"] and rows[3]["s"] == ["x", None]
+
+
+@pytest.mark.postgres
+def test_postgres_values_no_column_type_holds_are_input_errors(shop, tmp_path):
+    out = tmp_path / "x.parquet"
+    with pytest.raises(InputError, match="column 'a': cannot be read as list") as info:  # a ragged array
+        ingest([shop], out, sql="SELECT CASE WHEN i = 1 THEN ARRAY[1] ELSE ARRAY[ARRAY[1, 2]] END AS a FROM generate_series(1, 2) i")
+    assert "a::text" in info.value.hint
+    with pytest.raises(InputError, match="the query returns no columns"):
+        ingest([shop], out, sql="SELECT FROM generate_series(1, 3)")
+    with pytest.raises(InputError, match="date too large") as info:
+        ingest([shop], out, sql="SELECT 'infinity'::date AS d")
+    assert "--sql" in info.value.hint
+    assert not out.exists()
+
+
+@pytest.mark.postgres
 def test_postgres_errors_are_input_errors(shop, postgres_url, tmp_path):
     out = tmp_path / "x.parquet"
     with pytest.raises(InputError, match='relation "nope" does not exist'):

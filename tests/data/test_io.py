@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlsys_cli.data.io import is_metadata_column, read_frame, read_table
+from mlsys_cli.data.io import is_metadata_column, read_frame, read_table, scan_table
 from mlsys_cli.errors import InputError
 
 
@@ -116,3 +116,17 @@ def test_csv_dates_whose_day_month_order_is_a_guess_are_refused_by_every_reader(
         assert "--schema when:varchar" in info.value.hint
     path.write_text(f"when{sep}v\n01/02/2024{sep}1\n01/13/2024{sep}2\n")  # 13 can only be a day: month first
     assert [str(d) for d in read_table(path).column("when").to_pylist()] == ["2024-01-02", "2024-01-13"]
+
+
+@pytest.mark.parametrize("suffix,sep", [(".csv", ";"), (".tsv", "\t")])
+def test_decimal_commas_are_numbers_in_every_reader(tmp_path, suffix, sep):
+    path = tmp_path / f"it's{suffix}"
+    path.write_text(f"price{sep}units{sep}y\n2,5{sep}1.500{sep}a\n-1.234,5{sep}2.000{sep}b\n{sep}{sep}c\n")
+    for read in (read_table, lambda p: scan_table(p).to_arrow_table()):
+        table = read(path)
+        assert table.column("price").to_pylist() == [2.5, -1234.5, None]
+        assert table.column("units").to_pylist() == [1500.0, 2000.0, None]
+        assert table.column("y").to_pylist() == ["a", "b", "c"]
+    path.write_text(f"price{sep}y\n1,250{sep}a\n")  # 1.25 or 1250
+    with pytest.raises(InputError, match="'price': numbers like '1,250' read as a decimal comma and as a thousands comma"):
+        read_frame(path)

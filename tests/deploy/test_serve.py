@@ -147,6 +147,9 @@ def _bad(models):
         ("V2 input given twice", "/v2/models/model/infer",
          json.dumps({"inputs": [{"name": column, "shape": [1], "datatype": "FP32", "data": [1]}] * 2}).encode(),
          json_headers, 422, f"input {column!r} is given twice"),
+        ("V2 parameters not an object", "/v2/models/model/infer",
+         json.dumps({"inputs": [{"name": column, "shape": [1], "datatype": "FP32", "data": [1]}], "parameters": 5}).encode(),
+         json_headers, 422, "'parameters' must be an object"),
         ("wrong method", "/predict?x", None, {}, 405, "use POST"),
         ("unknown route", "/nowhere", None, {}, 404, "no route"),
     ]

@@ -52,6 +52,13 @@ def test_v2_binary_and_json_inputs_decode_alike():
     (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP99", "data": [1]}]}', None, "unknown datatype"),
     (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]},'
      b' {"name": "y", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}', None, "has 2 rows, the others 1"),
+    # "parameters" that are not an object were an AttributeError: a 500 instead of a 422
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "parameters": 5}', None,
+     "'parameters' must be an object"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1], "parameters": [1]}]}', None,
+     "input 'x': 'parameters' must be an object"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "outputs": [{"name": "label", '
+     b'"parameters": "binary"}]}', None, "output 'label': 'parameters' must be an object"),
 ])
 def test_v2_bad_requests_are_named(body, length, needle):
     with pytest.raises(InputError) as info:

@@ -156,9 +156,41 @@ def test_serve_log_directory(tmp_path):
     assert [w.drift_detected for w in report.windows] == [False, False, True]
     with_shadow = detect(logs, reference=ref, options=DriftOptions(domain_classifier=False, include_shadow=True))
     assert with_shadow.current["rows"] == 1800
+    # which roles answered the compared rows (the files carry no model or version columns here)
+    assert report.current["served_by"] == [{"role": "primary", "model": None, "version": None, "rows": 1200}]
+    assert with_shadow.current["served_by"] == [{"role": "primary", "model": None, "version": None, "rows": 1200},
+                                                {"role": "shadow", "model": None, "version": None, "rows": 600}]
+    assert "served_by" not in detect(ref, reference=ref, options=FAST).current  # not a serve log
+
+
+def test_a_serve_log_file_of_a_shadow_reading_fewer_columns_is_left_out_with_its_rows(tmp_path):
+    """serve writes one file per model: a shadow's file lacks the columns it does not read. Its rows
+    are left out by default, so its file must not stop the read (it did: 'no column')."""
+    logs = _serve_logs(tmp_path / "logs", shadow=0)
+    n = 300
+    pq.write_table(pa.table({"x": np.zeros(n), "_mlsys_request_id": [f"s{k}" for k in range(n)],
+                             "_mlsys_model": ["narrow"] * n, "_mlsys_version": ["v2"] * n, "_mlsys_role": ["shadow"] * n}),
+                   logs / "predictions-20260104T000000-1-9.parquet")
+    ref = _write(pd.DataFrame({"x": np.random.default_rng(0).normal(size=3000),
+                               "color": np.random.default_rng(1).choice(["red", "blue"], 3000)}), tmp_path / "ref.parquet")
+    report = detect(logs, reference=ref, options=FAST)
+    assert report.current["rows"] == 3 * 600 and {f.name for f in report.features} == {"x", "color"}
+    with pytest.raises(InputError, match=r"no column 'color' \(a serve log of shadow narrow v2\)") as info:
+        detect(logs, reference=ref, options=DriftOptions(domain_classifier=False, include_shadow=True))
+    assert "give the files of one model" in info.value.hint
 
 
 # --------------------------------------------------------------------------- bad input
+
+
+def test_an_exclusion_naming_no_column_is_refused_not_ignored(tmp_path):
+    a = _write(pd.DataFrame({"alpha": range(100), "beta": range(100)}), tmp_path / "a.parquet")
+    with pytest.raises(InputError, match="no column 'btea' to exclude") as info:
+        detect(a, reference=a, options=DriftOptions(domain_classifier=False, exclude=("btea",)))
+    assert "alpha, beta" in info.value.hint
+    with pytest.raises(InputError, match="no column 'btea' to exclude"):
+        save_profile(a, tmp_path / "p.profile", options=DriftOptions(exclude=("btea",)))
+    assert not (tmp_path / "p.profile").exists()
 
 
 def test_disjoint_columns_are_named(tmp_path):

@@ -21,6 +21,15 @@ def _row(f: dict[str, Any]) -> dict[str, Any]:
             "importance": f["importance"], "why": "; ".join(f["reasons"]) or f["note"]}
 
 
+def _served(current: dict[str, Any]) -> dict[str, str]:
+    """A serve log's answering models, e.g. ``primary m v1 (700 rows), canary m2 v2 (300 rows)``."""
+    served = current.get("served_by")
+    if not served:
+        return {}
+    return {"served by": ", ".join(" ".join(str(s[k]) for k in ("role", "model", "version") if s[k] is not None)
+                                   + f" ({s['rows']:,} rows)" for s in served)}
+
+
 def _human(result: Any) -> None:
     d = result.to_dict()
     if "profile" in d:
@@ -28,7 +37,7 @@ def _human(result: Any) -> None:
         return
     console.kv(f"drift: {'DETECTED' if d['drift_detected'] else 'none'} ({len(d['drifted'])} of {len(d['features'])} drifted)", {
         "reference": f"{d['reference']['kind']} {d['reference']['source']} ({d['reference']['rows']:,} rows)",
-        "current": f"{d['current']['source']} ({d['current']['rows']:,} rows)", "seconds": d["seconds"]})
+        "current": f"{d['current']['source']} ({d['current']['rows']:,} rows)", **_served(d["current"]), "seconds": d["seconds"]})
     console.records("features (drifted first, then by model importance)", [_row(f) for f in d["features"]], _COLUMNS)
     mv = d["multivariate"]
     if mv:

@@ -9,6 +9,7 @@ The holdout starts at a time boundary, so no row of its first timestamp is train
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -65,13 +66,19 @@ class Window:
         return self.frame[(_times(self.frame, self.info["time_col"]) > pd.Timestamp(since)).to_numpy()]
 
 
+def _shown(label: Any) -> str:
+    """A label as the user wrote it (``True``, ``'yes'``), not numpy's repr (``np.True_``)."""
+    return repr(label.item() if hasattr(label, "item") else label)
+
+
 def parse_ratios(text: str | Sequence[float]) -> tuple[float, float, float]:
     """``0.7,0.1,0.2`` -> train, valid, holdout shares (summing to 1; valid may be 0)."""
     try:
         values = [float(v) for v in (text.split(",") if isinstance(text, str) else text)]
     except ValueError:
         values = []
-    if len(values) != 3 or any(v < 0 for v in values) or values[0] <= 0 or values[2] <= 0 or abs(sum(values) - 1) > 1e-6:
+    # NaN compares false both ways: without isfinite "nan,0.1,0.2" passed every test below.
+    if len(values) != 3 or not all(map(math.isfinite, values)) or any(v < 0 for v in values) or values[0] <= 0 or values[2] <= 0 or abs(sum(values) - 1) > 1e-6:
         raise UsageError(f"invalid --ratios {text!r}", "three shares train,valid,holdout summing to 1, e.g. 0.7,0.1,0.2")
     return values[0], values[1], values[2]
 
@@ -106,7 +113,7 @@ def load_window(data: Sequence[str], columns: Columns, *, span: timedelta | None
 
         values = df[columns.target].drop_duplicates()
         if task != "regression" and len(values) < 2:
-            raise InputError(f"{source}: the window holds one class only ({values.iloc[0]!r})",
+            raise InputError(f"{source}: the window holds one class only ({_shown(values.iloc[0])})",
                              "a classifier needs both classes to learn and to be judged; give a longer window")
         try:
             task = infer_task(df[columns.target], task)[0]
@@ -206,7 +213,7 @@ def _check_parts(parts: dict[str, Any], target: str, task: str | None, source: s
         if task in ("binary", "multiclass") and name != "valid":
             classes = part[target].drop_duplicates().tolist()
             if len(classes) < 2:
-                raise InputError(f"{source}: the window's {name} part holds one class only ({classes[0]!r})",
+                raise InputError(f"{source}: the window's {name} part holds one class only ({_shown(classes[0])})",
                                  "a classifier needs both classes to learn and to be judged; give a longer window")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -29,7 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from mlsys_cli.data.io import FORMATS, Lineage, input_record, invocation, lineage_metadata, quote_ident, resolve_inputs
+from mlsys_cli.data.io import (FORMATS, Lineage, DecimalCommaProbe, decimal_comma_columns, decimal_comma_number, input_record,
+                              invocation, lineage_metadata, quote_ident, resolve_inputs)
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.fsutil import atomic_path, sha256_file, temp_dir
 from mlsys_cli.interrupts import cancel_with
@@ -468,7 +470,12 @@ def redact(url: str) -> str:
 
 
 def _pg_arrow_type(column: Any) -> Any:
-    """The Arrow type of a PostgreSQL result column (by type OID); None lets Arrow infer it."""
+    """The Arrow type of a PostgreSQL result column, from its type OID alone.
+
+    Decided before any row is read, so every batch of a column has one type: inferred from the
+    rows, a column NULL in the first batch (or one NaN numeric, or a ragged array) gave a later
+    batch another type and the load died. A type not listed here is kept as its text.
+    """
     import pyarrow as pa
 
     oid = column.type_code
@@ -478,21 +485,27 @@ def _pg_arrow_type(column: Any) -> Any:
     return {
         16: pa.bool_(), 17: pa.binary(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(), 26: pa.int64(),
         700: pa.float32(), 701: pa.float64(), 1082: pa.date32(), 1083: pa.time64("us"),
-        1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC"), 1186: pa.string(),
-        18: pa.string(), 19: pa.string(), 25: pa.string(), 114: pa.string(), 1042: pa.string(),
-        1043: pa.string(), 2950: pa.string(), 3802: pa.string(),
-    }.get(oid)
+        1114: pa.timestamp("us"), 1184: pa.timestamp("us", tz="UTC"),
+        1000: pa.list_(pa.bool_()), 1005: pa.list_(pa.int16()), 1007: pa.list_(pa.int32()), 1016: pa.list_(pa.int64()),
+        1021: pa.list_(pa.float32()), 1022: pa.list_(pa.float64()), 1009: pa.list_(pa.string()), 1015: pa.list_(pa.string()),
+    }.get(oid, pa.string())
 
 
-def _pg_array(values: Sequence[Any], type_: Any) -> Any:
+def _pg_array(values: Sequence[Any], type_: Any, name: str, shown: str) -> Any:
     import pyarrow as pa
 
-    if type_ is not None and pa.types.is_floating(type_):
+    if pa.types.is_floating(type_):
         values = [None if v is None else float(v) for v in values]
+    elif pa.types.is_decimal(type_):  # numeric(p,s) holds NaN, which no decimal type has: a missing value
+        values = [None if v is None or v.is_nan() else v for v in values]
+    elif pa.types.is_string(type_):  # ranges, geometry, json: their text; arrays of other types as JSON
+        values = [None if v is None else v if isinstance(v, str) else json.dumps(v, default=str) if isinstance(v, list)
+                  else str(v) for v in values]
     try:
         return pa.array(values, type=type_)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):  # arrays, ranges, geometry...: keep their text
-        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # a multi-dimensional array, a numeric beyond its decimal
+        raise InputError(f"{shown}: column {name!r}: cannot be read as {type_} ({_first_line(exc)})",
+                         f"cast it in the query, e.g. --sql 'SELECT ..., {name}::text AS {name} FROM ...'") from None
 
 
 def _stage_postgres(url: str, path: Path, table: str | None, sql: str | None, progress: Any) -> _Source:
@@ -515,11 +528,13 @@ def _stage_postgres(url: str, path: Path, table: str | None, sql: str | None, pr
             conn.execute("SET TIME ZONE 'UTC'")
             with conn.cursor(name="mlsys_ingest") as cur:
                 cur.execute(query)
+                if not cur.description:
+                    raise InputError(f"{shown}: the query returns no columns")
                 types = [_pg_arrow_type(c) for c in cur.description]
                 names = [c.name for c in cur.description]
                 done = 0
                 while rows := cur.fetchmany(_PG_BATCH):
-                    arrays = [_pg_array(col, t) for col, t in zip(zip(*rows), types)]
+                    arrays = [_pg_array(col, t, n, shown) for col, t, n in zip(zip(*rows), types, names)]
                     batch = pa.RecordBatch.from_arrays(arrays, names=names)
                     if writer is None:
                         writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
@@ -528,12 +543,15 @@ def _stage_postgres(url: str, path: Path, table: str | None, sql: str | None, pr
                     if progress is not None:
                         progress.update(description=f"ingest: {done:,} rows from {shown}")
                 if writer is None:  # no rows: keep the columns
-                    schema = pa.schema([(n, t or pa.string()) for n, t in zip(names, types)])
+                    schema = pa.schema(list(zip(names, types)))
                     writer = pq.ParquetWriter(path, schema, compression="zstd")
     except psycopg.OperationalError as exc:
         raise InputError(f"cannot connect to {shown}: {_pg_message(exc, url)}") from None
     except psycopg.errors.SyntaxError as exc:
         raise UsageError(f"--sql: {_pg_message(exc, url)}") from None
+    except psycopg.DataError as exc:  # a value Python cannot hold: 'infinity'::date, a date BC
+        raise InputError(f"{shown}: {_pg_message(exc, url)}",
+                         "convert the column in --sql, e.g. NULLIF(d, 'infinity') or d::text") from None
     except psycopg.Error as exc:
         raise InputError(f"{shown}: {_pg_message(exc, url)}") from None
     finally:
@@ -570,14 +588,14 @@ def _run(con: Any, source: _Source, output: Path, dialect: CsvDialect, overrides
     names = list(raw_cols) if keep_names else safe_names(list(raw_cols))
     renames = [{"from": a, "to": b} for a, b in zip(raw_cols, names) if a != b]
     types = _resolve_overrides(con, overrides, list(raw_cols), names)
+    decimal: list[str] = []
     if csv:
-        types = {**_tolerant_types(con, source, dialect, raw_cols), **types}
+        decimal = _decimal_comma(con, source, dialect, {c: t for c, t in raw_cols.items() if c not in types})
+        types = {**_tolerant_types(con, source, dialect, {c: t for c, t in raw_cols.items() if c not in decimal}),
+                 **types, **{c: "VARCHAR" for c in decimal}}
         _refuse_ambiguous_dates(con, source, dialect, {**raw_cols, **types})
     reader = _reader(source, dialect, types if csv else {})
-    select = ", ".join(
-        f"{'CAST(' + quote_ident(a) + ' AS ' + types[a] + ')' if a in types and not csv else quote_ident(a)} AS {quote_ident(b)}"
-        for a, b in zip(raw_cols, names)
-    )
+    select = ", ".join(f"{_column(a, types, csv, decimal)} AS {quote_ident(b)}" for a, b in zip(raw_cols, names))
     # In a one-column CSV a blank line reads as a missing value: it is a blank line, not a row.
     blank = f" WHERE {quote_ident(next(iter(raw_cols)))} IS NOT NULL" if csv and len(raw_cols) == 1 else ""
     con.execute(f"CREATE TEMP VIEW input AS SELECT {select} FROM {reader}{blank}")
@@ -756,6 +774,31 @@ def _tolerant_types(con: Any, source: _Source, dialect: CsvDialect, cols: dict[s
                 types[col] = type_
                 break
     return types
+
+
+def _column(name: str, types: dict[str, str], csv: bool, decimal: Sequence[str]) -> str:
+    """A column of the ``input`` view: CSV types are given to the reader, other formats cast here."""
+    if name in decimal:
+        return decimal_comma_number(name)
+    return f"CAST({quote_ident(name)} AS {types[name]})" if name in types and not csv else quote_ident(name)
+
+
+def _decimal_comma(con: Any, source: _Source, dialect: CsvDialect, cols: dict[str, str]) -> list[str]:
+    """:func:`mlsys_cli.data.io.decimal_comma_columns` on the first file's sampled rows."""
+    first = _Source(format=source.format, paths=source.paths[:1], shown=source.shown, options=source.options)
+
+    def stats(text: Sequence[str], select: str) -> tuple:
+        sample = f"(SELECT * FROM {_reader(first, dialect, {c: 'VARCHAR' for c in text})} LIMIT {_SAMPLE_ROWS})"
+        return con.execute(f"SELECT {select} FROM {sample}").fetchone()
+
+    def delimiter() -> str | None:
+        if dialect.delimiter or source.format == "tsv":
+            return dialect.delimiter or "\t"
+        found = con.execute(f"SELECT Delimiter FROM sniff_csv({_lit(str(source.paths[0]))}, "
+                            f"encoding = {_lit(source.options['encoding'])})").fetchall()
+        return found[0][0] if found else None
+
+    return decimal_comma_columns(DecimalCommaProbe(cols, stats, delimiter, source.show(source.paths[0])))
 
 
 def _refuse_ambiguous_dates(con: Any, source: _Source, dialect: CsvDialect, cols: dict[str, str]) -> None:

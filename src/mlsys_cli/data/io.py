@@ -266,15 +266,7 @@ def scan_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, con: Any 
             raise InputError(f"{f}: empty file")
         try:
             if fmt in ("csv", "tsv"):
-                relation = con.read_csv(f, sep="\t" if fmt == "tsv" else None)
-                dated = dated_columns(dict(zip(relation.columns, map(str, relation.types))))
-                if dated:  # the same guard as ingest: the sniffer's guessed day/month order is refused
-                    lit = "'" + f.replace("'", "''") + "'"
-                    types = ", ".join("'" + c.replace("'", "''") + "': 'VARCHAR'" for c in dated)
-                    sep = ", delim = '\t'" if fmt == "tsv" else ""
-                    text = f"(SELECT * FROM read_csv({lit}, types = {{{types}}}{sep}) LIMIT {_CSV_SAMPLE_ROWS})"
-                    refuse_ambiguous_dates(con, text, dated, f)
-                return relation
+                return _scan_csv(con, f, fmt)
             return con.read_json(f, format="newline_delimited" if fmt == "ndjson" else "auto")
         except duckdb.Error as exc:
             raise InputError(f"{f}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from None
@@ -286,6 +278,115 @@ def scan_table(paths: Iterable[str | os.PathLike] | str | os.PathLike, con: Any 
         return con.read_parquet([str(f) for f in files], union_by_name=len(files) > 1)
     except duckdb.Error as exc:
         raise InputError(f"cannot read Parquet: {str(exc).splitlines()[0]}") from None
+
+
+def _scan_csv(con: Any, f: str, fmt: str) -> Any:
+    """A CSV/TSV file through DuckDB's sniffer, with ingest's guards: a guessed day/month order
+    is refused, and numbers written with a decimal comma are read as numbers."""
+    sep = "\t" if fmt == "tsv" else None
+    relation = con.read_csv(f, sep=sep)
+    types = dict(zip(relation.columns, map(str, relation.types)))
+    lit = "'" + f.replace("'", "''") + "'"
+
+    def sample(text: Sequence[str]) -> str:
+        spec = ", ".join("'" + c.replace("'", "''") + "': 'VARCHAR'" for c in text)
+        opt = ", delim = '\t'" if sep else ""
+        return f"(SELECT * FROM read_csv({lit}, types = {{{spec}}}{opt}) LIMIT {_CSV_SAMPLE_ROWS})"
+
+    def stats(text: Sequence[str], select: str) -> tuple:
+        # The text columns are already raw text in the relation: no second sniff of a wide file.
+        if not text:
+            return relation.limit(_CSV_SAMPLE_ROWS).aggregate(select).fetchall()[0]
+        return con.execute(f"SELECT {select} FROM {sample(text)}").fetchall()[0]
+
+    dated = dated_columns(types)
+    if dated:
+        refuse_ambiguous_dates(con, sample(dated), dated, f)
+    delimiter = (lambda: sep) if sep else (lambda: con.execute(f"SELECT Delimiter FROM sniff_csv({lit})").fetchall()[0][0])
+    decimal = decimal_comma_columns(DecimalCommaProbe(types, stats, delimiter, f))
+    if not decimal:
+        return relation
+    relation = con.read_csv(f, sep=sep, dtype={c: "VARCHAR" for c in decimal})
+    return relation.project(", ".join(f"{decimal_comma_number(c)} AS {quote_ident(c)}" if c in decimal else quote_ident(c)
+                                      for c in relation.columns))
+
+
+# A number written with a decimal comma, optionally with dots grouping thousands: 2,5  -3  1.234,56
+_DECIMAL_COMMA = r"[+-]?([0-9]+|[0-9]{1,3}(\.[0-9]{3})+)(,[0-9]+)?"
+_ONE_GROUP = r"[+-]?[0-9]{1,3},[0-9]{3}"  # 1,234: a decimal comma, or a thousands comma
+
+
+@dataclass(frozen=True)
+class DecimalCommaProbe:
+    """How :func:`decimal_comma_columns` looks at one CSV file.
+
+    Parameters
+    ----------
+    types : dict
+        ``{column: DuckDB type}`` as the sniffer read them.
+    stats : callable
+        ``stats(columns, select)`` runs the SQL select list over the sampled rows, with
+        ``columns`` (float columns) read as raw text, and returns the one row.
+    delimiter : callable
+        The file's delimiter (called only when a column could hold decimal commas).
+    shown : str
+        The file as messages name it.
+    """
+
+    types: dict[str, str]
+    stats: Any
+    delimiter: Any
+    shown: str
+
+
+def _comma_stats(probe: DecimalCommaProbe, columns: Sequence[str], retype: bool) -> dict[str, tuple]:
+    """Per column: (values, decimal-comma numbers, with a comma, with a dot, like 1,234, an example)."""
+    aggs = []
+    for c in columns:
+        v = f"NULLIF(trim({quote_ident(c)}), '')"
+        aggs.append(f"count({v}), count(CASE WHEN regexp_full_match({v}, '{_DECIMAL_COMMA}') THEN 1 END), "
+                    f"count(CASE WHEN contains({v}, ',') THEN 1 END), count(CASE WHEN contains({v}, '.') THEN 1 END), "
+                    f"count(CASE WHEN regexp_full_match({v}, '{_ONE_GROUP}') THEN 1 END), "
+                    f"min(CASE WHEN contains({v}, ',') THEN {v} END)")
+    row = probe.stats(list(columns) if retype else [], ", ".join(aggs))
+    return {c: row[6 * k: 6 * k + 6] for k, c in enumerate(columns)}
+
+
+def decimal_comma_columns(probe: DecimalCommaProbe) -> list[str]:
+    """The columns of a CSV whose numbers are written with a decimal comma (``2,5``, ``1.234,5``).
+
+    DuckDB's sniffer reads ``2,5`` as text, so a European file's prices became a category, and a
+    column of ``1.234`` (thousands) as the float 1.234. In a file whose delimiter is not a comma,
+    a text column whose every sampled value is such a number, with at least one comma, settles
+    the file's convention; float columns of the same file whose every value has dots grouping
+    thousands are then read as those thousands. A file whose only comma values look like
+    ``1,234`` (a decimal comma or a thousands comma) is refused: the reading is a guess.
+
+    Returns
+    -------
+    list of str
+        The columns to read as raw text through :func:`decimal_comma_number`.
+    """
+    text = [c for c, t in probe.types.items() if str(t).upper() == "VARCHAR"]
+    stats = _comma_stats(probe, text, retype=False) if text else {}
+    commas = [c for c, (n, good, comma, *_) in stats.items() if n and good == n and comma]
+    if not commas or probe.delimiter() in (None, ","):  # a comma file's quoted "1,5" is not taken for a decimal
+        return []
+    if all(stats[c][3] == 0 and stats[c][4] == stats[c][2] for c in commas):
+        col = commas[0]
+        raise InputError(
+            f"{probe.shown}: column {col!r}: numbers like {stats[col][5]!r} read as a decimal comma "
+            "and as a thousands comma alike, so their value is a guess",
+            f"say which: mlsys ingest FILE --schema {col}:varchar --sql \"SELECT * REPLACE "
+            f"(replace({col}, ',', '.')::DOUBLE AS {col}) FROM input\" (or replace({col}, ',', '') for thousands)")
+    floats = [c for c, t in probe.types.items() if str(t).upper() == "DOUBLE"]
+    grouped = _comma_stats(probe, floats, retype=True).items() if floats else []
+    return commas + [c for c, (n, good, comma, dot, *_) in grouped if n and good == n and dot and not comma]
+
+
+def decimal_comma_number(col: str) -> str:
+    """The SQL reading a :func:`decimal_comma_columns` column (raw text) as a DOUBLE."""
+    return f"CAST(replace(replace(NULLIF(trim({quote_ident(col)}), ''), '.', ''), ',', '.') AS DOUBLE)"
 
 
 _NUMERIC_DATE = r"^\s*([0-9]{1,2})[/.-]([0-9]{1,2})[/.-][0-9]{2,4}([ T].*)?$"

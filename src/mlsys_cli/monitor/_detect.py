@@ -48,6 +48,10 @@ def _plan(ref_types: Mapping[str, str | None], cur_types: Mapping[str, str | Non
     for c in options.columns or ():
         if c not in ref_types and c not in cur_types:
             raise InputError(f"no column {c!r} in the reference or the current data")
+    for c in options.exclude:  # a misspelt exclusion left the column in, silently
+        if c not in ref_types and c not in cur_types:
+            raise InputError(f"no column {c!r} to exclude in the reference or the current data",
+                             f"columns: {_names({**ref_types, **cur_types})}")
     leave = set(options.exclude) | {options.time_col}
     changes: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -368,10 +372,16 @@ def _run(current: Any, *, reference: Any, model: Any, profile: Any, options: Dri
     windows = _windows({n: counts[n] for n in plan.features}, refs, ref, options, importance) if options.window else ()
     detected = any(f.drifted for f in features) or bool(multivariate and multivariate.get("drifted"))
     return DriftReport(
-        drift_detected=detected, reference=ref.describe(), current={"source": source.name, "rows": rows},
+        drift_detected=detected, reference=ref.describe(), current=_current(source, rows),
         features=features, multivariate=multivariate, model=model_part, windows=windows,
         schema_changes=plan.schema_changes, skipped=plan.skipped, options=options,
         seconds=round(time.perf_counter() - start, 3), importance_total=sum(importance.values()) or None)
+
+
+def _current(source: Source, rows: int) -> dict[str, Any]:
+    """The report's ``current``: a serve log's also says which model versions and roles answered."""
+    served = source.served_by()
+    return {"source": source.name, "rows": rows, **({"served_by": served} if served else {})}
 
 
 def _prefetch(modules: Sequence[str]) -> None:

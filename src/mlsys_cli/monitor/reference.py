@@ -152,6 +152,9 @@ def write_profile(paths: Any, out: Any, options: Any) -> ProfileSummary:
     missing = [c for c in wanted if c not in types]
     if missing:
         raise InputError(f"no column {missing[0]!r} in {paths}")
+    unknown = [c for c in options.exclude if c not in types]
+    if unknown:  # as detect does: a misspelt exclusion would leave the column in, silently
+        raise InputError(f"no column {unknown[0]!r} to exclude in {paths}")
     columns = [c for c in wanted if c not in skip and not c.startswith(META_PREFIX) and types[c] is not None]
     if not columns:
         raise InputError(f"{paths}: no column to profile")

@@ -31,6 +31,7 @@ from typing import Any, Iterator, Sequence
 from mlsys_cli.errors import InputError, UsageError
 
 BATCH_ROWS = 65_536
+_SERVED = ("_mlsys_role", "_mlsys_model", "_mlsys_version")  # who answered a serve log's row
 META_PREFIX = "_mlsys_"
 _INT64_MIN = -(2**63)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -388,6 +389,39 @@ class Source:
             if batch.num_rows:
                 yield batch
 
+    def served_by(self) -> list[dict[str, Any]]:
+        """Rows per (role, model, version) of a serve log, shadow rows left out as by :meth:`batches`.
+
+        Empty for a table that is no serve log. Tells which model versions and roles (primary,
+        canary, shadow) answered the rows a drift report compares.
+        """
+        import pyarrow as pa
+
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        if "_mlsys_role" not in self.schema.names:
+            return []
+        if self._relation is not None:
+            names = [c for c in _SERVED if c in self.schema.names]
+            tables = (pa.Table.from_batches([b]) for b in self.batches(names))
+        else:
+            # File by file: one model's file may lack the model or version columns another has.
+            tables = (pq.read_table(f, columns=[c for c in _SERVED if c in pq.read_schema(f).names]) for f in self.files)
+        counts: dict[tuple, int] = {}
+        for table in tables:
+            if "_mlsys_role" not in table.column_names:
+                continue
+            if self._shadow:
+                role = table.column("_mlsys_role")
+                table = table.filter(pc.or_kleene(pc.not_equal(role, "shadow"), pc.is_null(role)))
+            names = [c for c in _SERVED if c in table.column_names]
+            for row in table.group_by(names).aggregate([([], "count_all")]).to_pylist():
+                key = tuple(row.get(c) for c in _SERVED)
+                counts[key] = counts.get(key, 0) + row["count_all"]
+        return [{"role": r, "model": m, "version": v, "rows": n}
+                for (r, m, v), n in sorted(counts.items(), key=lambda kv: (-kv[1], tuple(map(str, kv[0]))))]
+
     def _raw_batches(self, columns: list[str], batch_rows: int, dictionary: Sequence[str] = ()) -> Iterator[Any]:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -408,7 +442,12 @@ class Source:
                 # Checked before opening: read_dictionary naming a column the file lacks is a KeyError.
                 missing = [c for c in columns if c not in pq.read_schema(f).names]
                 if missing:
-                    raise InputError(f"{f}: no column {missing[0]!r}",
+                    served = _served_by(f)
+                    if self._shadow and served and all(role == "shadow" for role, *_ in served):
+                        continue  # a shadow model's file (it reads fewer columns): its rows are left out anyway
+                    raise InputError(f"{f}: no column {missing[0]!r}" + (f" (a serve log of {_who(served)})" if served else ""),
+                                     "the log holds rows of models that read other columns (one model a file): give "
+                                     "the files of one model" if served else
                                      "the files do not share one schema: leave the odd files out of the glob")
                 pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20, read_dictionary=dictionary or None)
                 for batch in pf.iter_batches(batch_size=batch_rows, columns=columns, use_threads=True):
@@ -432,6 +471,21 @@ class Source:
         for batch in self.batches(columns):
             sampler.take(batch)
         return sampler.table([self.schema.field(c) for c in columns])
+
+
+def _served_by(path: Any) -> list[tuple[str, ...]]:
+    """The (role, model, version) of a serve log file's rows (empty for any other file)."""
+    import pyarrow.parquet as pq
+
+    names = [c for c in _SERVED if c in pq.read_schema(path).names]
+    if "_mlsys_role" not in names:
+        return []
+    table = pq.read_table(path, columns=names).group_by(names).aggregate([])
+    return sorted({tuple(str(v) for v in row.values()) for row in table.to_pylist()})
+
+
+def _who(served: Sequence[tuple[str, ...]]) -> str:
+    return ", ".join(" ".join(parts) for parts in served[:3])
 
 
 def read_ahead(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:

@@ -66,6 +66,16 @@ def _bytes_elements(raw: bytes, name: str) -> list[str]:
     return out
 
 
+def _parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
+    """``holder["parameters"]``: an object or absent (``"parameters": 5`` was an AttributeError, a 500)."""
+    params = holder.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise Invalid(f"{what}'parameters' must be an object", 'e.g. "parameters": {"binary_data_output": true}')
+    return params
+
+
 def _flatten(data: Any) -> list[Any]:
     if isinstance(data, list) and data and isinstance(data[0], list):
         return [v for part in data for v in _flatten(part)]
@@ -83,7 +93,7 @@ def _input_values(spec: Any, binary: memoryview, offset: int) -> tuple[str, list
         raise Invalid(f"input {name!r}: 'shape' must be a list of sizes, e.g. [N, 1]")
     if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
         raise Invalid(f"input {name!r}: shape {shape} is not one column ([N] or [N, 1])")
-    size = (spec.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(spec, f"input {name!r}: ").get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise Invalid(f"input {name!r}: binary_data_size runs past the end of the body")
@@ -130,6 +140,8 @@ def decode_request(body: bytes, header_length: int | None) -> tuple[dict[str, An
         raise Invalid(f"the body is not valid JSON ({exc})") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise Invalid("the body needs a non-empty 'inputs' list")
+    _parameters(request, "")  # checked before the model runs; read by encode_response
+    _wants_binary(request)
     columns: dict[str, list[Any]] = {}
     offset, rows = 0, None
     for spec in request["inputs"]:
@@ -145,7 +157,7 @@ def decode_request(body: bytes, header_length: int | None) -> tuple[dict[str, An
 
 def _wants_binary(request: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
     """The requested output names (None: all) and those asked for in binary."""
-    params = request.get("parameters") or {}
+    params = _parameters(request, "")
     requested = request.get("outputs")
     if requested is None:
         return None, set()
@@ -154,7 +166,7 @@ def _wants_binary(request: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
     names, binary = [], set()
     for out in requested:
         names.append(out["name"])
-        if (out.get("parameters") or {}).get("binary_data", params.get("binary_data_output", False)):
+        if _parameters(out, f"output {out['name']!r}: ").get("binary_data", params.get("binary_data_output", False)):
             binary.add(out["name"])
     return names, binary
 
@@ -164,7 +176,7 @@ def encode_response(request: dict[str, Any], model: Any, outputs: dict[str, Any]
     import numpy as np
 
     names, binary = _wants_binary(request)
-    if names is None and (request.get("parameters") or {}).get("binary_data_output"):
+    if names is None and _parameters(request, "").get("binary_data_output"):
         binary = {"label", "probabilities", "prediction"}
     tensors = []
     if model.task == "regression":
