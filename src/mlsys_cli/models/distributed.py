@@ -207,7 +207,7 @@ def fit_on_cluster(client: Any, est: Any, train: tuple[Any, Any], eval_set: tupl
     from mlsys_cli.data.cluster import worker_failures
 
     task = est.task
-    dask_est = _dask_estimator(est, task, est.early_stopping_rounds if eval_set is not None else None, stop_at)
+    dask_est = _dask_estimator(est, task, (est.early_stopping_rounds or None) if eval_set is not None else None, stop_at)
     dask_est.client = client
     kwargs: dict[str, Any] = {"verbose": False}
     if eval_set is not None:

@@ -72,7 +72,8 @@ class XGBoostModel(SklearnModel):
     """XGBoost's scikit-learn wrapper, with early stopping, ``timeout`` and progress per round.
 
     ``estimator`` is an ``XGBClassifier`` / ``XGBRegressor``, so export and compress work on the
-    library object. Early stopping keeps only the trees up to the best validation round.
+    library object. Early stopping keeps only the trees up to the best validation round;
+    ``early_stopping_rounds = 0`` turns it off (the validation losses still reach ``callback``).
     """
 
     early_stopping_rounds = 50
@@ -100,7 +101,8 @@ class XGBoostModel(SklearnModel):
         if eval_set is not None:
             Xv, yv, *wv = eval_set
             fit_kwargs.update(eval_set=[(Xv, yv)], sample_weight_eval_set=[wv[0]] if wv else None)
-            callbacks.insert(0, xgb.callback.EarlyStopping(rounds=self.early_stopping_rounds, save_best=True))
+            if self.early_stopping_rounds:  # 0: every round, as XGBoost's own defaults train
+                callbacks.insert(0, xgb.callback.EarlyStopping(rounds=self.early_stopping_rounds, save_best=True))
         self.estimator.set_params(callbacks=callbacks)
         try:
             self.estimator.fit(X, y, **fit_kwargs)

@@ -11,8 +11,8 @@ validation rows beats its best member (a gain above zero): decided on validation
 like every choice of the search. It is still one bundle, which ``predict``, ``export`` and
 ``serve`` take like any model. Otherwise the best trial's held model is saved as it is (a refit
 would fit the same model again); without one (trials on a row sample, cross-validation, the
-best trial run by another worker) the best configuration is retrained on the training rows as
-``train`` would.
+best trial run by another worker) the best configuration is retrained as ``train`` would: on
+train + valid with the rounds its trial chose (on the training rows with ``--no-refit-valid``).
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def final_model(study: Any, problem: Problem, doc: Mapping[str, Any], choice: Ch
         choice = single(study, problem, doc["family"], "no time to refit the cross-validated choice")
         return choice.bundle, {**choice.info, "selection": info["selection"], "refit": info["refit"]}
     if choice.bundle is None:
-        return _refit(problem, doc), choice.info
+        bundle, rows = _refit(study, problem, doc)
+        return bundle, {**choice.info, "refit": {"rows": rows}}
     # The best trial's own fitted model or the ensemble of held ones, refitted on train + valid.
     return _with_valid_rows(study, problem, choice.bundle, choice.held, choice.info)
 
@@ -123,21 +124,35 @@ def _no_time_reason(problem: Problem, held: list[tuple[str, Any]], built_s: floa
     return None
 
 
-def _refit(problem: Problem, doc: Mapping[str, Any]) -> Any:
-    """The best configuration retrained on every training row, as ``train`` would."""
+def _refit(study: Any, problem: Problem, doc: Mapping[str, Any]) -> tuple[Any, int | None]:
+    """The best configuration retrained as ``train`` would, and the rows it was fitted on (None:
+    where the trials trained, on a cluster).
+
+    With ``job.refit_valid`` (``--valid``, not ``--no-refit-valid``) it is fitted on train + valid
+    with the rounds or epochs its trial chose (:func:`.refit.all_rows_params`), as every held model
+    is refitted (:mod:`.refit`): on flights (trials on a 30k-row sample of 196k, a time-ordered
+    split) the HistGradientBoosting defaults fitted on the training rows alone scored 0.6109 test
+    AUC, on train + valid 0.6160. Otherwise on the training rows, early stopping on ``--valid``.
+    """
+    from mlsys_cli.models.dask_trials import refit_on_cluster
     from mlsys_cli.models.train import FitRun, TrainSpec, train_model
+    from mlsys_cli.models.tuning.refit import all_rows_params, fitted_model
 
     job = problem.job
     # The refit is inside the budget: iterative families stop at the round the deadline falls on.
     run = FitRun(timeout=max(job.deadline - time.time() - SAVE_S, 1.0)) if job.deadline is not None else FitRun()
     spec = TrainSpec(family=doc["family"], target=problem.target, params=doc["params"],
                      features=dict(job.features) or None, seed=int(job.seed))
-    from mlsys_cli.models.dask_trials import refit_on_cluster
-
     bundle = refit_on_cluster(job, spec, run)  # where the trials trained, when the family can
-    if bundle is None:
-        bundle, _ = train_model(job.train, spec, valid=job.valid, run=run)
-    return bundle
+    if bundle is not None:
+        return bundle, None
+    if job.refit_valid and job.valid is not None:
+        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == doc["trial"])
+        params = all_rows_params(doc["family"], doc["params"], fitted_model(problem, trial))
+        bundle, _ = train_model([job.train, job.valid], spec.replace(params=params), run=run)
+        return bundle, len(problem.train_df) + len(problem.valid_df)
+    bundle, _ = train_model(job.train, spec, valid=job.valid, run=run)
+    return bundle, len(problem.train_df)
 
 
 def _held_members(study: Any, problem: Problem, top: int) -> list[tuple[str, Any]]:

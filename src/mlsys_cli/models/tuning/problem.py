@@ -86,8 +86,11 @@ class Problem:
 
     @property
     def row_factor(self) -> float:
-        """How much more a fit on every training row costs than a trial's fit (1 unsampled)."""
-        return len(self.train_df) / self.sample_rows if self.sample_rows else 1.0
+        """How much more the final refit costs than a trial's fit, by their rows: every training
+        row over the trial's sample (1 unsampled), times train + valid over train when the
+        refit also takes the validation rows (``job.refit_valid``: :func:`.final.refit_rows`)."""
+        rows = len(self.train_df) + (len(self.valid_df) if self.job.refit_valid and self.valid_df is not None else 0)
+        return rows / (self.sample_rows or len(self.train_df))
 
     @property
     def n_classes(self) -> int:

@@ -18,14 +18,18 @@ from mlsys_cli.models.tuning.job import TuneJob
 # Cheapest first: the order in which ``auto`` gives each family its default trial.
 AUTO_FAMILIES = ("linear", "hgb", "xgboost", "forest", "mlp")
 # ``auto`` also starts from these configurations (after each family's own defaults): XGBoost's
-# library defaults (0.3 learning rate, 100 rounds) and extremely randomized trees, which win on
+# library defaults (0.3 learning rate, 100 rounds, no early stopping) and extremely randomized trees, which win on
 # many small tables (FLAML's extra_tree) for the cost of a forest.
 AUTO_EXTRA_DEFAULTS = (
     # scikit-learn's HistGradientBoosting exactly as a user fits it by default on up to 10,000
     # rows: 100 iterations, no early stopping (the family's defaults trial stops on --valid).
     ("hgb", {"early_stopping": False}),
     ("forest", {"kind": "extra"}),
-    ("xgboost", {"learning_rate": 0.3, "n_estimators": 100}),
+    # XGBoost's library defaults as a user fits them: 100 rounds, no early stopping. Early stopping
+    # on the validation log loss cut them to 7 rounds on attrition (validation AUC 0.811 vs 0.832
+    # for all 100, test 0.735 vs 0.781) and to 1 on flights, where the loss rises while the AUC
+    # still improves; the family's own defaults trial keeps early stopping.
+    ("xgboost", {"learning_rate": 0.3, "n_estimators": 100, "early_stopping_rounds": 0}),
     # A slower, shallower, subsampled booster: what tuned XGBoost converges to on small noisy
     # tables (credit scoring), where the deep defaults overfit in a few dozen rounds.
     ("xgboost", {"learning_rate": 0.05, "max_depth": 4, "min_child_weight": 2.0, "subsample": 0.8,
