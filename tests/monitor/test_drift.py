@@ -61,6 +61,15 @@ def test_a_csv_table_is_compared_as_its_parquet_twin(tmp_path):
         detect(tmp_path / "empty.csv", reference=ref, options=FAST)
 
 
+def test_csv_column_names_with_quotes_and_spaces_are_compared(tmp_path):
+    names = {"normal": 'say "hi"', "color": "colour name", "tier": "tïer"}
+    ref = _write(population(600, 1).rename(columns=names), tmp_path / "ref.parquet")
+    population(600, 2, mean=0.3).rename(columns=names).to_csv(tmp_path / "cur.csv", index=False)
+    report = detect(tmp_path / "cur.csv", reference=ref, options=FAST)
+    assert {'say "hi"', "colour name", "tïer"} <= {f.name for f in report.features}
+    assert [f.name for f in report.features if f.drifted] == ['say "hi"']
+
+
 def test_no_false_alarms_over_seeded_trials(tmp_path):
     alarms = 0
     for trial in range(20):

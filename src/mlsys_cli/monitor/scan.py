@@ -429,7 +429,9 @@ class Source:
         import pyarrow.parquet as pq
 
         if self._relation is not None:
-            rel = self._relation.select(*[f'"{c}"' for c in columns])
+            from mlsys_cli.data.io import quote_ident
+
+            rel = self._relation.select(*[quote_ident(c) for c in columns])
             reader = rel.to_arrow_reader(batch_rows)
             yield from reader
             return
