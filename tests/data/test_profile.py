@@ -67,7 +67,7 @@ def test_profile_values():
 
 def test_values_near_the_float64_limit_give_finite_edges_and_quantiles():
     # A quantile between -1e308 and 1e308 overflowed the interpolation: a NaN edge and a None median.
-    x = np.r_[np.full(50, -1e308), np.full(50, 1e308), np.linspace(-1, 1, 5)]
+    x = np.r_[np.full(50, -1e308), np.full(50, 1e308)]
     with np.errstate(all="raise"):
         p = numeric_profile(x)
     values = p["quantiles"]["values"] + p["histogram"]["edges"] + p["sketch"]["edges"]
