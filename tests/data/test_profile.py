@@ -63,3 +63,16 @@ def test_profile_frame_raw_and_canonical_agree():
 def test_profile_values():
     assert profile_values(np.array([0.1, 0.9]))["kind"] == "numeric"
     assert profile_values(np.array(["yes", "no", "yes"], dtype=object))["top"] == {"yes": 2, "no": 1}
+
+
+def test_values_near_the_float64_limit_give_finite_edges_and_quantiles():
+    # A quantile between -1e308 and 1e308 overflowed the interpolation: a NaN edge and a None median.
+    x = np.r_[np.full(50, -1e308), np.full(50, 1e308)]
+    with np.errstate(all="raise"):
+        p = numeric_profile(x)
+    values = p["quantiles"]["values"] + p["histogram"]["edges"] + p["sketch"]["edges"]
+    assert all(v is not None and np.isfinite(v) for v in values), values
+    assert p["quantiles"]["values"][QUANTILES.index(0.5)] == 0.0
+    assert sum(p["sketch"]["counts"]) == len(x)
+    y = np.random.default_rng(0).normal(size=1000)
+    assert numeric_profile(y)["quantiles"]["values"] == [float(v) for v in np.quantile(y, QUANTILES)]

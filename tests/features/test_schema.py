@@ -88,6 +88,22 @@ def test_wrong_value_is_named(kind, value):
         canonicalize(df, [{"name": "c", "type": kind}])
 
 
+@pytest.mark.parametrize("kind, column", [
+    # datetime64 was read as nanoseconds since 1970: a number column given dates predicted silently
+    ("float", pd.Series([pd.NaT, pd.Timestamp("2024-01-01")])),
+    ("float", pd.Series([None, pd.Timestamp("2024-01-01", tz="UTC")])),
+    # unhashable values were an internal TypeError
+    ("string", pd.Series([None, [1, 2]], dtype=object)), ("string", pd.Series([None, np.array([1])], dtype=object)),
+    ("string", pd.Series([None, {"a": 1}], dtype=object)), ("float", pd.Series([None, [1.0]], dtype=object)),
+])
+def test_a_value_of_another_kind_is_refused_by_name_not_converted(kind, column):
+    with pytest.raises(InputError, match=r"column 'c': expected .* \(row 1\)"):
+        canonicalize(pd.DataFrame({"c": column}), [{"name": "c", "type": kind}])
+    table = pa.Table.from_pandas(pd.DataFrame({"c": column}), preserve_index=False)
+    with pytest.raises(InputError, match=r"column 'c': expected .* \(row 1\)"):
+        canonicalize(table, [{"name": "c", "type": kind}])
+
+
 def _json_records(df):
     """The rows as a JSON client sends them: ISO dates, null for missing, plain numbers."""
     import json

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlsys_cli.data.io import detect_format, read_lineage, resolve_inputs, scan_table
+from mlsys_cli.data.io import detect_format, quote_ident, read_lineage, resolve_inputs, scan_table
 from mlsys_cli.errors import InputError
 
 
@@ -51,7 +51,7 @@ def describe_table(path: str | Path) -> TableInfo:
     types = [str(t) for t in relation.types]
     if not names:
         raise InputError(f"{path}: table has no columns")
-    counts = relation.aggregate(", ".join(["count(*)"] + [f'count("{n}")' for n in names])).fetchall()[0]
+    counts = relation.aggregate(", ".join(["count(*)"] + [f"count({quote_ident(n)})" for n in names])).fetchall()[0]
     rows = int(counts[0])
     columns = [{"name": n, "type": t, "nulls": rows - int(c)} for n, t, c in zip(names, types, counts[1:])]
     lineage = read_lineage(files[0]) if fmt == "parquet" and len(files) == 1 else None

@@ -477,6 +477,11 @@ def quote_ident(name: str) -> str:
     return '"' + str(name).replace('"', '""') + '"'
 
 
+def relation_rows(relation: Any) -> int:
+    """Rows of a DuckDB relation (DuckDB 2 relations have no ``fetchone``: one call, one result)."""
+    return int(relation.aggregate("count(*)").fetchall()[0][0])
+
+
 def count_rows(paths: Any) -> int:
     """Rows of a table: from the Parquet footers (no data read), else by a DuckDB count."""
     import pyarrow.parquet as pq
@@ -491,7 +496,7 @@ def count_rows(paths: Any) -> int:
             except Exception as exc:  # pyarrow raises several types for a damaged footer
                 raise InputError(f"{f}: cannot read Parquet: {exc}") from None
         return total
-    return int(scan_table(files).aggregate("count(*)").fetchall()[0][0])
+    return relation_rows(scan_table(files))
 
 
 def read_frame(paths: Any, columns: Sequence[str] | None = None) -> Any:

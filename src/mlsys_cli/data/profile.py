@@ -112,7 +112,12 @@ def _sorted_quantiles(ordered: Any, levels: Any) -> Any:
     pos = np.asarray(levels, dtype=np.float64) * (len(ordered) - 1)
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+    a, b, t = ordered[lo], ordered[hi], pos - lo
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = a + (b - a) * t
+    # Between -1e308 and 1e308 the difference overflows (a NaN edge, an infinite quantile); the
+    # weighted sum cannot, and equals the formula above up to rounding.
+    return np.where(np.isfinite(q), q, a * (1 - t) + b * t)
 
 
 def _sorted_counts(ordered: Any, edges: Any) -> list[int]:

@@ -83,7 +83,8 @@ def _input_columns(paths: Sequence[Any]) -> tuple[Any, int, Any]:
     """The input's Arrow schema, its row count, and a function yielding record batches."""
     import pyarrow.parquet as pq
 
-    from mlsys_cli.data.io import detect_format, parquet_schema, quote_ident, refuse_repeated, resolve_inputs, scan_table
+    from mlsys_cli.data.io import (detect_format, parquet_schema, quote_ident, refuse_repeated, relation_rows,
+                                   resolve_inputs, scan_table)
 
     files = resolve_inputs(paths)
     if all(detect_format(f) == "parquet" for f in files):
@@ -110,7 +111,7 @@ def _input_columns(paths: Sequence[Any]) -> tuple[Any, int, Any]:
         reader = relation.select(*[quote_ident(c) for c in columns]).to_arrow_reader(size)
         yield from reader
 
-    rows = int(relation.aggregate("count(*)").fetchall()[0][0])
+    rows = relation_rows(relation)
     return relation.limit(0).to_arrow_table().schema, rows, batches
 
 

@@ -153,7 +153,7 @@ def apply(
     """
     import pyarrow.parquet as pq
 
-    from mlsys_cli.data.io import quote_ident, resolve_inputs, scan_table
+    from mlsys_cli.data.io import quote_ident, relation_rows, resolve_inputs, scan_table
     from mlsys_cli.features.bundle import load_features_bundle
     from mlsys_cli.fsutil import atomic_path
 
@@ -163,7 +163,7 @@ def apply(
     files = resolve_inputs(data)
     relation = scan_table(files)
     select, keep_target = apply_columns(fz, manifest, relation.columns)
-    rows = int(relation.aggregate("count(*)").fetchall()[0][0])
+    rows = relation_rows(relation)
     lineage = apply_lineage(bundle, manifest, files, rows, keep_target)
     reader = relation.select(*[quote_ident(c) for c in select]).to_arrow_reader(batch_rows)
     schema = feature_schema(fz, reader.schema, keep_target).with_metadata({LINEAGE_KEY: lineage_metadata(lineage, rows).encode()})

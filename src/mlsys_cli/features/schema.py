@@ -194,7 +194,10 @@ def _as_float(name: str, series: Any) -> np.ndarray:
     else:
         raw = series.astype(object).to_numpy()
         present = ~pd.isna(raw) & (raw != "")
-        x = pd.to_numeric(pd.Series(raw).where(present), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        # dtype=object: a Series of Timestamps would be inferred datetime64, which to_numeric
+        # turns into nanoseconds since 1970 (dates given for a number were predicted on as 1.7e18).
+        x = pd.to_numeric(pd.Series(raw, dtype=object).where(present), errors="coerce").to_numpy(dtype=np.float64,
+                                                                                                 na_value=np.nan)
         bad = present & np.isnan(x) & ~np.array([isinstance(v, str) and v.strip().lower() == "nan" for v in raw], dtype=bool)
         if bad.any():
             raise _bad_value(name, "numeric", raw, bad)
@@ -242,7 +245,11 @@ def _as_string(name: str, series: Any) -> np.ndarray:
 
     # Hash each row once (Arrow strings are dictionary-encoded in C), convert the distinct values,
     # and index back: one shared Python string per category instead of one per row.
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    try:
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    except TypeError:  # unhashable: a list, array or dict where a category belongs
+        raw = series.astype(object).to_numpy()
+        raise _bad_value(name, "string", raw, np.array([isinstance(v, (list, dict, np.ndarray)) for v in raw])) from None
     distinct = np.asarray(uniques, dtype=object)
     if pd.api.types.infer_dtype(distinct, skipna=True) not in ("string", "empty"):
         distinct = np.array([v if isinstance(v, str) else _str_value(v) for v in distinct.tolist()], dtype=object)

@@ -362,7 +362,9 @@ class Source:
     def count_rows(self) -> int:
         """Rows that pass the shadow filter (from the Parquet footers when there is none)."""
         if self._relation is not None:
-            return int(self._relation.aggregate("count(*)").fetchone()[0])
+            from mlsys_cli.data.io import relation_rows
+
+            return relation_rows(self._relation)
         if not self._shadow:
             import pyarrow.parquet as pq
 
@@ -427,8 +429,10 @@ class Source:
         import pyarrow.parquet as pq
 
         if self._relation is not None:
-            rel = self._relation.select(*[f'"{c}"' for c in columns])
-            reader = rel.fetch_arrow_reader(batch_rows) if hasattr(rel, "fetch_arrow_reader") else rel.record_batch(batch_rows)
+            from mlsys_cli.data.io import quote_ident
+
+            rel = self._relation.select(*[quote_ident(c) for c in columns])
+            reader = rel.to_arrow_reader(batch_rows)
             yield from reader
             return
         fields = {c: self.schema.field(c) for c in columns}
