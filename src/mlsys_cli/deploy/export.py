@@ -244,7 +244,9 @@ def _calibrated_parity(bundle: Any, df: Any) -> dict[str, Any] | None:
     model = check_parity(bare, OnnxModel.from_proto(to_onnx(bare)), df)
     cal_diff = 0.0
     for single, calibrator in calibrated:
-        uncalibrated = np.asarray(single.predict_scores(df), np.float64)
+        # The graph's probabilities are float32 (a family scoring in float64, such as HGB, is rounded
+        # there), so the calibrator's two engines are fed the same float32 values.
+        uncalibrated = np.asarray(single.predict_scores(df), np.float32).astype(np.float64)
         expected = np.asarray(calibrator.transform(uncalibrated), np.float64)
         if len(df):
             cal_diff = max(cal_diff, float(np.abs(expected - _run_calibrator(calibrator, uncalibrated)).max()))
@@ -293,7 +295,7 @@ def _run_calibrator(calibrator: Any, proba: Any) -> Any:
     model = _calibrate(fam.make_model(graph, fam.OPSET), calibrator)
     session = ort.InferenceSession(model.SerializeToString(), sess_options=session_options(),
                                    providers=["CPUExecutionProvider"])
-    # The model's probabilities are float32 values (both engines), so this input loses nothing.
+    # ``proba`` holds float32 values already (the caller rounds them), so this input loses nothing.
     return session.run([fam.PROBA], {"p": proba.astype(np.float32)})[0].astype(np.float64)
 
 
