@@ -398,9 +398,7 @@ class Source:
         canary, shadow) answered the rows a drift report compares.
         """
         import pyarrow as pa
-
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
         if "_mlsys_role" not in self.schema.names:
             return []
@@ -409,10 +407,10 @@ class Source:
             tables = (pa.Table.from_batches([b]) for b in self.batches(names))
         else:
             # File by file: one model's file may lack the model or version columns another has.
-            tables = (pq.read_table(f, columns=[c for c in _SERVED if c in pq.read_schema(f).names]) for f in self.files)
+            tables = (_served_table(f) for f in self.files)
         counts: dict[tuple, int] = {}
         for table in tables:
-            if "_mlsys_role" not in table.column_names:
+            if table is None:
                 continue
             if self._shadow:
                 role = table.column("_mlsys_role")
@@ -477,15 +475,21 @@ class Source:
         return sampler.table([self.schema.field(c) for c in columns])
 
 
-def _served_by(path: Any) -> list[tuple[str, ...]]:
-    """The (role, model, version) of a serve log file's rows (empty for any other file)."""
+def _served_table(path: Any) -> Any:
+    """A serve log file's role, model and version columns, those it has (None for any other file)."""
     import pyarrow.parquet as pq
 
     names = [c for c in _SERVED if c in pq.read_schema(path).names]
-    if "_mlsys_role" not in names:
+    return pq.read_table(path, columns=names) if "_mlsys_role" in names else None
+
+
+def _served_by(path: Any) -> list[tuple[str, ...]]:
+    """The (role, model, version) of a serve log file's rows (empty for any other file)."""
+    table = _served_table(path)
+    if table is None:
         return []
-    table = pq.read_table(path, columns=names).group_by(names).aggregate([])
-    return sorted({tuple(str(v) for v in row.values()) for row in table.to_pylist()})
+    groups = table.group_by(table.column_names).aggregate([])
+    return sorted({tuple(str(v) for v in row.values()) for row in groups.to_pylist()})
 
 
 def _who(served: Sequence[tuple[str, ...]]) -> str:
