@@ -32,7 +32,7 @@ def held_problem(costs: dict[int, float], families: dict[int, str], values: dict
     job = SimpleNamespace(deadline=1000.0, refit=True, refit_valid=True, ensemble=True, budget_s=budget_s, valid="v")
     return SimpleNamespace(
         job=job, holds_models=True, held=held, higher=False, train_df=[0] * 100, valid_df=[0] * 100,
-        fit_s={n: (c - OVERHEAD_S - 200 * OVERHEAD_ROW_S) / 2 / REFIT_RATE for n, c in costs.items()}, featurize_s={}, final_plan=None, sample_rows=None,
+        fit_s={n: (c - OVERHEAD_S - 200 * OVERHEAD_ROW_S) / 2 / REFIT_RATE for n, c in costs.items()}, featurize_s={}, final_plan=None, sample_rows=None, selection_skipped=None,
         key=lambda family, fold: (family.name, fold), held_family=families.get, held_model=lambda n: None)
 
 
@@ -249,8 +249,8 @@ def test_the_search_holds_back_the_folds_of_the_candidates_that_fit_in_their_sha
     """The candidates are the best of each family first, then every defaults trial (a family's
     first, however it scored on the validation rows); the search holds back their folds' cost
     while it fits in CV_SHARE of the budget, instead of the ensemble step's share."""
-    from mlsys_cli.models.tuning.budget import (CV_SHARE, REFIT_RATE, SAVE_S, ensemble_reserve, reserve, search_deadline, selection_candidates,
-                                                selection_cost, selection_planned, selection_reserve)
+    from mlsys_cli.models.tuning.budget import (CV_FOLDS_MIN, CV_SHARE, REFIT_RATE, SAVE_S, ensemble_reserve, reserve, search_deadline,
+                                                selection_candidates, selection_cost, selection_plan, selection_planned, selection_reserve)
 
     # Lower is better: trial 4 (xgboost) is the best, trial 0 (hgb defaults) scored worst on valid.
     trials = [timed(0, "hgb", 5.3, 0.2, True), timed(1, "xgboost", 5.0, 0.1, True), timed(2, "mlp", 5.1, 0.4, True),
@@ -279,9 +279,19 @@ def test_the_search_holds_back_the_folds_of_the_candidates_that_fit_in_their_sha
     # An MLP trial whose early-stopped epochs are unknown (neither held nor recorded) is no candidate.
     del trials[2].user_attrs["best_epoch"]
     assert 2 not in [t.number for t in selection_candidates(study, problem)]
+    # Two candidates' 5 folds do not fit, their 3 folds do (half the cost here: 3 x 4/3 vs 5 x 8/5 fits).
+    three = selection_cost(problem, selection_candidates(study, problem)[:2], CV_FOLDS_MIN)
+    assert three == pytest.approx(selection_cost(problem, selection_candidates(study, problem)[:2]) / 2)
+    problem.job.budget_s = three / CV_SHARE + 1e-9
+    assert selection_plan(study, problem) == (CV_FOLDS_MIN, selection_candidates(study, problem)[:2])
+    assert selection_reserve(study, problem) == pytest.approx(three)
     # Not even two candidates fit: chosen on the validation rows as before (the ensemble step's share).
     problem.job.budget_s = 1.0
     assert selection_planned(study, problem) == []
+    from mlsys_cli.models.tuning.select import choose
+
+    # ... and the report says why (final.selection.skipped).
+    assert choose(study, problem) is None and "do not fit in 25% of the budget (0.2s)" in problem.selection_skipped
     assert search_deadline(study, problem) == pytest.approx(1000.0 - ensemble_reserve(1.0) - reserve(problem, study) - SAVE_S)
     # A time-ordered table, or several workers, are not cross-validated.
     problem.job.budget_s, problem.job.time_col = 60.0, "when"

@@ -58,6 +58,11 @@ def test_the_folds_score_each_candidate_out_of_fold_on_train_and_valid_determini
     assert record["best_single"] == 0 and [c["trial"] for c in record["candidates"]] == [1, 0]
     cv = {c["trial"]: c["cv"] for c in record["candidates"]}
     assert cv[0] < cv[1] < np.std(problem.train_df["y"])
+    # Three folds (where five do not fit in the share): every row still scored out of fold, the
+    # record and the refit estimate follow (three folds of 2/3 of the rows: a fold's seconds x 3/2).
+    three = select.cross_validate(problem, trials, None, select.CV_FOLDS_MIN)
+    assert three.P.shape == (2, 200) and three.folds == 3 and select.decide(problem, three).to_dict()["folds"] == 3
+    assert select.refit_seconds(problem, three, 0) == pytest.approx(three.fit_s[1] / 2 + select.post_fit_seconds(problem))
     # A candidate whose folds would pass the stop is left out (its estimate: 1,000 s of trials).
     slow = trial(2, "hgb", 0.9, {"max_iter": 5}, fit_s=1000.0)
     scored = select.cross_validate(problem, [slow] + trials, time.time() + 120.0)

@@ -199,6 +199,9 @@ def choose_and_hand_back(study: Any, session: tuple[Any, Any], mine: dict[str, A
         # Chosen on every row by k-fold: a resumed trial's validation score could not overturn it.
         return Choice(None, [], {"model": chosen.record["chosen"]}, chosen), mine
     choice = choose(study, problem, before.params[FAMILY_PARAM])
+    if problem.selection_skipped:
+        # Why the validation rows decided instead of k-fold on train + valid (final.selection).
+        choice.info["selection"] = {"skipped": problem.selection_skipped}
     if choice.bundle is None:
         return choice, mine
     ensemble = choice.info["model"] == "ensemble"

@@ -57,6 +57,8 @@ class Problem:
         # Once the final model is chosen: "single" (the best trial) or the ensemble's member trial
         # numbers; a search resumed after that plans only their refit (budget.search_deadline).
         self.final_plan: str | tuple[int, ...] | None = None
+        # Why the final model was not chosen by k-fold on train + valid where that applies (:mod:`.select`).
+        self.selection_skipped: str | None = None
 
     @property
     def holds_models(self) -> bool:

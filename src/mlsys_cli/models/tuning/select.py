@@ -6,7 +6,8 @@ the validation-best trial or ensemble lost on test to a family's default configu
 search had tried first (attrition, ames). Where the budget affords it (its cost is estimated
 from the trials' measured training seconds, :func:`~.budget.selection_cost`), the top few candidates (the best of
 each family first, :func:`~mlsys_cli.models.ensemble.pick_trials`) and every defaults trial are
-scored by :data:`CV_FOLDS`-fold cross-validation on train + valid instead, each configuration with
+scored by :data:`CV_FOLDS`-fold cross-validation on train + valid instead (:data:`CV_FOLDS_MIN` folds
+where five do not fit, :func:`~.budget.selection_plan`), each configuration with
 the rounds early stopping chose, exactly as its refit on train + valid will train it. Their
 out-of-fold predictions decide both questions: the best single candidate, and whether the
 greedy-selection ensemble of the best few (its score cross-fitted over the same out-of-fold
@@ -25,8 +26,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from mlsys_cli.models.tuning.budget import (CV_FOLDS, CV_MIN_CANDIDATES, ENSEMBLE_TOP, SAVE_S, post_fit_seconds, selection_candidates,
-                                             selection_cost, selection_planned)
+from mlsys_cli.models.tuning.budget import (CV_FOLDS, CV_FOLDS_MIN, CV_MIN_CANDIDATES, CV_SHARE, ENSEMBLE_TOP, SAVE_S,
+                                             post_fit_seconds, selection_applies, selection_candidates, selection_cost,
+                                             selection_plan)
 from mlsys_cli.models.tuning.problem import Problem
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class Scored:
     skipped: list
     seconds: float
     estimated_s: list = field(default_factory=list)
+    folds: int = CV_FOLDS
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class Selection:
         return dict(self.record)
 
 
-def cross_validate(problem: Problem, trials: Sequence[Any], end: float | None) -> Scored:
+def cross_validate(problem: Problem, trials: Sequence[Any], end: float | None, folds: int = CV_FOLDS) -> Scored:
     """Out-of-fold predictions of ``trials`` on train + valid, in order, each as its refit
     trains it (:func:`~.refit.all_rows_params`).
 
@@ -82,14 +85,15 @@ def cross_validate(problem: Problem, trials: Sequence[Any], end: float | None) -
     import numpy as np
 
     start = time.time()
-    frame, y, folds = _fold_data(problem)
+    k = folds
+    frame, y, folds = _fold_data(problem, k)
     cache: dict[Any, tuple[Any, Any, float]] = {}
     done, preds, secs, skipped, estimates = [], [], [], [], []
     ratio = 1.0
     for trial in trials:
-        raw = selection_cost(problem, [trial])
+        raw = selection_cost(problem, [trial], k)
         estimate = ratio * raw
-        refits = sorted((_refit_of(problem, s) for s in secs + [estimate]), reverse=True)
+        refits = sorted((_refit_of(problem, s, k) for s in secs + [estimate]), reverse=True)
         stop = None if end is None else end - sum(refits[:ENSEMBLE_TOP])
         if stop is not None and time.time() + estimate > stop:
             skipped.append(trial.number)
@@ -108,10 +112,10 @@ def cross_validate(problem: Problem, trials: Sequence[Any], end: float | None) -
         preds.append(out)
         secs.append(took)
     P = np.stack(preds) if preds else np.zeros((0, len(frame)))
-    return Scored(done, P, secs, skipped, round(time.time() - start, 3), estimates)
+    return Scored(done, P, secs, skipped, round(time.time() - start, 3), estimates, k)
 
 
-def _fold_data(problem: Problem) -> tuple[Any, Any, list[tuple[Any, Any]]]:
+def _fold_data(problem: Problem, k: int = CV_FOLDS) -> tuple[Any, Any, list[tuple[Any, Any]]]:
     """Train + valid as one frame, its encoded target and the seeded folds (stratified for classes)."""
     import numpy as np
     from sklearn.model_selection import KFold, StratifiedKFold
@@ -121,10 +125,10 @@ def _fold_data(problem: Problem) -> tuple[Any, Any, list[tuple[Any, Any]]]:
     frame = _frame(problem)
     y = tr.encode_target(problem.task, frame[problem.target], problem.classes, problem.job.train)
     seed = int(problem.job.seed)
-    if problem.task != "regression" and np.bincount(np.asarray(y, dtype=int)).min() >= CV_FOLDS:
-        splits = StratifiedKFold(CV_FOLDS, shuffle=True, random_state=seed).split(np.zeros(len(frame)), y)
+    if problem.task != "regression" and np.bincount(np.asarray(y, dtype=int)).min() >= k:
+        splits = StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(frame)), y)
     else:
-        splits = KFold(CV_FOLDS, shuffle=True, random_state=seed).split(np.zeros(len(frame)))
+        splits = KFold(k, shuffle=True, random_state=seed).split(np.zeros(len(frame)))
     return frame, y, list(splits)
 
 
@@ -186,7 +190,7 @@ def decide(problem: Problem, scored: Scored) -> Selection:
              "valid": round(float(t.value), 6), "cv": round(values[i], 6), "seconds": round(scored.fit_s[i], 3),
              "estimated_s": round(scored.estimated_s[i], 3) if scored.estimated_s else None}
             for i, t in enumerate(scored.trials)]
-    record = {"method": "cv", "folds": CV_FOLDS, "rows": int(scored.P.shape[1]), "metric": problem.metric,
+    record = {"method": "cv", "folds": scored.folds, "rows": int(scored.P.shape[1]), "metric": problem.metric,
               "candidates": rows, "skipped": list(scored.skipped), "seconds": scored.seconds,
               "best_single": scored.trials[best].number, "ensemble_cv": None, "gain": None}
     if len(pool) >= 2 and problem.job.ensemble:
@@ -228,27 +232,41 @@ class _Proxy:
 def refit_seconds(problem: Problem, scored: Scored, number: int) -> float:
     """Seconds to refit candidate ``number`` on train + valid: its folds' measured seconds per
     fold, scaled from a fold's rows to all of them, plus the post-fit work."""
-    return _refit_of(problem, scored.fit_s[[t.number for t in scored.trials].index(number)])
+    return _refit_of(problem, scored.fit_s[[t.number for t in scored.trials].index(number)], scored.folds)
 
 
-def _refit_of(problem: Problem, folds_s: float) -> float:
+def _refit_of(problem: Problem, folds_s: float, k: int = CV_FOLDS) -> float:
     """The refit on train + valid of a candidate whose folds took ``folds_s`` seconds: a fold fits
     (k-1)/k of the rows, so the refit costs a fold's seconds times k/(k-1)."""
-    return folds_s / (CV_FOLDS - 1) + post_fit_seconds(problem)
+    return folds_s / (k - 1) + post_fit_seconds(problem)
 
 
 def choose(study: Any, problem: Problem) -> Selection | None:
     """Cross-validate the candidates (:func:`~.budget.selection_candidates`, in order, while the time
     left before the refit and the saving allows) and decide (:func:`decide`); None when the folds
     do not apply or fewer than two candidates could be scored (the validation rows decide)."""
-    planned = selection_planned(study, problem)
+    folds, planned = selection_plan(study, problem)
     if not planned:
+        problem.selection_skipped = _not_planned_reason(study, problem)
         return None
     deadline = problem.job.deadline
-    scored = cross_validate(problem, selection_candidates(study, problem), None if deadline is None else deadline - SAVE_S)
+    scored = cross_validate(problem, selection_candidates(study, problem), None if deadline is None else deadline - SAVE_S, folds)
     if not _enough(problem, planned, scored):
+        problem.selection_skipped = (f"the folds scored {len(scored.trials)} of {len(planned)} planned candidates in the time "
+                                     "left, not the best of the two best families")
         return None
     return decide(problem, scored)
+
+
+def _not_planned_reason(study: Any, problem: Problem) -> str | None:
+    """Why no candidate's folds were planned (None: the folds do not apply to this run)."""
+    if not selection_applies(problem):
+        return None
+    picked = selection_candidates(study, problem)[:CV_MIN_CANDIDATES]
+    if len(picked) < CV_MIN_CANDIDATES:
+        return f"fewer than {CV_MIN_CANDIDATES} candidates to compare"
+    return (f"{CV_FOLDS_MIN} folds of the {CV_MIN_CANDIDATES} best candidates (~{selection_cost(problem, picked, CV_FOLDS_MIN):.1f}s estimated) "
+            f"do not fit in {CV_SHARE:.0%} of the budget ({CV_SHARE * float(problem.job.budget_s):.1f}s)")
 
 
 def _enough(problem: Problem, planned: Sequence[Any], scored: Scored) -> bool:
@@ -318,7 +336,7 @@ def _ensemble_of(problem: Problem, selection: Selection, fitted: Sequence[tuple[
     data = [r for role in ("train", "valid") for r in (problem.data_records()[role] or [])]
     return ensemble_from_scores(named, P, frame, EnsembleSpec(method="select", seed=int(problem.job.seed)),
                                 member_records=records, data_records=data,
-                                evaluated_on=f"train + valid ({CV_FOLDS}-fold out-of-fold predictions; ensemble cross-fitted on them)")
+                                evaluated_on=f"train + valid ({selection.scored.folds}-fold out-of-fold predictions; ensemble cross-fitted on them)")
 
 
 def _frame(problem: Problem) -> Any:
