@@ -97,8 +97,11 @@ def test_the_refit_refits_the_members_that_fit_best_first_and_keeps_the_others(m
     problem.job.deadline = clock[0] + refit.SAVE_S + 5.5
     fitted = []
 
-    def fake_fit(problem, trial, deadline):
+    def fake_fit(problem, trial, stop):
         fitted.append(trial.number)
+        if clock[0] + costs[trial.number] > stop:  # cut at its stop, as the families' fits are
+            clock[0] = stop
+            return None
         clock[0] += costs[trial.number]
         return SimpleNamespace(predictor=f"refit{trial.number}", manifest={"recipe": {"data": {"train": ["train", "valid"]}}})
 
@@ -126,6 +129,19 @@ def test_the_refit_refits_the_members_that_fit_best_first_and_keeps_the_others(m
     ens.members = ["p1", "p2", forest]
     manifest["recipe"]["members"] = [{"model": "a"}, {"model": "b"}, {"model": "c"}]
     out, done = refit.refit_final(study, problem, SimpleNamespace(predictor=ens, manifest=manifest),
+                                  [(1, "p1"), (2, "p2"), (0, forest)])
+    # hgb's 2 s estimate passes the 1.5 s left, but the search is over and its fit stops at the
+    # deadline: it is tried (here cut short, so it stays as fitted on the training rows).
+    assert fitted == [1, 0] and done["refitted"] == 1 and clock[0] <= problem.job.deadline
+    assert out.predictor.members == ["refit1", "p2", forest]
+    # A linear member's fit cannot be cut: only started where its estimate fits.
+    fitted.clear()
+    problem.held_family = {0: "linear", 1: "xgboost", 2: "mlp"}.get
+    linear_study = study_of([frozen(0, "linear", 1.0), frozen(1, "hgb", 1.0), frozen(2, "hgb", 1.0)])
+    problem.job.deadline = clock[0] + refit.SAVE_S + 5.5
+    ens.members = ["p1", "p2", forest]
+    manifest["recipe"]["members"] = [{"model": "a"}, {"model": "b"}, {"model": "c"}]
+    out, done = refit.refit_final(linear_study, problem, SimpleNamespace(predictor=ens, manifest=manifest),
                                   [(1, "p1"), (2, "p2"), (0, forest)])
     assert fitted == [1] and done["refitted"] == 1
     # Nothing fits: the bundle is saved as chosen, and the report says why.
@@ -227,9 +243,10 @@ def test_the_first_refitted_members_measured_seconds_rescale_the_others_estimate
     # Underestimated instead: the first takes 4 s for an estimate of 2 s, so the others count 4 s each.
     fitted.clear()
     problem = held_problem({0: 2.0, 1: 2.0, 2: 2.0}, {0: "hgb", 1: "xgboost", 2: "mlp"}, {0: 5.0, 1: 4.8, 2: 4.9})
-    problem.job.deadline, problem.job.budget_s = clock[0] + 100.0, 9.0 / refit.SHARE
+    problem.job.deadline, problem.job.budget_s = clock[0] + refit.SAVE_S + 9.0, 9.0 / refit.SHARE
     out, done = refit.refit_final(study, problem, SimpleNamespace(predictor=ens, manifest=manifest), [(1, "p1"), (2, "p2"), (0, "p0")])
-    # 4 s used of 9: the second (4 s rescaled) fits, the third (4 s) no longer does (1 s left).
+    # 4 s used of 9: the second (4 s rescaled) fits, the third (4 s) no longer does (1 s left,
+    # too little to try).
     assert fitted == [1, 2] and done["rescaled"] == pytest.approx(2.0)
 
 

@@ -132,6 +132,7 @@ class BaselineFamily(LibraryFamily):
     """The class prior (classification) or the mean (regression): the floor to beat."""
 
     name = "baseline"
+    stops_on_timeout = False
 
     def default_params(self, task: str) -> dict[str, Any]:
         return {"strategy": "mean" if task == "regression" else "prior"}
@@ -152,6 +153,7 @@ class LinearFamily(LibraryFamily):
     """Logistic regression (classification) or ridge regression, on scaled, one-hot features."""
 
     name = "linear"
+    stops_on_timeout = False
 
     def default_params(self, task: str) -> dict[str, Any]:
         if task == "regression":

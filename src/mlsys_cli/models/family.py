@@ -153,6 +153,9 @@ class Family(abc.ABC):
     # The parameter that sets how many rounds a boosted fit runs: tune records there the rounds
     # early stopping (or the deadline) chose, so the recipe retrains to the same model size.
     rounds_param = "n_estimators"
+    # Whether a fit stops at its ``timeout`` (at the next round, chunk of trees or epoch): a fit
+    # that cannot be cut (a linear solver) is only started where its estimate fits the time left.
+    stops_on_timeout = True
 
     @abc.abstractmethod
     def default_params(self, task: str) -> dict[str, Any]:

@@ -284,7 +284,7 @@ def final_bundle(study: Any, problem: Problem, selection: Selection) -> tuple[An
     chosen members with the weights their out-of-fold predictions gave. A member whose refit
     does not fit in the time left is left out (an ensemble then re-weights the others; with
     none left the best held trial is saved as it was fitted on the training rows)."""
-    from mlsys_cli.models.tuning.refit import fit_all_rows
+    from mlsys_cli.models.tuning.refit import fit_all_rows, worth_trying
 
     deadline = problem.job.deadline
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -292,7 +292,8 @@ def final_bundle(study: Any, problem: Problem, selection: Selection) -> tuple[An
     fitted, estimated = [], 0.0
     for number in selection.members:
         need = refit_seconds(problem, selection.scored, number)
-        if deadline is not None and time.time() + need + SAVE_S > deadline and fitted:
+        if (deadline is not None and time.time() + need + SAVE_S > deadline and fitted
+                and not worth_trying(problem, trials[number], need, deadline - SAVE_S - time.time())):
             continue
         estimated += need
         bundle = fit_all_rows(problem, trials[number], None if deadline is None else deadline - SAVE_S - post_fit_seconds(problem))
