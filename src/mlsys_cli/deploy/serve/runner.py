@@ -438,12 +438,12 @@ def _server(config: Any, app: Any, drain_seconds: float) -> Any:
             await super().shutdown(sockets)
 
         async def _drain(self, listeners: list[socket.socket]) -> None:
-            """Stop the way a proxy drains (Envoy's drain time, Knative's queue-proxy): readiness fails,
-            no new connection is established, every request already sent is answered with
-            ``connection: close``, and idle keep-alive connections are kept up to ``drain_seconds``
-            for a request on its way. uvicorn alone closes idle connections at once: a request the
-            client had just written on one was reset. Ends early once no connection is open and
-            none is queued; uvicorn's stop then closes the listener and what is left."""
+            """Readiness fails, no new connection is established, every request already sent is
+            answered with ``connection: close`` (as Envoy discourages HTTP/1 requests during its
+            drain time), and idle keep-alive connections are kept up to ``drain_seconds`` for a
+            request on its way. uvicorn alone closes idle connections at once: a request the client
+            had just written on one was reset. Ends early once no connection is open and none is
+            queued; uvicorn's stop then closes the listener and what is left."""
             app.ready = False
             self.config.http_protocol_class.draining = True
             app.state.event({"event": "drain", "connections": len(self.server_state.connections), "seconds": drain_seconds})
