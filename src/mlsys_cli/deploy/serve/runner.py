@@ -7,7 +7,7 @@ pipe, so a model that fails to load is still exit 3 with the reason. This proces
 SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) to the workers and starts a new worker
 when one dies.
 
-Signals in a worker: SIGTERM drains (:class:`_Server`): no new connection is established,
+Signals in a worker: SIGTERM drains (:func:`_server`): no new connection is established,
 every request already sent is answered (``connection: close``), idle keep-alive connections
 get ``drain_seconds`` for one, requests in flight finish (at most the request timeout); then it
 flushes the prediction log and exits 0. SIGHUP reloads every model from its source; with a
@@ -347,7 +347,7 @@ def _protocol(header_timeout: float, deadlines: Deadlines | None = None) -> type
 
         _counted = False
         _head = 0  # bytes received since the last request's headers were complete (None: reading a body)
-        draining = False  # the worker is stopping (set on the class by :class:`_Server`): answers close their connection
+        draining = False  # the worker is stopping (set on the class by :func:`_server`): answers close their connection
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -448,8 +448,10 @@ def _server(config: Any, app: Any, drain_seconds: float) -> Any:
             self.config.http_protocol_class.draining = True
             app.state.event({"event": "drain", "connections": len(self.server_state.connections), "seconds": drain_seconds})
             if not listeners or not all([refuse_connections(sock) for sock in listeners]):
-                for server in self.servers:  # no filter: stop listening now (the queue may be reset)
+                for server in self.servers:  # no filter: stop listening now, as uvicorn does (the queue is reset)
                     server.close()
+                for sock in listeners:
+                    sock.close()
             for connection in list(self.server_state.connections):
                 connection.drain()
             loop = asyncio.get_running_loop()
