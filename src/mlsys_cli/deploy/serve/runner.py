@@ -449,9 +449,7 @@ def _server(config: Any, app: Any, drain_seconds: float) -> Any:
             app.state.event({"event": "drain", "connections": len(self.server_state.connections), "seconds": drain_seconds})
             if not listeners or not all([refuse_connections(sock) for sock in listeners]):
                 for server in self.servers:  # no filter: stop listening now, as uvicorn does (the queue is reset)
-                    server.close()
-                for sock in listeners:
-                    sock.close()
+                    server.close()  # uvloop closes the socket's descriptor and detaches it from ``sock``
             for connection in list(self.server_state.connections):
                 connection.drain()
             loop = asyncio.get_running_loop()
