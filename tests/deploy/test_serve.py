@@ -675,6 +675,26 @@ def test_a_request_half_sent_when_the_drain_window_ends_is_still_answered(models
         assert s.stop() == 0
 
 
+def test_requests_pipelined_during_the_drain_are_all_answered_the_last_closing(models, tmp_path):
+    """Two requests written at once on a connection idle at SIGTERM: the first answer keeps the
+    connection open for the second, whose answer closes it (closing after the first dropped it)."""
+    with Server(models["onnx"], "--drain", "60s", "--no-access-log", cwd=tmp_path) as s:
+        conn = socket.create_connection(("127.0.0.1", s.port), timeout=60)
+        get = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+        conn.sendall(get)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        s.proc.send_signal(signal.SIGTERM)
+        _until(lambda: s.events("drain"), "the server did not start draining")
+        conn.sendall(get + get)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+        first, second = answer.split(b"HTTP/1.1 ")[1:]
+        assert first.startswith(b"200") and b"connection: close" not in first, answer
+        assert second.startswith(b"200") and b"\r\nconnection: close\r\n" in second, answer
+        assert s.stop() == 0
+
+
 def _keep_sending(port, body, outcomes, answered):
     """A client on a keep-alive connection sending requests back to back, a new connection after each
     ``connection: close``, until one is refused. Each request's fate goes to ``outcomes``."""

@@ -348,6 +348,7 @@ def _protocol(header_timeout: float, deadlines: Deadlines | None = None) -> type
         _counted = False
         _head = 0  # bytes received since the last request's headers were complete (None: reading a body)
         draining = False  # the worker is stopping (set on the class by :func:`_server`): answers close their connection
+        _closes = None  # the request whose answer the drain made close the connection
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -378,9 +379,12 @@ def _protocol(header_timeout: float, deadlines: Deadlines | None = None) -> type
             if not self._counted:
                 self._counted = True
                 Pending.count += 1
+            previous = self.cycle
             super().on_headers_complete()
-            if self.draining:
-                self.cycle.keep_alive = False
+            if self.draining and self.cycle is not previous:
+                if previous is not None and previous is self._closes and not previous.response_started:
+                    previous.keep_alive = True  # pipelined behind it: closing after it would drop this one
+                self._close_after(self.cycle)
 
         def on_response_complete(self) -> None:
             self._head, self._tail = 0, b""
@@ -392,10 +396,15 @@ def _protocol(header_timeout: float, deadlines: Deadlines | None = None) -> type
             super().on_response_complete()
 
         def drain(self) -> None:
-            """The worker stops: the answer being built says ``connection: close`` and closes the connection;
+            """The worker stops: the last request received (uvicorn's ``cycle``, also when others are
+            pipelined before it) is answered with ``connection: close``, which closes the connection;
             an idle one stays open (the next request on its way is answered the same way)."""
             if self.cycle is not None and not self.cycle.response_complete:
-                self.cycle.keep_alive = False
+                self._close_after(self.cycle)
+
+        def _close_after(self, cycle: Any) -> None:
+            cycle.keep_alive = False
+            self._closes = cycle
 
         def shutdown(self) -> None:
             """uvicorn's end of the drain: a connection whose next request has begun to arrive keeps it (it is
