@@ -190,6 +190,7 @@ complete -c mlsys -n '__fish_seen_subcommand_from export' -l help
 complete -c mlsys -n '__fish_seen_subcommand_from serve' -l access-log
 complete -c mlsys -n '__fish_seen_subcommand_from serve' -l api-key-env
 complete -c mlsys -n '__fish_seen_subcommand_from serve' -l canary
+complete -c mlsys -n '__fish_seen_subcommand_from serve' -l drain
 complete -c mlsys -n '__fish_seen_subcommand_from serve' -l host
 complete -c mlsys -n '__fish_seen_subcommand_from serve' -l json
 complete -c mlsys -n '__fish_seen_subcommand_from serve' -l log-dir

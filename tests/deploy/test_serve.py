@@ -617,3 +617,134 @@ def test_past_max_connections_a_json_503_with_retry_after_counted_and_no_plain_t
         assert server.stop() == 0
         lines = [line for line in server.stderr().splitlines() if line.strip() and not line.startswith("stopped after")]
         assert lines and all(line.startswith("{") for line in lines), lines
+
+
+def _until(condition, what, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_answers_a_request_sent_on_an_idle_keep_alive_connection(models, tmp_path, workers):
+    """uvicorn alone closed idle keep-alive connections at once on SIGTERM: a request a client had
+    just written on one was reset. Draining, it is answered with ``connection: close`` (and
+    readiness already says 503), then the connection is closed and the server exits 0."""
+    import http.client
+
+    with Server(models["onnx"], "--workers", workers, "--drain", "60s", "--no-access-log", cwd=tmp_path) as s:
+        conns = [http.client.HTTPConnection("127.0.0.1", s.port, timeout=60) for _ in range(2 * int(workers))]
+        for conn in conns:  # each idle and kept alive after one answer (with two workers, most likely both have some)
+            conn.request("GET", "/v2/health/ready")
+            resp = conn.getresponse()
+            assert (resp.status, resp.read(), resp.will_close) == (200, b'{"ready":true}', False)
+        s.proc.send_signal(signal.SIGTERM)
+        _until(lambda: len(s.events("drain")) == int(workers), "the workers did not start draining")
+        assert sum(e["connections"] for e in s.events("drain")) == len(conns)
+        for i, conn in enumerate(conns):
+            if i % 2:
+                conn.request("POST", "/predict", body=json.dumps(models["records"][:2]), headers={"Content-Type": "application/json"})
+            else:
+                conn.request("GET", "/v2/health/ready")
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.getheader("connection") == "close", resp.getheaders()
+            assert (resp.status, len(json.loads(body)["predictions"])) == (200, 2) if i % 2 else resp.status == 503
+            assert conn.sock is None or conn.sock.recv(1) == b""  # the server closed it after the answer
+        assert s.stop() == 0
+
+
+def test_a_request_half_sent_when_the_drain_window_ends_is_still_answered(models, tmp_path):
+    """At the end of the window idle connections are closed; one whose request has begun to arrive
+    keeps it until the request is whole (or 408 at --request-timeout)."""
+    with Server(models["onnx"], "--drain", "0.1s", "--no-access-log", cwd=tmp_path) as s:
+        body = json.dumps(models["records"][:2]).encode()
+        idle = socket.create_connection(("127.0.0.1", s.port), timeout=60)
+        half = socket.create_connection(("127.0.0.1", s.port), timeout=60)
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        half.sendall(head[:20])
+        _until(lambda: metric(s.metrics(), "mlsys_requests_total", route="metrics") >= 1, "no answer")  # both accepted by now
+        s.proc.send_signal(signal.SIGTERM)
+        assert idle.recv(1) == b""  # the window is over: the idle connection is closed
+        half.sendall(head[20:] + body)
+        answer = b""
+        while chunk := half.recv(65536):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and b"\r\nconnection: close\r\n" in answer, answer[:300]
+        assert s.stop() == 0
+
+
+def test_requests_pipelined_during_the_drain_are_all_answered_the_last_closing(models, tmp_path):
+    """Two requests written at once on a connection idle at SIGTERM: the first answer keeps the
+    connection open for the second, whose answer closes it (closing after the first dropped it)."""
+    with Server(models["onnx"], "--drain", "60s", "--no-access-log", cwd=tmp_path) as s:
+        conn = socket.create_connection(("127.0.0.1", s.port), timeout=60)
+        get = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+        conn.sendall(get)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        s.proc.send_signal(signal.SIGTERM)
+        _until(lambda: s.events("drain"), "the server did not start draining")
+        conn.sendall(get + get)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+        first, second = answer.split(b"HTTP/1.1 ")[1:]
+        assert first.startswith(b"200") and b"connection: close" not in first, answer
+        assert second.startswith(b"200") and b"\r\nconnection: close\r\n" in second, answer
+        assert s.stop() == 0
+
+
+def _keep_sending(port, body, outcomes, answered):
+    """A client on a keep-alive connection sending requests back to back, a new connection after each
+    ``connection: close``, until one is refused. Each request's fate goes to ``outcomes``."""
+    import http.client
+
+    conn = None
+    while True:
+        if conn is None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            try:
+                conn.connect()
+            except ConnectionRefusedError:
+                outcomes.append("refused")  # nothing was sent
+                return
+        try:
+            conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+        except (OSError, http.client.HTTPException) as exc:  # written, then reset or closed unanswered
+            outcomes.append(f"lost: {exc!r}")
+            conn.close()
+            return
+        outcomes.append((resp.status, resp.getheader("connection")))
+        answered.set()
+        if resp.will_close:
+            conn.close()
+            conn = None
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_under_keep_alive_load_loses_no_request(models, tmp_path, workers):
+    """Eight clients sending back to back on keep-alive connections, SIGTERM mid-load: every request
+    written is answered 200, the last on each connection with ``connection: close``; the client's
+    next connection is refused before it sends anything. Before the drain one stop reset 0-3
+    requests of eight such clients, and 10-20 with two workers (their reconnections queued on a
+    listener nobody accepted from any more, reset when it closed)."""
+    body = json.dumps(models["records"][:3])
+    with Server(models["onnx"], "--workers", workers, "--drain", "60s", "--no-access-log", cwd=tmp_path) as s:
+        outcomes = [[] for _ in range(8)]
+        answered = [threading.Event() for _ in outcomes]
+        threads = [threading.Thread(target=_keep_sending, args=(s.port, body, o, a), daemon=True)
+                   for o, a in zip(outcomes, answered)]
+        for t in threads:
+            t.start()
+        assert all(a.wait(60) for a in answered)  # every client is connected and sending
+        s.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in threads)
+        assert s.stop() == 0
+    for o in outcomes:
+        assert o[-1] == "refused" and o[-2] == (200, "close"), o[-3:]
+        assert set(o[:-2]) <= {(200, None)}, [r for r in o if r != (200, None)][:3]

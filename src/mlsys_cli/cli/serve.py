@@ -76,6 +76,7 @@ def command(
     max_rows: Annotated[int, typer.Option("--max-rows", click_type=integer(1), help="Most rows in one request.")] = 10_000,
     max_connections: Annotated[int, typer.Option("--max-connections", click_type=integer(1, 1_000_000), help="Open connections per worker before new requests get 503.")] = 1000,
     request_timeout: Annotated[float, typer.Option("--request-timeout", click_type=Duration(), help="Longest a request may take, from headers to answer.")] = 10.0,
+    drain: Annotated[float, typer.Option("--drain", click_type=Duration(), help="On SIGTERM, how long an idle keep-alive connection may still bring a request.")] = 2.0,
     api_key_env: Annotated[Optional[str], typer.Option("--api-key-env", help="Require 'Authorization: Bearer <token>', token from this variable.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="One JSON line per request on stderr.")] = True,
     poll: Annotated[float, typer.Option("--poll", click_type=Duration(), help="How often to look for a new champion or model file.")] = 2.0,
@@ -110,7 +111,7 @@ def command(
     options = ServeOptions(host=host, port=port, workers=workers, api_key=token, access_log=access_log, canary_share=share,
                            limits=Limits(int(max_body_mb * (1 << 20)), max_rows, request_timeout),
                            batching=BatchOptions(max_batch, max_wait_ms), log=log, poll_seconds=poll,
-                           max_connections=max_connections)
+                           max_connections=max_connections, drain_seconds=drain)
     result = serve(specs, options, lambda info: _ready(info, json_))
     written = f"; prediction log: {len(result.log_files)} file(s) in {log_dir}" if result.workers == 1 else f"; prediction log in {log_dir}"
     console.info(f"stopped after {result.seconds:g} s" + (written if log else ""))

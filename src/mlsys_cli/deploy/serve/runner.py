@@ -7,9 +7,11 @@ pipe, so a model that fails to load is still exit 3 with the reason. This proces
 SIGTERM/SIGINT (graceful stop) and SIGHUP (reload) to the workers and starts a new worker
 when one dies.
 
-Signals in a worker: SIGTERM stops accepting, lets in-flight requests finish (at most the
-request timeout), flushes the prediction log and exits 0; SIGHUP reloads every model from its
-source; with a registry, ``champion.json`` is also polled every ``poll_seconds``.
+Signals in a worker: SIGTERM drains (:func:`_server`): no new connection is established,
+every request already sent is answered (``connection: close``), idle keep-alive connections
+get ``drain_seconds`` for one, requests in flight finish (at most the request timeout); then it
+flushes the prediction log and exits 0. SIGHUP reloads every model from its source; with a
+registry, ``champion.json`` is also polled every ``poll_seconds``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import asyncio
 import os
 import signal
 import socket
+import struct
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -64,6 +68,7 @@ class ServeOptions:
     poll_seconds: float = 2.0
     canary_share: float = 0.0
     max_connections: int = 1000
+    drain_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -342,6 +347,8 @@ def _protocol(header_timeout: float, deadlines: Deadlines | None = None) -> type
 
         _counted = False
         _head = 0  # bytes received since the last request's headers were complete (None: reading a body)
+        draining = False  # the worker is stopping (set on the class by :func:`_server`): answers close their connection
+        _closes = None  # the request whose answer the drain made close the connection
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -372,7 +379,12 @@ def _protocol(header_timeout: float, deadlines: Deadlines | None = None) -> type
             if not self._counted:
                 self._counted = True
                 Pending.count += 1
+            previous = self.cycle
             super().on_headers_complete()
+            if self.draining and self.cycle is not previous:
+                if previous is not None and previous is self._closes and not previous.response_started:
+                    previous.keep_alive = True  # pipelined behind it: closing after it would drop this one
+                self._close_after(self.cycle)
 
         def on_response_complete(self) -> None:
             self._head, self._tail = 0, b""
@@ -382,6 +394,23 @@ def _protocol(header_timeout: float, deadlines: Deadlines | None = None) -> type
                 self.transport.flush()
             self._uncount()
             super().on_response_complete()
+
+        def drain(self) -> None:
+            """The worker stops: the last request received (uvicorn's ``cycle``, also when others are
+            pipelined before it) is answered with ``connection: close``, which closes the connection;
+            an idle one stays open (the next request on its way is answered the same way)."""
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._close_after(self.cycle)
+
+        def _close_after(self, cycle: Any) -> None:
+            cycle.keep_alive = False
+            self._closes = cycle
+
+        def shutdown(self) -> None:
+            """uvicorn's end of the drain: a connection whose next request has begun to arrive keeps it (it is
+            answered with ``connection: close``, or 408 at the header deadline); uvicorn closes the idle ones."""
+            if not self._head:
+                super().shutdown()
 
         def connection_lost(self, exc: Exception | None) -> None:
             limits.discard(self)
@@ -406,6 +435,81 @@ def _protocol(header_timeout: float, deadlines: Deadlines | None = None) -> type
             self.transport.close()
 
     return Protocol
+
+
+def _server(config: Any, app: Any, drain_seconds: float) -> Any:
+    """uvicorn's server, with a drain before its graceful stop (what SIGTERM starts)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await self._drain(sockets or [])
+            await super().shutdown(sockets)
+
+        async def _drain(self, listeners: list[socket.socket]) -> None:
+            """Readiness fails, no new connection is established, every request already sent is
+            answered with ``connection: close`` (as Envoy discourages HTTP/1 requests during its
+            drain time), and idle keep-alive connections are kept up to ``drain_seconds`` for a
+            request on its way. uvicorn alone closes idle connections at once: a request the client
+            had just written on one was reset. Ends early once no connection is open and none is
+            queued; uvicorn's stop then closes the listener and what is left."""
+            app.ready = False
+            self.config.http_protocol_class.draining = True
+            app.state.event({"event": "drain", "connections": len(self.server_state.connections), "seconds": drain_seconds})
+            if not listeners or not all([refuse_connections(sock) for sock in listeners]):
+                for server in self.servers:  # no filter: stop listening now, as uvicorn does (the queue is reset)
+                    server.close()  # uvloop closes the socket's descriptor and detaches it from ``sock``
+            for connection in list(self.server_state.connections):
+                connection.drain()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + drain_seconds
+            while ((self.server_state.connections or any(queued(sock) for sock in listeners))
+                   and loop.time() < deadline and not self.force_exit):
+                await asyncio.sleep(DRAIN_POLL_SECONDS)
+
+    return Server(config)
+
+
+DRAIN_POLL_SECONDS = 0.02
+SO_ATTACH_FILTER = 26  # Linux, <asm-generic/socket.h>
+# A classic BPF program run on each TCP segment reaching the listener (from its TCP header):
+# drop a segment with SYN set and ACK clear, a new connection; pass the rest.
+_DROP_SYN = ((0x30, 0, 0, 13),  # ldb [13]: the flags byte
+             (0x54, 0, 0, 0x12),  # and #(SYN|ACK)
+             (0x15, 0, 1, 0x02),  # jeq #SYN: drop, else pass
+             (0x06, 0, 0, 0),  # drop: ret #0
+             (0x06, 0, 0, 0xFFFFFFFF))  # pass: ret #-1
+
+
+def refuse_connections(sock: socket.socket) -> bool:
+    """Establish no new connection on a listening socket, keeping those already queued (False: cannot here).
+
+    Closing a listener resets every connection the kernel established that the server has not
+    accepted yet: a client that connected and wrote its request a moment earlier got ``Connection
+    reset``. Dropping new SYNs instead leaves that queue to be accepted and answered; a client that
+    connects now hears nothing, retries its SYN a second later and gets ``connection refused`` once
+    the listener is closed, before it sent anything. The filter is on the socket, so with
+    ``--workers`` it holds for every worker. Linux only (SO_ATTACH_FILTER).
+    """
+    import ctypes
+
+    if not sys.platform.startswith("linux"):
+        return False
+    program = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in _DROP_SYN))
+    try:  # the kernel copies the program: the buffer may go when this returns
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HP", len(_DROP_SYN), ctypes.addressof(program)))
+    except OSError:
+        return False
+    return True
+
+
+def queued(sock: socket.socket) -> int:
+    """Connections established on a listening socket that no worker has accepted yet (0 where unknown)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    except (OSError, AttributeError):
+        return 0
+    return struct.unpack_from("I", info, 24)[0]  # Linux: a listener's tcpi_unacked is its accept queue
 
 
 def run_worker(specs: list[ModelSpec], options: ServeOptions, sock: socket.socket, on_ready: Callable[[], None],
@@ -437,7 +541,7 @@ def run_worker(specs: list[ModelSpec], options: ServeOptions, sock: socket.socke
                             timeout_graceful_shutdown=int(timeout) + 5, server_header=False, date_header=False)
     previous = signal.signal(signal.SIGTERM, lambda *_: None)  # uvicorn re-raises it after the graceful stop
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        _server(config, app, options.drain_seconds).run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
     return [str(p) for p in log.written] if log is not None else []

@@ -112,6 +112,9 @@ def supervise(specs: list[Any], options: Any, sock: socket.socket, on_ready: Cal
             nonlocal stopping
             if sig in (signal.SIGTERM, signal.SIGINT):
                 stopping = True
+                # No worker is started again: the listener is theirs to close. Held open here, connections
+                # would be queued on it with nobody to accept them, and reset when this process exits.
+                sock.close()
             for child in list(children):
                 _kill(child, signal.SIGTERM if sig == signal.SIGINT else sig)
 
