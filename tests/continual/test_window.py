@@ -35,6 +35,16 @@ def test_unlabelled_rows_are_left_out_and_counted(churn, tmp_path):
     assert w.info["unlabelled_rows"] == 40 and w.info["rows"] == len(df) - 40
 
 
+def test_blank_text_labels_are_unlabelled_rows_not_a_class(churn, tmp_path):
+    df = pd.read_parquet(churn["h1"])
+    df["churned"] = df["churned"].map({True: "yes", False: "no"}).astype(object)
+    df.loc[df.index[:30], "churned"] = ""
+    df.loc[df.index[30:40], "churned"] = " "
+    df.to_parquet(tmp_path / "blank_labels.parquet", index=False)
+    w = load_window([str(tmp_path / "blank_labels.parquet")], Columns("churned", "snapshot_date"), task="binary")
+    assert w.info["unlabelled_rows"] == 40 and set(w.frame["churned"]) == {"no", "yes"}
+
+
 def test_a_changed_schema_is_refused_naming_the_columns(churn, tmp_path):
     schema = [{"name": "plan", "type": "string"}, {"name": "age", "type": "float"}, {"name": "gone", "type": "float"}]
     df = pd.read_parquet(churn["h1"])

@@ -10,9 +10,24 @@ import pyarrow as pa
 import pytest
 
 from mlsys_cli.errors import InputError
-from mlsys_cli.features.schema import (INT64_MIN, RecordReader, canonical_arrays, canonicalize, infer_schema, out_of_range,
-                                       regression_values)
+from mlsys_cli.features.schema import (INT64_MIN, RecordReader, canonical_arrays, canonicalize, infer_schema, missing_target,
+                                       out_of_range, regression_values)
 from tests.features.frames import raw_frame
+
+
+@pytest.mark.parametrize("values", [
+    pd.Series(["a", "", " \t", None, "b"], dtype=object),
+    pd.Series(["a", "", " \t", None, "b"], dtype="category"),
+    pd.Series(["a", "", " \t", None, "b"], dtype="string[pyarrow]"),
+    ["a", "", " \t", None, "b"],
+])
+def test_a_blank_text_target_is_missing_like_a_null(values):
+    np.testing.assert_array_equal(missing_target(values), [False, True, True, True, False])
+
+
+def test_missing_target_of_numbers_is_null_only():
+    np.testing.assert_array_equal(missing_target(pd.Series([0.0, np.nan, 1.0])), [False, True, False])
+    np.testing.assert_array_equal(missing_target(pd.Series([0, 1, 2])), [False, False, False])
 
 
 def test_regression_values_refuse_what_float32_models_cannot_fit():

@@ -93,6 +93,7 @@ def load_window(data: Sequence[str], columns: Columns, *, span: timedelta | None
         Unreadable data, a missing or retyped column, too few rows, or one class in a part.
     """
     from mlsys_cli.data.io import input_record, read_frame, resolve_inputs
+    from mlsys_cli.features.schema import missing_target
 
     files = resolve_inputs(list(data))
     df = read_frame([str(f) for f in files])
@@ -103,7 +104,7 @@ def load_window(data: Sequence[str], columns: Columns, *, span: timedelta | None
     df = df[keep]
     if columns.time_col:
         df = _by_time(df, columns.time_col, span, source)
-    labelled = df[columns.target].notna().to_numpy()
+    labelled = ~missing_target(df[columns.target])
     info["unlabelled_rows"] = int((~labelled).sum())
     df = df.loc[labelled].reset_index(drop=True)
     train, valid, holdout = _cut(df, columns.time_col, ratios, source)

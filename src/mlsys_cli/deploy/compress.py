@@ -801,7 +801,7 @@ def _load_teacher(path: Path) -> Any:
 
 def check_data(df: Any, teacher: Any, source: str, target: bool = True) -> None:
     """Refuse rows that lack the target (when ``target``) or a column the model reads, or whose types differ (exit 3)."""
-    from mlsys_cli.features.schema import canonicalize
+    from mlsys_cli.features.schema import canonicalize, missing_target
 
     if target and teacher.target not in df.columns:
         raise InputError(f"{source}: no target column {teacher.target!r}", "--data must hold the target to measure the metric")
@@ -813,7 +813,7 @@ def check_data(df: Any, teacher: Any, source: str, target: bool = True) -> None:
         canonicalize(df.iloc[:1000], teacher.input_schema)
     except InputError as exc:
         raise InputError(f"{source}: does not match the model's input schema: {exc.message}") from None
-    if target and df[teacher.target].isna().all():
+    if target and missing_target(df[teacher.target]).all():
         raise InputError(f"{source}: the target column {teacher.target!r} is empty")
 
 
@@ -851,6 +851,7 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
     CompressResult
     """
     from mlsys_cli.data.io import read_frame
+    from mlsys_cli.features.schema import missing_target
 
     start = time.perf_counter()
     model, output = Path(model), Path(output)
@@ -870,7 +871,7 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
     df = read_frame(paths)
     source = ", ".join(map(str, paths))
     check_data(df, teacher, source)
-    df = df[df[teacher.target].notna()].reset_index(drop=True)
+    df = df[~missing_target(df[teacher.target])].reset_index(drop=True)
     extra = None
     if transfer:
         tpaths = [transfer] if isinstance(transfer, (str, os.PathLike)) else list(transfer)

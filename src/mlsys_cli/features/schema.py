@@ -59,6 +59,39 @@ def to_pandas(data: Any) -> Any:
     raise InputError(f"cannot read a table from a {type(data).__name__}")
 
 
+def missing_target(values: Any) -> np.ndarray:
+    """Which target values are missing: null, NaN, or a string that is empty or only whitespace.
+
+    The one definition every command that reads a target uses (train, tune, ensemble and the
+    validation tables refuse such rows; featurize, evaluate, compress and retrain leave them out
+    and count them). A CSV reads an empty field as null while Parquet keeps it as ``""``: the
+    same unwritten label must not become a class of its own depending on the file format.
+
+    Parameters
+    ----------
+    values : pandas.Series or array-like
+
+    Returns
+    -------
+    numpy.ndarray of bool, one per value
+    """
+    import pandas as pd
+    from pandas.api import types as pdt
+
+    series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype=object))
+    missing = series.isna().to_numpy(dtype=bool)
+    if pdt.is_numeric_dtype(series.dtype) or pdt.is_bool_dtype(series.dtype) or pdt.is_datetime64_any_dtype(series.dtype):
+        return missing
+    try:  # the distinct values only: the labels are few, the rows many
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    except TypeError:  # unhashable values (lists): not labels at all, refused where they are encoded
+        return missing
+    blank = np.array([isinstance(v, str) and not v.strip() for v in uniques.tolist()], dtype=bool)
+    if blank.any():
+        missing = missing | ((codes >= 0) & blank[np.maximum(codes, 0)])
+    return missing
+
+
 def regression_values(values: Any, what: str) -> np.ndarray:
     """A regression target as float64, refusing what no model can learn from (exit 3).
 

@@ -91,10 +91,11 @@ def _target_summary(client: Any, parts: Any, target: str) -> tuple[Any, int]:
     import pandas as pd
 
     from mlsys_cli.data.partitioned import dask_frame
+    from mlsys_cli.features.schema import missing_target
 
     column = dask_frame(parts, [target])[target]
     distinct = column.dropna().drop_duplicates()
-    bad = column.isna()
+    bad = column.map_partitions(lambda s: pd.Series(missing_target(s), index=s.index), meta=(target, bool))
     if np.dtype(column.dtype).kind == "f":
         bad = bad | column.abs().eq(np.inf)
     values, n_bad = client.compute([distinct, bad.sum()], sync=True)

@@ -610,7 +610,7 @@ class Evaluation:
 
 
 def _labelled_rows(df: Any, target: str) -> tuple[Any, int]:
-    """The rows with a target value; the count of rows dropped for a missing one.
+    """The rows with a target value; the count of rows dropped for a missing (null or blank) one.
 
     The model checks its own input columns when it predicts (a missing one is exit 3).
     """
@@ -619,7 +619,9 @@ def _labelled_rows(df: Any, target: str) -> tuple[Any, int]:
     if target not in df.columns:
         raise InputError(f"target column {target!r} is not in the evaluation data",
                          f"the model predicts {target!r}; give a table with that column (or --target)")
-    keep = df[target].notna().to_numpy()
+    from mlsys_cli.features.schema import missing_target
+
+    keep = ~missing_target(df[target])
     dropped = int((~keep).sum())
     if not keep.any():
         raise InputError(f"every value of the target {target!r} is missing")

@@ -151,11 +151,12 @@ def _lineage_target(source: Any) -> str | None:
 
 
 def check_target(y: Any, target: str, source: Any = "input") -> None:
-    """Refuse missing or infinite target values (exit 3), naming the first bad row."""
+    """Refuse missing (null, NaN, blank text) or infinite target values (exit 3), naming the first bad row."""
     import numpy as np
-    import pandas as pd
 
-    missing = pd.isna(y).to_numpy() if hasattr(y, "to_numpy") else pd.isna(np.asarray(y))
+    from mlsys_cli.features.schema import missing_target
+
+    missing = missing_target(y)
     values = np.asarray(y)
     if values.dtype.kind == "f":
         missing = missing | np.isinf(values)
