@@ -504,7 +504,10 @@ def _float_value(v: Any, strict: bool) -> float:
     elif isinstance(v, (bool, np.bool_)) and strict:  # JSON true where a number belongs: a wrong type
         raise _Bad()
     elif isinstance(v, (bool, int, float, np.number, decimal.Decimal)):
-        v = float(v)
+        try:
+            v = float(v)
+        except OverflowError:  # an integer beyond float64 (Python reads 10**400 exactly)
+            v = float("inf")
     else:
         raise _Bad()
     if v != v or abs(v) > FLOAT32_MAX:  # NaN, inf, beyond float32: missing (strict: refused)
@@ -544,6 +547,11 @@ def _string_value(v: Any, strict: bool) -> str:
     if strict and not isinstance(v, (bool, int, float, np.number)):
         raise _Bad()  # a JSON object or array where a category belongs
     return _str_value(v)
+
+
+def string_category(v: Any) -> str:
+    """The category one raw value is to a string column, as :func:`canonical_column` reads it ("" = missing)."""
+    return _string_value(v, False)
 
 
 def _datetime_value(v: Any, strict: bool) -> int:
@@ -680,9 +688,31 @@ def _named(name: str, kind: str, values: Sequence[Any], convert: Any, strict: bo
         except _Bad:
             if kind == "datetime" and _is_date_like(v):
                 return _beyond_dates(name, values, np.arange(len(values)) == row)
+            if kind == "float" and _beyond_float32(v):
+                # A number all the same (a sentinel such as 1e308): the table paths read it as missing
+                # and count it; a request is refused, but for what it is, not as "not a number".
+                return InputError(f"column {name!r}: {v!r} (row {row}) is beyond float32's range (+/-{FLOAT32_MAX:.4g})",
+                                  "the model computes in float32; send null for a missing value")
             return InputError(f"column {name!r}: expected {_VALUE[kind][2]} values, found {v!r} (row {row})",
                               "send a value of the column's type, or null for a missing value")
     return InputError(f"column {name!r}: a value of the wrong type")
+
+
+def _beyond_float32(v: Any) -> bool:
+    """A number (or its text) that is infinite or beyond float32, which strict reading refuses."""
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    if isinstance(v, str):
+        try:
+            v = float(v.strip())
+        except ValueError:
+            return False
+    try:
+        return not abs(float(v)) <= FLOAT32_MAX and float(v) == float(v)
+    except OverflowError:
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_date_like(v: Any) -> bool:

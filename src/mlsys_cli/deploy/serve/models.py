@@ -78,8 +78,10 @@ class ServedModel:
         self.fingerprint: tuple | None = None  # the source's state it was loaded from (Slot)
         self.batcher: Any = None  # set by the app: how requests reach predict()
         from mlsys_cli.features.schema import RecordReader
+        from mlsys_cli.features.unseen import UnseenCategories
 
         self._reader = RecordReader(self.input_schema, strict=True)
+        self._unseen = UnseenCategories(self.input_schema)
 
     def read(self, kind: str, data: Any) -> dict[str, Any]:
         """Validated canonical arrays of ``records`` (a list of objects) or ``columns`` (V2: column ->
@@ -89,6 +91,11 @@ class ServedModel:
         from mlsys_cli.features.schema import canonical_columns
 
         return canonical_columns(data, self.input_schema, strict=True)
+
+    def unseen(self, kind: str, data: Any) -> dict[str, dict[str, Any]]:
+        """Per categorical column, the rows of validated ``records`` or ``columns`` holding a category
+        this model never saw (:class:`~mlsys_cli.features.unseen.UnseenCategories`)."""
+        return self._unseen.records(data) if kind == "records" else self._unseen.columns(data)
 
     def predict(self, canon: dict[str, Any]) -> dict[str, Any]:
         """Outputs (``ModelBundle.predict``'s dict) for canonical arrays."""
