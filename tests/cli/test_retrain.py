@@ -156,6 +156,22 @@ def test_a_changed_schema_is_refused(registry, churn, tmp_path):
     assert "missing column(s) plan, age" in result.stderr
 
 
+def test_a_lost_column_is_refused_and_the_challengers_training_warnings_are_printed(registry, churn, tmp_path):
+    """Both were exit 0 without a word: the challenger left the column out and was promoted."""
+    import numpy as np
+    import pandas as pd
+
+    df = pd.read_parquet(churn["q3"])
+    df.assign(age=np.nan).to_parquet(tmp_path / "lost.parquet", index=False)
+    lost = retrain(registry, tmp_path / "lost.parquet", "--trigger", "always")
+    assert_clean_error(lost, 3)
+    assert "entirely missing column(s) age" in lost.stderr and len(r.Registry(registry).versions()) == 1
+    df.assign(plan="basic").to_parquet(tmp_path / "flat.parquet", index=False)
+    flat = retrain(registry, tmp_path / "flat.parquet", "--trigger", "always")
+    assert flat.code in (0, 11), flat.stderr  # promoted or rejected: either way told
+    assert "warning: challenger: column 'plan' is constant" in flat.stderr, flat.stderr
+
+
 @pytest.mark.parametrize("change", ["words", "many_classes"])
 def test_a_target_that_changed_kind_is_refused_before_anything_trains(registry, churn, tmp_path, change):
     import numpy as np

@@ -55,6 +55,18 @@ def test_a_changed_schema_is_refused_naming_the_columns(churn, tmp_path):
     assert "missing column(s) gone" in info.value.message and "age (float -> string)" in info.value.message
 
 
+@pytest.mark.parametrize("column", ["age", "plan"])
+def test_a_champion_input_without_a_single_value_is_refused_as_a_lost_column(churn, tmp_path, column):
+    """It was trained on without it and promoted, and every later window left it out: the feature lost for good."""
+    schema = [{"name": "plan", "type": "string"}, {"name": "age", "type": "float"}]
+    df = pd.read_parquet(churn["h1"])
+    df[column] = pd.Series([None] * len(df), dtype=object if column == "plan" else float)
+    df.to_parquet(tmp_path / "lost.parquet", index=False)
+    with pytest.raises(InputError) as info:
+        load_window([str(tmp_path / "lost.parquet")], Columns("churned", "snapshot_date", schema), task="binary")
+    assert f"entirely missing column(s) {column}" in info.value.message
+
+
 def test_other_columns_are_ignored_and_reported(churn):
     schema = [{"name": "plan", "type": "string"}, {"name": "age", "type": "float"}]
     w = load_window([str(churn["h1"])], Columns("churned", "snapshot_date", schema), task="binary")
