@@ -232,3 +232,17 @@ def test_bad_gates_and_first_champion_flags_are_refused_before_training(registry
 def test_train_flags_that_match_the_champion_are_accepted(registry, churn):
     result = retrain(registry, churn["q3"], "--target", "churned", "--model", "linear", "--trigger", "volume:100000000")
     assert result.code == 10, result.stderr
+
+
+def test_a_registry_path_that_is_a_file_is_refused_as_such(churn, tmp_path):
+    """It was "the registry has no champion yet" (exit 2) without a recipe, and "cannot write" after
+    reading the data with one."""
+    model = tmp_path / "model.mlsys"
+    model.write_bytes(b"not a directory")
+    for extra in ([], ["--target", "churned", "--model", "linear"]):
+        result = retrain(model, churn["q3"], *extra)
+        assert_clean_error(result, 3)
+        assert "model.mlsys: not a registry (a file, not a directory)" in result.stderr
+    listed = run_cli("registry", "list", model)
+    assert_clean_error(listed, 3)
+    assert "not a registry (a file" in listed.stderr and model.read_bytes() == b"not a directory"

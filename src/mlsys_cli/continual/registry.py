@@ -256,11 +256,18 @@ class Registry:
     def open(cls, root: str | os.PathLike) -> "Registry":
         """An existing registry; a missing directory or marker, or a newer format, is exit 3."""
         reg = cls(root)
+        reg.refuse_file()
         if not reg.root.is_dir():
             raise InputError(f"{reg.root}: no such registry directory",
                              "create one with 'mlsys retrain --registry DIR --recipe FILE --data ...'")
         reg.check_marker(missing_ok=False)
         return reg
+
+    def refuse_file(self) -> None:
+        """Refuse (exit 3) a root that exists and is not a directory: a model or table given by mistake."""
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(f"{self.root}: not a registry (a file, not a directory)",
+                             "give the registry's directory: --registry DIR")
 
     def check_marker(self, missing_ok: bool) -> bool:
         """Whether ``registry.json`` exists; refuse a directory that is something else."""
