@@ -74,6 +74,17 @@ def test_usage_errors_exit_2(made, tmp_path, args, message):
     assert message in r.stderr
 
 
+def test_data_of_one_class_is_refused_not_measured_as_undefined(made, tmp_path):
+    """Every candidate's AUC was empty and the verdict "no candidate is within the budget", exit 0."""
+    import pandas as pd
+
+    bad = tmp_path / "one.parquet"
+    pd.read_parquet(made["data"]).assign(churned=False).to_parquet(bad, index=False)
+    r = run_cli("compress", made["xgb"], "--data", bad, "--technique", "pruning", "-o", tmp_path / "x.mlsys")
+    assert_clean_error(r, 3)
+    assert "the target 'churned' holds one class only (False)" in r.stderr and not (tmp_path / "x.mlsys").exists()
+
+
 def test_a_model_piece_without_an_onnx_form_is_named(made, tmp_path):
     r = run_cli("compress", made["stratified"], "--data", made["data"], "-o", tmp_path / "x.mlsys")
     assert_clean_error(r, 3)

@@ -852,6 +852,7 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
     """
     from mlsys_cli.data.io import read_frame
     from mlsys_cli.features.schema import missing_target
+    from mlsys_cli.models.train import check_classes
 
     start = time.perf_counter()
     model, output = Path(model), Path(output)
@@ -872,6 +873,8 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
     source = ", ".join(map(str, paths))
     check_data(df, teacher, source)
     df = df[~missing_target(df[teacher.target])].reset_index(drop=True)
+    # Every candidate's metric would be undefined, and the verdict "none within the budget" meaningless.
+    check_classes(df[teacher.target], teacher.task, teacher.target, source, "measure on held-out rows with every class")
     extra = None
     if transfer:
         tpaths = [transfer] if isinstance(transfer, (str, os.PathLike)) else list(transfer)

@@ -166,6 +166,16 @@ def check_target(y: Any, target: str, source: Any = "input") -> None:
                          f"(first at row {row})", "filter those rows out before training")
 
 
+def check_classes(y: Any, task: str, target: str, source: Any, hint: str) -> None:
+    """Refuse (exit 3) held-out labels of one class for a classifier: no AUC or log loss to measure on."""
+    import pandas as pd
+
+    values = pd.Series(y).dropna()
+    if task != "regression" and values.nunique() < 2:
+        shown = f" ({values.iloc[0]})" if len(values) else ""
+        raise InputError(f"{_name(source)}: the target {target!r} holds one class only{shown}", hint)
+
+
 def infer_task(y: Any, task: str | None = None) -> tuple[str, list[Any] | None]:
     """The task and, for classification, the sorted class labels.
 
