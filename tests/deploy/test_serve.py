@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import assert_clean_error, run_cli
 from tests.deploy.serving import Server, json_records, metric, set_champion, write_registry
 
 
@@ -381,6 +381,27 @@ def test_sighup_reloads_a_changed_file(models, tmp_path):
         status, answer = s.predict(models["records"][0])
         assert status == 200 and answer["version"] != first
         assert s.stop() == 0
+
+
+def test_a_registry_bundle_replaced_after_registration_is_not_served(models, tmp_path):
+    """The champion pointer's sha256 was not checked: a bundle swapped in place was served as its version."""
+    import shutil
+
+    registry = tmp_path / "reg"
+    write_registry(registry, {"v0001": models["linear"]}, "v0001")
+    with Server("--registry", registry, "--poll", "1h", cwd=tmp_path) as s:
+        shutil.copyfile(models["xgboost"], registry / "versions" / "v0001" / "model.mlsys")
+        s.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not s.events("reload"):
+            time.sleep(0.05)
+        (event,) = s.events("reload")
+        assert not event["ok"] and "the bundle of v0001 fails its sha256 check" in event["error"]
+        assert s.predict(models["records"][0])[0] == 200  # the model loaded before keeps answering
+        assert s.stop() == 0
+    result = run_cli("serve", "--registry", registry, "--port", "0")
+    assert_clean_error(result, 3)
+    assert "fails its sha256 check" in result.stderr
 
 
 def test_workers_share_the_port_and_metrics(models, tmp_path):
