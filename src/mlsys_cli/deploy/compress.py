@@ -270,7 +270,11 @@ def _featurizer_for(preset: str, teacher: Any, labelled: Any, target: str, seed:
             return fz
     if len(labelled) < MIN_MEASURE_ROWS:
         return None  # no labelled rows to fit one on (--measure-fraction 1): this student is left out
-    return make_featurizer(target, preset, None, seed).fit(labelled)
+    # On the teacher's inputs only: a student reads what the teacher reads (the rows it learns from are
+    # built from the teacher's input schema; a column the teacher was trained without, e.g. a
+    # --drop'ped time column, made every distillation an input error).
+    columns = [c["name"] for c in teacher.input_schema] + [target]
+    return make_featurizer(target, preset, None, seed).fit(labelled[columns])
 
 
 def soft_targets(task: str, scores: Any) -> tuple[Any, Any, Any]:
