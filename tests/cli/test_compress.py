@@ -74,6 +74,30 @@ def test_usage_errors_exit_2(made, tmp_path, args, message):
     assert message in r.stderr
 
 
+def test_data_of_one_class_is_refused_not_measured_as_undefined(made, tmp_path):
+    """Every candidate's AUC was empty and the verdict "no candidate is within the budget", exit 0."""
+    import pandas as pd
+
+    bad = tmp_path / "one.parquet"
+    pd.read_parquet(made["data"]).assign(churned=False).to_parquet(bad, index=False)
+    r = run_cli("compress", made["xgb"], "--data", bad, "--technique", "pruning", "-o", tmp_path / "x.mlsys")
+    assert_clean_error(r, 3)
+    assert "the target 'churned' holds one class only (False)" in r.stderr and not (tmp_path / "x.mlsys").exists()
+
+
+def test_distillation_of_a_model_trained_without_a_column_of_the_data(made, tmp_path):
+    """Students were fitted on every --data column, then fed rows of the teacher's inputs only: a
+    column the teacher was trained without (--drop) made distillation exit 3 on valid input."""
+    t = made["train"]
+    r = run_cli("train", t, "--valid", made["valid"], "--target", "churned", "--model", "linear", "--drop", "region",
+                "-o", tmp_path / "dropped.mlsys", "-q")
+    assert r.code == 0, r.stderr
+    r = run_cli("compress", tmp_path / "dropped.mlsys", "--data", made["data"], "--technique", "distillation",
+                "--max-metric-drop", "1", "-o", tmp_path / "small.mlsys", "--json")
+    assert r.code == 0, r.stderr
+    assert any(c["technique"] == "distillation" for c in r.json["candidates"])
+
+
 def test_a_model_piece_without_an_onnx_form_is_named(made, tmp_path):
     r = run_cli("compress", made["stratified"], "--data", made["data"], "-o", tmp_path / "x.mlsys")
     assert_clean_error(r, 3)

@@ -53,6 +53,20 @@ def test_drift_exit_4_with_outputs(files, tmp_path, chromium):  # noqa: F811
     assert "Over time" in dom and "2026-01-03" in dom and "DRIFT DETECTED" in dom
 
 
+def test_a_column_lost_entirely_reads_drifted_and_only_drifted_rows_are_flagged_in_html(files, tmp_path):
+    """Every value missing: no distribution to test, but its missing rate drifted and the headline
+    counts it; the table said "undecided". The HTML flagged every row (its "no" text is truthy)."""
+    import re
+
+    pd.read_parquet(files / "same.parquet").assign(x=np.nan).to_parquet(tmp_path / "lost.parquet", index=False)
+    r = run_cli("drift", tmp_path / "lost.parquet", "--reference", files / "ref.parquet", "--html", tmp_path / "r.html")
+    assert r.code == 0, r.stderr
+    rows = {line.split("\t")[0]: line.split("\t")[1] for line in r.stdout.splitlines() if "\t" in line}
+    assert rows["x"] == "True" and rows["z"] == "False", r.stdout
+    flagged = re.findall(r'<tr class="flag"><td>([^<]*)</td>', (tmp_path / "r.html").read_text())
+    assert flagged == ["x"]
+
+
 def test_model_reference_and_checks(files):
     r = run_cli("drift", files / "moved.parquet", "--model", files / "m.mlsys", "--json")
     assert r.code == 0, r.stderr

@@ -74,6 +74,7 @@ def test_from_study(small_tables, tmp_path):
     ("train-data", 3, "is the training data of member"),
     ("tasks", 3, "members disagree on the task"),
     ("no-target", 3, "no target column 'churned'"),
+    ("one-class", 3, "the target 'churned' holds one class only (False)"),  # was a TypeError: exit 1
     ("missing", 3, "error: "),
     ("study-without-name", 2, "--from-study needs --study"),
     ("timeout", 2, "--timeout '0': must be a positive"),
@@ -88,10 +89,14 @@ def test_bad_input(bundles, small_tables, tmp_path, case, code, text):
         path = tmp_path / "nt.parquet"
         pd.read_parquet(t["valid"]).drop(columns=["churned"]).to_parquet(path)
         data = ["--data", path]
+    if case == "one-class":
+        path = tmp_path / "one.parquet"
+        pd.read_parquet(t["valid"]).assign(churned=False).to_parquet(path)
+        data = ["--data", path]
     args = {
         "single": [bundles["linear"], *data], "method": [*pair, *data, "--method", "vote"], "no-data": pair,
         "train-data": [*pair, "--data", t["train"]], "tasks": [bundles["linear"], bundles["ridge"], *data],
-        "no-target": [*pair, *data], "missing": [bundles["linear"], tmp_path / "nope.mlsys", *data],
+        "no-target": [*pair, *data], "one-class": [*pair, *data], "missing": [bundles["linear"], tmp_path / "nope.mlsys", *data],
         "study-without-name": ["--from-study", *data], "timeout": [*pair, *data, "--timeout", "0"],
     }[case]
     result = run_cli("ensemble", *args)

@@ -40,7 +40,8 @@ def test_json_report_keys(churn):
     d = result.json
     assert set(d) == {"model", "data", "task", "target", "rows", "dropped_missing_target", "primary_metric", "threshold",
                       "metrics", "ci", "bootstrap", "baseline", "best_threshold", "confusion_matrix", "calibration",
-                      "slicing", "slices", "worst_slices", "behaviour", "gates", "passed", "out_of_range"}
+                      "slicing", "slices", "worst_slices", "behaviour", "gates", "passed", "out_of_range",
+                      "unseen_categories"}
     assert d["task"] == "binary" and d["target"] == "churned" and d["rows"] == 1200
     assert d["metrics"]["auc"] > d["baseline"]["metrics"]["auc"]
     assert d["bootstrap"]["replicates"] == 50 and all(len(v) == 2 for v in d["ci"].values())
@@ -138,6 +139,18 @@ def test_infinities_read_as_missing_are_counted(churn, tmp_path):
     assert result.json["out_of_range"] == {column: 4}
     human = run_cli("evaluate", churn / "model.mlsys", path, "--bootstrap", "0")
     assert f"warning: {column!r}: 4 values are inf or beyond float32 range; treated as missing" in human.stderr
+
+
+def test_a_column_of_integer_codes_for_text_categories_is_warned_about(churn, tmp_path):
+    df = pd.read_parquet(churn / "test.parquet")
+    df["plan"] = df["plan"].astype("category").cat.codes.astype("int64") + 1
+    path = _write(df, tmp_path / "coded.parquet")
+    result = run_cli("evaluate", churn / "model.mlsys", path, "--bootstrap", "0", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json["unseen_categories"]["plan"] == {"rows": 1200, "unseen": 1200, "given": "integers", "fitted": "text"}
+    human = run_cli("evaluate", churn / "model.mlsys", path, "--bootstrap", "0")
+    assert ("warning: column 'plan': every value (1200 rows) is a category unseen in training (fitted on text, given integers)"
+            in human.stderr), human.stderr
 
 
 def test_rows_without_a_target_are_dropped_and_counted(churn, tmp_path):

@@ -116,6 +116,26 @@ def test_extra_columns_ignored_nan_and_inf_predicted(setup, tmp_path):
     assert "warning: 'x': 2 values are inf or beyond float32 range; treated as missing" in human.stderr
 
 
+@pytest.mark.parametrize("codes, given", [({"red": 1, "blue": 2, "green": 3}, "integers"),
+                                          ({"red": True, "blue": False, "green": True}, "booleans")])
+def test_a_column_of_codes_for_text_categories_is_predicted_with_a_warning(setup, tmp_path, codes, given):
+    """Numbers can be categories (zip codes): not refused; but every value unseen was exit 0 without a word."""
+    df = _frame(40, seed=4)
+    df["color"] = df["color"].map(codes)
+    df.to_parquet(tmp_path / "in.parquet", index=False)
+    result = run_cli("predict", setup / "m.mlsys", tmp_path / "in.parquet", "-o", tmp_path / "p.parquet",
+                     "--batch-rows", "16", "--json")
+    assert result.code == 0, result.stderr
+    assert result.json["unseen_categories"] == {"color": {"rows": 40, "unseen": 40, "given": given, "fitted": "text"}}
+    human = run_cli("predict", setup / "m.mlsys", tmp_path / "in.parquet", "-o", tmp_path / "p.parquet")
+    assert (f"warning: column 'color': every value (40 rows) is a category unseen in training (fitted on text, given {given})"
+            in human.stderr), human.stderr
+    plain = run_cli("predict", setup / "m.mlsys", setup / "big.parquet", "-o", tmp_path / "p.parquet", "--json")
+    # One new category among 5,000 rows is counted, not warned about.
+    assert plain.json["unseen_categories"] == {"color": {"rows": 5000, "unseen": 1, "given": "text", "fitted": "text"}}
+    assert "every value" not in run_cli("predict", setup / "m.mlsys", setup / "big.parquet", "-o", tmp_path / "p.parquet").stderr
+
+
 def test_directory_of_files_whose_column_types_differ_is_refused_before_predicting(setup, tmp_path):
     parts = tmp_path / "parts"
     parts.mkdir()

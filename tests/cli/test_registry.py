@@ -23,6 +23,17 @@ def _retrain(reg, data, *args):
                     *args)
 
 
+def test_a_champion_whose_bundle_is_gone_is_warned_about_by_list_and_show(registry):
+    """Both showed a healthy champion (exit 0, no word) that serve and retrain then refuse."""
+    bundle = registry / "versions" / "v0001" / "model.mlsys"
+    bundle.unlink()
+    for args in (["list"], ["show"]):
+        result = run_cli("registry", *args, registry)
+        assert result.code == 0, result.stderr
+        assert "warning: v0001: its bundle" in result.stderr and "serve and retrain refuse the champion" in result.stderr
+    assert run_cli("registry", "show", registry, "--json").json["warnings"]
+
+
 def test_list_show_json(registry):
     listing = run_cli("registry", "list", registry, "--json")
     assert listing.code == 0, listing.stderr

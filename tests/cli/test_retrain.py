@@ -156,6 +156,22 @@ def test_a_changed_schema_is_refused(registry, churn, tmp_path):
     assert "missing column(s) plan, age" in result.stderr
 
 
+def test_a_lost_column_is_refused_and_the_challengers_training_warnings_are_printed(registry, churn, tmp_path):
+    """Both were exit 0 without a word: the challenger left the column out and was promoted."""
+    import numpy as np
+    import pandas as pd
+
+    df = pd.read_parquet(churn["q3"])
+    df.assign(age=np.nan).to_parquet(tmp_path / "lost.parquet", index=False)
+    lost = retrain(registry, tmp_path / "lost.parquet", "--trigger", "always")
+    assert_clean_error(lost, 3)
+    assert "entirely missing column(s) age" in lost.stderr and len(r.Registry(registry).versions()) == 1
+    df.assign(plan="basic").to_parquet(tmp_path / "flat.parquet", index=False)
+    flat = retrain(registry, tmp_path / "flat.parquet", "--trigger", "always")
+    assert flat.code in (0, 11), flat.stderr  # promoted or rejected: either way told
+    assert "warning: challenger: column 'plan' is constant" in flat.stderr, flat.stderr
+
+
 @pytest.mark.parametrize("change", ["words", "many_classes"])
 def test_a_target_that_changed_kind_is_refused_before_anything_trains(registry, churn, tmp_path, change):
     import numpy as np
@@ -216,3 +232,17 @@ def test_bad_gates_and_first_champion_flags_are_refused_before_training(registry
 def test_train_flags_that_match_the_champion_are_accepted(registry, churn):
     result = retrain(registry, churn["q3"], "--target", "churned", "--model", "linear", "--trigger", "volume:100000000")
     assert result.code == 10, result.stderr
+
+
+def test_a_registry_path_that_is_a_file_is_refused_as_such(churn, tmp_path):
+    """It was "the registry has no champion yet" (exit 2) without a recipe, and "cannot write" after
+    reading the data with one."""
+    model = tmp_path / "model.mlsys"
+    model.write_bytes(b"not a directory")
+    for extra in ([], ["--target", "churned", "--model", "linear"]):
+        result = retrain(model, churn["q3"], *extra)
+        assert_clean_error(result, 3)
+        assert "model.mlsys: not a registry (a file, not a directory)" in result.stderr
+    listed = run_cli("registry", "list", model)
+    assert_clean_error(listed, 3)
+    assert "not a registry (a file" in listed.stderr and model.read_bytes() == b"not a directory"

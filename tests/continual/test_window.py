@@ -35,6 +35,16 @@ def test_unlabelled_rows_are_left_out_and_counted(churn, tmp_path):
     assert w.info["unlabelled_rows"] == 40 and w.info["rows"] == len(df) - 40
 
 
+def test_blank_text_labels_are_unlabelled_rows_not_a_class(churn, tmp_path):
+    df = pd.read_parquet(churn["h1"])
+    df["churned"] = df["churned"].map({True: "yes", False: "no"}).astype(object)
+    df.loc[df.index[:30], "churned"] = ""
+    df.loc[df.index[30:40], "churned"] = " "
+    df.to_parquet(tmp_path / "blank_labels.parquet", index=False)
+    w = load_window([str(tmp_path / "blank_labels.parquet")], Columns("churned", "snapshot_date"), task="binary")
+    assert w.info["unlabelled_rows"] == 40 and set(w.frame["churned"]) == {"no", "yes"}
+
+
 def test_a_changed_schema_is_refused_naming_the_columns(churn, tmp_path):
     schema = [{"name": "plan", "type": "string"}, {"name": "age", "type": "float"}, {"name": "gone", "type": "float"}]
     df = pd.read_parquet(churn["h1"])
@@ -43,6 +53,18 @@ def test_a_changed_schema_is_refused_naming_the_columns(churn, tmp_path):
     with pytest.raises(InputError) as info:
         load_window([str(tmp_path / "changed.parquet")], Columns("churned", "snapshot_date", schema))
     assert "missing column(s) gone" in info.value.message and "age (float -> string)" in info.value.message
+
+
+@pytest.mark.parametrize("column", ["age", "plan"])
+def test_a_champion_input_without_a_single_value_is_refused_as_a_lost_column(churn, tmp_path, column):
+    """It was trained on without it and promoted, and every later window left it out: the feature lost for good."""
+    schema = [{"name": "plan", "type": "string"}, {"name": "age", "type": "float"}]
+    df = pd.read_parquet(churn["h1"])
+    df[column] = pd.Series([None] * len(df), dtype=object if column == "plan" else float)
+    df.to_parquet(tmp_path / "lost.parquet", index=False)
+    with pytest.raises(InputError) as info:
+        load_window([str(tmp_path / "lost.parquet")], Columns("churned", "snapshot_date", schema), task="binary")
+    assert f"entirely missing column(s) {column}" in info.value.message
 
 
 def test_other_columns_are_ignored_and_reported(churn):

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import assert_clean_error, run_cli
 from tests.deploy.serving import Server, json_records, metric, set_champion, write_registry
 
 
@@ -126,7 +126,7 @@ def _bad(models):
          "NaN and Infinity are not JSON"),
         ("Infinity", "/predict", json.dumps({**good, numeric: 1e400}).encode(), json_headers, 422, "not valid JSON"),
         ("beyond float32", "/predict", json.dumps({**good, numeric: 1e39}).encode(), json_headers, 422,
-         f"column {numeric!r}: expected numeric values"),
+         f"column {numeric!r}: 1e+39 (row 0) is beyond float32's range"),
         ("string for a number", "/predict", json.dumps({**good, numeric: "lots"}).encode(), json_headers, 422,
          f"column {numeric!r}: expected numeric values, found 'lots' (row 0)"),
         ("'NaN' as a string", "/predict", json.dumps({**good, numeric: "NaN"}).encode(), json_headers, 422,
@@ -147,6 +147,9 @@ def _bad(models):
         ("V2 input given twice", "/v2/models/model/infer",
          json.dumps({"inputs": [{"name": column, "shape": [1], "datatype": "FP32", "data": [1]}] * 2}).encode(),
          json_headers, 422, f"input {column!r} is given twice"),
+        ("V2 id not a string", "/v2/models/model/infer",
+         json.dumps({"id": {"a": 1}, "inputs": [{"name": column, "shape": [1], "datatype": "FP32", "data": [1]}]}).encode(),
+         json_headers, 422, "'id' must be a string"),
         ("V2 parameters not an object", "/v2/models/model/infer",
          json.dumps({"inputs": [{"name": column, "shape": [1], "datatype": "FP32", "data": [1]}], "parameters": 5}).encode(),
          json_headers, 422, "'parameters' must be an object"),
@@ -169,6 +172,26 @@ def test_every_bad_input_is_a_4xx_with_its_reason(server, models):
     text = server.metrics()
     assert metric(text, "mlsys_requests_total", status="422") >= 10
     assert not any(f'status="5' in line for line in text.splitlines())
+
+
+def test_a_column_given_as_integer_codes_is_answered_with_a_warning_and_counted(server, models):
+    """Numbers can be categories, so not refused; but every value unseen is told, not silent."""
+    assert models["schema"]["plan"] == "string"
+    coded = [{**r, "plan": i % 3 + 1} for i, r in enumerate(models["records"][:6])]
+    status, answer = server.predict(coded)
+    assert status == 200 and len(answer["predictions"]) == 6
+    assert answer["warnings"] == ["column 'plan': every value (6 rows) is a category unseen in training "
+                                  "(fitted on text, given integers); the model reads each as an unknown category"]
+    status, plain = server.predict(models["records"][:6])
+    assert status == 200 and "warnings" not in plain
+    columns = {k: [r[k] for r in coded] for k in coded[0]}
+    inputs = [{"name": k, "shape": [6], "datatype": {"float": "FP32", "string": "BYTES", "bool": "BOOL"}.get(kind, "BYTES"),
+               "data": columns[k]} for k, kind in models["schema"].items()]
+    status, _, body = server.request("POST", "/v2/models/model/infer", {"id": "r7", "inputs": inputs})
+    assert status == 200, body
+    assert json.loads(body)["parameters"]["warnings"] == answer["warnings"]
+    assert server.predict({**models["records"][0], "plan": 4})[0] == 200  # one row: counted, no warning
+    assert metric(server.metrics(), "mlsys_unseen_categories_total", column="plan", role="primary") >= 13
 
 
 def test_slow_clients_get_408_and_others_are_served(server, models):
@@ -358,6 +381,27 @@ def test_sighup_reloads_a_changed_file(models, tmp_path):
         status, answer = s.predict(models["records"][0])
         assert status == 200 and answer["version"] != first
         assert s.stop() == 0
+
+
+def test_a_registry_bundle_replaced_after_registration_is_not_served(models, tmp_path):
+    """The champion pointer's sha256 was not checked: a bundle swapped in place was served as its version."""
+    import shutil
+
+    registry = tmp_path / "reg"
+    write_registry(registry, {"v0001": models["linear"]}, "v0001")
+    with Server("--registry", registry, "--poll", "1h", cwd=tmp_path) as s:
+        shutil.copyfile(models["xgboost"], registry / "versions" / "v0001" / "model.mlsys")
+        s.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not s.events("reload"):
+            time.sleep(0.05)
+        (event,) = s.events("reload")
+        assert not event["ok"] and "the bundle of v0001 fails its sha256 check" in event["error"]
+        assert s.predict(models["records"][0])[0] == 200  # the model loaded before keeps answering
+        assert s.stop() == 0
+    result = run_cli("serve", "--registry", registry, "--port", "0")
+    assert_clean_error(result, 3)
+    assert "fails its sha256 check" in result.stderr
 
 
 def test_workers_share_the_port_and_metrics(models, tmp_path):

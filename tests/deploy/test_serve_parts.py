@@ -59,6 +59,11 @@ def test_v2_binary_and_json_inputs_decode_alike():
      "input 'x': 'parameters' must be an object"),
     (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "outputs": [{"name": "label", '
      b'"parameters": "binary"}]}', None, "output 'label': 'parameters' must be an object"),
+    # The protocol's id is a string, echoed in the answer: an object was answered 200.
+    (b'{"id": {"a": 1}, "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}', None,
+     "'id' must be a string (found dict)"),
+    (b'{"id": 7, "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}', None,
+     "'id' must be a string (found int)"),
 ])
 def test_v2_bad_requests_are_named(body, length, needle):
     with pytest.raises(InputError) as info:

@@ -169,6 +169,15 @@ def test_missing_target_rows_left_out(train):
     assert fz.report_["rows"] == len(df) - 10 and fz.n_missing_target_ == 10
 
 
+def test_a_blank_text_target_is_left_out_like_a_null(train):
+    """Parquet keeps an empty label as "" where a CSV reads null: neither is a class."""
+    df = train.assign(y=np.where(train["y"], "yes", "no").astype(object))
+    df.loc[:4, "y"] = ""
+    df.loc[5:9, "y"] = " \t"
+    fz = Featurizer(target="y").fit(df)
+    assert fz.n_missing_target_ == 10 and fz.task_ == "binary" and list(fz.classes_) == ["no", "yes"]
+
+
 def test_save_load_round_trip(train, tmp_path):
     fz = Featurizer(target="y", preset="linear", bins=3, cross=["cat,city"]).fit(train)
     writer = BundleWriter("model")

@@ -92,6 +92,21 @@ def test_what_dask_cannot_train_is_a_usage_error(dask_cluster, tmp_path, args, m
     assert not (tmp_path / "m.mlsys").exists()
 
 
+def test_a_text_target_trains_and_a_blank_one_is_refused_on_the_cluster_as_a_missing_one(dask_cluster, tmp_path):
+    """A text target was an internal error (np.dtype of pandas' StringDtype); Parquet keeps an empty
+    label as "": missing, as train refuses it locally (not a class "")."""
+    df = _table(300, rounded=True, seed=6)
+    df["y"] = np.where(df["y"], "yes", "no").astype(object)
+    words = partition(df.drop(columns=["amount"]), tmp_path / "words", 2)
+    assert _train(dask_cluster, words, tmp_path / "w.mlsys", "--target", "y")["classes"] == ["no", "yes"]
+    df.loc[[4, 150], "y"] = ["", "  "]
+    parts = partition(df.drop(columns=["amount"]), tmp_path / "parts", 2)
+    result = run_cli("train", parts, "--target", "y", "-o", tmp_path / "m.mlsys",
+                     "--engine", "dask", "--scheduler", dask_cluster.scheduler_address)
+    assert_clean_error(result, 3)
+    assert "target 'y' has 2 missing or infinite value(s)" in result.stderr
+
+
 def test_timeout_stops_training_on_every_worker_at_one_round(dask_cluster, tmp_path):
     parts = partition(_table(1200, rounded=True, seed=6).drop(columns="amount"), tmp_path / "parts", 3)
     report = _train(dask_cluster, parts, tmp_path / "d.mlsys", "--target", "y", "--param", "n_estimators=100000",

@@ -219,6 +219,15 @@ def test_rows_without_a_target_are_dropped_and_counted():
     assert result.dropped_missing_target == 10 and result.rows == len(df) - 10
 
 
+def test_rows_with_a_blank_text_target_are_dropped_and_counted_like_nulls():
+    model, df = _multiclass()
+    df.loc[:4, "segment"] = ""
+    df.loc[5:9, "segment"] = "   "
+    df.loc[10:11, "segment"] = None
+    result = ev.evaluate(model, df, ev.EvaluateOptions(bootstrap=0))
+    assert result.dropped_missing_target == 12 and result.rows == len(df) - 12
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda df: df.drop(columns=["churned"]), "target column 'churned'"),
     (lambda df: df.iloc[:0], "no rows"),

@@ -142,6 +142,9 @@ def _frame(n=200, seed=0):
     (lambda d: d.assign(y=1), "one class"),
     (lambda d: d.assign(y=d["y"].astype(float).where(d.index != 3)), "missing or infinite"),
     (lambda d: d.assign(y=np.where(d.index == 5, np.inf, d["x"])), "missing or infinite"),
+    # An empty label in Parquet is "" (in a CSV, null): missing either way, never a class "".
+    (lambda d: d.assign(y=np.where(d.index == 7, "", np.where(d["y"] == 1, "yes", "no"))), "1 missing .* at row 7"),
+    (lambda d: d.assign(y=np.where(d.index == 7, "  ", np.where(d["y"] == 1, "yes", "no"))), "1 missing .* at row 7"),
     (lambda d: d.drop(columns="y"), "no target column 'y'"),
 ])
 def test_bad_training_input(tmp_path, mutate, message):

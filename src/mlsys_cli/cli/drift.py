@@ -16,7 +16,9 @@ _COLUMNS = ["feature", "drifted", "test", "statistic", "q_value", "effect", "mis
 def _row(f: dict[str, Any]) -> dict[str, Any]:
     effect = ", ".join(f"{k} {v:.3g}" for k, v in f["effect"].items() if v is not None)
     missing = None if f["missing_reference"] is None else f"{f['missing_reference']:.3f}->{f['missing_current']:.3f}"
-    return {"feature": f["name"], "drifted": f["drifted"] if f["decided"] else "undecided", "test": f["test"],
+    from mlsys_cli.monitor.results import verdict
+
+    return {"feature": f["name"], "drifted": verdict(f), "test": f["test"],
             "statistic": f["statistic"], "q_value": f["q_value"], "effect": effect, "missing": missing,
             "importance": f["importance"], "why": "; ".join(f["reasons"]) or f["note"]}
 

@@ -20,8 +20,9 @@ def _human(result: Any) -> None:
         **({"label_counts": d["summary"]["label_counts"]} if "label_counts" in d["summary"] else d["summary"]),
     })
     from mlsys_cli.features.schema import out_of_range_warnings
+    from mlsys_cli.features.unseen import unseen_warnings
 
-    for line in out_of_range_warnings(d["out_of_range"]):
+    for line in out_of_range_warnings(d["out_of_range"]) + unseen_warnings(d["unseen_categories"]):
         console.warn(line)
 
 

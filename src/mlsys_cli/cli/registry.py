@@ -63,6 +63,8 @@ def _human_show(result: Any) -> None:
     console.records("history", [{"time": e.get("time"), "event": e.get("event"), "decision": e.get("decision", ""),
                                  "champion": e.get("champion"), "reason": e.get("reason") or e.get("detail", "")}
                                 for e in d["events"]], ["time", "event", "decision", "champion", "reason"])
+    for line in d["warnings"]:
+        console.warn(line)
 
 
 def _human_change(result: Any) -> None:

@@ -16,6 +16,8 @@ def _human(result: Any) -> None:
     d = result.to_dict()
     for repair in d["recovered"]:
         console.warn(f"recovered: {repair['detail']}")
+    for line in d["training"].get("warnings") or []:  # the challenger's training, as train tells them
+        console.warn(f"challenger: {line}")
     console.kv(f"retrain {d['registry']}: {d['decision']} (exit {d['exit_code']})", {
         "reason": d["reason"], "version": d["version"] or "-", "champion": d["champion"] or "-",
         "previous": d["previous"] or "-", "rows": d["data"].get("rows"), "window": f"{d['data'].get('start', '-')} .. "

@@ -17,7 +17,7 @@ def champion_ref(registry: Path) -> Any:
     from mlsys_cli.deploy.serve import ModelRef
 
     champion = read_champion(registry)
-    return ModelRef(champion.bundle, champion.version)
+    return ModelRef(champion.bundle, champion.version, champion.sha256)
 
 
 def _specs(model: Optional[Path], registry: Optional[Path], name: Optional[str], shadow: Optional[Path],

@@ -256,11 +256,18 @@ class Registry:
     def open(cls, root: str | os.PathLike) -> "Registry":
         """An existing registry; a missing directory or marker, or a newer format, is exit 3."""
         reg = cls(root)
+        reg.refuse_file()
         if not reg.root.is_dir():
             raise InputError(f"{reg.root}: no such registry directory",
                              "create one with 'mlsys retrain --registry DIR --recipe FILE --data ...'")
         reg.check_marker(missing_ok=False)
         return reg
+
+    def refuse_file(self) -> None:
+        """Refuse (exit 3) a root that exists and is not a directory: a model or table given by mistake."""
+        if self.root.exists() and not self.root.is_dir():
+            raise InputError(f"{self.root}: not a registry (a file, not a directory)",
+                             "give the registry's directory: --registry DIR")
 
     def check_marker(self, missing_ok: bool) -> bool:
         """Whether ``registry.json`` exists; refuse a directory that is something else."""
@@ -587,9 +594,10 @@ class Shown:
     version: dict[str, Any]
     champion: bool
     events: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "champion": self.champion, "events": self.events}
+        return {"version": self.version, "champion": self.champion, "events": self.events, "warnings": self.warnings}
 
 
 @dataclass(frozen=True)
@@ -621,6 +629,13 @@ def summary(version: Version, champion: str | None) -> dict[str, Any]:
             "rows": ((version.data.get("parts") or {}).get("train") or {}).get("rows"), "reason": version.reason}
 
 
+def missing_bundles(versions: list[Version], champion: str | None) -> list[str]:
+    """A warning per version whose bundle file is gone (a champion's cannot be served nor retrained from)."""
+    return [f"{v.version}: its bundle {v.bundle} is missing"
+            + ("; serve and retrain refuse the champion: restore it, or mlsys registry rollback DIR" if v.version == champion else "")
+            for v in versions if not v.bundle.is_file()]
+
+
 def list_versions(root: str | os.PathLike) -> Listing:
     """Every version of the registry at ``root`` (read-only: no lock, nothing written)."""
     reg = Registry.open(root)
@@ -629,7 +644,9 @@ def list_versions(root: str | os.PathLike) -> Listing:
     history = reg.history()
     warnings = [f"history.jsonl ends with a truncated line ({history.partial_bytes} bytes); the next writer repairs it"] \
         if history.partial_bytes else []
-    return Listing(str(reg.root), champion, [summary(v, champion) for v in reg.versions()], len(history.events), warnings)
+    versions = reg.versions()
+    warnings += missing_bundles(versions, champion)
+    return Listing(str(reg.root), champion, [summary(v, champion) for v in versions], len(history.events), warnings)
 
 
 def show_version(root: str | os.PathLike, version: str | None = None) -> Shown:
@@ -643,7 +660,8 @@ def show_version(root: str | os.PathLike, version: str | None = None) -> Shown:
     record = reg.get(version)
     events = [e for e in reg.history().events if version in (e.get("version"), e.get("champion"), e.get("previous"))
               or version in (e.get("removed") or [])]
-    return Shown(record.to_dict(), pointer is not None and pointer.version == version, events)
+    return Shown(record.to_dict(), pointer is not None and pointer.version == version, events,
+                 missing_bundles([record], pointer.version if pointer else None))
 
 
 def champion_stack(events: list[dict[str, Any]]) -> list[str]:

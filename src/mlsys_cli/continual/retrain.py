@@ -210,6 +210,7 @@ def retrain(registry: str | Path, opts: RetrainOptions, *, now: datetime | None 
         raise UsageError("--min-gain must be 0 or more")
     requirements = _requirements(opts.require)
     reg = Registry(registry)
+    reg.refuse_file()  # before the first-champion checks, which would call a file an empty registry
     if not (reg.root / CHAMPION).exists():
         _first_recipe(opts)  # refuse a run that could not train a first champion before creating anything
     with reg.writer(opts.wait, create=True) as writer:

@@ -93,6 +93,7 @@ def load_window(data: Sequence[str], columns: Columns, *, span: timedelta | None
         Unreadable data, a missing or retyped column, too few rows, or one class in a part.
     """
     from mlsys_cli.data.io import input_record, read_frame, resolve_inputs
+    from mlsys_cli.features.schema import missing_target
 
     files = resolve_inputs(list(data))
     df = read_frame([str(f) for f in files])
@@ -103,7 +104,7 @@ def load_window(data: Sequence[str], columns: Columns, *, span: timedelta | None
     df = df[keep]
     if columns.time_col:
         df = _by_time(df, columns.time_col, span, source)
-    labelled = df[columns.target].notna().to_numpy()
+    labelled = ~missing_target(df[columns.target])
     info["unlabelled_rows"] = int((~labelled).sum())
     df = df.loc[labelled].reset_index(drop=True)
     train, valid, holdout = _cut(df, columns.time_col, ratios, source)
@@ -131,7 +132,8 @@ def read_columns(df: Any) -> list[str]:
 
 
 def _check_columns(df: Any, columns: Columns, source: str) -> list[str]:
-    """The columns to keep; refuse (exit 3) a missing target or time column, or a changed schema."""
+    """The columns to keep; refuse (exit 3) a missing target or time column, or a changed schema
+    (a champion's input absent, without a single value, or of another type)."""
     from mlsys_cli.features.schema import infer_schema
 
     names = read_columns(df)
@@ -144,10 +146,15 @@ def _check_columns(df: Any, columns: Columns, source: str) -> list[str]:
     missing = [c for c in wanted if c not in names]
     present = [c for c in columns.schema if c["name"] in names]
     found = {c["name"]: c["type"] for c in infer_schema(df[[c["name"] for c in present]])}
+    # A column the champion reads that holds no value at all is a lost column in disguise (an extract
+    # that writes the vanished field as nulls): trained on, the challenger would leave it out and be
+    # promoted over a champion judged without its input, and every later window would ignore it.
+    empty = [c["name"] for c in present if df[c["name"]].isna().all()]
     changed = [f"{c['name']} ({c['type']} -> {found[c['name']]})" for c in present
-               if found[c["name"]] != c["type"] and not df[c["name"]].isna().all()]
-    if missing or changed:
+               if found[c["name"]] != c["type"] and c["name"] not in empty]
+    if missing or empty or changed:
         parts = ([f"missing column(s) {', '.join(missing)}"] if missing else []) + \
+                ([f"entirely missing column(s) {', '.join(empty)}"] if empty else []) + \
                 ([f"changed type(s) {', '.join(changed)}"] if changed else [])
         raise InputError(f"{source}: the schema differs from the champion's: {'; '.join(parts)}",
                          "the challenger must take the champion's inputs; fix the extract, or start a new "

@@ -270,7 +270,11 @@ def _featurizer_for(preset: str, teacher: Any, labelled: Any, target: str, seed:
             return fz
     if len(labelled) < MIN_MEASURE_ROWS:
         return None  # no labelled rows to fit one on (--measure-fraction 1): this student is left out
-    return make_featurizer(target, preset, None, seed).fit(labelled)
+    # On the teacher's inputs only: a student reads what the teacher reads (the rows it learns from are
+    # built from the teacher's input schema; a column the teacher was trained without, e.g. a
+    # --drop'ped time column, made every distillation an input error).
+    columns = [c["name"] for c in teacher.input_schema] + [target]
+    return make_featurizer(target, preset, None, seed).fit(labelled[columns])
 
 
 def soft_targets(task: str, scores: Any) -> tuple[Any, Any, Any]:
@@ -801,7 +805,7 @@ def _load_teacher(path: Path) -> Any:
 
 def check_data(df: Any, teacher: Any, source: str, target: bool = True) -> None:
     """Refuse rows that lack the target (when ``target``) or a column the model reads, or whose types differ (exit 3)."""
-    from mlsys_cli.features.schema import canonicalize
+    from mlsys_cli.features.schema import canonicalize, missing_target
 
     if target and teacher.target not in df.columns:
         raise InputError(f"{source}: no target column {teacher.target!r}", "--data must hold the target to measure the metric")
@@ -813,7 +817,7 @@ def check_data(df: Any, teacher: Any, source: str, target: bool = True) -> None:
         canonicalize(df.iloc[:1000], teacher.input_schema)
     except InputError as exc:
         raise InputError(f"{source}: does not match the model's input schema: {exc.message}") from None
-    if target and df[teacher.target].isna().all():
+    if target and missing_target(df[teacher.target]).all():
         raise InputError(f"{source}: the target column {teacher.target!r} is empty")
 
 
@@ -851,6 +855,8 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
     CompressResult
     """
     from mlsys_cli.data.io import read_frame
+    from mlsys_cli.features.schema import missing_target
+    from mlsys_cli.models.train import check_classes
 
     start = time.perf_counter()
     model, output = Path(model), Path(output)
@@ -870,7 +876,9 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
     df = read_frame(paths)
     source = ", ".join(map(str, paths))
     check_data(df, teacher, source)
-    df = df[df[teacher.target].notna()].reset_index(drop=True)
+    df = df[~missing_target(df[teacher.target])].reset_index(drop=True)
+    # Every candidate's metric would be undefined, and the verdict "none within the budget" meaningless.
+    check_classes(df[teacher.target], teacher.task, teacher.target, source, "measure on held-out rows with every class")
     extra = None
     if transfer:
         tpaths = [transfer] if isinstance(transfer, (str, os.PathLike)) else list(transfer)

@@ -54,10 +54,12 @@ def predict_partition(job: PartitionJob, index: int, path: str) -> dict[str, Any
     from mlsys_cli.data.partitioned import part_file
     from mlsys_cli.deploy.predict import empty_schema, prediction_table, summary_update
     from mlsys_cli.features.schema import add_counts
+    from mlsys_cli.features.unseen import add_unseen
 
     model = worker_model(job.model, job.sha256)
     acc: dict[str, Any] = {}
     ranges: dict[str, int] = {}
+    unseen: dict[str, dict[str, Any]] = {}
     rows = batches = 0
     source = pq.ParquetFile(path)
     with part_file(job.scratch, index) as (part, tmp):
@@ -73,6 +75,7 @@ def predict_partition(job: PartitionJob, index: int, path: str) -> dict[str, Any
                 writer.write_table(table)
                 summary_update(acc, out, model.task)
                 ranges = add_counts(ranges, out["out_of_range"])
+                unseen = add_unseen(unseen, out["unseen_categories"])
                 rows += batch.num_rows
                 batches += 1
             if writer is None:
@@ -81,7 +84,8 @@ def predict_partition(job: PartitionJob, index: int, path: str) -> dict[str, Any
         finally:
             if writer is not None:
                 writer.close()
-    return {"part": str(part), "rows": rows, "batches": batches, "summary": acc, "out_of_range": ranges}
+    return {"part": str(part), "rows": rows, "batches": batches, "summary": acc, "out_of_range": ranges,
+            "unseen_categories": unseen}
 
 
 def _stamped(job: PartitionJob, index: int, schema: Any) -> Any:
@@ -144,17 +148,20 @@ def predict_dask(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
             concatenate([r["part"] for r in results], output, lineage, parts.total_rows)
     from mlsys_cli.deploy.predict import summarize
     from mlsys_cli.features.schema import add_counts
+    from mlsys_cli.features.unseen import add_unseen
 
     acc: dict[str, Any] = {}
     ranges: dict[str, int] = {}
+    unseen: dict[str, dict[str, Any]] = {}
     for r in results:
         _merge(acc, r["summary"], model.task)
         ranges = add_counts(ranges, r["out_of_range"])
+        unseen = add_unseen(unseen, r["unseen_categories"])
 
     return PredictResult(output=str(output), model=str(model_path), task=model.task, rows=sum(r["rows"] for r in results),
                          columns=[*keep, *output_columns(model)], batches=sum(r["batches"] for r in results),
                          seconds=round(time.perf_counter() - start, 3), summary=summarize(acc, model.task),
-                         out_of_range=ranges)
+                         out_of_range=ranges, unseen_categories=unseen)
 
 
 def _merge(acc: dict[str, Any], part: dict[str, Any], task: str) -> None:

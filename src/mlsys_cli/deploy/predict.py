@@ -51,11 +51,12 @@ class PredictResult:
     seconds: float
     summary: dict[str, Any] = field(default_factory=dict)
     out_of_range: dict[str, int] = field(default_factory=dict)
+    unseen_categories: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"output": self.output, "model": self.model, "task": self.task, "rows": self.rows,
                 "columns": self.columns, "batches": self.batches, "seconds": self.seconds, "summary": self.summary,
-                "out_of_range": self.out_of_range}
+                "out_of_range": self.out_of_range, "unseen_categories": self.unseen_categories}
 
 
 def output_columns(model: Any) -> list[str]:
@@ -145,15 +146,18 @@ def prediction_table(model: Any, batch: Any, keep: Sequence[str]) -> Any:
     """The predictions of one record batch as an Arrow table, and the model's outputs.
 
     The outputs carry ``out_of_range``: per float column, the values read as missing (inf,
-    beyond float32), which the caller adds up and reports, as ``featurize`` and ``train`` do.
+    beyond float32), which the caller adds up and reports, as ``featurize`` and ``train`` do;
+    and ``unseen_categories`` (:mod:`mlsys_cli.features.unseen`), added up the same way.
     """
     import numpy as np
     import pyarrow as pa
 
     from mlsys_cli.features.schema import out_of_range
+    from mlsys_cli.features.unseen import unseen_categories
 
     frame = batch.to_pandas()
-    out = {**model.predict(frame), "out_of_range": out_of_range(frame, model.input_schema)}
+    out = {**model.predict(frame), "out_of_range": out_of_range(frame, model.input_schema),
+           "unseen_categories": unseen_categories(frame, model.input_schema)}
     arrays = [batch.column(c) for c in keep]
     names = list(keep)
     if model.task == "regression":
@@ -194,6 +198,7 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
 
     from mlsys_cli.data.io import LINEAGE_KEY, lineage_metadata
     from mlsys_cli.features.schema import add_counts
+    from mlsys_cli.features.unseen import add_unseen
     from mlsys_cli.fsutil import atomic_path
 
     start = time.perf_counter()
@@ -214,10 +219,11 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     rows = n_batches = 0
     acc: dict[str, Any] = {}
     ranges: dict[str, int] = {}
+    unseen: dict[str, dict[str, Any]] = {}
     writer = None
 
     def finish(pending: tuple[Any, Any]) -> None:
-        nonlocal writer, rows, n_batches, ranges
+        nonlocal writer, rows, n_batches, ranges, unseen
         future, batch = pending
         try:
             table, out = future.result()
@@ -228,6 +234,7 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
         writer.write_table(table)
         summary_update(acc, out, model.task)
         ranges = add_counts(ranges, out["out_of_range"])
+        unseen = add_unseen(unseen, out["unseen_categories"])
         rows += batch.num_rows
         n_batches += 1
         if progress is not None:
@@ -258,7 +265,7 @@ def predict_file(model_path: str | os.PathLike, data: Sequence[Any] | str | os.P
     return PredictResult(output=str(output), model=str(model_path), task=model.task, rows=rows,
                          columns=[*keep, *output_columns(model)], batches=n_batches,
                          seconds=round(time.perf_counter() - start, 3), summary=summarize(acc, model.task),
-                         out_of_range=ranges)
+                         out_of_range=ranges, unseen_categories=unseen)
 
 
 def prediction_lineage(model: Any, model_path: str | os.PathLike, files: Sequence[Path], keep: Sequence[str]) -> Any:

@@ -20,7 +20,8 @@ import numpy as np
 from mlsys_cli.errors import InputError, UsageError
 from mlsys_cli.features import leakage as _leakage
 from mlsys_cli.features.roles import FEATURE_ROLES, category_counts, infer_roles, raw_numbers
-from mlsys_cli.features.schema import canonical_arrays, datetime_zone, infer_schema, nested_columns, regression_values, to_pandas
+from mlsys_cli.features.schema import (canonical_arrays, datetime_zone, infer_schema, missing_target, nested_columns,
+                                      regression_values, to_pandas)
 from mlsys_cli.features.encoders import Target
 from mlsys_cli.features.presets import FAMILY_PRESETS
 from mlsys_cli.features.transformers import (CategoricalBlock, DatetimeBlock, NumericBlock, block_from_state, block_state,
@@ -377,7 +378,7 @@ class Featurizer:
                 raise UsageError(f"invalid --cross {','.join(pair)!r}", "give two different columns: --cross a,b")
         self.n_missing_target_ = 0
         if target is not None:
-            present = target.notna().to_numpy()
+            present = ~missing_target(target)
             self.n_missing_target_ = int((~present).sum())
             df, target = df[present], target[present]
             if len(df) == 0:

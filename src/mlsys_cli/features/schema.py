@@ -59,6 +59,39 @@ def to_pandas(data: Any) -> Any:
     raise InputError(f"cannot read a table from a {type(data).__name__}")
 
 
+def missing_target(values: Any) -> np.ndarray:
+    """Which target values are missing: null, NaN, or a string that is empty or only whitespace.
+
+    The one definition every command that reads a target uses (train, tune, ensemble and the
+    validation tables refuse such rows; featurize, evaluate, compress and retrain leave them out
+    and count them). A CSV reads an empty field as null while Parquet keeps it as ``""``: the
+    same unwritten label must not become a class of its own depending on the file format.
+
+    Parameters
+    ----------
+    values : pandas.Series or array-like
+
+    Returns
+    -------
+    numpy.ndarray of bool, one per value
+    """
+    import pandas as pd
+    from pandas.api import types as pdt
+
+    series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values, dtype=object))
+    missing = series.isna().to_numpy(dtype=bool)
+    if pdt.is_numeric_dtype(series.dtype) or pdt.is_bool_dtype(series.dtype) or pdt.is_datetime64_any_dtype(series.dtype):
+        return missing
+    try:  # the distinct values only: the labels are few, the rows many
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    except TypeError:  # unhashable values (lists): not labels at all, refused where they are encoded
+        return missing
+    blank = np.array([isinstance(v, str) and not v.strip() for v in uniques.tolist()], dtype=bool)
+    if blank.any():
+        missing = missing | ((codes >= 0) & blank[np.maximum(codes, 0)])
+    return missing
+
+
 def regression_values(values: Any, what: str) -> np.ndarray:
     """A regression target as float64, refusing what no model can learn from (exit 3).
 
@@ -471,7 +504,10 @@ def _float_value(v: Any, strict: bool) -> float:
     elif isinstance(v, (bool, np.bool_)) and strict:  # JSON true where a number belongs: a wrong type
         raise _Bad()
     elif isinstance(v, (bool, int, float, np.number, decimal.Decimal)):
-        v = float(v)
+        try:
+            v = float(v)
+        except OverflowError:  # an integer beyond float64 (Python reads 10**400 exactly)
+            v = float("inf")
     else:
         raise _Bad()
     if v != v or abs(v) > FLOAT32_MAX:  # NaN, inf, beyond float32: missing (strict: refused)
@@ -511,6 +547,11 @@ def _string_value(v: Any, strict: bool) -> str:
     if strict and not isinstance(v, (bool, int, float, np.number)):
         raise _Bad()  # a JSON object or array where a category belongs
     return _str_value(v)
+
+
+def string_category(v: Any) -> str:
+    """The category one raw value is to a string column, as :func:`canonical_column` reads it ("" = missing)."""
+    return _string_value(v, False)
 
 
 def _datetime_value(v: Any, strict: bool) -> int:
@@ -647,9 +688,31 @@ def _named(name: str, kind: str, values: Sequence[Any], convert: Any, strict: bo
         except _Bad:
             if kind == "datetime" and _is_date_like(v):
                 return _beyond_dates(name, values, np.arange(len(values)) == row)
+            if kind == "float" and _beyond_float32(v):
+                # A number all the same (a sentinel such as 1e308): the table paths read it as missing
+                # and count it; a request is refused, but for what it is, not as "not a number".
+                return InputError(f"column {name!r}: {v!r} (row {row}) is beyond float32's range (+/-{FLOAT32_MAX:.4g})",
+                                  "the model computes in float32; send null for a missing value")
             return InputError(f"column {name!r}: expected {_VALUE[kind][2]} values, found {v!r} (row {row})",
                               "send a value of the column's type, or null for a missing value")
     return InputError(f"column {name!r}: a value of the wrong type")
+
+
+def _beyond_float32(v: Any) -> bool:
+    """A number (or its text) that is infinite or beyond float32, which strict reading refuses."""
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    if isinstance(v, str):
+        try:
+            v = float(v.strip())
+        except ValueError:
+            return False
+    try:
+        return not abs(float(v)) <= FLOAT32_MAX and float(v) == float(v)
+    except OverflowError:
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _is_date_like(v: Any) -> bool:

@@ -91,11 +91,12 @@ def _target_summary(client: Any, parts: Any, target: str) -> tuple[Any, int]:
     import pandas as pd
 
     from mlsys_cli.data.partitioned import dask_frame
+    from mlsys_cli.features.schema import missing_target
 
     column = dask_frame(parts, [target])[target]
     distinct = column.dropna().drop_duplicates()
-    bad = column.isna()
-    if np.dtype(column.dtype).kind == "f":
+    bad = column.map_partitions(lambda s: pd.Series(missing_target(s), index=s.index), meta=(target, bool))
+    if pd.api.types.is_float_dtype(column.dtype):  # np.dtype() of a text column (StringDtype) was a TypeError
         bad = bad | column.abs().eq(np.inf)
     values, n_bad = client.compute([distinct, bad.sum()], sync=True)
     return pd.Series(values.to_numpy(), dtype=column.dtype), int(n_bad)

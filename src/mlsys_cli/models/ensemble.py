@@ -398,6 +398,8 @@ def _held_out(named: Sequence[tuple[str, Any]], data: Sequence[str], folds: int)
                          "--data must hold the target to fit the ensemble")
     tr.check_target(df[first.target], first.target, data)
     y = tr.encode_target(first.task, df[first.target], first.classes, data)
+    # No AUC nor log loss to rank the members by (it was a TypeError).
+    tr.check_classes(df[first.target], first.task, first.target, data, "fit the ensemble on held-out rows with every class")
     if len(df) < 2 * folds:
         raise InputError(f"--data has {len(df)} rows; the ensemble needs at least {2 * folds}")
     return df, y, data_records

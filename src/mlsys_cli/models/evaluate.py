@@ -588,6 +588,7 @@ class Evaluation:
     slicing: dict[str, Any] | None = None
     curves: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     out_of_range: dict[str, int] = field(default_factory=dict)
+    unseen_categories: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def failed_gates(self) -> list[dict[str, Any]]:
@@ -605,12 +606,12 @@ class Evaluation:
             "baseline": self.baseline, "best_threshold": self.best_threshold, "confusion_matrix": self.confusion_matrix,
             "calibration": self.calibration, "slicing": self.slicing, "slices": self.slices, "worst_slices": self.worst_slices,
             "behaviour": [b.to_dict() for b in self.behaviour], "gates": self.gates, "passed": self.passed,
-            "out_of_range": self.out_of_range,
+            "out_of_range": self.out_of_range, "unseen_categories": self.unseen_categories,
         }
 
 
 def _labelled_rows(df: Any, target: str) -> tuple[Any, int]:
-    """The rows with a target value; the count of rows dropped for a missing one.
+    """The rows with a target value; the count of rows dropped for a missing (null or blank) one.
 
     The model checks its own input columns when it predicts (a missing one is exit 3).
     """
@@ -619,7 +620,9 @@ def _labelled_rows(df: Any, target: str) -> tuple[Any, int]:
     if target not in df.columns:
         raise InputError(f"target column {target!r} is not in the evaluation data",
                          f"the model predicts {target!r}; give a table with that column (or --target)")
-    keep = df[target].notna().to_numpy()
+    from mlsys_cli.features.schema import missing_target
+
+    keep = ~missing_target(df[target])
     dropped = int((~keep).sum())
     if not keep.any():
         raise InputError(f"every value of the target {target!r} is missing")
@@ -790,6 +793,7 @@ def evaluate(model: Any, df: Any, options: EvaluateOptions = EvaluateOptions(), 
     import numpy as np
 
     from mlsys_cli.features.schema import out_of_range
+    from mlsys_cli.features.unseen import unseen_categories
 
     target, threshold, reqs = _check_options(model, df, options)
     if progress is not None:
@@ -817,6 +821,7 @@ def evaluate(model: Any, df: Any, options: EvaluateOptions = EvaluateOptions(), 
     result = _evaluation(s, (metrics, ci, conf_hit), (slice_rows, behaviour, gates), options,
                          {"model": model_name, "data": data_name, "target": target, "dropped_missing_target": dropped,
                           "out_of_range": out_of_range(df, model.input_schema),
+                          "unseen_categories": unseen_categories(df, model.input_schema),
                           "baseline": _baseline(model, s.task, y, classes, threshold)})
     _advance(progress)
     return result
@@ -871,6 +876,7 @@ def _evaluation(s: _Scored, measured: tuple[dict[str, Any], dict[str, Any], Any]
         calibration=_calibration(conf_hit, metrics.get("ece"), ci.get("ece")),
         slices=slice_rows, slicing=slicing, behaviour=behaviour, gates=gates, passed=all(g["passed"] for g in gates),
         curves=_curves(s.task, s.y, s.scored), out_of_range=about["out_of_range"],
+        unseen_categories=about["unseen_categories"],
     )
 
 

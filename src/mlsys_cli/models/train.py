@@ -151,11 +151,12 @@ def _lineage_target(source: Any) -> str | None:
 
 
 def check_target(y: Any, target: str, source: Any = "input") -> None:
-    """Refuse missing or infinite target values (exit 3), naming the first bad row."""
+    """Refuse missing (null, NaN, blank text) or infinite target values (exit 3), naming the first bad row."""
     import numpy as np
-    import pandas as pd
 
-    missing = pd.isna(y).to_numpy() if hasattr(y, "to_numpy") else pd.isna(np.asarray(y))
+    from mlsys_cli.features.schema import missing_target
+
+    missing = missing_target(y)
     values = np.asarray(y)
     if values.dtype.kind == "f":
         missing = missing | np.isinf(values)
@@ -163,6 +164,16 @@ def check_target(y: Any, target: str, source: Any = "input") -> None:
         row = int(np.flatnonzero(missing)[0])
         raise InputError(f"{_name(source)}: target {target!r} has {int(missing.sum())} missing or infinite value(s) "
                          f"(first at row {row})", "filter those rows out before training")
+
+
+def check_classes(y: Any, task: str, target: str, source: Any, hint: str) -> None:
+    """Refuse (exit 3) held-out labels of one class for a classifier: no AUC or log loss to measure on."""
+    import pandas as pd
+
+    values = pd.Series(y).dropna()
+    if task != "regression" and values.nunique() < 2:
+        shown = f" ({values.iloc[0]})" if len(values) else ""
+        raise InputError(f"{_name(source)}: the target {target!r} holds one class only{shown}", hint)
 
 
 def infer_task(y: Any, task: str | None = None) -> tuple[str, list[Any] | None]:

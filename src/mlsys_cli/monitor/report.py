@@ -41,6 +41,7 @@ def write_html(report: Any, path: Any) -> None:
     """The report as one HTML page: verdicts, one distribution plot per feature, the windows over time."""
     from mlsys_cli import __version__
     from mlsys_cli import htmlreport as hr
+    from mlsys_cli.monitor.results import verdict
 
     d = report.to_dict()
     ref, cur = d["reference"], d["current"]
@@ -49,13 +50,16 @@ def write_html(report: Any, path: Any) -> None:
                               f"({ref['rows']:,} rows)",
                      footer=f"mlsys {__version__} drift; backend {report.options.backend}; FDR {report.options.alpha:g}")
     page.heading("Features")
-    page.table([{"feature": f["name"], "drifted": ("yes" if f["drifted"] else "no") if f["decided"] else "undecided",
+    shown = {True: "yes", False: "no"}
+    page.table([{"feature": f["name"], "drifted": shown.get(verdict(f), "undecided"), "flagged": f["drifted"],
                  "test": f["test"], "statistic": f["statistic"], "q value": f["q_value"],
                  "effect sizes": ", ".join(f"{k} {hr.format_value(v, 3)}" for k, v in f["effect"].items() if v is not None),
                  "missing (ref -> cur)": None if f["missing_reference"] is None else
                  f"{f['missing_reference']:.3f} -> {f['missing_current']:.3f}", "importance": f["importance"],
                  "why": "; ".join(f["reasons"]) or f["note"] or ""} for f in d["features"]],
-               flag="drifted")
+               # The flag on its own boolean: every "yes"/"no"/"undecided" text is truthy (every row was orange).
+               columns=["feature", "drifted", "test", "statistic", "q value", "effect sizes", "missing (ref -> cur)",
+                        "importance", "why"], flag="flagged")
     page.text(f"A feature drifts when its test is significant after Benjamini-Hochberg correction at FDR {report.options.alpha:g} "
               f"AND an effect size reaches its threshold (Wasserstein/std {report.options.wasserstein:g}, "
               f"PSI {report.options.psi:g}, Jensen-Shannon {report.options.jensen_shannon:g}, unseen share "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from mlsys_cli.errors import UsageError
 
@@ -128,6 +128,13 @@ class FeatureDrift:
         d["reasons"] = list(self.reasons)
         d.pop("plot")
         return d
+
+
+def verdict(feature: Mapping[str, Any]) -> bool | str:
+    """A feature's verdict as shown: drifted, not, or ``"undecided"`` (too few rows to test and no
+    rule fired). A column whose missing rate alone drifted (every current value missing, so no
+    distribution to test) is drifted, as the headline counts it, not undecided."""
+    return feature["drifted"] if feature["decided"] or feature["drifted"] else "undecided"
 
 
 @dataclass(frozen=True)

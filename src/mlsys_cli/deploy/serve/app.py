@@ -29,6 +29,7 @@ from mlsys_cli.deploy.serve.batching import Batcher
 from mlsys_cli.deploy.serve.models import ServedModel, Slot, check_challenger, describe_error
 from mlsys_cli.deploy.serve.predlog import Entry
 from mlsys_cli.errors import InputError
+from mlsys_cli.features.unseen import MIN_ROWS as UNSEEN_MIN_ROWS, unseen_warnings
 
 JSON = b"application/json"
 
@@ -329,9 +330,13 @@ class ServeApp:
         req.rows = len(records)
         inputs = Inputs("records", records, body)
         outputs = await self._run(model, inputs, req.rows)
+        unseen, warnings = _unseen(model, inputs, req.rows)
         answer = {"model": model.name, "version": model.version, "role": model.role, "request_id": req.request_id,
                   "predictions": _records_out(model, outputs)}
-        return 200, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), [], self._after(req, model, outputs, inputs)
+        if warnings:
+            answer["warnings"] = warnings
+        return (200, orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), [],
+                self._after(req, model, outputs, inputs, unseen))
 
     async def _infer(self, req: Request, receive: Callable, pinned: bool = False) -> tuple[int, bytes, list, Any]:
         """V2 inference; ``pinned`` (a request naming the primary's version) is never answered by the canary."""
@@ -348,21 +353,25 @@ class ServeApp:
         req.rows = rows
         inputs = Inputs("columns", columns)
         outputs = await self._run(model, inputs, rows)
+        unseen, warnings = _unseen(model, inputs, rows)
         try:
-            payload, header_length = v2.encode_response(request, model, outputs)
+            payload, header_length = v2.encode_response(request, model, outputs, warnings)
         except InputError as exc:
             raise HttpError(422, exc.message) from None
         headers = []
         if header_length is not None:
             headers = [(b"content-type", b"application/octet-stream"),
                        (b"inference-header-content-length", str(header_length).encode())]
-        return 200, payload, headers, self._after(req, model, outputs, inputs)
+        return 200, payload, headers, self._after(req, model, outputs, inputs, unseen)
 
-    def _after(self, req: Request, model: ServedModel, outputs: dict, inputs: Inputs) -> Callable:
-        """What happens once the answer is sent: metrics, log, shadow."""
+    def _after(self, req: Request, model: ServedModel, outputs: dict, inputs: Inputs, unseen: dict | None) -> Callable:
+        """What happens once the answer is sent: metrics (``unseen``: the counts, when taken before), log, shadow."""
 
         def after(arrival: float, seconds: float) -> None:
             self.metrics.predicted(model.role, model.task, outputs, req.rows)
+            counts = model.unseen(inputs.kind, inputs.parsed) if unseen is None else unseen
+            if counts:
+                self.metrics.unseen_categories(model.role, counts)
             log = self.state.log
             if log is not None:
                 log.append(Entry(arrival, req.request_id, model, seconds * 1000.0, inputs.json(), outputs, req.rows))
@@ -450,6 +459,15 @@ class ServeApp:
 def _method(method: str, allowed: str) -> None:
     if method != allowed:
         raise HttpError(405, f"method {method} not allowed; use {allowed}", [(b"allow", allowed.encode())])
+
+
+def _unseen(model: ServedModel, inputs: Inputs, rows: int) -> tuple[dict | None, list[str]]:
+    """A request's unseen-category counts and the warnings of its answer, taken only for requests of
+    at least UNSEEN_MIN_ROWS rows (fewer cannot warn; their counts are taken after the answer)."""
+    if rows < UNSEEN_MIN_ROWS:
+        return None, []
+    counts = model.unseen(inputs.kind, inputs.parsed)
+    return counts, unseen_warnings(counts)
 
 
 def _records_out(model: ServedModel, outputs: dict[str, Any]) -> list[dict[str, Any]]:

@@ -115,6 +115,8 @@ class Metrics:
         self.reloads = Counter("mlsys_reloads", "Model reloads by role and result (ok, failed).", ["role", "result"], registry=reg)
         self.log_rows = Counter("mlsys_log_rows", "Prediction-log rows by result (written, dropped).", ["result"], registry=reg)
         self.errors = Counter("mlsys_challenger_errors", "Shadow or canary predictions that failed.", ["role"], registry=reg)
+        self.unseen = Counter("mlsys_unseen_categories", "Values of a categorical input that are categories unseen in "
+                              "training, by the answering model's role and the column.", ["role", "column"], registry=reg)
         self._req: dict[tuple[str, int], Any] = {}
         self._lat: dict[str, Any] = {}
         self._label: dict[tuple[str, str], Any] = {}
@@ -157,6 +159,11 @@ class Metrics:
             if child is None:
                 child = self._label[key] = self.labels.labels(role, str(label))
             child.inc()
+
+    def unseen_categories(self, role: str, counts: dict[str, dict[str, Any]]) -> None:
+        """Add a request's :class:`~mlsys_cli.features.unseen.UnseenCategories` counts (rare: no cached children)."""
+        for column, c in counts.items():
+            self.unseen.labels(role, column).inc(c["unseen"])
 
     def serving(self, role: str, old: Any, new: Any) -> None:
         """The model answering in ``role`` changed from ``old`` to ``new`` (either may be None)."""

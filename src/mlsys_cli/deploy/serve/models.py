@@ -29,10 +29,12 @@ PARITY_ROWS = 200
 
 @dataclass(frozen=True)
 class ModelRef:
-    """Where a model is: its file, and its version when the source knows one (a registry)."""
+    """Where a model is: its file, its version when the source knows one (a registry), and the
+    sha256 the source recorded for the file (a registry's champion pointer), checked on loading."""
 
     path: Path
     version: str | None = None
+    sha256: str | None = None
 
 
 Source = Callable[[], ModelRef]
@@ -78,8 +80,10 @@ class ServedModel:
         self.fingerprint: tuple | None = None  # the source's state it was loaded from (Slot)
         self.batcher: Any = None  # set by the app: how requests reach predict()
         from mlsys_cli.features.schema import RecordReader
+        from mlsys_cli.features.unseen import UnseenCategories
 
         self._reader = RecordReader(self.input_schema, strict=True)
+        self._unseen = UnseenCategories(self.input_schema)
 
     def read(self, kind: str, data: Any) -> dict[str, Any]:
         """Validated canonical arrays of ``records`` (a list of objects) or ``columns`` (V2: column ->
@@ -89,6 +93,11 @@ class ServedModel:
         from mlsys_cli.features.schema import canonical_columns
 
         return canonical_columns(data, self.input_schema, strict=True)
+
+    def unseen(self, kind: str, data: Any) -> dict[str, dict[str, Any]]:
+        """Per categorical column, the rows of validated ``records`` or ``columns`` holding a category
+        this model never saw (:class:`~mlsys_cli.features.unseen.UnseenCategories`)."""
+        return self._unseen.records(data) if kind == "records" else self._unseen.columns(data)
 
     def predict(self, canon: dict[str, Any]) -> dict[str, Any]:
         """Outputs (``ModelBundle.predict``'s dict) for canonical arrays."""
@@ -115,6 +124,14 @@ def load_served(ref: ModelRef, name: str, role: str) -> ServedModel:
     path = Path(ref.path)
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
+    if ref.sha256:  # a bundle replaced after it was registered is not served (retrain refuses it too)
+        from mlsys_cli.fsutil import sha256_file
+
+        actual = sha256_file(path)
+        if actual != ref.sha256:
+            raise InputError(f"{path}: the bundle of {ref.version} fails its sha256 check (recorded {ref.sha256[:12]}, "
+                             f"found {actual[:12]})", "it was changed after it was registered; promote another "
+                             "version: mlsys registry rollback DIR")
     version = ref.version or _sha_version(path)
     if path.suffix.lower() == ".onnx":
         from mlsys_cli.deploy.onnx_model import OnnxModel

@@ -140,6 +140,8 @@ def decode_request(body: bytes, header_length: int | None) -> tuple[dict[str, An
         raise Invalid(f"the body is not valid JSON ({exc})") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise Invalid("the body needs a non-empty 'inputs' list")
+    if "id" in request and not isinstance(request["id"], str):  # echoed in the answer, which the protocol types as a string
+        raise Invalid(f"'id' must be a string (found {type(request['id']).__name__})", 'e.g. "id": "42"')
     _parameters(request, "")  # checked before the model runs; read by encode_response
     _wants_binary(request)
     columns: dict[str, list[Any]] = {}
@@ -171,8 +173,10 @@ def _wants_binary(request: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
     return names, binary
 
 
-def encode_response(request: dict[str, Any], model: Any, outputs: dict[str, Any]) -> tuple[bytes, int | None]:
-    """The response body and, for binary outputs, the JSON header length."""
+def encode_response(request: dict[str, Any], model: Any, outputs: dict[str, Any],
+                    warnings: list[str] | None = None) -> tuple[bytes, int | None]:
+    """The response body and, for binary outputs, the JSON header length (``warnings``: the
+    request's, under ``parameters``)."""
     import numpy as np
 
     names, binary = _wants_binary(request)
@@ -204,7 +208,7 @@ def encode_response(request: dict[str, Any], model: Any, outputs: dict[str, Any]
             item["data"] = arr.reshape(-1).tolist()
         out.append(item)
     head = {"model_name": model.name, "model_version": model.version, "outputs": out,
-            "parameters": {"role": model.role}}
+            "parameters": {"role": model.role, **({"warnings": warnings} if warnings else {})}}
     if "id" in request:
         head["id"] = request["id"]
     header = orjson.dumps(head)
