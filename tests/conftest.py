@@ -16,6 +16,10 @@ pytest_plugins = ["tests.pg", "tests.continual.fixtures", "tests.dask_cluster"] 
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
+# A relative PYTHONPATH (PYTHONPATH=src from a checkout) would name another directory in the
+# processes tests start with cwd=tmp_path: the installed copy would run instead of this tree.
+if os.environ.get("PYTHONPATH"):
+    os.environ["PYTHONPATH"] = os.pathsep.join(str(Path(p).resolve()) for p in os.environ["PYTHONPATH"].split(os.pathsep) if p)
 
 
 @dataclass
