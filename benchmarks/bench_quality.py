@@ -210,8 +210,13 @@ def summary(rows: list[dict[str, Any]], budget: float) -> dict[str, Any]:
 
 def _chosen(m: dict[str, Any]) -> str:
     """Whether mlsys saved an ensemble, and what chose it (cv: k-fold on train + valid; else the validation rows)."""
-    selection = (m.get("final") or {}).get("selection")
-    return ("yes" if m["ensemble"] else "no") + (f" (cv, {len(selection['candidates'])} candidates)" if selection else "")
+    selection = (m.get("final") or {}).get("selection") or {}
+    if "candidates" in selection:
+        how = f" (cv, {len(selection['candidates'])} candidates)"
+    else:
+        # k-fold applied but did not fit in its share: the validation rows chose (final.selection.skipped).
+        how = " (validation rows; cv skipped)" if "skipped" in selection else ""
+    return ("yes" if m["ensemble"] else "no") + how
 
 
 def render(rows: list[dict[str, Any]], budget: float, load: str, command: str) -> str:

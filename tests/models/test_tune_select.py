@@ -134,3 +134,17 @@ def test_the_folds_decide_only_when_they_scored_the_two_best_families_best_trial
     assert select._enough(problem, planned, scored(1, 9))
     assert select._enough(problem, planned, scored(1, 9, 0))
     assert not select._enough(problem, planned, scored(1))
+
+
+def test_when_the_folds_of_a_best_candidate_do_not_fit_the_reason_names_it(tmp_path, monkeypatch):
+    from mlsys_cli.models.tuning import select
+
+    problem = regression_problem(tmp_path)
+    # The best candidate's folds are estimated at 1,000 s of trials: left out, the two others scored.
+    slow = trial(2, "hgb", 0.9, {"max_iter": 5}, fit_s=1000.0)
+    others = [trial(1, "hgb", 1.0, {"max_iter": 3, "learning_rate": 0.1}), trial(0, "linear", 1.2, {}, defaults=True)]
+    monkeypatch.setattr(select, "selection_plan", lambda study, problem: (select.CV_FOLDS, [slow, others[1]]))
+    monkeypatch.setattr(select, "selection_candidates", lambda study, problem: [slow, *others])
+    assert select.choose(None, problem) is None
+    assert problem.selection_skipped == ("the folds of trial 2 (of the 2 best candidates: trials 2, 0) did not fit in the "
+                                         "time left (2 candidates scored)")

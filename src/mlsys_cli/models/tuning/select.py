@@ -252,8 +252,11 @@ def choose(study: Any, problem: Problem) -> Selection | None:
     deadline = problem.job.deadline
     scored = cross_validate(problem, selection_candidates(study, problem), None if deadline is None else deadline - SAVE_S, folds)
     if not _enough(problem, planned, scored):
-        problem.selection_skipped = (f"the folds scored {len(scored.trials)} of {len(planned)} planned candidates in the time "
-                                     "left, not the best of the two best families")
+        best = [t.number for t in planned[:CV_MIN_CANDIDATES]]
+        missed = [n for n in best if n not in {t.number for t in scored.trials}]
+        problem.selection_skipped = (f"the folds of trial{'s' if len(missed) > 1 else ''} {', '.join(map(str, missed))} (of the "
+                                     f"{len(best)} best candidates: trials {', '.join(map(str, best))}) did not fit in the time left "
+                                     f"({len(scored.trials)} candidate{'s' if len(scored.trials) != 1 else ''} scored)")
         return None
     return decide(problem, scored)
 
