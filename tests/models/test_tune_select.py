@@ -148,3 +148,37 @@ def test_when_the_folds_of_a_best_candidate_do_not_fit_the_reason_names_it(tmp_p
     assert select.choose(None, problem) is None
     assert problem.selection_skipped == ("the folds of trial 2 (of the 2 best candidates: trials 2, 0) did not fit in the "
                                          "time left (2 candidates scored)")
+
+
+def test_a_time_ordered_split_is_not_cross_validated_by_random_folds_and_the_report_says_why(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mlsys_cli.models.tuning import select
+    from mlsys_cli.models.tuning.budget import selection_plan
+    from mlsys_cli.models.tuning.problem import Problem
+
+    problem = regression_problem(tmp_path)
+    assert problem.split_order is None and select.selection_applies(problem)
+    # The validation rows come later: their month is beyond every training row's.
+    train, valid = pd.read_parquet(tmp_path / "train.parquet"), pd.read_parquet(tmp_path / "valid.parquet")
+    train["month"] = np.arange(len(train)) % 8 + 1
+    valid["month"] = np.arange(len(valid)) % 2 + 9
+    train.to_parquet(tmp_path / "train.parquet", index=False)
+    valid.to_parquet(tmp_path / "valid.parquet", index=False)
+    ordered = Problem(problem.job)
+    assert ordered.split_order == "100% of the validation rows' month lie beyond the training rows' range"
+    trials = [trial(1, "hgb", 1.0, {"max_iter": 3}), trial(0, "linear", 1.2, {}, defaults=True)]
+    study = SimpleNamespace(get_trials=lambda deepcopy=False, states=None: trials)
+    assert not select.selection_applies(ordered) and selection_plan(study, ordered)[1] == []
+    assert select.choose(study, ordered) is None
+    assert ordered.selection_skipped == ("random folds would mix the validation rows into training: "
+                                         "100% of the validation rows' month lie beyond the training rows' range")
+    # A split mlsys made by time says so in its lineage, whatever the columns.
+    table = pq.read_table(tmp_path / "train.parquet").drop(["month"])
+    meta = {b"mlsys": b'{"command": "split", "extra": {"by": "time:snapshot_date"}, "role": "train"}'}
+    pq.write_table(table.replace_schema_metadata(meta), tmp_path / "train.parquet")
+    pq.write_table(pa.Table.from_pandas(valid.drop(columns=["month"]), preserve_index=False), tmp_path / "valid.parquet")
+    by_time = Problem(problem.job)
+    assert by_time.split_order == f"the split is by time:snapshot_date (mlsys split lineage of {tmp_path / 'train.parquet'})"
+    assert not select.selection_applies(by_time)

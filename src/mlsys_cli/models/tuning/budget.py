@@ -291,7 +291,12 @@ def selection_applies(problem: Any) -> bool:
     """Whether the final model may be chosen by cross-validation: models held from trials on
     every training row (``--save-model``, ``--valid``, no row sample) refitted on train + valid,
     in one process, under a time budget, and no time order (random folds would train on the
-    future of a time-ordered split)."""
+    future of a time-ordered split: ``--time-col``, or :attr:`~.problem.Problem.split_order`)."""
+    return folds_could_apply(problem) and not getattr(problem, "split_order", None)
+
+
+def folds_could_apply(problem: Any) -> bool:
+    """:func:`selection_applies` but for the split's order (which the report then names)."""
     job = problem.job
     return bool(job.deadline is not None and getattr(job, "budget_s", None) and getattr(job, "refit_valid", False) and problem.holds_models
                 and getattr(job, "workers", None) == 1 and getattr(job, "engine", None) is None and not getattr(job, "time_col", None))

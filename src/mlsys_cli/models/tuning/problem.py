@@ -95,6 +95,19 @@ class Problem:
         return rows / (self.sample_rows or len(self.train_df))
 
     @property
+    def split_order(self) -> str | None:
+        """Why the validation rows are not a random sample of the same rows as the training rows
+        (None: nothing says so), read once: the split's lineage (``mlsys split --by time:`` or
+        ``group:``), or a column whose values on most validation rows lie beyond the training rows'
+        range (:data:`BEYOND_SHARE`; a time-ordered split's month or date). Random folds over train
+        + valid would then train on the rows the validation stands for: the flights benchmark's
+        5-fold AUC was 0.785 where its later validation months gave 0.66, and the model the folds
+        chose scored 0.605 on the test months against 0.616 for the validation rows' choice."""
+        if not hasattr(self, "_split_order"):
+            self._split_order = None if self.valid_df is None else _split_order(self.job, self.train_df, self.valid_df, self.target)
+        return self._split_order
+
+    @property
     def n_classes(self) -> int:
         return len(self.classes) if self.classes else 0
 
@@ -201,3 +214,40 @@ class Problem:
         if value is None:
             raise InputError(f"metric {self.metric} is undefined on the validation rows (one class only?)")
         return float(value)
+
+
+# A validation table with this share of its rows beyond the training rows' range of some column
+# was not drawn from the same rows (a random split leaves about 2 / (training rows + 1) there).
+BEYOND_SHARE = 0.5
+
+
+def _split_order(job: TuneJob, train_df: Any, valid_df: Any, target: str) -> str | None:
+    """:attr:`Problem.split_order` for the tables of ``job``."""
+    import pandas as pd
+
+    from mlsys_cli.data.io import read_lineage
+
+    for path in (job.valid, job.train):
+        for one in (path if isinstance(path, (list, tuple)) else [path]):
+            try:
+                by = str(((read_lineage(one) or {}).get("extra") or {}).get("by") or "")
+            except (OSError, TypeError):
+                by = ""
+            if by.startswith(("time:", "group:")):
+                return f"the split is by {by} (mlsys split lineage of {one})"
+    for col in valid_df.columns:
+        if col == target or col not in train_df.columns:
+            continue
+        t, v = train_df[col], valid_df[col]
+        numeric = pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t)
+        if not (numeric or pd.api.types.is_datetime64_any_dtype(t)) or t.dtype != v.dtype and not (
+                pd.api.types.is_numeric_dtype(v) and numeric):
+            continue
+        t, v = t.dropna(), v.dropna()
+        if len(t) == 0 or len(v) == 0:
+            continue
+        lo, hi = t.min(), t.max()
+        share = float(((v > hi) | (v < lo)).mean())
+        if share >= BEYOND_SHARE:
+            return f"{share:.0%} of the validation rows' {col} lie beyond the training rows' range"
+    return None

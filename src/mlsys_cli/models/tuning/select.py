@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from mlsys_cli.models.tuning.budget import (CV_FOLDS, CV_FOLDS_MIN, CV_MIN_CANDIDATES, CV_SHARE, ENSEMBLE_TOP, SAVE_S,
-                                             post_fit_seconds, selection_applies, selection_candidates, selection_cost,
+                                             folds_could_apply, post_fit_seconds, selection_applies, selection_candidates, selection_cost,
                                              selection_plan)
 from mlsys_cli.models.tuning.problem import Problem
 
@@ -264,7 +264,9 @@ def choose(study: Any, problem: Problem) -> Selection | None:
 def _not_planned_reason(study: Any, problem: Problem) -> str | None:
     """Why no candidate's folds were planned (None: the folds do not apply to this run)."""
     if not selection_applies(problem):
-        return None
+        order = getattr(problem, "split_order", None) if folds_could_apply(problem) else None
+        # The validation rows stand for other rows (later times, other groups): they decide.
+        return f"random folds would mix the validation rows into training: {order}" if order else None
     picked = selection_candidates(study, problem)[:CV_MIN_CANDIDATES]
     if len(picked) < CV_MIN_CANDIDATES:
         return f"fewer than {CV_MIN_CANDIDATES} candidates to compare"
