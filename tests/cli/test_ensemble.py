@@ -78,6 +78,10 @@ def test_from_study(small_tables, tmp_path):
     ("missing", 3, "error: "),
     ("study-without-name", 2, "--from-study needs --study"),
     ("timeout", 2, "--timeout '0': must be a positive"),
+    # The same member twice was accepted (exit 0), by path, by another path to it, or as a copy.
+    ("twice", 2, "is given twice"),
+    ("other-path", 2, "(same sha256)"),
+    ("copy", 2, "(same sha256)"),
 ])
 def test_bad_input(bundles, small_tables, tmp_path, case, code, text):
     import pandas as pd
@@ -93,7 +97,15 @@ def test_bad_input(bundles, small_tables, tmp_path, case, code, text):
         path = tmp_path / "one.parquet"
         pd.read_parquet(t["valid"]).assign(churned=False).to_parquet(path)
         data = ["--data", path]
+    copy = tmp_path / "copy.mlsys"
+    if case == "copy":
+        import shutil
+
+        shutil.copyfile(bundles["linear"], copy)
+    other = bundles["linear"].parent / ".." / bundles["linear"].parent.name / "linear.mlsys"
     args = {
+        "twice": [bundles["linear"], bundles["xgb"], bundles["linear"], *data],
+        "other-path": [bundles["linear"], other, *data], "copy": [bundles["linear"], copy, *data],
         "single": [bundles["linear"], *data], "method": [*pair, *data, "--method", "vote"], "no-data": pair,
         "train-data": [*pair, "--data", t["train"]], "tasks": [bundles["linear"], bundles["ridge"], *data],
         "no-target": [*pair, *data], "one-class": [*pair, *data], "missing": [bundles["linear"], tmp_path / "nope.mlsys", *data],

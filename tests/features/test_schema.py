@@ -196,6 +196,9 @@ def test_records_value_forms():
     ([{"x": 1e300, "s": "a"}], "column 'x': 1e+300 (row 0) is beyond float32's range (+/-3.403e+38)"),
     ([{"x": 1, "s": "a"}, {"x": "-1e39", "s": "a"}], "column 'x': '-1e39' (row 1) is beyond float32's range"),
     ([{"x": 10**400, "s": "a"}], "is beyond float32's range"),  # was an OverflowError (exit 1, a 500)
+    # Long values are cut in the message, saying how long they were (a 400-digit number printed whole).
+    ([{"x": 10**400, "s": "a"}], "column 'x': 1000000000000000000000000000000000000... (401 digits) (row 0)"),
+    ([{"x": "y" * 500, "s": "a"}], "found 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy... (502 characters) (row 0)"),
     ([{"s": "a"}], "column 'x' is missing from the input (record 0)"),
     ([{"x": 1, "s": "a"}, {"s": "b"}], "column 'x' is missing from the input (record 1)"),
     (["not a record"], "record 0 is not an object"),
@@ -213,6 +216,7 @@ def test_records_strict_errors_name_the_problem(rows, needle):
     with pytest.raises(InputError) as info:
         canonical_records(rows, schema, strict=True)
     assert needle in info.value.message
+    assert len(info.value.message) < 200
 
 
 @pytest.mark.parametrize("text", ["1_000", "\u0661\u0662\u0663"])  # Python's float() reads both; pandas does not

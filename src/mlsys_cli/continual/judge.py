@@ -159,7 +159,10 @@ def _decide(new: Any, old: Any, name: str, higher: bool, gain: float | None, zer
     if old is None:
         return PROMOTED, f"first champion: {name} {_fmt(value)} on the held-out rows (zero rule {_fmt(zero)})"
     versus = f"challenger {name} {_fmt(value)} vs champion {_fmt(old.metrics.get(name))}"
-    if gain is None or gain < min_gain:
+    # Only a better challenger: a tie (the same window retrained) is not a gain, whatever --min-gain.
+    if gain is None or gain <= 0:
+        return REJECTED, f"{versus}: gain {_fmt(gain, signed=True)}: not better than the champion"
+    if gain < min_gain:
         return REJECTED, f"{versus}: gain {_fmt(gain, signed=True)} < --min-gain {min_gain:g}"
     return PROMOTED, f"{versus}: gain {_fmt(gain, signed=True)} >= --min-gain {min_gain:g}"
 

@@ -14,8 +14,8 @@
    champion (``stateful``: see :mod:`mlsys_cli.continual.judge`);
 5. champion and challenger evaluated on the held-out rows (``evaluate``: metrics with
    intervals, the zero-rule baseline, slices, the ``--require`` gates). The challenger is
-   promoted when it passes the gates, beats the zero rule and gains at least ``min_gain`` on
-   the primary metric over the champion; otherwise it is kept as a ``rejected`` version with
+   promoted when it passes the gates, beats the zero rule and is better than the champion on
+   the primary metric, by at least ``min_gain`` (a tie is not better); otherwise it is kept as a ``rejected`` version with
    the reason;
 6. the version written (complete or absent), ``champion.json`` replaced when promoted, and the
    decision appended to ``history.jsonl`` (see :mod:`mlsys_cli.continual.registry`).

@@ -691,11 +691,21 @@ def _named(name: str, kind: str, values: Sequence[Any], convert: Any, strict: bo
             if kind == "float" and _beyond_float32(v):
                 # A number all the same (a sentinel such as 1e308): the table paths read it as missing
                 # and count it; a request is refused, but for what it is, not as "not a number".
-                return InputError(f"column {name!r}: {v!r} (row {row}) is beyond float32's range (+/-{FLOAT32_MAX:.4g})",
+                return InputError(f"column {name!r}: {_shown(v)} (row {row}) is beyond float32's range (+/-{FLOAT32_MAX:.4g})",
                                   "the model computes in float32; send null for a missing value")
-            return InputError(f"column {name!r}: expected {_VALUE[kind][2]} values, found {v!r} (row {row})",
+            return InputError(f"column {name!r}: expected {_VALUE[kind][2]} values, found {_shown(v)} (row {row})",
                               "send a value of the column's type, or null for a missing value")
     return InputError(f"column {name!r}: a value of the wrong type")
+
+
+def _shown(v: Any, width: int = 40) -> str:
+    """A value as an error message quotes it: its repr, cut to ``width`` characters (a 400-digit
+    integer or a long text would otherwise fill the line), saying how long it was."""
+    text = repr(v)
+    if len(text) <= width:
+        return text
+    unit = "digits" if isinstance(v, int) else "characters"
+    return f"{text[:width - 3]}... ({len(text.lstrip('-')) if unit == 'digits' else len(text)} {unit})"
 
 
 def _beyond_float32(v: Any) -> bool:

@@ -87,6 +87,18 @@ def _check_members(named: Sequence[tuple[str, Any]]) -> None:
                                  "ensemble models trained for the same target on the same classes")
 
 
+def _refuse_duplicates(records: Sequence[Mapping[str, Any]]) -> None:
+    """The same model given twice (the same path, another path to it, or a byte-identical copy) is a
+    usage error (exit 2): it would double its weight in an average and pass for a diverse member."""
+    seen: dict[str, str] = {}
+    for rec in records:
+        first = seen.get(rec["sha256"])
+        if first is not None:
+            how = "given twice" if first == rec["path"] else f"the same model as {first} (same sha256)"
+            raise UsageError(f"member {rec['path']} is {how}", "give each member model once")
+        seen[rec["sha256"]] = rec["path"]
+
+
 def training_fingerprints(manifest: Mapping[str, Any]) -> dict[str, str]:
     """sha256 -> path of every table a model (or, recursively, an ensemble's members) trained on."""
     recipe = manifest.get("recipe") or {}
@@ -736,6 +748,7 @@ def ensemble(models: Sequence[str], data: Sequence[str] | str, spec: EnsembleSpe
     data = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
     named = [(str(p), ModelBundle.load(p)) for p in models]
     records: list[dict[str, Any]] = [{"path": str(p), "sha256": input_record(p, with_parent=False)["sha256"]} for p in models]
+    _refuse_duplicates(records)
     skipped: list[dict[str, Any]] = []
     if study is not None:
         if not study.storage or not study.study:
