@@ -182,3 +182,17 @@ def test_a_time_ordered_split_is_not_cross_validated_by_random_folds_and_the_rep
     by_time = Problem(problem.job)
     assert by_time.split_order == f"the split is by time:snapshot_date (mlsys split lineage of {tmp_path / 'train.parquet'})"
     assert not select.selection_applies(by_time)
+
+
+def test_a_saved_ensemble_is_not_reported_with_the_advice_to_use_its_best_member_alone():
+    from mlsys_cli.models.ensemble import _verdict
+    from mlsys_cli.models.tuning.final import saved_verdict
+
+    gain = {"value": 0.0021, "ci95": [-0.0008, 0.0051], "best_member": "mlsys-tune#trial47(xgboost)"}
+    worth, verdict = _verdict("auc", True, gain, 4.4)
+    assert not worth and verdict.endswith("use mlsys-tune#trial47(xgboost) alone")
+    text = saved_verdict({"gain": 0.0021, "metric": "auc", "verdict": verdict})
+    assert text.startswith("saved: gain +0.0021 in auc above 0 on the validation rows (tune's rule), though the 95% CI")
+    assert "alone" not in text and "at 4.4x the latency" in text
+    worth, verdict = _verdict("auc", True, {**gain, "value": 0.02, "ci95": [0.01, 0.03]}, 1.5)
+    assert worth and saved_verdict({"gain": 0.02, "metric": "auc", "verdict": verdict}) == verdict

@@ -54,11 +54,23 @@ def choose(study: Any, problem: Problem, family: str) -> Choice:
         try:
             bundle, info = _ensemble(study, problem, held)
             if info["gain"] is not None and info["gain"] > 0:
-                return Choice(bundle, held, {"model": "ensemble", **info})
+                return Choice(bundle, held, {"model": "ensemble", **info, "verdict": saved_verdict(info)})
             why = f"the ensemble's cross-fitted gain on the validation rows ({info['gain']}) is not above 0"
         except MlsysError as exc:
             why = f"ensemble step failed: {exc}"
     return single(study, problem, family, why, held[:1])
+
+
+def saved_verdict(info: dict[str, Any]) -> str:
+    """The ensemble step's verdict as tune reports it once the ensemble is saved: tune keeps an
+    ensemble whose cross-fitted gain on the validation rows is above 0, so the stricter advice of
+    ``mlsys ensemble`` (a 95% interval clear of 0, else "use the best member alone") would
+    contradict the saved model; its reason and interval are kept."""
+    verdict = str(info.get("verdict") or "")
+    if not verdict.startswith("not worth it: "):
+        return verdict
+    reason = verdict[len("not worth it: "):].split("; use ", 1)[0]
+    return f"saved: gain {info['gain']:+.4f} in {info['metric']} above 0 on the validation rows (tune's rule), though {reason}"
 
 
 def single(study: Any, problem: Problem, family: str, why: str | None, held: list | None = None) -> Choice:
