@@ -28,7 +28,9 @@ def _human(result: Any) -> None:
 
 
 def _warnings(d: dict[str, Any]) -> list[str]:
-    return [f"{s['technique']}: {s['reason']}" for s in d["skipped"]]
+    from mlsys_cli.features.unseen import input_warnings
+
+    return [f"{s['technique']}: {s['reason']}" for s in d["skipped"]] + input_warnings(d)
 
 
 def command(

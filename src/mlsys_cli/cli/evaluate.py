@@ -37,12 +37,11 @@ def _human(result: Any) -> None:
 
 
 def _warnings(d: dict[str, Any]) -> list[str]:
-    from mlsys_cli.features.schema import out_of_range_warnings
-    from mlsys_cli.features.unseen import unseen_warnings
+    from mlsys_cli.features.unseen import input_warnings
 
     metric = d["primary_metric"]
     flag = baseline_warning(metric, d["metrics"].get(metric), d["baseline"]["metrics"].get(metric))
-    return ([flag] if flag else []) + out_of_range_warnings(d["out_of_range"]) + unseen_warnings(d["unseen_categories"])
+    return ([flag] if flag else []) + input_warnings(d)
 
 
 def command(

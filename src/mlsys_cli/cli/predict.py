@@ -22,10 +22,9 @@ def _human(result: Any) -> None:
 
 
 def _warnings(d: dict[str, Any]) -> list[str]:
-    from mlsys_cli.features.schema import out_of_range_warnings
-    from mlsys_cli.features.unseen import unseen_warnings
+    from mlsys_cli.features.unseen import input_warnings
 
-    return out_of_range_warnings(d["out_of_range"]) + unseen_warnings(d["unseen_categories"])
+    return input_warnings(d)
 
 
 def _output(value: str) -> str:
