@@ -110,6 +110,7 @@ def emit(
     as_json: bool = False,
     report: str | None = None,
     human: Callable[[Any], None] | None = None,
+    warnings: Callable[[dict[str, Any]], Iterable[str]] | None = None,
 ) -> None:
     """Print a command's result and write its report.
 
@@ -123,6 +124,9 @@ def emit(
         Also write the JSON report to this file (atomically).
     human : callable, optional
         Renders the human view; the default prints the report as key/value lines.
+    warnings : callable, optional
+        The ``warning:`` lines of the report (given its ``to_dict()``), printed on stderr after the
+        result in both modes: ``--json`` keeps stdout one JSON document, not the user's stderr quiet.
     """
     text = to_json(result)
     if report:
@@ -131,9 +135,11 @@ def emit(
         atomic_write_text(report, text + "\n")
     if as_json:
         write(text + "\n")
-        return
-    # -q silences logs and progress, never the result a command is run for.
-    (human or (lambda r: kv(None, _jsonable(r))))(result)
+    else:
+        # -q silences logs and progress, never the result a command is run for.
+        (human or (lambda r: kv(None, _jsonable(r))))(result)
+    for line in warnings(result.to_dict() if hasattr(result, "to_dict") else result) if warnings else ():
+        warn(line)
 
 
 def is_tty() -> bool:

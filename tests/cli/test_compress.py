@@ -200,3 +200,20 @@ def test_an_mlsys_onnx_file_gets_only_the_graph_techniques(made, tmp_path):
     assert d["candidates"] == [] and d["kept"] is None
     assert {s["technique"] for s in d["skipped"]} == {"pruning", "distillation", "quantization", "low-rank"}
     assert out.read_bytes() == onnx_path.read_bytes()
+
+
+def test_values_the_model_reads_as_missing_or_unknown_are_counted_and_warned_about(made, tmp_path):
+    """compress measured on such --data with exit 0 and not a word, while predict/evaluate warn."""
+    import pandas as pd
+
+    df = pd.read_parquet(made["data"])
+    df["plan"] = df["plan"].astype("category").cat.codes.astype("int64") + 1
+    df["monthly_charges"] = 1e308
+    df.to_parquet(tmp_path / "odd.parquet", index=False)
+    r = run_cli("compress", made["xgb"], "--data", tmp_path / "odd.parquet", "--technique", "pruning", "--max-metric-drop", "0.05",
+                "--repeats", "10", "--batch-rows", "50", "-o", tmp_path / "small.mlsys", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["out_of_range"] == {"monthly_charges": len(df)}
+    assert r.json["unseen_categories"]["plan"]["unseen"] == len(df)
+    assert "warning: 'monthly_charges': 250 values are inf or beyond float32 range; treated as missing" in r.stderr, r.stderr
+    assert "warning: column 'plan': every value (250 rows) is a category unseen in training" in r.stderr

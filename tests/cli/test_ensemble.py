@@ -130,3 +130,19 @@ def test_tampered_member_in_the_real_process(bundles, small_tables, tmp_path):
     result = run_proc("ensemble", bundles["xgb"], bad, "--data", small_tables["binary"]["valid"], "-o", tmp_path / "e.mlsys")
     assert_clean_error(result, 3)
     assert not (tmp_path / "e.mlsys").exists()
+
+
+def test_values_the_members_read_as_missing_or_unknown_are_counted_and_warned_about(bundles, small_tables, tmp_path):
+    """ensemble fitted on such --data with exit 0 and not a word, while predict/evaluate warn."""
+    import pandas as pd
+
+    df = pd.read_parquet(small_tables["binary"]["valid"])
+    df["plan"] = df["plan"].astype("category").cat.codes.astype("int64") + 1
+    df["monthly_charges"] = -1e308
+    df.to_parquet(tmp_path / "odd.parquet", index=False)
+    r = run_cli("ensemble", bundles["linear"], bundles["xgb"], "--data", tmp_path / "odd.parquet", "--json")
+    assert r.code == 0, r.stderr
+    assert r.json["out_of_range"] == {"monthly_charges": len(df)}
+    assert r.json["unseen_categories"]["plan"]["unseen"] == len(df)
+    assert f"warning: 'monthly_charges': {len(df)} values are inf or beyond float32 range" in r.stderr, r.stderr
+    assert f"warning: column 'plan': every value ({len(df)} rows) is a category unseen in training" in r.stderr

@@ -148,6 +148,7 @@ def test_a_column_of_integer_codes_for_text_categories_is_warned_about(churn, tm
     result = run_cli("evaluate", churn / "model.mlsys", path, "--bootstrap", "0", "--json")
     assert result.code == 0, result.stderr
     assert result.json["unseen_categories"]["plan"] == {"rows": 1200, "unseen": 1200, "given": "integers", "fitted": "text"}
+    assert "warning: column 'plan': every value (1200 rows)" in result.stderr  # with --json too
     human = run_cli("evaluate", churn / "model.mlsys", path, "--bootstrap", "0")
     assert ("warning: column 'plan': every value (1200 rows) is a category unseen in training (fitted on text, given integers)"
             in human.stderr), human.stderr

@@ -127,6 +127,7 @@ def test_a_column_of_codes_for_text_categories_is_predicted_with_a_warning(setup
                      "--batch-rows", "16", "--json")
     assert result.code == 0, result.stderr
     assert result.json["unseen_categories"] == {"color": {"rows": 40, "unseen": 40, "given": given, "fitted": "text"}}
+    assert "warning: column 'color': every value (40 rows)" in result.stderr  # with --json too
     human = run_cli("predict", setup / "m.mlsys", tmp_path / "in.parquet", "-o", tmp_path / "p.parquet")
     assert (f"warning: column 'color': every value (40 rows) is a category unseen in training (fitted on text, given {given})"
             in human.stderr), human.stderr

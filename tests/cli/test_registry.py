@@ -34,6 +34,25 @@ def test_a_champion_whose_bundle_is_gone_is_warned_about_by_list_and_show(regist
     assert run_cli("registry", "show", registry, "--json").json["warnings"]
 
 
+def test_one_unreadable_version_record_is_flagged_by_list_not_fatal(registry):
+    """list (a diagnostic) exited 3 on it; now it lists the others and names the broken one."""
+    import json
+    import shutil
+
+    versions = registry / "versions"
+    shutil.copytree(versions / "v0001", versions / "v0002")
+    meta = json.loads((versions / "v0002" / "meta.json").read_text())
+    (versions / "v0002" / "meta.json").write_text(json.dumps({**meta, "version": "v0002", "status": "rejected"}))
+    (versions / "v0001" / "meta.json").write_text('{"broken')
+    listed = run_cli("registry", "list", registry, "--json")
+    assert listed.code == 0, listed.stderr
+    assert [v["version"] for v in listed.json["versions"]] == ["v0002"]
+    assert "warning: v0001: left out: " in listed.stderr and "unreadable version record" in listed.stderr
+    assert any(w.startswith("v0001: left out") for w in listed.json["warnings"])
+    assert run_cli("registry", "show", registry, "v0002").code == 0
+    assert_clean_error(run_cli("registry", "show", registry), 3)  # the champion itself: refused
+
+
 def test_list_show_json(registry):
     listing = run_cli("registry", "list", registry, "--json")
     assert listing.code == 0, listing.stderr

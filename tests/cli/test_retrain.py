@@ -167,9 +167,10 @@ def test_a_lost_column_is_refused_and_the_challengers_training_warnings_are_prin
     assert_clean_error(lost, 3)
     assert "entirely missing column(s) age" in lost.stderr and len(r.Registry(registry).versions()) == 1
     df.assign(plan="basic").to_parquet(tmp_path / "flat.parquet", index=False)
-    flat = retrain(registry, tmp_path / "flat.parquet", "--trigger", "always")
-    assert flat.code in (0, 11), flat.stderr  # promoted or rejected: either way told
+    flat = retrain(registry, tmp_path / "flat.parquet", "--trigger", "always", "--json")
+    assert flat.code in (0, 11), flat.stderr  # promoted or rejected: either way told, with --json too
     assert "warning: challenger: column 'plan' is constant" in flat.stderr, flat.stderr
+    assert flat.json["decision"] in ("promoted", "rejected")
 
 
 @pytest.mark.parametrize("change", ["words", "many_classes"])

@@ -131,6 +131,9 @@ def test_constant_and_empty_columns_are_warned_about_not_refused(tmp_path):
     assert result.code == 0, result.stderr
     warnings = " ".join(result.json["warnings"])
     assert "'empty' is entirely missing" in warnings and "'flat' is constant" in warnings
+    # --json keeps stdout one JSON document; the warnings still reach stderr (DESIGN.md §3: logs there
+    # in both modes). They were only in the JSON.
+    assert "warning: column 'flat' is constant" in result.stderr, result.stderr
 
 
 def test_infinities_in_train_and_valid_are_counted(tmp_path):

@@ -24,9 +24,13 @@ def _human(result: Any) -> None:
     console.records(f"candidates measured on {d['rows']['measure']} held-out rows ({metric}, "
                     f"{'higher' if d['higher_is_better'] else 'lower'} is better; batch of {o['batch_rows']} rows)",
                     rows, [metric if c == "METRIC" else c for c in _COLUMNS])
-    for s in d["skipped"]:
-        console.warn(f"{s['technique']}: {s['reason']}")
     console.kv(None, {"verdict": d["verdict"], "output": d["output"]})
+
+
+def _warnings(d: dict[str, Any]) -> list[str]:
+    from mlsys_cli.features.unseen import input_warnings
+
+    return [f"{s['technique']}: {s['reason']}" for s in d["skipped"]] + input_warnings(d)
 
 
 def command(
@@ -78,6 +82,6 @@ def command(
             measure_fraction=measure_fraction, augment_factor=augment, repeats=repeats, batch_rows=batch_rows,
             seed=seed, html=html, progress=bar,
         )
-    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)
+    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human, warnings=_warnings)
     if require_gain and result.kept is None:
         raise CheckFailed(result.verdict)

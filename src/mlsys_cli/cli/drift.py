@@ -55,9 +55,14 @@ def _human(result: Any) -> None:
     if d["windows"]:
         console.records("windows", [{**w, "drifted": ", ".join(w["drifted"])} for w in d["windows"]],
                         ["start", "end", "rows", "drift_detected", "drifted", "note"])
-    for change in d["schema_changes"] + d["skipped"]:
-        console.warn(f"{change['column']}: {change.get('change') or change.get('reason')}"
-                     + (f" ({change.get('reference')} -> {change.get('current')})" if change.get("change") == "type changed" else ""))
+
+
+def _warnings(d: dict[str, Any]) -> list[str]:
+    if "profile" in d:
+        return []
+    return [f"{change['column']}: {change.get('change') or change.get('reason')}"
+            + (f" ({change.get('reference')} -> {change.get('current')})" if change.get("change") == "type changed" else "")
+            for change in d["schema_changes"] + d["skipped"]]
 
 
 def command(
@@ -132,7 +137,7 @@ def command(
             raise UsageError("--save-profile profiles on this machine: leave out --engine dask",
                              "the profile is streamed in bounded memory; --engine dask counts the current data of a comparison")
         console.emit(write_profile(current, save_profile, options=options), as_json=json_,
-                     report=str(report) if report else None, human=_human)
+                     report=str(report) if report else None, human=_human, warnings=_warnings)
         return
     check_backend(options)
     with console.progress("measuring drift"):
@@ -141,7 +146,7 @@ def command(
         write_html(result, html)
     if output:
         write_results(result, output)
-    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)
+    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human, warnings=_warnings)
     if fail_on_drift and result.drift_detected:
         raise CheckFailed(f"drift detected: {', '.join(result.drifted) or 'the domain classifier separates the data'}")
 

@@ -25,6 +25,12 @@ def _human(result: Any) -> None:
                       "skipped (timeout)": ", ".join(s["model"] for s in d["skipped"]) or "-", "output": d["output"]})
 
 
+def _warnings(d: dict[str, Any]) -> list[str]:
+    from mlsys_cli.features.unseen import input_warnings
+
+    return input_warnings(d)
+
+
 def command(
     models: Annotated[Optional[list[Path]], typer.Argument(help="Member model bundles (.mlsys), two or more.")] = None,
     data: Annotated[Optional[list[Path]], typer.Option("--data", help="Held-out rows with the target (not a member's training data).")] = None,
@@ -71,4 +77,4 @@ def command(
             [str(m) for m in models or []], [str(d) for d in data], EnsembleSpec(method, metric, folds, seed),
             study=source, output=str(output) if output else None, timeout=timeout, progress=bar,
         )
-    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)
+    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human, warnings=_warnings)

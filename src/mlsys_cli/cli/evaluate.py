@@ -34,15 +34,14 @@ def _human(result: Any) -> None:
         console.records("behavioural tests", d["behaviour"], ["test", "column", "rate", "mean_abs_delta", "tolerance", "passed"])
     if d["gates"]:
         console.records("gates", d["gates"], ["requirement", "observed", "passed"])
-    metric = d["primary_metric"]
-    flag = baseline_warning(metric, d["metrics"].get(metric), base.get(metric))
-    if flag:
-        console.warn(flag)
-    from mlsys_cli.features.schema import out_of_range_warnings
-    from mlsys_cli.features.unseen import unseen_warnings
 
-    for line in out_of_range_warnings(d["out_of_range"]) + unseen_warnings(d["unseen_categories"]):
-        console.warn(line)
+
+def _warnings(d: dict[str, Any]) -> list[str]:
+    from mlsys_cli.features.unseen import input_warnings
+
+    metric = d["primary_metric"]
+    flag = baseline_warning(metric, d["metrics"].get(metric), d["baseline"]["metrics"].get(metric))
+    return ([flag] if flag else []) + input_warnings(d)
 
 
 def command(
@@ -100,7 +99,7 @@ def command(
         result = evaluate(loaded, frame, options, model_name=str(model), data_name=str(data), progress=progress)
     if html:
         write_html(result, html)
-    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)
+    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human, warnings=_warnings)
     failed = result.failed_gates
     if failed:
         listed = "; ".join(f"{g['requirement']} (observed {_fmt(g['observed'])})" for g in failed)

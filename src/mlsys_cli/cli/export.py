@@ -13,8 +13,6 @@ from mlsys_cli.cli._common import JsonOpt, OutputOpt, ReportOpt, SeedOpt, intege
 
 def _human(result: Any) -> None:
     d = result.to_dict()
-    for note in d["warnings"]:
-        console.warn(note)
     diff = f"{d['max_abs_diff']:.3g}" + (f" (relative {d['max_rel_diff']:.3g})" if d["max_rel_diff"] is not None else "")
     diff += f" <= {d['tolerance']:g}"
     if d["calibrator_max_abs_diff"] is not None:  # checked piece by piece (commands/export.md)
@@ -27,6 +25,10 @@ def _human(result: Any) -> None:
         "opset": ", ".join(f"{k} {v}" for k, v in d["opset"].items()),
         "inputs": len(d["inputs"]), "outputs": ", ".join(d["outputs"]),
     })
+
+
+def _warnings(d: dict[str, Any]) -> list[str]:
+    return d["warnings"]
 
 
 def command(
@@ -59,4 +61,4 @@ def command(
     with console.progress("exporting", total=4) as bar:
         result = export_model(model, output, data=[str(p) for p in data] if data else None, rows=rows, seed=seed,
                               threads=threads, progress=bar)
-    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)
+    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human, warnings=_warnings)

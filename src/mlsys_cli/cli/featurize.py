@@ -44,16 +44,15 @@ def _human(result: Any) -> None:
         return
     console.kv(f"features for {d['target'] or '(no target)'}", {k: d[k] for k in ("output", "task", "preset", "rows", "n_features")})
     console.records("columns", d["columns"], ["name", "type", "role", "reason", "missing"])
-    for finding in d["leakage"] + d["checks"]:
-        console.warn(finding["message"])
-    for line in d["warnings"]:
-        console.warn(line)
+
+
+def _warnings(d: dict[str, Any]) -> list[str]:
     from mlsys_cli.features.schema import out_of_range_warnings
 
-    for line in out_of_range_warnings(d["out_of_range"]):
-        console.warn(line)
-    if d["rows_missing_target"]:
-        console.warn(f"{d['rows_missing_target']} rows without a target value were left out of the fit")
+    if d["kind"] == "table":
+        return []
+    missing = [f"{d['rows_missing_target']} rows without a target value were left out of the fit"] if d["rows_missing_target"] else []
+    return [f["message"] for f in d["leakage"] + d["checks"]] + d["warnings"] + out_of_range_warnings(d["out_of_range"]) + missing
 
 
 def command(
@@ -138,4 +137,4 @@ def command(
                                log=LOG_CHOICES[log], bins=bins,
                                max_categories=max_categories, min_frequency=min_frequency,
                                high_cardinality=high_cardinality, hash_features=hash_features, leakage=leakage, seed=seed)
-    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)
+    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human, warnings=_warnings)

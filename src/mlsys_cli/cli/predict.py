@@ -19,11 +19,12 @@ def _human(result: Any) -> None:
         "model": d["model"], "columns": ", ".join(d["columns"]), "batches": d["batches"], "seconds": d["seconds"],
         **({"label_counts": d["summary"]["label_counts"]} if "label_counts" in d["summary"] else d["summary"]),
     })
-    from mlsys_cli.features.schema import out_of_range_warnings
-    from mlsys_cli.features.unseen import unseen_warnings
 
-    for line in out_of_range_warnings(d["out_of_range"]) + unseen_warnings(d["unseen_categories"]):
-        console.warn(line)
+
+def _warnings(d: dict[str, Any]) -> list[str]:
+    from mlsys_cli.features.unseen import input_warnings
+
+    return input_warnings(d)
 
 
 def _output(value: str) -> str:
@@ -87,4 +88,4 @@ def command(
         run = partial(predict_dask, engine=where)
     with console.progress("predicting", total=None) as bar:
         result = run(model, [str(p) for p in data], output, keep=columns, batch_rows=batch_rows, progress=bar)
-    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)
+    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human, warnings=_warnings)

@@ -37,7 +37,11 @@ def command() -> None:
 
 
 def _emit(result: Any, as_json: bool, report: Optional[Path], human: Any) -> None:
-    console.emit(result, as_json=as_json, report=str(report) if report else None, human=human)
+    console.emit(result, as_json=as_json, report=str(report) if report else None, human=human, warnings=_warnings)
+
+
+def _warnings(d: dict[str, Any]) -> list[str]:
+    return [f"recovered: {r['detail']}" for r in d.get("recovered") or []] + list(d.get("warnings") or [])
 
 
 def _human_list(result: Any) -> None:
@@ -47,8 +51,6 @@ def _human_list(result: Any) -> None:
     rows = [{**r, "champion": "*" if r["champion"] else ""} for r in d["versions"]]
     console.records("versions", rows, ["version", "champion", "status", "created", "parent", "family", "metric",
                                        "challenger", "champion_value", "rows", "reason"])
-    for line in d["warnings"]:
-        console.warn(line)
 
 
 def _human_show(result: Any) -> None:
@@ -63,14 +65,10 @@ def _human_show(result: Any) -> None:
     console.records("history", [{"time": e.get("time"), "event": e.get("event"), "decision": e.get("decision", ""),
                                  "champion": e.get("champion"), "reason": e.get("reason") or e.get("detail", "")}
                                 for e in d["events"]], ["time", "event", "decision", "champion", "reason"])
-    for line in d["warnings"]:
-        console.warn(line)
 
 
 def _human_change(result: Any) -> None:
     d = result.to_dict()
-    for repair in d["recovered"]:
-        console.warn(f"recovered: {repair['detail']}")
     if d["action"] == "prune":
         verb = "would remove" if d["dry_run"] else "removed"
         console.kv(f"prune {d['registry']}", {verb: ", ".join(d["removed"]) or "nothing", "champion": d["champion"] or "-"})

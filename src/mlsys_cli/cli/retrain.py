@@ -14,10 +14,6 @@ from mlsys_cli.cli._common import (DURATION_MAX, SEED_MAX, JsonOpt, ReportOpt, S
 
 def _human(result: Any) -> None:
     d = result.to_dict()
-    for repair in d["recovered"]:
-        console.warn(f"recovered: {repair['detail']}")
-    for line in d["training"].get("warnings") or []:  # the challenger's training, as train tells them
-        console.warn(f"challenger: {line}")
     console.kv(f"retrain {d['registry']}: {d['decision']} (exit {d['exit_code']})", {
         "reason": d["reason"], "version": d["version"] or "-", "champion": d["champion"] or "-",
         "previous": d["previous"] or "-", "rows": d["data"].get("rows"), "window": f"{d['data'].get('start', '-')} .. "
@@ -31,6 +27,12 @@ def _human(result: Any) -> None:
         console.records(f"{d['primary_metric']} by slice", d["slices"], ["column", "slice", "rows", "challenger", "champion"])
     if d["gates"]:
         console.records("gates", d["gates"], ["requirement", "observed", "passed"])
+
+
+def _warnings(d: dict[str, Any]) -> list[str]:
+    # the challenger's training warnings, as train tells them
+    return [f"recovered: {r['detail']}" for r in d["recovered"]] + \
+        [f"challenger: {line}" for line in d["training"].get("warnings") or []]
 
 
 def command(
@@ -84,5 +86,5 @@ def command(
         timeout=parse_duration(timeout), wait=wait)
     with console.progress("retraining") as bar:
         result = retrain(registry, opts, progress=bar)
-    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)
+    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human, warnings=_warnings)
     return result.exit_code

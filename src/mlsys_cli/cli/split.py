@@ -35,10 +35,11 @@ def _human(result: Any) -> None:
     if d["balance"]:
         b = d["balance"]
         console.kv(f"train balanced ({b['method']}-sampling {b['target']})", {"before": b["before"], "after": b["after"]})
-    for message in d["warnings"]:
-        console.warn(message)
-    if d["leakage"]:
-        console.warn("leakage between parts (see the checks above); --strict refuses to write such a split")
+
+
+def _warnings(d: dict[str, Any]) -> list[str]:
+    leak = ["leakage between parts (see the checks above); --strict refuses to write such a split"] if d["leakage"] else []
+    return d["warnings"] + leak
 
 
 def command(
@@ -79,4 +80,4 @@ def command(
     with console.progress("splitting") as progress:
         result = split_table(table, output, by=by, ratios=ratios, seed=seed, target=target, group=group, time=time,
                              ignore=columns, strict=strict, balance=balance, progress=progress)
-    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)
+    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human, warnings=_warnings)

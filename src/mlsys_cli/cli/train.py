@@ -30,12 +30,12 @@ def _human(result: Any) -> None:
     console.records(f"metrics on {d['evaluated_on']} (primary: {d['primary_metric']})", rows, ["model", *evaluated])
     if d["top_features"]:
         console.records("top features", d["top_features"], ["feature", "importance"])
-    for line in d["warnings"]:
-        console.warn(line)
-    metric = d["primary_metric"]
+
+
+def _warnings(d: dict[str, Any]) -> list[str]:
+    evaluated, metric = d["metrics"][d["evaluated_on"]] or {}, d["primary_metric"]
     flag = baseline_warning(metric, evaluated.get(metric), (d["baselines"].get("zero_rule") or {}).get(metric))
-    if flag:
-        console.warn(flag)
+    return d["warnings"] + ([flag] if flag else [])
 
 
 def command(
@@ -109,4 +109,4 @@ def command(
             valid=str(valid) if valid else None, run=FitRun(timeout=timeout, progress=bar),
         )
     bundle.save(output)
-    console.emit(replace(result, output=str(output)), as_json=json_, report=str(report) if report else None, human=_human)
+    console.emit(replace(result, output=str(output)), as_json=json_, report=str(report) if report else None, human=_human, warnings=_warnings)

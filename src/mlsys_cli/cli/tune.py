@@ -30,10 +30,12 @@ def _human(result: Any) -> None:
                                                              if final["model"] == "ensemble" else {"why not an ensemble": final["reason"]}),
                                    "chosen by": (f"{chosen['folds']}-fold cross-validation on train + valid, "
                                                  f"{len(chosen['candidates'])} candidates" if chosen else "the validation rows")})
-    for line in d["warnings"]:
-        console.warn(line)
     if d["failures"]:
         console.records("failed trials", d["failures"], ["trial", "family", "error"])
+
+
+def _warnings(d: dict[str, Any]) -> list[str]:
+    return d["warnings"]
 
 
 def command(
@@ -104,4 +106,4 @@ def command(
     with console.progress("tuning", total=trials) as bar:
         # --timeout counts from the process start: start-up and imports are in the user's wall time.
         result = tune(str(train), request, outputs, progress=bar, started=process_started())
-    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human)
+    console.emit(result, as_json=json_, report=str(report) if report else None, human=_human, warnings=_warnings)

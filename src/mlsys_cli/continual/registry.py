@@ -302,11 +302,25 @@ class Registry:
 
     def versions(self) -> list[Version]:
         """Every complete version, oldest first (temporary directories are not versions)."""
+        return [Version.read(p) for p in self._version_dirs()]
+
+    def readable_versions(self) -> tuple[list[Version], list[str]]:
+        """Every version that can be read, and the error of each that cannot (a diagnostic such as
+        ``registry list`` shows the others and names the broken one instead of failing on it)."""
+        readable, errors = [], []
+        for path in self._version_dirs():
+            try:
+                readable.append(Version.read(path))
+            except InputError as exc:
+                errors.append(f"{path.name}: left out: {exc.message}")
+        return readable, errors
+
+    def _version_dirs(self) -> list[Path]:
         base = self.root / VERSIONS
         if not base.is_dir():
             return []
         found = sorted((int(m.group(1)), p) for p in base.iterdir() if (m := _VERSION.match(p.name)) and p.is_dir())
-        return [Version.read(p) for _, p in found]
+        return [p for _, p in found]
 
     def get(self, version: str) -> Version:
         """The version called ``version``; an unknown one is exit 3, naming the known ones."""
@@ -644,8 +658,8 @@ def list_versions(root: str | os.PathLike) -> Listing:
     history = reg.history()
     warnings = [f"history.jsonl ends with a truncated line ({history.partial_bytes} bytes); the next writer repairs it"] \
         if history.partial_bytes else []
-    versions = reg.versions()
-    warnings += missing_bundles(versions, champion)
+    versions, unreadable = reg.readable_versions()
+    warnings += unreadable + missing_bundles(versions, champion)
     return Listing(str(reg.root), champion, [summary(v, champion) for v in versions], len(history.events), warnings)
 
 

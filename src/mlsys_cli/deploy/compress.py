@@ -91,6 +91,9 @@ class CompressResult:
     skipped: list[dict[str, str]] = field(default_factory=list)
     seed: int = 0
     seconds: float = 0.0
+    # What the model reads of --data as missing or as an unknown category (features.unseen.input_counts).
+    out_of_range: dict[str, int] = field(default_factory=dict)
+    unseen_categories: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -856,6 +859,7 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
     """
     from mlsys_cli.data.io import read_frame
     from mlsys_cli.features.schema import missing_target
+    from mlsys_cli.features.unseen import input_counts
     from mlsys_cli.models.train import check_classes
 
     start = time.perf_counter()
@@ -877,6 +881,7 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
     source = ", ".join(map(str, paths))
     check_data(df, teacher, source)
     df = df[~missing_target(df[teacher.target])].reset_index(drop=True)
+    counts = input_counts(df, teacher.input_schema)
     # Every candidate's metric would be undefined, and the verdict "none within the budget" meaningless.
     check_classes(df[teacher.target], teacher.task, teacher.target, source, "measure on held-out rows with every class")
     extra = None
@@ -895,7 +900,7 @@ def compress(model: str | os.PathLike, data: Sequence[str] | str, *, output: str
         target=teacher.target, metric=comp.metric_, higher_is_better=comp.higher_, max_metric_drop=comp._allowed(),
         max_metric_drop_relative=relative, prefer=prefer, rows=comp.rows_, original=original,
         candidates=comp.candidates_, kept=None if kept is None else kept.name, verdict=verdict, skipped=comp.skipped_,
-        seed=seed, seconds=round(time.perf_counter() - start, 3),
+        seed=seed, seconds=round(time.perf_counter() - start, 3), **counts,
     )
     if html:
         write_html(result, html)

@@ -158,3 +158,18 @@ def unseen_warnings(counts: Mapping[str, Mapping[str, Any]], min_rows: int = MIN
                    + (f" (fitted on {kinds[0]}, given {kinds[1]})" if differ else "")
                    + "; the model reads each as an unknown category")
     return out
+
+
+def input_counts(df: Any, input_schema: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What every command that reads a table for a fitted model reports about it: ``out_of_range``
+    (per float column, values read as missing: inf or beyond float32) and ``unseen_categories``."""
+    from mlsys_cli.features.schema import out_of_range
+
+    return {"out_of_range": out_of_range(df, input_schema), "unseen_categories": unseen_categories(df, input_schema)}
+
+
+def input_warnings(report: Mapping[str, Any]) -> list[str]:
+    """The warnings of :func:`input_counts`' keys in a report, the same words on every command."""
+    from mlsys_cli.features.schema import out_of_range_warnings
+
+    return out_of_range_warnings(report.get("out_of_range") or {}) + unseen_warnings(report.get("unseen_categories") or {})

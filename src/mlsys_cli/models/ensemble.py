@@ -63,6 +63,9 @@ class EnsembleResult:
     dropped: list[str] = field(default_factory=list)
     skipped: list[dict[str, Any]] = field(default_factory=list)
     stopped_by: str | None = None
+    # What the members read of --data as missing or as an unknown category (features.unseen.input_counts).
+    out_of_range: dict[str, int] = field(default_factory=dict)
+    unseen_categories: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +74,7 @@ class EnsembleResult:
             "evaluated_on": self.evaluated_on, "members": self.members, "ensemble": self.ensemble,
             "gain": self.gain, "worth_it": self.worth_it, "verdict": self.verdict, "combiner": self.combiner,
             "dropped": self.dropped, "skipped": self.skipped, "stopped_by": self.stopped_by, "seconds": self.seconds,
+            "out_of_range": self.out_of_range, "unseen_categories": self.unseen_categories,
         }
 
 
@@ -230,8 +234,11 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], spec: 
     -------
     (ModelBundle, EnsembleResult)
     """
+    from dataclasses import replace
+
     import numpy as np
 
+    from mlsys_cli.features.unseen import input_counts
     from mlsys_cli.models.metrics import resolve_metric
 
     start = time.perf_counter()
@@ -241,6 +248,7 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], spec: 
     first = named[0][1]
     metric, higher = resolve_metric(first.task, spec.metric)
     df, y, data_records = _held_out(named, data, spec.folds)
+    counts = input_counts(df, list({c["name"]: c for _, b in reversed(named) for c in b.input_schema}.values()))
     scoring = _Scoring(first.task, first.classes, metric, higher, df[first.target].to_numpy(), y, spec.seed)
 
     scores, latency, skipped = _score_members(named, df, deadline)
@@ -249,7 +257,8 @@ def build_ensemble(named: Sequence[tuple[str, Any]], data: Sequence[str], spec: 
         member_records = list(member_records)[:len(scores)] if member_records else None
     held_out = _HeldOut(df, np.stack(scores), latency, data_records,
                         f"{', '.join(map(str, data))} (members: as given; ensemble: {spec.folds}-fold cross-fitted)")
-    return _assemble(named, member_records, held_out, (spec, scoring), (start, deadline, skipped))
+    bundle, result = _assemble(named, member_records, held_out, (spec, scoring), (start, deadline, skipped))
+    return bundle, replace(result, **counts)
 
 
 @dataclass(frozen=True, eq=False)
