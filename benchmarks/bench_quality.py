@@ -258,8 +258,8 @@ def render(rows: list[dict[str, Any]], budget: float, load: str, command: str) -
           for r in rows for t in ("mlsys", "flaml") if r[t].get("failed")],
         f"- mlsys saved the ensemble of its best trials on {sum(r['mlsys']['ensemble'] for r in rows)} of {n} datasets "
         "(where its cross-fitted score beat its best member: on the validation rows, or, marked cv, on 5-fold "
-        "out-of-fold predictions on train + valid); the final model was chosen by 5-fold cross-validation on "
-        f"{sum(bool((r['mlsys'].get('final') or {}).get('selection')) for r in rows)} of {n}.",
+        "out-of-fold predictions on train + valid); the final model was chosen by k-fold cross-validation on "
+        f"{sum('candidates' in ((r['mlsys'].get('final') or {}).get('selection') or {}) for r in rows)} of {n}.",
         "",
         "Loss per dataset: 1 - AUC (binary), log loss (multiclass), RMSE / standard deviation of the test target "
         "(regression). Normalised score: the lowest loss of the four tools on that dataset divided by the tool's loss. "
