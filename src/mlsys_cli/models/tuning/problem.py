@@ -229,19 +229,21 @@ def _split_order(job: TuneJob, train_df: Any, valid_df: Any, target: str) -> str
 
     for path in (job.valid, job.train):
         for one in (path if isinstance(path, (list, tuple)) else [path]):
-            try:
-                by = str(((read_lineage(one) or {}).get("extra") or {}).get("by") or "")
-            except (OSError, TypeError):
-                by = ""
+            by = str(((read_lineage(one) or {}).get("extra") or {}).get("by") or "")
             if by.startswith(("time:", "group:")):
                 return f"the split is by {by} (mlsys split lineage of {one})"
+
+    def ordered(x: Any) -> str | None:
+        # Which kind of comparable values a column holds (numbers or dates), if any.
+        if pd.api.types.is_bool_dtype(x):
+            return None
+        return "number" if pd.api.types.is_numeric_dtype(x) else "date" if pd.api.types.is_datetime64_any_dtype(x) else None
+
     for col in valid_df.columns:
         if col == target or col not in train_df.columns:
             continue
         t, v = train_df[col], valid_df[col]
-        numeric = pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t)
-        if not (numeric or pd.api.types.is_datetime64_any_dtype(t)) or t.dtype != v.dtype and not (
-                pd.api.types.is_numeric_dtype(v) and numeric):
+        if ordered(t) is None or ordered(t) != ordered(v) or (ordered(t) == "date" and t.dtype != v.dtype):
             continue
         t, v = t.dropna(), v.dropna()
         if len(t) == 0 or len(v) == 0:
