@@ -146,15 +146,19 @@ def test_ensemble_bundle_predicts_the_combined_member_scores(members, small_tabl
     assert loaded.manifest["recipe"]["params"] == result.combiner
 
 
-def test_a_model_ensembled_with_itself_is_not_worth_it(members, small_tables, tmp_path):
+def test_a_model_ensembled_with_itself_is_refused_and_a_zero_gain_is_not_worth_it(members, small_tables, tmp_path):
     import shutil
 
+    from mlsys_cli.models.ensemble import _verdict
+
+    # A byte-identical copy is the same member given twice (it would double its weight): a usage error.
     twin = tmp_path / "twin.mlsys"
     shutil.copy(members["xgb"], twin)
-    result = ensemble([members["xgb"], str(twin)], small_tables["binary"]["valid"], EnsembleSpec(method="average"))
-    assert not result.worth_it
-    assert result.verdict.startswith("not worth it") and "use " in result.verdict
-    assert result.gain["value"] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(UsageError, match="same model as"):
+        ensemble([members["xgb"], str(twin)], small_tables["binary"]["valid"], EnsembleSpec(method="average"))
+    # What such an ensemble would have been told: no gain, not worth its latency.
+    worth, verdict = _verdict("auc", True, {"value": 0.0, "ci95": [0.0, 0.0], "best_member": "xgb"}, 2.0)
+    assert not worth and verdict.startswith("not worth it") and verdict.endswith("use xgb alone")
 
 
 def test_refuses_a_members_training_data(members, small_tables):
