@@ -152,12 +152,10 @@ def prediction_table(model: Any, batch: Any, keep: Sequence[str]) -> Any:
     import numpy as np
     import pyarrow as pa
 
-    from mlsys_cli.features.schema import out_of_range
-    from mlsys_cli.features.unseen import unseen_categories
+    from mlsys_cli.features.unseen import input_counts
 
     frame = batch.to_pandas()
-    out = {**model.predict(frame), "out_of_range": out_of_range(frame, model.input_schema),
-           "unseen_categories": unseen_categories(frame, model.input_schema)}
+    out = {**model.predict(frame), **input_counts(frame, model.input_schema)}
     arrays = [batch.column(c) for c in keep]
     names = list(keep)
     if model.task == "regression":

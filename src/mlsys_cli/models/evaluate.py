@@ -792,8 +792,7 @@ def evaluate(model: Any, df: Any, options: EvaluateOptions = EvaluateOptions(), 
     """
     import numpy as np
 
-    from mlsys_cli.features.schema import out_of_range
-    from mlsys_cli.features.unseen import unseen_categories
+    from mlsys_cli.features.unseen import input_counts
 
     target, threshold, reqs = _check_options(model, df, options)
     if progress is not None:
@@ -820,8 +819,7 @@ def evaluate(model: Any, df: Any, options: EvaluateOptions = EvaluateOptions(), 
     gates = [_gate(r, metrics, ci, slice_rows, behaviour) for r in reqs]
     result = _evaluation(s, (metrics, ci, conf_hit), (slice_rows, behaviour, gates), options,
                          {"model": model_name, "data": data_name, "target": target, "dropped_missing_target": dropped,
-                          "out_of_range": out_of_range(df, model.input_schema),
-                          "unseen_categories": unseen_categories(df, model.input_schema),
+                          **input_counts(df, model.input_schema),
                           "baseline": _baseline(model, s.task, y, classes, threshold)})
     _advance(progress)
     return result
